@@ -1,0 +1,313 @@
+"""Argument parsing, the error handler and exit codes. The only module that prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import BuildError, Interrupted, UsageError
+
+if TYPE_CHECKING:
+    from .execute import StageResult
+    from .model import Workflow
+    from .plan import Decision
+
+COMMANDS = ("build", "status", "dag", "show", "export", "clean", "schema")
+_VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
+                  "-n", "--rows", "--format"}
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-f", "--file", default="Workflowfile", help="the Workflowfile (default: ./Workflowfile)")
+    p.add_argument("-C", "--directory", help="run as if started in this folder")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
+    p.add_argument("--version", action="version", version=f"dd-build {__version__}")
+    return p
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    common = _common()
+    make = lambda cmd, desc: argparse.ArgumentParser(  # noqa: E731
+        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common])
+    build = make("build", "Build the targets (default: every stage) and what they need.")
+    build.add_argument("targets", nargs="*", metavar="TARGET")
+    build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
+    build.add_argument("--explain", action="store_true", help="print every stage's decision and why")
+    build.add_argument("--resume", choices=("if-possible", "never", "always"), default="if-possible")
+    build.add_argument("--rerun-from", action="append", default=[], metavar="STAGE",
+                       help="run STAGE and everything after it fresh")
+    build.add_argument("--force", action="append", default=[], metavar="STAGE",
+                       help="run STAGE fresh (repeatable)")
+    status = make("status", "Each stage: up to date or not, and why; rows; last run.")
+    dag = make("dag", "Print the stage graph.")
+    dag.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    show = make("show", "Print the first rows of a stage's selected output.")
+    show.add_argument("stage")
+    show.add_argument("-n", "--rows", type=int, default=10)
+    export = make("export", "Write a stage's selected output to a .parquet, .jsonl or .csv file.")
+    export.add_argument("stage")
+    export.add_argument("path")
+    clean = make("clean", "Remove stage artifacts (all, or the named stages').")
+    clean.add_argument("stages", nargs="*", metavar="STAGE")
+    schema = make("schema", "Print the JSON Schema of the Workflowfile.")
+    return {"build": build, "status": status, "dag": dag, "show": show, "export": export,
+            "clean": clean, "schema": schema}
+
+
+def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """The subcommand (default `build`) and the rest of the arguments."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--":
+            break
+        if arg.startswith("-"):
+            skip = arg in _VALUE_OPTIONS
+            continue
+        if arg in COMMANDS:
+            return arg, [*argv[:i], *argv[i + 1:]]
+        break
+    return "build", list(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
+    args = _parsers()[command].parse_args(rest)
+    out = Output(args)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        if args.directory:
+            os.chdir(args.directory)
+        return _COMMANDS[command](args, out)
+    except BuildError as exc:
+        out.error(exc.render())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+    except Interrupted as exc:
+        out.error("terminated")
+        return 128 + exc.signum
+    except OSError as exc:
+        out.error(f"dd-build: {exc}")
+        return 2
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+class Output:
+    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json = getattr(args, "json", False)
+        self.quiet = getattr(args, "quiet", False)
+        self.verbose = getattr(args, "verbose", False)
+        self.tty = sys.stderr.isatty()
+
+    def text(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr if self.json else sys.stdout, flush=True)
+
+    def progress(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def error(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def document(self, value: Any) -> None:
+        print(json.dumps(value, indent=1, ensure_ascii=False, default=str))
+
+
+class TextReporter:
+    def __init__(self, out: Output, explain: bool) -> None:
+        self.out = out
+        self.explain = explain
+        self._last_tty_line = False
+
+    def planned(self, decisions: list[Decision]) -> None:
+        if self.explain:
+            from .explain import decision_lines
+
+            for line in decision_lines(decisions):
+                self.out.text(line)
+
+    def started(self, decision: Decision) -> None:
+        why = "; ".join(r.message for r in decision.reasons[:2])
+        more = f" (+{len(decision.reasons) - 2} more)" if len(decision.reasons) > 2 else ""
+        self.out.progress(f"▶ {decision.stage}: {decision.action}: {why}{more}")
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        if total is None or self.out.quiet or not (self.out.verbose or self.out.tty):
+            return
+        line = f"  {stage}: batch {done}/{total}"
+        if self.out.tty and not self.out.verbose:
+            end = "\n" if done >= total else ""
+            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+        else:
+            self.out.progress(line)
+
+    def finished(self, result: StageResult) -> None:
+        from .explain import result_line
+
+        self.out.text(result_line(result))
+
+
+def _load(args: argparse.Namespace) -> Workflow:
+    from .workflowfile import load_workflow
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no Workflowfile at {path}",
+                         hint="run in the project folder, or name the file with -f FILE")
+    return load_workflow(path, display=args.file)
+
+
+def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    from .execute import BuildConfig, BuildReport, StageResult, check_strict, prepare, run_build
+    from .lock import build_lock
+
+    workflow = _load(args)
+    config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
+                         tuple(args.rerun_from), args.dry_run)
+    reporter = TextReporter(out, args.explain or args.dry_run)
+    if args.dry_run:
+        prep = prepare(workflow, config)
+        reporter.planned(prep.decisions)
+        if args.resume == "always":
+            check_strict(prep)
+        report = BuildReport(workflow.name, True, [
+            StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
+            for d in prep.decisions])
+    else:
+        with build_lock(workflow.artifacts_root):
+            prep = prepare(workflow, config)
+            reporter.planned(prep.decisions)
+            if args.resume == "always":
+                check_strict(prep)
+            report = run_build(prep, reporter)
+    if args.json:
+        out.document(report.to_json())
+    return 0 if report.ok else 1
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from .execute import BuildConfig, prepare
+    from .explain import status_lines
+
+    prep = prepare(_load(args), BuildConfig(dry_run=True))
+    if args.json:
+        out.document({"workflow": prep.workflow.name, "stages": [_status_json(prep, d)
+                                                                   for d in prep.decisions]})
+    for line in status_lines(prep):
+        out.text(line)
+    return 0
+
+
+def _status_json(prep: Any, decision: Decision) -> dict[str, Any]:
+    record = prep.facts[decision.stage].record
+    return {
+        "stage": decision.stage, "up_to_date": decision.action == "up_to_date",
+        "action": decision.action, "reasons": [r.to_json() for r in decision.reasons],
+        "status": record.status if record else None,
+        "rows": record.output.rows if record and record.output else None,
+        "finished_at": record.finished_at if record else None,
+    }
+
+
+def cmd_dag(args: argparse.Namespace, out: Output) -> int:
+    from .explain import dag_dot, dag_mermaid, dag_text
+    from .graph import build_graph, topological_order
+
+    graph = build_graph(_load(args))
+    order = topological_order(graph)
+    render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
+    print(render(graph, order))
+    return 0
+
+
+def _selected_table(workflow: Workflow, name: str) -> Any:
+    from .datasets import read_data_file, read_parquet_files
+    from .graph import build_graph, check_stage_names
+    from .kinds import output_files
+    from .records import read_record
+
+    check_stage_names(build_graph(workflow), [name], "the command")
+    read = read_record(workflow.stage_dir(name))
+    record = read.record
+    if record is None or record.status not in ("completed", "completed_empty") or not record.output:
+        why = read.problem[1] if read.problem else "it has no completed build"
+        raise UsageError(f"stage '{name}' has no output to read: {why}",
+                         stage=name, hint=f"build it first: dd-build {name}")
+    files = output_files(workflow, record)
+    if record.output.kind == "batches":
+        return read_parquet_files(files)
+    if files and files[0].suffix.lower() in (".parquet", ".csv", ".jsonl"):
+        return read_data_file(files[0])
+    raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
+                     ".parquet, .csv or .jsonl)", stage=name)
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    from .datasets import format_rows
+
+    table = _selected_table(_load(args), args.stage)
+    if args.json:
+        out.document(table.slice(0, args.rows).to_pylist())
+        return 0
+    print(format_rows(table, args.rows))
+    print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    from .datasets import write_export
+
+    table = _selected_table(_load(args), args.stage)
+    write_export(table, Path(args.path))
+    out.text(f"wrote {table.num_rows} rows of '{args.stage}' to {args.path}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, out: Output) -> int:
+    import shutil
+
+    from .graph import build_graph, check_stage_names
+    from .lock import build_lock
+
+    workflow = _load(args)
+    check_stage_names(build_graph(workflow), args.stages, "clean")
+    with build_lock(workflow.artifacts_root):
+        names = args.stages or [e.name for e in os.scandir(workflow.artifacts_root) if e.is_dir()]
+        for name in names:
+            folder = workflow.stage_dir(name)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                out.text(f"removed {os.path.relpath(folder)}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: Output) -> int:
+    from .schema import workflow_json_schema
+
+    print(json.dumps(workflow_json_schema(), indent=2))
+    return 0
+
+
+_COMMANDS = {"build": cmd_build, "status": cmd_status, "dag": cmd_dag, "show": cmd_show,
+             "export": cmd_export, "clean": cmd_clean, "schema": cmd_schema}

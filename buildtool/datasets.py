@@ -1,0 +1,115 @@
+"""Parquet batches, selected outputs, seed tables and export formats. The only pyarrow user.
+
+Import this module only where data is touched: it imports pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import BuildError, StageFailed
+from .fsutil import atomic_write_bytes
+
+EXPORT_FORMATS = (".parquet", ".jsonl", ".csv")
+
+
+def to_table(value: Any, where: str) -> pa.Table:
+    """Accept a Table, RecordBatch, list of dicts, dict of lists or pandas DataFrame."""
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    try:
+        if isinstance(value, list):
+            return pa.Table.from_pylist(value)
+        if isinstance(value, dict):
+            return pa.Table.from_pydict(value)
+        if type(value).__name__ == "DataFrame" and hasattr(value, "to_dict"):
+            return pa.Table.from_pandas(value, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise StageFailed(f"{where} returned rows pyarrow cannot convert: {exc}") from exc
+    raise StageFailed(
+        f"{where} returned {type(value).__name__}",
+        hint="return a pyarrow.Table, RecordBatch, list[dict], dict[str, list] or pandas DataFrame",
+    )
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def read_parquet_files(paths: list[Path]) -> pa.Table:
+    tables = [pq.read_table(p) for p in paths]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_data_file(path: Path) -> pa.Table:
+    """A parquet, csv or jsonl file, or a folder of parquet files."""
+    if path.is_dir():
+        return read_parquet_files(sorted(path.rglob("*.parquet")))
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_table(path)
+    if suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        return pcsv.read_csv(path)
+    if suffix == ".jsonl":
+        import pyarrow.json as pjson
+
+        return pjson.read_json(path)
+    raise BuildError(f"{path}: cannot read {suffix or 'a file without extension'} as a table",
+                     hint="use a .parquet, .csv or .jsonl file")
+
+
+def export_bytes(table: pa.Table, path: Path) -> bytes:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return parquet_bytes(table)
+    if suffix == ".jsonl":
+        lines = (json.dumps(row, default=str, ensure_ascii=False) for row in table.to_pylist())
+        return "".join(line + "\n" for line in lines).encode("utf-8")
+    if suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(table, sink)
+        return sink.getvalue().to_pybytes()
+    raise BuildError(f"cannot export to '{path.name}'",
+                     hint=f"end the path with one of {', '.join(EXPORT_FORMATS)}")
+
+
+def write_export(table: pa.Table, path: Path) -> None:
+    atomic_write_bytes(path, export_bytes(table, path))
+
+
+def seed_indices(seed_rows: int, offset: int, size: int, order: list[int] | None) -> list[int]:
+    """Row indices of one batch's seed rows: in order, cycling when more are asked than exist."""
+    picks = [(offset + k) % seed_rows for k in range(size)]
+    return [order[i] for i in picks] if order is not None else picks
+
+
+def format_rows(table: pa.Table, limit: int) -> str:
+    """A plain text table of the first `limit` rows."""
+    rows = table.slice(0, limit).to_pylist()
+    names = table.column_names
+    cells = [[_cell(row.get(n)) for n in names] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"

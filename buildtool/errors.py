@@ -1,0 +1,92 @@
+"""One exception family. Each error a user can cause says what, where and how to fix it."""
+
+from __future__ import annotations
+
+
+class BuildError(Exception):
+    """Base of every error dd-build reports to a user without a traceback."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        stage: str | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.stage = stage
+        self.key = key
+        self.hint = hint
+
+    def where(self) -> str:
+        parts = []
+        if self.file:
+            loc = self.file
+            if self.line is not None:
+                loc += f":{self.line}"
+                if self.column is not None:
+                    loc += f":{self.column}"
+            parts.append(loc)
+        if self.stage:
+            parts.append(f"stage '{self.stage}'")
+        if self.key:
+            parts.append(f"key '{self.key}'")
+        return ", ".join(parts)
+
+    def render(self) -> str:
+        where = self.where()
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class WorkflowError(BuildError):
+    """The Workflowfile is invalid (exit 2)."""
+
+
+class UsageError(BuildError):
+    """The command line is invalid (exit 2)."""
+
+
+class StateError(BuildError):
+    """Artifacts or inputs on disk are not usable as they are (exit 2)."""
+
+
+class StageFailed(BuildError):
+    """A stage's own code or command failed (exit 1)."""
+
+    exit_code = 1
+
+
+class ResumeRefused(BuildError):
+    """`--resume always` refused to start a stage fresh (exit 3)."""
+
+    exit_code = 3
+
+
+class LockHeld(BuildError):
+    """Another build holds the workflow's lock (exit 4)."""
+
+    exit_code = 4
+
+
+class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised from the SIGTERM handler so running stages are recorded `interrupted`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -1,0 +1,237 @@
+"""The scheduler: plan, then run decisions in topological order with early cutoff.
+
+Every write of state goes through here (and the StageRun it drives). Printing does not: the
+caller passes a Reporter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from .errors import Interrupted, ResumeRefused, StageFailed, UsageError
+from .fsutil import atomic_write_json
+from .graph import build_graph, closure, descendants_in
+from .model import Workflow
+from .plan import Decision, Options, StageFacts, Upstream, decide, plan, strict_refusals
+from .probe import probe
+from .records import Output, StageRecord, write_record
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    targets: tuple[str, ...] = ()
+    resume: str = "if-possible"
+    force: tuple[str, ...] = ()
+    rerun_from: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+@dataclass
+class StageResult:
+    stage: str
+    planned: Decision
+    result: str | None = None  # None in a dry run
+    rows: int | None = None
+    batches_total: int | None = None
+    batches_run: int = 0
+    error: str | None = None
+    duration_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "stage": self.stage, "action": self.planned.action,
+            "reasons": [r.to_json() for r in self.planned.reasons],
+            "rows": self.rows, "batches_total": self.batches_total,
+            "batches_run": self.batches_run,
+        }
+        if self.result is not None:
+            d["result"] = self.result
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class BuildReport:
+    workflow: str
+    dry_run: bool
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.result not in ("failed", "not_run") for s in self.stages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workflow": self.workflow, "dry_run": self.dry_run, "ok": self.ok,
+                "stages": [s.to_json() for s in self.stages]}
+
+
+class Reporter(Protocol):
+    def planned(self, decisions: list[Decision]) -> None: ...
+    def started(self, decision: Decision) -> None: ...
+    def progress(self, stage: str, done: int, total: int | None) -> None: ...
+    def finished(self, result: StageResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A workflow's closure with its facts and plan: what `status`, dry runs and builds share."""
+
+    workflow: Workflow
+    order: list[str]
+    upstreams: dict[str, tuple[str, ...]]
+    facts: dict[str, StageFacts]
+    options: Options
+    decisions: list[Decision]
+
+
+def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
+    graph = build_graph(workflow)
+    order = closure(graph, config.targets)
+    forced: dict[str, str] = {}
+    for name in config.rerun_from:
+        _check_in_closure(name, order, "--rerun-from")
+        for d in descendants_in(graph, name, order):
+            forced.setdefault(d, f"--rerun-from {name}")
+    for name in config.force:
+        _check_in_closure(name, order, "--force")
+        forced[name] = f"--force {name}"
+    upstreams = {n: workflow.stages[n].upstream_stages for n in order}
+    facts = probe(workflow, order)
+    options = Options(resume=config.resume, forced=forced)
+    return Prepared(workflow, order, upstreams, facts, options,
+                    plan(order, facts, upstreams, options))
+
+
+def _check_in_closure(name: str, order: list[str], flag: str) -> None:
+    if name not in order:
+        raise UsageError(f"{flag} {name}: no such stage among the stages this build needs",
+                         hint="name a stage listed by `dd-build -n` for these targets")
+
+
+def check_strict(prep: Prepared) -> None:
+    refused = strict_refusals(prep.decisions, prep.upstreams)
+    if not refused:
+        return
+    lines = [f"  {d.stage}: {reason.message}" for d, reason in refused]
+    raise ResumeRefused(
+        "--resume always: these stages would start fresh instead of resuming:\n" + "\n".join(lines),
+        hint="build with --resume if-possible to run them, or undo the change",
+    )
+
+
+def run_build(prep: Prepared, reporter: Reporter) -> BuildReport:
+    """Run the plan. Caller holds the lock."""
+    return _Builder(prep, reporter).run()
+
+
+class _Builder:
+    def __init__(self, prep: Prepared, reporter: Reporter) -> None:
+        self.prep = prep
+        self.wf = prep.workflow
+        self.reporter = reporter
+        self.known: dict[str, Upstream] = {}
+        self.records: dict[str, StageRecord] = {}
+        self.results: dict[str, StageResult] = {}
+        self.stopped = False
+
+    def run(self) -> BuildReport:
+        report = BuildReport(self.wf.name, dry_run=False)
+        try:
+            for planned in self.prep.decisions:
+                result = self._one(planned)
+                self.results[planned.stage] = result
+                self.reporter.finished(result)
+        finally:
+            report.stages = [self.results.get(d.stage) or StageResult(d.stage, d, "not_run")
+                             for d in self.prep.decisions]
+            self._write_summary(report)
+        return report
+
+    def _one(self, planned: Decision) -> StageResult:
+        name = planned.stage
+        ups = self.prep.upstreams[name]
+        if self.stopped or any(self.results[u].result in ("failed", "not_run") for u in ups):
+            return StageResult(name, planned, "not_run", batches_total=planned.batches_total)
+        facts = self.prep.facts[name]
+        decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
+        if decision.action == "up_to_date":
+            return self._reuse(planned, facts)
+        return self._execute(planned, decision, facts)
+
+    def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
+        record = facts.record
+        assert record is not None and record.output is not None
+        if facts.refreshed:
+            record = _touch_up(record, facts)
+            write_record(self.wf.stage_dir(record.stage), record)
+        self._done(record)
+        return StageResult(record.stage, planned, "up_to_date", record.output.rows,
+                           record.batches_total, 0)
+
+    def _done(self, record: StageRecord) -> None:
+        assert record.output is not None
+        self.records[record.stage] = record
+        self.known[record.stage] = Upstream(record.output.digest, record.output.rows)
+
+    def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
+        from .kinds import Job, kind_for
+        from .stagerun import StageRun
+
+        stage = self.wf.stages[decision.stage]
+        consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
+        keep = decision.keep if decision.action == "resume" else ()
+        run = StageRun(self.wf, stage, facts, consumed, keep)
+        self.reporter.started(decision)
+        job = Job(self.wf, stage, run, self.records, facts.fingerprint,
+                  lambda done, total: self.reporter.progress(stage.name, done, total))
+        started = time.monotonic()
+        try:
+            output = kind_for(stage.kind).execute(job)
+            _check_not_empty(stage.name, output)
+        except StageFailed as exc:
+            run.finish("failed", error=exc.render())
+            self.stopped = True
+            return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
+                               run.batches_run, exc.render(), time.monotonic() - started)
+        except OSError as exc:
+            message = f"stage '{stage.name}': cannot write its output: {exc}"
+            run.finish("failed", error=message)
+            self.stopped = True
+            return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
+                               run.batches_run, message, time.monotonic() - started)
+        except (KeyboardInterrupt, Interrupted):
+            run.finish("interrupted", error="interrupted")
+            self.results[stage.name] = StageResult(stage.name, planned, "not_run",
+                                                   batches_run=run.batches_run)
+            raise
+        record = run.finish("completed", output)
+        self._done(record)
+        return StageResult(stage.name, planned, "completed", output.rows, record.batches_total,
+                           run.batches_run, None, time.monotonic() - started)
+
+    def _write_summary(self, report: BuildReport) -> None:
+        if not self.wf.artifacts_root.is_dir():
+            return
+        summary = {"finished_at": time.time(), **report.to_json()}
+        atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
+
+
+def _check_not_empty(stage: str, output: Output) -> None:
+    if output.kind == "batches" and output.rows == 0:
+        raise StageFailed("the stage produced no rows", stage=stage,
+                          hint="check its code and inputs")
+
+
+def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
+    """The same record with stats as they are now (content digests already matched)."""
+    now: Mapping[str, Any] = facts.outputs_now
+    batches = tuple(replace(b, size=now[b.file].size, mtime_ns=now[b.file].mtime_ns)
+                    if b.file in now else b for b in record.batches)
+    output = record.output
+    if output is not None and output.kind == "files":
+        output = replace(output, files=tuple(now.get(f.path, f) for f in output.files))
+    return replace(record, code=dict(facts.code), file_inputs=dict(facts.file_inputs),
+                   batches=batches, output=output)

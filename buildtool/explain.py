@@ -1,0 +1,90 @@
+"""Render decisions and results as text (rendering only: no decisions are made here)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .plan import Decision
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from .execute import Prepared, StageResult
+
+_ACTION_WORDS = {"up_to_date": "up to date", "run": "run", "resume": "resume",
+                 "skip_empty_upstream": "skip (empty upstream)"}
+
+
+def decision_lines(decisions: Sequence[Decision]) -> list[str]:
+    """One line per stage, then one indented line per reason."""
+    width = max((len(d.stage) for d in decisions), default=0)
+    lines = []
+    for d in decisions:
+        head = f"{d.stage.ljust(width)}  {_ACTION_WORDS.get(d.action, d.action)}"
+        if d.action == "resume" and d.batches_total is not None:
+            head += f" ({len(d.keep)} of {d.batches_total} batches kept)"
+        lines.append(head)
+        lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
+    return lines
+
+
+def result_line(result: StageResult) -> str:
+    name, res = result.stage, result.result
+    rows = f"{result.rows} rows" if result.rows is not None else ""
+    if res == "up_to_date":
+        return f"= {name}: up to date" + (f" ({rows})" if rows else "")
+    if res == "completed":
+        batches = ""
+        if result.batches_total is not None:
+            batches = f", {result.batches_run} of {result.batches_total} batches run"
+        took = f" in {result.duration_s:.1f}s" if result.duration_s is not None else ""
+        return f"✓ {name}: completed" + (f" ({rows}{batches})" if rows else "") + took
+    if res == "failed":
+        return f"✗ {name}: failed\n    {(result.error or '').replace(chr(10), chr(10) + '    ')}"
+    return f"- {name}: not run (an upstream stage failed or the build stopped)"
+
+
+def status_lines(prep: Prepared) -> list[str]:
+    width = max((len(n) for n in prep.order), default=0)
+    lines = []
+    for d in prep.decisions:
+        record = prep.facts[d.stage].record
+        state = "up to date" if d.action == "up_to_date" else f"out of date ({d.action})"
+        extra = []
+        if record is not None and record.output is not None and record.output.rows is not None:
+            extra.append(f"{record.output.rows} rows")
+        if record is not None:
+            extra.append(f"last run {_when(record.finished_at or record.started_at)}: {record.status}")
+        lines.append(f"{d.stage.ljust(width)}  {state}" + (f"  [{'; '.join(extra)}]" if extra else ""))
+        lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
+    return lines
+
+
+def _when(stamp: float | None) -> str:
+    return "never" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def dag_text(graph: nx.DiGraph, order: Sequence[str]) -> str:
+    lines = []
+    for name in order:
+        ups = sorted(graph.predecessors(name), key=order.index)
+        lines.append(f"{name}" + (f"  <- {', '.join(ups)}" if ups else ""))
+    return "\n".join(lines)
+
+
+def dag_mermaid(graph: nx.DiGraph, order: Sequence[str]) -> str:
+    lines = ["flowchart LR"]
+    ids = {name: f"s{i}" for i, name in enumerate(order)}
+    lines += [f'  {ids[n]}["{n}"]' for n in order]
+    lines += [f"  {ids[a]} --> {ids[b]}" for a, b in graph.edges if a in ids and b in ids]
+    return "\n".join(lines)
+
+
+def dag_dot(graph: nx.DiGraph, order: Sequence[str]) -> str:
+    lines = ["digraph workflow {", "  rankdir=LR;"]
+    lines += [f'  "{n}";' for n in order]
+    lines += [f'  "{a}" -> "{b}";' for a, b in graph.edges if a in order and b in order]
+    lines.append("}")
+    return "\n".join(lines)

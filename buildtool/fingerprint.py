@@ -1,0 +1,139 @@
+"""Canonical spec hashes and stat-cached content digests of files."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import WorkflowError
+from .model import CallableRef, Stage, Workflow
+
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file as seen: where (relative), its stats, and its content digest."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileState:
+        return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["digest"]))
+
+
+def digest_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest_strings(parts: list[str]) -> str:
+    """One digest for an ordered list of digests or names."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def digest_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def check_file(path: Path, rel: str, known: FileState | None) -> FileState | None:
+    """The file's state, None when it is missing. Cheap first: equal stats reuse `known`'s digest."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
+        return known
+    return FileState(rel, st.st_size, st.st_mtime_ns, digest_file(path))
+
+
+def canonical_spec(stage: Stage) -> dict[str, Any]:
+    """Everything about a stage that changes what it produces (not description, retries)."""
+    spec: dict[str, Any] = {"kind": stage.kind, stage.kind: stage.target, "params": stage.params}
+    if stage.kind == "generate":
+        spec.update(
+            num_records=stage.num_records,
+            batch_size=stage.batch_size,
+            sampling=stage.sampling,
+            seed=stage.seed.key if stage.seed else None,
+        )
+    spec["inputs"] = [ref.key for ref in stage.inputs]
+    if stage.kind != "run":
+        spec.update(
+            processors=list(stage.processors),
+            on_success=stage.on_success,
+            on_success_version=stage.on_success_version,
+            allow_empty=stage.allow_empty,
+        )
+    spec["outputs"] = list(stage.outputs)
+    # Round-trip through JSON so the spec compares equal to the one read back from a record.
+    return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+def spec_fingerprint(spec: dict[str, Any]) -> str:
+    text = json.dumps({"format": FORMAT_VERSION, "spec": spec}, sort_keys=True)
+    return digest_bytes(text.encode("utf-8"))
+
+
+def _has_magic(pattern: str) -> bool:
+    return glob.has_magic(pattern)
+
+
+def expand_glob(project_dir: Path, pattern: str) -> list[str]:
+    """Project-relative posix paths of the files a path or glob names, sorted."""
+    if not _has_magic(pattern):
+        return [pattern] if (project_dir / pattern).is_file() else []
+    found = glob.glob(pattern, root_dir=project_dir, recursive=True)
+    return sorted(p.replace(os.sep, "/") for p in found if (project_dir / p).is_file())
+
+
+def module_file(project_dir: Path, module: str) -> str | None:
+    """The project-relative file of a dotted module, when it lives in the project."""
+    base = project_dir.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate.relative_to(project_dir).as_posix()
+    return None
+
+
+def code_files(workflow: Workflow, stage: Stage) -> list[str]:
+    """Project-relative files whose content is the stage's code."""
+    files: list[str] = []
+    for text in stage.callables:
+        ref = CallableRef.parse(text)
+        if ref is None:
+            continue
+        rel = ref.module if ref.is_file else module_file(workflow.project_dir, ref.module)
+        if rel is not None:
+            files.append(Path(rel).as_posix())
+    for pattern in stage.code:
+        matched = expand_glob(workflow.project_dir, pattern)
+        if not matched:
+            loc = stage.location("code")
+            raise WorkflowError(
+                f"`code` entry '{pattern}' matches no file",
+                file=loc.file if loc else None, line=loc.line if loc else None,
+                column=loc.column if loc else None, stage=stage.name, key="code",
+                hint="fix the path or glob, or remove it",
+            )
+        files.extend(matched)
+    return sorted(set(files))

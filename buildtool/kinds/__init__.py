@@ -1,0 +1,72 @@
+"""Stage kinds: one module each behind one Protocol, registered in one table."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..model import Stage, Workflow
+from ..records import Output, StageRecord
+from ..stagerun import StageRun
+
+
+@dataclass
+class Job:
+    """Everything a kind needs to run one stage; `run` is where it writes."""
+
+    workflow: Workflow
+    stage: Stage
+    run: StageRun
+    upstream: Mapping[str, StageRecord]
+    fingerprint: str
+    progress: Callable[[int, int | None], None]
+
+
+class Kind(Protocol):
+    def execute(self, job: Job) -> Output: ...
+
+
+_MODULES = {"generate": "generate", "transform": "transform", "run": "command"}
+
+
+def kind_for(name: str) -> Kind:
+    """The kind's module, imported only when a stage of that kind runs."""
+    return importlib.import_module(f".{_MODULES[name]}", __name__)  # type: ignore[return-value]
+
+
+def output_files(workflow: Workflow, record: StageRecord) -> list[Path]:
+    """Absolute paths of every file in a stage's selected output."""
+    if record.output is not None and record.output.kind == "files":
+        return [workflow.project_dir / f.path for f in record.output.files]
+    return [workflow.artifacts_root / b.file for b in record.batches]
+
+
+def input_paths(workflow: Workflow, stage: Stage, record: StageRecord) -> list[Path]:
+    """What a dependant sees as a stage input's path: its batches folder, or its run outputs."""
+    if record.output is not None and record.output.kind == "files":
+        return [workflow.project_dir / p for p in stage.outputs]
+    return [workflow.stage_dir(stage.name) / "batches"]
+
+
+def input_map(job: Job) -> dict[str, Any]:
+    """Each input → its path: stage inputs by name, file inputs by the path as written.
+
+    A glob maps to the list of paths it matches; a run stage input with several outputs too.
+    """
+    from ..fingerprint import expand_glob
+
+    inputs: dict[str, Any] = {}
+    wf = job.workflow
+    for ref in job.stage.dependencies:
+        if ref.kind == "stage":
+            paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
+            inputs[ref.value] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+        elif any(ch in ref.value for ch in "*?["):
+            matched = expand_glob(wf.project_dir, ref.value)
+            inputs[ref.written] = [str(wf.project_dir / p) for p in matched]
+        else:
+            inputs[ref.written] = str(wf.project_dir / ref.value)
+    return inputs

@@ -1,0 +1,106 @@
+"""`run`: a shell command with `{inputs}`, `{outputs}`, `{inputs[0]}`, `{params.key}` expanded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from ..errors import StageFailed
+from ..fingerprint import FileState, check_file, digest_strings, expand_glob
+from ..fsutil import temp_name
+from ..model import Workflow
+from ..records import Output
+from . import Job, input_paths
+
+_PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{params\.([A-Za-z_][\w.]*)\}")
+
+
+def input_args(job: Job) -> list[str]:
+    wf = job.workflow
+    args: list[str] = []
+    for ref in job.stage.dependencies:
+        if ref.kind == "stage":
+            paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
+            args += [os.path.relpath(p, wf.project_dir) for p in paths]
+        else:
+            args += expand_glob(wf.project_dir, ref.value)
+    return args
+
+
+def expand(command: str, inputs: list[str], outputs: list[str], params: dict, stage: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        group, index, param = match.groups()
+        if param is not None:
+            return shlex.quote(str(_param(params, param, stage)))
+        values = inputs if group == "inputs" else outputs
+        if index is None:
+            return " ".join(shlex.quote(v) for v in values)
+        if int(index) >= len(values):
+            raise StageFailed(f"{{{group}[{index}]}}: the stage has only {len(values)} {group}",
+                              stage=stage, key="run")
+        return shlex.quote(values[int(index)])
+
+    return _PLACEHOLDER.sub(sub, command)
+
+
+def _param(params: dict, dotted: str, stage: str) -> object:
+    value: object = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise StageFailed(f"{{params.{dotted}}}: no such parameter", stage=stage, key="run")
+        value = value[part]
+    return value
+
+
+def execute(job: Job) -> Output:
+    stage, wf = job.stage, job.workflow
+    command = expand(stage.target, input_args(job), list(stage.outputs), stage.params, stage.name)
+    job.run.begin(None, None)
+    for out in stage.outputs:
+        if (wf.project_dir / out).is_file():
+            os.unlink(wf.project_dir / out)
+    job.progress(0, None)
+    code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt")
+    if code != 0:
+        raise StageFailed(f"command exited with status {code}: {command}", stage=stage.name,
+                          hint=f"see {os.path.relpath(job.run.dir / 'log.txt')}")
+    files = _output_states(wf, list(stage.outputs), stage.name)
+    parts = [f"{f.path}\0{f.digest}" for f in files]
+    return Output("files", None, digest_strings(parts), tuple(files))
+
+
+def _run_logged(command: str, cwd: Path, log: Path) -> int:
+    """Run with stdout and stderr in the stage's log; the log appears whole or not at all."""
+    tmp = temp_name(log)
+    try:
+        with open(tmp, "wb") as fh:
+            proc = subprocess.run(command, shell=True, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, check=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, log)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return proc.returncode
+
+
+def _output_states(wf: Workflow, outputs: list[str], stage: str) -> list[FileState]:
+    files: list[FileState] = []
+    for out in outputs:
+        path = wf.project_dir / out
+        if path.is_dir():
+            rels = sorted(p.relative_to(wf.project_dir).as_posix() for p in path.rglob("*")
+                          if p.is_file())
+        elif path.is_file():
+            rels = [out]
+        else:
+            raise StageFailed(f"the command did not create its declared output {out}",
+                              stage=stage, key="outputs")
+        for rel in rels:
+            state = check_file(wf.project_dir / rel, rel, None)
+            assert state is not None
+            files.append(state)
+    return files

@@ -1,0 +1,104 @@
+"""`generate`: call the user's function once per batch; each batch is checkpointed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StageFailed
+from ..records import Output
+from . import Job, input_map, output_files
+from .loader import load_callable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass
+class GenerateContext:
+    stage_name: str
+    batch_index: int
+    offset: int
+    size: int
+    num_records: int
+    params: dict[str, Any]
+    seed_rows: pa.Table | None
+    rng: random.Random
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def batch_rng(fingerprint: str, index: int) -> random.Random:
+    """Seeded from the stage fingerprint and the batch index: a resumed batch repeats itself."""
+    seed = hashlib.sha256(f"{fingerprint}:{index}".encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def execute(job: Job) -> Output:
+    from ..datasets import seed_indices, to_table
+
+    stage = job.stage
+    fn = load_callable(job.workflow, stage.target, stage.name)
+    seed = _seed_table(job)
+    num_records = stage.num_records if stage.num_records is not None else _rows(seed)
+    total = -(-num_records // stage.batch_size)
+    order = _shuffled(job.fingerprint, seed.num_rows) if seed is not None and \
+        stage.sampling == "shuffle" else None
+    job.run.begin(total, num_records)
+    inputs = input_map(job)
+    done = job.run.batch_indices
+    job.progress(len(done), total)
+    for index in range(total):
+        if index in done:
+            continue
+        offset = index * stage.batch_size
+        size = min(stage.batch_size, num_records - offset)
+        rows = None
+        if seed is not None:
+            rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
+        ctx = GenerateContext(stage.name, index, offset, size, num_records, dict(stage.params),
+                              rows, batch_rng(job.fingerprint, index), inputs)
+        table = to_table(_call(fn, ctx, stage.name, index), f"{stage.target} (batch {index})")
+        job.run.write_batch(index, table)
+        job.progress(len(job.run.batch_indices), total)
+    return job.run.batches_output()
+
+
+def _call(fn: Any, ctx: GenerateContext, stage: str, index: int) -> Any:
+    try:
+        return fn(ctx)
+    except Exception as exc:  # the user's code raised: the stage fails, its batches stay
+        raise StageFailed(f"batch {index} raised {type(exc).__name__}: {exc}", stage=stage) from exc
+
+
+def _rows(seed: pa.Table | None) -> int:
+    assert seed is not None, "validation guarantees num_records or a seed"
+    return seed.num_rows
+
+
+def _shuffled(fingerprint: str, n: int) -> list[int]:
+    order = list(range(n))
+    batch_rng(fingerprint, -1).shuffle(order)
+    return order
+
+
+def _seed_table(job: Job) -> pa.Table | None:
+    from ..datasets import read_data_file, read_parquet_files
+
+    ref = job.stage.seed
+    if ref is None:
+        return None
+    if ref.kind == "stage":
+        table = read_parquet_files(output_files(job.workflow, job.upstream[ref.value]))
+    else:
+        from ..fingerprint import expand_glob
+
+        paths = expand_glob(job.workflow.project_dir, ref.value)
+        import pyarrow as pa
+
+        table = pa.concat_tables([read_data_file(job.workflow.project_dir / p) for p in paths],
+                                 promote_options="permissive")
+    if table.num_rows == 0:
+        raise StageFailed(f"seed '{ref.written}' has no rows", stage=job.stage.name, key="seed")
+    return table

@@ -1,0 +1,38 @@
+"""`transform`: one call over whole tables of the input stages (fan-in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StageFailed
+from ..records import Output
+from . import Job, input_map, output_files
+from .loader import load_callable
+
+
+@dataclass
+class TransformContext:
+    stage_name: str
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+
+
+def execute(job: Job) -> Output:
+    from ..datasets import read_parquet_files, to_table
+
+    stage = job.stage
+    fn = load_callable(job.workflow, stage.target, stage.name)
+    job.run.begin(1, None)
+    inputs = input_map(job)
+    for name in stage.upstream_stages:
+        inputs[name] = read_parquet_files(output_files(job.workflow, job.upstream[name]))
+    job.progress(0, 1)
+    try:
+        value = fn(TransformContext(stage.name, inputs, dict(stage.params)))
+    except Exception as exc:  # the user's code raised: report it as this stage's failure
+        raise StageFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
+                          stage=stage.name) from exc
+    job.run.write_batch(0, to_table(value, stage.target))
+    job.progress(1, 1)
+    return job.run.batches_output()

@@ -1,0 +1,122 @@
+"""The validated Workflowfile as frozen data. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+KINDS = ("generate", "transform", "run")
+SAMPLINGS = ("ordered", "shuffle")
+DEFAULT_BATCH_SIZE = 100
+# Words the CLI reserves: a stage may not be called one of these.
+TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
+
+InputKind = Literal["stage", "file"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """1-based line and column of a value in the Workflowfile."""
+
+    file: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One dependency: another stage, or a project-relative file path or glob."""
+
+    kind: InputKind
+    value: str
+    written: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str
+    target: str  # "file.py:fn", "package.module:fn", or a shell command for `run`
+    seed: InputRef | None = None
+    inputs: tuple[InputRef, ...] = ()
+    outputs: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    num_records: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    sampling: str = "ordered"
+    processors: tuple[Any, ...] = ()
+    on_success: str | None = None
+    on_success_version: str | None = None
+    allow_empty: bool = False
+    code: tuple[str, ...] = ()
+    retries: int = 0
+    description: str = ""
+    locations: dict[str, Location] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def dependencies(self) -> tuple[InputRef, ...]:
+        """The seed (if any) followed by the inputs, without repeats."""
+        refs = ((self.seed,) if self.seed else ()) + self.inputs
+        seen: dict[str, InputRef] = {}
+        for ref in refs:
+            seen.setdefault(ref.key, ref)
+        return tuple(seen.values())
+
+    @property
+    def upstream_stages(self) -> tuple[str, ...]:
+        return tuple(r.value for r in self.dependencies if r.kind == "stage")
+
+    @property
+    def callables(self) -> tuple[str, ...]:
+        """Every `file.py:fn` / `module:fn` reference the stage names."""
+        refs = [] if self.kind == "run" else [self.target]
+        if self.on_success:
+            refs.append(self.on_success)
+        return tuple(refs)
+
+    def location(self, key: str | None = None) -> Location | None:
+        return self.locations.get(key or "") or self.locations.get("")
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    file: Path  # absolute path of the Workflowfile
+    project_dir: Path  # absolute folder holding the Workflowfile
+    artifacts: str  # as written, relative to project_dir
+    stages: dict[str, Stage] = field(hash=False)
+
+    @property
+    def artifacts_root(self) -> Path:
+        """`<artifacts>/<workflow>/`: the folder that holds every record of this workflow."""
+        return self.project_dir / self.artifacts / self.name
+
+    def stage_dir(self, name: str) -> Path:
+        return self.artifacts_root / name
+
+
+@dataclass(frozen=True)
+class CallableRef:
+    """`path/to/file.py:function` (a file in the project) or `package.module:function`."""
+
+    module: str  # the file path as written, or the dotted module name
+    function: str
+
+    @property
+    def is_file(self) -> bool:
+        return self.module.endswith(".py")
+
+    @classmethod
+    def parse(cls, text: str) -> CallableRef | None:
+        """The reference, or None when `text` is not of either form."""
+        module, sep, function = text.rpartition(":")
+        if not sep or not module or not function.isidentifier():
+            return None
+        if not module.endswith(".py") and not all(p.isidentifier() for p in module.split(".")):
+            return None
+        return cls(module, function)

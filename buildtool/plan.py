@@ -1,0 +1,272 @@
+"""The rebuilder: pure. Given what was recorded and what is on disk now, decide per stage.
+
+No I/O: the probe gathers facts (records, stats, digests); this module only compares them and
+returns every reason for every decision, as data. `--explain`, `status` and `--json` render it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fingerprint import FileState
+from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
+
+RESUME_MODES = ("if-possible", "never", "always")
+# Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
+_OWN_CHANGE = {"spec_changed", "code_changed", "output_missing", "output_modified",
+               "record_unreadable", "format_changed"}
+# Reasons that do not stop a stage's kept batches from being reused.
+_RESUMABLE_REASONS = {"incomplete", "failed_before", "output_missing", "output_modified",
+                      "upstream_will_run"}
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.detail}
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    """What the probe saw for one stage. Data only."""
+
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    fingerprint: str
+    code: dict[str, FileState]
+    file_inputs: dict[str, FileState]
+    read: RecordRead
+    file_states: dict[str, str] = field(default_factory=dict)  # recorded output file -> ok|missing|modified
+    outputs_now: dict[str, FileState] = field(default_factory=dict)  # the ok ones, stats as now
+    refreshed: bool = False  # stats moved but content is the same: the record may be touched up
+
+    @property
+    def record(self) -> StageRecord | None:
+        return self.read.record
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream stage as its dependants see it: output digest and rows, or not known yet."""
+
+    digest: str | None
+    rows: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.digest is None
+
+
+@dataclass(frozen=True)
+class Options:
+    resume: str = "if-possible"
+    forced: Mapping[str, str] = field(default_factory=dict)  # stage -> why it is forced
+
+
+@dataclass(frozen=True)
+class Decision:
+    stage: str
+    action: str  # up_to_date | run | resume | not_run
+    reasons: tuple[Reason, ...] = ()
+    keep: tuple[int, ...] = ()  # batch indices a resume keeps
+    batches_total: int | None = None
+    rows: int | None = None
+
+    @property
+    def codes(self) -> list[str]:
+        return [r.code for r in self.reasons]
+
+
+def plan(
+    order: Sequence[str],
+    facts: Mapping[str, StageFacts],
+    upstreams: Mapping[str, Sequence[str]],
+    options: Options,
+) -> list[Decision]:
+    """Decide every stage in `order`; a stage whose upstream will run sees it as pending."""
+    known: dict[str, Upstream] = {}
+    decisions = []
+    for name in order:
+        ups = {u: known.get(u, Upstream(None)) for u in upstreams[name]}
+        decision = decide(facts[name], ups, options)
+        decisions.append(decision)
+        known[name] = upstream_view(facts[name], decision)
+    return decisions
+
+
+def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
+    record = facts.record
+    if decision.action != "up_to_date" or record is None or record.output is None:
+        return Upstream(None)
+    return Upstream(record.output.digest, record.output.rows)
+
+
+def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
+    reasons = list(collect_reasons(facts, upstreams))
+    forced = options.forced.get(facts.name)
+    if options.resume == "never" and forced is None:
+        forced = "--resume never runs every stage fresh"
+    if forced is not None:
+        reasons.insert(0, Reason("forced", forced))
+        return Decision(facts.name, "run", tuple(reasons), batches_total=_total(facts, upstreams))
+    if not reasons:
+        record = facts.record
+        assert record is not None and record.output is not None
+        return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
+                        rows=record.output.rows)
+    keep = _resumable_batches(facts, reasons)
+    action = "resume" if keep is not None else "run"
+    return Decision(facts.name, action, tuple(reasons), keep or (), _total(facts, upstreams))
+
+
+def _total(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> int | None:
+    if facts.kind != "generate":
+        return None
+    n = facts.spec.get("num_records")
+    if n is None:
+        seed = (facts.spec.get("seed") or "").removeprefix("stage:")
+        n = upstreams[seed].rows if seed in upstreams else None
+        if n is None and facts.record is not None and not _changed_upstream(facts, upstreams):
+            n = facts.record.num_records
+    if n is None:
+        return None
+    size = int(facts.spec["batch_size"])
+    return -(-int(n) // size)
+
+
+def _changed_upstream(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> bool:
+    record = facts.record
+    assert record is not None
+    return any(u.pending or record.stage_inputs.get(n) != u.digest for n, u in upstreams.items())
+
+
+def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, ...] | None:
+    """Batch indices to keep, or None when the stage must run fresh."""
+    record = facts.record
+    if facts.kind != "generate" or record is None or not record.batches:
+        return None
+    if not all(r.code in _RESUMABLE_REASONS for r in reasons):
+        return None
+    if record.status not in RESUMABLE_STATUSES and record.status != "completed":
+        return None
+    return tuple(b.index for b in record.batches if facts.file_states.get(b.file) == "ok")
+
+
+def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
+    if facts.read.problem is not None:
+        code, message = facts.read.problem
+        yield Reason(code, message)
+        return
+    record = facts.record
+    if record is None:
+        yield Reason("no_record", "never built: no record")
+        return
+    yield from _spec_reasons(record.spec, facts.spec)
+    yield from _file_reasons("code_changed", "code", "file", record.code, facts.code)
+    yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
+    yield from _upstream_reasons(record, upstreams)
+    yield from _status_reasons(facts, record)
+
+
+def _spec_reasons(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Reason]:
+    for key, before, after in diff_values(old, new):
+        yield Reason("spec_changed", f"{key} changed: {_show(before)} → {_show(after)}",
+                     {"key": key, "old": before, "new": after})
+
+
+_MISSING = object()
+
+
+def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs; params are compared key by key."""
+    if isinstance(old, dict) and isinstance(new, dict) and (prefix in ("", "params") or
+                                                            prefix.startswith("params.")):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{prefix}.{key}" if prefix else str(key)
+            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+            if a != b:
+                yield from diff_values(a, b, sub)
+        return
+    yield prefix, None if old is _MISSING else old, None if new is _MISSING else new
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is None else repr(value)
+
+
+def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileState],
+                  new: Mapping[str, FileState]) -> Iterator[Reason]:
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            yield Reason(code, f"{what} file {path} is no longer used", {detail_key: path})
+        elif path not in old:
+            yield Reason(code, f"{what} file {path} is new", {detail_key: path})
+        elif old[path].digest != new[path].digest:
+            yield Reason(code, f"{what} file {path} changed", {detail_key: path})
+
+
+def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
+    for name, up in upstreams.items():
+        if up.pending:
+            yield Reason("upstream_will_run", f"upstream stage '{name}' will run first",
+                         {"input": name})
+        elif name not in record.stage_inputs:
+            yield Reason("input_changed", f"stage '{name}' is a new input", {"input": name})
+        elif record.stage_inputs[name] != up.digest:
+            yield Reason("input_changed",
+                         f"stage '{name}' has a different output than this stage was built from",
+                         {"input": name})
+
+
+def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
+    kept = sum(1 for b in record.batches if facts.file_states.get(b.file) == "ok")
+    total = record.batches_total
+    if record.status in ("running", "interrupted"):
+        yield Reason("incomplete", f"{kept} of {total if total is not None else '?'} batches done",
+                     {"batches_done": kept})
+        return
+    if record.status == "failed":
+        yield Reason("failed_before", f"failed last time ({record.error or 'no error recorded'}); "
+                     f"{kept} batches kept", {"error": record.error})
+        return
+    for path, state in facts.file_states.items():
+        if state == "missing":
+            yield Reason("output_missing", f"output file {path} is missing", {"file": path})
+        elif state == "modified":
+            yield Reason("output_modified", f"output file {path} was modified", {"file": path})
+
+
+def strict_refusals(
+    decisions: Sequence[Decision], upstreams: Mapping[str, Sequence[str]]
+) -> list[tuple[Decision, Reason]]:
+    """Stages `--resume always` must refuse: they would run fresh because of their own change."""
+    actions = {d.stage: d.action for d in decisions}
+    refused = []
+    for d in decisions:
+        if d.action != "run" or "forced" in d.codes:
+            continue
+        all_reused = all(actions.get(u) == "up_to_date" for u in upstreams[d.stage])
+        for reason in d.reasons:
+            if _is_own_change(reason, actions, all_reused):
+                refused.append((d, reason))
+                break
+    return refused
+
+
+def _is_own_change(reason: Reason, actions: Mapping[str, str], all_reused: bool) -> bool:
+    if reason.code in _OWN_CHANGE:
+        return True
+    if reason.code == "no_record":
+        return all_reused
+    if reason.code == "input_changed":
+        # A file input changed, or a stage input changed while that stage is reused as it is.
+        source = reason.detail.get("input")
+        return source not in actions or actions[source] == "up_to_date"
+    return False

@@ -1,0 +1,200 @@
+"""The stage record (`stage.json`): the source of truth. Read tolerantly, written atomically.
+
+Every path in a record is relative: batch files to `<artifacts>/<workflow>/`, code, file
+inputs and run outputs to the project folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .fingerprint import FORMAT_VERSION, FileState
+from .fsutil import append_line_durably, atomic_write_json
+
+RECORD_NAME = "stage.json"
+DONE_STATUSES = ("completed", "completed_empty", "skipped_empty_upstream")
+RESUMABLE_STATUSES = ("running", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    index: int
+    file: str  # relative to <artifacts>/<workflow>/
+    rows: int
+    size: int
+    mtime_ns: int
+    digest: str
+
+    def state(self) -> FileState:
+        return FileState(self.file, self.size, self.mtime_ns, self.digest)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "file": self.file, "rows": self.rows, "bytes": self.size,
+                "mtime_ns": self.mtime_ns, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BatchEntry:
+        return cls(int(d["index"]), str(d["file"]), int(d["rows"]), int(d["bytes"]),
+                   int(d["mtime_ns"]), str(d["digest"]))
+
+
+@dataclass(frozen=True)
+class Output:
+    """A stage's selected output. `kind` "batches" means the record's batch files."""
+
+    kind: str  # batches | files
+    rows: int | None
+    digest: str
+    files: tuple[FileState, ...] = ()  # for kind "files": project-relative
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows": self.rows, "digest": self.digest,
+                "files": [f.to_json() for f in self.files]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Output:
+        files = tuple(FileState.from_json(f) for f in d.get("files", []))
+        rows = d.get("rows")
+        return cls(str(d["kind"]), None if rows is None else int(rows), str(d["digest"]), files)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    stage: str
+    status: str
+    kind: str
+    spec: dict[str, Any]
+    spec_fingerprint: str
+    code: dict[str, FileState]
+    file_inputs: dict[str, FileState]  # project-relative path -> state as consumed
+    stage_inputs: dict[str, str]  # upstream stage name -> its output digest as consumed
+    run_id: str
+    batches: tuple[BatchEntry, ...] = ()
+    batches_total: int | None = None
+    num_records: int | None = None
+    output: Output | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    batches_run: int = 0
+    error: str | None = None
+    journal: str | None = None
+    format: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format, "stage": self.stage, "status": self.status, "kind": self.kind,
+            "spec": self.spec, "spec_fingerprint": self.spec_fingerprint,
+            "code": {k: v.to_json() for k, v in self.code.items()},
+            "inputs": {
+                "files": {k: v.to_json() for k, v in self.file_inputs.items()},
+                "stages": dict(self.stage_inputs),
+            },
+            "run_id": self.run_id, "journal": self.journal,
+            "num_records": self.num_records, "batches_total": self.batches_total,
+            "batches": [b.to_json() for b in self.batches],
+            "output": self.output.to_json() if self.output else None,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "batches_run": self.batches_run, "error": self.error, "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StageRecord:
+        inputs = d["inputs"]
+        return cls(
+            stage=str(d["stage"]), status=str(d["status"]), kind=str(d["kind"]),
+            spec=dict(d["spec"]), spec_fingerprint=str(d["spec_fingerprint"]),
+            code={k: FileState.from_json(v) for k, v in d["code"].items()},
+            file_inputs={k: FileState.from_json(v) for k, v in inputs["files"].items()},
+            stage_inputs={str(k): str(v) for k, v in inputs["stages"].items()},
+            run_id=str(d["run_id"]), journal=d.get("journal"),
+            batches=tuple(BatchEntry.from_json(b) for b in d.get("batches", [])),
+            batches_total=d.get("batches_total"), num_records=d.get("num_records"),
+            output=Output.from_json(d["output"]) if d.get("output") else None,
+            started_at=d.get("started_at"), finished_at=d.get("finished_at"),
+            batches_run=int(d.get("batches_run", 0)), error=d.get("error"),
+            format=int(d["format"]), extra=dict(d.get("extra") or {}),
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class RecordRead:
+    """What reading a stage folder found: a record, nothing, or a problem (code, message)."""
+
+    record: StageRecord | None = None
+    problem: tuple[str, str] | None = None
+
+
+def record_path(stage_dir: Path) -> Path:
+    return stage_dir / RECORD_NAME
+
+
+def read_record(stage_dir: Path) -> RecordRead:
+    """Never raises for bad content: an unreadable record means 'never built'."""
+    path = record_path(stage_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return RecordRead()
+    except OSError as exc:
+        return RecordRead(problem=("record_unreadable", f"cannot read {RECORD_NAME}: {exc.strerror}"))
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} is not valid JSON ({exc})"))
+    if not isinstance(data, dict) or not isinstance(data.get("format"), int):
+        return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} has no record format"))
+    if data["format"] != FORMAT_VERSION:
+        return RecordRead(problem=(
+            "format_changed",
+            f"{RECORD_NAME} has record format {data['format']}; this dd-build reads {FORMAT_VERSION}",
+        ))
+    try:
+        record = StageRecord.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} is incomplete ({exc!r})"))
+    if record.status == "running" and record.journal:
+        record = replace(record, batches=_merge_journal(stage_dir / record.journal, record.batches))
+    return RecordRead(record=record)
+
+
+def _merge_journal(path: Path, batches: tuple[BatchEntry, ...]) -> tuple[BatchEntry, ...]:
+    """The record's batches plus the journal's, up to the first torn or garbled line."""
+    by_index = {b.index: b for b in batches}
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        try:
+            entry = BatchEntry.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            break
+        by_index[entry.index] = entry
+    return tuple(by_index[i] for i in sorted(by_index))
+
+
+def write_record(stage_dir: Path, record: StageRecord) -> None:
+    atomic_write_json(record_path(stage_dir), record.to_json())
+
+
+def journal_append(stage_dir: Path, journal: str, entry: BatchEntry) -> None:
+    append_line_durably(stage_dir / journal, json.dumps(entry.to_json()))
+
+
+def remove_journals(stage_dir: Path, keep: str | None = None) -> None:
+    if not stage_dir.is_dir():
+        return
+    for entry in os.scandir(stage_dir):
+        if entry.name.startswith("journal-") and entry.name != keep:
+            os.unlink(entry.path)

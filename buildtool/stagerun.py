@@ -1,0 +1,118 @@
+"""Writes one stage's state while it runs: the record, batch files, the journal.
+
+A batch file is durable before the journal lists it; the journal is appended one line per
+batch (never a rewrite of the whole record), and the full record is written once at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .fingerprint import digest_bytes, digest_strings
+from .fsutil import atomic_write_bytes, remove_temp_files
+from .model import Stage, Workflow
+from .plan import StageFacts
+from .records import BatchEntry, Output, StageRecord, journal_append, remove_journals, write_record
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+BATCHES = "batches"
+
+
+def batch_file(stage: str, index: int) -> str:
+    return f"{stage}/{BATCHES}/batch-{index:06d}.parquet"
+
+
+class StageRun:
+    def __init__(self, workflow: Workflow, stage: Stage, facts: StageFacts,
+                 stage_inputs: Mapping[str, str], keep: tuple[int, ...]) -> None:
+        self.workflow = workflow
+        self.stage = stage
+        self.dir = workflow.stage_dir(stage.name)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.journal = f"journal-{self.run_id}.jsonl"
+        self.batches: dict[int, BatchEntry] = self._kept(facts, keep)
+        self.batches_run = 0
+        self.record = StageRecord(
+            stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,
+            spec_fingerprint=facts.fingerprint, code=dict(facts.code),
+            file_inputs=dict(facts.file_inputs), stage_inputs=dict(stage_inputs),
+            run_id=self.run_id, journal=self.journal, started_at=time.time(),
+        )
+
+    @staticmethod
+    def _kept(facts: StageFacts, keep: tuple[int, ...]) -> dict[int, BatchEntry]:
+        record = facts.record
+        if record is None or not keep:
+            return {}
+        kept = {}
+        for b in record.batches:
+            now = facts.outputs_now.get(b.file)
+            if b.index in keep and now is not None:
+                kept[b.index] = replace(b, size=now.size, mtime_ns=now.mtime_ns)
+        return kept
+
+    @property
+    def batch_indices(self) -> set[int]:
+        return set(self.batches)
+
+    def begin(self, batches_total: int | None, num_records: int | None) -> None:
+        """Replace the old record with a `running` one, then clear what it does not list."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
+                              batches=self._sorted())
+        write_record(self.dir, self.record)
+        remove_journals(self.dir)
+        self._clear_unlisted_batches()
+
+    def _clear_unlisted_batches(self) -> None:
+        folder = self.dir / BATCHES
+        remove_temp_files(folder)
+        if not folder.is_dir():
+            return
+        listed = {os.path.basename(b.file) for b in self.batches.values()}
+        for entry in os.scandir(folder):
+            if entry.name not in listed:
+                if entry.is_dir():
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+    def write_batch(self, index: int, table: pa.Table) -> BatchEntry:
+        from .datasets import parquet_bytes
+
+        data = parquet_bytes(table)
+        rel = batch_file(self.stage.name, index)
+        path = self.workflow.artifacts_root / rel
+        atomic_write_bytes(path, data)
+        st = os.stat(path)
+        entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest_bytes(data))
+        journal_append(self.dir, self.journal, entry)
+        self.batches[index] = entry
+        self.batches_run += 1
+        return entry
+
+    def _sorted(self) -> tuple[BatchEntry, ...]:
+        return tuple(self.batches[i] for i in sorted(self.batches))
+
+    def batches_output(self) -> Output:
+        batches = self._sorted()
+        return Output("batches", sum(b.rows for b in batches), digest_strings([b.digest for b in batches]))
+
+    def finish(self, status: str, output: Output | None = None, error: str | None = None
+               ) -> StageRecord:
+        """Write the final record of this attempt (completed, failed or interrupted)."""
+        self.record = replace(
+            self.record, status=status, output=output, error=error, batches=self._sorted(),
+            journal=None, finished_at=time.time(), batches_run=self.batches_run,
+        )
+        write_record(self.dir, self.record)
+        remove_journals(self.dir)
+        return self.record
