@@ -8,6 +8,7 @@ for those reasons.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .model import KINDS, TOOL_WORDS
@@ -44,8 +45,8 @@ _PROCESSOR_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def workflow_json_schema() -> dict[str, Any]:
-    """The Workflowfile's JSON Schema as a JSON-serialisable dict."""
-    return {
+    """The Workflowfile's JSON Schema as a JSON-serialisable dict (a fresh copy each call)."""
+    schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "dd-build Workflowfile",
         "type": "object",
@@ -54,6 +55,7 @@ def workflow_json_schema() -> dict[str, Any]:
         "properties": _top_properties(),
         "$defs": {"stage": _stage_schema(), "processor": _processor_schema()},
     }
+    return copy.deepcopy(schema)
 
 
 def _top_properties() -> dict[str, Any]:

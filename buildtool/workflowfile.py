@@ -38,6 +38,7 @@ GLOB_CHARS = frozenset("*?[")
 DATA_SUFFIXES = (".parquet", ".csv", ".jsonl")
 _NAME_RE = re.compile(NAME_PATTERN)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ALL = KINDS
@@ -171,7 +172,7 @@ class _Ctx:
     display: str
     project_dir: Path
     artifacts: str = "artifacts"
-    stage_names: tuple[str, ...] = ()
+    stage_names: dict[str, None] = field(default_factory=dict)  # ordered, O(1) lookups
     stage: str | None = None
     kind: str | None = None
     constructor: SafeConstructor = field(default_factory=SafeConstructor)
@@ -191,12 +192,15 @@ class _Ctx:
             hint=hint,
         )
 
-    def construct(self, node: Node) -> Any:
+    def construct(self, node: Node, key: str | None = None) -> Any:
+        """The Python value of `node` (safe constructors only), after checking its keys."""
+        if isinstance(node, ScalarNode) and node.tag == _STR_TAG:
+            return node.value
+        _check_duplicates(self, node)
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise self.error(f"invalid YAML value: {_problem(exc)}", node, hint=_mark_hint(mark)) from exc
+            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key) from exc
 
 
 # ---------------------------------------------------------------- entry point
@@ -208,12 +212,11 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
     resolved = Path(path).resolve()
     ctx = _Ctx(display, resolved.parent)
     root = _compose(_read(resolved, display), display)
-    _check_duplicates(ctx, root)
     top = _top_pairs(ctx, root)
     name = _workflow_name(ctx, root, top)
     artifacts = _artifacts(ctx, top)
     bodies = _stage_bodies(ctx, root, top)
-    ctx.stage_names = tuple(bodies)
+    ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
     stages = {n: _load_stage(ctx, n, kn, body, defaults) for n, (kn, body) in bodies.items()}
     _check_claims(ctx)
@@ -238,7 +241,7 @@ def _compose(text: str, display: str) -> MappingNode:
         line, column = _error_position(exc, text)
         raise WorkflowError(
             f"invalid YAML: {_problem(exc)}", file=display, line=line, column=column,
-            hint=_mark_hint(getattr(exc, "context_mark", None), getattr(exc, "context", None)),
+            hint=_context_hint(exc),
         ) from exc
     if root is None:
         raise WorkflowError(
@@ -265,10 +268,13 @@ def _error_position(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | N
 
 
 def _problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x}: {exc.reason}"
     return str(getattr(exc, "problem", None) or exc).strip()
 
 
-def _mark_hint(mark: Any, context: str | None = None) -> str | None:
+def _context_hint(exc: yaml.YAMLError) -> str | None:
+    mark, context = getattr(exc, "context_mark", None), getattr(exc, "context", None)
     if mark is None or not context:
         return None
     return f"{context} at line {mark.line + 1}, column {mark.column + 1}"
@@ -278,7 +284,7 @@ def _mark_hint(mark: Any, context: str | None = None) -> str | None:
 
 
 def _check_duplicates(ctx: _Ctx, root: Node) -> None:
-    """Every mapping at every level, in document order: a key given twice is an error."""
+    """Every mapping under `root`, in document order: a key given twice is an error."""
     seen: set[int] = set()
     stack: list[Node] = [root]
     while stack:
@@ -311,6 +317,10 @@ def _check_mapping_keys(ctx: _Ctx, node: MappingNode) -> None:
 
 def _pairs(ctx: _Ctx, node: MappingNode, what: str) -> dict[str, tuple[Node, Node]]:
     """A mapping's string keys → (key node, value node); `<<` merges applied, own keys win."""
+    _check_mapping_keys(ctx, node)
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            _check_duplicates(ctx, value_node)
     try:
         ctx.constructor.flatten_mapping(node)
     except yaml.YAMLError as exc:
@@ -344,6 +354,11 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _listing(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 def _suggest(word: str, options: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f"did you mean `{close[0]}`?" if close else None
@@ -369,7 +384,7 @@ def _required(ctx: _Ctx, root: Node, top: dict[str, tuple[Node, Node]], key: str
 
 def _workflow_name(ctx: _Ctx, root: Node, top: dict[str, tuple[Node, Node]]) -> str:
     node = _required(ctx, root, top, "workflow")
-    name = ctx.construct(node)
+    name = ctx.construct(node, "workflow")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ctx.error(
             f"invalid workflow name: {_describe(name)}", node, key="workflow",
@@ -440,14 +455,16 @@ def _load_stage(
 ) -> Stage:
     ctx.stage, ctx.kind = name, None
     own = _stage_pairs(ctx, name_node, body)
-    ctx.kind = _stage_kind(ctx, name_node, own)
+    kind = ctx.kind = _stage_kind(ctx, name_node, own)
     for key, (key_node, _) in own.items():
         _check_applies(ctx, key, key_node)
     nodes = {key: value_node for key, (_, value_node) in own.items()}
     nodes.update(_applicable_defaults(ctx, nodes, defaults))
     values = {key: _parse_value(ctx, key, node) for key, node in nodes.items()}
-    _check_requirements(ctx, name_node, own, values)
-    return _make_stage(ctx, name, name_node, values, nodes)
+    _check_requirements(ctx, name_node, own, values, nodes)
+    locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
+    fields = {key: value for key, value in values.items() if key not in KINDS}
+    return Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
 
 
 def _stage_pairs(ctx: _Ctx, name_node: Node, body: Node) -> dict[str, tuple[Node, Node]]:
@@ -501,8 +518,7 @@ def _applicable_defaults(
 ) -> dict[str, Node]:
     """Defaults the stage omits and its kind accepts (in table order, so requirements see them)."""
     applied: dict[str, Node] = {}
-    for key in STAGE_KEYS:
-        spec = STAGE_KEYS[key]
+    for key, spec in STAGE_KEYS.items():
         if key not in defaults or key in nodes or ctx.kind not in spec.kinds:
             continue
         if spec.requires and spec.requires not in nodes and spec.requires not in applied:
@@ -512,7 +528,11 @@ def _applicable_defaults(
 
 
 def _check_requirements(
-    ctx: _Ctx, name_node: Node, own: dict[str, tuple[Node, Node]], values: dict[str, Any]
+    ctx: _Ctx,
+    name_node: Node,
+    own: dict[str, tuple[Node, Node]],
+    values: dict[str, Any],
+    nodes: dict[str, Node],
 ) -> None:
     for key, (key_node, _) in own.items():
         needed = STAGE_KEYS[key].requires
@@ -523,7 +543,7 @@ def _check_requirements(
     for key, spec in STAGE_KEYS.items():
         if ctx.kind in spec.required_for and not values.get(key):
             raise ctx.error(
-                f"a {ctx.kind} stage needs a non-empty `{key}`", name_node, key=key,
+                f"a {ctx.kind} stage needs a non-empty `{key}`", nodes.get(key, name_node), key=key,
                 hint=f"list what the stage writes under `{key}`",
             )
     if ctx.kind == "generate" and values.get("num_records") is None and "seed" not in values:
@@ -531,17 +551,6 @@ def _check_requirements(
             "a generate stage needs `num_records` or a `seed`", name_node,
             hint="set num_records, or a seed whose row count is the default",
         )
-
-
-def _make_stage(
-    ctx: _Ctx, name: str, name_node: Node, values: dict[str, Any], nodes: dict[str, Node]
-) -> Stage:
-    assert ctx.kind is not None
-    fields = {key: value for key, value in values.items() if key not in KINDS}
-    locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
-    return Stage(
-        name=name, kind=ctx.kind, target=values[ctx.kind], locations=locations, **fields
-    )
 
 
 # ---------------------------------------------------------------- values
@@ -552,7 +561,7 @@ def _parse_value(ctx: _Ctx, key: str, node: Node) -> Any:
 
 
 def _expect(ctx: _Ctx, key: str, node: Node, kind: type, expected: str) -> Any:
-    value = ctx.construct(node)
+    value = ctx.construct(node, key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         hint = "quote it to make it a string" if kind is str and isinstance(node, ScalarNode) else None
         raise ctx.error(
@@ -624,7 +633,7 @@ def _parse_callable(ctx: _Ctx, key: str, node: Node) -> str:
 def _string_items(ctx: _Ctx, key: str, node: Node, item: str) -> list[tuple[str, Node]]:
     """A list of strings (each `item`), with their nodes."""
     if not isinstance(node, SequenceNode):
-        value = ctx.construct(node)
+        value = ctx.construct(node, key)
         hint = f"write it as a list: [{value}]" if isinstance(value, str) else None
         raise ctx.error(
             f"`{key}` must be a list, got {_describe(value)}", node, key=key, hint=hint
@@ -633,14 +642,15 @@ def _string_items(ctx: _Ctx, key: str, node: Node, item: str) -> list[tuple[str,
 
 
 def _unique(ctx: _Ctx, key: str, items: list[tuple[str, Node]]) -> None:
+    """Items are (identity, node): two nodes with one identity are an error at the second."""
     first: dict[str, Node] = {}
-    for value, node in items:
-        if value in first:
-            line = first[value].start_mark.line + 1
+    for identity, node in items:
+        if identity in first:
+            line = first[identity].start_mark.line + 1
             raise ctx.error(
-                f"`{value}` is listed twice in `{key}` (first at line {line})", node, key=key
+                f"`{node.value}` is listed twice in `{key}` (first at line {line})", node, key=key
             )
-        first[value] = node
+        first[identity] = node
 
 
 # ---------------------------------------------------------------- paths and references
@@ -704,7 +714,7 @@ def _resolve_ref(ctx: _Ctx, key: str, node: Node, text: str) -> InputRef:
 
 def _stage_ref(ctx: _Ctx, key: str, node: Node, written: str, name: str) -> InputRef:
     if name not in ctx.stage_names:
-        hint = _suggest(name, ctx.stage_names) or "stages: " + ", ".join(ctx.stage_names)
+        hint = _suggest(name, ctx.stage_names) or "stages: " + _listing(ctx.stage_names)
         raise ctx.error(f"no stage named `{name}`", node, key=key, hint=hint)
     if name == ctx.stage:
         raise ctx.error(
@@ -836,7 +846,7 @@ def _produced_error(ctx: _Ctx, claim: _Claim, producer: _Claim) -> WorkflowError
 def _parse_processors(ctx: _Ctx, key: str, node: Node) -> tuple[dict[str, Any], ...]:
     if not isinstance(node, SequenceNode):
         raise ctx.error(
-            f"`{key}` must be a list of processors, got {_describe(ctx.construct(node))}",
+            f"`{key}` must be a list of processors, got {_describe(ctx.construct(node, key))}",
             node, key=key, hint="e.g. [{drop: [col]}, {limit: 10}]",
         )
     return tuple(_processor(ctx, key, item) for item in node.value)
@@ -853,7 +863,7 @@ def _processor(ctx: _Ctx, key: str, node: Node) -> dict[str, Any]:
     if name not in PROCESSORS:
         hint = _suggest(name, PROCESSORS) or "use one of " + ", ".join(PROCESSORS)
         raise ctx.error(f"unknown processor `{name}`", name_node, key=key, hint=hint)
-    value = ctx.construct(value_node)
+    value = ctx.construct(value_node, key)
     expected = _PROCESSOR_CHECKS[PROCESSORS[name][0]]
     if not expected[0](value):
         raise ctx.error(
