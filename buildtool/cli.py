@@ -242,9 +242,8 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
 
 
 def _selected_table(workflow: Workflow, name: str) -> Any:
-    from .datasets import read_data_file, read_parquet_files
+    from .datasets import read_stage_table
     from .graph import build_graph, check_stage_names
-    from .kinds import output_files
     from .records import read_record
 
     check_stage_names(build_graph(workflow), [name], "the command")
@@ -254,13 +253,11 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
         why = read.problem[1] if read.problem else "it has no completed build"
         raise UsageError(f"stage '{name}' has no output to read: {why}",
                          stage=name, hint=f"build it first: dd-build {name}")
-    files = output_files(workflow, record)
-    if record.output.kind == "batches":
-        return read_parquet_files(files)
-    if files and files[0].suffix.lower() in (".parquet", ".csv", ".jsonl"):
-        return read_data_file(files[0])
-    raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
-                     ".parquet, .csv or .jsonl)", stage=name)
+    table = read_stage_table(workflow, record)
+    if table is None:
+        raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
+                         ".parquet, .csv or .jsonl)", stage=name)
+    return table
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:

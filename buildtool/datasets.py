@@ -14,6 +14,9 @@ import pyarrow.parquet as pq
 
 from .errors import BuildError, StageFailed
 from .fsutil import atomic_write_bytes
+from .model import Workflow
+from .outputs import tabular_files
+from .records import StageRecord
 
 EXPORT_FORMATS = (".parquet", ".jsonl", ".csv")
 
@@ -69,6 +72,16 @@ def read_data_file(path: Path) -> pa.Table:
         return pjson.read_json(path)
     raise BuildError(f"{path}: cannot read {suffix or 'a file without extension'} as a table",
                      hint="use a .parquet, .csv or .jsonl file")
+
+
+def read_stage_table(workflow: Workflow, record: StageRecord) -> pa.Table | None:
+    """A stage's selected output as one table; None when it is not tabular (a run stage's .md)."""
+    files = tabular_files(workflow, record)
+    if files is None:
+        return None
+    if record.output is not None and record.output.kind == "files":
+        return read_data_file(files[0])
+    return read_parquet_files(files)
 
 
 def export_bytes(table: pa.Table, path: Path) -> bytes:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..model import Stage, Workflow
+from ..outputs import input_paths
 from ..records import Output, StageRecord
 from ..stagerun import StageRun
 
@@ -35,20 +35,6 @@ _MODULES = {"generate": "generate", "transform": "transform", "run": "command"}
 def kind_for(name: str) -> Kind:
     """The kind's module, imported only when a stage of that kind runs."""
     return importlib.import_module(f".{_MODULES[name]}", __name__)  # type: ignore[return-value]
-
-
-def output_files(workflow: Workflow, record: StageRecord) -> list[Path]:
-    """Absolute paths of every file in a stage's selected output."""
-    if record.output is not None and record.output.kind == "files":
-        return [workflow.project_dir / f.path for f in record.output.files]
-    return [workflow.artifacts_root / b.file for b in record.batches]
-
-
-def input_paths(workflow: Workflow, stage: Stage, record: StageRecord) -> list[Path]:
-    """What a dependant sees as a stage input's path: its batches folder, or its run outputs."""
-    if record.output is not None and record.output.kind == "files":
-        return [workflow.project_dir / p for p in stage.outputs]
-    return [workflow.stage_dir(stage.name) / "batches"]
 
 
 def input_map(job: Job) -> dict[str, Any]:

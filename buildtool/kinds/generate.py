@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StageFailed
 from ..records import Output
-from . import Job, input_map, output_files
+from . import Job, input_map
 from .loader import load_callable
 
 if TYPE_CHECKING:
@@ -84,13 +84,16 @@ def _shuffled(fingerprint: str, n: int) -> list[int]:
 
 
 def _seed_table(job: Job) -> pa.Table | None:
-    from ..datasets import read_data_file, read_parquet_files
+    from ..datasets import read_data_file, read_stage_table
 
     ref = job.stage.seed
     if ref is None:
         return None
     if ref.kind == "stage":
-        table = read_parquet_files(output_files(job.workflow, job.upstream[ref.value]))
+        table = read_stage_table(job.workflow, job.upstream[ref.value])
+        if table is None:
+            raise StageFailed(f"seed stage '{ref.value}' has no tabular output",
+                              stage=job.stage.name, key="seed")
     else:
         from ..fingerprint import expand_glob
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import StageFailed
 from ..records import Output
-from . import Job, input_map, output_files
+from . import Job, input_map
 from .loader import load_callable
 
 
@@ -19,14 +19,16 @@ class TransformContext:
 
 
 def execute(job: Job) -> Output:
-    from ..datasets import read_parquet_files, to_table
+    from ..datasets import read_stage_table, to_table
 
     stage = job.stage
     fn = load_callable(job.workflow, stage.target, stage.name)
     job.run.begin(1, None)
     inputs = input_map(job)
     for name in stage.upstream_stages:
-        inputs[name] = read_parquet_files(output_files(job.workflow, job.upstream[name]))
+        table = read_stage_table(job.workflow, job.upstream[name])
+        if table is not None:  # a run stage's non-tabular outputs stay paths
+            inputs[name] = table
     job.progress(0, 1)
     try:
         value = fn(TransformContext(stage.name, inputs, dict(stage.params)))

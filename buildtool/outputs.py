@@ -1,0 +1,34 @@
+"""Where a stage's selected output lives, from its record. No data is read here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .model import Stage, Workflow
+from .records import StageRecord
+
+TABULAR = (".parquet", ".csv", ".jsonl")
+
+
+def output_files(workflow: Workflow, record: StageRecord) -> list[Path]:
+    """Absolute paths of every file in a stage's selected output."""
+    if record.output is not None and record.output.kind != "batches":
+        return [workflow.project_dir / f.path for f in record.output.files]
+    return [workflow.artifacts_root / b.file for b in record.batches]
+
+
+def input_paths(workflow: Workflow, stage: Stage, record: StageRecord) -> list[Path]:
+    """What a dependant sees as a stage input's path: its batches folder, or its run outputs."""
+    if record.output is not None and record.output.kind == "files":
+        return [workflow.project_dir / p for p in stage.outputs]
+    return [workflow.stage_dir(stage.name) / "batches"]
+
+
+def tabular_files(workflow: Workflow, record: StageRecord) -> list[Path] | None:
+    """The files to read as the stage's table, or None when its output is not tabular."""
+    files = output_files(workflow, record)
+    if record.output is not None and record.output.kind == "files":
+        if not files or files[0].suffix.lower() not in TABULAR:
+            return None
+        return files[:1]
+    return files
