@@ -179,7 +179,8 @@ def _load(args: argparse.Namespace) -> Workflow:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from .execute import BuildConfig, BuildReport, StageResult, check_strict, prepare, run_build
+    from .execute import (BuildConfig, BuildReport, StageResult, check_config, check_strict,
+                          prepare, run_build)
     from .lock import build_lock
 
     workflow = _load(args)
@@ -195,6 +196,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
             for d in prep.decisions])
     else:
+        check_config(workflow, config)  # usage errors before the lock (which creates artifacts/)
         with build_lock(workflow.artifacts_root):
             prep = prepare(workflow, config)
             reporter.planned(prep.decisions)

@@ -11,11 +11,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from .boundary import run_boundary
 from .errors import Interrupted, ResumeRefused, StageFailed, UsageError
+from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json
 from .graph import build_graph, closure, descendants_in
-from .model import Workflow
-from .plan import Decision, Options, StageFacts, Upstream, decide, plan, strict_refusals
+from .model import Stage, Workflow
+from .plan import (
+    Decision,
+    Options,
+    StageFacts,
+    Upstream,
+    decide,
+    output_view,
+    plan,
+    strict_refusals,
+)
 from .probe import probe
 from .records import Output, StageRecord, write_record
 
@@ -105,6 +116,14 @@ def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
                     plan(order, facts, upstreams, options))
 
 
+def check_config(workflow: Workflow, config: BuildConfig) -> None:
+    """Reject unknown targets and --force/--rerun-from outside the closure, before any lock."""
+    order = closure(build_graph(workflow), config.targets)
+    for flag, names in (("--rerun-from", config.rerun_from), ("--force", config.force)):
+        for name in names:
+            _check_in_closure(name, order, flag)
+
+
 def _check_in_closure(name: str, order: list[str], flag: str) -> None:
     if name not in order:
         raise UsageError(f"{flag} {name}: no such stage among the stages this build needs",
@@ -159,22 +178,38 @@ class _Builder:
         decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
         if decision.action == "up_to_date":
             return self._reuse(planned, facts)
+        if decision.action == "skip_empty_upstream":
+            return self._skip(planned, facts)
         return self._execute(planned, decision, facts)
 
     def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
         record = facts.record
-        assert record is not None and record.output is not None
+        assert record is not None
         if facts.refreshed:
             record = _touch_up(record, facts)
             write_record(self.wf.stage_dir(record.stage), record)
         self._done(record)
-        return StageResult(record.stage, planned, "up_to_date", record.output.rows,
-                           record.batches_total, 0)
+        rows = record.output.rows if record.output else None
+        return StageResult(record.stage, planned, "up_to_date", rows, record.batches_total, 0)
+
+    def _skip(self, planned: Decision, facts: StageFacts) -> StageResult:
+        """Record `skipped_empty_upstream` (once: an equal record is kept as it is)."""
+        from .stagerun import StageRun
+
+        name = planned.stage
+        consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[name]}
+        record = facts.record
+        if record is None or record.status != "skipped_empty_upstream" or \
+                record.spec_fingerprint != facts.fingerprint or record.stage_inputs != consumed:
+            run = StageRun(self.wf, self.wf.stages[name], facts, consumed, ())
+            run.begin(None, None)
+            record = run.finish("skipped_empty_upstream")
+        self._done(record)
+        return StageResult(name, planned, "skipped_empty_upstream", 0)
 
     def _done(self, record: StageRecord) -> None:
-        assert record.output is not None
         self.records[record.stage] = record
-        self.known[record.stage] = Upstream(record.output.digest, record.output.rows)
+        self.known[record.stage] = output_view(record)
 
     def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
         from .kinds import Job, kind_for
@@ -185,12 +220,15 @@ class _Builder:
         keep = decision.keep if decision.action == "resume" else ()
         run = StageRun(self.wf, stage, facts, consumed, keep)
         self.reporter.started(decision)
-        job = Job(self.wf, stage, run, self.records, facts.fingerprint,
+        job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
                   lambda done, total: self.reporter.progress(stage.name, done, total))
         started = time.monotonic()
+        steps: dict[str, Output] = {}
         try:
             output = kind_for(stage.kind).execute(job)
-            _check_not_empty(stage.name, output)
+            if stage.kind != "run":
+                output, steps = run_boundary(job, output, run.previous_steps)
+            status = _empty_status(stage, output)
         except StageFailed as exc:
             run.finish("failed", error=exc.render())
             self.stopped = True
@@ -207,9 +245,9 @@ class _Builder:
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
                                                    batches_run=run.batches_run)
             raise
-        record = run.finish("completed", output)
+        record = run.finish(status, output, steps=steps)
         self._done(record)
-        return StageResult(stage.name, planned, "completed", output.rows, record.batches_total,
+        return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started)
 
     def _write_summary(self, report: BuildReport) -> None:
@@ -219,10 +257,14 @@ class _Builder:
         atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
 
 
-def _check_not_empty(stage: str, output: Output) -> None:
-    if output.kind == "batches" and output.rows == 0:
-        raise StageFailed("the stage produced no rows", stage=stage,
-                          hint="check its code and inputs")
+def _empty_status(stage: Stage, output: Output) -> str:
+    """`completed`, or `completed_empty` when allowed; an empty output fails otherwise."""
+    if output.rows != 0:
+        return "completed"
+    if stage.allow_empty:
+        return "completed_empty"
+    raise StageFailed("the stage's selected output has no rows", stage=stage.name,
+                      hint="check its code and inputs, or set `allow_empty: true`")
 
 
 def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
@@ -231,7 +273,9 @@ def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
     batches = tuple(replace(b, size=now[b.file].size, mtime_ns=now[b.file].mtime_ns)
                     if b.file in now else b for b in record.batches)
     output = record.output
-    if output is not None and output.kind == "files":
+    if output is not None and output.kind != "batches":
         output = replace(output, files=tuple(now.get(f.path, f) for f in output.files))
+    steps = {k: replace(v, files=tuple(now.get(f.path, f) for f in v.files))
+             for k, v in record.steps.items()}
     return replace(record, code=dict(facts.code), file_inputs=dict(facts.file_inputs),
-                   batches=batches, output=output)
+                   batches=batches, output=output, steps=steps)

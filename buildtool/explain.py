@@ -41,6 +41,10 @@ def result_line(result: StageResult) -> str:
             batches = f", {result.batches_run} of {result.batches_total} batches run"
         took = f" in {result.duration_s:.1f}s" if result.duration_s is not None else ""
         return f"✓ {name}: completed" + (f" ({rows}{batches})" if rows else "") + took
+    if res == "completed_empty":
+        return f"✓ {name}: completed with no rows (allow_empty)"
+    if res == "skipped_empty_upstream":
+        return f"○ {name}: skipped: an upstream stage is empty"
     if res == "failed":
         return f"✗ {name}: failed\n    {(result.error or '').replace(chr(10), chr(10) + '    ')}"
     return f"- {name}: not run (an upstream stage failed or the build stopped)"

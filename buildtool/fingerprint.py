@@ -14,6 +14,9 @@ from .errors import WorkflowError
 from .model import CallableRef, Stage, Workflow
 
 FORMAT_VERSION = 1
+# Spec keys that act after a stage's batches exist: changing one reruns the stage's
+# boundary steps (processors, callback, export copies) and keeps its batches.
+POST_KEYS = frozenset({"processors", "on_success", "on_success_version", "allow_empty", "outputs"})
 _CHUNK = 1 << 20
 
 
@@ -94,6 +97,12 @@ def spec_fingerprint(spec: dict[str, Any]) -> str:
     return digest_bytes(text.encode("utf-8"))
 
 
+def batch_fingerprint(spec: dict[str, Any]) -> str:
+    """The fingerprint of what the batches depend on: seeds `ctx.rng`, so a boundary-only
+    change (processors, callback) never changes the rows a resumed batch produces."""
+    return spec_fingerprint({k: v for k, v in spec.items() if k not in POST_KEYS})
+
+
 def _has_magic(pattern: str) -> bool:
     return glob.has_magic(pattern)
 
@@ -115,16 +124,28 @@ def module_file(project_dir: Path, module: str) -> str | None:
     return None
 
 
+def callable_file(workflow: Workflow, text: str | None) -> str | None:
+    """The project-relative file a callable reference lives in, when it is in the project."""
+    ref = CallableRef.parse(text) if text else None
+    if ref is None:
+        return None
+    rel = ref.module if ref.is_file else module_file(workflow.project_dir, ref.module)
+    return None if rel is None else Path(rel).as_posix()
+
+
+def callback_only_files(workflow: Workflow, stage: Stage) -> frozenset[str]:
+    """Code files only the on_success callback uses: changing one reruns just the callback."""
+    callback = callable_file(workflow, stage.on_success)
+    if callback is None or stage.kind == "run":
+        return frozenset()
+    if callback == callable_file(workflow, stage.target) or stage.code:
+        return frozenset()
+    return frozenset({callback})
+
+
 def code_files(workflow: Workflow, stage: Stage) -> list[str]:
     """Project-relative files whose content is the stage's code."""
-    files: list[str] = []
-    for text in stage.callables:
-        ref = CallableRef.parse(text)
-        if ref is None:
-            continue
-        rel = ref.module if ref.is_file else module_file(workflow.project_dir, ref.module)
-        if rel is not None:
-            files.append(Path(rel).as_posix())
+    files = [f for f in map(lambda t: callable_file(workflow, t), stage.callables) if f]
     for pattern in stage.code:
         matched = expand_glob(workflow.project_dir, pattern)
         if not matched:

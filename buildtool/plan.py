@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fingerprint import FileState
+from .fingerprint import POST_KEYS, FileState, digest_strings
 from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
 
 RESUME_MODES = ("if-possible", "never", "always")
@@ -19,7 +19,9 @@ _OWN_CHANGE = {"spec_changed", "code_changed", "output_missing", "output_modifie
                "record_unreadable", "format_changed"}
 # Reasons that do not stop a stage's kept batches from being reused.
 _RESUMABLE_REASONS = {"incomplete", "failed_before", "output_missing", "output_modified",
-                      "upstream_will_run"}
+                      "upstream_will_run", "callback_output_missing"}
+# What a stage whose upstream is empty consumes in place of an output digest.
+EMPTY_DIGEST = digest_strings(["(empty)"])
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class StageFacts:
     read: RecordRead
     file_states: dict[str, str] = field(default_factory=dict)  # recorded output file -> ok|missing|modified
     outputs_now: dict[str, FileState] = field(default_factory=dict)  # the ok ones, stats as now
+    file_groups: dict[str, str] = field(default_factory=dict)  # recorded file -> output/step kind
+    callback_code: frozenset[str] = frozenset()  # code files only the on_success callback uses
     refreshed: bool = False  # stats moved but content is the same: the record may be touched up
 
     @property
@@ -58,10 +62,15 @@ class Upstream:
 
     digest: str | None
     rows: int | None = None
+    overridden: bool = False  # its output is a reviewed file set by `dd-build override`
 
     @property
     def pending(self) -> bool:
         return self.digest is None
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
 
 
 @dataclass(frozen=True)
@@ -102,13 +111,28 @@ def plan(
 
 
 def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
+    if decision.action == "skip_empty_upstream":
+        return Upstream(EMPTY_DIGEST, 0)
     record = facts.record
     if decision.action != "up_to_date" or record is None or record.output is None:
         return Upstream(None)
-    return Upstream(record.output.digest, record.output.rows)
+    return output_view(record)
+
+
+def output_view(record: StageRecord) -> Upstream:
+    """How dependants see a stage whose record is final."""
+    if record.status == "skipped_empty_upstream" or record.output is None:
+        return Upstream(EMPTY_DIGEST, 0)
+    out = record.output
+    return Upstream(out.digest, out.rows, overridden=out.kind == "override")
 
 
 def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
+    empty = [n for n, u in upstreams.items() if not u.pending and u.empty]
+    if empty:
+        return Decision(facts.name, "skip_empty_upstream", tuple(
+            Reason("upstream_empty", f"upstream stage '{n}' has no rows", {"input": n})
+            for n in empty))
     reasons = list(collect_reasons(facts, upstreams))
     forced = options.forced.get(facts.name)
     if options.resume == "never" and forced is None:
@@ -118,9 +142,10 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         return Decision(facts.name, "run", tuple(reasons), batches_total=_total(facts, upstreams))
     if not reasons:
         record = facts.record
-        assert record is not None and record.output is not None
+        assert record is not None
+        rows = record.output.rows if record.output else None
         return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
-                        rows=record.output.rows)
+                        rows=rows)
     keep = _resumable_batches(facts, reasons)
     action = "resume" if keep is not None else "run"
     return Decision(facts.name, action, tuple(reasons), keep or (), _total(facts, upstreams))
@@ -150,13 +175,22 @@ def _changed_upstream(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> b
 def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, ...] | None:
     """Batch indices to keep, or None when the stage must run fresh."""
     record = facts.record
-    if facts.kind != "generate" or record is None or not record.batches:
+    if facts.kind == "run" or record is None or not record.batches:
         return None
-    if not all(r.code in _RESUMABLE_REASONS for r in reasons):
+    if not all(r.code in _RESUMABLE_REASONS or _boundary_only(r, facts) for r in reasons):
         return None
+    if all(r.code == "upstream_will_run" for r in reasons):
+        return None  # nothing of its own to resume: it waits to see the upstream's output
     if record.status not in RESUMABLE_STATUSES and record.status != "completed":
         return None
     return tuple(b.index for b in record.batches if facts.file_states.get(b.file) == "ok")
+
+
+def _boundary_only(reason: Reason, facts: StageFacts) -> bool:
+    """A change that reruns the boundary steps but leaves the batches as they are."""
+    if reason.code == "spec_changed":
+        return str(reason.detail.get("key", "")).split(".")[0] in POST_KEYS
+    return reason.code == "code_changed" and reason.detail.get("file") in facts.callback_code
 
 
 def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
@@ -219,6 +253,9 @@ def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) ->
                          {"input": name})
         elif name not in record.stage_inputs:
             yield Reason("input_changed", f"stage '{name}' is a new input", {"input": name})
+        elif record.stage_inputs[name] != up.digest and up.overridden:
+            yield Reason("overridden", f"stage '{name}' has a reviewed override as its output",
+                         {"input": name})
         elif record.stage_inputs[name] != up.digest:
             yield Reason("input_changed",
                          f"stage '{name}' has a different output than this stage was built from",
@@ -237,7 +274,10 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
                      f"{kept} batches kept", {"error": record.error})
         return
     for path, state in facts.file_states.items():
-        if state == "missing":
+        if state == "missing" and facts.file_groups.get(path) == "callback":
+            yield Reason("callback_output_missing", f"callback output {path} is missing",
+                         {"file": path})
+        elif state == "missing":
             yield Reason("output_missing", f"output file {path} is missing", {"file": path})
         elif state == "modified":
             yield Reason("output_modified", f"output file {path} was modified", {"file": path})

@@ -7,6 +7,7 @@ from pathlib import Path
 from .errors import WorkflowError
 from .fingerprint import (
     FileState,
+    callback_only_files,
     canonical_spec,
     check_file,
     code_files,
@@ -33,11 +34,13 @@ def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
         raise _missing_code(stage, code_missing[0])
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
-    file_states, outputs_now, outputs_moved = (
-        _output_states(workflow, record) if record else ({}, {}, False))
+    groups = recorded_files(workflow, record) if record else []
+    file_states, outputs_now, outputs_moved = _output_states(groups)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
         code=code, file_inputs=files, read=read, file_states=file_states, outputs_now=outputs_now,
+        file_groups={f.path: group for group, _, f in groups},
+        callback_code=callback_only_files(workflow, stage),
         refreshed=code_moved or inputs_moved or outputs_moved,
     )
 
@@ -76,18 +79,27 @@ def _states(root: Path, paths: list[str], known: dict[str, FileState]
     return states, moved
 
 
-def _output_states(workflow: Workflow, record: StageRecord
+def recorded_files(workflow: Workflow, record: StageRecord) -> list[tuple[str, Path, FileState]]:
+    """(group, absolute path, recorded state) of every file the record says the stage made."""
+    found = [("batches", workflow.artifacts_root / b.file, b.state()) for b in record.batches]
+    outputs = [record.output] if record.output and record.output.kind != "batches" else []
+    seen = {f.path for _, _, f in found}
+    for out in outputs + list(record.steps.values()):
+        for f in out.files:
+            if f.path not in seen:
+                seen.add(f.path)
+                found.append((out.kind, workflow.project_dir / f.path, f))
+    return found
+
+
+def _output_states(groups: list[tuple[str, Path, FileState]]
                    ) -> tuple[dict[str, str], dict[str, FileState], bool]:
-    """ok / missing / modified per recorded output file, the good files' states, stats moved."""
-    if record.output is not None and record.output.kind == "files":
-        root, entries = workflow.project_dir, list(record.output.files)
-    else:
-        root, entries = workflow.artifacts_root, [b.state() for b in record.batches]
+    """ok / missing / modified per recorded file, the good files' states, whether stats moved."""
     states: dict[str, str] = {}
     now_ok: dict[str, FileState] = {}
     moved = False
-    for known in entries:
-        now = check_file(root / known.path, known.path, known)
+    for _, path, known in groups:
+        now = check_file(path, known.path, known)
         if now is None:
             states[known.path] = "missing"
         elif now.digest != known.digest:

@@ -44,22 +44,26 @@ class BatchEntry:
 
 @dataclass(frozen=True)
 class Output:
-    """A stage's selected output. `kind` "batches" means the record's batch files."""
+    """A stage's output, or one boundary step's. Kind "batches" means the record's batch files;
+    every other kind lists its files, relative to the project folder (absolute only when a
+    callback wrote outside the project)."""
 
-    kind: str  # batches | files
+    kind: str  # batches | processed | callback | override | files (run) | exports
     rows: int | None
     digest: str
-    files: tuple[FileState, ...] = ()  # for kind "files": project-relative
+    files: tuple[FileState, ...] = ()
+    key: str | None = None  # a boundary step's identity: its spec and its input's digest
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "rows": self.rows, "digest": self.digest,
-                "files": [f.to_json() for f in self.files]}
+                "files": [f.to_json() for f in self.files], "key": self.key}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Output:
         files = tuple(FileState.from_json(f) for f in d.get("files", []))
         rows = d.get("rows")
-        return cls(str(d["kind"]), None if rows is None else int(rows), str(d["digest"]), files)
+        return cls(str(d["kind"]), None if rows is None else int(rows), str(d["digest"]), files,
+                   d.get("key"))
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class StageRecord:
     batches_total: int | None = None
     num_records: int | None = None
     output: Output | None = None
+    steps: dict[str, Output] = field(default_factory=dict)  # processed, callback, exports
     started_at: float | None = None
     finished_at: float | None = None
     batches_run: int = 0
@@ -98,6 +103,7 @@ class StageRecord:
             "num_records": self.num_records, "batches_total": self.batches_total,
             "batches": [b.to_json() for b in self.batches],
             "output": self.output.to_json() if self.output else None,
+            "steps": {k: v.to_json() for k, v in self.steps.items()},
             "started_at": self.started_at, "finished_at": self.finished_at,
             "batches_run": self.batches_run, "error": self.error, "extra": self.extra,
         }
@@ -111,10 +117,11 @@ class StageRecord:
             code={k: FileState.from_json(v) for k, v in d["code"].items()},
             file_inputs={k: FileState.from_json(v) for k, v in inputs["files"].items()},
             stage_inputs={str(k): str(v) for k, v in inputs["stages"].items()},
-            run_id=str(d["run_id"]), journal=d.get("journal"),
+            run_id=str(d["run_id"]), journal=None if d.get("journal") is None else str(d["journal"]),
             batches=tuple(BatchEntry.from_json(b) for b in d.get("batches", [])),
             batches_total=d.get("batches_total"), num_records=d.get("num_records"),
             output=Output.from_json(d["output"]) if d.get("output") else None,
+            steps={str(k): Output.from_json(v) for k, v in (d.get("steps") or {}).items()},
             started_at=d.get("started_at"), finished_at=d.get("finished_at"),
             batches_run=int(d.get("batches_run", 0)), error=d.get("error"),
             format=int(d["format"]), extra=dict(d.get("extra") or {}),
@@ -150,7 +157,7 @@ def read_record(stage_dir: Path) -> RecordRead:
         return RecordRead(problem=("record_unreadable", f"cannot read {RECORD_NAME}: {exc.strerror}"))
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} is not valid JSON ({exc})"))
     if not isinstance(data, dict) or not isinstance(data.get("format"), int):
         return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} has no record format"))
@@ -163,6 +170,9 @@ def read_record(stage_dir: Path) -> RecordRead:
         record = StageRecord.from_json(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} is incomplete ({exc!r})"))
+    if record.status not in DONE_STATUSES + RESUMABLE_STATUSES:
+        return RecordRead(problem=("record_unreadable",
+                                   f"{RECORD_NAME} has an unknown status {record.status!r}"))
     if record.status == "running" and record.journal:
         record = replace(record, batches=_merge_journal(stage_dir / record.journal, record.batches))
     return RecordRead(record=record)
@@ -173,7 +183,7 @@ def _merge_journal(path: Path, batches: tuple[BatchEntry, ...]) -> tuple[BatchEn
     by_index = {b.index: b for b in batches}
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
+    except OSError:  # missing, a folder, unreadable: the record's own batches stand
         lines = []
     for line in lines:
         try:

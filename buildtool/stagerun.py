@@ -39,6 +39,9 @@ class StageRun:
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.journal = f"journal-{self.run_id}.jsonl"
         self.batches: dict[int, BatchEntry] = self._kept(facts, keep)
+        # A resume may reuse the boundary steps (processed, callback, exports) it had.
+        self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
+        self.resuming = bool(keep)
         self.batches_run = 0
         self.record = StageRecord(
             stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,
@@ -67,10 +70,13 @@ class StageRun:
         """Replace the old record with a `running` one, then clear what it does not list."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
-                              batches=self._sorted())
+                              batches=self.sorted_batches())
         write_record(self.dir, self.record)
         remove_journals(self.dir)
         self._clear_unlisted_batches()
+        # An override lasts until the stage itself reruns; a fresh run also drops old steps.
+        for folder in ("override",) if self.resuming else ("override", "processed", "callback"):
+            shutil.rmtree(self.dir / folder, ignore_errors=True)
 
     def _clear_unlisted_batches(self) -> None:
         folder = self.dir / BATCHES
@@ -99,18 +105,19 @@ class StageRun:
         self.batches_run += 1
         return entry
 
-    def _sorted(self) -> tuple[BatchEntry, ...]:
+    def sorted_batches(self) -> tuple[BatchEntry, ...]:
         return tuple(self.batches[i] for i in sorted(self.batches))
 
     def batches_output(self) -> Output:
-        batches = self._sorted()
+        batches = self.sorted_batches()
         return Output("batches", sum(b.rows for b in batches), digest_strings([b.digest for b in batches]))
 
-    def finish(self, status: str, output: Output | None = None, error: str | None = None
-               ) -> StageRecord:
+    def finish(self, status: str, output: Output | None = None, error: str | None = None,
+               steps: dict[str, Output] | None = None) -> StageRecord:
         """Write the final record of this attempt (completed, failed or interrupted)."""
         self.record = replace(
-            self.record, status=status, output=output, error=error, batches=self._sorted(),
+            self.record, status=status, output=output, error=error, steps=steps or {},
+            batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
         )
         write_record(self.dir, self.record)

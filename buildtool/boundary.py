@@ -1,0 +1,174 @@
+"""A stage's boundary steps, after its batches: processors → on_success callback → export copies.
+
+Each step has a key (its spec and its input's digest). A step whose key and files are as the
+previous record says is reused, so a processor change never regenerates batches and a missing
+callback output reruns only the callback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import StageFailed
+from .fingerprint import FileState, callable_file, check_file, digest_strings
+from .fsutil import atomic_write_bytes
+from .records import Output
+
+if TYPE_CHECKING:
+    from .kinds import Job
+
+
+@dataclass
+class CallbackContext:
+    stage_name: str
+    stage_output: str  # the stage's dataset so far: its batches folder or processed file
+    out_dir: str  # an empty folder inside the stage's artifacts to write into
+    params: dict[str, Any]
+
+
+def run_boundary(job: Job, batches: Output, previous: dict[str, Output]
+                 ) -> tuple[Output, dict[str, Output]]:
+    """The selected output and the steps' records."""
+    steps: dict[str, Output] = {}
+    current = batches
+    stage = job.stage
+    if stage.processors:
+        key = _key("processors", json.dumps(list(stage.processors), sort_keys=True),
+                   current.digest)
+        current = steps["processed"] = _reuse(job, previous.get("processed"), key) or \
+            _process(job, current, key)
+    if stage.on_success:
+        code = job.run.record.code.get(callable_file(job.workflow, stage.on_success) or "")
+        key = _key("callback", stage.on_success, stage.on_success_version or "",
+                   code.digest if code else "", current.digest)
+        current = steps["callback"] = _reuse(job, previous.get("callback"), key) or \
+            _callback(job, current, key)
+    if stage.outputs:
+        key = _key("exports", *stage.outputs, current.digest)
+        steps["exports"] = _reuse(job, previous.get("exports"), key) or \
+            _export(job, current, key)
+    return current, steps
+
+
+def _key(*parts: str) -> str:
+    return digest_strings(list(parts))
+
+
+def _reuse(job: Job, old: Output | None, key: str) -> Output | None:
+    """The previous step's output when it was made from the same input and is intact."""
+    if old is None or old.key != key:
+        return None
+    root = job.workflow.project_dir
+    fresh = [check_file(root / f.path, f.path, f) for f in old.files]
+    if any(f is None or f.digest != o.digest for f, o in zip(fresh, old.files, strict=True)):
+        return None
+    return old
+
+
+def _rel(job: Job, path: Path) -> str:
+    """Project-relative when inside the project (a moved project still finds it), else absolute."""
+    try:
+        return path.resolve().relative_to(job.workflow.project_dir).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _table(job: Job, out: Output) -> Any:
+    from .datasets import read_parquet_files
+
+    if out.kind == "batches":
+        root = job.workflow.artifacts_root
+        return read_parquet_files([root / b.file for b in job.run.sorted_batches()])
+    return read_parquet_files([job.workflow.project_dir / f.path for f in out.files])
+
+
+def _write_table(job: Job, folder: str, table: Any, kind: str, key: str) -> Output:
+    from .datasets import parquet_bytes
+
+    target = job.run.dir / folder
+    shutil.rmtree(target, ignore_errors=True)
+    path = target / "data.parquet"
+    atomic_write_bytes(path, parquet_bytes(table))
+    state = check_file(path, _rel(job, path), None)
+    assert state is not None
+    return Output(kind, table.num_rows, state.digest, (state,), key)
+
+
+def _process(job: Job, current: Output, key: str) -> Output:
+    from .processors import apply_processors
+
+    table = apply_processors(_table(job, current), job.stage.processors, job.stage.name)
+    return _write_table(job, "processed", table, "processed", key)
+
+
+def _callback(job: Job, current: Output, key: str) -> Output:
+    from .kinds.loader import load_callable
+
+    stage = job.stage
+    ref = stage.on_success or ""
+    fn = load_callable(job.workflow, ref, stage.name)
+    out_dir = job.run.dir / "callback"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    ctx = CallbackContext(stage.name, str(_dataset_path(job, current)), str(out_dir),
+                          dict(stage.params))
+    try:
+        result = fn(ctx)
+    except Exception as exc:  # the user's callback raised: the stage fails, batches stay
+        raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
+                          stage=stage.name, key="on_success") from exc
+    if result is None:
+        return current
+    return _callback_output(job, Path(result), ref, key)
+
+
+def _dataset_path(job: Job, out: Output) -> Path:
+    if out.kind == "batches":
+        return job.run.dir / "batches"
+    return job.workflow.project_dir / out.files[0].path
+
+
+def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
+    import pyarrow.parquet as pq
+
+    if not path.is_absolute():
+        path = job.workflow.project_dir / path
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    problem = None
+    if not path.exists():
+        problem = f"returned {path}, which does not exist"
+    elif not files or any(f.suffix.lower() != ".parquet" for f in files):
+        problem = f"returned {path}, which is not a parquet file or a folder of them"
+    if problem:
+        raise StageFailed(f"on_success {ref} {problem}", stage=job.stage.name, key="on_success",
+                          hint="return the path of a parquet file or folder it wrote, or None")
+    states = []
+    rows = 0
+    for f in files:
+        state = check_file(f, _rel(job, f), None)
+        assert state is not None
+        states.append(state)
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, ValueError) as exc:
+            raise StageFailed(f"on_success {ref} returned {f}, which is not readable parquet: "
+                              f"{exc}", stage=job.stage.name, key="on_success") from exc
+    return Output("callback", rows, digest_strings([s.digest for s in states]), tuple(states), key)
+
+
+def _export(job: Job, current: Output, key: str) -> Output:
+    from .datasets import export_bytes
+
+    table = _table(job, current)
+    states: list[FileState] = []
+    for rel in job.stage.outputs:
+        path = job.workflow.project_dir / rel
+        atomic_write_bytes(path, export_bytes(table, path))
+        state = check_file(path, rel, None)
+        assert state is not None
+        states.append(state)
+    return Output("exports", None, digest_strings([s.digest for s in states]), tuple(states), key)
