@@ -55,10 +55,13 @@ def status_lines(prep: Prepared) -> list[str]:
     lines = []
     for d in prep.decisions:
         record = prep.facts[d.stage].record
-        state = "up to date" if d.action == "up_to_date" else f"out of date ({d.action})"
+        state = {"up_to_date": "up to date", "skip_empty_upstream": "skipped (empty upstream)"
+                 }.get(d.action, f"out of date ({d.action})")
         extra = []
         if record is not None and record.output is not None and record.output.rows is not None:
             extra.append(f"{record.output.rows} rows")
+        if record is not None and record.output is not None and record.output.kind == "override":
+            extra.append(f"override from {record.extra.get('override', {}).get('source', '?')}")
         if record is not None:
             extra.append(f"last run {_when(record.finished_at or record.started_at)}: {record.status}")
         lines.append(f"{d.stage.ljust(width)}  {state}" + (f"  [{'; '.join(extra)}]" if extra else ""))

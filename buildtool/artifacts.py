@@ -1,0 +1,107 @@
+"""Edits of the artifacts folder outside a build: review overrides and clean. Caller holds the lock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import StateError, UsageError
+from .fingerprint import FileState, digest_bytes
+from .fsutil import atomic_write_bytes
+from .model import Workflow
+from .outputs import tabular_files
+from .records import Output, StageRecord, read_record, write_record
+
+
+def completed_record(workflow: Workflow, stage: str) -> StageRecord:
+    read = read_record(workflow.stage_dir(stage))
+    record = read.record
+    if record is None or record.status not in ("completed", "completed_empty") or not record.output:
+        why = read.problem[1] if read.problem else "it has no completed build"
+        raise UsageError(f"stage '{stage}' has no output yet: {why}", stage=stage,
+                         hint=f"build it first: dd-build {stage}")
+    return record
+
+
+def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord:
+    """Copy a reviewed parquet file in as the stage's selected output, after checking it."""
+    import pyarrow.parquet as pq
+
+    record = completed_record(workflow, stage)
+    try:
+        data = source.read_bytes()
+        table = pq.read_table(source)
+    except FileNotFoundError:
+        raise UsageError(f"no file {source}", stage=stage) from None
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
+        raise StateError(f"{source} is not a readable parquet file: {exc}", stage=stage,
+                         hint="export with `dd-build export STAGE file.parquet`, edit, "
+                              "and save it as parquet") from exc
+    _check_compatible(workflow, record, table, source)
+    rel = f"{stage}/override/{source.name if source.suffix == '.parquet' else 'data.parquet'}"
+    path = workflow.artifacts_root / rel
+    shutil.rmtree(path.parent, ignore_errors=True)
+    atomic_write_bytes(path, data)
+    st = os.stat(path)
+    state = FileState(path.relative_to(workflow.project_dir).as_posix(), st.st_size,
+                      st.st_mtime_ns, digest_bytes(data))
+    output = Output("override", table.num_rows, state.digest, (state,))
+    extra = {**record.extra, "override": {"source": str(source), "at": time.time()}}
+    status = "completed" if table.num_rows else "completed_empty"
+    record = replace(record, status=status, output=output, extra=extra)
+    write_record(workflow.stage_dir(stage), record)
+    return record
+
+
+def _check_compatible(workflow: Workflow, record: StageRecord, table: object,
+                      source: Path) -> None:
+    """Every column the stage's output has must be there, with a type it can be cast to."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert isinstance(table, pa.Table)
+    files = tabular_files(workflow, record)
+    if not files or files[0].suffix.lower() != ".parquet":
+        return
+    current = pq.read_schema(files[0])
+    missing = [n for n in current.names if n not in table.column_names]
+    if missing:
+        raise StateError(f"{source} lacks the column(s) {', '.join(missing)} that stage "
+                         f"'{record.stage}' outputs", stage=record.stage,
+                         hint="keep every column of `dd-build export`; extra columns are fine")
+    for field in current:
+        have = table.schema.field(field.name).type
+        if have != field.type and not _castable(table.column(field.name), field.type):
+            raise StateError(f"{source}: column '{field.name}' is {have}; stage "
+                             f"'{record.stage}' outputs {field.type}", stage=record.stage)
+
+
+def _castable(column: object, to: object) -> bool:
+    import pyarrow as pa
+
+    try:
+        column.cast(to, safe=True)  # type: ignore[attr-defined]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return False
+    return True
+
+
+def orphan_stages(workflow: Workflow) -> list[str]:
+    """Stage folders in the artifacts that no stage of the Workflowfile owns."""
+    root = workflow.artifacts_root
+    if not root.is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name not in workflow.stages)
+
+
+def remove_stage_artifacts(workflow: Workflow, names: list[str]) -> list[Path]:
+    removed = []
+    for name in names:
+        folder = workflow.stage_dir(name)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
