@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .model import Workflow
     from .plan import Decision
 
-COMMANDS = ("build", "status", "dag", "show", "export", "clean", "schema")
+COMMANDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
 
@@ -58,11 +58,16 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     export = make("export", "Write a stage's selected output to a .parquet, .jsonl or .csv file.")
     export.add_argument("stage")
     export.add_argument("path")
+    override = make("override", "Make a reviewed parquet file a stage's selected output.")
+    override.add_argument("stage")
+    override.add_argument("path")
     clean = make("clean", "Remove stage artifacts (all, or the named stages').")
     clean.add_argument("stages", nargs="*", metavar="STAGE")
+    clean.add_argument("--orphans", action="store_true",
+                       help="remove only folders of stages no longer in the Workflowfile")
     schema = make("schema", "Print the JSON Schema of the Workflowfile.")
     return {"build": build, "status": status, "dag": dag, "show": show, "export": export,
-            "clean": clean, "schema": schema}
+            "override": override, "clean": clean, "schema": schema}
 
 
 def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -179,8 +184,15 @@ def _load(args: argparse.Namespace) -> Workflow:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from .execute import (BuildConfig, BuildReport, StageResult, check_config, check_strict,
-                          prepare, run_build)
+    from .execute import (
+        BuildConfig,
+        BuildReport,
+        StageResult,
+        check_config,
+        check_strict,
+        prepare,
+        run_build,
+    )
     from .lock import build_lock
 
     workflow = _load(args)
@@ -283,21 +295,38 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_clean(args: argparse.Namespace, out: Output) -> int:
-    import shutil
+def cmd_override(args: argparse.Namespace, out: Output) -> int:
+    from .artifacts import override_output
+    from .graph import build_graph, check_stage_names
+    from .lock import build_lock
 
+    workflow = _load(args)
+    check_stage_names(build_graph(workflow), [args.stage], "override")
+    with build_lock(workflow.artifacts_root):
+        record = override_output(workflow, args.stage, Path(args.path))
+    rows = record.output.rows if record.output else 0
+    out.text(f"'{args.stage}' now outputs {args.path} ({rows} rows); the stages after it "
+             "rerun on the next build")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, out: Output) -> int:
+    from .artifacts import orphan_stages, remove_stage_artifacts
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
     workflow = _load(args)
     check_stage_names(build_graph(workflow), args.stages, "clean")
+    if args.orphans and args.stages:
+        raise UsageError("clean: name stages or use --orphans, not both")
+    if not workflow.artifacts_root.is_dir():
+        out.text("nothing to clean")
+        return 0
     with build_lock(workflow.artifacts_root):
-        names = args.stages or [e.name for e in os.scandir(workflow.artifacts_root) if e.is_dir()]
-        for name in names:
-            folder = workflow.stage_dir(name)
-            if folder.is_dir():
-                shutil.rmtree(folder)
-                out.text(f"removed {os.path.relpath(folder)}")
+        names = orphan_stages(workflow) if args.orphans else (args.stages or list(workflow.stages)
+                                                               + orphan_stages(workflow))
+        for folder in remove_stage_artifacts(workflow, names):
+            out.text(f"removed {os.path.relpath(folder)}")
     return 0
 
 
@@ -309,4 +338,5 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 
 
 _COMMANDS = {"build": cmd_build, "status": cmd_status, "dag": cmd_dag, "show": cmd_show,
-             "export": cmd_export, "clean": cmd_clean, "schema": cmd_schema}
+             "export": cmd_export, "override": cmd_override, "clean": cmd_clean,
+             "schema": cmd_schema}
