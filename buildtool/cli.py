@@ -167,6 +167,9 @@ class TextReporter:
         else:
             self.out.progress(line)
 
+    def note(self, stage: str, text: str) -> None:
+        self.out.progress(f"  {stage}: {text}")
+
     def finished(self, result: StageResult) -> None:
         from .explain import result_line
 

@@ -83,6 +83,7 @@ class Reporter(Protocol):
     def planned(self, decisions: list[Decision]) -> None: ...
     def started(self, decision: Decision) -> None: ...
     def progress(self, stage: str, done: int, total: int | None) -> None: ...
+    def note(self, stage: str, text: str) -> None: ...
     def finished(self, result: StageResult) -> None: ...
 
 
@@ -221,7 +222,8 @@ class _Builder:
         run = StageRun(self.wf, stage, facts, consumed, keep)
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
-                  lambda done, total: self.reporter.progress(stage.name, done, total))
+                  lambda done, total: self.reporter.progress(stage.name, done, total),
+                  lambda text: self.reporter.note(stage.name, text))
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:

@@ -73,6 +73,7 @@ class StageRun:
                               batches=self.sorted_batches())
         write_record(self.dir, self.record)
         remove_journals(self.dir)
+        remove_temp_files(self.dir)  # e.g. a record write cut short by a kill
         self._clear_unlisted_batches()
         # An override lasts until the stage itself reruns; a fresh run also drops old steps.
         for folder in ("override",) if self.resuming else ("override", "processed", "callback"):

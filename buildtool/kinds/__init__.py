@@ -23,6 +23,7 @@ class Job:
     upstream: Mapping[str, StageRecord]
     fingerprint: str
     progress: Callable[[int, int | None], None]
+    progress_note: Callable[[str], None]
 
 
 class Kind(Protocol):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +17,11 @@ from .loader import load_callable
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+
+# Backoff between retries of a raising batch; the base can be lowered for tests.
+RETRY_BASE_S = float(os.environ.get("DD_BUILD_RETRY_BASE_S", "1.0"))
+RETRY_CAP_S = 60.0
 
 
 @dataclass
@@ -59,17 +67,28 @@ def execute(job: Job) -> Output:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
         ctx = GenerateContext(stage.name, index, offset, size, num_records, dict(stage.params),
                               rows, batch_rng(job.fingerprint, index), inputs)
-        table = to_table(_call(fn, ctx, stage.name, index), f"{stage.target} (batch {index})")
+        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
+        table = to_table(value, f"{stage.target} (batch {index})")
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
     return job.run.batches_output()
 
 
-def _call(fn: Any, ctx: GenerateContext, stage: str, index: int) -> Any:
-    try:
-        return fn(ctx)
-    except Exception as exc:  # the user's code raised: the stage fails, its batches stay
-        raise StageFailed(f"batch {index} raised {type(exc).__name__}: {exc}", stage=stage) from exc
+def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
+          note: Callable[[str], None]) -> Any:
+    """Call once per attempt; between attempts wait with exponential backoff and jitter."""
+    for attempt in range(retries + 1):
+        try:
+            return fn(ctx)
+        except Exception as exc:  # the user's code raised: retry, or fail; batches stay
+            error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
+            if attempt == retries:
+                suffix = f" (after {retries + 1} attempts)" if retries else ""
+                raise StageFailed(error + suffix, stage=stage) from exc
+            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+            note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _rows(seed: pa.Table | None) -> int:
