@@ -527,17 +527,16 @@ class _Parser:
                     "e.g. `a == (not b)`",
                 )
             return Unary("not", self.expression(_NOT), token.pos)
-        expected = "a value (a column, a number, a string, true, false, null or `(`)"
         previous = self.tokens[self.i - 2] if self.i >= 2 else None
         after = f" after `{previous.value}`" if previous and previous.kind in ("op", "kw") else ""
-        hint = None
+        hint = "a value is a column, a number, a string, true, false, null or `(...)`"
         if self.is_op(token, "+"):
             hint = "there is no unary `+`; write the number alone"
         elif self.is_op(token, "*") and previous is not None and self.is_op(previous, "*"):
             hint = "there is no `**` (power) operator"
         elif self.is_op(token, "in", "is", "and", "or"):
             hint = f"`{value}` goes between two values, e.g. `x {value} ...`"
-        raise self.error(f"expected {expected}{after}, got {self.describe(token)}", token.pos, hint)
+        raise self.error(f"expected a value{after}, got {self.describe(token)}", token.pos, hint)
 
     def infix(self, left: Node, token: Token) -> Node:
         op = token.value
@@ -692,10 +691,12 @@ def _node_kind(node: Node, text: str, fail: Any) -> str:
         for operand in operands:
             kind = _node_kind(operand, text, fail)
             if kind in ("num", "str"):
-                raise fail(
-                    f"`{node.op}` needs conditions, but one side is {_KIND_WORDS[kind]}",
-                    node.pos, "compare it, e.g. `x > 0`",
+                problem = (
+                    f"`{node.op}` needs conditions, but one side is {_KIND_WORDS[kind]}"
+                    if isinstance(node, BoolOp)
+                    else f"`not` needs a condition, got {_KIND_WORDS[kind]}"
                 )
+                raise fail(problem, node.pos, "compare it, e.g. `x > 0`")
         return "bool"
     if isinstance(node, Unary):  # unary minus
         kind = _node_kind(node.operand, text, fail)

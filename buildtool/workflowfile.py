@@ -849,7 +849,14 @@ def _parse_processors(ctx: _Ctx, key: str, node: Node) -> tuple[dict[str, Any], 
             f"`{key}` must be a list of processors, got {_describe(ctx.construct(node, key))}",
             node, key=key, hint="e.g. [{drop: [col]}, {limit: 10}]",
         )
-    return tuple(_processor(ctx, key, item) for item in node.value)
+    from .processors import validate_processors  # it imports this module's PROCESSORS
+
+    processors = tuple(_processor(ctx, key, item) for item in node.value)
+    try:
+        validate_processors(processors, ctx.stage)  # filter syntax, before anything runs
+    except WorkflowError as exc:
+        raise ctx.error(exc.message, node, key=key, hint=exc.hint) from None
+    return processors
 
 
 def _processor(ctx: _Ctx, key: str, node: Node) -> dict[str, Any]:
