@@ -47,6 +47,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     build.add_argument("--resume", choices=("if-possible", "never", "always"), default="if-possible")
     build.add_argument("--rerun-from", action="append", default=[], metavar="STAGE",
                        help="run STAGE and everything after it fresh")
+    build.add_argument("-k", "--keep-going", action="store_true",
+                       help="after a stage fails, still build the stages that do not need it")
     build.add_argument("--force", action="append", default=[], metavar="STAGE",
                        help="run STAGE fresh (repeatable)")
     status = make("status", "Each stage: up to date or not, and why; rows; last run.")
@@ -217,7 +219,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             reporter.planned(prep.decisions)
             if args.resume == "always":
                 check_strict(prep)
-            report = run_build(prep, reporter)
+            report = run_build(prep, reporter, args.keep_going)
     if args.json:
         out.document(report.to_json())
     return 0 if report.ok else 1

@@ -142,13 +142,14 @@ def check_strict(prep: Prepared) -> None:
     )
 
 
-def run_build(prep: Prepared, reporter: Reporter) -> BuildReport:
+def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False) -> BuildReport:
     """Run the plan. Caller holds the lock."""
-    return _Builder(prep, reporter).run()
+    return _Builder(prep, reporter, keep_going).run()
 
 
 class _Builder:
-    def __init__(self, prep: Prepared, reporter: Reporter) -> None:
+    def __init__(self, prep: Prepared, reporter: Reporter, keep_going: bool) -> None:
+        self.keep_going = keep_going
         self.prep = prep
         self.wf = prep.workflow
         self.reporter = reporter
@@ -233,13 +234,13 @@ class _Builder:
             status = _empty_status(stage, output)
         except StageFailed as exc:
             run.finish("failed", error=exc.render())
-            self.stopped = True
+            self.stopped = not self.keep_going
             return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
                                run.batches_run, exc.render(), time.monotonic() - started)
         except OSError as exc:
             message = f"stage '{stage.name}': cannot write its output: {exc}"
             run.finish("failed", error=message)
-            self.stopped = True
+            self.stopped = not self.keep_going
             return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
                                run.batches_run, message, time.monotonic() - started)
         except (KeyboardInterrupt, Interrupted):
