@@ -130,8 +130,8 @@ class Project:
         return json.loads((self.artifacts / stage / "stage.json").read_text())
 
     def table(self, stage: str) -> Any:
-        import pyarrow.parquet as pq
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         rec = self.record(stage)
         return pa.concat_tables([pq.read_table(self.artifacts / b["file"]) for b in rec["batches"]])
