@@ -187,7 +187,7 @@ class _Builder:
     def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
         record = facts.record
         assert record is not None
-        if facts.refreshed:
+        if facts.stats_moved:
             record = _touch_up(record, facts)
             write_record(self.wf.stage_dir(record.stage), record)
         self._done(record)
@@ -273,7 +273,7 @@ def _empty_status(stage: Stage, output: Output) -> str:
 def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
     """The same record with stats as they are now (content digests already matched)."""
     now: Mapping[str, Any] = facts.outputs_now
-    batches = tuple(replace(b, size=now[b.file].size, mtime_ns=now[b.file].mtime_ns)
+    batches = tuple(b._replace(size=now[b.file].size, mtime_ns=now[b.file].mtime_ns)
                     if b.file in now else b for b in record.batches)
     output = record.output
     if output is not None and output.kind != "batches":

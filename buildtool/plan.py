@@ -45,11 +45,11 @@ class StageFacts:
     code: dict[str, FileState]
     file_inputs: dict[str, FileState]
     read: RecordRead
-    file_states: dict[str, str] = field(default_factory=dict)  # recorded output file -> ok|missing|modified
-    outputs_now: dict[str, FileState] = field(default_factory=dict)  # the ok ones, stats as now
+    damaged: dict[str, str] = field(default_factory=dict)  # recorded file -> missing | modified
+    outputs_now: dict[str, FileState] = field(default_factory=dict)  # same content, new stats
     file_groups: dict[str, str] = field(default_factory=dict)  # recorded file -> output/step kind
     callback_code: frozenset[str] = frozenset()  # code files only the on_success callback uses
-    refreshed: bool = False  # stats moved but content is the same: the record may be touched up
+    stats_moved: bool = False  # content is the same but stats moved: the record may be touched up
 
     @property
     def record(self) -> StageRecord | None:
@@ -183,7 +183,7 @@ def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, .
         return None  # nothing of its own to resume: it waits to see the upstream's output
     if record.status not in RESUMABLE_STATUSES and record.status != "completed":
         return None
-    return tuple(b.index for b in record.batches if facts.file_states.get(b.file) == "ok")
+    return tuple(b.index for b in record.batches if b.file not in facts.damaged)
 
 
 def _boundary_only(reason: Reason, facts: StageFacts) -> bool:
@@ -263,8 +263,9 @@ def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) ->
 
 
 def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
-    kept = sum(1 for b in record.batches if facts.file_states.get(b.file) == "ok")
     total = record.batches_total
+    if record.status in RESUMABLE_STATUSES:
+        kept = sum(1 for b in record.batches if b.file not in facts.damaged)
     if record.status in ("running", "interrupted"):
         yield Reason("incomplete", f"{kept} of {total if total is not None else '?'} batches done",
                      {"batches_done": kept})
@@ -273,7 +274,7 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         yield Reason("failed_before", f"failed last time ({record.error or 'no error recorded'}); "
                      f"{kept} batches kept", {"error": record.error})
         return
-    for path, state in facts.file_states.items():
+    for path, state in facts.damaged.items():
         if state == "missing" and facts.file_groups.get(path) == "callback":
             yield Reason("callback_output_missing", f"callback output {path} is missing",
                          {"file": path})

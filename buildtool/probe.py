@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import WorkflowError
@@ -11,6 +12,7 @@ from .fingerprint import (
     canonical_spec,
     check_file,
     code_files,
+    digest_file,
     expand_glob,
     spec_fingerprint,
 )
@@ -34,14 +36,15 @@ def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
         raise _missing_code(stage, code_missing[0])
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
-    groups = recorded_files(workflow, record) if record else []
-    file_states, outputs_now, outputs_moved = _output_states(groups)
+    outputs = _OutputCheck(workflow)
+    if record is not None:
+        outputs.check_record(record)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
-        code=code, file_inputs=files, read=read, file_states=file_states, outputs_now=outputs_now,
-        file_groups={f.path: group for group, _, f in groups},
+        code=code, file_inputs=files, read=read, damaged=outputs.damaged,
+        outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage),
-        refreshed=code_moved or inputs_moved or outputs_moved,
+        stats_moved=code_moved or inputs_moved or bool(outputs.moved),
     )
 
 
@@ -79,36 +82,45 @@ def _states(root: Path, paths: list[str], known: dict[str, FileState]
     return states, moved
 
 
-def recorded_files(workflow: Workflow, record: StageRecord) -> list[tuple[str, Path, FileState]]:
-    """(group, absolute path, recorded state) of every file the record says the stage made."""
-    found = [("batches", workflow.artifacts_root / b.file, b.state()) for b in record.batches]
-    outputs = [record.output] if record.output and record.output.kind != "batches" else []
-    seen = {f.path for _, _, f in found}
-    for out in outputs + list(record.steps.values()):
-        for f in out.files:
-            if f.path not in seen:
-                seen.add(f.path)
-                found.append((out.kind, workflow.project_dir / f.path, f))
-    return found
+class _OutputCheck:
+    """Checks every file a record lists, cheap first. Runs once per recorded file on every
+    null build, so it works on plain strings: no Path objects, no per-file allocations
+    unless something differs."""
 
+    def __init__(self, workflow: Workflow) -> None:
+        self.artifacts = str(workflow.artifacts_root) + os.sep
+        self.project = str(workflow.project_dir)
+        self.damaged: dict[str, str] = {}  # path -> missing | modified
+        self.moved: dict[str, FileState] = {}  # same content, new stats
+        self.groups: dict[str, str] = {}  # non-batch path -> the output or step kind
 
-def _output_states(groups: list[tuple[str, Path, FileState]]
-                   ) -> tuple[dict[str, str], dict[str, FileState], bool]:
-    """ok / missing / modified per recorded file, the good files' states, whether stats moved."""
-    states: dict[str, str] = {}
-    now_ok: dict[str, FileState] = {}
-    moved = False
-    for _, path, known in groups:
-        now = check_file(path, known.path, known)
-        if now is None:
-            states[known.path] = "missing"
-        elif now.digest != known.digest:
-            states[known.path] = "modified"
+    def check_record(self, record: StageRecord) -> None:
+        for b in record.batches:
+            self._check(self.artifacts + b.file, b.file, b.size, b.mtime_ns, b.digest)
+        outputs = [record.output] if record.output and record.output.kind != "batches" else []
+        for out in outputs + list(record.steps.values()):
+            for f in out.files:
+                if f.path not in self.groups:
+                    self.groups[f.path] = out.kind
+                    full = os.path.join(self.project, f.path)
+                    self._check(full, f.path, f.size, f.mtime_ns, f.digest)
+
+    def _check(self, full: str, rel: str, size: int, mtime_ns: int, digest: str) -> None:
+        try:
+            st = os.stat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            self.damaged[rel] = "missing"
+            return
+        if st.st_mtime_ns == mtime_ns and st.st_size == size:
+            return
+        if st.st_size != size:
+            self.damaged[rel] = "modified"
+            return
+        now = digest_file(Path(full))
+        if now != digest:
+            self.damaged[rel] = "modified"
         else:
-            states[known.path] = "ok"
-            now_ok[known.path] = now
-            moved = moved or now is not known
-    return states, now_ok, moved
+            self.moved[rel] = FileState(rel, st.st_size, st.st_mtime_ns, now)
 
 
 def _missing_code(stage: Stage, path: str) -> WorkflowError:

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .fingerprint import FORMAT_VERSION, FileState
 from .fsutil import append_line_durably, atomic_write_json
@@ -20,8 +20,10 @@ DONE_STATUSES = ("completed", "completed_empty", "skipped_empty_upstream")
 RESUMABLE_STATUSES = ("running", "interrupted", "failed")
 
 
-@dataclass(frozen=True)
-class BatchEntry:
+class BatchEntry(NamedTuple):
+    """One finished batch. A NamedTuple: a null build reads one per batch file, so it must be
+    cheap to build."""
+
     index: int
     file: str  # relative to <artifacts>/<workflow>/
     rows: int

@@ -55,11 +55,12 @@ class StageRun:
         record = facts.record
         if record is None or not keep:
             return {}
+        wanted = set(keep)
         kept = {}
         for b in record.batches:
-            now = facts.outputs_now.get(b.file)
-            if b.index in keep and now is not None:
-                kept[b.index] = replace(b, size=now.size, mtime_ns=now.mtime_ns)
+            if b.index in wanted:
+                now = facts.outputs_now.get(b.file)  # stats moved, content the same
+                kept[b.index] = b._replace(size=now.size, mtime_ns=now.mtime_ns) if now else b
         return kept
 
     @property

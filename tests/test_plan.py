@@ -93,18 +93,7 @@ def facts(rec: StageRecord | None, name: str | None = None, *, kind: str | None 
     """
     name = name or (rec.stage if rec else "s")
     kind = kind or (rec.kind if rec else "generate")
-    files: dict[str, str] = {}
-    now: dict[str, FileState] = {}
-    if rec is not None:
-        entries = ([b.state() for b in rec.batches] if rec.output is None or
-                   rec.output.kind == "batches" else list(rec.output.files))
-        for e in entries:
-            files[e.path] = "ok"
-            now[e.path] = e
-    for path, state in (states or {}).items():
-        files[path] = state
-        if state != "ok":
-            now.pop(path, None)
+    damaged = {path: state for path, state in (states or {}).items() if state != "ok"}
     return StageFacts(
         name=name, kind=kind,
         spec=spec_ if spec_ is not None else (dict(rec.spec) if rec else spec(kind)),
@@ -113,7 +102,7 @@ def facts(rec: StageRecord | None, name: str | None = None, *, kind: str | None 
         file_inputs=dict(file_inputs if file_inputs is not None
                          else (rec.file_inputs if rec else {})),
         read=RecordRead(record=None if problem else rec, problem=problem),
-        file_states=files, outputs_now=now,
+        damaged=damaged,
     )
 
 
@@ -494,6 +483,6 @@ def test_facts_factory_defaults_mean_unchanged() -> None:
     # The factories themselves: a record and facts made from it are up to date.
     rec = record(file_inputs={INPUT_FILE: fstate(INPUT_FILE)}, stage_inputs={"a": A_OUT})
     f = facts(rec)
-    assert f.record is rec and all(v == "ok" for v in f.file_states.values())
+    assert f.record is rec and not f.damaged
     assert list(collect_reasons(f, {"a": Upstream(A_OUT)})) == []
     assert replace(f, name="t").name == "t"
