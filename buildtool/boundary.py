@@ -139,10 +139,11 @@ def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
         path = job.workflow.project_dir / path
     files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
     problem = None
+    shown = _rel(job, path)  # errors land in the record: keep paths relative there too
     if not path.exists():
-        problem = f"returned {path}, which does not exist"
+        problem = f"returned {shown}, which does not exist"
     elif not files or any(f.suffix.lower() != ".parquet" for f in files):
-        problem = f"returned {path}, which is not a parquet file or a folder of them"
+        problem = f"returned {shown}, which is not a parquet file or a folder of them"
     if problem:
         raise StageFailed(f"on_success {ref} {problem}", stage=job.stage.name, key="on_success",
                           hint="return the path of a parquet file or folder it wrote, or None")

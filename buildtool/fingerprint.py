@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkflowError
 from .model import CallableRef, Stage, Workflow
 
 FORMAT_VERSION = 1
@@ -149,12 +148,7 @@ def code_files(workflow: Workflow, stage: Stage) -> list[str]:
     for pattern in stage.code:
         matched = expand_glob(workflow.project_dir, pattern)
         if not matched:
-            loc = stage.location("code")
-            raise WorkflowError(
-                f"`code` entry '{pattern}' matches no file",
-                file=loc.file if loc else None, line=loc.line if loc else None,
-                column=loc.column if loc else None, stage=stage.name, key="code",
-                hint="fix the path or glob, or remove it",
-            )
+            raise stage.error(f"`code` entry '{pattern}' matches no file", "code",
+                              "fix the path or glob, or remove it")
         files.extend(matched)
     return sorted(set(files))

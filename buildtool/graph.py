@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from .errors import UsageError, WorkflowError
+from .errors import UsageError
 from .model import Workflow
 
 
@@ -30,11 +30,8 @@ def _reject_cycles(workflow: Workflow, graph: nx.DiGraph) -> None:
     first = min(names, key=lambda n: graph.nodes[n]["order"])
     start = names.index(first)
     names = names[start:] + names[:start]
-    loc = workflow.stages[first].location()
-    raise WorkflowError(
+    raise workflow.stages[first].error(
         "the stages form a cycle: " + " → ".join([*names, first]),
-        file=loc.file if loc else None, line=loc.line if loc else None,
-        column=loc.column if loc else None, stage=first,
         hint="remove one of these dependencies (seed or inputs)",
     )
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import WorkflowError
+
 KINDS = ("generate", "transform", "run")
 SAMPLINGS = ("ordered", "shuffle")
 DEFAULT_BATCH_SIZE = 100
@@ -81,6 +83,14 @@ class Stage:
 
     def location(self, key: str | None = None) -> Location | None:
         return self.locations.get(key or "") or self.locations.get("")
+
+    def error(self, message: str, key: str | None = None, hint: str | None = None
+              ) -> WorkflowError:
+        """A WorkflowError pointing at this stage's `key` (or its name) in the Workflowfile."""
+        loc = self.location(key)
+        return WorkflowError(message, file=loc.file if loc else None,
+                             line=loc.line if loc else None, column=loc.column if loc else None,
+                             stage=self.name, key=key, hint=hint)
 
 
 @dataclass(frozen=True)

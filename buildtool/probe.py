@@ -57,13 +57,8 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
         matched = expand_glob(workflow.project_dir, ref.value)
         if not matched:
             key = "seed" if ref is stage.seed else "inputs"
-            loc = stage.location(key)
-            raise WorkflowError(
-                f"input '{ref.written}' matches no file",
-                file=loc.file if loc else None, line=loc.line if loc else None,
-                column=loc.column if loc else None, stage=stage.name, key=key,
-                hint="create the file, or fix the path or glob",
-            )
+            raise stage.error(f"input '{ref.written}' matches no file", key,
+                              "create the file, or fix the path or glob")
         paths.extend(matched)
     return sorted(set(paths))
 
@@ -124,10 +119,5 @@ class _OutputCheck:
 
 
 def _missing_code(stage: Stage, path: str) -> WorkflowError:
-    loc = stage.location(stage.kind)
-    return WorkflowError(
-        f"code file {path} does not exist",
-        file=loc.file if loc else None, line=loc.line if loc else None,
-        column=loc.column if loc else None, stage=stage.name, key=stage.kind,
-        hint="fix the path before `:` in the callable reference",
-    )
+    return stage.error(f"code file {path} does not exist", stage.kind,
+                       "fix the path before `:` in the callable reference")
