@@ -29,6 +29,7 @@ from .plan import (
 )
 from .probe import probe
 from .records import Output, StageRecord, write_record
+from .stagerun import StageRun
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,6 @@ class _Builder:
 
     def _skip(self, planned: Decision, facts: StageFacts) -> StageResult:
         """Record `skipped_empty_upstream` (once: an equal record is kept as it is)."""
-        from .stagerun import StageRun
-
         name = planned.stage
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[name]}
         record = facts.record
@@ -215,7 +214,6 @@ class _Builder:
 
     def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
         from .kinds import Job, kind_for
-        from .stagerun import StageRun
 
         stage = self.wf.stages[decision.stage]
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
@@ -233,16 +231,10 @@ class _Builder:
                 output, steps = run_boundary(job, output, run.previous_steps)
             status = _empty_status(stage, output)
         except StageFailed as exc:
-            run.finish("failed", error=exc.render())
-            self.stopped = not self.keep_going
-            return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
-                               run.batches_run, exc.render(), time.monotonic() - started)
+            return self._failed(run, planned, exc.render(), started)
         except OSError as exc:
-            message = f"stage '{stage.name}': cannot write its output: {exc}"
-            run.finish("failed", error=message)
-            self.stopped = not self.keep_going
-            return StageResult(stage.name, planned, "failed", None, run.record.batches_total,
-                               run.batches_run, message, time.monotonic() - started)
+            return self._failed(run, planned, f"stage '{stage.name}': cannot write its output: "
+                                f"{exc}", started)
         except (KeyboardInterrupt, Interrupted):
             run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
@@ -252,6 +244,14 @@ class _Builder:
         self._done(record)
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started)
+
+    def _failed(self, run: StageRun, planned: Decision, message: str, started: float
+                ) -> StageResult:
+        """Record the failure (the batches written so far stay listed) and stop, unless -k."""
+        run.finish("failed", error=message)
+        self.stopped = not self.keep_going
+        return StageResult(planned.stage, planned, "failed", None, run.record.batches_total,
+                           run.batches_run, message, time.monotonic() - started)
 
     def _write_summary(self, report: BuildReport) -> None:
         if not self.wf.artifacts_root.is_dir():
