@@ -35,7 +35,8 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
         data = source.read_bytes()
         table = pq.read_table(source)
     except FileNotFoundError:
-        raise UsageError(f"no file {source}", stage=stage) from None
+        raise UsageError(f"no file {source}", stage=stage,
+                         hint="name the reviewed parquet file (a path from here)") from None
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
         raise StateError(f"{source} is not a readable parquet file: {exc}", stage=stage,
                          hint="export with `dd-build export STAGE file.parquet`, edit, "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StageFailed
 from .fingerprint import FileState, callable_file, check_file, digest_strings
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _callback(job: Job, current: Output, key: str) -> Output:
                           dict(stage.params))
     try:
         result = fn(ctx)
-    except Exception as exc:  # the user's callback raised: the stage fails, batches stay
+    except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
         raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
                           stage=stage.name, key="on_success") from exc
     if result is None:
@@ -168,6 +168,7 @@ def _export(job: Job, current: Output, key: str) -> Output:
     states: list[FileState] = []
     for rel in job.stage.outputs:
         path = job.workflow.project_dir / rel
+        remove_temp_files_of(path)  # a kill during an earlier attempt's copy leaves its temp file
         atomic_write_bytes(path, export_bytes(table, path))
         state = check_file(path, rel, None)
         assert state is not None

@@ -56,7 +56,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     dag.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
     show = make("show", "Print the first rows of a stage's selected output.")
     show.add_argument("stage")
-    show.add_argument("-n", "--rows", type=int, default=10)
+    show.add_argument("-n", "--rows", type=_non_negative, default=10)
     export = make("export", "Write a stage's selected output to a .parquet, .jsonl or .csv file.")
     export.add_argument("stage")
     export.add_argument("path")
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         if args.directory:
-            os.chdir(args.directory)
+            _chdir(args.directory)
         return _COMMANDS[command](args, out)
     except BuildError as exc:
         out.error(exc.render())
@@ -111,6 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         out.error(f"dd-build: {exc}")
         return 2
+
+
+def _chdir(folder: str) -> None:
+    try:
+        os.chdir(folder)
+    except OSError as exc:
+        what = "no such folder" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise UsageError(f"-C {folder}: {what}",
+                         hint="name the project folder (the one holding the Workflowfile)") from exc
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)  # argparse reports a ValueError as an invalid value
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
@@ -175,13 +191,19 @@ class TextReporter:
     def finished(self, result: StageResult) -> None:
         from .explain import result_line
 
-        self.out.text(result_line(result))
+        if result.result == "failed":  # an error: on stderr, and shown even with -q
+            self.out.error(result_line(result))
+        else:
+            self.out.text(result_line(result))
 
 
 def _load(args: argparse.Namespace) -> Workflow:
     from .workflowfile import load_workflow
 
     path = Path(args.file)
+    if path.is_dir():
+        raise UsageError(f"the Workflowfile {path} is a folder, not a file",
+                         hint="name the file inside it with -f FILE, or run there with -C DIR")
     if not path.is_file():
         raise UsageError(f"no Workflowfile at {path}",
                          hint="run in the project folder, or name the file with -f FILE")
@@ -292,10 +314,19 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    from .datasets import write_export
+    from .datasets import EXPORT_FORMATS, write_export
 
-    table = _selected_table(_load(args), args.stage)
-    write_export(table, Path(args.path))
+    workflow = _load(args)
+    path = Path(args.path)
+    if path.suffix.lower() not in EXPORT_FORMATS:  # before reading any data
+        raise UsageError(f"cannot export to {args.path}: unsupported format "
+                         f"'{path.suffix or '(no extension)'}'",
+                         hint=f"end the path with one of {', '.join(EXPORT_FORMATS)}")
+    if not path.parent.is_dir():  # like cp: a misspelt folder is an error, not a new folder
+        raise UsageError(f"cannot export to {args.path}: no folder {path.parent}",
+                         hint=f"create it first (mkdir -p {path.parent}) or fix the path")
+    table = _selected_table(workflow, args.stage)
+    write_export(table, path)
     out.text(f"wrote {table.num_rows} rows of '{args.stage}' to {args.path}")
     return 0
 

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import BuildError, StageFailed
+from .errors import BuildError, StageFailed, StateError
 from .fsutil import atomic_write_bytes
 from .model import Workflow
 from .outputs import tabular_files
@@ -48,11 +48,51 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# What pyarrow raises for a damaged, truncated or mismatched file (ArrowInvalid is a
+# ValueError, ArrowIOError an OSError).
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+class UnreadableData(StateError):
+    """A data file pyarrow cannot read: damaged, truncated, or not what its name says."""
+
+    def __init__(self, path: Path, detail: str, owner: str | None = None) -> None:
+        of = f" (the output of stage '{owner}')" if owner else ""
+        hint = (f"rebuild it: dd-build --force {owner}" if owner else
+                "replace the file, or rebuild the stage that wrote it: dd-build --force STAGE")
+        super().__init__(f"cannot read {_shown(path)}{of}: {detail}", hint=hint)
+        self.path = path
+        self.detail = detail
+
+
+def _unreadable(path: Path, exc: BaseException) -> UnreadableData:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if detail.startswith("Could not open") and "': " in detail:  # it repeats the path
+        detail = detail.split("': ", 1)[1]
+    return UnreadableData(path, detail)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it, else as it is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
 def read_parquet_files(paths: list[Path]) -> pa.Table:
-    tables = [pq.read_table(p) for p in paths]
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p))
+        except _READ_ERRORS as exc:
+            raise _unreadable(p, exc) from exc
     if not tables:
         return pa.table({})
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except _READ_ERRORS as exc:  # batch files whose schemas cannot be unified
+        raise _unreadable(paths[0].parent, exc) from exc
 
 
 def read_data_file(path: Path) -> pa.Table:
@@ -60,28 +100,37 @@ def read_data_file(path: Path) -> pa.Table:
     if path.is_dir():
         return read_parquet_files(sorted(path.rglob("*.parquet")))
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path)
-    if suffix == ".csv":
-        import pyarrow.csv as pcsv
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(path)
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
 
-        return pcsv.read_csv(path)
-    if suffix == ".jsonl":
-        import pyarrow.json as pjson
+            return pcsv.read_csv(path)
+        if suffix == ".jsonl":
+            import pyarrow.json as pjson
 
-        return pjson.read_json(path)
+            return pjson.read_json(path)
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
     raise BuildError(f"{path}: cannot read {suffix or 'a file without extension'} as a table",
                      hint="use a .parquet, .csv or .jsonl file")
 
 
 def read_stage_table(workflow: Workflow, record: StageRecord) -> pa.Table | None:
-    """A stage's selected output as one table; None when it is not tabular (a run stage's .md)."""
+    """A stage's selected output as one table; None when it is not tabular (a run stage's .md).
+
+    StateError, naming the file and the stage to rebuild, when a file of it cannot be read.
+    """
     files = tabular_files(workflow, record)
     if files is None:
         return None
-    if record.output is not None and record.output.kind == "files":
-        return read_data_file(files[0])
-    return read_parquet_files(files)
+    try:
+        if record.output is not None and record.output.kind == "files":
+            return read_data_file(files[0])
+        return read_parquet_files(files)
+    except UnreadableData as exc:
+        raise UnreadableData(exc.path, exc.detail, record.stage) from exc
 
 
 def export_bytes(table: pa.Table, path: Path) -> bytes:

@@ -6,13 +6,14 @@ caller passes a Reporter.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .boundary import run_boundary
-from .errors import Interrupted, ResumeRefused, StageFailed, UsageError
+from .errors import Interrupted, ResumeRefused, StageFailed, StateError, UsageError
 from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json
 from .graph import build_graph, closure, descendants_in
@@ -28,7 +29,7 @@ from .plan import (
     strict_refusals,
 )
 from .probe import probe
-from .records import Output, StageRecord, write_record
+from .records import Output, StageRecord, remove_leftovers, write_record
 from .stagerun import StageRun
 
 
@@ -161,6 +162,7 @@ class _Builder:
 
     def run(self) -> BuildReport:
         report = BuildReport(self.wf.name, dry_run=False)
+        self._sweep()
         try:
             for planned in self.prep.decisions:
                 result = self._one(planned)
@@ -171,6 +173,20 @@ class _Builder:
                              for d in self.prep.decisions]
             self._write_summary(report)
         return report
+
+    def _sweep(self) -> None:
+        """Remove what a killed build left where no stage that runs now would: temp files at
+        the workflow root (of workflow.json) and in stage folders, journals no running record
+        names. A stage folder whose record is unreadable is left as found."""
+        root = str(self.wf.artifacts_root)
+        remove_leftovers(root, journals=False)
+        for name in self.prep.order:
+            read = self.prep.facts[name].read
+            if read.problem is not None:
+                continue
+            record = read.record
+            keep = record.journal if record is not None and record.status == "running" else None
+            remove_leftovers(os.path.join(root, name), keep)
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage
@@ -232,9 +248,14 @@ class _Builder:
             status = _empty_status(stage, output)
         except StageFailed as exc:
             return self._failed(run, planned, exc.render(), started)
-        except OSError as exc:
-            return self._failed(run, planned, f"stage '{stage.name}': cannot write its output: "
-                                f"{exc}", started)
+        except StateError as exc:  # e.g. an upstream's file turned out unreadable
+            failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)
+            return self._failed(run, planned, failure.render(), started)
+        except OSError as exc:  # a full disk, a read-only folder: the batches written stay
+            failure = StageFailed(f"cannot write its output: {exc}", stage=stage.name,
+                                  hint="fix the cause (disk space, permissions) and build "
+                                       "again: the finished batches are kept")
+            return self._failed(run, planned, failure.render(), started)
         except (KeyboardInterrupt, Interrupted):
             run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
@@ -247,8 +268,13 @@ class _Builder:
 
     def _failed(self, run: StageRun, planned: Decision, message: str, started: float
                 ) -> StageResult:
-        """Record the failure (the batches written so far stay listed) and stop, unless -k."""
-        run.finish("failed", error=message)
+        """Record the failure (the batches written so far stay listed) and stop, unless -k.
+
+        A record that cannot be written (a full disk) must not hide the first error."""
+        try:
+            run.finish("failed", error=message)
+        except OSError as exc:
+            message += f"\n(its failed record could not be written either: {exc})"
         self.stopped = not self.keep_going
         return StageResult(planned.stage, planned, "failed", None, run.record.batches_total,
                            run.batches_run, message, time.monotonic() - started)
@@ -257,7 +283,10 @@ class _Builder:
         if not self.wf.artifacts_root.is_dir():
             return
         summary = {"finished_at": time.time(), **report.to_json()}
-        atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
+        try:
+            atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
+        except OSError as exc:  # a summary for people and tools; the stage records are the truth
+            self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
 
 
 def _empty_status(stage: Stage, output: Output) -> str:

@@ -31,8 +31,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. the folder turned read-only: keep the first error
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)  # a failed write() or fsync() names no file: say which
         raise
     _fsync_dir(path.parent)
 
@@ -58,4 +63,17 @@ def remove_temp_files(folder: Path) -> None:
         return
     for entry in os.scandir(folder):
         if entry.name.startswith(".") and ".tmp." in entry.name and entry.is_file():
+            os.unlink(entry.path)
+
+
+def remove_temp_files_of(path: Path) -> None:
+    """Delete the temp files that killed atomic writes of `path` left beside it, and no others:
+    `path` may be in a user's folder (an export copy)."""
+    prefix = f".{path.name}.tmp."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)

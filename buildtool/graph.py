@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from .errors import UsageError
-from .model import Workflow
+from .model import TOOL_WORDS, Workflow
 
 
 def build_graph(workflow: Workflow) -> nx.DiGraph:
@@ -48,10 +48,11 @@ def check_stage_names(graph: nx.DiGraph, names: Iterable[str], what: str) -> Non
     for name in names:
         if name not in graph:
             close = difflib.get_close_matches(name, list(graph.nodes), n=1)
-            raise UsageError(
-                f"{what} names no stage '{name}'",
-                hint=f"did you mean `{close[0]}`?" if close else "run `dd-build dag` to list stages",
-            )
+            command = difflib.get_close_matches(name, TOOL_WORDS, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else \
+                f"did you mean the command `dd-build {command[0]}`?" if command else \
+                "run `dd-build dag` to list stages"
+            raise UsageError(f"{what} names no stage '{name}'", hint=hint)
 
 
 def closure(graph: nx.DiGraph, targets: Iterable[str]) -> list[str]:

@@ -6,6 +6,7 @@ inputs and run outputs to the project folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -121,11 +122,13 @@ class StageRecord:
             stage_inputs={str(k): str(v) for k, v in inputs["stages"].items()},
             run_id=str(d["run_id"]), journal=None if d.get("journal") is None else str(d["journal"]),
             batches=tuple(BatchEntry.from_json(b) for b in d.get("batches", [])),
-            batches_total=d.get("batches_total"), num_records=d.get("num_records"),
+            batches_total=_optional(int, d.get("batches_total")),
+            num_records=_optional(int, d.get("num_records")),
             output=Output.from_json(d["output"]) if d.get("output") else None,
             steps={str(k): Output.from_json(v) for k, v in (d.get("steps") or {}).items()},
-            started_at=d.get("started_at"), finished_at=d.get("finished_at"),
-            batches_run=int(d.get("batches_run", 0)), error=d.get("error"),
+            started_at=_optional(float, d.get("started_at")),
+            finished_at=_optional(float, d.get("finished_at")),
+            batches_run=int(d.get("batches_run", 0)), error=_optional(str, d.get("error")),
             format=int(d["format"]), extra=dict(d.get("extra") or {}),
         )
 
@@ -134,6 +137,17 @@ class StageRecord:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+def _optional(kind: type, value: Any) -> Any:
+    """`value` as `kind`, or None; a value of another shape (e.g. a time as text) raises
+    ValueError, so the record reads as unreadable instead of failing a later command."""
+    if value is None:
+        return None
+    allowed = (str, int, float) if kind is str else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise ValueError(f"expected {kind.__name__}, got {value!r}")
+    return kind(value)
 
 
 @dataclass(frozen=True)
@@ -210,3 +224,22 @@ def remove_journals(stage_dir: Path, keep: str | None = None) -> None:
     for entry in os.scandir(stage_dir):
         if entry.name.startswith("journal-") and entry.name != keep:
             os.unlink(entry.path)
+
+
+def remove_leftovers(folder: str, keep_journal: str | None = None, journals: bool = True) -> None:
+    """Best effort, one scandir: temp files, and journals other than `keep_journal`, that a
+    killed build left directly in `folder`. A kill between a stage's final record and the
+    removal of its journal leaves a journal beside a record that no longer names it; the stage
+    is then up to date, so no later attempt of it would remove that journal. A plain string
+    path: a build calls this once per stage, null builds included."""
+    try:
+        with os.scandir(folder) as it:
+            stale = [e.path for e in it
+                     if ((e.name[0] == "." and ".tmp." in e.name)
+                         or (journals and e.name.startswith("journal-") and e.name != keep_journal))
+                     and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -40,6 +40,12 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Hostile-input bounds, checked on the event stream before any node is composed: nesting
+# deeper than this crashes libyaml's recursive composer (and Python's constructor), and
+# aliases may add at most this many values beyond the document's own (a "billion laughs"
+# file expands exponentially while staying tiny).
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 100_000
 
 _ALL = KINDS
 _GEN = ("generate",)
@@ -200,7 +206,12 @@ class _Ctx:
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
-            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key) from exc
+            hint = None
+            if node.tag.startswith("tag:yaml.org,2002:python/") or "constructor for the tag" \
+                    in _problem(exc):
+                hint = "remove the tag: the Workflowfile is read with a safe loader (plain YAML)"
+            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key,
+                             hint=hint) from exc
 
 
 # ---------------------------------------------------------------- entry point
@@ -225,23 +236,33 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
 
 def _read(path: Path, display: str) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise WorkflowError(
             "no Workflowfile here", file=display, hint="create one, or name it with -f FILE"
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise WorkflowError(f"cannot read the Workflowfile: {exc}", file=display) from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise WorkflowError(
+            f"the Workflowfile is not UTF-8 text (byte 0x{raw[exc.start]:02x})", file=display,
+            line=line, column=column, hint="save it as UTF-8 text (YAML)",
+        ) from exc
 
 
 def _compose(text: str, display: str) -> MappingNode:
     try:
+        _check_bounds(text, display)
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         line, column = _error_position(exc, text)
         raise WorkflowError(
             f"invalid YAML: {_problem(exc)}", file=display, line=line, column=column,
-            hint=_context_hint(exc),
+            hint=_tab_hint(exc, text) or _context_hint(exc),
         ) from exc
     if root is None:
         raise WorkflowError(
@@ -252,8 +273,52 @@ def _compose(text: str, display: str) -> MappingNode:
         raise WorkflowError(
             "the Workflowfile must be a mapping of keys (workflow, stages, ...)",
             file=display, line=root.start_mark.line + 1, column=root.start_mark.column + 1,
+            hint="start with `workflow: NAME` and a `stages:` mapping",
         )
     return root
+
+
+def _check_bounds(text: str, display: str) -> None:
+    """Refuse too deep nesting and alias bombs in one pass over the events, before composing:
+    each alias counts the values of its anchor, so nothing is ever expanded."""
+    sizes: dict[str, int] = {}  # anchor -> values under it, once its node is complete
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values so far)
+    own = extra = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                raise _bounds_error(f"values nested more than {MAX_DEPTH} levels deep",
+                                    event, display, "flatten the structure")
+            stack.append((event.anchor, 1))
+            own += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            if stack:
+                stack[-1] = (stack[-1][0], stack[-1][1] + size)
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            size = 1
+            if isinstance(event, yaml.ScalarEvent):
+                own += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                size = sizes.get(event.anchor, 1)  # unknown or still open: the composer says
+                extra += size
+                if extra > MAX_ALIAS_VALUES and extra > 10 * own:
+                    raise _bounds_error(
+                        f"aliases (*name) expand the Workflowfile by more than "
+                        f"{MAX_ALIAS_VALUES} values (a YAML alias bomb?)", event, display,
+                        "write the values out, or use fewer nested aliases (*name)")
+            if stack:
+                stack[-1] = (stack[-1][0], stack[-1][1] + size)
+
+
+def _bounds_error(message: str, event: yaml.Event, display: str, hint: str) -> WorkflowError:
+    mark = event.start_mark
+    return WorkflowError(message, file=display, line=mark.line + 1, column=mark.column + 1,
+                         hint=hint)
 
 
 def _error_position(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
@@ -271,6 +336,14 @@ def _problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
         return f"unacceptable character #x{exc.character:04x}: {exc.reason}"
     return str(getattr(exc, "problem", None) or exc).strip()
+
+
+def _tab_hint(exc: yaml.YAMLError, text: str) -> str | None:
+    """YAML's own message for a tab in the indentation does not say "tab"."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
+        return "this line has a tab: YAML indents with spaces only"
+    return None
 
 
 def _context_hint(exc: yaml.YAMLError) -> str | None:
@@ -399,6 +472,9 @@ def _artifacts(ctx: _Ctx, top: dict[str, tuple[Node, Node]]) -> str:
     node = top["artifacts"][1]
     text = _expect(ctx, "artifacts", node, str, "a folder path (a string)")
     ctx.artifacts = _rel_path(ctx, "artifacts", node, text)
+    if (ctx.project_dir / ctx.artifacts).is_file():
+        raise ctx.error(f"`{text}` is a file, not a folder", node, key="artifacts",
+                        hint="name a folder for dd-build's records and data")
     return text
 
 

@@ -80,6 +80,9 @@ def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
     for attempt in range(retries + 1):
         try:
             return fn(ctx)
+        except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
+            raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
+                              stage=stage, hint="raise an exception instead") from exc
         except Exception as exc:  # the user's code raised: retry, or fail; batches stay
             error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
             if attempt == retries:

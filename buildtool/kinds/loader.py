@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -24,21 +25,37 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     try:
         module = _load_file(workflow.project_dir / ref.module) if ref.is_file else \
             importlib.import_module(ref.module)
-    except Exception as exc:  # user code failed to import: report it as the stage's failure
+    except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
+        # stage fails; a sys.exit() must not end dd-build with the user's status
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name is not None and \
+            f"{ref.module}.".startswith(f"{exc.name}.")
+        hint = (f"no module `{ref.module}` in the project folder or installed; check the name"
+                if missing else f"fix {ref.module}: it raised while being imported")
         raise StageFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
-                          stage=stage) from exc
+                          stage=stage, hint=hint) from exc
     fn = getattr(module, ref.function, None)
     if fn is None:
         raise StageFailed(f"{ref.module} has no function '{ref.function}'", stage=stage,
                           hint="fix the name after `:` in the callable reference")
     if not callable(fn):
-        raise StageFailed(f"{ref.module}:{ref.function} is not callable", stage=stage)
+        raise StageFailed(f"{ref.module}:{ref.function} is not callable "
+                          f"(it is a {type(fn).__name__})", stage=stage,
+                          hint="name a function after `:`, e.g. `def make(ctx): ...`")
     return fn
+
+
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the file's current source, never its cached bytecode: a `__pycache__` entry is
+    trusted while the source's mtime (in whole seconds) and size match, so an edit within the
+    same second that keeps the size would run the old code under the new code digest."""
+
+    def get_code(self, fullname: str) -> Any:
+        return self.source_to_code(self.get_data(self.path), self.path)
 
 
 def _load_file(path: Path) -> Any:
     name = "ddbuild_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)

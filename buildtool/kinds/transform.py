@@ -34,7 +34,7 @@ def execute(job: Job) -> Output:
     job.progress(0, 1)
     try:
         value = fn(TransformContext(stage.name, inputs, dict(stage.params)))
-    except Exception as exc:  # the user's code raised: report it as this stage's failure
+    except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
         raise StageFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
                           stage=stage.name) from exc
     job.run.write_batch(0, to_table(value, stage.target))
