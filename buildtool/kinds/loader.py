@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     if ref is None:
         raise StageFailed(f"'{text}' is not a callable reference", stage=stage)
     root = str(workflow.project_dir)
+    _import_project_from_source(root)
     if root not in sys.path:
         sys.path.insert(0, root)
     try:
@@ -51,6 +53,31 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> Any:
         return self.source_to_code(self.get_data(self.path), self.path)
+
+
+_SOURCE_ROOTS: set[str] = set()
+
+
+def _import_project_from_source(root: str) -> None:
+    """Modules under the project folder (`module:fn` callables, and what stage code imports
+    from the project) load from their current source as well: a path hook for that folder."""
+    if root in _SOURCE_ROOTS:
+        return
+    _SOURCE_ROOTS.add(root)
+    m = importlib.machinery
+    finder = m.FileFinder.path_hook((m.ExtensionFileLoader, m.EXTENSION_SUFFIXES),
+                                    (_SourceLoader, m.SOURCE_SUFFIXES),
+                                    (m.SourcelessFileLoader, m.BYTECODE_SUFFIXES))
+    inside = root.rstrip(os.sep) + os.sep
+
+    def hook(path: str) -> Any:
+        if path != root and not path.startswith(inside):
+            raise ImportError("not in the project folder")
+        return finder(path)
+
+    sys.path_hooks.insert(0, hook)
+    for path in [p for p in sys.path_importer_cache if p == root or p.startswith(inside)]:
+        del sys.path_importer_cache[path]
 
 
 def _load_file(path: Path) -> Any:

@@ -1,0 +1,94 @@
+"""Crash-safety fuzz: SIGKILL dd-build at random moments, build again, check; print the figures.
+
+Issue 4, item 2. Each round copies a four-stage project (generate → generate with processors,
+an on_success callback and export copies → transform → run) into a fresh folder, starts the
+real CLI and SIGKILLs it 1-4 times in a row (each build resuming the one before), lets a build
+complete, sometimes forces one stage to rerun and kills that too, then checks:
+
+  * after every kill, every stage.json is readable JSON of the current record format and each
+    file it lists (batches, also from its journal; a done stage's outputs) exists as recorded;
+  * after the completed build: the outputs (each stage's table, the run stage's files, the
+    export copies) equal an uninterrupted build's; no temp file, stale journal or unlisted
+    batch file is left; no user call (batch, callback, transform, run command) was made more
+    often than once per fresh run plus once per kill whose build had it as its last call (the
+    one in flight); and a null build runs nothing.
+
+Half the kills come from a timer (uniform(0, --max-delay) s after the start, less when little
+work is left), half from the build itself at a random probe event (a step's entry or an fsync:
+a temp file written but not renamed, a file renamed but its folder not synced, a journal line
+written but not synced). The RNG is seeded: event kills repeat exactly; timer kills land where
+the machine's speed puts them. The harness is tests/crash_support.py, shared with
+tests/test_crash_safety.py.
+
+    python benchmarks/fuzz_crash.py --kills 200 --seed 1
+
+Exit status 1 when any check failed (the figures say which, the PROBLEM lines say where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import crash_support as cs  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=200, help="kills in all (default 200)")
+    ap.add_argument("--seed", type=int, default=1, help="RNG seed (default 1)")
+    ap.add_argument("--max-delay", type=float, default=1.5,
+                    help="timer kills wait at most this many seconds (default 1.5)")
+    ap.add_argument("--timer-share", type=float, default=0.5,
+                    help="share of kills by timer; the rest at a probe event (default 0.5)")
+    ap.add_argument("--fsync-delay", type=float, default=0.003,
+                    help="a slow disk: seconds each fsync waits (default 0.003)")
+    ap.add_argument("--windows", action="store_true",
+                    help="first, one kill in each named window (crash_support.WINDOWS), then "
+                         "the --kills random ones")
+    ap.add_argument("--workdir", help="where the projects go (default: a temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the projects and logs")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print one line per round")
+    args = ap.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dd-fuzz-crash-"))
+    config = cs.Config(kills=args.kills, seed=args.seed, max_delay=args.max_delay,
+                       timer_share=args.timer_share, fsync_delay=args.fsync_delay)
+
+    def progress(line: str) -> None:
+        if not args.quiet or not line.startswith("  kill"):
+            print(line, flush=True)
+
+    fuzzer = cs.Fuzzer(workdir, config, progress)
+    print(f"fuzz_crash: --kills {args.kills} --seed {args.seed} in {workdir}", flush=True)
+    started = time.monotonic()
+    try:
+        fuzzer.prepare()
+        if args.windows:  # in addition to the --kills random ones
+            fuzzer.kill_sequence(0, [(target, delay) for target, delay, _ in cs.WINDOWS])
+            config.kills += len(cs.WINDOWS)
+        figures = fuzzer.fuzz()
+        figures.wall_s = time.monotonic() - started
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    for line in figures.lines():
+        print(line)
+    if figures.problems:
+        print(f"\n{len(figures.problems)} problem(s):")
+        for text in figures.problems:
+            print(f"  {text}")
+    return 1 if figures.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,951 @@
+"""Crash-safety fuzzing shared by tests/test_crash_safety.py and benchmarks/fuzz_crash.py.
+
+A four-stage project (generate → generate with processors, an on_success callback and export
+copies → transform → run) is built by the real CLI and SIGKILLed at random moments, then built
+again (and maybe killed again) until a build completes; then the result is checked against an
+uninterrupted build. Two kinds of kill, both a real SIGKILL of the build process:
+
+* timer: the harness sends SIGKILL after a random delay (seeded RNG) from the start;
+* event: the build SIGKILLs itself at its N-th probe event (random N, seeded). Events are the
+  entries of the steps the fuzz aims at and every fsync, so these kills land inside the narrow
+  windows (a temp file written but not renamed, a renamed file whose folder is not synced, a
+  journal line written but not synced), reproducibly and whatever the machine's speed.
+
+The probe (`python tests/crash_support.py --dd-build ARGS`, i.e. `buildtool.cli.main` with a few
+functions wrapped) writes "where am I" to a phase file with one pwrite per step, so after a kill
+the harness knows where it landed. It can also slow every fsync down (a slow disk), which
+widens the write windows for timer kills. Nothing else differs from `python -m buildtool`.
+
+Run as a script, this module is that probe; imported, it is the harness. Stdlib only at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+THIS = Path(__file__).resolve()
+WORKFLOW_NAME = "crash"
+
+# ---------------------------------------------------------------- the project
+
+WORKFLOW = """\
+workflow: crash
+stages:
+  seeds:
+    generate: code/stages.py:rows
+    num_records: 40
+    batch_size: 4
+    params: {tag: s, work: 3000}
+  enriched:
+    generate: code/stages.py:rows
+    seed: seeds
+    num_records: 60
+    batch_size: 5
+    params: {tag: e, work: 3000, callback_work: 150000}
+    processors:
+      - filter: "value % 3 != 0"
+      - drop: [work]
+    on_success: code/stages.py:split
+    outputs: [exports/enriched.parquet, exports/enriched.jsonl]
+  summary:
+    transform: code/stages.py:summarise
+    inputs: [seeds, enriched]
+  report:
+    run: python code/report.py {params.pause} {inputs} {outputs}
+    inputs: [summary, code/report.py]
+    outputs: [reports/digests.txt, reports/count.txt]
+    params: {pause: 0.08}
+"""
+
+# Every user call appends "<build id> <stage> <batch|callback|all>" with one write(2) on an
+# O_APPEND descriptor, so a kill never leaves half a line. CRASH_BUILD names the build.
+STAGE_CODE = '''\
+import hashlib
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def log_call(stage, what):
+    line = f"{os.environ.get('CRASH_BUILD', '?')} {stage} {what}\\n".encode()
+    fd = os.open(HERE / "calls.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def work(text, rounds):
+    """Deterministic CPU work, so that a batch takes a moment and its rows depend on it."""
+    h = text.encode()
+    for _ in range(rounds):
+        h = hashlib.sha256(h).digest()
+    return h.hex()[:16]
+
+
+def rows(ctx):
+    log_call(ctx.stage_name, ctx.batch_index)
+    out = []
+    for i in range(ctx.size):
+        n = ctx.offset + i
+        row = {"id": n, "value": ctx.rng.randint(0, 10**6), "tag": ctx.params["tag"],
+               "work": work(f"{ctx.stage_name}:{n}", ctx.params["work"])}
+        if ctx.seed_rows is not None:
+            row["seed_id"] = ctx.seed_rows.column("id")[i].as_py()
+        out.append(row)
+    return out
+
+
+def split(ctx):
+    """on_success: takes a moment, then writes its output as two parquet files."""
+    import pyarrow.parquet as pq
+
+    log_call(ctx.stage_name, "callback")
+    table = pq.read_table(ctx.stage_output)
+    work(f"callback:{table.num_rows}", ctx.params["callback_work"])
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), Path(ctx.out_dir) / "part-0.parquet")
+    pq.write_table(table.slice(half), Path(ctx.out_dir) / "part-1.parquet")
+    return ctx.out_dir
+
+
+def summarise(ctx):
+    import pyarrow as pa
+
+    log_call(ctx.stage_name, "all")
+    seeds, enriched = ctx.inputs["seeds"], ctx.inputs["enriched"]
+    return pa.table({
+        "stage": ["seeds", "enriched"],
+        "rows": [seeds.num_rows, enriched.num_rows],
+        "value_sum": [sum(seeds.column("value").to_pylist()),
+                      sum(enriched.column("value").to_pylist())],
+    })
+'''
+
+# The run stage: hashes its inputs and writes its two outputs the way many scripts do, in
+# place and a piece at a time, pausing in between (a command that takes a moment).
+REPORT_CODE = '''\
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+here = Path(__file__).resolve().parent
+line = f"{os.environ.get('CRASH_BUILD', '?')} report all\\n".encode()
+fd = os.open(here / "calls.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, line)
+os.close(fd)
+
+pause = float(sys.argv[1])
+inputs, outputs = sys.argv[2:-2], sys.argv[-2:]
+lines = []
+for arg in inputs:
+    path = Path(arg)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        data = f.read_bytes()
+        lines.append(f"{path.name}/{f.name} {len(data)} {hashlib.sha256(data).hexdigest()}\\n")
+for out in outputs:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+with open(outputs[0], "w") as fh:
+    for text in lines:
+        fh.write(text)
+        fh.flush()
+        time.sleep(pause)
+with open(outputs[1], "w") as fh:
+    fh.write(f"{len(lines)} files\\n")
+'''
+
+GENERATE_BATCHES = {"seeds": 10, "enriched": 12}
+STAGE_NAMES = ("seeds", "enriched", "summary", "report")
+# The user calls each stage makes in one fresh run of it: (stage, what) as logged.
+STAGE_CALLS: dict[str, tuple[tuple[str, str], ...]] = {
+    "seeds": tuple(("seeds", str(i)) for i in range(10)),
+    "enriched": (*(("enriched", str(i)) for i in range(12)), ("enriched", "callback")),
+    "summary": (("summary", "all"),),
+    "report": (("report", "all"),),
+}
+RUN_OUTPUTS = ("reports/digests.txt", "reports/count.txt")
+EXPORTS = ("exports/enriched.parquet", "exports/enriched.jsonl")
+
+
+# One kill in each window the fuzz aims at, in the order a build reaches them: each build of
+# a sequence resumes the one before and is killed at the next target (probe STAGE:LABEL#K,
+# counted within that build; a delay in seconds after it). The batch-write fsyncs alternate:
+# the temp file (#1, #3, ...), then its folder after the rename (#2, #4, ...).
+WINDOWS: tuple[tuple[str, float, str], ...] = (
+    ("seeds:begin>record-write>fsync#1", 0.0, "first record: temp written, not renamed"),
+    ("seeds:batch-code", 0.0, "about to call the first batch"),
+    ("seeds:batch-write>fsync#1", 0.0, "batch 0: temp file written, not renamed"),
+    ("seeds:batch-write>fsync#2", 0.0, "batch 0: renamed into place, not yet journaled"),
+    ("seeds:batch-write>journal-append>fsync#2", 0.0, "batch 1: journal line written"),
+    ("seeds:finish>record-write>fsync#2", 0.0, "completed record renamed; journal still there"),
+    ("enriched:begin>record-write>fsync#2", 0.0, "running record renamed, old state not cleared"),
+    ("enriched:batch-write>journal-append#6", 0.0, "batch 5: about to append its journal line"),
+    ("enriched:processors>fsync#1", 0.0, "processed output: temp written"),
+    ("enriched:callback", 0.04, "inside the on_success callback"),
+    ("enriched:export>fsync#1", 0.0, "first export copy: temp written"),
+    ("enriched:export>fsync#4", 0.0, "second export copy renamed, folder not synced"),
+    ("enriched:finish>record-write>fsync#1", 0.0, "completed record: temp, not renamed"),
+    ("summary:batch-write>journal-append>fsync#1", 0.0, "transform's one batch journaled"),
+    ("report:run-command", 0.12, "inside the run stage's command"),
+    ("-:summary-write>fsync#1", 0.0, "workflow.json: temp written, not renamed"),
+)
+
+
+def make_project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "code").mkdir(exist_ok=True)
+    (root / "Workflowfile").write_text(WORKFLOW)
+    (root / "code" / "stages.py").write_text(STAGE_CODE)
+    (root / "code" / "report.py").write_text(REPORT_CODE)
+    return root
+
+
+def artifacts(root: Path) -> Path:
+    return root / "artifacts" / WORKFLOW_NAME
+
+
+# ---------------------------------------------------------------- the probe (build side)
+
+PHASE_WIDTH = 240
+
+
+class Probe:
+    """Wraps a few buildtool functions to note, with one pwrite each, which step is running.
+
+    A label is the path of steps below the stage being run ("batch-write>journal-append>fsync"),
+    or the build-level step ("startup", "building", "summary-write", "exit"). Every step entry
+    and every fsync is an event; CRASH_KILL_AT_EVENT=N SIGKILLs the process at the N-th one,
+    CRASH_KILL_AT=STAGE:LABEL[#K] at the K-th event with that stage and label, or, with
+    CRASH_KILL_DELAY_S=T, T seconds after it (to land inside a callback or a run command).
+    At exit the phase file gets a second line: the events per stage, as JSON.
+    """
+
+    def __init__(self) -> None:
+        env = os.environ
+        path = env.get("CRASH_PHASE_FILE")
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if path else None
+        self.kill_at_event = int(env.get("CRASH_KILL_AT_EVENT") or 0)
+        target = env.get("CRASH_KILL_AT") or ""
+        target, _, nth = target.partition("#")
+        self.kill_at_label = target
+        self.kill_at_nth = int(nth or 1)
+        self.kill_delay = float(env.get("CRASH_KILL_DELAY_S") or 0)
+        self.fsync_delay = float(env.get("CRASH_FSYNC_DELAY_S") or 0)
+        self.events = 0
+        self.per_stage: Counter[str] = Counter()
+        self.matched = 0
+        self.stack: list[tuple[str, str, str]] = [("-", "startup", "")]
+
+    def where(self, extra: str = "") -> tuple[str, str, str]:
+        stage = self.stack[-1][0]
+        inner = [p for _, p, _ in self.stack]
+        if "stage-run" in inner:
+            inner = inner[inner.index("stage-run") + 1:] or ["stage-run"]
+        else:
+            inner = inner[-1:]
+        if extra:
+            inner.append(extra)
+        return stage, ">".join(inner), self.stack[-1][2]
+
+    def note(self, extra: str = "") -> None:
+        if self.fd is None:
+            return
+        stage, label, detail = self.where(extra)
+        line = f"{self.events}\t{stage}\t{label}\t{detail}"[:PHASE_WIDTH - 1]
+        os.pwrite(self.fd, line.ljust(PHASE_WIDTH - 1).encode() + b"\n", 0)
+
+    def event(self, extra: str = "") -> None:
+        self.events += 1
+        self.per_stage[self.stack[-1][0]] += 1
+        self.note(extra)
+        if self.events == self.kill_at_event:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kill_at_label:
+            stage, label, _ = self.where(extra)
+            if f"{stage}:{label}" == self.kill_at_label:
+                self.matched += 1
+                if self.matched == self.kill_at_nth:
+                    self.kill_later()
+
+    def kill_later(self) -> None:
+        """SIGKILL now, or CRASH_KILL_DELAY_S seconds later (from a thread, while the step
+        runs on)."""
+        if not self.kill_delay:
+            os.kill(os.getpid(), signal.SIGKILL)
+        timer = threading.Timer(self.kill_delay, os.kill, (os.getpid(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    def enter(self, phase: str, stage: str | None = None, detail: object = "") -> None:
+        self.stack.append((stage or self.stack[-1][0], phase, str(detail)))
+        self.event()
+
+    def leave(self) -> None:
+        self.stack.pop()
+        self.note()
+
+    def step(self, fn: Callable[..., Any], phase: str,
+             stage_of: Callable[..., str] | None = None,
+             detail_of: Callable[..., object] | None = None) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.enter(phase, stage_of(*args) if stage_of else None,
+                       detail_of(*args) if detail_of else "")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.leave()
+
+        return wrapper
+
+    def install(self) -> None:
+        from buildtool import boundary, execute, stagerun
+        from buildtool.kinds import command, generate, transform
+
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.event("fsync")
+            if self.fsync_delay:
+                time.sleep(self.fsync_delay)
+            real_fsync(fd)
+
+        os.fsync = fsync
+        b = execute._Builder
+        b.run = self.step(b.run, "building")
+        b._execute = self.step(b._execute, "stage-run", stage_of=lambda s, planned, *a: planned.stage)
+        b._write_summary = self.step(b._write_summary, "summary-write", stage_of=lambda *a: "-")
+        execute.write_record = self.step(execute.write_record, "record-write")
+        r = stagerun.StageRun
+        r.begin = self.step(r.begin, "begin")
+        r.finish = self.step(r.finish, "finish")
+        r.write_batch = self.step(r.write_batch, "batch-write", detail_of=lambda s, i, *a: i)
+        stagerun.write_record = self.step(stagerun.write_record, "record-write")
+        stagerun.journal_append = self.step(stagerun.journal_append, "journal-append")
+        generate._call = self.step(generate._call, "batch-code",
+                                   detail_of=lambda fn, ctx, *a: ctx.batch_index)
+        load = transform.load_callable
+
+        def load_transform(*args: Any) -> Callable[..., Any]:
+            return self.step(load(*args), "batch-code", detail_of=lambda *a: 0)
+
+        transform.load_callable = load_transform
+        boundary._process = self.step(boundary._process, "processors")
+        boundary._callback = self.step(boundary._callback, "callback")
+        boundary._export = self.step(boundary._export, "export")
+        command._run_logged = self.step(command._run_logged, "run-command")
+
+
+def probed_main(argv: list[str]) -> int:
+    probe = Probe()
+    probe.install()
+    from buildtool.cli import main
+
+    code = main(argv)
+    probe.stack = [("-", "exit", "")]
+    probe.note()
+    if probe.fd is not None:
+        os.pwrite(probe.fd, json.dumps(probe.per_stage).encode() + b"\n", PHASE_WIDTH)
+    return code
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where a kill landed, from the phase file: events so far, stage, label, detail."""
+
+    events: int
+    stage: str
+    label: str
+    detail: str
+
+    @property
+    def mid_stage(self) -> bool:
+        return self.label not in ("startup", "building", "summary-write", "exit") and \
+            not self.label.startswith("summary-write>")
+
+    @classmethod
+    def read(cls, path: Path) -> Landing:
+        try:
+            text = path.read_text().split("\n")[0].strip()
+        except FileNotFoundError:
+            text = ""
+        if not text:
+            return cls(0, "-", "startup", "")
+        events, stage, label, detail = (text.split("\t") + ["", "", ""])[:4]
+        return cls(int(events), stage, label.strip(), detail.strip())
+
+    @staticmethod
+    def per_stage(path: Path) -> dict[str, int]:
+        """The events per stage of a build that ran to its end."""
+        lines = path.read_text().split("\n")
+        return json.loads(lines[1]) if len(lines) > 1 and lines[1].strip() else {}
+
+
+# ---------------------------------------------------------------- checks (harness side)
+
+
+def _digest_file(path: Path) -> str:
+    from buildtool.fingerprint import digest_bytes
+
+    return digest_bytes(path.read_bytes())
+
+
+def check_records(root: Path) -> tuple[list[str], list[str]]:
+    """(unreadable, inconsistent): every stage.json must be readable JSON of the current
+    format; everything a record lists (batches, also from its journal; a done stage's output
+    and steps) must exist with the recorded digest. workflow.json must be readable JSON."""
+    from buildtool.fingerprint import FORMAT_VERSION
+    from buildtool.records import DONE_STATUSES, read_record
+
+    unreadable: list[str] = []
+    inconsistent: list[str] = []
+    base = artifacts(root)
+    summary = base / "workflow.json"
+    if summary.exists():
+        try:
+            json.loads(summary.read_bytes())
+        except ValueError as exc:
+            unreadable.append(f"workflow.json: {exc}")
+    if not base.is_dir():
+        return unreadable, inconsistent
+    for stage_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        path = stage_dir / "stage.json"
+        if not path.exists():
+            continue
+        name = stage_dir.name
+        try:
+            data = json.loads(path.read_bytes())
+        except ValueError as exc:
+            unreadable.append(f"{name}/stage.json is not JSON: {exc}")
+            continue
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            unreadable.append(f"{name}/stage.json has format {data.get('format')!r}")
+            continue
+        read = read_record(stage_dir)
+        if read.record is None:
+            unreadable.append(f"{name}/stage.json: {read.problem}")
+            continue
+        rec = read.record
+        for b in rec.batches:
+            f = base / b.file
+            if not f.is_file():
+                inconsistent.append(f"{name} ({rec.status}) lists {b.file}, which is missing")
+            elif f.stat().st_size != b.size or _digest_file(f) != b.digest:
+                inconsistent.append(f"{name} ({rec.status}) lists {b.file}, which differs")
+        if rec.status in DONE_STATUSES:
+            outs = [rec.output] if rec.output and rec.output.kind != "batches" else []
+            for out in outs + list(rec.steps.values()):
+                for fs in out.files:
+                    f = root / fs.path
+                    if not f.is_file() or _digest_file(f) != fs.digest:
+                        inconsistent.append(f"{name} ({rec.status}) lists {out.kind} file "
+                                            f"{fs.path}, which is missing or differs")
+    return unreadable, inconsistent
+
+
+def leftovers(root: Path) -> list[str]:
+    """What a completed build must not leave behind: temp files anywhere in the project,
+    journals beside records that are not running, batch files no record lists."""
+    from buildtool.records import read_record
+
+    found = [str(p.relative_to(root)) for p in root.rglob("*") if ".tmp." in p.name]
+    base = artifacts(root)
+    for stage_dir in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        rec = read_record(stage_dir).record
+        if rec is None:
+            continue
+        journals = sorted(p.name for p in stage_dir.glob("journal-*"))
+        if rec.status != "running" and journals:
+            found += [f"{stage_dir.name}/{j}" for j in journals]
+        listed = {Path(b.file).name for b in rec.batches}
+        batches = stage_dir / "batches"
+        if batches.is_dir():
+            found += [f"{stage_dir.name}/batches/{p.name}" for p in batches.iterdir()
+                      if p.name not in listed]
+    return found
+
+
+def snapshot(root: Path) -> dict[str, Any]:
+    """The final outputs: each stage's status, rows, output digest and table; the run stage's
+    and the export copies' bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from buildtool.records import read_record
+
+    snap: dict[str, Any] = {}
+    base = artifacts(root)
+    for name in STAGE_NAMES:
+        rec = read_record(base / name).record
+        if rec is None:
+            snap[f"record:{name}"] = None
+            continue
+        out = rec.output
+        snap[f"record:{name}"] = (rec.status, out.kind if out else None,
+                                  out.rows if out else None, out.digest if out else None)
+        if out is None or out.kind == "files":
+            continue
+        files = [base / b.file for b in rec.batches] if out.kind == "batches" else \
+            [root / f.path for f in out.files]
+        snap[f"table:{name}"] = pa.concat_tables([pq.read_table(f) for f in files])
+    for rel in RUN_OUTPUTS + EXPORTS:
+        path = root / rel
+        snap[f"file:{rel}"] = path.read_bytes() if path.is_file() else None
+    return snap
+
+
+def compare(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    diffs = []
+    for key in sorted(set(got) | set(want)):
+        a, b = got.get(key), want.get(key)
+        same = a.equals(b) if hasattr(a, "equals") and b is not None else a == b
+        if not same:
+            diffs.append(f"{key} differs from an uninterrupted build's")
+    return diffs
+
+
+def read_calls(root: Path) -> list[tuple[str, str, str]]:
+    log = root / "code" / "calls.log"
+    if not log.exists():
+        return []
+    return [tuple(line.split(" ")) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def excess_calls(calls: list[tuple[str, str, str]], base: Counter[tuple[str, str]],
+                 killed: list[str]) -> tuple[list[str], int]:
+    """Calls beyond the allowance, and calls within it beyond `base` (the fresh runs).
+
+    The build runs one user call at a time, so at any instant at most one call is in flight:
+    the last one the build logged (a batch until its journal line is written, a callback until
+    the stage's record is, the run stage's command until the record is). A call may therefore
+    repeat once for each killed build whose last logged call it was, and never otherwise.
+    """
+    count = Counter((stage, what) for _, stage, what in calls)
+    last: dict[str, tuple[str, str]] = {}
+    for build, stage, what in calls:
+        last[build] = (stage, what)
+    allow = Counter(base)
+    for build in killed:
+        if build in last:
+            allow[last[build]] += 1
+    beyond = [f"{stage} {what}: called {n} times, allowed {allow[(stage, what)]}"
+              for (stage, what), n in sorted(count.items()) if n > allow[(stage, what)]]
+    within = sum(max(0, min(n, allow[k]) - base[k]) for k, n in count.items())
+    return beyond, within
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def wait_group(pgid: int, limit: float) -> bool:
+    """Wait until the group's processes (a killed build's orphaned children) are gone; kill
+    the group when `limit` runs out. True when they ended by themselves."""
+    deadline = time.monotonic() + limit
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# ---------------------------------------------------------------- the fuzzer
+
+
+@dataclass
+class Figures:
+    rounds: int = 0
+    kills: int = 0  # kill attempts: a SIGKILL scheduled (timer) or armed (event)
+    timer_kills: int = 0
+    event_kills: int = 0
+    mid_stage: int = 0
+    between_stages: int = 0
+    after_end: int = 0  # the build had finished before its kill came
+    builds: int = 0  # dd-build processes started
+    phases: Counter[str] = field(default_factory=Counter)
+    regenerated_within_allowance: int = 0
+    regenerated_beyond_allowance: int = 0
+    unreadable_records: int = 0
+    inconsistent_records: int = 0
+    leftover_files: int = 0
+    output_mismatches: int = 0
+    null_build_failures: int = 0
+    failed_builds: int = 0
+    orphans_outliving_kill: int = 0  # killed builds whose children still ran afterwards
+    wall_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> int:
+        return (self.regenerated_beyond_allowance + self.unreadable_records
+                + self.inconsistent_records + self.leftover_files + self.output_mismatches
+                + self.null_build_failures + self.failed_builds)
+
+    def lines(self) -> Iterator[str]:
+        yield f"rounds (fresh project, kills, a completed build, checks): {self.rounds}"
+        yield (f"kills: {self.kills} ({self.timer_kills} by timer, {self.event_kills} at a "
+               f"probe event)")
+        yield f"  landed mid-stage: {self.mid_stage}"
+        yield f"  landed between stages (start-up, planning, summary): {self.between_stages}"
+        yield f"  landed after the end (build already finished): {self.after_end}"
+        yield f"builds started: {self.builds}"
+        yield ("batches regenerated within the in-flight allowance (any user call: batch, "
+               f"callback, transform, run command): {self.regenerated_within_allowance}")
+        yield ("batches regenerated beyond the in-flight allowance: "
+               f"{self.regenerated_beyond_allowance}")
+        yield f"unreadable records seen after kills: {self.unreadable_records}"
+        yield f"records listing a missing or changed file after kills: {self.inconsistent_records}"
+        yield f"leftover temp/journal/unlisted files after completed builds: {self.leftover_files}"
+        yield f"final output mismatches: {self.output_mismatches}"
+        yield f"null builds that ran something: {self.null_build_failures}"
+        yield f"builds that should have completed but failed: {self.failed_builds}"
+        yield f"killed builds whose run-stage command outlived them: {self.orphans_outliving_kill}"
+        yield f"wall time: {self.wall_s:.1f} s"
+        yield "where the mid-stage kills landed (stage: step):"
+        for label, n in sorted(self.phases.items(), key=lambda kv: (-kv[1], kv[0])):
+            yield f"  {n:4d}  {label}"
+
+
+@dataclass
+class Config:
+    kills: int = 30
+    seed: int = 0
+    max_delay: float = 1.5  # timer kills: SIGKILL after uniform(0, max_delay) seconds
+    timer_share: float = 0.5  # the rest are event kills
+    max_kills_per_round: int = 4
+    force_share: float = 0.4  # rounds that then force one stage to rerun, and kill that too
+    fsync_delay: float = 0.003  # a slow disk: each fsync sleeps this long first
+    timeout: float = 120.0
+
+
+class Fuzzer:
+    """Runs rounds of kills on fresh copies of the project and keeps the figures."""
+
+    def __init__(self, workdir: Path, config: Config,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.progress = progress or (lambda line: None)
+        self.figures = Figures()
+        self.reference: dict[str, Any] | None = None
+        self.full_events = 0  # probe events of an uninterrupted build
+        self.stage_events: dict[str, int] = {}
+        self.startup_s = 0.5  # an uninterrupted build's time to its first stage, and in all
+        self.full_s = 2.0
+        self.remaining = 0  # estimated probe events left before the round's work is done
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -- processes
+
+    def env(self, build: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRASH_")}
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        env["CRASH_BUILD"] = build
+        env["CRASH_PHASE_FILE"] = str(self.logs / f"phase-{build}")
+        env["CRASH_FSYNC_DELAY_S"] = str(self.config.fsync_delay)
+        env.update(extra)
+        return env
+
+    def start(self, root: Path, build: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A build in its own process group, so that the children a kill orphans can be
+        found (and, at the end of a round, waited for)."""
+        self.figures.builds += 1
+        with open(self.logs / f"stderr-{build}", "wb") as err:
+            return subprocess.Popen([sys.executable, str(THIS), "--dd-build", "-q", *args],
+                                    cwd=root, env=self.env(build, **env),
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+
+    def run(self, root: Path, build: str, *args: str) -> tuple[int, str]:
+        self.figures.builds += 1
+        proc = subprocess.run([sys.executable, str(THIS), "--dd-build", *args], cwd=root,
+                              env=self.env(build), capture_output=True, text=True,
+                              timeout=self.config.timeout)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def problem(self, text: str) -> None:
+        self.figures.problems.append(text)
+        self.progress(f"  PROBLEM: {text}")
+
+    # -- the reference
+
+    def prepare(self) -> None:
+        """An uninterrupted build: the outputs to compare with, its probe events and times."""
+        root = make_project(self.workdir / "reference")
+        phase = self.logs / "phase-ref"
+        started = time.monotonic()
+        proc = self.start(root, "ref")
+        first_stage = None
+        while proc.poll() is None:
+            if first_stage is None and Landing.read(phase).label != "startup":
+                first_stage = time.monotonic() - started
+            time.sleep(0.005)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the uninterrupted build failed ({proc.returncode}):\n"
+                               f"{(self.logs / 'stderr-ref').read_text()}")
+        self.full_s = time.monotonic() - started
+        self.startup_s = min(first_stage or self.full_s, self.full_s)
+        self.full_events = Landing.read(phase).events
+        self.stage_events = Landing.per_stage(phase)
+        self.reference = snapshot(root)
+        self.progress(f"uninterrupted build: {self.full_s:.2f} s ({self.startup_s:.2f} s to its "
+                      f"first stage), {self.full_events} probe events")
+
+    def adopt(self, other: Fuzzer) -> None:
+        """Reuse another fuzzer's uninterrupted build (same project, same machine)."""
+        self.reference, self.full_events = other.reference, other.full_events
+        self.stage_events = dict(other.stage_events)
+        self.startup_s, self.full_s = other.startup_s, other.full_s
+
+    # -- one kill
+
+    def timer_bound(self) -> float:
+        """Timer kills wait uniform(0, bound): up to max_delay, less when little work is left."""
+        share = min(1.0, self.remaining / max(1, self.full_events))
+        guess = 1.15 * (self.startup_s + share * (self.full_s - self.startup_s))
+        return min(self.config.max_delay, guess)
+
+    def kill_once(self, root: Path, build: str, killed: list[str], groups: list[int],
+                  *args: str, target: str | None = None, delay: float = 0.0) -> Landing:
+        """Start a build and SIGKILL it: by timer or at a random probe event (or at `target`,
+        a STAGE:LABEL[#K] of the probe, `delay` seconds after it); then check the records."""
+        cfg, fig = self.config, self.figures
+        fig.kills += 1
+        if target is not None:
+            how = f"at {target}" + (f" +{delay}s" if delay else "")
+            fig.event_kills += 1
+            proc = self.start(root, build, *args, CRASH_KILL_AT=target,
+                              CRASH_KILL_DELAY_S=str(delay))
+            proc.wait(timeout=cfg.timeout)
+        elif self.rng.random() < cfg.timer_share:
+            fig.timer_kills += 1
+            after = self.rng.uniform(0.0, self.timer_bound())
+            how = f"timer {after:.2f}s"
+            proc = self.start(root, build, *args)
+            try:
+                proc.wait(timeout=after)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=cfg.timeout)
+        else:
+            fig.event_kills += 1
+            n = self.rng.randint(1, max(1, self.remaining))
+            how = f"event {n}"
+            proc = self.start(root, build, *args, CRASH_KILL_AT_EVENT=str(n))
+            proc.wait(timeout=cfg.timeout)
+        landing = Landing.read(self.logs / f"phase-{build}")
+        where = f"{landing.stage}: {landing.label} {landing.detail}".strip()
+        if proc.returncode != -signal.SIGKILL:
+            fig.after_end += 1
+            where = f"after the end (exit {proc.returncode})"
+            if proc.returncode != 0:
+                fig.failed_builds += 1
+                self.problem(f"build {build} exited {proc.returncode}: "
+                             f"{(self.logs / f'stderr-{build}').read_text()[-2000:]}")
+        else:
+            killed.append(build)
+            groups.append(proc.pid)
+            # The next attempt redoes what this one did not finish, plus a few events to begin.
+            self.remaining = max(8, self.remaining - landing.events + 8)
+            if _group_alive(proc.pid):
+                fig.orphans_outliving_kill += 1
+                where += " (its command runs on)"
+            if landing.label == "exit":
+                fig.after_end += 1  # killed while the interpreter shut down: its work was done
+            elif landing.mid_stage:
+                fig.mid_stage += 1
+                fig.phases[f"{landing.stage}: {landing.label}"] += 1
+            else:
+                fig.between_stages += 1
+        unreadable, inconsistent = check_records(root)
+        fig.unreadable_records += len(unreadable)
+        fig.inconsistent_records += len(inconsistent)
+        for text in unreadable + inconsistent:
+            self.problem(f"after kill {build}: {text}")
+        self.progress(f"  kill {build} ({how}{' ' + ' '.join(args) if args else ''}): {where}")
+        return landing
+
+    def complete(self, root: Path, build: str) -> bool:
+        code, out = self.run(root, build, "-q")
+        if code != 0:
+            self.figures.failed_builds += 1
+            self.problem(f"build {build} exited {code}: {out[-2000:]}")
+            return False
+        return True
+
+    # -- rounds
+
+    def round(self, index: int, kills: int) -> None:
+        """A fresh project: 1..max_kills_per_round killed builds, then a build that completes;
+        sometimes then a build forcing one stage, killed too, and builds until one completes.
+        Then every check."""
+        cfg = self.config
+        root = self.fresh_project(index)
+        base = fresh_calls()
+        killed: list[str] = []
+        groups: list[int] = []
+        serial = iter(range(1_000_000))
+        fresh = min(kills, self.rng.randint(1, cfg.max_kills_per_round))
+        self.remaining = self.full_events
+        for _ in range(fresh):
+            self.kill_once(root, f"{index}.{next(serial)}", killed, groups)
+        done = self.complete(root, f"{index}.{next(serial)}")
+        left = kills - fresh
+        if done and left and self.rng.random() < cfg.force_share:
+            stage = self.rng.choice(STAGE_NAMES)
+            base.update(STAGE_CALLS[stage])  # forcing reruns the stage once more
+            self.remaining = self.stage_events.get(stage, 0) + 8
+            for i in range(min(left, self.rng.randint(1, cfg.max_kills_per_round))):
+                args = ("--force", stage) if i == 0 else ()
+                self.kill_once(root, f"{index}.{next(serial)}", killed, groups, *args)
+            done = self.complete(root, f"{index}.{next(serial)}")
+        self.end_round(root, index, base, killed, groups, done, next(serial))
+
+    def kill_sequence(self, index: int, targets: list[tuple[str, float]]) -> list[Landing]:
+        """A fresh project, one build per target, each killed at that probe STAGE:LABEL[#K]
+        (after the delay); then a build that completes, and every check."""
+        root = self.fresh_project(index)
+        killed: list[str] = []
+        groups: list[int] = []
+        landings = []
+        for n, (target, delay) in enumerate(targets):
+            landing = self.kill_once(root, f"{index}.{n}", killed, groups,
+                                     target=target, delay=delay)
+            if killed[-1:] != [f"{index}.{n}"]:
+                self.problem(f"build {index}.{n} was not killed at {target}")
+            landings.append(landing)
+        done = self.complete(root, f"{index}.{len(targets)}")
+        self.end_round(root, index, fresh_calls(), killed, groups, done, len(targets) + 1)
+        return landings
+
+    def fresh_project(self, index: int) -> Path:
+        root = self.workdir / f"round-{index:04d}"
+        shutil.rmtree(root, ignore_errors=True)
+        return make_project(root)
+
+    def end_round(self, root: Path, index: int, base: Counter[tuple[str, str]],
+                  killed: list[str], groups: list[int], done: bool, serial: int) -> None:
+        self.figures.rounds += 1
+        for pgid in groups:  # orphaned run-stage commands: let them end before checking
+            wait_group(pgid, 30.0)
+        if done:
+            self.check_round(root, index, base, killed, serial)
+
+    def check_round(self, root: Path, index: int, base: Counter[tuple[str, str]],
+                    killed: list[str], serial: int) -> None:
+        fig = self.figures
+        unreadable, inconsistent = check_records(root)
+        fig.unreadable_records += len(unreadable)
+        fig.inconsistent_records += len(inconsistent)
+        for text in unreadable + inconsistent:
+            self.problem(f"round {index}, after the completed build: {text}")
+        left = leftovers(root)
+        fig.leftover_files += len(left)
+        for text in left:
+            self.problem(f"round {index}: left after a completed build: {text}")
+        assert self.reference is not None
+        diffs = compare(snapshot(root), self.reference)
+        fig.output_mismatches += len(diffs)
+        for text in diffs:
+            self.problem(f"round {index}: {text}")
+        beyond, within = excess_calls(read_calls(root), base, killed)
+        fig.regenerated_beyond_allowance += len(beyond)
+        fig.regenerated_within_allowance += within
+        for text in beyond:
+            self.problem(f"round {index}: {text}")
+        self.null_build(root, f"{index}.{serial}")
+
+    def null_build(self, root: Path, build: str) -> None:
+        """Nothing runs: every stage up to date, no user call, no output rewritten."""
+        calls_before = read_calls(root)
+        outputs = {rel: (root / rel).stat().st_mtime_ns for rel in RUN_OUTPUTS + EXPORTS}
+        code, out = self.run(root, build, "--json")
+        try:
+            doc = json.loads(out[:out.rindex("}") + 1]) if code == 0 else None
+        except ValueError:
+            doc = None
+        ran = [] if doc is None else [
+            s["stage"] for s in doc["stages"]
+            if s.get("result") != "up_to_date" or s.get("batches_run")]
+        changed = [rel for rel, m in outputs.items() if (root / rel).stat().st_mtime_ns != m]
+        if doc is None or ran or changed or read_calls(root) != calls_before:
+            self.figures.null_build_failures += 1
+            self.problem(f"null build {build} (exit {code}) ran {ran}, changed {changed}: "
+                         f"{out[-1500:]}")
+
+    def fuzz(self) -> Figures:
+        """Rounds until `config.kills` kills were made."""
+        started = time.monotonic()
+        if self.reference is None:
+            self.prepare()
+        index = 0
+        while self.figures.kills < self.config.kills:
+            self.round(index, self.config.kills - self.figures.kills)
+            fig = self.figures
+            self.progress(f"round {index}: {fig.kills}/{self.config.kills} kills, "
+                          f"{fig.mid_stage} mid-stage, {fig.violations} violations, "
+                          f"{time.monotonic() - started:.0f} s")
+            index += 1
+        self.figures.wall_s = time.monotonic() - started
+        return self.figures
+
+
+def fresh_calls() -> Counter[tuple[str, str]]:
+    """Each user call once: what one uninterrupted build of a fresh project makes."""
+    base: Counter[tuple[str, str]] = Counter()
+    for calls in STAGE_CALLS.values():
+        base.update(calls)
+    return base
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--dd-build"]:
+        sys.exit("usage: crash_support.py --dd-build [dd-build arguments]")
+    sys.exit(probed_main(sys.argv[2:]))
