@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from conftest import Project
 
@@ -55,3 +60,43 @@ def test_keep_going_builds_independent_stages(project: Project) -> None:
     results = {s["stage"]: s["result"] for s in kept_going.json()["stages"]}
     assert results == {"a": "failed", "b": "not_run", "c": "completed"}
 
+
+
+ORPHAN = """
+workflow: demo
+stages:
+  slow:
+    run: exec python3 -c "import os, time; open('code/cmd.pid', 'w').write(str(os.getpid())); time.sleep(120)"
+    outputs: [out.txt]
+"""
+
+
+def _wait_until_unlocked(lock: Path, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    with open(lock, "rb") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the lock was never released"
+                time.sleep(0.05)
+                continue
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+
+
+def test_a_run_command_left_by_a_killed_build_keeps_the_lock(project: Project) -> None:
+    project.write("Workflowfile", ORPHAN)
+    first = project.start()
+    project.wait_for("code/cmd.pid", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    command_pid = int((project.root / "code" / "cmd.pid").read_text())
+    blocked = project.run()
+    assert blocked.code == 4
+    assert "run" in blocked.stderr and f"pid {first.pid}" in blocked.stderr
+    os.kill(command_pid, signal.SIGKILL)
+    _wait_until_unlocked(project.artifacts / ".lock")
+    (project.root / "code" / "cmd.pid").unlink()
+    project.write("Workflowfile", ORPHAN.replace("time.sleep(120)", "open('out.txt', 'w').write('x')"))
+    assert project.run().code == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import StageFailed
 from ..fingerprint import FileState, check_file, digest_strings, expand_glob
 from ..fsutil import temp_name
+from ..lock import held_lock_fds
 from ..model import Workflow
 from ..records import Output
 from . import Job, input_paths
@@ -78,7 +79,7 @@ def _run_logged(command: str, cwd: Path, log: Path) -> int:
     try:
         with open(tmp, "wb") as fh:
             proc = subprocess.run(command, shell=True, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, check=False)
+                                  stdin=subprocess.DEVNULL, check=False, pass_fds=held_lock_fds())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, log)
