@@ -1,0 +1,284 @@
+"""The Workflowfile's YAML, read safely and line-aware (DESIGN.md §1).
+
+The text is checked against hostile-input bounds on the event stream, then
+composed into nodes, never loaded blindly, so every key and value keeps its
+line and column. Values are built by the safe constructor only, after a check
+for keys given twice. Every YAML error becomes a `WorkflowError` that points
+at the line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import WorkflowError
+from .model import Location
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Hostile-input bounds, checked on the event stream before any node is composed: nesting
+# deeper than this crashes libyaml's recursive composer (and Python's constructor), and
+# aliases may add at most this many values beyond the document's own (a "billion laughs"
+# file expands exponentially while staying tiny).
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 100_000
+
+
+@dataclass
+class Source:
+    """The YAML being read: where errors point (file, and the stage being read)."""
+
+    display: str
+    stage: str | None = None
+    constructor: SafeConstructor = field(default_factory=SafeConstructor)
+
+    def loc(self, node: Node) -> Location:
+        return Location(self.display, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def error(
+        self, message: str, node: Node | None, key: str | None = None, hint: str | None = None
+    ) -> WorkflowError:
+        line = node.start_mark.line + 1 if node is not None else None
+        column = node.start_mark.column + 1 if node is not None else None
+        return WorkflowError(
+            message, file=self.display, line=line, column=column, stage=self.stage, key=key,
+            hint=hint,
+        )
+
+    def construct(self, node: Node, key: str | None = None) -> Any:
+        """The Python value of `node` (safe constructors only), after checking its keys."""
+        if isinstance(node, ScalarNode) and node.tag == _STR_TAG:
+            return node.value
+        _check_duplicates(self, node)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            hint = None
+            if node.tag.startswith("tag:yaml.org,2002:python/") or "constructor for the tag" \
+                    in _problem(exc):
+                hint = "remove the tag: the Workflowfile is read with a safe loader (plain YAML)"
+            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key,
+                             hint=hint) from exc
+
+
+# ---------------------------------------------------------------- reading and composing
+
+
+def compose_root(path: Path, display: str) -> MappingNode:
+    """The root mapping node of the Workflowfile at `path`; WorkflowError when unreadable."""
+    return _compose(_read(path, display), display)
+
+
+def _read(path: Path, display: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise WorkflowError(
+            "no Workflowfile here", file=display, hint="create one, or name it with -f FILE"
+        ) from exc
+    except OSError as exc:
+        raise WorkflowError(f"cannot read the Workflowfile: {exc}", file=display) from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise WorkflowError(
+            f"the Workflowfile is not UTF-8 text (byte 0x{raw[exc.start]:02x})", file=display,
+            line=line, column=column, hint="save it as UTF-8 text (YAML)",
+        ) from exc
+
+
+def _compose(text: str, display: str) -> MappingNode:
+    try:
+        _check_bounds(text, display)
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        line, column = _error_position(exc, text)
+        raise WorkflowError(
+            f"invalid YAML: {_problem(exc)}", file=display, line=line, column=column,
+            hint=_tab_hint(exc, text) or _context_hint(exc),
+        ) from exc
+    if root is None:
+        raise WorkflowError(
+            "the Workflowfile is empty", file=display, line=1, column=1,
+            hint="start with `workflow: NAME` and a `stages:` mapping",
+        )
+    if not isinstance(root, MappingNode):
+        raise WorkflowError(
+            "the Workflowfile must be a mapping of keys (workflow, stages, ...)",
+            file=display, line=root.start_mark.line + 1, column=root.start_mark.column + 1,
+            hint="start with `workflow: NAME` and a `stages:` mapping",
+        )
+    return root
+
+
+def _check_bounds(text: str, display: str) -> None:
+    """Refuse too deep nesting and alias bombs in one pass over the events, before composing:
+    each alias counts the values of its anchor, so nothing is ever expanded."""
+    sizes: dict[str, int] = {}  # anchor -> values under it, once its node is complete
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values so far)
+    own = extra = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                raise _bounds_error(f"values nested more than {MAX_DEPTH} levels deep",
+                                    event, display, "flatten the structure")
+            stack.append((event.anchor, 1))
+            own += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            if stack:
+                stack[-1] = (stack[-1][0], stack[-1][1] + size)
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            size = 1
+            if isinstance(event, yaml.ScalarEvent):
+                own += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                size = sizes.get(event.anchor, 1)  # unknown or still open: the composer says
+                extra += size
+                if extra > MAX_ALIAS_VALUES and extra > 10 * own:
+                    raise _bounds_error(
+                        f"aliases (*name) expand the Workflowfile by more than "
+                        f"{MAX_ALIAS_VALUES} values (a YAML alias bomb?)", event, display,
+                        "write the values out, or use fewer nested aliases (*name)")
+            if stack:
+                stack[-1] = (stack[-1][0], stack[-1][1] + size)
+
+
+def _bounds_error(message: str, event: yaml.Event, display: str, hint: str) -> WorkflowError:
+    mark = event.start_mark
+    return WorkflowError(message, file=display, line=mark.line + 1, column=mark.column + 1,
+                         hint=hint)
+
+
+# ---------------------------------------------------------------- YAML errors
+
+
+def _error_position(exc: yaml.YAMLError, text: str) -> tuple[int | None, int | None]:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1, mark.column + 1
+    position = getattr(exc, "position", None)  # ReaderError: an index into the text
+    if isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+        return line, position - (text.rfind("\n", 0, position) + 1) + 1
+    return None, None
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    return str(getattr(exc, "problem", None) or exc).strip()
+
+
+def _tab_hint(exc: yaml.YAMLError, text: str) -> str | None:
+    """YAML's own message for a tab in the indentation does not say "tab"."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
+        return "this line has a tab: YAML indents with spaces only"
+    return None
+
+
+def _context_hint(exc: yaml.YAMLError) -> str | None:
+    mark, context = getattr(exc, "context_mark", None), getattr(exc, "context", None)
+    if mark is None or not context:
+        return None
+    return f"{context} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+# ---------------------------------------------------------------- nodes → values
+
+
+def _check_duplicates(source: Source, root: Node) -> None:
+    """Every mapping under `root`, in document order: a key given twice is an error."""
+    seen: set[int] = set()
+    stack: list[Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            _check_mapping_keys(source, node)
+            stack.extend(reversed([n for pair in node.value for n in pair]))
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+
+
+def _check_mapping_keys(source: Source, node: MappingNode) -> None:
+    first: dict[Any, Node] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        key = source.construct(key_node)
+        if key in first:
+            line = first[key].start_mark.line + 1
+            raise source.error(
+                f"duplicate key `{key}` at line {key_node.start_mark.line + 1} "
+                f"(first given at line {line})",
+                key_node, key=str(key), hint="give each key once",
+            )
+        first[key] = key_node
+
+
+def mapping_pairs(source: Source, node: MappingNode, what: str) -> dict[str, tuple[Node, Node]]:
+    """A mapping's string keys → (key node, value node); `<<` merges applied, own keys win."""
+    _check_mapping_keys(source, node)
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            _check_duplicates(source, value_node)
+    try:
+        source.constructor.flatten_mapping(node)
+    except yaml.YAMLError as exc:
+        raise source.error(f"invalid merge (<<): {_problem(exc)}", node) from exc
+    result: dict[str, tuple[Node, Node]] = {}
+    for key_node, value_node in node.value:
+        key = source.construct(key_node)
+        if not isinstance(key, str):
+            raise source.error(
+                f"{what} must be strings, got {describe(key)}", key_node, hint="quote it"
+            )
+        result[key] = (key_node, value_node)
+    return result
+
+
+def expect(source: Source, key: str, node: Node, kind: type, expected: str) -> Any:
+    """The value of `node`, which must be of type `kind` (`expected` says so in words)."""
+    value = source.construct(node, key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        hint = "quote it to make it a string" if kind is str and isinstance(node, ScalarNode) else None
+        raise source.error(
+            f"`{key}` must be {expected}, got {describe(value)}", node, key=key, hint=hint
+        )
+    return value
+
+
+def describe(value: Any) -> str:
+    """A constructed value in words, for error messages."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"
