@@ -1,0 +1,128 @@
+"""Correctness fuzzing: many random workflows and edit sequences, and the violations found.
+
+Runs the same examples as `tests/test_fuzz_correctness.py` (the generator and the model are in
+`tests/fuzz_support.py`; read its docstring for what is checked), but many of them and outside
+pytest. Example i uses seed SEED + i, so a failure replays with `--examples 1 --seed X`.
+
+After every `dd-build` of every example it checks:
+  stale     a stage in the build's closure whose selected output differs from a from-scratch
+            build of the current project files;
+  wasteful  a stage whose code was called although nothing it depends on changed since its
+            last completed build, its outputs were intact and it was not forced (upstreams
+            that reran with byte-identical output count as unchanged: early cutoff);
+  errors    a build, a from-scratch build, `clean` or `export` that failed;
+  harness   the fuzzer itself raised (a bug of tests/fuzz_support.py, not of dd-build).
+
+Run by hand, e.g.:
+  python benchmarks/fuzz_correctness.py --examples 30
+  python benchmarks/fuzz_correctness.py --examples 1000 --seed 0 --jobs 2
+Exit status 1 when any violation was found; the first --show reports are printed in full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from fuzz_support import ReferenceBuilds, SequenceResult, Violation, run_seed  # noqa: E402
+
+_REFS: ReferenceBuilds | None = None
+_WORKDIR: Path | None = None
+
+
+def _init(workdir: str) -> None:
+    global _REFS, _WORKDIR
+    _WORKDIR = Path(tempfile.mkdtemp(prefix="worker-", dir=workdir))
+    _REFS = ReferenceBuilds(_WORKDIR / "scratch")
+
+
+def _one(seed: int, rounds: int) -> tuple[SequenceResult, int, int]:
+    """One example in a fresh project folder: its result and the from-scratch cache counters."""
+    assert _REFS is not None and _WORKDIR is not None
+    root = _WORKDIR / f"seed-{seed}"
+    builds, hits = _REFS.builds, _REFS.hits
+    try:
+        result = run_seed(seed, root, _REFS, rounds=rounds)
+    except Exception:  # a bug of the harness itself: report it, keep going
+        import traceback
+
+        result = SequenceResult("(the harness raised)", [], [Violation(
+            "harness", 0, None, traceback.format_exc())], 0, 0, "", seed=seed)
+    if not result.violations:
+        shutil.rmtree(root, ignore_errors=True)
+    return result, _REFS.builds - builds, _REFS.hits - hits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=30, help="random sequences to run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first example")
+    parser.add_argument("--rounds", type=int, default=5, help="builds per example (default 5)")
+    parser.add_argument("--jobs", type=int, default=1, help="examples run side by side")
+    parser.add_argument("--workdir", help="where projects go (default: a temp folder)")
+    parser.add_argument("--show", type=int, default=3, help="full reports to print (default 3)")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dd-fuzz-correctness-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeds = [args.seed + i for i in range(args.examples)]
+    print(f"{args.examples} examples, seeds {seeds[0]}..{seeds[-1]}, {args.rounds} builds each, "
+          f"{args.jobs} job(s), in {workdir}", flush=True)
+    started = time.monotonic()
+    totals = dict(builds=0, edits=0, stale=0, wasteful=0, error=0, harness=0, failing=0,
+                  scratch=0, hits=0)
+    seen: Counter[str] = Counter()
+    failures: list[SequenceResult] = []
+    with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(str(workdir),)) as pool:
+        futures = [pool.submit(_one, seed, args.rounds) for seed in seeds]
+        for done, future in enumerate(futures, 1):
+            result, scratch, hits = future.result()
+            totals["builds"] += result.builds
+            totals["edits"] += result.edits
+            totals["scratch"] += scratch
+            totals["hits"] += hits
+            seen.update(result.seen)
+            for v in result.violations:
+                totals[v.kind] += 1
+            if result.violations:
+                totals["failing"] += 1
+                failures.append(result)
+            verdict = "ok" if not result.violations else \
+                "VIOLATED: " + "; ".join(str(v) for v in result.violations)[:300]
+            print(f"[{done:>{len(str(args.examples))}}/{args.examples}] seed {result.seed}: "
+                  f"{result.stages} stages, {result.builds} builds, {result.edits} edits, "
+                  f"{result.seconds:.1f}s: {verdict}", flush=True)
+    wall = time.monotonic() - started
+
+    for result in failures[:args.show]:
+        print("\n" + "=" * 78 + "\n" + result.report(), flush=True)
+    if failures:
+        print(f"\nthe failing projects are kept under {workdir}")
+    elif not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(f"examples:                  {args.examples}")
+    print(f"builds:                    {totals['builds']}")
+    print(f"edits:                     {totals['edits']}")
+    print(f"stale violations:          {totals['stale']}")
+    print(f"wasteful violations:       {totals['wasteful']}")
+    print(f"errors:                    {totals['error']}")
+    print(f"harness errors:            {totals['harness']}")
+    print(f"examples with violations:  {totals['failing']}")
+    print(f"from-scratch builds:       {totals['scratch']} (cache hits {totals['hits']})")
+    print("exercised:                 " + ", ".join(f"{n} {what}" for what, n in sorted(seen.items())))
+    print(f"wall time:                 {wall:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
