@@ -18,10 +18,15 @@ def output_files(workflow: Workflow, record: StageRecord) -> list[Path]:
 
 
 def input_paths(workflow: Workflow, stage: Stage, record: StageRecord) -> list[Path]:
-    """What a dependant sees as a stage input's path: its batches folder, or its run outputs."""
-    if record.output is not None and record.output.kind == "files":
+    """What a dependant sees as a stage input's path: its selected output. That is its
+    batches folder, a run stage's declared outputs, or the processed, callback or override
+    file(s) that replaced the batches."""
+    out = record.output
+    if out is None or out.kind == "batches":
+        return [workflow.stage_dir(stage.name) / "batches"]
+    if out.kind == "files":
         return [workflow.project_dir / p for p in stage.outputs]
-    return [workflow.stage_dir(stage.name) / "batches"]
+    return [workflow.project_dir / f.path for f in out.files]
 
 
 def tabular_files(workflow: Workflow, record: StageRecord) -> list[Path] | None:

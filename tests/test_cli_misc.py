@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import py_compile
 import signal
 import subprocess
 import sys
@@ -100,3 +101,46 @@ def test_a_run_command_left_by_a_killed_build_keeps_the_lock(project: Project) -
     (project.root / "code" / "cmd.pid").unlink()
     project.write("Workflowfile", ORPHAN.replace("time.sleep(120)", "open('out.txt', 'w').write('x')"))
     assert project.run().code == 0
+
+
+SELECTED = """
+workflow: demo
+stages:
+  a:
+    generate: code/stages.py:rows
+    num_records: 20
+    batch_size: 5
+    processors: [{limit: 3}]
+  report:
+    run: python3 -c "import sys, pyarrow.parquet as pq; open(sys.argv[2], 'w').write(str(pq.read_table(sys.argv[1]).num_rows))" {inputs} {outputs}
+    inputs: [a]
+    outputs: [count.txt]
+"""
+
+
+def test_a_stage_input_is_the_selected_output_not_the_batches(project: Project) -> None:
+    project.write("Workflowfile", SELECTED)
+    result = project.run()
+    assert result.code == 0, result.stderr
+    assert (project.root / "count.txt").read_text() == "3"  # the processed output, not 20 rows
+
+
+def test_a_run_command_never_runs_stale_bytecode(project: Project) -> None:
+    project.write("code/mod.py", "VALUE = 1\n")
+    project.write("code/run.py", "import sys\nsys.path.insert(0, 'code')\nimport mod\n"
+                  "open(sys.argv[1], 'w').write(str(mod.VALUE))\n")
+    project.write("Workflowfile", """
+        workflow: demo
+        stages:
+          r:
+            run: python3 code/run.py {outputs}
+            code: [code/run.py, code/mod.py]
+            outputs: [value.txt]
+        """)
+    mod = project.root / "code" / "mod.py"
+    py_compile.compile(str(mod), doraise=True)  # a __pycache__ entry made from VALUE = 1
+    before = mod.stat()
+    mod.write_text("VALUE = 2\n")  # same size; same mtime as the cached bytecode expects
+    os.utime(mod, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert project.run().code == 0
+    assert (project.root / "value.txt").read_text() == "2"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..errors import StageFailed
@@ -73,18 +75,27 @@ def execute(job: Job) -> Output:
     return Output("files", None, digest_strings(parts), tuple(files))
 
 
+def _fresh_bytecode_env(pycache: str) -> dict[str, str]:
+    """Python in the command compiles from source: a `__pycache__` written before an edit in
+    the same second, with the same size, would otherwise run the old code."""
+    return {**os.environ, "PYTHONPYCACHEPREFIX": pycache}
+
+
 def _run_logged(command: str, cwd: Path, log: Path) -> int:
     """Run with stdout and stderr in the stage's log; the log appears whole or not at all."""
     tmp = temp_name(log)
+    pycache = tempfile.mkdtemp(prefix="dd-build-pycache-")
     try:
         with open(tmp, "wb") as fh:
             proc = subprocess.run(command, shell=True, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, check=False, pass_fds=held_lock_fds())
+                                  stdin=subprocess.DEVNULL, check=False, pass_fds=held_lock_fds(),
+                                  env=_fresh_bytecode_env(pycache))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, log)
     finally:
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(pycache, ignore_errors=True)
     return proc.returncode
 
 
