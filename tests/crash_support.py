@@ -797,6 +797,8 @@ class Fuzzer:
             if _group_alive(proc.pid):
                 fig.orphans_outliving_kill += 1
                 where += " (its command runs on)"
+                # It holds the build lock (a rebuild would exit 4): wait, as a user would.
+                wait_group(proc.pid, 30.0)
             if landing.label == "exit":
                 fig.after_end += 1  # killed while the interpreter shut down: its work was done
             elif landing.mid_stage:
