@@ -57,15 +57,6 @@ def append_line_durably(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def remove_temp_files(folder: Path) -> None:
-    """Delete temp files a killed writer may have left in `folder`."""
-    if not folder.is_dir():
-        return
-    for entry in os.scandir(folder):
-        if entry.name.startswith(".") and ".tmp." in entry.name and entry.is_file():
-            os.unlink(entry.path)
-
-
 def remove_temp_files_of(path: Path) -> None:
     """Delete the temp files that killed atomic writes of `path` left beside it, and no others:
     `path` may be in a user's folder (an export copy)."""

@@ -218,14 +218,6 @@ def journal_append(stage_dir: Path, journal: str, entry: BatchEntry) -> None:
     append_line_durably(stage_dir / journal, json.dumps(entry.to_json()))
 
 
-def remove_journals(stage_dir: Path, keep: str | None = None) -> None:
-    if not stage_dir.is_dir():
-        return
-    for entry in os.scandir(stage_dir):
-        if entry.name.startswith("journal-") and entry.name != keep:
-            os.unlink(entry.path)
-
-
 def remove_leftovers(folder: str, keep_journal: str | None = None, journals: bool = True) -> None:
     """Best effort, one scandir: temp files, and journals other than `keep_journal`, that a
     killed build left directly in `folder`. A kill between a stage's final record and the

@@ -15,10 +15,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .fingerprint import digest_bytes, digest_strings
-from .fsutil import atomic_write_bytes, remove_temp_files
+from .fsutil import atomic_write_bytes
 from .model import Stage, Workflow
 from .plan import StageFacts
-from .records import BatchEntry, Output, StageRecord, journal_append, remove_journals, write_record
+from .records import BatchEntry, Output, StageRecord, journal_append, remove_leftovers, write_record
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -73,8 +73,7 @@ class StageRun:
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
                               batches=self.sorted_batches())
         write_record(self.dir, self.record)
-        remove_journals(self.dir)
-        remove_temp_files(self.dir)  # e.g. a record write cut short by a kill
+        remove_leftovers(str(self.dir))  # old journals; temp files of a killed record write
         self._clear_unlisted_batches()
         # An override lasts until the stage itself reruns; a fresh run also drops old steps.
         for folder in ("override",) if self.resuming else ("override", "processed", "callback"):
@@ -82,7 +81,7 @@ class StageRun:
 
     def _clear_unlisted_batches(self) -> None:
         folder = self.dir / BATCHES
-        remove_temp_files(folder)
+        remove_leftovers(str(folder), journals=False)
         if not folder.is_dir():
             return
         listed = {os.path.basename(b.file) for b in self.batches.values()}
@@ -123,5 +122,5 @@ class StageRun:
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
         )
         write_record(self.dir, self.record)
-        remove_journals(self.dir)
+        remove_leftovers(str(self.dir))
         return self.record
