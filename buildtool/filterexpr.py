@@ -876,7 +876,7 @@ def _membership(node: In, build: Any, balanced: Any, pa: Any, pc: Any) -> pc.Exp
 def _modulo(pc: Any) -> Any:
     try:
         pc.get_function("modulo")
-    except Exception:  # older pyarrow: floor modulo through floats
+    except KeyError:  # older pyarrow has no modulo (ArrowKeyError): floor modulo via floats
         def modulo(a: pc.Expression, b: pc.Expression) -> pc.Expression:
             q = pc.floor(pc.divide(pc.multiply(a, pc.scalar(1.0)), b))
             return pc.subtract(a, pc.multiply(b, q))
