@@ -72,6 +72,18 @@ stages:
 """
 
 
+def reason_codes(stage: dict[str, Any]) -> list[str]:
+    """The reason codes of one stage of a `--json` document."""
+    return [r["code"] for r in stage["reasons"]]
+
+
+def find_reason(stage: dict[str, Any], code: str) -> dict[str, Any]:
+    """The first reason of that code; fails the test when there is none."""
+    found = [r for r in stage["reasons"] if r["code"] == code]
+    assert found, f"no reason {code!r} in {stage['reasons']}"
+    return found[0]
+
+
 @dataclass
 class Result:
     code: int

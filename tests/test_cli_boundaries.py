@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import CHAIN, Project, Result
+from conftest import CHAIN, Project, Result, find_reason, reason_codes
 
 # ----------------------------------------------------------------------------- stage code
 
@@ -195,16 +195,6 @@ def _built(project: Project, *args: str) -> dict[str, dict[str, Any]]:
     return stages
 
 
-def _codes(stage: dict[str, Any]) -> list[str]:
-    return [r["code"] for r in stage["reasons"]]
-
-
-def _reason(stage: dict[str, Any], code: str) -> dict[str, Any]:
-    found = [r for r in stage["reasons"] if r["code"] == code]
-    assert found, f"no reason {code!r} in {stage['reasons']}"
-    return found[0]
-
-
 def _edit(project: Project, old: str, new: str, rel: str = "Workflowfile") -> None:
     path = project.root / rel
     text = path.read_text()
@@ -269,8 +259,8 @@ def test_callback_file_is_code_and_reruns_only_the_callback(project: Project) ->
     with open(project.root / "code" / "filters.py", "a") as fh:
         fh.write("\n# reviewed the threshold\n")
     stages = _build(project)
-    assert _reason(stages["gen"], "code_changed")["file"] == "code/filters.py"
-    assert _codes(stages["gen"]) == ["code_changed"]
+    assert find_reason(stages["gen"], "code_changed")["file"] == "code/filters.py"
+    assert reason_codes(stages["gen"]) == ["code_changed"]
     assert stages["gen"]["batches_run"] == 0
     assert stages["gen"]["result"] == "completed"
     assert project.calls() == ["callback gen"]
@@ -286,7 +276,7 @@ def test_on_success_version_reruns_only_the_callback(project: Project) -> None:
     _edit(project, "    on_success: code/filters.py:keep_good\n",
           "    on_success: code/filters.py:keep_good\n    on_success_version: v2\n")
     stages = _build(project)
-    reason = _reason(stages["gen"], "spec_changed")
+    reason = find_reason(stages["gen"], "spec_changed")
     assert (reason["key"], reason["old"], reason["new"]) == ("on_success_version", None, "v2")
     assert stages["gen"]["batches_run"] == 0
     assert project.calls() == ["callback gen"]
@@ -306,8 +296,8 @@ def test_missing_callback_output_reruns_only_the_callback(project: Project) -> N
 
     (project.root / out).unlink()
     stages = _build(project)
-    assert _codes(stages["gen"]) == ["callback_output_missing"]
-    assert _reason(stages["gen"], "callback_output_missing")["file"] == out
+    assert reason_codes(stages["gen"]) == ["callback_output_missing"]
+    assert find_reason(stages["gen"], "callback_output_missing")["file"] == out
     assert stages["gen"]["action"] == "resume"
     assert stages["gen"]["batches_run"] == 0
     assert project.calls() == ["callback gen"]  # the callback ran once, no batch
@@ -378,7 +368,7 @@ def test_changing_a_processor_reruns_processors_without_regenerating(project: Pr
 
     _edit(project, "      - limit: 3\n", "      - limit: 2\n")
     stages = _build(project)
-    assert _reason(stages["gen"], "spec_changed")["key"] == "processors"
+    assert find_reason(stages["gen"], "spec_changed")["key"] == "processors"
     assert stages["gen"]["action"] == "resume"
     assert stages["gen"]["batches_run"] == 0
     assert stages["gen"]["rows"] == 2
@@ -458,14 +448,14 @@ def test_allow_empty_completes_empty_and_skips_dependants(project: Project) -> N
     assert stages["src"]["result"] == "up_to_date"
     assert stages["dep"]["action"] == "skip_empty_upstream"
     assert stages["dep"]["result"] == "skipped_empty_upstream"
-    assert _reason(stages["dep"], "upstream_empty")["input"] == "src"
+    assert find_reason(stages["dep"], "upstream_empty")["input"] == "src"
     assert project.calls() == []
     assert {s: (project.artifacts / s / "stage.json").read_bytes()
             for s in ("src", "dep")} == records_before
 
     project.write("data/n.txt", "4")  # now the stage produces rows: the dependant runs
     stages = _build(project)
-    assert _reason(stages["src"], "input_changed")["input"] == "data/n.txt"
+    assert find_reason(stages["src"], "input_changed")["input"] == "data/n.txt"
     assert stages["src"]["result"] == "completed"
     assert stages["src"]["rows"] == 4
     assert stages["dep"]["result"] == "completed"
@@ -507,8 +497,8 @@ def test_review_gate_export_edit_override(project: Project) -> None:
     stages = _build(project)
     assert stages["drafts"]["result"] == "up_to_date"
     assert stages["drafts"]["rows"] == 11
-    assert _codes(stages["final"]) == ["overridden"]
-    assert _reason(stages["final"], "overridden")["input"] == "drafts"
+    assert reason_codes(stages["final"]) == ["overridden"]
+    assert find_reason(stages["final"], "overridden")["input"] == "drafts"
     assert stages["final"]["result"] == "completed"
     assert project.calls() == ["final all"]  # drafts did not rerun
     assert _rows(project.table("final")) == [{**r, "checked": True} for r in rows]
@@ -621,11 +611,11 @@ def test_seeds_from_parquet_glob_csv_and_jsonl(project: Project) -> None:
     with open(project.root / "data/seed.jsonl", "a") as fh:
         fh.write(json.dumps({"id": 5, "text": "line 5"}) + "\n")
     stages = _build(project)
-    assert _codes(stages["docs"]) == ["input_changed"]
-    assert _reason(stages["docs"], "input_changed")["input"] == "data/docs/b.parquet"
+    assert reason_codes(stages["docs"]) == ["input_changed"]
+    assert find_reason(stages["docs"], "input_changed")["input"] == "data/docs/b.parquet"
     assert stages["docs"]["result"] == "completed"
     assert _without_batch(project.table("docs"))[12] == {"id": 12, "text": "rewritten"}
-    assert _reason(stages["from_jsonl"], "input_changed")["input"] == "data/seed.jsonl"
+    assert find_reason(stages["from_jsonl"], "input_changed")["input"] == "data/seed.jsonl"
     assert stages["from_jsonl"]["rows"] == 6
     assert stages["from_csv"]["result"] == "up_to_date"
     assert not [c for c in project.calls() if c.startswith("from_csv ")]
@@ -695,9 +685,9 @@ def test_export_copies_are_written_and_rewritten_without_regenerating(project: P
     csv.unlink()
     marked.unlink()
     stages = _build(project)
-    assert _reason(stages["gen"], "output_missing")["file"] == "data/final.csv"
+    assert find_reason(stages["gen"], "output_missing")["file"] == "data/final.csv"
     assert stages["gen"]["batches_run"] == 0
-    assert _reason(stages["marked"], "output_missing")["file"] == "data/marked.parquet"
+    assert find_reason(stages["marked"], "output_missing")["file"] == "data/marked.parquet"
     assert stages["marked"]["batches_run"] == 0
     assert project.calls() == []  # neither the batches nor the transform ran again
     assert csv.read_bytes() == csv_bytes
@@ -723,7 +713,7 @@ def test_clean_one_stage_then_all(project: Project) -> None:
     assert result.code == 0, result.stderr
     assert _stage_folders(project) == ["a", "c"]
     stages = _build(project)
-    assert _codes(stages["b"]) == ["no_record"]
+    assert reason_codes(stages["b"]) == ["no_record"]
     assert stages["a"]["result"] == "up_to_date"
 
     result = project.run("clean")
@@ -767,7 +757,7 @@ def test_strict_resume_allows_an_override_and_a_processor_change(project: Projec
 
     stages = _build(project, "--resume", "always")  # dependants of an override may run
     assert stages["drafts"]["result"] == "up_to_date"
-    assert _codes(stages["final"]) == ["overridden"]
+    assert reason_codes(stages["final"]) == ["overridden"]
     assert stages["final"]["result"] == "completed"
     assert project.table("final").num_rows == 7
     project.clear_calls()
@@ -776,7 +766,7 @@ def test_strict_resume_allows_an_override_and_a_processor_change(project: Projec
     _edit(project, "      - limit: 10\n", "      - limit: 5\n")
     stages = _build(project, "--resume", "always")
     assert stages["drafts"]["action"] == "resume"
-    assert _reason(stages["drafts"], "spec_changed")["key"] == "processors"
+    assert find_reason(stages["drafts"], "spec_changed")["key"] == "processors"
     assert stages["drafts"]["batches_run"] == 0
     assert stages["drafts"]["rows"] == 5
     assert project.record("drafts")["output"]["kind"] == "processed"  # the override is gone
@@ -890,6 +880,6 @@ def test_no_retries_fails_at_once(project: Project) -> None:
 
     _edit(project, "retries: 0", "retries: 2")  # not part of the fingerprint: a plain resume
     stages = _build(project, DD_BUILD_RETRY_BASE_S="0.01")
-    assert _codes(stages["flaky"]) == ["failed_before"]
+    assert reason_codes(stages["flaky"]) == ["failed_before"]
     assert stages["flaky"]["batches_run"] == 2
     assert _attempts(project) == {0: 1, 1: 2, 2: 1}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
-from conftest import CHAIN, STAGE_CODE, Project, Result
+from conftest import CHAIN, STAGE_CODE, Project, Result, find_reason, reason_codes
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -36,16 +36,6 @@ def _names(doc: dict[str, Any]) -> list[str]:
 
 def _by_stage(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["stage"]: s for s in doc["stages"]}
-
-
-def _codes(stage: dict[str, Any]) -> list[str]:
-    return [r["code"] for r in stage["reasons"]]
-
-
-def _reason(stage: dict[str, Any], code: str) -> dict[str, Any]:
-    found = [r for r in stage["reasons"] if r["code"] == code]
-    assert found, f"no reason {code!r} in {stage['reasons']}"
-    return found[0]
 
 
 def _called_stages(project: Project) -> set[str]:
@@ -124,7 +114,7 @@ def test_chain_build_then_null_build(project: Project) -> None:
     for name in "abc":
         assert st[name]["result"] == "completed", st[name]
         assert st[name]["action"] == "run"
-        assert _codes(st[name]) == ["no_record"]
+        assert reason_codes(st[name]) == ["no_record"]
     assert (st["a"]["rows"], st["a"]["batches_total"], st["a"]["batches_run"]) == (20, 4, 4)
     assert (st["b"]["rows"], st["b"]["batches_total"], st["b"]["batches_run"]) == (60, 6, 6)
     assert st["c"]["rows"] == 1
@@ -210,12 +200,12 @@ def test_params_change_reruns_stage_and_dependants(project: Project) -> None:
     st = _by_stage(plan)
     assert st["a"]["action"] == "up_to_date" and st["a"]["reasons"] == []
     assert st["b"]["action"] == "run"
-    spec = _reason(st["b"], "spec_changed")
+    spec = find_reason(st["b"], "spec_changed")
     assert (spec["key"], spec["old"], spec["new"]) == ("params.tag", "x", "y")
     assert spec["message"]
-    assert _codes(st["b"]) == ["spec_changed"]
-    assert _codes(st["c"]) == ["upstream_will_run"]
-    assert _reason(st["c"], "upstream_will_run")["input"] == "b"
+    assert reason_codes(st["b"]) == ["spec_changed"]
+    assert reason_codes(st["c"]) == ["upstream_will_run"]
+    assert find_reason(st["c"], "upstream_will_run")["input"] == "b"
     assert project.calls() == []
 
     st = _by_stage(_build(project))
@@ -231,9 +221,9 @@ def test_params_key_added_reports_unset_old_value(project: Project) -> None:
     _built_chain(project)
     project.write("Workflowfile", CHAIN.replace("params: {tag: x}", "params: {tag: x, lang: en}"))
     st = _by_stage(_ok(project.run("-n", "--json")))
-    spec = _reason(st["a"], "spec_changed")
+    spec = find_reason(st["a"], "spec_changed")
     assert (spec["key"], spec["old"], spec["new"]) == ("params.lang", None, "en")
-    assert _codes(st["b"]) == ["upstream_will_run"]
+    assert reason_codes(st["b"]) == ["upstream_will_run"]
 
 
 # ----------------------------------------------------------------------------- 4. code, inputs
@@ -277,9 +267,9 @@ def test_code_change_names_the_file(project: Project) -> None:
 
     st = _by_stage(_ok(project.run("-n", "--json")))
     assert st["a"]["action"] == "up_to_date" and st["g"]["action"] == "up_to_date"
-    assert _codes(st["b"]) == ["code_changed"]
-    assert _reason(st["b"], "code_changed")["file"] == "code/b_code.py"
-    assert _codes(st["c"]) == ["upstream_will_run"]
+    assert reason_codes(st["b"]) == ["code_changed"]
+    assert find_reason(st["b"], "code_changed")["file"] == "code/b_code.py"
+    assert reason_codes(st["c"]) == ["upstream_will_run"]
 
     st = _by_stage(_build(project))
     assert [st[n]["result"] for n in "abcg"] == ["up_to_date", "completed", "completed",
@@ -292,8 +282,8 @@ def test_file_input_change_names_the_input(project: Project) -> None:
     _inputs_project(project)
     project.write("data/prompt.txt", "Write a different persona.\n")
     st = _by_stage(_ok(project.run("-n", "--json")))
-    assert _codes(st["a"]) == ["input_changed"]
-    assert _reason(st["a"], "input_changed")["input"] == "data/prompt.txt"
+    assert reason_codes(st["a"]) == ["input_changed"]
+    assert find_reason(st["a"], "input_changed")["input"] == "data/prompt.txt"
     assert st["g"]["action"] == "up_to_date"
 
     st = _by_stage(_build(project))
@@ -312,8 +302,8 @@ def test_glob_input_new_file(project: Project) -> None:
     project.write("notes/two.txt", "two\n")
     project.write("notes/ignored.md", "not matched\n")
     st = _by_stage(_ok(project.run("-n", "--json")))
-    assert _codes(st["g"]) == ["input_changed"]
-    assert _reason(st["g"], "input_changed")["input"] == "notes/two.txt"
+    assert reason_codes(st["g"]) == ["input_changed"]
+    assert find_reason(st["g"], "input_changed")["input"] == "notes/two.txt"
     assert all(st[n]["action"] == "up_to_date" for n in "abc")
     st = _by_stage(_build(project))
     assert st["g"]["result"] == "completed"
@@ -334,8 +324,8 @@ def test_early_cutoff_when_rerun_output_is_identical(project: Project) -> None:
     code.write_text(code.read_text() + "\n# a comment that changes nothing\n")
 
     plan = _by_stage(_ok(project.run("-n", "--json")))
-    assert _codes(plan["a"]) == ["code_changed"]
-    assert _codes(plan["b"]) == ["upstream_will_run"]
+    assert reason_codes(plan["a"]) == ["code_changed"]
+    assert reason_codes(plan["b"]) == ["upstream_will_run"]
 
     st = _by_stage(_build(project))
     assert st["a"]["result"] == "completed" and st["a"]["batches_run"] == 4
@@ -382,7 +372,7 @@ def test_rerun_from_reruns_stage_and_descendants(project: Project) -> None:
     assert st["a"]["result"] == "up_to_date" and st["a"]["reasons"] == []
     for name in "bc":
         assert st[name]["result"] == "completed"
-        assert _codes(st[name])[0] == "forced"
+        assert reason_codes(st[name])[0] == "forced"
     assert st["b"]["batches_run"] == 6
     assert _called_stages(project) == {"b", "c"}
     assert project.calls().count("c all") == 1
@@ -393,7 +383,7 @@ def test_force_reruns_one_stage_and_dependants_follow_early_cutoff(project: Proj
     b_before = project.record("b")
     st = _by_stage(_build(project, "--force", "b"))
     assert st["a"]["result"] == "up_to_date"
-    assert st["b"]["result"] == "completed" and _codes(st["b"]) == ["forced"]
+    assert st["b"]["result"] == "completed" and reason_codes(st["b"]) == ["forced"]
     assert st["b"]["batches_run"] == 6
     assert st["c"]["result"] == "up_to_date"
     assert _called_stages(project) == {"b"}
@@ -426,7 +416,7 @@ def test_dry_run_changes_nothing(project: Project) -> None:
     assert plan["dry_run"] is True
     assert _names(plan) == ["a", "b", "c"]
     for s in plan["stages"]:
-        assert "result" not in s and s["action"] == "run" and _codes(s) == ["no_record"], s
+        assert "result" not in s and s["action"] == "run" and reason_codes(s) == ["no_record"], s
     assert project.calls() == []
 
 
@@ -590,7 +580,7 @@ def test_status_before_and_after_an_edit(project: Project) -> None:
     doc = _ok(project.run("status", "--json"))
     st = _by_stage(doc)
     assert [st[n]["up_to_date"] for n in "abc"] == [False, False, False]
-    assert _reason(st["a"], "spec_changed")["key"] == "params.tag"
+    assert find_reason(st["a"], "spec_changed")["key"] == "params.tag"
     assert st["b"]["rows"] == 60 and st["b"]["status"] == "completed"
     assert project.calls() == []
 
@@ -642,22 +632,22 @@ def test_run_stage_builds_and_tracks_its_output(project: Project) -> None:
 
     report.write_text("edited by hand\n")
     st = _by_stage(_build(project))
-    assert _codes(st["report"]) == ["output_modified"]
-    assert _reason(st["report"], "output_modified")["file"] == "out/report.txt"
+    assert reason_codes(st["report"]) == ["output_modified"]
+    assert find_reason(st["report"], "output_modified")["file"] == "out/report.txt"
     assert st["report"]["result"] == "completed"
     assert report.read_text() == "artifacts/demo/b/batches files=6 rows=60\n"
     assert [st[n]["result"] for n in "abc"] == ["up_to_date"] * 3
 
     report.unlink()
     st = _by_stage(_build(project))
-    assert _codes(st["report"]) == ["output_missing"]
+    assert reason_codes(st["report"]) == ["output_missing"]
     assert st["report"]["result"] == "completed" and report.is_file()
 
     # The script is part of the stage's code.
     script = project.root / "scripts" / "report.py"
     script.write_text(script.read_text() + "\n# tweak\n")
     st = _by_stage(_build(project))
-    assert _reason(st["report"], "code_changed")["file"] == "scripts/report.py"
+    assert find_reason(st["report"], "code_changed")["file"] == "scripts/report.py"
     assert st["report"]["result"] == "completed"
     assert project.calls() == []
 
@@ -700,7 +690,7 @@ def test_run_stage_failing_command(project: Project) -> None:
     assert again.code == 1
     st = _by_stage(again.json())
     assert st["a"]["result"] == "up_to_date"
-    assert "failed_before" in _codes(st["bad"])
+    assert "failed_before" in reason_codes(st["bad"])
 
 
 # ----------------------------------------------------------------------------- 13. failures
@@ -723,7 +713,7 @@ def test_stage_raising_fails_only_itself(project: Project) -> None:
     project.clear_calls()
     st = _by_stage(_build(project))
     assert st["a"]["result"] == "up_to_date" and st["b"]["result"] == "up_to_date"
-    assert _codes(st["c"]) == ["failed_before"]
+    assert reason_codes(st["c"]) == ["failed_before"]
     assert st["c"]["result"] == "completed"
     assert _called_stages(project) == {"c"}
 
