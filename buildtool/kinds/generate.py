@@ -106,7 +106,10 @@ def _shuffled(fingerprint: str, n: int) -> list[int]:
 
 
 def _seed_table(job: Job) -> pa.Table | None:
+    import pyarrow as pa
+
     from ..datasets import read_data_file, read_stage_table
+    from ..fingerprint import expand_glob
 
     ref = job.stage.seed
     if ref is None:
@@ -117,11 +120,7 @@ def _seed_table(job: Job) -> pa.Table | None:
             raise StageFailed(f"seed stage '{ref.value}' has no tabular output",
                               stage=job.stage.name, key="seed")
     else:
-        from ..fingerprint import expand_glob
-
         paths = expand_glob(job.workflow.project_dir, ref.value)
-        import pyarrow as pa
-
         table = pa.concat_tables([read_data_file(job.workflow.project_dir / p) for p in paths],
                                  promote_options="permissive")
     if table.num_rows == 0:
