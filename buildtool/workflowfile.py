@@ -18,6 +18,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError
 from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS, TOOL_WORDS, Stage, Workflow
+from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
     check_claims,
@@ -375,8 +376,10 @@ def _parse_bool(ctx: LoadContext, key: str, node: Node) -> bool:
     return expect(ctx, key, node, bool, "true or false")
 
 
-def _parse_mapping(ctx: LoadContext, key: str, node: Node) -> dict[Any, Any]:
-    return expect(ctx, key, node, dict, "a mapping")
+def _parse_mapping(ctx: LoadContext, key: str, node: Node) -> dict[str, Any]:
+    value = expect(ctx, key, node, dict, "a mapping")
+    check_plain_json(ctx, node, key)
+    return value
 
 
 def _parse_int(ctx: LoadContext, key: str, node: Node, minimum: int, expected: str) -> int:

@@ -66,8 +66,50 @@ class Source:
             if node.tag.startswith("tag:yaml.org,2002:python/") or "constructor for the tag" \
                     in _problem(exc):
                 hint = "remove the tag: the Workflowfile is read with a safe loader (plain YAML)"
-            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key,
-                             hint=hint) from exc
+            elif "unhashable key" in _problem(exc):
+                hint = "a key is a plain value: quote it to make it a string"
+            error = self.error(f"invalid YAML value: {_problem(exc)}", node, key=key, hint=hint)
+            mark = getattr(exc, "problem_mark", None)  # the value at fault, inside `node`
+            if mark is not None:
+                error.line, error.column = mark.line + 1, mark.column + 1
+            raise error from exc
+        except _SCALAR_ERRORS as exc:  # a scalar its tag cannot read: `2024-02-30`, `!!int x`
+            raise self._bad_scalar(node, key, exc) from exc
+
+    def _bad_scalar(self, root: Node, key: str | None, exc: Exception) -> WorkflowError:
+        """The scalar under `root` that its (resolved or explicit) tag cannot read."""
+        for node in _scalars(root):
+            try:
+                SafeConstructor().construct_object(node)
+            except _SCALAR_ERRORS as error:
+                kind = node.tag.removeprefix("tag:yaml.org,2002:")
+                why = f" ({error})" if isinstance(error, ValueError) else ""
+                return self.error(
+                    f"invalid YAML value: `{node.value}` is not a valid {kind}{why}", node,
+                    key=key, hint="quote it to make it a string, or fix the value")
+        return self.error(f"invalid YAML value: {exc}", root, key=key)
+
+
+# What PyYAML's safe constructors raise for a scalar their tag cannot read (a date that
+# does not exist, `!!int abc`, `!!bool maybe`, `!!timestamp soon`).
+_SCALAR_ERRORS = (ValueError, KeyError, AttributeError, TypeError)
+
+
+def _scalars(root: Node) -> Iterator[ScalarNode]:
+    """Every scalar under `root`, keys included, each once, in document order."""
+    seen: set[int] = set()
+    stack: list[Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            yield node
+        elif isinstance(node, MappingNode):
+            stack.extend(reversed([n for pair in node.value for n in pair]))
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
 
 
 # ---------------------------------------------------------------- reading and composing

@@ -14,6 +14,7 @@ sees (exit 2, no traceback, nothing deleted).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,138 @@ def test_other_yaml_errors_keep_the_parsers_message(tmp_path: Path) -> None:
     error = error_of(tmp_path, HEAD + "    params: {x: [1, 2}\n")
     assert error.message.startswith("invalid YAML: ") and "nested" not in error.message
     assert error.line == 6
+
+
+# ---------------------------------------------------------------- 2. params are plain JSON
+
+# (the params mapping as written on line 6 after `    params: `, what the message says, the
+# column it points at, what the hint says)
+BAD_PARAMS: dict[str, tuple[str, str, int, str]] = {
+    "key-on": ("{on: 1}", "`params` key `on` reads as boolean true, not a string", 14,
+               'quote it (`"on":`)'),
+    "key-off": ("{x: 1, off: 2}", "`params` key `off` reads as boolean false", 20, '`"off":`'),
+    "key-yes": ("{yes: 1}", "key `yes` reads as boolean true", 14, '`"yes":`'),
+    "key-int": ("{1: a, b: c}", "`params` key `1` reads as integer 1", 14, '`"1":`'),
+    "key-octal": ("{017: a}", "key `017` reads as integer 15", 14, '`"017":`'),
+    "key-sexagesimal": ("{1:20: a}", "key `1:20` reads as integer 80", 14, '`"1:20":`'),
+    "key-float": ("{1.5: a}", "key `1.5` reads as number 1.5", 14, '`"1.5":`'),
+    "key-inf": ("{.inf: a}", "key `.inf` reads as number inf", 14, '`".inf":`'),
+    "key-null": ("{null: a}", "key `null` reads as null", 14, '`"null":`'),
+    "key-tilde": ("{~: a}", "key `~` reads as null", 14, '`"~":`'),
+    "key-empty": ("{? : a}", "`params` has an empty key, which reads as null", 16, '`"":`'),
+    "key-date": ("{2024-01-01: a}", "key `2024-01-01` reads as a date", 14, '`"2024-01-01":`'),
+    "key-tagged-int": ("{!!int '7': a}", "key `7` reads as integer 7", 14, '`"7":`'),
+    "key-list": ("{[a]: 1}", "found unhashable key", 14, "quote it"),
+    "key-mapping": ("{{a: 1}: 1}", "found unhashable key", 14, "quote it"),
+    "date": ("{day: 2024-01-01}", "`params.day` is a date, not plain JSON", 19,
+             'quote it to make it a string: "2024-01-01"'),
+    "datetime": ("{at: 2024-01-01 10:00:00}", "`params.at` is a date", 18, '"2024-01-01 10:00:00"'),
+    "timestamp-tag": ("{at: !!timestamp 2024-01-01}", "`params.at` is a date", 18, "quote it"),
+    "impossible-date": ("{day: 2024-02-30}", "`2024-02-30` is not a valid timestamp", 19,
+                        "quote it to make it a string"),
+    "set": ("{s: !!set {a, b}}", "`params.s` is a set (`!!set`), not plain JSON", 17,
+            "write it as a list"),
+    "binary": ("{b: !!binary aGVsbG8=}", "`params.b` is binary data (`!!binary`)", 17,
+               "remove the tag"),
+    "omap": ("{o: !!omap [{x: 1}, {y: 2}]}", "`params.o` is an ordered map (`!!omap`)", 17,
+             "write it as a mapping"),
+    "pairs": ("{p: !!pairs [{x: 1}]}", "`params.p` is a list of pairs (`!!pairs`)", 17,
+              "[key, value] pairs"),
+    "nan": ("{t: .nan}", "`params.t` is .nan, a number JSON cannot hold", 17,
+            "write a finite number"),
+    "inf": ("{t: .inf}", "`params.t` is .inf, a number JSON cannot hold", 17, "finite"),
+    "minus-inf": ("{t: -.Inf}", "`params.t` is -.Inf", 17, "finite"),
+    "python-tuple": ("{t: !!python/tuple [1, 2]}", "could not determine a constructor", 17,
+                     "remove the tag"),
+    "python-object": ("{t: !!python/object/apply:os.getcwd []}", "could not determine a "
+                      "constructor", 17, "remove the tag"),
+    "python-name": ("{t: !!python/name:os.system ''}", "could not determine a constructor", 17,
+                    "remove the tag"),
+    "local-tag": ("{t: !thing x}", "could not determine a constructor for the tag '!thing'",
+                  17, "remove the tag"),
+    "yaml-value-key": ("{t: =}", "could not determine a constructor", 17, "remove the tag"),
+    "bad-int": ("{n: !!int abc}", "`abc` is not a valid int", 17, "quote it"),
+    "bad-float": ("{n: !!float abc}", "`abc` is not a valid float", 17, "quote it"),
+    "bad-bool": ("{n: !!bool maybe}", "`maybe` is not a valid bool", 17, "quote it"),
+    "bad-timestamp": ("{n: !!timestamp soon}", "`soon` is not a valid timestamp", 17,
+                      "quote it"),
+    "in-list": ("{xs: [1, 2024-01-01]}", "`params.xs[1]` is a date", 22, "quote it"),
+    "key-in-list": ("{xs: [a, {on: 1}]}", "`params.xs[1]` key `on` reads as boolean true", 23,
+                    '`"on":`'),
+    "deep": ("{a: {b: [x, {c: [!!set {q}]}]}}", "`params.a.b[1].c[0]` is a set", 30,
+             "write it as a list"),
+    "deep-key": ("{a: {b: {yes: 1}}}", "`params.a.b` key `yes` reads as boolean true", 22,
+                 '`"yes":`'),
+    "through-alias": ("{a: &s !!set {q}, b: *s}", "`params.a` is a set", 17, "a list"),
+    "through-merge": ("{a: &m {1: x}, b: {<<: *m}}", "`params.a` key `1` reads as integer 1", 21,
+                      '`"1":`'),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PARAMS)
+def test_params_not_plain_json_are_refused(tmp_path: Path, case: str) -> None:
+    params, message, column, hint = BAD_PARAMS[case]
+    error = error_of(tmp_path, HEAD + f"    params: {params}\n")
+    assert message in error.message
+    assert at(error) == (6, column, "a", "params")
+    assert error.hint is not None and hint in error.hint
+    assert "Workflowfile:6:" in error.render()
+
+
+@pytest.mark.parametrize("case", ["key-on", "date", "set", "nan", "deep-key"])
+def test_params_not_plain_json_in_defaults(tmp_path: Path, case: str) -> None:
+    params, message, column, hint = BAD_PARAMS[case]
+    text = f"workflow: demo\ndefaults:\n  params: {params}\n" + HEAD.removeprefix("workflow: demo\n")
+    error = error_of(tmp_path, text)
+    assert message in error.message
+    assert at(error) == (3, column - 2, None, "params")
+    assert error.hint is not None and hint in error.hint
+
+
+def test_params_in_block_style_point_at_the_line(tmp_path: Path) -> None:
+    error = error_of(tmp_path, HEAD + (
+        "    params:\n"
+        "      model: small\n"
+        "      options:\n"
+        "        retries: 3\n"
+        "        on: true\n"))
+    assert "`params.options` key `on` reads as boolean true" in error.message
+    assert at(error) == (10, 9, "a", "params")
+
+
+def test_params_in_run_and_transform_stages(tmp_path: Path) -> None:
+    text = textwrap.dedent("""\
+        workflow: demo
+        stages:
+          t:
+            transform: code/t.py:make
+            params: {x: ok}
+          r:
+            run: echo {params.x}
+            outputs: [out.txt]
+            params: {x: !!binary aGk=}
+    """)
+    error = error_of(tmp_path, text)
+    assert at(error) == (9, 17, "r", "params") and "binary" in error.message
+
+
+def test_plain_json_params_are_accepted(tmp_path: Path) -> None:
+    params = ('{s: text, i: -3, big: 123456789012345678901234567890, f: 1.5e+3, t: true, '
+              'f2: false, n: null, e: ~, l: [1, [2, {x: y}]], m: {k: v}, "on": 1, "1": 2, '
+              'q: "2024-01-01", tagged: !!str 2024-01-01, y: "yes", '
+              'a: &x {b: 1}, c: *x, d: {<<: *x, z: 2}}')
+    wf = load_workflow(project(tmp_path, HEAD + f"    params: {params}\n"))
+    assert wf.stages["a"].params == {
+        "s": "text", "i": -3, "big": 123456789012345678901234567890, "f": 1500.0, "t": True,
+        "f2": False, "n": None, "e": None, "l": [1, [2, {"x": "y"}]], "m": {"k": "v"}, "on": 1,
+        "1": 2, "q": "2024-01-01", "tagged": "2024-01-01", "y": "yes", "a": {"b": 1},
+        "c": {"b": 1}, "d": {"b": 1, "z": 2},
+    }
+
+
+@pytest.mark.parametrize("text", ["num_records: 2024-02-30", "description: !!int abc",
+                                  "batch_size: !!bool maybe"])
+def test_a_scalar_its_tag_cannot_read_is_an_error_anywhere(tmp_path: Path, text: str) -> None:
+    error = error_of(tmp_path, HEAD.replace("    num_records: 1\n", "") + f"    {text}\n")
+    assert "is not a valid" in error.message and error.line == 5
+    assert error.hint == "quote it to make it a string, or fix the value"
