@@ -21,7 +21,6 @@ from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS, TOOL_WORDS, Stage, Work
 from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
-    check_claims,
     parse_callable,
     parse_outputs,
     parse_paths,
@@ -165,7 +164,7 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
     ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
     stages = {n: _load_stage(ctx, n, kn, body, defaults) for n, (kn, body) in bodies.items()}
-    check_claims(ctx)
+    ctx.claims.check(ctx, resolved.name)
     return Workflow(name, resolved, resolved.parent, artifacts, stages)
 
 

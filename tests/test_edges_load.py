@@ -257,3 +257,241 @@ def test_a_scalar_its_tag_cannot_read_is_an_error_anywhere(tmp_path: Path, text:
     error = error_of(tmp_path, HEAD.replace("    num_records: 1\n", "") + f"    {text}\n")
     assert "is not a valid" in error.message and error.line == 5
     assert error.hint == "quote it to make it a string, or fix the value"
+
+
+# ---------------------------------------------------------------- 3. globs over declared outputs
+
+# Stage `gen` exports `exports/gen.parquet` (an export copy: a file); stage `r` (run) writes
+# `reports` (a file or a folder) and `tables/t.csv`; stage `c` reads what each case gives it.
+PRODUCERS = """\
+workflow: demo
+stages:
+  gen:
+    generate: code/gen.py:make
+    num_records: 1
+    outputs: [exports/gen.parquet]
+  r:
+    run: make-reports
+    outputs: [reports, tables/t.csv]
+  c:
+    transform: code/t.py:make
+"""
+CONSUMER_LINE = 12  # the line of the key each case adds to `c`
+
+
+def consumer(key: str, value: str) -> str:
+    return PRODUCERS + f"    {key}: {value}\n"
+
+
+# (key, value, what the message says, the output and its stage)
+GLOB_OVERLAPS: dict[str, tuple[str, str, str, str]] = {
+    "star-in-run-folder": ("inputs", "['reports/*.txt']",
+                           "glob `reports/*.txt` can match files in `reports`", "r"),
+    "star-matches-run-file": ("inputs", "['tables/*.csv']",
+                              "glob `tables/*.csv` matches `tables/t.csv`", "r"),
+    "star-matches-export": ("inputs", "['exports/*.parquet']",
+                            "glob `exports/*.parquet` matches `exports/gen.parquet`", "gen"),
+    "double-star-export": ("inputs", "['**/*.parquet']",
+                           "glob `**/*.parquet` matches `exports/gen.parquet`", "gen"),
+    "double-star-in-run-folder": ("inputs", "['**/*.txt']",
+                                  "glob `**/*.txt` can match files in `reports`", "r"),
+    "double-star-middle": ("inputs", "['tables/**/t.csv']",
+                           "glob `tables/**/t.csv` matches `tables/t.csv`", "r"),
+    "trailing-double-star": ("inputs", "['tables/**']", "glob `tables/**` matches", "r"),
+    "glob-names-holding-folder": ("inputs", "['tab*']",
+                                  "glob `tab*` names a folder that holds `tables/t.csv`", "r"),
+    "glob-matches-run-output": ("inputs", "['rep*']", "glob `rep*` matches `reports`", "r"),
+    "question-mark": ("inputs", "['tables/?.csv']", "glob `tables/?.csv` matches", "r"),
+    "character-class": ("inputs", "['tables/[st].csv']", "glob `tables/[st].csv` matches", "r"),
+    "negated-class": ("inputs", "['tables/[!x].csv']", "glob `tables/[!x].csv` matches", "r"),
+    "forced-file-glob": ("inputs", "['file:tables/*.csv']", "glob `tables/*.csv` matches", "r"),
+    "seed-glob": ("seed", "'exports/*.parquet'", "`seed` glob `exports/*.parquet` matches", "gen"),
+    "code-glob": ("code", "['reports/*.py']", "`code` glob `reports/*.py` can match files in",
+                  "r"),
+    "code-glob-export": ("code", "['exports/*']", "`code` glob `exports/*` matches", "gen"),
+    "code-plain-path": ("code", "[tables/t.csv]", "`tables/t.csv` is an output of stage `r`",
+                        "r"),
+    "code-plain-inside-output": ("code", "[reports/x.py]", "`reports/x.py` is an output of "
+                                 "stage `r`", "r"),
+    "code-plain-folder-holds": ("code", "[tables]",
+                                "`code` path `tables` names a folder that holds `tables/t.csv`",
+                                "r"),
+    "input-plain-folder-holds": ("inputs", "[tables]",
+                                 "`inputs` path `tables` names a folder that holds", "r"),
+}
+
+
+@pytest.mark.parametrize("case", GLOB_OVERLAPS)
+def test_globs_over_another_stages_outputs_are_refused(tmp_path: Path, case: str) -> None:
+    key, value, message, producer = GLOB_OVERLAPS[case]
+    if key == "seed":  # a generate stage has the seed
+        text = consumer(key, value).replace("transform: code/t.py:make",
+                                            "generate: code/gen.py:make")
+    else:
+        text = consumer(key, value)
+    files = FILES + ("tables/x.txt",)
+    error = error_of(tmp_path, text, files)
+    assert message in error.message
+    assert f"stage `{producer}`" in error.message
+    assert at(error)[0::2] == (CONSUMER_LINE, "c") and error.key == key
+    assert error.hint is not None
+    if key == "code":
+        assert f"list `{producer}` under `inputs`" in error.hint
+    else:
+        assert f"depend on the stage instead: `{producer}`" in error.hint
+
+
+@pytest.mark.parametrize("value", [
+    "['notes/*.txt']",  # elsewhere
+    "['reports-old/*.txt']",  # a sibling whose name starts like an output
+    "['report/*.txt']",
+    "['tables/??.csv']",  # two characters: not t.csv
+    "['tables/[!t].csv']",
+    "['tables/*.txt']",
+    "['tables/.*', 'data/*.txt']",  # `.*` matches hidden names only
+    "['*.py']",  # top-level files only: `reports` could be a file, but not a .py one
+])
+def test_globs_that_cannot_reach_an_output_are_accepted(tmp_path: Path, value: str) -> None:
+    load_workflow(project(tmp_path, PRODUCERS + f"    inputs: {value}\n"))
+
+
+def test_double_star_reaches_into_every_run_output(tmp_path: Path) -> None:
+    """A run stage's output may be a folder, so `**/*.py` can match files in it; an export
+    copy is a file, which `**/*.py` cannot match."""
+    only_exports = PRODUCERS.replace("  r:\n    run: make-reports\n    outputs: [reports, "
+                                     "tables/t.csv]\n", "")
+    load_workflow(project(tmp_path / "a", only_exports + "    code: ['**/*.py']\n"))
+    error = error_of(tmp_path / "b", PRODUCERS + "    code: ['**/*.py']\n")
+    assert "`code` glob `**/*.py` can match files in `reports`, an output of stage `r`" \
+        in error.message
+    assert error.hint is not None and "narrow the glob" in error.hint
+
+
+def test_hidden_outputs_are_out_of_reach_of_star(tmp_path: Path) -> None:
+    text = PRODUCERS.replace("[reports, tables/t.csv]", "[tables/.cache]")
+    load_workflow(project(tmp_path, text + "    inputs: ['tables/*', '**/*.csv']\n"))
+    error = error_of(tmp_path, text + "    inputs: ['tables/.c*']\n")
+    assert "glob `tables/.c*` matches `tables/.cache`" in error.message
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("inputs", "['reports/*.txt']", "stage depends on itself: `inputs` glob `reports/*.txt` "
+                                    "can match files in `reports`, one of its outputs"),
+    ("code", "['tables/*']", "stage depends on itself: `code` glob `tables/*` matches "
+                             "`tables/t.csv`"),
+    ("inputs", "[tables/t.csv]", "stage depends on itself: `tables/t.csv` is one of its outputs"),
+])
+def test_a_stage_reading_its_own_outputs_depends_on_itself(
+        tmp_path: Path, key: str, value: str, message: str) -> None:
+    text = PRODUCERS + f"  s:\n    run: make\n    outputs: [reports, tables/t.csv]\n" \
+                       f"    {key}: {value}\n"
+    text = text.replace("    outputs: [reports, tables/t.csv]\n  c:", "    outputs: [x.txt]\n  c:")
+    error = error_of(tmp_path, text)
+    assert message in error.message
+    assert (error.line, error.stage, error.key) == (15, "s", key)
+
+
+def test_glob_overlap_with_a_default_is_refused_for_each_stage(tmp_path: Path) -> None:
+    text = PRODUCERS.replace("stages:\n", "defaults:\n  code: ['reports/*.py']\nstages:\n")
+    error = error_of(tmp_path, text)
+    assert "`code` glob `reports/*.py` can match files in `reports`" in error.message
+    # the first stage the default applies to that is not `r` itself is `gen`
+    assert (error.line, error.stage) == (3, "gen")
+
+
+# ---------------------------------------------------------------- 4. outputs that would replace sources
+
+SOURCES = """\
+workflow: demo
+stages:
+  gen:
+    generate: code/gen.py:make
+    num_records: 1
+    on_success: hooks/cb.py:make
+  mod:
+    transform: lib.steps:make
+  c:
+    transform: code/t.py:make
+    inputs: [data/a.txt, 'notes/*.txt']
+    code: [code/helper.py]
+  r:
+    run: make
+"""
+SOURCE_FILES = FILES + ("hooks/cb.py", "lib/__init__.py", "lib/steps.py")
+
+
+# (outputs of `r`, what the message says)
+REPLACING_OUTPUTS: dict[str, tuple[str, str]] = {
+    "workflowfile": ("[Workflowfile]", "output `Workflowfile` would replace the Workflowfile "
+                                       "`Workflowfile`"),
+    "callable-file": ("[code/gen.py]", "output `code/gen.py` would replace code file "
+                                       "`code/gen.py` of stage `gen`"),
+    "folder-of-callable": ("[out.txt, code]", "output `code` would replace code file "
+                                              "`code/gen.py` of stage `gen`"),
+    "on-success-file": ("[hooks]", "output `hooks` would replace code file `hooks/cb.py` of "
+                                   "stage `gen`"),
+    "module-file": ("[lib/steps.py]", "output `lib/steps.py` would replace code file "
+                                      "`lib/steps.py` of stage `mod`"),
+    "module-package": ("[lib]", "output `lib` would replace code file `lib/steps.py`"),
+}
+
+
+@pytest.mark.parametrize("case", REPLACING_OUTPUTS)
+def test_outputs_that_would_replace_the_workflowfile_or_code_are_refused(
+        tmp_path: Path, case: str) -> None:
+    outputs, message = REPLACING_OUTPUTS[case]
+    error = error_of(tmp_path, SOURCES + f"    outputs: {outputs}\n", SOURCE_FILES)
+    assert message in error.message
+    assert at(error)[0::2] == (15, "r") and error.key == "outputs"
+    assert error.hint == ("a run stage's outputs are removed before its command runs: "
+                          "write the output elsewhere")
+
+
+# (outputs of `r`, what the message says, the line and stage it points at: the reader's key)
+REPLACED_INPUTS: dict[str, tuple[str, str, int, str]] = {
+    "plain-input": ("[data/a.txt]", "`data/a.txt` is an output of stage `r`", 11, "c"),
+    "folder-of-input": ("[data]", "`data/a.txt` is an output of stage `r`", 11, "c"),
+    "glob-input": ("[notes/n.txt]", "glob `notes/*.txt` matches `notes/n.txt`", 11, "c"),
+    "folder-of-glob-input": ("[notes]", "glob `notes/*.txt` can match files in `notes`", 11,
+                             "c"),
+    "code-entry": ("[code/helper.py]", "`code/helper.py` is an output of stage `r`", 12, "c"),
+}
+
+
+@pytest.mark.parametrize("case", REPLACED_INPUTS)
+def test_outputs_that_would_replace_an_input_are_refused(tmp_path: Path, case: str) -> None:
+    outputs, message, line, stage = REPLACED_INPUTS[case]
+    error = error_of(tmp_path, SOURCES + f"    outputs: {outputs}\n", SOURCE_FILES)
+    assert message in error.message and "stage `r`" in error.message
+    assert (error.line, error.stage) == (line, stage)
+
+
+@pytest.mark.parametrize("key", ["inputs", "code"])
+def test_a_run_stage_replacing_its_own_input_is_refused(tmp_path: Path, key: str) -> None:
+    text = SOURCES + f"    {key}: [data/b.txt]\n    outputs: [data/b.txt]\n"
+    error = error_of(tmp_path, text, SOURCE_FILES)
+    assert "stage depends on itself: `data/b.txt` is one of its outputs" in error.message
+    assert (error.line, error.stage, error.key) == (15, "r", key)
+    assert error.hint is not None and "removed before its command runs" in error.hint
+
+
+def test_an_export_output_that_would_overwrite_the_workflowfile(tmp_path: Path) -> None:
+    path = project(tmp_path, SOURCES + "    outputs: [x.txt]\n", SOURCE_FILES)
+    named = path.rename(tmp_path / "flow.csv")
+    text = named.read_text().replace("    on_success: hooks/cb.py:make\n",
+                                     "    outputs: [flow.csv]\n")
+    named.write_text(text)
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(named, "flow.csv")
+    error = info.value
+    assert "output `flow.csv` would overwrite the Workflowfile `flow.csv`" in error.message
+    assert (error.file, error.line, error.stage, error.key) == ("flow.csv", 6, "gen", "outputs")
+    assert error.hint == "export copies are written over their path: write the output elsewhere"
+
+
+def test_an_export_output_that_is_another_stages_input(tmp_path: Path) -> None:
+    text = SOURCES.replace("    on_success: hooks/cb.py:make\n", "    outputs: [data/seed.parquet]\n"
+                           ) + "    inputs: [data/seed.parquet]\n    outputs: [x.txt]\n"
+    error = error_of(tmp_path, text, SOURCE_FILES)
+    assert "`data/seed.parquet` is an output of stage `gen`" in error.message
+    assert (error.line, error.stage) == (15, "r")
