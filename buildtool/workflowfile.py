@@ -17,7 +17,15 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError
-from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS, TOOL_WORDS, Stage, Workflow
+from .model import (
+    ARTIFACT_FILES,
+    DEFAULT_BATCH_SIZE,
+    KINDS,
+    SAMPLINGS,
+    TOOL_WORDS,
+    Stage,
+    Workflow,
+)
 from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
@@ -218,8 +226,17 @@ def _stage_bodies(
             "`stages` must be a non-empty mapping of stage names to stages", node, key="stages"
         )
     bodies = mapping_pairs(ctx, node, "stage names")
+    folded: dict[str, tuple[str, Node]] = {}  # name in lower case → (name, node)
     for name, (key_node, _) in bodies.items():
         _check_stage_name(ctx, name, key_node)
+        first, first_node = folded.setdefault(name.casefold(), (name, key_node))
+        if first != name:
+            raise ctx.error(
+                f"stage names `{first}` (line {first_node.start_mark.line + 1}) and `{name}` "
+                f"(line {key_node.start_mark.line + 1}) differ only in letter case", key_node,
+                hint="rename one: on a case-insensitive file system (macOS, Windows) both "
+                     "stages would share one folder of records",
+            )
     return bodies
 
 
@@ -230,6 +247,12 @@ def _check_stage_name(ctx: LoadContext, name: str, node: Node) -> None:
         raise ctx.error(
             f"`{name}` is a dd-build command and cannot name a stage", node,
             hint=f"rename the stage, e.g. `{name}-stage`",
+        )
+    if name.casefold() in (f.casefold() for f in ARTIFACT_FILES):
+        raise ctx.error(
+            f"`{name}` cannot name a stage: dd-build keeps a file of that name beside the "
+            f"stage folders in {ctx.artifacts}/<workflow>/", node,
+            hint=f"rename the stage, e.g. `{name.replace('.', '-')}`",
         )
 
 

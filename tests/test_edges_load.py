@@ -495,3 +495,135 @@ def test_an_export_output_that_is_another_stages_input(tmp_path: Path) -> None:
     error = error_of(tmp_path, text, SOURCE_FILES)
     assert "`data/seed.parquet` is an output of stage `gen`" in error.message
     assert (error.line, error.stage) == (15, "r")
+
+
+# ---------------------------------------------------------------- 5. stage names
+
+@pytest.mark.parametrize("name", ["workflow.json", "Workflow.JSON", "WORKFLOW.json"])
+def test_a_stage_named_like_a_file_of_the_tool_is_refused(tmp_path: Path, name: str) -> None:
+    error = error_of(tmp_path, HEAD.replace("  a:\n", f"  {name}:\n"))
+    assert f"`{name}` cannot name a stage: dd-build keeps a file of that name" in error.message
+    assert (error.line, error.column) == (3, 3)
+    assert error.hint is not None and "rename the stage" in error.hint
+
+
+def test_every_file_the_tool_keeps_beside_the_stage_folders_is_reserved(tmp_path: Path) -> None:
+    """After a build, each file at the top of `<artifacts>/<workflow>/` is in ARTIFACT_FILES
+    (so a stage folder can never collide with it)."""
+    from conftest import CHAIN, STAGE_CODE, Project
+
+    from buildtool.lock import LOCK_NAME
+    from buildtool.model import ARTIFACT_FILES
+
+    assert LOCK_NAME in ARTIFACT_FILES
+    proj = Project(tmp_path / "proj")
+    proj.write("code/stages.py", STAGE_CODE)
+    proj.write("Workflowfile", CHAIN)
+    assert proj.run("build").code == 0
+    files = sorted(p.name for p in proj.artifacts.iterdir() if not p.is_dir())
+    assert files and set(files) <= set(ARTIFACT_FILES), files
+
+
+@pytest.mark.parametrize("first, second", [("Judge", "judge"), ("judge", "JUDGE"),
+                                           ("a.B", "A.b")])
+def test_stage_names_equal_after_case_folding_are_refused(
+        tmp_path: Path, first: str, second: str) -> None:
+    text = HEAD.replace("  a:\n", f"  {first}:\n") + f"  {second}:\n    generate: code/gen.py:make\n" \
+        "    num_records: 1\n"
+    error = error_of(tmp_path, text)
+    assert f"stage names `{first}` (line 3) and `{second}` (line 6) differ only in letter case" \
+        in error.message
+    assert (error.line, error.column) == (6, 3)
+    assert error.hint is not None and "case-insensitive file system" in error.hint
+
+
+def test_schema_refuses_the_reserved_names_in_any_case() -> None:
+    import jsonschema
+
+    from buildtool.schema import workflow_json_schema
+
+    validator = jsonschema.Draft202012Validator(workflow_json_schema())
+    stage = {"generate": "code/gen.py:make", "num_records": 1}
+    for name in ["workflow.json", "Workflow.Json", "build"]:
+        assert not validator.is_valid({"workflow": "demo", "stages": {name: stage}}), name
+    for name in ["workflow-json", "workflow.jsonl", "my.lock", "builds"]:
+        assert validator.is_valid({"workflow": "demo", "stages": {name: stage}}), name
+
+
+# ---------------------------------------------------------------- through the CLI
+
+RUN_STAGE = "  r:\n    run: echo hi > {outputs[0]}\n"
+# (edit of the built CHAIN project's Workflowfile: old → new, what stderr must hold)
+CLI_CASES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "params-key-on": ("params: {tag: x}", "params: {tag: x, on: 1}",
+                      ("Workflowfile:8:22, stage 'a', key 'params'", "key `on` reads as boolean",
+                       'hint: quote it (`"on":`)')),
+    "params-set": ("params: {tag: x}", "params: {tag: !!set {x}}",
+                   ("Workflowfile:8:19, stage 'a', key 'params'", "`params.tag` is a set",
+                    "hint: write it as a list")),
+    "params-date": ("params: {tag: x}", "params: {tag: 2024-01-01}",
+                    ("Workflowfile:8:19, stage 'a', key 'params'", "is a date",
+                     'hint: quote it to make it a string: "2024-01-01"')),
+    "glob-over-output": ("    inputs: [a, b]\n", "    inputs: [a, b, 'reports/*.txt']\n"
+                         + RUN_STAGE + "    outputs: [reports]\n",
+                         ("Workflowfile:16:20, stage 'c', key 'inputs'",
+                          "glob `reports/*.txt` can match files in `reports`, an output of "
+                          "stage `r`", "hint: depend on the stage instead: `r`")),
+    "output-replaces-code": ("    inputs: [a, b]\n", "    inputs: [a, b]\n" + RUN_STAGE
+                             + "    outputs: [code/stages.py]\n",
+                             ("Workflowfile:19:15, stage 'r', key 'outputs'",
+                              "output `code/stages.py` would replace code file "
+                              "`code/stages.py` of stage `a`", "hint: a run stage's outputs")),
+    "output-replaces-workflowfile": ("    inputs: [a, b]\n", "    inputs: [a, b]\n" + RUN_STAGE
+                                     + "    outputs: [Workflowfile]\n",
+                                     ("Workflowfile:19:15, stage 'r', key 'outputs'",
+                                      "would replace the Workflowfile `Workflowfile`",)),
+    "stage-named-like-the-summary": ("  c:\n", "  Workflow.json:\n",
+                                     ("Workflowfile:14:3", "`Workflow.json` cannot name a stage",
+                                      "hint: rename the stage")),
+    "stage-names-differ-in-case": ("  c:\n", "  A:\n",
+                                   ("Workflowfile:14:3", "stage names `a` (line 4) and `A` "
+                                    "(line 14) differ only in letter case", "hint: rename one")),
+}
+
+
+@pytest.fixture(scope="module")
+def built_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import CHAIN, STAGE_CODE, Project
+
+    proj = Project(tmp_path_factory.mktemp("built") / "proj")
+    proj.write("code/stages.py", STAGE_CODE)
+    proj.write("Workflowfile", CHAIN)
+    result = proj.run("build")
+    assert result.code == 0, result.stderr
+    return proj.root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_refuses_with_exit_2_and_changes_nothing(
+        built_chain: Path, tmp_path: Path, case: str) -> None:
+    import shutil
+
+    from conftest import Project
+
+    old, new, expected = CLI_CASES[case]
+    proj = Project(tmp_path / "proj")
+    shutil.copytree(built_chain, proj.root)
+    workflowfile = proj.root / "Workflowfile"
+    text = workflowfile.read_text()
+    assert text.count(old) == 1
+    workflowfile.write_text(text.replace(old, new))
+    before = _snapshot(proj.root)
+    for args in (("build",), ("status",)):
+        result = proj.run(*args)
+        shown = f"{args}: exit {result.code}\n{result.stderr}"
+        assert result.code == 2, shown
+        assert "Traceback" not in result.stderr + result.stdout, shown
+        for text in expected:
+            assert text in result.stderr, shown
+    assert _snapshot(proj.root) == before
