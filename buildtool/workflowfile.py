@@ -95,7 +95,9 @@ STAGE_KEYS: dict[str, KeySpec] = {
         required_for=("run",),
     ),
     "params": KeySpec(
-        _ALL, "mapping", "Any YAML mapping, handed to the code; part of the fingerprint.",
+        _ALL, "mapping",
+        "A mapping of plain JSON values (string keys; no dates, sets, binary or NaN), "
+        "handed to the code; part of the fingerprint.",
         default={},
     ),
     "num_records": KeySpec(

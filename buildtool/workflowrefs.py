@@ -113,17 +113,22 @@ def parse_callable(ctx: LoadContext, key: str, node: Node) -> str:
             f"`{key}` must name a function, got {text!r}", node, key=key,
             hint="write `path/to/file.py:function` or `package.module:function`",
         )
-    if ref.is_file:
-        path: str | None = rel_path(ctx, key, node, ref.module)
-        if not (ctx.project_dir / str(path)).is_file():
-            raise ctx.error(
-                f"no file `{ref.module}` for `{key}`", node, key=key, hint=_relative_hint(ctx)
-            )
-    else:
-        path = module_file(ctx.project_dir, ref.module)  # a module in the project
+    path = _code_file(ctx, key, node, ref)
     if path is not None and ctx.stage is not None:
         ctx.claims.code_files.append(Claim(path, ctx.stage, node, key))
     return text
+
+
+def _code_file(ctx: LoadContext, key: str, node: Node, ref: CallableRef) -> str | None:
+    """The project file a callable lives in (None for a module outside the project)."""
+    if not ref.is_file:
+        return module_file(ctx.project_dir, ref.module)
+    path = rel_path(ctx, key, node, ref.module)
+    if not (ctx.project_dir / path).is_file():
+        raise ctx.error(
+            f"no file `{ref.module}` for `{key}`", node, key=key, hint=_relative_hint(ctx)
+        )
+    return path
 
 
 def parse_paths(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
