@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from .artifacts import remove_unlisted_overrides
 from .boundary import run_boundary
 from .errors import Interrupted, ResumeRefused, StageFailed, StateError, UsageError
 from .fingerprint import batch_fingerprint
@@ -177,7 +178,8 @@ class _Builder:
     def _sweep(self) -> None:
         """Remove what a killed build left where no stage that runs now would: temp files at
         the workflow root (of workflow.json) and in stage folders, journals no running record
-        names. A stage folder whose record is unreadable is left as found."""
+        names, override files the record does not list. A stage folder whose record is
+        unreadable is left as found."""
         root = str(self.wf.artifacts_root)
         remove_leftovers(root, journals=False)
         for name in self.prep.order:
@@ -187,6 +189,8 @@ class _Builder:
             record = read.record
             keep = record.journal if record is not None and record.status == "running" else None
             remove_leftovers(os.path.join(root, name), keep)
+            if record is not None:
+                remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage

@@ -318,7 +318,7 @@ class Probe:
         return wrapper
 
     def install(self) -> None:
-        from buildtool import boundary, execute, stagerun
+        from buildtool import artifacts, boundary, execute, stagerun
         from buildtool.kinds import command, generate, transform
 
         real_fsync = os.fsync
@@ -353,6 +353,11 @@ class Probe:
         boundary._callback = self.step(boundary._callback, "callback")
         boundary._export = self.step(boundary._export, "export")
         command._run_logged = self.step(command._run_logged, "run-command")
+        # `dd-build override` (outside a build: stage "-").
+        artifacts.atomic_write_bytes = self.step(artifacts.atomic_write_bytes, "override-write")
+        artifacts.write_record = self.step(artifacts.write_record, "record-write")
+        artifacts.remove_unlisted_overrides = self.step(artifacts.remove_unlisted_overrides,
+                                                        "override-cleanup")
 
 
 def probed_main(argv: list[str]) -> int:
