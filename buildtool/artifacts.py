@@ -21,13 +21,28 @@ OVERRIDE = "override"
 
 
 def completed_record(workflow: Workflow, stage: str) -> StageRecord:
+    """The stage's record when it has an output to read; a clear error otherwise."""
     read = read_record(workflow.stage_dir(stage))
     record = read.record
+    if record is not None and record.status == "skipped_empty_upstream":
+        raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
         why = read.problem[1] if read.problem else "it has no completed build"
         raise UsageError(f"stage '{stage}' has no output yet: {why}", stage=stage,
                          hint=f"build it first: dd-build {stage}")
     return record
+
+
+def _skipped_error(workflow: Workflow, record: StageRecord) -> UsageError:
+    """A skipped stage has no output (its old one was removed when it was skipped): say why."""
+    stage = workflow.stages.get(record.stage)
+    ups = stage.upstream_stages if stage is not None else tuple(record.stage_inputs)
+    empty = [u for u in ups if (r := read_record(workflow.stage_dir(u)).record) is not None
+             and r.status in ("completed_empty", "skipped_empty_upstream")]
+    why = (f"upstream stage {', '.join(repr(u) for u in empty)} had no rows" if empty
+           else "an upstream stage had no rows")
+    return UsageError(f"no output: it was skipped in the last build ({why})", stage=record.stage,
+                      hint="it runs once its upstream has rows again; see `dd-build status`")
 
 
 def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord:

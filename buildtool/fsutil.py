@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ def append_line_durably(path: Path, line: str) -> None:
         os.close(fd)
     if created:
         _fsync_dir(path.parent)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a folder with all it holds, or a symlink itself (never what it points
+    to); nothing when there is nothing."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
 
 
 def remove_temp_files_of(path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import StageFailed
 from ..fingerprint import FileState, check_file, digest_strings, expand_glob
-from ..fsutil import temp_name
+from ..fsutil import remove_path, temp_name
 from ..lock import held_lock_fds
 from ..model import Workflow
 from ..procgroup import end_process_group
@@ -79,11 +79,7 @@ def clear_outputs(project: Path, outputs: tuple[str, ...] | list[str]) -> None:
     does: the command then starts from what a build from scratch starts from, so files of an
     earlier run cannot survive in a folder output and a command that writes nothing fails."""
     for out in outputs:
-        path = project / out
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.is_symlink() or path.exists():
-            path.unlink()
+        remove_path(project / out)
 
 
 def _fresh_bytecode_env(pycache: str) -> dict[str, str]:
