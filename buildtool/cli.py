@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parsers()[command].parse_args(rest)
     out = Output(args)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
+        # The terminal closed: a run stage's command (in a session of its own, so the hangup
+        # does not reach it) is ended with dd-build, as with SIGTERM.
+        signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
         if args.directory:
             _chdir(args.directory)

@@ -22,9 +22,9 @@ _PROC = Path("/proc")
 def end_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the group of `proc` (its leader), a grace period, then SIGKILL; reap `proc`.
 
-    A second SIGINT/SIGTERM waits until this is done (pressing Ctrl-C twice must not leave the
-    group running); it is delivered when this returns."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
+    A second SIGINT/SIGTERM/SIGHUP waits until this is done (pressing Ctrl-C twice must not
+    leave the group running); it is delivered when this returns."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
         _signal_group(proc.pid, signal.SIGTERM)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,7 +234,10 @@ stages:
 """
 
 
-@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+# SIGHUP: the terminal closed. The command, in a session of its own, no longer gets the hangup
+# from the terminal: dd-build ends it as for SIGTERM.
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                                (signal.SIGHUP, 129)])
 def test_an_interrupt_ends_the_whole_command_and_releases_the_lock(
         project: Project, procs: list[subprocess.Popen[str]], leftovers: None,
         sig: int, exit_code: int) -> None:
@@ -259,6 +263,20 @@ def test_an_interrupt_ends_the_whole_command_and_releases_the_lock(
     again = project.run("--json")
     assert again.code == 0, again.stderr
     assert again.stage("slow")["result"] == "completed"
+    assert (project.root / "o.txt").read_text() == "done\n"
+
+
+def test_under_nohup_a_hangup_is_ignored(project: Project,
+                                         procs: list[subprocess.Popen[str]]) -> None:
+    project.write("Workflowfile", COMPOUND.replace("sleep 30", "sleep 1"))
+    build = subprocess.Popen(["nohup", sys.executable, "-m", "buildtool"], cwd=project.root,
+                             env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    procs.append(build)
+    project.wait_for("code/started", build)
+    build.send_signal(signal.SIGHUP)
+    _, err = build.communicate(timeout=60)
+    assert build.returncode == 0, err
     assert (project.root / "o.txt").read_text() == "done\n"
 
 
