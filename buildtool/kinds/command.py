@@ -92,8 +92,9 @@ def _run_logged(command: str, cwd: Path, log: Path) -> int:
     """Run with stdout and stderr in the stage's log; the log appears whole or not at all.
 
     The command runs in its own session (process group), so that when dd-build is interrupted
-    (SIGINT, SIGTERM) it can end the command's whole group, not only the shell: a compound
-    command's children would otherwise run on holding the build lock."""
+    (SIGINT, SIGTERM, SIGHUP) it can end the command's whole group, not only the shell: a
+    compound command's children would otherwise run on holding the build lock. A SIGKILLed
+    dd-build cannot: then the command runs on, and keeps the lock until it ends."""
     tmp = temp_name(log)
     pycache = tempfile.mkdtemp(prefix="dd-build-pycache-")
     try:
