@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,15 +17,32 @@ from .model import Workflow
 from .outputs import tabular_files
 from .records import Output, StageRecord, read_record, write_record
 
+OVERRIDE = "override"
+
 
 def completed_record(workflow: Workflow, stage: str) -> StageRecord:
+    """The stage's record when it has an output to read; a clear error otherwise."""
     read = read_record(workflow.stage_dir(stage))
     record = read.record
+    if record is not None and record.status == "skipped_empty_upstream":
+        raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
         why = read.problem[1] if read.problem else "it has no completed build"
         raise UsageError(f"stage '{stage}' has no output yet: {why}", stage=stage,
                          hint=f"build it first: dd-build {stage}")
     return record
+
+
+def _skipped_error(workflow: Workflow, record: StageRecord) -> UsageError:
+    """A skipped stage has no output (its old one was removed when it was skipped): say why."""
+    stage = workflow.stages.get(record.stage)
+    ups = stage.upstream_stages if stage is not None else tuple(record.stage_inputs)
+    empty = [u for u in ups if (r := read_record(workflow.stage_dir(u)).record) is not None
+             and r.status in ("completed_empty", "skipped_empty_upstream")]
+    why = (f"upstream stage {', '.join(repr(u) for u in empty)} had no rows" if empty
+           else "an upstream stage had no rows")
+    return UsageError(f"no output: it was skipped in the last build ({why})", stage=record.stage,
+                      hint="it runs once its upstream has rows again; see `dd-build status`")
 
 
 def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord:
@@ -42,9 +61,11 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
                          hint="export with `dd-build export STAGE file.parquet`, edit, "
                               "and save it as parquet") from exc
     _check_compatible(workflow, record, table, source)
-    rel = f"{stage}/override/{source.name if source.suffix == '.parquet' else 'data.parquet'}"
-    path = workflow.artifacts_root / rel
-    shutil.rmtree(path.parent, ignore_errors=True)
+    # A new file under a new name, the record, then the old files: a kill at any point leaves
+    # the old review or the new one in force, and only unlisted files behind.
+    name = source.name if source.suffix == ".parquet" else "data.parquet"
+    unique = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    path = workflow.stage_dir(stage) / OVERRIDE / unique / name
     atomic_write_bytes(path, data)
     st = os.stat(path)
     state = FileState(path.relative_to(workflow.project_dir).as_posix(), st.st_size,
@@ -54,7 +75,33 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     status = "completed" if table.num_rows else "completed_empty"
     record = replace(record, status=status, output=output, extra=extra)
     write_record(workflow.stage_dir(stage), record)
+    remove_unlisted_overrides(workflow, record)
     return record
+
+
+def remove_unlisted_overrides(workflow: Workflow, record: StageRecord) -> None:
+    """Remove what the stage's override folder holds beyond the override its record lists: the
+    old review once a new one is recorded, or the new file of an override killed before its
+    record was written."""
+    folder = workflow.stage_dir(record.stage) / OVERRIDE
+    listed = set()
+    if record.output is not None and record.output.kind == "override":
+        for f in record.output.files:
+            parts = Path(os.path.relpath(workflow.project_dir / f.path, folder)).parts
+            if parts and parts[0] != "..":
+                listed.add(parts[0])
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no override folder
+        return
+    for entry in entries:
+        if entry.name in listed:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _check_compatible(workflow: Workflow, record: StageRecord, table: object,

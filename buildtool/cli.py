@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parsers()[command].parse_args(rest)
     out = Output(args)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
+        # The terminal closed: a run stage's command (in a session of its own, so the hangup
+        # does not reach it) is ended with dd-build, as with SIGTERM.
+        signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
         if args.directory:
             _chdir(args.directory)
@@ -283,17 +287,12 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
 
 
 def _selected_table(workflow: Workflow, name: str) -> Any:
+    from .artifacts import completed_record
     from .datasets import read_stage_table
     from .graph import build_graph, check_stage_names
-    from .records import read_record
 
     check_stage_names(build_graph(workflow), [name], "the command")
-    read = read_record(workflow.stage_dir(name))
-    record = read.record
-    if record is None or record.status not in ("completed", "completed_empty") or not record.output:
-        why = read.problem[1] if read.problem else "it has no completed build"
-        raise UsageError(f"stage '{name}' has no output to read: {why}",
-                         stage=name, hint=f"build it first: dd-build {name}")
+    record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
     table = read_stage_table(workflow, record)
     if table is None:
         raise UsageError(f"stage '{name}' has no tabular output (its first output is not "

@@ -85,7 +85,8 @@ class LockHeld(BuildError):
 
 
 class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
-    """Raised from the SIGTERM handler so running stages are recorded `interrupted`."""
+    """Raised from the SIGTERM (and SIGHUP) handler so running stages are recorded
+    `interrupted`."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from .artifacts import remove_unlisted_overrides
 from .boundary import run_boundary
 from .errors import Interrupted, ResumeRefused, StageFailed, StateError, UsageError
 from .fingerprint import batch_fingerprint
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .model import Stage, Workflow
 from .plan import (
@@ -177,7 +178,8 @@ class _Builder:
     def _sweep(self) -> None:
         """Remove what a killed build left where no stage that runs now would: temp files at
         the workflow root (of workflow.json) and in stage folders, journals no running record
-        names. A stage folder whose record is unreadable is left as found."""
+        names, override files the record does not list. A stage folder whose record is
+        unreadable is left as found."""
         root = str(self.wf.artifacts_root)
         remove_leftovers(root, journals=False)
         for name in self.prep.order:
@@ -187,6 +189,8 @@ class _Builder:
             record = read.record
             keep = record.journal if record is not None and record.status == "running" else None
             remove_leftovers(os.path.join(root, name), keep)
+            if record is not None:
+                remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage
@@ -212,14 +216,18 @@ class _Builder:
         return StageResult(record.stage, planned, "up_to_date", rows, record.batches_total, 0)
 
     def _skip(self, planned: Decision, facts: StageFacts) -> StageResult:
-        """Record `skipped_empty_upstream` (once: an equal record is kept as it is)."""
+        """Record `skipped_empty_upstream` (once: an equal record is kept as it is), leaving no
+        output of an earlier run that would claim to be current."""
         name = planned.stage
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[name]}
         record = facts.record
         if record is None or record.status != "skipped_empty_upstream" or \
                 record.spec_fingerprint != facts.fingerprint or record.stage_inputs != consumed:
-            run = StageRun(self.wf, self.wf.stages[name], facts, consumed, ())
-            run.begin(None, None)
+            stage = self.wf.stages[name]
+            run = StageRun(self.wf, stage, facts, consumed, ())
+            run.begin(None, None)  # clears its batches and boundary steps' files
+            for out in stage.outputs:  # run outputs, export copies: none may look current
+                remove_path(self.wf.project_dir / out)
             record = run.finish("skipped_empty_upstream")
         self._done(record)
         return StageResult(name, planned, "skipped_empty_upstream", 0)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .fingerprint import digest_bytes, digest_strings
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, make_dirs_durably
 from .model import Stage, Workflow
 from .plan import StageFacts
 from .records import BatchEntry, Output, StageRecord, journal_append, remove_leftovers, write_record
@@ -69,7 +69,7 @@ class StageRun:
 
     def begin(self, batches_total: int | None, num_records: int | None) -> None:
         """Replace the old record with a `running` one, then clear what it does not list."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(self.dir)
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
                               batches=self.sorted_batches())
         write_record(self.dir, self.record)
