@@ -296,8 +296,9 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
                          stage=name, hint=f"build it first: dd-build {name}")
     table = read_stage_table(workflow, record)
     if table is None:
-        raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
-                         ".parquet, .csv or .jsonl)", stage=name)
+        raise UsageError(f"stage '{name}' has no tabular output (its first output is not a "
+                         ".parquet, .csv or .jsonl file or a folder of .parquet files)",
+                         stage=name)
     return table
 
 
