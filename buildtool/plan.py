@@ -183,6 +183,8 @@ def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, .
         return None  # nothing of its own to resume: it waits to see the upstream's output
     if record.status not in RESUMABLE_STATUSES and record.status != "completed":
         return None
+    if facts.kind == "transform" and record.status == "failed":
+        return None  # its one call is the whole stage: after a failure it is called again
     return tuple(b.index for b in record.batches if b.file not in facts.damaged)
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StageFailed
+from ..errors import StageFailed, StateError
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
@@ -65,19 +67,30 @@ def execute(job: Job) -> Output:
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        ctx = GenerateContext(stage.name, index, offset, size, num_records, dict(stage.params),
-                              rows, batch_rng(job.fingerprint, index), inputs)
-        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
+        context = partial(_context, job, index, offset, size, num_records, rows, inputs)
+        value = _call(fn, context, stage.name, stage.retries, job.progress_note)
         table = to_table(value, f"{stage.target} (batch {index})")
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
     return job.run.batches_output()
 
 
-def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
+def _context(job: Job, index: int, offset: int, size: int, num_records: int,
+             rows: pa.Table | None, inputs: dict[str, Any]) -> GenerateContext:
+    """One attempt's context: its own deep copy of the params (a batch that mutates them
+    changes no other call) and an rng seeded as for an untroubled run (a retry gives the rows
+    the first attempt would have)."""
+    return GenerateContext(job.stage.name, index, offset, size, num_records,
+                           copy.deepcopy(job.stage.params), rows,
+                           batch_rng(job.fingerprint, index), dict(inputs))
+
+
+def _call(fn: Any, context: Callable[[], GenerateContext], stage: str, retries: int,
           note: Callable[[str], None]) -> Any:
-    """Call once per attempt; between attempts wait with exponential backoff and jitter."""
+    """Call once per attempt, each with a fresh context; between attempts wait with
+    exponential backoff and jitter."""
     for attempt in range(retries + 1):
+        ctx = context()
         try:
             return fn(ctx)
         except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
@@ -106,10 +119,7 @@ def _shuffled(fingerprint: str, n: int) -> list[int]:
 
 
 def _seed_table(job: Job) -> pa.Table | None:
-    import pyarrow as pa
-
-    from ..datasets import read_data_file, read_stage_table
-    from ..fingerprint import expand_glob
+    from ..datasets import read_seed_files, read_stage_table
 
     ref = job.stage.seed
     if ref is None:
@@ -117,12 +127,15 @@ def _seed_table(job: Job) -> pa.Table | None:
     if ref.kind == "stage":
         table = read_stage_table(job.workflow, job.upstream[ref.value])
         if table is None:
-            raise StageFailed(f"seed stage '{ref.value}' has no tabular output",
-                              stage=job.stage.name, key="seed")
+            raise StageFailed(f"seed stage '{ref.value}' has no tabular output (its first "
+                              "output is not a .parquet, .csv or .jsonl file or a folder of "
+                              ".parquet files)", stage=job.stage.name, key="seed")
     else:
-        paths = expand_glob(job.workflow.project_dir, ref.value)
-        table = pa.concat_tables([read_data_file(job.workflow.project_dir / p) for p in paths],
-                                 promote_options="permissive")
+        try:
+            table = read_seed_files(job.workflow.project_dir, ref.value)
+        except StateError as exc:  # unreadable, or files whose schemas disagree
+            raise StageFailed(f"seed '{ref.written}': {exc.message}", stage=job.stage.name,
+                              key="seed", hint=exc.hint) from exc
     if table.num_rows == 0:
         raise StageFailed(f"seed '{ref.written}' has no rows", stage=job.stage.name, key="seed")
     return table
