@@ -303,11 +303,11 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    from .datasets import format_rows
+    from .datasets import format_rows, preview_rows
 
     table = _selected_table(_load(args), args.stage)
     if args.json:
-        out.document(table.slice(0, args.rows).to_pylist())
+        out.document(preview_rows(table, args.rows))
         return 0
     print(format_rows(table, args.rows))
     print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")

@@ -451,9 +451,28 @@ def seed_indices(seed_rows: int, offset: int, size: int, order: list[int] | None
     return [order[i] for i in picks] if order is not None else picks
 
 
+def preview_rows(table: pa.Table, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` rows as Python values, for `show`. A column Python cannot hold (a
+    timestamp past the year 9999) is shown as Arrow's text of it."""
+    part = table.slice(0, limit)
+    columns = [_python_values(column) for column in part.columns]
+    return [{name: values[r] for name, values in zip(part.column_names, columns, strict=True)}
+            for r in range(part.num_rows)]
+
+
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    try:
+        return column.to_pylist()
+    except _CONVERT_ERRORS:
+        try:
+            return column.cast(pa.string()).to_pylist()
+        except _CONVERT_ERRORS:
+            return [f"<{column.type}>"] * len(column)
+
+
 def format_rows(table: pa.Table, limit: int) -> str:
     """A plain text table of the first `limit` rows."""
-    rows = table.slice(0, limit).to_pylist()
+    rows = preview_rows(table, limit)
     names = table.column_names
     cells = [[_cell(row.get(n)) for n in names] for row in rows]
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]

@@ -246,3 +246,27 @@ def test_export_copy_a_format_cannot_hold(project: Project, output: str,
     assert (r.code == 0) == (keep != "blob"), r.stderr
     assert "Traceback" not in r.stderr
 
+
+
+def test_show_a_value_python_cannot_hold(project: Project) -> None:
+    """A timestamp past the year 9999 is stored; `show` prints it as Arrow renders it."""
+    project.write("code/far.py", '''
+        import pyarrow as pa
+
+        def make(ctx):
+            return pa.table({"id": [0], "when": pa.array([10**12], pa.timestamp("s"))})
+        ''')
+    project.write("Workflowfile", """
+        workflow: demo
+        stages:
+          g:
+            generate: code/far.py:make
+            num_records: 1
+        """)
+    assert project.run().code == 0
+    for args in (("show", "g"), ("show", "g", "--json")):
+        r = project.run(*args)
+        assert r.code == 0, r.stderr
+        assert "when" in r.stdout and "Traceback" not in r.stderr
+    r = project.run("export", "g", "out.jsonl")
+    assert r.code == 2 and "column 'when'" in r.stderr and "Traceback" not in r.stderr
