@@ -273,8 +273,9 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
                      {"batches_done": kept})
         return
     if record.status == "failed":
+        after = "it is called again" if facts.kind == "transform" else f"{kept} batches kept"
         yield Reason("failed_before", f"failed last time ({record.error or 'no error recorded'}); "
-                     f"{kept} batches kept", {"error": record.error})
+                     f"{after}", {"error": record.error})
         return
     for path, state in facts.damaged.items():
         if state == "missing" and facts.file_groups.get(path) == "callback":
