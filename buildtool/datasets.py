@@ -6,6 +6,7 @@ Import this module only where data is touched: it imports pyarrow.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +57,38 @@ def _as_table(value: Any, where: str) -> pa.Table:
     if isinstance(value, list):
         _check_rows(value, where)
         try:  # a struct array: every row's keys become columns (from_pylist keeps the first's)
-            return pa.Table.from_struct_array(pa.array(value)) if value else pa.table({})
+            table = pa.Table.from_struct_array(pa.array(value)) if value else pa.table({})
         except _CONVERT_ERRORS as exc:
             raise _unconvertible(where, exc, _diagnose_rows(value)) from exc
+        _check_no_sets(table, lambda name: (row.get(name) for row in value), where)
+        return table
     if isinstance(value, dict):
         _check_columns(value, where)
         try:
-            return pa.Table.from_pydict(value)
+            table = pa.Table.from_pydict(value)
         except _CONVERT_ERRORS as exc:
             raise _unconvertible(where, exc, _diagnose_columns(value)) from exc
+        _check_no_sets(table, lambda name: iter(value[name]), where)
+        return table
     if type(value).__name__ == "DataFrame" and hasattr(value, "to_dict"):
         try:
             return pa.Table.from_pandas(value, preserve_index=False)
         except _CONVERT_ERRORS as exc:
             raise _unconvertible(where, exc, None) from exc
     raise StageFailed(f"{where} returned {kind_of(value)}", hint=_RETURNS)
+
+
+def _check_no_sets(table: pa.Table, cells: Callable[[str], Iterator[Any]], where: str) -> None:
+    """pyarrow stores a set as a list in its iteration order, which for strings changes from
+    one process to the next: a rerun would give other bytes. Refused in a list column's cells."""
+    for field in table.schema:
+        if not pa.types.is_list(field.type):
+            continue
+        row = next((i for i, c in enumerate(cells(field.name))
+                    if isinstance(c, (set, frozenset))), None)
+        if row is not None:
+            raise StageFailed(f"{where} returned a set in column '{field.name}' (row {row}), "
+                              "whose order is not fixed", hint="return a sorted list instead")
 
 
 def _check_rows(rows: list[Any], where: str) -> None:
@@ -138,11 +156,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_STORABLE: set[pa.Schema] = set()  # schemas already checked: batches mostly share one
+
+
 def _unstorable(schema: pa.Schema) -> str | None:
     """What parquet cannot store of `schema` (a column and its type), or None. Writing an
     empty table asks the parquet writer itself, so it is right for every Arrow type."""
+    if schema in _STORABLE:
+        return None
     try:
         _write_parquet(schema.empty_table())
+        if len(_STORABLE) < 256:
+            _STORABLE.add(schema)
         return None
     except _CONVERT_ERRORS as exc:
         first = exc
