@@ -8,8 +8,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StageFailed, StateError
@@ -67,32 +66,31 @@ def execute(job: Job) -> Output:
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        context = partial(_context, job, index, offset, size, num_records, rows, inputs)
-        value = _call(fn, context, stage.name, stage.retries, job.progress_note)
+        ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
+                              rows, batch_rng(job.fingerprint, index), inputs)
+        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
         table = to_table(value, f"{stage.target} (batch {index})")
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
     return job.run.batches_output()
 
 
-def _context(job: Job, index: int, offset: int, size: int, num_records: int,
-             rows: pa.Table | None, inputs: dict[str, Any]) -> GenerateContext:
-    """One attempt's context: its own deep copy of the params (a batch that mutates them
-    changes no other call) and an rng seeded as for an untroubled run (a retry gives the rows
-    the first attempt would have)."""
-    return GenerateContext(job.stage.name, index, offset, size, num_records,
-                           copy.deepcopy(job.stage.params), rows,
-                           batch_rng(job.fingerprint, index), dict(inputs))
+def _fresh(ctx: GenerateContext) -> GenerateContext:
+    """One attempt's own copy of the batch's context, which code never sees itself: a deep copy
+    of the params (a call that mutates them changes no other batch or attempt) and the rng in
+    its seeded state (a retry gives the rows an untroubled run gives)."""
+    rng = random.Random()
+    rng.setstate(ctx.rng.getstate())
+    return replace(ctx, params=copy.deepcopy(ctx.params), rng=rng, inputs=dict(ctx.inputs))
 
 
-def _call(fn: Any, context: Callable[[], GenerateContext], stage: str, retries: int,
+def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
           note: Callable[[str], None]) -> Any:
-    """Call once per attempt, each with a fresh context; between attempts wait with
+    """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
     exponential backoff and jitter."""
     for attempt in range(retries + 1):
-        ctx = context()
         try:
-            return fn(ctx)
+            return fn(_fresh(ctx))
         except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
             raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
                               stage=stage, hint="raise an exception instead") from exc
