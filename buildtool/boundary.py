@@ -7,7 +7,9 @@ callback output reruns only the callback.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,7 @@ def _callback(job: Job, current: Output, key: str) -> Output:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     ctx = CallbackContext(stage.name, str(_dataset_path(job, current)), str(out_dir),
-                          dict(stage.params))
+                          copy.deepcopy(stage.params))
     try:
         result = fn(ctx)
     except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
@@ -123,7 +125,15 @@ def _callback(job: Job, current: Output, key: str) -> Output:
                           stage=stage.name, key="on_success") from exc
     if result is None:
         return current
+    if not isinstance(result, (str, os.PathLike)):
+        from .datasets import kind_of
+
+        raise StageFailed(f"on_success {ref} returned {kind_of(result)}, not a path",
+                          stage=stage.name, key="on_success", hint=_CALLBACK_RETURNS)
     return _callback_output(job, Path(result), ref, key)
+
+
+_CALLBACK_RETURNS = "return the path (a str or Path) of a parquet file or folder it wrote, or None"
 
 
 def _dataset_path(job: Job, out: Output) -> Path:
@@ -133,6 +143,7 @@ def _dataset_path(job: Job, out: Output) -> Path:
 
 
 def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.is_absolute():
@@ -146,30 +157,44 @@ def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
         problem = f"returned {shown}, which is not a parquet file or a folder of them"
     if problem:
         raise StageFailed(f"on_success {ref} {problem}", stage=job.stage.name, key="on_success",
-                          hint="return the path of a parquet file or folder it wrote, or None")
+                          hint=_CALLBACK_RETURNS)
     states = []
+    schemas = []
     rows = 0
     for f in files:
         state = check_file(f, _rel(job, f), None)
         assert state is not None
         states.append(state)
         try:
-            rows += pq.ParquetFile(f).metadata.num_rows
-        except (OSError, ValueError) as exc:
-            raise StageFailed(f"on_success {ref} returned {f}, which is not readable parquet: "
-                              f"{exc}", stage=job.stage.name, key="on_success") from exc
+            meta = pq.ParquetFile(f)
+            rows += meta.metadata.num_rows
+            schemas.append(meta.schema_arrow)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StageFailed(f"on_success {ref} returned {_rel(job, f)}, which is not readable "
+                              f"parquet: {exc}", stage=job.stage.name, key="on_success") from exc
+    try:
+        pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise StageFailed(f"on_success {ref} returned {shown}, whose parquet files disagree on "
+                          f"a column's type: {exc}", stage=job.stage.name, key="on_success",
+                          hint="write files of one schema") from exc
     return Output("callback", rows, digest_strings([s.digest for s in states]), tuple(states), key)
 
 
 def _export(job: Job, current: Output, key: str) -> Output:
-    from .datasets import export_bytes
+    from .datasets import CannotExport, export_bytes
 
     table = _table(job, current)
     states: list[FileState] = []
     for rel in job.stage.outputs:
         path = job.workflow.project_dir / rel
         remove_temp_files_of(path)  # a kill during an earlier attempt's copy leaves its temp file
-        atomic_write_bytes(path, export_bytes(table, path))
+        try:
+            data = export_bytes(table, path)
+        except CannotExport as exc:
+            raise StageFailed(f"export copy {rel}: {exc.message}", stage=job.stage.name,
+                              key="outputs", hint=exc.hint) from exc
+        atomic_write_bytes(path, data)
         state = check_file(path, rel, None)
         assert state is not None
         states.append(state)

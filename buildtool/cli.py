@@ -295,17 +295,18 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
     record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
     table = read_stage_table(workflow, record)
     if table is None:
-        raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
-                         ".parquet, .csv or .jsonl)", stage=name)
+        raise UsageError(f"stage '{name}' has no tabular output (its first output is not a "
+                         ".parquet, .csv or .jsonl file or a folder of .parquet files)",
+                         stage=name)
     return table
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    from .datasets import format_rows
+    from .datasets import format_rows, preview_rows
 
     table = _selected_table(_load(args), args.stage)
     if args.json:
-        out.document(table.slice(0, args.rows).to_pylist())
+        out.document(preview_rows(table, args.rows))
         return 0
     print(format_rows(table, args.rows))
     print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")

@@ -255,6 +255,7 @@ class _Builder:
                 output, steps = run_boundary(job, output, run.previous_steps)
             status = _empty_status(stage, output)
         except StageFailed as exc:
+            exc.stage = exc.stage or stage.name  # raised where the stage is not known
             return self._failed(run, planned, exc.render(), started)
         except StateError as exc:  # e.g. an upstream's file turned out unreadable
             failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)

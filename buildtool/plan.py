@@ -183,6 +183,8 @@ def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, .
         return None  # nothing of its own to resume: it waits to see the upstream's output
     if record.status not in RESUMABLE_STATUSES and record.status != "completed":
         return None
+    if facts.kind == "transform" and record.status == "failed":
+        return None  # its one call is the whole stage: after a failure it is called again
     return tuple(b.index for b in record.batches if b.file not in facts.damaged)
 
 
@@ -271,8 +273,9 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
                      {"batches_done": kept})
         return
     if record.status == "failed":
+        after = "it is called again" if facts.kind == "transform" else f"{kept} batches kept"
         yield Reason("failed_before", f"failed last time ({record.error or 'no error recorded'}); "
-                     f"{kept} batches kept", {"error": record.error})
+                     f"{after}", {"error": record.error})
         return
     for path, state in facts.damaged.items():
         if state == "missing" and facts.file_groups.get(path) == "callback":

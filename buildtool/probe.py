@@ -57,8 +57,16 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
         matched = expand_glob(workflow.project_dir, ref.value)
         if not matched:
             key = "seed" if ref is stage.seed else "inputs"
+            if (workflow.project_dir / ref.value).is_dir():
+                raise stage.error(f"input '{ref.written}' is a folder with no file in it", key,
+                                  "put the files in it, or name another folder or glob")
             raise stage.error(f"input '{ref.written}' matches no file", key,
                               "create the file, or fix the path or glob")
+        if ref is stage.seed and (workflow.project_dir / ref.value).is_dir() and \
+                not any(p.lower().endswith(".parquet") for p in matched):
+            raise stage.error(f"seed folder '{ref.written}' holds no .parquet file", "seed",
+                              "a seed folder is read as its .parquet files; name .csv or "
+                              ".jsonl files with a glob instead (e.g. data/docs/*.csv)")
         paths.extend(matched)
     return sorted(set(paths))
 

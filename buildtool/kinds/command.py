@@ -29,8 +29,10 @@ def input_args(job: Job) -> list[str]:
         if ref.kind == "stage":
             paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
             args += [os.path.relpath(p, wf.project_dir) for p in paths]
-        else:
+        elif any(ch in ref.value for ch in "*?["):
             args += expand_glob(wf.project_dir, ref.value)
+        else:  # a file, or a folder as itself (its files are the digests that count)
+            args.append(ref.value)
     return args
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StageFailed
+from ..errors import StageFailed, StateError
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
@@ -65,7 +66,7 @@ def execute(job: Job) -> Output:
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        ctx = GenerateContext(stage.name, index, offset, size, num_records, dict(stage.params),
+        ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
                               rows, batch_rng(job.fingerprint, index), inputs)
         value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
         table = to_table(value, f"{stage.target} (batch {index})")
@@ -74,12 +75,22 @@ def execute(job: Job) -> Output:
     return job.run.batches_output()
 
 
+def _fresh(ctx: GenerateContext) -> GenerateContext:
+    """One attempt's own copy of the batch's context, which code never sees itself: a deep copy
+    of the params (a call that mutates them changes no other batch or attempt) and the rng in
+    its seeded state (a retry gives the rows an untroubled run gives)."""
+    rng = random.Random()
+    rng.setstate(ctx.rng.getstate())
+    return replace(ctx, params=copy.deepcopy(ctx.params), rng=rng, inputs=dict(ctx.inputs))
+
+
 def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
           note: Callable[[str], None]) -> Any:
-    """Call once per attempt; between attempts wait with exponential backoff and jitter."""
+    """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
+    exponential backoff and jitter."""
     for attempt in range(retries + 1):
         try:
-            return fn(ctx)
+            return fn(_fresh(ctx))
         except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
             raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
                               stage=stage, hint="raise an exception instead") from exc
@@ -106,10 +117,7 @@ def _shuffled(fingerprint: str, n: int) -> list[int]:
 
 
 def _seed_table(job: Job) -> pa.Table | None:
-    import pyarrow as pa
-
-    from ..datasets import read_data_file, read_stage_table
-    from ..fingerprint import expand_glob
+    from ..datasets import read_seed_files, read_stage_table
 
     ref = job.stage.seed
     if ref is None:
@@ -117,12 +125,15 @@ def _seed_table(job: Job) -> pa.Table | None:
     if ref.kind == "stage":
         table = read_stage_table(job.workflow, job.upstream[ref.value])
         if table is None:
-            raise StageFailed(f"seed stage '{ref.value}' has no tabular output",
-                              stage=job.stage.name, key="seed")
+            raise StageFailed(f"seed stage '{ref.value}' has no tabular output (its first "
+                              "output is not a .parquet, .csv or .jsonl file or a folder of "
+                              ".parquet files)", stage=job.stage.name, key="seed")
     else:
-        paths = expand_glob(job.workflow.project_dir, ref.value)
-        table = pa.concat_tables([read_data_file(job.workflow.project_dir / p) for p in paths],
-                                 promote_options="permissive")
+        try:
+            table = read_seed_files(job.workflow.project_dir, ref.value)
+        except StateError as exc:  # unreadable, or files whose schemas disagree
+            raise StageFailed(f"seed '{ref.written}': {exc.message}", stage=job.stage.name,
+                              key="seed", hint=exc.hint) from exc
     if table.num_rows == 0:
         raise StageFailed(f"seed '{ref.written}' has no rows", stage=job.stage.name, key="seed")
     return table

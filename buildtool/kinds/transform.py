@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ def execute(job: Job) -> Output:
     stage = job.stage
     fn = load_callable(job.workflow, stage.target, stage.name)
     job.run.begin(1, None)
-    if 0 in job.run.batch_indices:  # a resume kept its one batch: only the boundary steps rerun
+    if 0 in job.run.batch_indices:  # a resume kept its one batch (never after a failure, see
+        # plan._resumable_batches): only the boundary steps rerun
         return job.run.batches_output()
     inputs = input_map(job)
     for name in stage.upstream_stages:
@@ -33,7 +35,7 @@ def execute(job: Job) -> Output:
             inputs[name] = table
     job.progress(0, 1)
     try:
-        value = fn(TransformContext(stage.name, inputs, dict(stage.params)))
+        value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params)))
     except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
         raise StageFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
                           stage=stage.name) from exc
