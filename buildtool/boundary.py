@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .capture import captured, stage_log
 from .errors import StageFailed
 from .fingerprint import FileState, callable_file, check_file, digest_strings
 from .fsutil import atomic_write_bytes, remove_temp_files_of
@@ -112,17 +113,20 @@ def _callback(job: Job, current: Output, key: str) -> Output:
 
     stage = job.stage
     ref = stage.on_success or ""
-    fn = load_callable(job.workflow, ref, stage.name)
+    log = stage_log(job.run.dir)
+    with captured(log):  # what the module prints on import
+        fn = load_callable(job.workflow, ref, stage.name)
     out_dir = job.run.dir / "callback"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     ctx = CallbackContext(stage.name, str(_dataset_path(job, current)), str(out_dir),
                           copy.deepcopy(stage.params))
-    try:
-        result = fn(ctx)
-    except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
-        raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
-                          stage=stage.name, key="on_success") from exc
+    with captured(log):
+        try:
+            result = fn(ctx)
+        except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
+            raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
+                              stage=stage.name, key="on_success") from exc
     if result is None:
         return current
     if not isinstance(result, (str, os.PathLike)):

@@ -7,16 +7,19 @@ import json
 import os
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import BuildError, Interrupted, UsageError
+from .capture import restore
+from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError, describe
 
 if TYPE_CHECKING:
-    from .execute import StageResult
+    from .execute import BuildReport, InternalFailure, Prepared, StageResult
     from .model import Workflow
     from .plan import Decision
 
@@ -36,9 +39,16 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise a UsageError (exit 2, and a `--json` document) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"`{self.prog} --help` lists the options")
+
+
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     common = _common()
-    make = lambda cmd, desc: argparse.ArgumentParser(  # noqa: E731
+    make = lambda cmd, desc: _Parser(  # noqa: E731
         prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common])
     build = make("build", "Build the targets (default: every stage) and what they need.")
     build.add_argument("targets", nargs="*", metavar="TARGET")
@@ -92,29 +102,28 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
-    args = _parsers()[command].parse_args(rest)
-    out = Output(args)
+    out = Output.from_argv(rest)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
         # The terminal closed: a run stage's command (in a session of its own, so the hangup
         # does not reach it) is ended with dd-build, as with SIGTERM.
         signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
+        args = _parsers()[command].parse_args(rest)
+        out = Output(args)
         if args.directory:
             _chdir(args.directory)
         return _COMMANDS[command](args, out)
     except BuildError as exc:
-        out.error(exc.render())
-        return exc.exit_code
+        return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
-        out.error("interrupted")
-        return 130
+        return out.fail("interrupted", 130)
     except Interrupted as exc:
-        out.error("terminated")
-        return 128 + exc.signum
+        return out.fail("terminated", 128 + exc.signum)
     except OSError as exc:
-        out.error(f"dd-build: {exc}")
-        return 2
+        return out.fail(f"dd-build: {exc}", 2)
+    except Exception as exc:  # a bug in dd-build: said so, with its traceback kept (exit 70)
+        return out.internal_error(exc)
 
 
 def _chdir(folder: str) -> None:
@@ -138,13 +147,32 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 class Output:
-    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q."""
+    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q.
+
+    With --json, stdout holds exactly one document, also on every error exit: `fail` prints
+    `{"ok": false, "error": {...}}` with what is known (the workflow, the build's stages)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.json = getattr(args, "json", False)
         self.quiet = getattr(args, "quiet", False)
         self.verbose = getattr(args, "verbose", False)
         self.tty = sys.stderr.isatty()
+        self.workflow: str | None = None  # set once the Workflowfile is loaded
+        self.report: BuildReport | None = None  # set once a build (or its plan) is under way
+        self._documented = False
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> Output:
+        """The output options guessed from the raw arguments, for errors in parsing them."""
+        flags = argparse.Namespace(json=False, quiet=False, verbose=False)
+        for arg in argv:
+            if arg == "--":
+                break
+            if arg.startswith("--j") and "--json".startswith(arg):
+                flags.json = True
+            elif arg in ("-v", "--verbose"):
+                flags.verbose = True
+        return cls(flags)
 
     def text(self, line: str) -> None:
         if not self.quiet:
@@ -158,7 +186,58 @@ class Output:
         print(line, file=sys.stderr, flush=True)
 
     def document(self, value: Any) -> None:
-        print(json.dumps(value, indent=1, ensure_ascii=False, default=str))
+        if self._documented:  # one document, whatever happens after the first
+            return
+        self._documented = True
+        print(json.dumps(value, indent=1, ensure_ascii=False, default=str), flush=True)
+
+    def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
+        """An error exit: the message on stderr, and with --json the error document."""
+        restore()  # an interrupt may have come while user code's output was captured
+        self.error(message)
+        if self.json:
+            self.document(self.error_document(message, exit_code, fields))
+        return exit_code
+
+    def error_document(self, message: str, exit_code: int,
+                       fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = self.report.to_json() if self.report is not None else {}
+        if self.workflow is not None:
+            doc.setdefault("workflow", self.workflow)
+        doc["ok"] = False
+        doc["error"] = {"message": message, "exit_code": exit_code, **(fields or {})}
+        return doc
+
+    def internal_error(self, exc: Exception) -> int:
+        """A bug outside any stage: one screen, the traceback in a file (and shown with -v)."""
+        restore()
+        trace = "".join(traceback.format_exception(exc))
+        path = _save_traceback(trace)
+        if self.verbose or path is None:  # with no file to keep it in, shown rather than lost
+            self.error(trace.rstrip())
+        where = f"{path} (-v prints it)" if path and not self.verbose else path
+        return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
+                         {"traceback_file": path} if path else None)
+
+
+def _internal_message(error: str, stage: str | None, where: str | None) -> str:
+    during = f" while running stage '{stage}'" if stage else ""
+    lines = [f"dd-build internal error{during}: {error}"]
+    if where:
+        lines.append(f"  the traceback is in {where}")
+    lines.append("  this is a bug in dd-build: please report it, with the traceback")
+    return "\n".join(lines)
+
+
+def _save_traceback(trace: str) -> str | None:
+    """A file in the temp folder holding the traceback, or None when none can be written."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="dd-build-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(trace)
+    except OSError:
+        return None
+    return path
 
 
 class TextReporter:
@@ -201,7 +280,7 @@ class TextReporter:
             self.out.text(result_line(result))
 
 
-def _load(args: argparse.Namespace) -> Workflow:
+def _load(args: argparse.Namespace, out: Output) -> Workflow:
     from .workflowfile import load_workflow
 
     path = Path(args.file)
@@ -211,54 +290,70 @@ def _load(args: argparse.Namespace) -> Workflow:
     if not path.is_file():
         raise UsageError(f"no Workflowfile at {path}",
                          hint="run in the project folder, or name the file with -f FILE")
-    return load_workflow(path, display=args.file)
+    workflow = load_workflow(path, display=args.file)
+    out.workflow = workflow.name
+    return workflow
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from .execute import (
-        BuildConfig,
-        BuildReport,
-        StageResult,
-        check_config,
-        check_strict,
-        prepare,
-        run_build,
-    )
+    from .execute import BuildConfig, check_config, check_strict, prepare, run_build
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run)
     reporter = TextReporter(out, args.explain or args.dry_run)
     if args.dry_run:
         prep = prepare(workflow, config)
         reporter.planned(prep.decisions)
+        report = out.report = _plan_report(prep, dry_run=True)
         if args.resume == "always":
             check_strict(prep)
-        report = BuildReport(workflow.name, True, [
-            StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
-            for d in prep.decisions])
     else:
         check_config(workflow, config)  # usage errors before the lock (which creates artifacts/)
         with build_lock(workflow.artifacts_root):
             prep = prepare(workflow, config)
             reporter.planned(prep.decisions)
+            out.report = _plan_report(prep, dry_run=False)  # the stages, should it end early
             if args.resume == "always":
                 check_strict(prep)
-            report = run_build(prep, reporter, args.keep_going)
+            report = run_build(prep, reporter, args.keep_going, out.report)
+    if report.internal is not None:
+        return _internal_in_stage(report.internal, out)
     if args.json:
-        out.document(report.to_json())
+        doc = report.to_json()
+        if not report.ok:
+            failed = [s.stage for s in report.stages if s.result == "failed"]
+            doc["error"] = {"message": f"stages failed: {', '.join(failed)}", "exit_code": 1}
+        out.document(doc)
     return 0 if report.ok else 1
+
+
+def _plan_report(prep: Prepared, dry_run: bool) -> BuildReport:
+    from .execute import BuildReport, StageResult
+
+    return BuildReport(prep.workflow.name, dry_run, [
+        StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
+        for d in prep.decisions])
+
+
+def _internal_in_stage(failure: InternalFailure, out: Output) -> int:
+    """The build ended at a bug in dd-build: the stage is recorded `failed`; say so (exit 70)."""
+    if out.verbose:
+        out.error(failure.traceback.rstrip())
+    fields = {"stage": failure.stage, **({"log": failure.log} if failure.log else {})}
+    return out.fail(_internal_message(failure.error, failure.stage, failure.log),
+                    EXIT_INTERNAL, fields)
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .execute import BuildConfig, prepare
     from .explain import status_lines
 
-    prep = prepare(_load(args), BuildConfig(dry_run=True))
+    prep = prepare(_load(args, out), BuildConfig(dry_run=True))
     if args.json:
-        out.document({"workflow": prep.workflow.name, "stages": [_status_json(prep, d)
-                                                                   for d in prep.decisions]})
+        out.document({"workflow": prep.workflow.name, "ok": True,
+                      "stages": [_status_json(prep, d) for d in prep.decisions]})
     for line in status_lines(prep):
         out.text(line)
     return 0
@@ -279,8 +374,14 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
     from .explain import dag_dot, dag_mermaid, dag_text
     from .graph import build_graph, topological_order
 
-    graph = build_graph(_load(args))
+    workflow = _load(args, out)
+    graph = build_graph(workflow)
     order = topological_order(graph)
+    if args.json:
+        out.document({"workflow": workflow.name, "ok": True, "stages": [
+            {"stage": n, "kind": workflow.stages[n].kind,
+             "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
+        return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
     print(render(graph, order))
     return 0
@@ -304,7 +405,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
     from .datasets import format_rows, preview_rows
 
-    table = _selected_table(_load(args), args.stage)
+    table = _selected_table(_load(args, out), args.stage)
     if args.json:
         out.document(preview_rows(table, args.rows))
         return 0
@@ -316,7 +417,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     from .datasets import EXPORT_FORMATS, write_export
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     path = Path(args.path)
     if path.suffix.lower() not in EXPORT_FORMATS:  # before reading any data
         raise UsageError(f"cannot export to {args.path}: unsupported format "
@@ -328,6 +429,8 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     table = _selected_table(workflow, args.stage)
     write_export(table, path)
     out.text(f"wrote {table.num_rows} rows of '{args.stage}' to {args.path}")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": table.num_rows})
     return 0
 
 
@@ -336,13 +439,15 @@ def cmd_override(args: argparse.Namespace, out: Output) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     check_stage_names(build_graph(workflow), [args.stage], "override")
     with build_lock(workflow.artifacts_root):
         record = override_output(workflow, args.stage, Path(args.path))
     rows = record.output.rows if record.output else 0
     out.text(f"'{args.stage}' now outputs {args.path} ({rows} rows); the stages after it "
              "rerun on the next build")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": rows})
     return 0
 
 
@@ -351,18 +456,22 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     check_stage_names(build_graph(workflow), args.stages, "clean")
     if args.orphans and args.stages:
         raise UsageError("clean: name stages or use --orphans, not both")
+    removed: list[str] = []
     if not workflow.artifacts_root.is_dir():
         out.text("nothing to clean")
-        return 0
-    with build_lock(workflow.artifacts_root):
-        names = orphan_stages(workflow) if args.orphans else (args.stages or list(workflow.stages)
-                                                               + orphan_stages(workflow))
-        for folder in remove_stage_artifacts(workflow, names):
-            out.text(f"removed {os.path.relpath(folder)}")
+    else:
+        with build_lock(workflow.artifacts_root):
+            names = orphan_stages(workflow) if args.orphans else \
+                (args.stages or list(workflow.stages) + orphan_stages(workflow))
+            for folder in remove_stage_artifacts(workflow, names):
+                removed.append(os.path.relpath(folder))
+                out.text(f"removed {removed[-1]}")
+    if args.json:
+        out.document({"ok": True, "workflow": workflow.name, "removed": removed})
     return 0
 
 

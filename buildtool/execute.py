@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from .artifacts import remove_unlisted_overrides
 from .boundary import run_boundary
-from .errors import Interrupted, ResumeRefused, StageFailed, StateError, UsageError
+from .capture import TAIL_LINES, append_log, clear_log, log_tail, stage_log
+from .errors import (
+    Interrupted,
+    ResumeRefused,
+    StageFailed,
+    StateError,
+    UsageError,
+    describe,
+)
 from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
@@ -53,6 +63,7 @@ class StageResult:
     batches_run: int = 0
     error: str | None = None
     duration_s: float | None = None
+    log: str | None = None  # a failed stage's log (its code's output), when it has one
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -64,7 +75,19 @@ class StageResult:
         if self.result is not None:
             d["result"] = self.result
             d["error"] = self.error
+        if self.log is not None:
+            d["log"] = self.log
         return d
+
+
+@dataclass(frozen=True)
+class InternalFailure:
+    """An exception nobody anticipated (a bug in dd-build) ended a stage, and the build."""
+
+    stage: str
+    error: str  # "TypeError: ..." on one line
+    traceback: str
+    log: str | None  # where the traceback was written (None: it could not be)
 
 
 @dataclass
@@ -72,6 +95,7 @@ class BuildReport:
     workflow: str
     dry_run: bool
     stages: list[StageResult] = field(default_factory=list)
+    internal: InternalFailure | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,9 +169,11 @@ def check_strict(prep: Prepared) -> None:
     )
 
 
-def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False) -> BuildReport:
-    """Run the plan. Caller holds the lock."""
-    return _Builder(prep, reporter, keep_going).run()
+def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False,
+              report: BuildReport | None = None) -> BuildReport:
+    """Run the plan. Caller holds the lock. A `report` passed in is filled in place, so the
+    caller still has every stage's result when an interrupt ends the build."""
+    return _Builder(prep, reporter, keep_going).run(report)
 
 
 class _Builder:
@@ -160,9 +186,11 @@ class _Builder:
         self.records: dict[str, StageRecord] = {}
         self.results: dict[str, StageResult] = {}
         self.stopped = False
+        self.internal: InternalFailure | None = None
 
-    def run(self) -> BuildReport:
-        report = BuildReport(self.wf.name, dry_run=False)
+    def run(self, report: BuildReport | None = None) -> BuildReport:
+        if report is None:
+            report = BuildReport(self.wf.name, dry_run=False)
         self._sweep()
         try:
             for planned in self.prep.decisions:
@@ -172,6 +200,7 @@ class _Builder:
         finally:
             report.stages = [self.results.get(d.stage) or StageResult(d.stage, d, "not_run")
                              for d in self.prep.decisions]
+            report.internal = self.internal
             self._write_summary(report)
         return report
 
@@ -250,13 +279,14 @@ class _Builder:
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
+            clear_log(stage_log(run.dir))  # this attempt's code output goes to a new log
             output = kind_for(stage.kind).execute(job)
             if stage.kind != "run":
                 output, steps = run_boundary(job, output, run.previous_steps)
             status = _empty_status(stage, output)
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
-            return self._failed(run, planned, exc.render(), started)
+            return self._failed(run, planned, exc.render(), started, exc.__cause__)
         except StateError as exc:  # e.g. an upstream's file turned out unreadable
             failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)
             return self._failed(run, planned, failure.render(), started)
@@ -270,23 +300,60 @@ class _Builder:
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
                                                    batches_run=run.batches_run)
             raise
+        except Exception as exc:  # a bug in dd-build: recorded, reported, never hidden (exit 70)
+            return self._internal(run, planned, exc, started)
         record = run.finish(status, output, steps=steps)
         self._done(record)
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started)
 
-    def _failed(self, run: StageRun, planned: Decision, message: str, started: float
-                ) -> StageResult:
+    def _failed(self, run: StageRun, planned: Decision, message: str, started: float,
+                cause: BaseException | None = None) -> StageResult:
         """Record the failure (the batches written so far stay listed) and stop, unless -k.
 
-        A record that cannot be written (a full disk) must not hide the first error."""
+        The message ends with the last lines the stage's code printed; the traceback of the
+        user's exception (`cause`) goes to the log. A record that cannot be written (a full
+        disk) must not hide the first error."""
+        log = stage_log(run.dir)
+        message += _output_note(log, log_tail(log))
+        if cause is not None:
+            try:
+                append_log(log, "".join(traceback.format_exception(cause)))
+                message += f"\n  the traceback is in {_shown(log)}"
+            except OSError:  # the message above still says what failed
+                pass
+        return self._record_failure(run, planned, message, started, log)
+
+    def _internal(self, run: StageRun, planned: Decision, exc: Exception, started: float
+                  ) -> StageResult:
+        """Record the stage `failed`, put the traceback in its log, and end the build."""
+        error = describe(exc)
+        trace = "".join(traceback.format_exception(exc))
+        log = stage_log(run.dir)
+        try:
+            append_log(log, f"dd-build internal error while running stage "
+                            f"'{planned.stage}':\n{trace}")
+            where: str | None = _shown(log)
+        except OSError:
+            where = None
+        self.internal = InternalFailure(planned.stage, error, trace, where)
+        message = f"dd-build internal error: {error}"
+        if where:
+            message += f"\n  the traceback is in {where}"
+        result = self._record_failure(run, planned, message, started, log)
+        self.stopped = True  # even with -k: what it left may not be what the code believes
+        return result
+
+    def _record_failure(self, run: StageRun, planned: Decision, message: str, started: float,
+                        log: Path) -> StageResult:
         try:
             run.finish("failed", error=message)
         except OSError as exc:
             message += f"\n(its failed record could not be written either: {exc})"
         self.stopped = not self.keep_going
         return StageResult(planned.stage, planned, "failed", None, run.record.batches_total,
-                           run.batches_run, message, time.monotonic() - started)
+                           run.batches_run, message, time.monotonic() - started,
+                           _shown(log) if log_tail(log, 1) else None)
 
     def _write_summary(self, report: BuildReport) -> None:
         if not self.wf.artifacts_root.is_dir():
@@ -296,6 +363,18 @@ class _Builder:
             atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+
+
+def _shown(path: Path) -> str:
+    return os.path.relpath(path)
+
+
+def _output_note(log: Path, tail: list[str]) -> str:
+    if not tail:
+        return ""
+    lines = "\n".join(f"    | {line}" for line in tail)
+    what = f"the last {len(tail)} lines of its output" if len(tail) >= TAIL_LINES else "its output"
+    return f"\n  {what} ({_shown(log)}):\n{lines}"
 
 
 def _empty_status(stage: Stage, output: Output) -> str:

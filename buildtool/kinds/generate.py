@@ -9,8 +9,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..capture import captured, stage_log
 from ..errors import StageFailed, StateError
 from ..records import Output
 from . import Job, input_map
@@ -48,7 +50,9 @@ def execute(job: Job) -> Output:
     from ..datasets import seed_indices, to_table
 
     stage = job.stage
-    fn = load_callable(job.workflow, stage.target, stage.name)
+    log = stage_log(job.run.dir)
+    with captured(log):  # what the module prints on import
+        fn = load_callable(job.workflow, stage.target, stage.name)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
     total = -(-num_records // stage.batch_size)
@@ -68,7 +72,7 @@ def execute(job: Job) -> Output:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
         ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
                               rows, batch_rng(job.fingerprint, index), inputs)
-        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
+        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note, log)
         table = to_table(value, f"{stage.target} (batch {index})")
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
@@ -85,23 +89,24 @@ def _fresh(ctx: GenerateContext) -> GenerateContext:
 
 
 def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
-          note: Callable[[str], None]) -> Any:
+          note: Callable[[str], None], log: Path) -> Any:
     """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
     exponential backoff and jitter."""
     for attempt in range(retries + 1):
-        try:
-            return fn(_fresh(ctx))
-        except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
-            raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
-                              stage=stage, hint="raise an exception instead") from exc
-        except Exception as exc:  # the user's code raised: retry, or fail; batches stay
-            error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
-            if attempt == retries:
-                suffix = f" (after {retries + 1} attempts)" if retries else ""
-                raise StageFailed(error + suffix, stage=stage) from exc
-            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-            note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
-            time.sleep(delay)
+        with captured(log):  # outside the try: a log that cannot be opened is not the code's
+            try:
+                return fn(_fresh(ctx))
+            except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
+                raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
+                                  stage=stage, hint="raise an exception instead") from exc
+            except Exception as exc:  # the user's code raised: retry, or fail; batches stay
+                error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
+                if attempt == retries:
+                    suffix = f" (after {retries + 1} attempts)" if retries else ""
+                    raise StageFailed(error + suffix, stage=stage) from exc
+        delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+        note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
+        time.sleep(delay)
     raise AssertionError("unreachable")
 
 
