@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fingerprint import POST_KEYS, FileState, digest_strings
+from .jsonvalues import same_value, type_change
 from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
 
 RESUME_MODES = ("if-possible", "never", "always")
@@ -202,37 +203,60 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Ite
     if record is None:
         yield Reason("no_record", "never built: no record")
         return
-    yield from _spec_reasons(record.spec, facts.spec)
+    yield from _spec_reasons(record, facts)
     yield from _file_reasons("code_changed", "code", "file", record.code, facts.code)
     yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
     yield from _upstream_reasons(record, upstreams)
     yield from _status_reasons(facts, record)
 
 
-def _spec_reasons(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Reason]:
-    for key, before, after in diff_values(old, new):
-        yield Reason("spec_changed", f"{key} changed: {_show(before)} → {_show(after)}",
-                     {"key": key, "old": before, "new": after})
+def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    found = False
+    for key, before, after in diff_values(record.spec, facts.spec):
+        found = True
+        old, new = (None if v is _MISSING else v for v in (before, after))
+        yield Reason("spec_changed",
+                     f"{key} changed: {_show(before)} → {_show(after)}{_type_note(before, after)}",
+                     {"key": key, "old": old, "new": new})
+    if not found and record.spec_fingerprint != facts.fingerprint:
+        # A backstop: the fingerprint hashes the same canonical spec the keys are compared on,
+        # so this needs a record written with another canonical form (or edited by hand).
+        yield Reason("spec_changed", "the spec fingerprint changed although no spec key differs",
+                     {"key": "spec_fingerprint", "old": record.spec_fingerprint,
+                      "new": facts.fingerprint})
 
 
-_MISSING = object()
+_MISSING: Any = object()
 
 
 def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf that differs; params are compared key by key."""
+    """(dotted key, old, new) for every leaf that differs as a JSON value (so 1, 1.0 and true
+    all differ); params are compared key by key. A key on one side only has `_MISSING` on the
+    other."""
     if isinstance(old, dict) and isinstance(new, dict) and (prefix in ("", "params") or
                                                             prefix.startswith("params.")):
         for key in list(old) + [k for k in new if k not in old]:
             sub = f"{prefix}.{key}" if prefix else str(key)
             a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-            if a != b:
+            if a is _MISSING or b is _MISSING or not same_value(a, b):
                 yield from diff_values(a, b, sub)
         return
-    yield prefix, None if old is _MISSING else old, None if new is _MISSING else new
+    yield prefix, old, new
 
 
 def _show(value: Any) -> str:
-    return "(unset)" if value is None else repr(value)
+    return "(unset)" if value is _MISSING else repr(value)
+
+
+def _type_note(old: Any, new: Any) -> str:
+    """` (int → float)` when the JSON types differ, also deep inside a list or mapping."""
+    if old is _MISSING or new is _MISSING:
+        return ""
+    change = type_change(old, new)
+    if change is None:
+        return ""
+    where, before, after = change
+    return f" ({before} → {after})" if not where else f" (at {where.lstrip('.')}: {before} → {after})"
 
 
 def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileState],
