@@ -46,6 +46,7 @@ class StageFacts:
     code: dict[str, FileState]
     file_inputs: dict[str, FileState]
     read: RecordRead
+    discovered: dict[str, FileState] = field(default_factory=dict)  # recorded imports found now
     damaged: dict[str, str] = field(default_factory=dict)  # recorded file -> missing | modified
     outputs_now: dict[str, FileState] = field(default_factory=dict)  # same content, new stats
     file_groups: dict[str, str] = field(default_factory=dict)  # recorded file -> output/step kind
@@ -191,7 +192,8 @@ def _boundary_only(reason: Reason, facts: StageFacts) -> bool:
     """A change that reruns the boundary steps but leaves the batches as they are."""
     if reason.code == "spec_changed":
         return str(reason.detail.get("key", "")).split(".")[0] in POST_KEYS
-    return reason.code == "code_changed" and reason.detail.get("file") in facts.callback_code
+    return reason.code == "code_changed" and "imported_by" not in reason.detail and \
+        reason.detail.get("file") in facts.callback_code
 
 
 def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
@@ -205,6 +207,7 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Ite
         return
     yield from _spec_reasons(record, facts)
     yield from _file_reasons("code_changed", "code", "file", record.code, facts.code)
+    yield from _import_reasons(record, facts)
     yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
     yield from _upstream_reasons(record, upstreams)
     yield from _status_reasons(facts, record)
@@ -268,6 +271,25 @@ def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileS
             yield Reason(code, f"{what} file {path} is new", {detail_key: path})
         elif old[path].digest != new[path].digest:
             yield Reason(code, f"{what} file {path} changed", {detail_key: path})
+
+
+def _import_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    """The project modules its code imported last time, as they are now."""
+    if record.discovered is None:
+        if facts.kind != "run":
+            yield Reason("format_changed", "stage.json does not list the modules its code "
+                         "imports (written by an older dd-build)")
+        return
+    for path, dep in sorted(record.discovered.items()):
+        if path in facts.code and path not in facts.callback_code:
+            continue  # a declared code file now: its own reason says what changed
+        how = f"imported by {dep.by}" if dep.by else "loaded with the stage's code"
+        detail = {"file": path, "imported_by": dep.by}
+        now = facts.discovered.get(path)
+        if now is None:
+            yield Reason("code_changed", f"code file {path} is gone ({how})", detail)
+        elif now.digest != dep.state.digest:
+            yield Reason("code_changed", f"code file {path} changed ({how})", detail)
 
 
 def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:

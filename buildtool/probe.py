@@ -36,15 +36,18 @@ def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
         raise _missing_code(stage, code_missing[0])
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
+    found = record.discovered or {} if record else {}
+    discovered, imports_moved = _states(workflow.project_dir, list(found),
+                                        {rel: dep.state for rel, dep in found.items()})
     outputs = _OutputCheck(workflow)
     if record is not None:
         outputs.check_record(record)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
-        code=code, file_inputs=files, read=read, damaged=outputs.damaged,
+        code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
         outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage),
-        stats_moved=code_moved or inputs_moved or bool(outputs.moved),
+        stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
 
 
