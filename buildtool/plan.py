@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .external import MISSING, is_external_key
 from .fingerprint import POST_KEYS, FileState, digest_strings
 from .jsonvalues import same_value, type_change
 from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
@@ -206,7 +207,7 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Ite
         yield Reason("no_record", "never built: no record")
         return
     yield from _spec_reasons(record, facts)
-    yield from _file_reasons("code_changed", "code", "file", record.code, facts.code)
+    yield from _code_reasons(record.code, facts.code)
     yield from _import_reasons(record, facts)
     yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
     yield from _upstream_reasons(record, upstreams)
@@ -271,6 +272,42 @@ def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileS
             yield Reason(code, f"{what} file {path} is new", {detail_key: path})
         elif old[path].digest != new[path].digest:
             yield Reason(code, f"{what} file {path} changed", {detail_key: path})
+
+
+def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
+                  ) -> Iterator[Reason]:
+    """Declared code files, then code outside the project (`dist:` and `module:` keys)."""
+    outside = {k for k in set(old) | set(new) if is_external_key(k)}
+    yield from _file_reasons("code_changed", "code", "file",
+                             {k: v for k, v in old.items() if k not in outside},
+                             {k: v for k, v in new.items() if k not in outside})
+    for key in sorted(outside):
+        before, after = old.get(key), new.get(key)
+        if before is None or after is None or before.digest != after.digest:
+            yield _outside_reason(key, before and before.digest, after and after.digest)
+
+
+def _outside_reason(key: str, old: str | None, new: str | None) -> Reason:
+    kind, _, name = key.partition(":")
+    if kind == "dist":
+        detail: dict[str, Any] = {"dist": name, "old": old, "new": new}
+        if new is None:
+            return Reason("code_changed", f"code: installed {name} {old} is no longer used", detail)
+        if old is None:
+            return Reason("code_changed", f"code: installed {name} {new} is new", detail)
+        return Reason("code_changed", f"code: installed {name} changed: {old} → {new}", detail)
+    detail = {"module": name}
+    if new == MISSING:
+        return Reason("code_changed", f"code: module {name} cannot be found (outside the "
+                      "project, on no sys.path entry)", detail)
+    where = "outside the project, not installed"
+    if new is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is no longer used", detail)
+    if old is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is new", detail)
+    if old == MISSING:
+        return Reason("code_changed", f"code: module {name} ({where}) is found now", detail)
+    return Reason("code_changed", f"code: module {name} changed ({where})", detail)
 
 
 def _import_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
