@@ -114,11 +114,11 @@ def _not_project_folders(root: str) -> tuple[str, ...]:
     import site
 
     inside = root.rstrip(os.sep) + os.sep
-    candidates = {sys.prefix, sys.exec_prefix, *site.getsitepackages(),
-                  site.getusersitepackages() or "",
-                  str(Path(__file__).resolve().parents[1])}
+    named = [sys.prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
+             str(Path(__file__).resolve().parents[1])]
+    candidates = {p for c in named if c for p in (c, os.path.realpath(c))}
     return tuple(sorted(c.rstrip(os.sep) + os.sep for c in candidates
-                        if c and (c + os.sep).startswith(inside)))
+                        if (c.rstrip(os.sep) + os.sep).startswith(inside)))
 
 
 def _project_rel(path: str) -> str | None:
