@@ -210,11 +210,3 @@ def test_cli_type_only_edits_rerun_and_explain(project: Project) -> None:
         again = project.run("--json")
         assert again.stage("g")["action"] == "up_to_date"
 
-
-def test_cli_nan_param_is_up_to_date_on_the_next_build(project: Project) -> None:
-    project.write("code/typed.py", TYPED_CODE)
-    _typed(project, ".nan")
-    assert project.run().code == 0
-    again = project.run("--json")
-    assert again.code == 0, again.stderr
-    assert again.stage("g")["action"] == "up_to_date", again.stage("g")["reasons"]
