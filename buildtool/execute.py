@@ -267,11 +267,13 @@ class _Builder:
 
     def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
         from .kinds import Job, kind_for
+        from .kinds.loader import track_code
 
         stage = self.wf.stages[decision.stage]
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
         keep = decision.keep if decision.action == "resume" else ()
-        run = StageRun(self.wf, stage, facts, consumed, keep)
+        code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
+        run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
                   lambda done, total: self.reporter.progress(stage.name, done, total),
@@ -282,6 +284,8 @@ class _Builder:
             clear_log(stage_log(run.dir))  # this attempt's code output goes to a new log
             output = kind_for(stage.kind).execute(job)
             if stage.kind != "run":
+                if code_deps is not None:
+                    code_deps.enter_callback()
                 output, steps = run_boundary(job, output, run.previous_steps)
             status = _empty_status(stage, output)
         except StageFailed as exc:
@@ -397,5 +401,8 @@ def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
         output = replace(output, files=tuple(now.get(f.path, f) for f in output.files))
     steps = {k: replace(v, files=tuple(now.get(f.path, f) for f in v.files))
              for k, v in record.steps.items()}
+    discovered = record.discovered and {
+        rel: dep._replace(state=facts.discovered.get(rel, dep.state))
+        for rel, dep in record.discovered.items()}
     return replace(record, code=dict(facts.code), file_inputs=dict(facts.file_inputs),
-                   batches=batches, output=output, steps=steps)
+                   batches=batches, output=output, steps=steps, discovered=discovered)

@@ -10,7 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .external import MISSING, is_external_key
 from .fingerprint import POST_KEYS, FileState, digest_strings
+from .jsonvalues import same_value, type_change
 from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
 
 RESUME_MODES = ("if-possible", "never", "always")
@@ -45,6 +47,7 @@ class StageFacts:
     code: dict[str, FileState]
     file_inputs: dict[str, FileState]
     read: RecordRead
+    discovered: dict[str, FileState] = field(default_factory=dict)  # recorded imports found now
     damaged: dict[str, str] = field(default_factory=dict)  # recorded file -> missing | modified
     outputs_now: dict[str, FileState] = field(default_factory=dict)  # same content, new stats
     file_groups: dict[str, str] = field(default_factory=dict)  # recorded file -> output/step kind
@@ -192,7 +195,8 @@ def _boundary_only(reason: Reason, facts: StageFacts) -> bool:
     """A change that reruns the boundary steps but leaves the batches as they are."""
     if reason.code == "spec_changed":
         return str(reason.detail.get("key", "")).split(".")[0] in POST_KEYS
-    return reason.code == "code_changed" and reason.detail.get("file") in facts.callback_code
+    return reason.code == "code_changed" and "imported_by" not in reason.detail and \
+        reason.detail.get("file") in facts.callback_code
 
 
 def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
@@ -204,37 +208,61 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Ite
     if record is None:
         yield Reason("no_record", "never built: no record")
         return
-    yield from _spec_reasons(record.spec, facts.spec)
-    yield from _file_reasons("code_changed", "code", "file", record.code, facts.code)
+    yield from _spec_reasons(record, facts)
+    yield from _code_reasons(record.code, facts.code)
+    yield from _import_reasons(record, facts)
     yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
     yield from _upstream_reasons(record, upstreams)
     yield from _status_reasons(facts, record)
 
 
-def _spec_reasons(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Reason]:
-    for key, before, after in diff_values(old, new):
-        yield Reason("spec_changed", f"{key} changed: {_show(before)} → {_show(after)}",
-                     {"key": key, "old": before, "new": after})
+def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    found = False
+    for key, before, after in diff_values(record.spec, facts.spec):
+        found = True
+        old, new = (None if v is _MISSING else v for v in (before, after))
+        yield Reason("spec_changed",
+                     f"{key} changed: {_show(before)} → {_show(after)}{_type_note(before, after)}",
+                     {"key": key, "old": old, "new": new})
+    if not found and record.spec_fingerprint != facts.fingerprint:
+        # A backstop: the fingerprint hashes the same canonical spec the keys are compared on,
+        # so this needs a record written with another canonical form (or edited by hand).
+        yield Reason("spec_changed", "the spec fingerprint changed although no spec key differs",
+                     {"key": "spec_fingerprint", "old": record.spec_fingerprint,
+                      "new": facts.fingerprint})
 
 
-_MISSING = object()
+_MISSING: Any = object()
 
 
 def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf that differs; params are compared key by key."""
+    """(dotted key, old, new) for every leaf that differs as a JSON value (so 1, 1.0 and true
+    all differ); params are compared key by key. A key on one side only has `_MISSING` on the
+    other."""
     if isinstance(old, dict) and isinstance(new, dict) and (prefix in ("", "params") or
                                                             prefix.startswith("params.")):
         for key in list(old) + [k for k in new if k not in old]:
             sub = f"{prefix}.{key}" if prefix else str(key)
             a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-            if a != b:
+            if a is _MISSING or b is _MISSING or not same_value(a, b):
                 yield from diff_values(a, b, sub)
         return
-    yield prefix, None if old is _MISSING else old, None if new is _MISSING else new
+    yield prefix, old, new
 
 
 def _show(value: Any) -> str:
-    return "(unset)" if value is None else repr(value)
+    return "(unset)" if value is _MISSING else repr(value)
+
+
+def _type_note(old: Any, new: Any) -> str:
+    """` (int → float)` when the JSON types differ, also deep inside a list or mapping."""
+    if old is _MISSING or new is _MISSING:
+        return ""
+    change = type_change(old, new)
+    if change is None:
+        return ""
+    where, before, after = change
+    return f" ({before} → {after})" if not where else f" (at {where.lstrip('.')}: {before} → {after})"
 
 
 def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileState],
@@ -246,6 +274,61 @@ def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileS
             yield Reason(code, f"{what} file {path} is new", {detail_key: path})
         elif old[path].digest != new[path].digest:
             yield Reason(code, f"{what} file {path} changed", {detail_key: path})
+
+
+def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
+                  ) -> Iterator[Reason]:
+    """Declared code files, then code outside the project (`dist:` and `module:` keys)."""
+    outside = {k for k in set(old) | set(new) if is_external_key(k)}
+    yield from _file_reasons("code_changed", "code", "file",
+                             {k: v for k, v in old.items() if k not in outside},
+                             {k: v for k, v in new.items() if k not in outside})
+    for key in sorted(outside):
+        before, after = old.get(key), new.get(key)
+        if before is None or after is None or before.digest != after.digest:
+            yield _outside_reason(key, before and before.digest, after and after.digest)
+
+
+def _outside_reason(key: str, old: str | None, new: str | None) -> Reason:
+    kind, _, name = key.partition(":")
+    if kind == "dist":
+        detail: dict[str, Any] = {"dist": name, "old": old, "new": new}
+        if new is None:
+            return Reason("code_changed", f"code: installed {name} {old} is no longer used", detail)
+        if old is None:
+            return Reason("code_changed", f"code: installed {name} {new} is new", detail)
+        return Reason("code_changed", f"code: installed {name} changed: {old} → {new}", detail)
+    detail = {"module": name}
+    if new == MISSING:
+        return Reason("code_changed", f"code: module {name} cannot be found (outside the "
+                      "project, on no sys.path entry)", detail)
+    where = "outside the project, not installed"
+    if new is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is no longer used", detail)
+    if old is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is new", detail)
+    if old == MISSING:
+        return Reason("code_changed", f"code: module {name} ({where}) is found now", detail)
+    return Reason("code_changed", f"code: module {name} changed ({where})", detail)
+
+
+def _import_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    """The project modules its code imported last time, as they are now."""
+    if record.discovered is None:
+        if facts.kind != "run":
+            yield Reason("format_changed", "stage.json does not list the modules its code "
+                         "imports (written by an older dd-build)")
+        return
+    for path, dep in sorted(record.discovered.items()):
+        if path in facts.code and path not in facts.callback_code:
+            continue  # a declared code file now: its own reason says what changed
+        how = f"imported by {dep.by}" if dep.by else "loaded with the stage's code"
+        detail = {"file": path, "imported_by": dep.by}
+        now = facts.discovered.get(path)
+        if now is None:
+            yield Reason("code_changed", f"code file {path} is gone ({how})", detail)
+        elif now.digest != dep.state.digest:
+            yield Reason("code_changed", f"code file {path} changed ({how})", detail)
 
 
 def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:

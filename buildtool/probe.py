@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .errors import WorkflowError
+from .external import ExternalCode
 from .fingerprint import (
     FileState,
     callback_only_files,
@@ -22,10 +23,11 @@ from .records import StageRecord, read_record
 
 
 def probe(workflow: Workflow, names: list[str]) -> dict[str, StageFacts]:
-    return {name: probe_stage(workflow, workflow.stages[name]) for name in names}
+    external = ExternalCode(workflow.project_dir)
+    return {name: probe_stage(workflow, workflow.stages[name], external) for name in names}
 
 
-def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
+def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> StageFacts:
     read = read_record(workflow.stage_dir(stage.name))
     record = read.record
     spec = canonical_spec(stage)
@@ -34,17 +36,24 @@ def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
     code_missing = sorted(set(code_paths) - set(code))
     if code_missing:
         raise _missing_code(stage, code_missing[0])
+    outside = external.states(stage.callables, record.code if record else {})
+    code_moved = code_moved or any(record is not None and k in record.code and
+                                   v != record.code[k] for k, v in outside.items())
+    code.update(outside)
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
+    found = record.discovered or {} if record else {}
+    discovered, imports_moved = _states(workflow.project_dir, list(found),
+                                        {rel: dep.state for rel, dep in found.items()})
     outputs = _OutputCheck(workflow)
     if record is not None:
         outputs.check_record(record)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
-        code=code, file_inputs=files, read=read, damaged=outputs.damaged,
+        code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
         outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage),
-        stats_moved=code_moved or inputs_moved or bool(outputs.moved),
+        stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
 
 

@@ -45,6 +45,22 @@ class BatchEntry(NamedTuple):
                    int(d["mtime_ns"]), str(d["digest"]))
 
 
+class Discovered(NamedTuple):
+    """A project module a stage's code imported while it ran (not a declared code file): its
+    state as executed, and the project file whose code imported it (None when dd-build's own
+    import of the stage's code did, e.g. the package of a `package.module:fn`)."""
+
+    state: FileState
+    by: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.state.to_json(), "by": self.by}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Discovered:
+        return cls(FileState.from_json(d), _optional(str, d.get("by")))
+
+
 @dataclass(frozen=True)
 class Output:
     """A stage's output, or one boundary step's. Kind "batches" means the record's batch files;
@@ -92,12 +108,17 @@ class StageRecord:
     journal: str | None = None
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # Project modules its code imported (relative path -> entry); None in a record written
+    # before dd-build recorded them, so the planner knows they were never looked for.
+    discovered: dict[str, Discovered] | None = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": self.format, "stage": self.stage, "status": self.status, "kind": self.kind,
             "spec": self.spec, "spec_fingerprint": self.spec_fingerprint,
             "code": {k: v.to_json() for k, v in self.code.items()},
+            "discovered": None if self.discovered is None else
+            {k: v.to_json() for k, v in self.discovered.items()},
             "inputs": {
                 "files": {k: v.to_json() for k, v in self.file_inputs.items()},
                 "stages": dict(self.stage_inputs),
@@ -130,6 +151,8 @@ class StageRecord:
             finished_at=_optional(float, d.get("finished_at")),
             batches_run=int(d.get("batches_run", 0)), error=_optional(str, d.get("error")),
             format=int(d["format"]), extra=dict(d.get("extra") or {}),
+            discovered=None if d.get("discovered") is None else
+            {str(k): Discovered.from_json(v) for k, v in d["discovered"].items()},
         )
 
     @property

@@ -23,6 +23,8 @@ from .records import BatchEntry, Output, StageRecord, journal_append, remove_lef
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .codedeps import CodeTracker
+
 BATCHES = "batches"
 
 
@@ -32,8 +34,10 @@ def batch_file(stage: str, index: int) -> str:
 
 class StageRun:
     def __init__(self, workflow: Workflow, stage: Stage, facts: StageFacts,
-                 stage_inputs: Mapping[str, str], keep: tuple[int, ...]) -> None:
+                 stage_inputs: Mapping[str, str], keep: tuple[int, ...],
+                 code_deps: CodeTracker | None = None) -> None:
         self.workflow = workflow
+        self.code_deps = code_deps  # the project modules its code imports, as they execute
         self.stage = stage
         self.dir = workflow.stage_dir(stage.name)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -71,7 +75,8 @@ class StageRun:
         """Replace the old record with a `running` one, then clear what it does not list."""
         make_dirs_durably(self.dir)
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
-                              batches=self.sorted_batches())
+                              batches=self.sorted_batches(),
+                              discovered=self.code_deps.discovered() if self.code_deps else {})
         write_record(self.dir, self.record)
         remove_leftovers(str(self.dir))  # old journals; temp files of a killed record write
         self._clear_unlisted_batches()
@@ -120,6 +125,7 @@ class StageRun:
             self.record, status=status, output=output, error=error, steps=steps or {},
             batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
+            discovered=self.code_deps.close() if self.code_deps else {},
         )
         write_record(self.dir, self.record)
         remove_leftovers(str(self.dir))
