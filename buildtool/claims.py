@@ -8,7 +8,10 @@
 - a glob in `seed:`, `inputs:` or `code:` cannot match a declared output, or a file in it,
   or a folder holding it: a glob adds no edge, so the consumer could run first on old
   content. Globs are matched against the declared paths (see `globreach`), so a first build
-  on a fresh clone is refused exactly as a later one.
+  on a fresh clone is refused exactly as a later one;
+- nothing a stage reads is in or holds the artifacts folder, and no glob can match a file
+  dd-build writes there: it writes there during every build, so such an input would change
+  under the stage itself and the stage would rerun on every build.
 """
 
 from __future__ import annotations
@@ -44,12 +47,29 @@ class Claims:
     globs: list[Claim] = field(default_factory=list)  # seed/inputs/code globs
     code_files: list[Claim] = field(default_factory=list)  # files of `file.py:fn` callables
 
-    def check(self, source: Source, workflowfile: str) -> None:
-        """Every rule above; `workflowfile` is the Workflowfile's project-relative path."""
+    def check(self, source: Source, workflowfile: str, artifacts: str) -> None:
+        """Every rule above; `workflowfile` is the Workflowfile's project-relative path and
+        `artifacts` the workflow's folder of records (`<artifacts>/<workflow>`)."""
         owners = self._check_outputs(source)
         self._check_protected(source, owners, workflowfile)
+        top = posixpath.dirname(artifacts)  # the `artifacts:` folder itself
+        self._check_paths_in_artifacts(source, top)
         self._check_paths(source, owners)
         self._check_globs(source)
+        self._check_globs_in_artifacts(source, artifacts, top)
+
+    def _check_paths_in_artifacts(self, source: Source, top: str) -> None:
+        for claim in self.paths:
+            if _within(claim.path, top) or _within(top, claim.path):
+                raise _artifacts_error(source, claim, top, "path")
+
+    def _check_globs_in_artifacts(self, source: Source, artifacts: str, top: str) -> None:
+        for claim in self.globs:
+            glob = Glob(claim.path)
+            if _within(_literal_prefix(claim.path), top) or any(
+                    glob.reach(f"{artifacts}/{name}", maybe_folder=False) is not None
+                    for name in _WRITTEN_IN_ARTIFACTS):
+                raise _artifacts_error(source, claim, top, "glob")
 
     def _check_outputs(self, source: Source) -> dict[str, Claim]:
         owners: dict[str, Claim] = {}
@@ -93,6 +113,36 @@ class Claims:
                 reach = glob.reach(output.path, maybe_folder=output.kind not in _EXPORT_KINDS)
                 if reach is not None:
                     raise _reach_error(source, claim, output, reach, "glob")
+
+
+# The kinds of file a build writes under `<artifacts>/<workflow>/` (`s` a stage, `r` a run).
+_WRITTEN_IN_ARTIFACTS = (
+    "workflow.json", "s/stage.json", "s/log.txt", "s/journal-r.jsonl",
+    "s/batches/batch-000000.parquet", "s/processed/data.parquet", "s/callback/data.parquet",
+    "s/override/r/data.parquet",
+)
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The leading segments of a glob that hold no wildcard."""
+    literal = []
+    for segment in pattern.split("/"):
+        if any(ch in segment for ch in "*?["):
+            break
+        literal.append(segment)
+    return "/".join(literal)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _artifacts_error(source: Source, claim: Claim, artifacts: str, what: str) -> WorkflowError:
+    return _error(source, claim,
+                  f"`{claim.key}` {what} `{claim.path}` reaches into the artifacts folder "
+                  f"`{artifacts}`, which dd-build writes during every build",
+                  "to use a stage's output, name the stage; otherwise narrow the "
+                  f"{what} so it cannot reach `{artifacts}/`")
 
 
 def _owner(owners: dict[str, Claim], path: str) -> Claim | None:

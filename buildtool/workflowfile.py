@@ -174,7 +174,7 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
     ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
     stages = {n: _load_stage(ctx, n, kn, body, defaults) for n, (kn, body) in bodies.items()}
-    ctx.claims.check(ctx, resolved.name)
+    ctx.claims.check(ctx, resolved.name, f"{ctx.artifacts}/{name}")
     return Workflow(name, resolved, resolved.parent, artifacts, stages)
 
 

@@ -627,3 +627,32 @@ def test_cli_refuses_with_exit_2_and_changes_nothing(
         for text in expected:
             assert text in result.stderr, shown
     assert _snapshot(proj.root) == before
+
+
+# ---------------------------------------------------------------- the artifacts folder
+
+@pytest.mark.parametrize("value", [
+    "['**/*.parquet']", "['**/*.json']", "['**/log.txt']", "['*/*/*/stage.json']",
+    "['artifacts/demo/a/batches/*']", "[artifacts/demo/a/stage.json]", "[artifacts]",
+])
+def test_inputs_that_reach_into_the_artifacts_folder_are_refused(
+        tmp_path: Path, value: str) -> None:
+    """dd-build writes there during every build: such an input would rerun the stage every
+    time, or read a half-written record."""
+    error = error_of(tmp_path, HEAD + f"    inputs: {value}\n")
+    assert "reaches into the artifacts folder `artifacts`" in error.message
+    assert error.stage == "a" and error.key == "inputs"
+
+
+def test_a_folder_input_that_holds_the_artifacts_folder_is_refused(tmp_path: Path) -> None:
+    text = HEAD.replace("workflow: demo\n", "workflow: demo\nartifacts: data/art\n")
+    error = error_of(tmp_path, text + "    inputs: [data]\n")
+    assert "reaches into the artifacts folder `data/art`" in error.message
+
+
+@pytest.mark.parametrize("value", ["['**/*.csv']", "['**/*.py']", "['data/*']", "['.art*/**']"])
+def test_globs_that_cannot_match_what_dd_build_writes_are_accepted(
+        tmp_path: Path, value: str) -> None:
+    (tmp_path / "x.csv").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    load_workflow(project(tmp_path, HEAD + f"    inputs: {value}\n"))
