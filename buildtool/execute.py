@@ -300,7 +300,8 @@ class _Builder:
                                        "again: the finished batches are kept")
             return self._failed(run, planned, failure.render(), started)
         except (KeyboardInterrupt, Interrupted):
-            run.finish("interrupted", error="interrupted")
+            if not run.untouched:
+                run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
                                                    batches_run=run.batches_run)
             raise
@@ -351,7 +352,8 @@ class _Builder:
     def _record_failure(self, run: StageRun, planned: Decision, message: str, started: float,
                         log: Path) -> StageResult:
         try:
-            run.finish("failed", error=message)
+            if not run.untouched:
+                run.finish("failed", error=message)
         except OSError as exc:
             message += f"\n(its failed record could not be written either: {exc})"
         self.stopped = not self.keep_going

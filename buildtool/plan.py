@@ -184,8 +184,8 @@ def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, .
         return None
     if all(r.code == "upstream_will_run" for r in reasons):
         return None  # nothing of its own to resume: it waits to see the upstream's output
-    if record.status not in RESUMABLE_STATUSES and record.status != "completed":
-        return None
+    if record.status not in RESUMABLE_STATUSES + ("completed", "completed_empty"):
+        return None  # completed_empty too: a filter that removed every row keeps the batches
     if facts.kind == "transform" and record.status == "failed":
         return None  # its one call is the whole stage: after a failure it is called again
     return tuple(b.index for b in record.batches if b.file not in facts.damaged)

@@ -46,6 +46,8 @@ class StageRun:
         # A resume may reuse the boundary steps (processed, callback, exports) it had.
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
+        self.begun = False
+        self._had_record = facts.record is not None
         self.batches_run = 0
         self.record = StageRecord(
             stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,
@@ -68,12 +70,20 @@ class StageRun:
         return kept
 
     @property
+    def untouched(self) -> bool:
+        """Nothing of this attempt reached the disk (it failed loading its code or reading its
+        seed) and an earlier record stands: ending now leaves that record, and the batches it
+        lists, in force. Reverting the change that failed then costs nothing."""
+        return not self.begun and self._had_record
+
+    @property
     def batch_indices(self) -> set[int]:
         return set(self.batches)
 
     def begin(self, batches_total: int | None, num_records: int | None) -> None:
         """Replace the old record with a `running` one, then clear what it does not list."""
         make_dirs_durably(self.dir)
+        self.begun = True
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
                               batches=self.sorted_batches(),
                               discovered=self.code_deps.discovered() if self.code_deps else {})
