@@ -85,3 +85,84 @@ def test_ctx_inputs_keyed_by_normalised_path_and_as_written(project: Project) ->
     project.write("Workflowfile", project.root.joinpath("Workflowfile").read_text()
                   .replace("./prompts", "prompts"))
     assert project.run("--json").stage("t")["action"] == "up_to_date"
+
+
+# ---------------------------------------------------------------- 1. run placeholders at load
+
+RUN = "workflow: demo\nstages:\n  a:\n    run: {cmd}\n    outputs: [o.txt, p.txt]\n" \
+      "    params: {{title: T, model: {{name: m, temp: 0}}}}\n"
+
+
+def run_error(root: Path, cmd: str, extra: str = "") -> WorkflowError:
+    return load_error(root, RUN.format(cmd=cmd) + extra)
+
+
+@pytest.mark.parametrize(("cmd", "message", "hint"), [
+    ("echo {params.titel} > o.txt", "no parameter `titel`", "did you mean `title`?"),
+    ("echo {params.model.nme}", "no parameter `model.nme`", "did you mean `model.name`?"),
+    ("echo {params.title.x}", "no parameter `title.x`", None),
+    ("cp x {outputs[2]}", "only 2 outputs", "`{outputs[1]}`"),
+    ("echo {input}", "unknown placeholder `{input}`; did you mean `{inputs}`?", None),
+    ("echo {output}", "unknown placeholder `{output}`; did you mean `{outputs}`?", None),
+    ("cat {input[0]}", "did you mean `{inputs[0]}`?", None),
+    ("echo {param.title}", "did you mean `{params.title}`?", None),
+    ("echo {params}", "unknown placeholder `{params}`", None),
+    ("echo {inputs.x}", "unknown placeholder `{inputs.x}`", None),
+    ("echo {outputs[x]}", "unknown placeholder `{outputs[x]}`", None),
+])
+def test_bad_placeholders_fail_at_load(tmp_path: Path, cmd: str, message: str,
+                                       hint: str | None) -> None:
+    err = run_error(tmp_path, cmd)
+    assert (err.file, err.line, err.stage, err.key) == ("Workflowfile", 4, "a", "run")
+    assert message in err.message
+    if hint:
+        assert err.hint and hint in err.hint
+
+
+def test_params_placeholders_see_the_defaults(tmp_path: Path) -> None:
+    text = ("workflow: demo\ndefaults:\n  params: {lang: en}\nstages:\n  a:\n"
+            "    run: echo {params.lang} > o.txt\n    outputs: [o.txt]\n")
+    assert load(tmp_path, text)
+    err = load_error(tmp_path, text.replace("{params.lang}", "{params.lnag}"))
+    assert err.line == 6 and err.hint == "did you mean `lang`?"
+
+
+def test_input_index_checked_only_when_the_count_is_known(tmp_path: Path) -> None:
+    for name in ("x.txt", "y.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    err = run_error(tmp_path, "cat {inputs[2]}", "    inputs: [x.txt, y.txt]\n")
+    assert "only 2 inputs" in err.message and err.key == "run"
+    assert load(tmp_path, RUN.format(cmd="cat {inputs[1]}") + "    inputs: [x.txt, y.txt]\n")
+    # a glob's matches, a stage input's paths: known only when the stage runs
+    assert load(tmp_path, RUN.format(cmd="cat {inputs[5]}") + "    inputs: ['[xy].txt']\n")
+    assert load(tmp_path, RUN.format(cmd="cat {inputs[5]}") +
+                "    inputs: [b]\n  b:\n    run: echo > q\n    outputs: [q]\n")
+
+
+@pytest.mark.parametrize("cmd", [
+    "echo {a,b}", "echo ${HOME} ${input}", "awk '{print $1}' x", "find . -exec echo {} ';'",
+    "echo {input,output}.txt", "awk '{input=$1} END {print input}' x",
+    "echo {inputs} {outputs} {outputs[1]} {params.title} {params.model.temp}",
+])
+def test_shell_braces_are_left_alone(tmp_path: Path, cmd: str) -> None:
+    assert load(tmp_path, RUN.format(cmd=f'"{cmd}"'))
+
+
+def test_a_misspelt_placeholder_fails_before_upstream_runs(project: Project) -> None:
+    project.write("Workflowfile", """
+        workflow: demo
+        stages:
+          a:
+            generate: code/stages.py:rows
+            num_records: 2
+          b:
+            run: echo {params.titel} > o.txt
+            inputs: [a]
+            outputs: [o.txt]
+            params: {title: x}
+        """)
+    res = project.run()
+    assert res.code == 2
+    assert "Workflowfile:8:" in res.stderr and "did you mean `title`?" in res.stderr
+    assert project.calls() == []  # nothing ran
