@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .capture import restore
@@ -146,6 +147,28 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def write(stream: TextIO, text: str, end: str = "\n") -> None:
+    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
+    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
+    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
+    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
+    the exit code is the build's."""
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+            raise
+        _to_devnull(stream)
+
+
+def _to_devnull(stream: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
 class Output:
     """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q.
 
@@ -176,20 +199,20 @@ class Output:
 
     def text(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr if self.json else sys.stdout, flush=True)
+            write(sys.stderr if self.json else sys.stdout, line)
 
     def progress(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            write(sys.stderr, line)
 
     def error(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        write(sys.stderr, line)
 
     def document(self, value: Any) -> None:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        print(json.dumps(value, indent=1, ensure_ascii=False, default=str), flush=True)
+        write(sys.stdout, json.dumps(value, indent=1, ensure_ascii=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
@@ -264,7 +287,7 @@ class TextReporter:
         line = f"  {stage}: batch {done}/{total}"
         if self.out.tty and not self.out.verbose:
             end = "\n" if done >= total else ""
-            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+            write(sys.stderr, f"\r\033[K{line}", end=end)
         else:
             self.out.progress(line)
 
@@ -383,7 +406,7 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
              "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
         return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
-    print(render(graph, order))
+    write(sys.stdout, render(graph, order))
     return 0
 
 
@@ -409,8 +432,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.document(preview_rows(table, args.rows))
         return 0
-    print(format_rows(table, args.rows))
-    print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    write(sys.stdout, format_rows(table, args.rows))
+    write(sys.stdout, f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
     return 0
 
 
@@ -478,7 +501,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from .schema import workflow_json_schema
 
-    print(json.dumps(workflow_json_schema(), indent=2))
+    write(sys.stdout, json.dumps(workflow_json_schema(), indent=2))
     return 0
 
 

@@ -166,3 +166,67 @@ def test_a_misspelt_placeholder_fails_before_upstream_runs(project: Project) -> 
     assert res.code == 2
     assert "Workflowfile:8:" in res.stderr and "did you mean `title`?" in res.stderr
     assert project.calls() == []  # nothing ran
+
+
+# ---------------------------------------------------------------- 2. a closed output pipe
+
+SLOW = '''
+import time
+from pathlib import Path
+
+def rows(ctx):
+    if ctx.batch_index == 1:  # wait until the test has closed dd-build's output
+        go = Path(__file__).parent / "go"
+        while not go.exists():
+            time.sleep(0.02)
+    return [{"id": ctx.offset + i} for i in range(ctx.size)]
+'''
+
+SLOW_FLOW = """
+workflow: demo
+stages:
+  a:
+    generate: code/slow.py:rows
+    num_records: 6
+    batch_size: 1
+  b:
+    run: echo done > b.txt
+    inputs: [a]
+    outputs: [b.txt]
+"""
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_reader_that_goes_away_does_not_fail_the_build(project: Project, closed: str) -> None:
+    project.write("code/slow.py", SLOW)
+    project.write("Workflowfile", SLOW_FLOW)
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "buildtool", "-v", "--explain"],
+                            cwd=project.root, env=project.env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pipe, other = (proc.stdout, proc.stderr) if closed == "stdout" else (proc.stderr, proc.stdout)
+    assert pipe is not None and other is not None
+    assert pipe.readline()  # like `head -1`: one line, then the reader is gone
+    pipe.close()
+    (project.root / "code" / "go").write_text("")
+    rest = other.read()
+    assert proc.wait(timeout=120) == 0, rest
+    assert "Broken pipe" not in rest and "Traceback" not in rest
+    assert project.record("a")["status"] == "completed"
+    assert (project.root / "b.txt").read_text() == "done\n"
+
+
+def test_status_into_a_closed_pipe_exits_0(project: Project) -> None:
+    assert project.run().code == 0
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "buildtool", "status"], cwd=project.root,
+                            env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before dd-build has written anything: its first line meets EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""
