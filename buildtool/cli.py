@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from .plan import Decision
 
 COMMANDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
+_INTERRUPTED = "interrupted; run dd-build again to resume"
+_EPILOG = """commands (dd-build COMMAND --help for each):
+  build      build the targets (the default command)
+  status     each stage: up to date or not, and why
+  dag        print the stage graph
+  show       print the first rows of a stage's output
+  export     write a stage's output to .parquet, .jsonl or .csv
+  override   make a reviewed parquet file a stage's output
+  clean      remove stage artifacts
+  schema     print the JSON Schema of the Workflowfile"""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
 
@@ -50,7 +60,9 @@ class _Parser(argparse.ArgumentParser):
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     common = _common()
     make = lambda cmd, desc: _Parser(  # noqa: E731
-        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common])
+        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common],
+        epilog=_EPILOG if cmd == "build" else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     build = make("build", "Build the targets (default: every stage) and what they need.")
     build.add_argument("targets", nargs="*", metavar="TARGET")
     build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
@@ -118,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildError as exc:
         return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
-        return out.fail("interrupted", 130)
+        return out.fail(_INTERRUPTED, 130)
     except Interrupted as exc:
-        return out.fail("terminated", 128 + exc.signum)
+        return out.fail(_INTERRUPTED, 128 + exc.signum)
     except OSError as exc:
         return out.fail(f"dd-build: {exc}", 2)
     except Exception as exc:  # a bug in dd-build: said so, with its traceback kept (exit 70)
@@ -480,6 +492,13 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     from .lock import build_lock
 
     workflow = _load(args, out)
+    orphans = [name for name in args.stages if name not in workflow.stages
+               and name in orphan_stages(workflow)]
+    if orphans:
+        raise UsageError(f"clean names no stage '{orphans[0]}': it is no longer in the "
+                         "Workflowfile, but its folder of records is still there",
+                         hint="`dd-build clean --orphans` removes the folders of every stage "
+                              "no longer in the Workflowfile")
     check_stage_names(build_graph(workflow), args.stages, "clean")
     if args.orphans and args.stages:
         raise UsageError("clean: name stages or use --orphans, not both")

@@ -230,3 +230,97 @@ def test_status_into_a_closed_pipe_exits_0(project: Project) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert err == ""
+
+
+# ---------------------------------------------------------------- 5. messages
+
+
+def test_spec_changes_are_spelt_as_json() -> None:
+    from buildtool.plan import _show, _type_note
+
+    assert f"{_show(False)} → {_show(0)}{_type_note(False, 0)}" == "false → 0 (bool → int)"
+    assert _show(None) == "null" and _show("x") == '"x"' and _show({"a": [1.0]}) == '{"a": [1.0]}'
+
+
+def test_singular_batch_words() -> None:
+    from buildtool.plan import batches
+
+    assert (batches(1), batches(0), batches(2), batches(None)) == ("batch", "batches", "batches",
+                                                                   "batches")
+
+
+def test_failed_before_reason_is_one_line(project: Project) -> None:
+    project.write("code/t.py", "def t(ctx):\n    raise ValueError('line one\\nline two')\n")
+    project.write("Workflowfile", "workflow: demo\nstages:\n  t:\n    transform: code/t.py:t\n")
+    assert project.run().code == 1
+    status = project.run("status")
+    line = next(ln for ln in status.stdout.splitlines() if "failed last time" in ln)
+    assert "line one" in line and line.rstrip().endswith("it is called again")
+    assert "line two" not in status.stdout
+    doc = project.run("status", "--json").stage("t")
+    assert "line two" in doc["reasons"][0]["error"]  # the whole error stays in the JSON
+
+
+def test_an_interrupted_run_stage_says_so(project: Project) -> None:
+    import signal
+
+    project.write("Workflowfile", "workflow: demo\nstages:\n  r:\n    run: touch reached; "
+                  "while true; do sleep 0.05; done\n    outputs: [o.txt]\n")
+    proc = project.start()
+    project.wait_for("reached", proc)
+    proc.send_signal(signal.SIGTERM)  # dd-build ends the command's group and records it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted; run dd-build again to resume" in err
+    status = project.run("status").stdout
+    assert "the last run was interrupted" in status and "?" not in status
+
+
+def test_incomplete_words_by_kind() -> None:
+    from buildtool.plan import _incomplete
+
+    assert _incomplete("run", "running", 0, None) == "the last run was killed"
+    assert _incomplete("transform", "interrupted", 0, 1) == "the last run was interrupted"
+    assert _incomplete("generate", "interrupted", 1, 1) == "1 of 1 batch done"
+    assert _incomplete("generate", "running", 2, 5) == "2 of 5 batches done"
+
+
+def test_force_and_rerun_from_suggest_a_stage(project: Project) -> None:
+    res = project.run("--force", "bb")
+    assert res.code == 2 and "did you mean `b`?" in res.stderr
+    res = project.run("--rerun-from", "aa", "-n")
+    assert res.code == 2 and "did you mean `a`?" in res.stderr
+    res = project.run("a", "--force", "c")
+    assert res.code == 2 and "not needed by these targets" in res.stderr
+
+
+def test_clean_of_a_removed_stage_points_at_orphans(project: Project) -> None:
+    assert project.run().code == 0
+    project.write("Workflowfile", CHAIN_WITHOUT_C)
+    res = project.run("clean", "c")
+    assert res.code == 2 and "dd-build clean --orphans" in res.stderr
+    assert (project.artifacts / "c").is_dir()  # nothing removed
+
+
+CHAIN_WITHOUT_C = """
+workflow: demo
+stages:
+  a:
+    generate: code/stages.py:rows
+    num_records: 20
+    batch_size: 5
+    params: {tag: x}
+"""
+
+
+def test_help_lists_the_commands(project: Project) -> None:
+    out = project.run("--help").stdout
+    for command in ("status", "dag", "show", "export", "override", "clean", "schema"):
+        assert f"\n  {command} " in out
+
+
+def test_singular_in_result_lines(project: Project) -> None:
+    project.write("Workflowfile", "workflow: demo\nstages:\n  a:\n    generate: "
+                  "code/stages.py:rows\n    num_records: 2\n")
+    out = project.run().stdout
+    assert "1 of 1 batch run" in out
