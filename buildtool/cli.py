@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .capture import restore
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
     from .plan import Decision
 
 COMMANDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
+_INTERRUPTED = "interrupted; run dd-build again to resume"
+_EPILOG = """commands (dd-build COMMAND --help for each):
+  build      build the targets (the default command)
+  status     each stage: up to date or not, and why
+  dag        print the stage graph
+  show       print the first rows of a stage's output
+  export     write a stage's output to .parquet, .jsonl or .csv
+  override   make a reviewed parquet file a stage's output
+  clean      remove stage artifacts
+  schema     print the JSON Schema of the Workflowfile"""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
 
@@ -49,7 +60,9 @@ class _Parser(argparse.ArgumentParser):
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     common = _common()
     make = lambda cmd, desc: _Parser(  # noqa: E731
-        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common])
+        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common],
+        epilog=_EPILOG if cmd == "build" else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     build = make("build", "Build the targets (default: every stage) and what they need.")
     build.add_argument("targets", nargs="*", metavar="TARGET")
     build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
@@ -117,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildError as exc:
         return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
-        return out.fail("interrupted", 130)
+        return out.fail(_INTERRUPTED, 130)
     except Interrupted as exc:
-        return out.fail("terminated", 128 + exc.signum)
+        return out.fail(_INTERRUPTED, 128 + exc.signum)
     except OSError as exc:
         return out.fail(f"dd-build: {exc}", 2)
     except Exception as exc:  # a bug in dd-build: said so, with its traceback kept (exit 70)
@@ -144,6 +157,28 @@ def _non_negative(text: str) -> int:
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
+
+
+def write(stream: TextIO, text: str, end: str = "\n") -> None:
+    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
+    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
+    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
+    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
+    the exit code is the build's."""
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+            raise
+        _to_devnull(stream)
+
+
+def _to_devnull(stream: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 class Output:
@@ -176,20 +211,20 @@ class Output:
 
     def text(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr if self.json else sys.stdout, flush=True)
+            write(sys.stderr if self.json else sys.stdout, line)
 
     def progress(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            write(sys.stderr, line)
 
     def error(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        write(sys.stderr, line)
 
     def document(self, value: Any) -> None:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        print(json.dumps(value, indent=1, ensure_ascii=False, default=str), flush=True)
+        write(sys.stdout, json.dumps(value, indent=1, ensure_ascii=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
@@ -264,7 +299,7 @@ class TextReporter:
         line = f"  {stage}: batch {done}/{total}"
         if self.out.tty and not self.out.verbose:
             end = "\n" if done >= total else ""
-            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+            write(sys.stderr, f"\r\033[K{line}", end=end)
         else:
             self.out.progress(line)
 
@@ -383,7 +418,7 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
              "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
         return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
-    print(render(graph, order))
+    write(sys.stdout, render(graph, order))
     return 0
 
 
@@ -409,8 +444,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.document(preview_rows(table, args.rows))
         return 0
-    print(format_rows(table, args.rows))
-    print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    write(sys.stdout, format_rows(table, args.rows))
+    write(sys.stdout, f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
     return 0
 
 
@@ -457,6 +492,13 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     from .lock import build_lock
 
     workflow = _load(args, out)
+    orphans = [name for name in args.stages if name not in workflow.stages
+               and name in orphan_stages(workflow)]
+    if orphans:
+        raise UsageError(f"clean names no stage '{orphans[0]}': it is no longer in the "
+                         "Workflowfile, but its folder of records is still there",
+                         hint="`dd-build clean --orphans` removes the folders of every stage "
+                              "no longer in the Workflowfile")
     check_stage_names(build_graph(workflow), args.stages, "clean")
     if args.orphans and args.stages:
         raise UsageError("clean: name stages or use --orphans, not both")
@@ -478,7 +520,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from .schema import workflow_json_schema
 
-    print(json.dumps(workflow_json_schema(), indent=2))
+    write(sys.stdout, json.dumps(workflow_json_schema(), indent=2))
     return 0
 
 

@@ -6,10 +6,11 @@ caller passes a Reporter.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,11 +132,11 @@ def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
     order = closure(graph, config.targets)
     forced: dict[str, str] = {}
     for name in config.rerun_from:
-        _check_in_closure(name, order, "--rerun-from")
+        _check_in_closure(name, order, "--rerun-from", workflow.stages)
         for d in descendants_in(graph, name, order):
             forced.setdefault(d, f"--rerun-from {name}")
     for name in config.force:
-        _check_in_closure(name, order, "--force")
+        _check_in_closure(name, order, "--force", workflow.stages)
         forced[name] = f"--force {name}"
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
     facts = probe(workflow, order)
@@ -149,13 +150,19 @@ def check_config(workflow: Workflow, config: BuildConfig) -> None:
     order = closure(build_graph(workflow), config.targets)
     for flag, names in (("--rerun-from", config.rerun_from), ("--force", config.force)):
         for name in names:
-            _check_in_closure(name, order, flag)
+            _check_in_closure(name, order, flag, workflow.stages)
 
 
-def _check_in_closure(name: str, order: list[str], flag: str) -> None:
-    if name not in order:
-        raise UsageError(f"{flag} {name}: no such stage among the stages this build needs",
-                         hint="name a stage listed by `dd-build -n` for these targets")
+def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
+                      ) -> None:
+    if name in order:
+        return
+    close = difflib.get_close_matches(name, order, n=1) or \
+        difflib.get_close_matches(name, list(stages), n=1)
+    hint = f"`{name}` is not needed by these targets: add it as a target" if name in stages \
+        else f"did you mean `{close[0]}`?" if close \
+        else "name a stage listed by `dd-build -n` for these targets"
+    raise UsageError(f"{flag} {name}: no such stage among the stages this build needs", hint=hint)
 
 
 def check_strict(prep: Prepared) -> None:

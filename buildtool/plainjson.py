@@ -87,6 +87,12 @@ def _check_tag(source: Source, node: Node, key: str, path: str, expected: str) -
 def _check_scalar(source: Source, node: Node, key: str, path: str) -> None:
     if node.tag not in _SCALARS:
         raise _value_error(source, node, key, path)
+    if node.tag == _CORE + "bool" and node.value.lower() not in ("true", "false"):
+        raise source.error(  # YAML 1.1's "Norway problem": `lang: no` would be False
+            f"`{path}` is `{node.value}`, which YAML reads as boolean "
+            f"{str(source.construct(node, key)).lower()}", node, key=key,
+            hint=f"write true/false for a boolean, or quote it (`\"{node.value}\"`) for a string",
+        )
     if node.tag == _CORE + "float":
         value = source.construct(node, key)
         if not math.isfinite(value):

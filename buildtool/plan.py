@@ -6,6 +6,7 @@ returns every reason for every decision, as data. `--explain`, `status` and `--j
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,7 +252,10 @@ def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any
 
 
 def _show(value: Any) -> str:
-    return "(unset)" if value is _MISSING else repr(value)
+    """A value as the Workflowfile and `--json` spell it: `false`, `null`, `"x"`, `1.0`."""
+    if value is _MISSING:
+        return "(unset)"
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _type_note(old: Any, new: Any) -> str:
@@ -352,13 +356,17 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
     if record.status in RESUMABLE_STATUSES:
         kept = sum(1 for b in record.batches if b.file not in facts.damaged)
     if record.status in ("running", "interrupted"):
-        yield Reason("incomplete", f"{kept} of {total if total is not None else '?'} batches done",
+        yield Reason("incomplete", _incomplete(facts.kind, record.status, kept, total),
                      {"batches_done": kept})
         return
     if record.status == "failed":
-        after = "it is called again" if facts.kind == "transform" else f"{kept} batches kept"
-        yield Reason("failed_before", f"failed last time ({record.error or 'no error recorded'}); "
-                     f"{after}", {"error": record.error})
+        after = "it is called again" if facts.kind == "transform" else \
+            f"{kept} {batches(kept)} kept"
+        # the first line only: the whole error (hints, a log's tail) stays in the record and
+        # in the JSON detail, not in the one-line `▶` and `status` reasons
+        first = (record.error or "no error recorded").strip().splitlines()[0]
+        yield Reason("failed_before", f"failed last time ({first}); {after}",
+                     {"error": record.error})
         return
     for path, state in facts.damaged.items():
         if state == "missing" and facts.file_groups.get(path) == "callback":
@@ -368,6 +376,19 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
             yield Reason("output_missing", f"output file {path} is missing", {"file": path})
         elif state == "modified":
             yield Reason("output_modified", f"output file {path} was modified", {"file": path})
+
+
+def batches(count: int | None) -> str:
+    """`batch` or `batches`, for `count` (the total in "1 of 1 batch")."""
+    return "batch" if count == 1 else "batches"
+
+
+def _incomplete(kind: str, status: str, kept: int, total: int | None) -> str:
+    """A generate stage resumes batch by batch; a run or transform stage has no batches to
+    count: its last run was interrupted (SIGINT, SIGTERM), or killed (still `running`)."""
+    if kind != "generate" or total is None:
+        return "the last run was " + ("interrupted" if status == "interrupted" else "killed")
+    return f"{kept} of {total} {batches(total)} done"
 
 
 def strict_refusals(

@@ -26,6 +26,7 @@ from .model import (
     Stage,
     Workflow,
 )
+from .placeholders import check_run_command
 from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
@@ -296,7 +297,10 @@ def _load_stage(
     _check_requirements(ctx, name_node, own, values, nodes)
     locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
     fields = {key: value for key, value in values.items() if key not in KINDS}
-    return Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
+    stage = Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
+    if kind == "run":  # with the defaults applied: the params and outputs it will run with
+        check_run_command(stage)
+    return stage
 
 
 def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tuple[Node, Node]]:

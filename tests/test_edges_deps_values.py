@@ -87,7 +87,7 @@ def test_param_type_change_is_a_change(old: Any, new: Any, note: str) -> None:
     assert reason.detail["key"] == "params.x"
     assert json_type(reason.detail["old"]) == json_type(old)
     assert json_type(reason.detail["new"]) == json_type(new)
-    assert reason.message == f"params.x changed: {old!r} → {new!r} {note}"
+    assert reason.message == f"params.x changed: {json.dumps(old)} → {json.dumps(new)} {note}"
     # JSON keeps the types: the document says 1 and 1.0 and true
     doc = json.loads(json.dumps(reason.to_json()))
     assert json_type(doc["old"]) == json_type(old) and json_type(doc["new"]) == json_type(new)
@@ -127,7 +127,7 @@ def test_equal_values_stay_up_to_date() -> None:
 def test_unset_and_null_are_told_apart() -> None:
     d = _decide({"x": None}, {})
     assert d.codes == ["spec_changed"]
-    assert d.reasons[0].message == "params.x changed: None → (unset)"
+    assert d.reasons[0].message == "params.x changed: null → (unset)"
 
 
 def test_fingerprint_backstop_when_no_key_differs() -> None:
@@ -197,7 +197,8 @@ def test_cli_type_only_edits_rerun_and_explain(project: Project) -> None:
         _typed(project, written)
         explain = project.run("--explain", "-n")
         assert explain.code == 0, explain.stderr
-        assert f"params.x changed: {old!r} → {new!r} {note}" in explain.stdout, explain.stdout
+        assert f"params.x changed: {json.dumps(old)} → {json.dumps(new)} {note}" \
+            in explain.stdout, explain.stdout
         built = project.run("--json")
         assert built.code == 0, built.stderr
         st = built.stage("g")

@@ -15,11 +15,10 @@ from ..fingerprint import FileState, check_file, digest_strings, expand_glob
 from ..fsutil import remove_path, temp_name
 from ..lock import held_lock_fds
 from ..model import Workflow
+from ..placeholders import PLACEHOLDER as _PLACEHOLDER
 from ..procgroup import end_process_group
 from ..records import Output
 from . import Job, input_paths
-
-_PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{params\.([A-Za-z_][\w.]*)\}")
 
 
 def input_args(job: Job) -> list[str]:
