@@ -10,9 +10,10 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .capture import restore
@@ -156,7 +157,8 @@ class Output:
         self.json = getattr(args, "json", False)
         self.quiet = getattr(args, "quiet", False)
         self.verbose = getattr(args, "verbose", False)
-        self.tty = sys.stderr.isatty()
+        self.stdout, self.stderr = own_streams()
+        self.tty = self.stderr is not None and self.stderr.isatty()
         self.workflow: str | None = None  # set once the Workflowfile is loaded
         self.report: BuildReport | None = None  # set once a build (or its plan) is under way
         self._documented = False
@@ -176,20 +178,24 @@ class Output:
 
     def text(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr if self.json else sys.stdout, flush=True)
+            _write(self.stderr if self.json else self.stdout, line)
 
-    def progress(self, line: str) -> None:
+    def progress(self, line: str, end: str = "\n") -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            _write(self.stderr, line, end)
 
     def error(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        _write(self.stderr, line)
+
+    def result(self, text: str) -> None:
+        """What the command prints on stdout whatever -q says (a table, a graph, a schema)."""
+        _write(self.stdout, text)
 
     def document(self, value: Any) -> None:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        print(json.dumps(value, indent=1, ensure_ascii=False, default=str), flush=True)
+        _write(self.stdout, json.dumps(value, indent=1, ensure_ascii=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
@@ -218,6 +224,30 @@ class Output:
         where = f"{path} (-v prints it)" if path and not self.verbose else path
         return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
                          {"traceback_file": path} if path else None)
+
+
+@cache
+def own_streams() -> tuple[TextIO | None, TextIO | None]:
+    """dd-build's own stdout and stderr: text streams on duplicates of fds 1 and 2, made once,
+    before any stage code runs. Stage code may replace or close sys.stdout and sys.stderr, and
+    points fds 1 and 2 at its log while it runs (capture.py); neither reaches these, so dd-build's
+    output (and its one `--json` document) is never lost or sent into a log."""
+    return _own_stream(1, sys.stdout), _own_stream(2, sys.stderr)
+
+
+def _own_stream(fd: int, like: TextIO | None) -> TextIO | None:
+    try:
+        dup = os.dup(fd)
+    except OSError:  # started with that descriptor closed: what goes there is dropped
+        return None
+    return open(dup, "w", encoding=getattr(like, "encoding", None) or "utf-8",
+                errors=getattr(like, "errors", None) or "strict")
+
+
+def _write(stream: TextIO | None, text: str, end: str = "\n") -> None:
+    if stream is not None:
+        stream.write(text + end)
+        stream.flush()
 
 
 def _internal_message(error: str, stage: str | None, where: str | None) -> str:
@@ -263,8 +293,7 @@ class TextReporter:
             return
         line = f"  {stage}: batch {done}/{total}"
         if self.out.tty and not self.out.verbose:
-            end = "\n" if done >= total else ""
-            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+            self.out.progress(f"\r\033[K{line}", "\n" if done >= total else "")
         else:
             self.out.progress(line)
 
@@ -383,7 +412,7 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
              "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
         return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
-    print(render(graph, order))
+    out.result(render(graph, order))
     return 0
 
 
@@ -409,8 +438,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.document(preview_rows(table, args.rows))
         return 0
-    print(format_rows(table, args.rows))
-    print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    out.result(format_rows(table, args.rows))
+    out.result(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
     return 0
 
 
@@ -478,7 +507,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from .schema import workflow_json_schema
 
-    print(json.dumps(workflow_json_schema(), indent=2))
+    out.result(json.dumps(workflow_json_schema(), indent=2))
     return 0
 
 
