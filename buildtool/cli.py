@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -195,7 +196,8 @@ class Output:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        _write(self.stdout, json.dumps(value, indent=1, ensure_ascii=False, default=str))
+        _write(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
+                                       allow_nan=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
@@ -224,6 +226,18 @@ class Output:
         where = f"{path} (-v prints it)" if path and not self.verbose else path
         return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
                          {"traceback_file": path} if path else None)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and ±infinity (which JSON has no number for, and strict parsers such as
+    JavaScript's JSON.parse refuse) as null, as JavaScript's JSON.stringify writes them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 @cache
