@@ -250,21 +250,39 @@ def concat_files(parts: list[tuple[Path, pa.Table]], where: Path) -> pa.Table:
 
 def _clash(parts: list[tuple[Path, pa.Table]]) -> str | None:
     """The first column whose type in one file cannot be unified with the types before it."""
-    seen: dict[str, tuple[pa.Field, Path]] = {}
+    seen = UnifiedSchema()
     for path, table in parts:
-        for field in table.schema:
-            if field.name not in seen:
-                seen[field.name] = (field, path)
-                continue
-            before, first = seen[field.name]
-            try:
-                merged = pa.unify_schemas([pa.schema([before]), pa.schema([field])],
-                                          promote_options="permissive")
-            except _CONVERT_ERRORS:
-                return (f"column '{field.name}' is {before.type} in {_shown(first)} but "
-                        f"{field.type} in {_shown(path)}")
-            seen[field.name] = (merged.field(0), first)
+        clash = seen.add(table.schema, _shown(path))
+        if clash is not None:
+            name, before, first, now = clash
+            return f"column '{name}' is {before} in {first} but {now} in {_shown(path)}"
     return None
+
+
+class UnifiedSchema:
+    """The schema the readers unify parts to (`concat_files`: permissive promotion), grown
+    one part at a time, with the part each column was first seen in."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, tuple[pa.Field, str]] = {}
+
+    def add(self, schema: pa.Schema, where: str) -> tuple[str, pa.DataType, str, pa.DataType] | None:
+        """Merge `schema` in; or, when a column's type cannot be unified with its type so far,
+        change nothing and return (column, type so far, part it was first seen in, new type)."""
+        merged = {}
+        for field in schema:
+            if field.name not in self.fields:
+                merged[field.name] = (field, where)
+                continue
+            before, first = self.fields[field.name]
+            try:
+                unified = pa.unify_schemas([pa.schema([before]), pa.schema([field])],
+                                           promote_options="permissive")
+            except _CONVERT_ERRORS:
+                return field.name, before.type, first, field.type
+            merged[field.name] = (unified.field(0), first)
+        self.fields.update(merged)
+        return None
 
 
 def read_parquet_files(paths: list[Path], where: Path | None = None) -> pa.Table:
