@@ -30,7 +30,7 @@ def completed_record(workflow: Workflow, stage: str) -> StageRecord:
         raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
         why = read.problem[1] if read.problem else "it has no completed build"
-        raise UsageError(f"stage '{stage}' has no output yet: {why}", stage=stage,
+        raise UsageError(f"no output yet: {why}", stage=stage,
                          hint=f"build it first: dd-build {stage}")
     return record
 

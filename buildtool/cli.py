@@ -37,8 +37,22 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
-    p.add_argument("--version", action="version", version=f"dd-build {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return p
+
+
+class _ShowVersion(Exception):  # noqa: N818 - a request, not an error
+    """`--version` was given: main prints the version (a document with --json) and exits 0."""
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        raise _ShowVersion
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.directory:
             _chdir(args.directory)
         return _COMMANDS[command](args, out)
+    except _ShowVersion:  # as soon as it is parsed, whatever else the command line says
+        if out.json:
+            out.document({"ok": True, "version": __version__})
+        else:
+            out.result(f"dd-build {__version__}")
+        return 0
     except BuildError as exc:
         return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
@@ -439,7 +459,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
     record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
     table = read_stage_table(workflow, record)
     if table is None:
-        raise UsageError(f"stage '{name}' has no tabular output (its first output is not a "
+        raise UsageError("no tabular output (its first output is not a "
                          ".parquet, .csv or .jsonl file or a folder of .parquet files)",
                          stage=name)
     return table
