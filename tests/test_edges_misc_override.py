@@ -282,3 +282,29 @@ def test_a_killed_override_leaves_copies_the_next_build_makes_match(overridden: 
     assert project.calls() == ([] if in_force == "first" else ["final all"])
     assert temp_files(project) == []
     assert {s["result"] for s in build(project).values()} == {"up_to_date"}
+
+
+def test_a_copy_that_cannot_hold_the_review_fails_and_the_review_stays(project: Project) -> None:
+    project.write("Workflowfile", WORKFLOW.replace("outputs: [out/drafts.csv, out/drafts.jsonl]",
+                                                   "outputs: [out/drafts.parquet]"))
+    assert project.run().code == 0
+    listy = [{**r, "notes": ["a", "b"]} for r in APPROVED]  # an extra column CSV cannot hold
+    write_review(project, "listy.parquet", listy)
+    assert project.run("override", "drafts", "listy.parquet").code == 0
+    assert build(project)["final"]["result"] == "completed"
+    project.write("Workflowfile", WORKFLOW.replace("outputs: [out/drafts.csv, out/drafts.jsonl]",
+                                                   "outputs: [out/drafts.parquet, out/x.csv]"))
+    result = project.run("--json")
+    assert result.code == 1, result.stderr
+    drafts = result.stage("drafts")
+    assert drafts["result"] == "failed"
+    assert "out/x.csv" in drafts["error"] and "'notes'" in drafts["error"]
+    assert result.stage("final")["result"] == "not_run"
+    assert project.record("drafts")["output"]["kind"] == "override"  # nothing recorded
+    assert shown(project) == listy
+
+    project.write("Workflowfile", WORKFLOW.replace("outputs: [out/drafts.csv, out/drafts.jsonl]",
+                                                   "outputs: [out/drafts.parquet]"))
+    project.clear_calls()
+    assert {s["result"] for s in build(project).values()} == {"up_to_date"}
+    assert project.calls() == []
