@@ -4,8 +4,9 @@
 print(), os.write(1, ...), C code and child processes all land there; dd-build's own output
 (and its one `--json` document) cannot be interleaved with it. It also puts back the objects
 sys.stdout and sys.stderr were, should the code replace or close them; dd-build itself prints
-to streams of its own (cli.Output), which nothing user code does to sys.stdout can reach. Each attempt of a stage starts
-a new log (`clear_log`); an attempt whose code prints nothing leaves none.
+to streams of its own (cli.Output), which nothing user code does to sys.stdout can reach.
+Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
+leaves none.
 """
 
 from __future__ import annotations

@@ -303,7 +303,8 @@ class UnifiedSchema:
     def __init__(self) -> None:
         self.fields: dict[str, tuple[pa.Field, str]] = {}
 
-    def add(self, schema: pa.Schema, where: str) -> tuple[str, pa.DataType, str, pa.DataType] | None:
+    def add(self, schema: pa.Schema, where: str
+            ) -> tuple[str, pa.DataType, str, pa.DataType] | None:
         """Merge `schema` in; or, when a column's type cannot be unified with its type so far,
         change nothing and return (column, type so far, part it was first seen in, new type)."""
         merged = {}

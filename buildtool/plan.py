@@ -152,8 +152,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
     if exports_only(facts, reasons):  # the override stays; only its export copies are written
         record = facts.record
         assert record is not None
-        return Decision(facts.name, "resume", tuple(reasons), tuple(b.index for b in record.batches),
-                        record.batches_total)
+        keep = tuple(b.index for b in record.batches)
+        return Decision(facts.name, "resume", tuple(reasons), keep, record.batches_total)
     keep = _resumable_batches(facts, reasons)
     action = "resume" if keep is not None else "run"
     return Decision(facts.name, action, tuple(reasons), keep or (), _total(facts, upstreams))
