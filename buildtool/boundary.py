@@ -11,13 +11,14 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .capture import captured, stage_log
 from .errors import StageFailed
-from .fingerprint import FileState, callable_file, check_file, digest_strings
+from .fingerprint import FileState, callable_file, check_file, digest_strings, exports_key
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
 
@@ -51,7 +52,7 @@ def run_boundary(job: Job, batches: Output, previous: dict[str, Output]
         current = steps["callback"] = _reuse(job, previous.get("callback"), key) or \
             _callback(job, current, key)
     if stage.outputs:
-        key = _key("exports", *stage.outputs, current.digest)
+        key = exports_key(stage.outputs, current.digest)
         steps["exports"] = _reuse(job, previous.get("exports"), key) or \
             _export(job, current, key)
     return current, steps
@@ -186,19 +187,37 @@ def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
 
 
 def _export(job: Job, current: Output, key: str) -> Output:
+    from .datasets import CannotExport
+
+    try:
+        data = export_data(_table(job, current), job.stage.outputs)
+    except CannotExport as exc:
+        raise StageFailed(exc.message, stage=job.stage.name, key="outputs",
+                          hint=exc.hint) from exc
+    return write_exports(job.workflow.project_dir, data, key)
+
+
+def export_data(table: Any, outputs: Sequence[str]) -> list[tuple[str, bytes]]:
+    """Each export copy's bytes (format by extension), all made before any is written.
+    CannotExport names the copy and the column its format cannot hold."""
     from .datasets import CannotExport, export_bytes
 
-    table = _table(job, current)
-    states: list[FileState] = []
-    for rel in job.stage.outputs:
-        path = job.workflow.project_dir / rel
-        remove_temp_files_of(path)  # a kill during an earlier attempt's copy leaves its temp file
+    data = []
+    for rel in outputs:
         try:
-            data = export_bytes(table, path)
+            data.append((rel, export_bytes(table, Path(rel))))
         except CannotExport as exc:
-            raise StageFailed(f"export copy {rel}: {exc.message}", stage=job.stage.name,
-                              key="outputs", hint=exc.hint) from exc
-        atomic_write_bytes(path, data)
+            raise CannotExport(f"export copy {rel}: {exc.message}", hint=exc.hint) from exc
+    return data
+
+
+def write_exports(project_dir: Path, data: list[tuple[str, bytes]], key: str) -> Output:
+    """Write the export copies (each atomically); the exports step's record."""
+    states: list[FileState] = []
+    for rel, blob in data:
+        path = project_dir / rel
+        remove_temp_files_of(path)  # a kill during an earlier attempt's copy leaves its temp file
+        atomic_write_bytes(path, blob)
         state = check_file(path, rel, None)
         assert state is not None
         states.append(state)

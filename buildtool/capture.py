@@ -2,8 +2,11 @@
 
 `captured(log)` points file descriptors 1 and 2 at the log around one call of user code, so
 print(), os.write(1, ...), C code and child processes all land there; dd-build's own output
-(and its one `--json` document) cannot be interleaved with it. Each attempt of a stage starts
-a new log (`clear_log`); an attempt whose code prints nothing leaves none.
+(and its one `--json` document) cannot be interleaved with it. It also puts back the objects
+sys.stdout and sys.stderr were, should the code replace or close them; dd-build itself prints
+to streams of its own (cli.Output), which nothing user code does to sys.stdout can reach.
+Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
+leaves none.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ LOG_NAME = "log.txt"
 TAIL_LINES = 20
 _TAIL_WIDTH = 300  # characters kept of each line of a tail
 
-# The descriptors that fds 1 and 2 pointed at before each active capture (None: closed).
-_saved: list[tuple[int | None, int | None]] = []
+# Before each active capture: where fds 1 and 2 pointed (None: closed), and the objects
+# sys.stdout and sys.stderr were (stage code may replace or close them).
+_saved: list[tuple[int | None, int | None, Any, Any]] = []
 
 
 def stage_log(stage_dir: Path) -> Path:
@@ -42,7 +46,7 @@ def captured(log: Path) -> Iterator[None]:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         depth = len(_saved)
-        _saved.append((_dup(1), _dup(2)))
+        _saved.append((_dup(1), _dup(2), sys.stdout, sys.stderr))
         try:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
@@ -63,9 +67,11 @@ def restore(depth: int = 0) -> None:
     outermost) began. cli calls restore() before it prints an error, in case an interrupt
     came in the middle of a capture's own restoring."""
     while len(_saved) > depth:
-        out, err = _saved.pop()
+        out, err, stdout, stderr = _saved.pop()
         _put_back(out, 1)
         _put_back(err, 2)
+        sys.stdout = _usable(stdout, 1)
+        sys.stderr = _usable(stderr, 2)
 
 
 def log_tail(log: Path, lines: int = TAIL_LINES) -> list[str]:
@@ -101,6 +107,19 @@ def _put_back(saved: int | None, fd: int) -> None:
         return
     os.dup2(saved, fd)
     os.close(saved)
+
+
+def _usable(stream: Any, fd: int) -> Any:
+    """The stream sys.stdout/sys.stderr was before user code ran, or, when that code closed it,
+    a new one on the same descriptor (so the next stage's prints still reach its log)."""
+    if stream is None or not getattr(stream, "closed", False):
+        return stream
+    try:
+        return open(fd, "w", encoding=getattr(stream, "encoding", None) or "utf-8",
+                    errors=getattr(stream, "errors", None) or "strict", closefd=False,
+                    buffering=1 if getattr(stream, "line_buffering", False) else -1)
+    except (OSError, ValueError, LookupError):  # no such descriptor: as Python would have it
+        return None
 
 
 def _flush() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import signal
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -46,8 +48,22 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
-    p.add_argument("--version", action="version", version=f"dd-build {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return p
+
+
+class _ShowVersion(Exception):  # noqa: N818 - a request, not an error
+    """`--version` was given: main prints the version (a document with --json) and exits 0."""
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        raise _ShowVersion
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.directory:
             _chdir(args.directory)
         return _COMMANDS[command](args, out)
+    except _ShowVersion:  # as soon as it is parsed, whatever else the command line says
+        if out.json:
+            out.document({"ok": True, "version": __version__})
+        else:
+            out.result(f"dd-build {__version__}")
+        return 0
     except BuildError as exc:
         return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
@@ -159,18 +181,6 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def write(stream: TextIO, text: str, end: str = "\n") -> None:
-    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
-    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
-    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
-    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
-    the exit code is the build's."""
-    try:
-        print(text, end=end, file=stream, flush=True)
-    except OSError as exc:
-        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
-            raise
-        _to_devnull(stream)
 
 
 def _to_devnull(stream: TextIO) -> None:
@@ -191,7 +201,8 @@ class Output:
         self.json = getattr(args, "json", False)
         self.quiet = getattr(args, "quiet", False)
         self.verbose = getattr(args, "verbose", False)
-        self.tty = sys.stderr.isatty()
+        self.stdout, self.stderr = own_streams()
+        self.tty = self.stderr is not None and self.stderr.isatty()
         self.workflow: str | None = None  # set once the Workflowfile is loaded
         self.report: BuildReport | None = None  # set once a build (or its plan) is under way
         self._documented = False
@@ -211,20 +222,25 @@ class Output:
 
     def text(self, line: str) -> None:
         if not self.quiet:
-            write(sys.stderr if self.json else sys.stdout, line)
+            _write(self.stderr if self.json else self.stdout, line)
 
-    def progress(self, line: str) -> None:
+    def progress(self, line: str, end: str = "\n") -> None:
         if not self.quiet:
-            write(sys.stderr, line)
+            _write(self.stderr, line, end)
 
     def error(self, line: str) -> None:
-        write(sys.stderr, line)
+        _write(self.stderr, line)
+
+    def result(self, text: str) -> None:
+        """What the command prints on stdout whatever -q says (a table, a graph, a schema)."""
+        _write(self.stdout, text)
 
     def document(self, value: Any) -> None:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        write(sys.stdout, json.dumps(value, indent=1, ensure_ascii=False, default=str))
+        _write(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
+                                       allow_nan=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
@@ -253,6 +269,53 @@ class Output:
         where = f"{path} (-v prints it)" if path and not self.verbose else path
         return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
                          {"traceback_file": path} if path else None)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and ±infinity (which JSON has no number for, and strict parsers such as
+    JavaScript's JSON.parse refuse) as null, as JavaScript's JSON.stringify writes them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+@cache
+def own_streams() -> tuple[TextIO | None, TextIO | None]:
+    """dd-build's own stdout and stderr: text streams on duplicates of fds 1 and 2, made once,
+    before any stage code runs. Stage code may replace or close sys.stdout and sys.stderr, and
+    points fds 1 and 2 at its log while it runs (capture.py); neither reaches these, so dd-build's
+    output (and its one `--json` document) is never lost or sent into a log."""
+    return _own_stream(1, sys.stdout), _own_stream(2, sys.stderr)
+
+
+def _own_stream(fd: int, like: TextIO | None) -> TextIO | None:
+    try:
+        dup = os.dup(fd)
+    except OSError:  # started with that descriptor closed: what goes there is dropped
+        return None
+    return open(dup, "w", encoding=getattr(like, "encoding", None) or "utf-8",
+                errors=getattr(like, "errors", None) or "strict")
+
+
+def _write(stream: TextIO | None, text: str, end: str = "\n") -> None:
+    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
+    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
+    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
+    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
+    the exit code is the build's."""
+    if stream is None:
+        return
+    try:
+        stream.write(text + end)
+        stream.flush()
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+            raise
+        _to_devnull(stream)
 
 
 def _internal_message(error: str, stage: str | None, where: str | None) -> str:
@@ -298,8 +361,7 @@ class TextReporter:
             return
         line = f"  {stage}: batch {done}/{total}"
         if self.out.tty and not self.out.verbose:
-            end = "\n" if done >= total else ""
-            write(sys.stderr, f"\r\033[K{line}", end=end)
+            self.out.progress(f"\r\033[K{line}", "\n" if done >= total else "")
         else:
             self.out.progress(line)
 
@@ -418,7 +480,7 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
              "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
         return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
-    write(sys.stdout, render(graph, order))
+    out.result(render(graph, order))
     return 0
 
 
@@ -431,7 +493,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
     record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
     table = read_stage_table(workflow, record)
     if table is None:
-        raise UsageError(f"stage '{name}' has no tabular output (its first output is not a "
+        raise UsageError("no tabular output (its first output is not a "
                          ".parquet, .csv or .jsonl file or a folder of .parquet files)",
                          stage=name)
     return table
@@ -444,8 +506,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.document(preview_rows(table, args.rows))
         return 0
-    write(sys.stdout, format_rows(table, args.rows))
-    write(sys.stdout, f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    out.result(format_rows(table, args.rows))
+    out.result(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
     return 0
 
 
@@ -520,7 +582,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from .schema import workflow_json_schema
 
-    write(sys.stdout, json.dumps(workflow_json_schema(), indent=2))
+    out.result(json.dumps(workflow_json_schema(), indent=2))
     return 0
 
 

@@ -124,16 +124,53 @@ def _diagnose_rows(rows: list[dict[Any, Any]]) -> str | None:
             if not isinstance(key, str):
                 return f"row {i} has the key {key!r}, not a string (a column name)"
     keys = dict.fromkeys(k for row in rows for k in row)
-    return _diagnose_columns({k: [row.get(k) for row in rows] for k in keys})
+    return _diagnose_columns({k: [row.get(k) for row in rows] for k in keys}, in_rows=True)
 
 
-def _diagnose_columns(columns: dict[str, Any]) -> str | None:
+def _diagnose_columns(columns: dict[str, Any], in_rows: bool = False) -> str | None:
+    """The column pyarrow refused, and the first value it refuses on its own when there is
+    one. Values of rows are converted as fields of a struct, as `_as_table` does (pyarrow
+    converts some types, e.g. uuid.UUID, on their own but not inside a struct)."""
     for name, values in columns.items():
+        def convert(vs: list[Any], name: str = name) -> Any:
+            return pa.array([{name: v} for v in vs]) if in_rows else pa.array(vs)
+
         try:
-            pa.array(values)
+            convert(values)
         except _CONVERT_ERRORS as exc:
-            return f"column '{name}': {_first_line(exc)}"
+            return f"column '{name}': {_refused_value(values, convert) or _first_line(exc)}"
     return None
+
+
+def _refused_value(values: list[Any], convert: Callable[[list[Any]], Any]) -> str | None:
+    """`row 3 holds a value of type uuid.UUID, which pyarrow cannot convert (extension)`: the
+    first value pyarrow refuses on its own, or None (values refused only together: mixed
+    types)."""
+    for i, value in enumerate(values):
+        try:
+            convert([value])
+        except _CONVERT_ERRORS as exc:
+            where, part = _innermost(value, "")
+            kind = type(part)
+            name = kind.__qualname__ if kind.__module__ == "builtins" else \
+                f"{kind.__module__}.{kind.__qualname__}"
+            at = f" at {where.lstrip('.')}" if where else ""
+            return (f"row {i} holds a value of type {name}{at}, which pyarrow cannot convert "
+                    f"({_first_line(exc)})")
+    return None
+
+
+def _innermost(value: Any, path: str) -> tuple[str, Any]:
+    """The part of a refused dict or list value that pyarrow refuses: (its path, itself)."""
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, part in items:
+        try:
+            pa.array([{"x": part}])  # as a field of a struct, as rows are converted
+        except _CONVERT_ERRORS:
+            return _innermost(part, f"{path}.{key}" if isinstance(value, dict) else
+                              f"{path}[{key}]")
+    return path, value
 
 
 def _unconvertible(where: str, exc: BaseException, detail: str | None) -> StageFailed:
@@ -250,21 +287,40 @@ def concat_files(parts: list[tuple[Path, pa.Table]], where: Path) -> pa.Table:
 
 def _clash(parts: list[tuple[Path, pa.Table]]) -> str | None:
     """The first column whose type in one file cannot be unified with the types before it."""
-    seen: dict[str, tuple[pa.Field, Path]] = {}
+    seen = UnifiedSchema()
     for path, table in parts:
-        for field in table.schema:
-            if field.name not in seen:
-                seen[field.name] = (field, path)
-                continue
-            before, first = seen[field.name]
-            try:
-                merged = pa.unify_schemas([pa.schema([before]), pa.schema([field])],
-                                          promote_options="permissive")
-            except _CONVERT_ERRORS:
-                return (f"column '{field.name}' is {before.type} in {_shown(first)} but "
-                        f"{field.type} in {_shown(path)}")
-            seen[field.name] = (merged.field(0), first)
+        clash = seen.add(table.schema, _shown(path))
+        if clash is not None:
+            name, before, first, now = clash
+            return f"column '{name}' is {before} in {first} but {now} in {_shown(path)}"
     return None
+
+
+class UnifiedSchema:
+    """The schema the readers unify parts to (`concat_files`: permissive promotion), grown
+    one part at a time, with the part each column was first seen in."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, tuple[pa.Field, str]] = {}
+
+    def add(self, schema: pa.Schema, where: str
+            ) -> tuple[str, pa.DataType, str, pa.DataType] | None:
+        """Merge `schema` in; or, when a column's type cannot be unified with its type so far,
+        change nothing and return (column, type so far, part it was first seen in, new type)."""
+        merged = {}
+        for field in schema:
+            if field.name not in self.fields:
+                merged[field.name] = (field, where)
+                continue
+            before, first = self.fields[field.name]
+            try:
+                unified = pa.unify_schemas([pa.schema([before]), pa.schema([field])],
+                                           promote_options="permissive")
+            except _CONVERT_ERRORS:
+                return field.name, before.type, first, field.type
+            merged[field.name] = (unified.field(0), first)
+        self.fields.update(merged)
+        return None
 
 
 def read_parquet_files(paths: list[Path], where: Path | None = None) -> pa.Table:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from .artifacts import remove_unlisted_overrides
+from .artifacts import refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
 from .capture import TAIL_LINES, append_log, clear_log, log_tail, stage_log
 from .errors import (
+    BuildError,
     Interrupted,
     ResumeRefused,
     StageFailed,
@@ -36,6 +37,7 @@ from .plan import (
     StageFacts,
     Upstream,
     decide,
+    exports_only,
     output_view,
     plan,
     strict_refusals,
@@ -239,7 +241,35 @@ class _Builder:
             return self._reuse(planned, facts)
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
+        if exports_only(facts, decision.reasons):
+            return self._refresh_exports(planned, facts)
         return self._execute(planned, decision, facts)
+
+    def _refresh_exports(self, planned: Decision, facts: StageFacts) -> StageResult:
+        """An overridden stage whose export copies are all that changed: write them from the
+        override, which stays. A copy that cannot be written fails the stage and records
+        nothing, so the review stays in force for the next build."""
+        from .datasets import CannotExport
+
+        record = facts.record
+        assert record is not None
+        started = time.monotonic()
+        self.reporter.started(planned)
+        if facts.stats_moved:
+            record = _touch_up(record, facts)
+        try:
+            record = refresh_exports(self.wf, record, facts.spec, facts.fingerprint)
+        except (CannotExport, StateError, OSError) as exc:
+            message = exc.message if isinstance(exc, BuildError) else f"cannot write it: {exc}"
+            failure = StageFailed(message, stage=record.stage, key="outputs",
+                                  hint=getattr(exc, "hint", None))
+            self.stopped = not self.keep_going
+            return StageResult(record.stage, planned, "failed", None, record.batches_total, 0,
+                               failure.render(), time.monotonic() - started)
+        self._done(record)
+        rows = record.output.rows if record.output else None
+        return StageResult(record.stage, planned, "completed", rows, record.batches_total, 0,
+                           None, time.monotonic() - started)
 
     def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
         record = facts.record

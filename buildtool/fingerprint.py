@@ -49,6 +49,12 @@ def digest_strings(parts: list[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def exports_key(outputs: list[str] | tuple[str, ...], digest: str) -> str:
+    """The key of a stage's export-copies step: their paths and the digest of the selected
+    output they copy. The planner checks it, so export copies always equal that output."""
+    return digest_strings(["exports", *outputs, digest])
+
+
 def digest_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .external import MISSING, is_external_key
-from .fingerprint import POST_KEYS, FileState, digest_strings
+from .fingerprint import POST_KEYS, FileState, digest_strings, exports_key
 from .jsonvalues import same_value, type_change
 from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
 
@@ -22,7 +22,7 @@ _OWN_CHANGE = {"spec_changed", "code_changed", "output_missing", "output_modifie
                "record_unreadable", "format_changed"}
 # Reasons that do not stop a stage's kept batches from being reused.
 _RESUMABLE_REASONS = {"incomplete", "failed_before", "output_missing", "output_modified",
-                      "upstream_will_run", "callback_output_missing"}
+                      "upstream_will_run", "callback_output_missing", "exports_stale"}
 # What a stage whose upstream is empty consumes in place of an output digest.
 EMPTY_DIGEST = digest_strings(["(empty)"])
 
@@ -150,6 +150,11 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         rows = record.output.rows if record.output else None
         return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
                         rows=rows)
+    if exports_only(facts, reasons):  # the override stays; only its export copies are written
+        record = facts.record
+        assert record is not None
+        keep = tuple(b.index for b in record.batches)
+        return Decision(facts.name, "resume", tuple(reasons), keep, record.batches_total)
     keep = _resumable_batches(facts, reasons)
     action = "resume" if keep is not None else "run"
     return Decision(facts.name, action, tuple(reasons), keep or (), _total(facts, upstreams))
@@ -190,6 +195,24 @@ def _resumable_batches(facts: StageFacts, reasons: list[Reason]) -> tuple[int, .
     if facts.kind == "transform" and record.status == "failed":
         return None  # its one call is the whole stage: after a failure it is called again
     return tuple(b.index for b in record.batches if b.file not in facts.damaged)
+
+
+def exports_only(facts: StageFacts, reasons: Sequence[Reason]) -> bool:
+    """A stage whose selected output is a reviewed override, and whose only change is to its
+    export copies (stale, missing, modified, or other paths declared): the executor writes them
+    from the override, which stays in force."""
+    record = facts.record
+    if record is None or record.output is None or record.output.kind != "override":
+        return False
+    return bool(reasons) and all(_export_reason(r, facts) for r in reasons)
+
+
+def _export_reason(reason: Reason, facts: StageFacts) -> bool:
+    if reason.code == "exports_stale":
+        return True
+    if reason.code in ("output_missing", "output_modified"):
+        return facts.file_groups.get(reason.detail.get("file", "")) == "exports"
+    return reason.code == "spec_changed" and reason.detail.get("key") == "outputs"
 
 
 def _boundary_only(reason: Reason, facts: StageFacts) -> bool:
@@ -376,6 +399,24 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
             yield Reason("output_missing", f"output file {path} is missing", {"file": path})
         elif state == "modified":
             yield Reason("output_modified", f"output file {path} was modified", {"file": path})
+    yield from _exports_reasons(facts, record)
+
+
+def _exports_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
+    """Export copies are written from the selected output, and their step's key names its
+    digest: a key that names another digest (copies written before `dd-build override`
+    replaced the output, by a dd-build that did not rewrite them) rewrites them."""
+    outputs = record.spec.get("outputs") or []
+    if facts.kind == "run" or not outputs or record.output is None or \
+            record.status not in ("completed", "completed_empty"):
+        return
+    step = record.steps.get("exports")
+    if step is not None and step.key == exports_key(outputs, record.output.digest):
+        return
+    what = "the override" if record.output.kind == "override" else "its selected output"
+    copies = "export copy {} was" if len(outputs) == 1 else "export copies {} were"
+    yield Reason("exports_stale", f"{copies.format(', '.join(map(str, outputs)))} not written "
+                 f"from {what}", {"files": list(outputs)})
 
 
 def batches(count: int | None) -> str:

@@ -391,6 +391,7 @@ class Probe:
         command._run_logged = self.step(command._run_logged, "run-command")
         # `dd-build override` (outside a build: stage "-").
         artifacts.atomic_write_bytes = self.step(artifacts.atomic_write_bytes, "override-write")
+        artifacts.write_exports = self.step(artifacts.write_exports, "override-export")
         artifacts.write_record = self.step(artifacts.write_record, "record-write")
         artifacts.remove_unlisted_overrides = self.step(artifacts.remove_unlisted_overrides,
                                                         "override-cleanup")

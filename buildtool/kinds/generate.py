@@ -21,6 +21,8 @@ from .loader import load_callable
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ..datasets import UnifiedSchema
+
 
 # Backoff between retries of a raising batch; the base can be lowered for tests.
 RETRY_BASE_S = float(os.environ.get("DD_BUILD_RETRY_BASE_S", "1.0"))
@@ -61,6 +63,7 @@ def execute(job: Job) -> Output:
     job.run.begin(total, num_records)
     inputs = input_map(job)
     done = job.run.batch_indices
+    schema = _kept_schema(job)
     job.progress(len(done), total)
     for index in range(total):
         if index in done:
@@ -74,6 +77,7 @@ def execute(job: Job) -> Output:
                               rows, batch_rng(job.fingerprint, index), inputs)
         value = _call(fn, ctx, stage.name, stage.retries, job.progress_note, log)
         table = to_table(value, f"{stage.target} (batch {index})")
+        _check_unifies(schema, table, index, stage.target)
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
     return job.run.batches_output()
@@ -108,6 +112,36 @@ def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
         note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
         time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _kept_schema(job: Job) -> UnifiedSchema:
+    """The unified schema of the batches a resume keeps (their parquet footers)."""
+    import pyarrow.parquet as pq
+
+    from ..datasets import UnifiedSchema, UnreadableData
+
+    schema = UnifiedSchema()
+    for b in job.run.sorted_batches():
+        path = job.workflow.artifacts_root / b.file
+        try:
+            found = pq.read_schema(path)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise UnreadableData(path, str(exc), job.stage.name) from exc
+        schema.add(found, f"batch {b.index}")
+    return schema
+
+
+def _check_unifies(schema: UnifiedSchema, table: pa.Table, index: int, target: str) -> None:
+    """A batch whose columns cannot be unified with the earlier batches' (by the rule every
+    reader of the stage's output uses) fails the stage before it is written: the stage's
+    output must read as one table. The earlier batches stay."""
+    clash = schema.add(table.schema, f"batch {index}")
+    if clash is not None:
+        name, before, first, now = clash
+        raise StageFailed(f"{target} (batch {index}) returned column '{name}' as {now}, but it "
+                          f"is {before} in {first}: a stage's batches must read as one table",
+                          hint="return one type per column in every batch (int64 with double "
+                               "is fine: it reads as double); cast or convert the values")
 
 
 def _rows(seed: pa.Table | None) -> int:
