@@ -15,7 +15,9 @@ is a project file records an edge from that file to each module the statement im
 A cached import records its edge too, so a stage that imports a module an earlier stage of
 the same build executed still lists it. Any other caller (dd-build, the standard library,
 installed packages) costs one dictionary lookup. An import that fails records what it had
-imported before it failed.
+imported before it failed. Only import statements count, not a C extension that imports while
+project code calls it (pyarrow importing pandas inside `pa.table()`) nor an explicit
+`__import__()` call (the first execution of a project module is still seen, by its loader).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import importlib.util
+import opcode
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,6 +36,7 @@ from ..fingerprint import FileState
 from .sourceload import SCOPE, file_state, recheck
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
+_IMPORT_NAME = opcode.opmap["IMPORT_NAME"]
 _original_import = builtins.__import__
 _original_import_module = importlib.import_module
 # (importer, module name, from-list) -> the module recorded: a statement run again (a lazy
@@ -51,7 +55,7 @@ def _tracked_import(name: str, globals: Mapping[str, Any] | None = None,
                     locals: Mapping[str, Any] | None = None, fromlist: Iterable[str] = (),
                     level: int = 0) -> Any:
     importer = SCOPE.rel(globals.get("__file__")) if globals else None
-    if importer is None:
+    if importer is None or not _statement():
         return _original_import(name, globals, locals, fromlist, level)
     absolute = name if level == 0 else _absolute(name, globals, level)
     if absolute:
@@ -61,6 +65,16 @@ def _tracked_import(name: str, globals: Mapping[str, Any] | None = None,
     finally:
         if absolute:
             record(importer, absolute, tuple(fromlist) if fromlist else ())
+
+
+def _statement() -> bool:
+    """Called by an import statement: not by a C extension importing on the code's behalf
+    (pyarrow importing pandas inside `pa.table()` passes the calling function's globals)."""
+    frame = sys._getframe(2)
+    try:
+        return frame.f_code.co_code[frame.f_lasti] == _IMPORT_NAME
+    except IndexError:
+        return False
 
 
 def _tracked_import_module(name: str, package: str | None = None) -> Any:
