@@ -49,6 +49,7 @@ class ExternalCode:
     project_dir: Path
     _found: dict[tuple[str, tuple[str, ...]], tuple[str, FileState]] = field(
         default_factory=dict)
+    _imported: dict[tuple[str, tuple[str, ...]], FileState] = field(default_factory=dict)
 
     def states(self, refs: tuple[str, ...], known: Mapping[str, FileState]
                ) -> dict[str, FileState]:
@@ -82,9 +83,15 @@ class ExternalCode:
         name = module or key.partition(":")[2]
         hints = (key.removeprefix(DIST),) if key.startswith(DIST) else ()
         cache_key = (name, hints)
-        if cache_key not in self._found:
-            self._found[cache_key] = self._locate(name, {key: known}, hints)
-        return self._found[cache_key][1]
+        if cache_key not in self._imported:
+            spec = find_spec_without_import(name)
+            if hints and _same_metadata(spec, hints[0], known):
+                state = known  # stats first: the distribution's METADATA is as recorded
+            else:
+                found_key, found = self._locate(name, {key: known}, hints)
+                state = _metadata_stats(found_key, found, spec)
+            self._imported[cache_key] = state
+        return self._imported[cache_key]
 
     def _locate(self, module: str, known: Mapping[str, FileState], hints: tuple[str, ...]
                 ) -> tuple[str, FileState]:
@@ -112,11 +119,56 @@ def fingerprint(module: str, spec: Any, top_spec: Any, known: Mapping[str, FileS
 
 def fingerprint_loaded(module: str) -> tuple[str, FileState]:
     """The key and state of `module` as this process imported it (no search: the specs of
-    the loaded modules), made the way the planner's search makes them."""
+    the loaded modules), made the way the planner's search makes them. An installed
+    distribution's state has the stats of its METADATA file, for the planner's cheap check."""
     top = module.split(".")[0]
     spec = getattr(sys.modules.get(module), "__spec__", None)
     top_spec = getattr(sys.modules.get(top), "__spec__", None)
-    return fingerprint(module, spec, top_spec, {})
+    key, state = fingerprint(module, spec, top_spec, {})
+    return key, _metadata_stats(key, state, spec)
+
+
+def _metadata_stats(key: str, state: FileState, spec: Any) -> FileState:
+    """An installed distribution's state with the stats of its METADATA file, when found."""
+    if not key.startswith(DIST) or spec is None or spec.origin in (None, "built-in", "frozen"):
+        return state
+    meta = _metadata_file(os.path.abspath(spec.origin), key.removeprefix(DIST))
+    try:
+        st = os.stat(meta) if meta is not None else None
+    except OSError:
+        st = None
+    return state if st is None else FileState(key, st.st_size, st.st_mtime_ns, state.digest)
+
+
+def _metadata_file(origin: str, dist: str) -> str | None:
+    """The METADATA file of the one `.dist-info` named `dist` in the sys.path entry that holds
+    `origin`, or None (no entry, none, or several of that name)."""
+    entry = _path_entry(origin)
+    if entry is None:
+        return None
+    try:
+        with os.scandir(entry) as it:
+            found = [e.path for e in it if e.name.endswith(".dist-info")
+                     and _normalized(e.name.partition("-")[0]) == dist]
+    except OSError:
+        return None
+    return os.path.join(found[0], "METADATA") if len(found) == 1 else None
+
+
+def _same_metadata(spec: Any, dist: str, known: FileState) -> bool:
+    """The module (found as `spec`) is in a folder whose `.dist-info` of `dist` has the
+    METADATA file stats recorded (size and mtime; a reinstall rewrites it): its version is as
+    recorded."""
+    if not known.mtime_ns or spec is None or spec.origin in (None, "built-in", "frozen"):
+        return False
+    meta = _metadata_file(os.path.abspath(spec.origin), dist)
+    if meta is None:
+        return False
+    try:
+        st = os.stat(meta)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (known.size, known.mtime_ns)
 
 
 def find_spec_without_import(module: str) -> importlib.machinery.ModuleSpec | None:

@@ -13,6 +13,9 @@ import pyarrow as pa
 import pytest
 from conftest import REPO, Project, find_reason, reason_codes
 
+from buildtool.external import ExternalCode
+from buildtool.fingerprint import FileState
+
 FLOW = """
 workflow: demo
 stages:
@@ -130,3 +133,20 @@ def test_pyarrow_imported_by_stage_code_is_its_version(project: Project) -> None
     assert list(found) == ["dist:pyarrow"]
     assert found["dist:pyarrow"]["digest"] == pa.__version__
     assert project.run("--json").stage("p")["action"] == "up_to_date"
+
+
+def test_an_installed_distribution_is_checked_stats_first(lib: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Planning reads no distribution metadata while its METADATA file's stats are as
+    recorded (a reinstall rewrites it): the recorded state is reused as it is."""
+    info = _dist_info(lib, "my_lib", "1.0")
+    monkeypatch.syspath_prepend(str(lib))
+    st = (info / "METADATA").stat()
+    recorded = FileState("dist:my-lib", st.st_size, st.st_mtime_ns, "recorded")
+    assert ExternalCode(tmp_path).imported("dist:my-lib", "mylib", recorded) is recorded
+
+    os.utime(info / "METADATA", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    now = ExternalCode(tmp_path).imported("dist:my-lib", "mylib", recorded)
+    assert (now.path, now.digest) == ("dist:my-lib", "1.0")
+    assert (now.size, now.mtime_ns) == (st.st_size, st.st_mtime_ns + 10**9)
