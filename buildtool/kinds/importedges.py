@@ -70,10 +70,10 @@ def _tracked_import(name: str, globals: Mapping[str, Any] | None = None,
 def _statement() -> bool:
     """Called by an import statement: not by a C extension importing on the code's behalf
     (pyarrow importing pandas inside `pa.table()` passes the calling function's globals)."""
-    frame = sys._getframe(2)
     try:
+        frame = sys._getframe(2)
         return frame.f_code.co_code[frame.f_lasti] == _IMPORT_NAME
-    except IndexError:
+    except (ValueError, IndexError):  # no Python caller, or no instruction to look at
         return False
 
 
