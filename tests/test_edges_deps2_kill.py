@@ -133,3 +133,33 @@ def test_killed_in_a_later_batch_keeps_what_an_earlier_batch_imported(
     st = project.run("--json", DEPS2_FIRST_ONLY="1").stage("make")
     assert st["action"] == "run", st["reasons"]
     assert find_reason(st, "code_changed")["file"] == "prompts.py"
+
+
+def test_journal_lines_of_discovered_modules_merge_up_to_a_torn_line(tmp_path) -> None:
+    from buildtool.fingerprint import FileState
+    from buildtool.records import (
+        BatchEntry,
+        Discovered,
+        StageRecord,
+        journal_append,
+        journal_discovered,
+        read_record,
+        write_record,
+    )
+
+    def found(rel: str) -> dict[str, Discovered]:
+        return {rel: Discovered(FileState(rel, 1, 2, "sha256:" + rel), "stages/make.py")}
+
+    record = StageRecord(stage="make", status="running", kind="generate", spec={},
+                         spec_fingerprint="f", code={}, file_inputs={}, stage_inputs={},
+                         run_id="r", journal="journal-r.jsonl", discovered=found("a.py"))
+    write_record(tmp_path, record)
+    journal_discovered(tmp_path, "journal-r.jsonl", found("b.py"))
+    journal_append(tmp_path, "journal-r.jsonl", BatchEntry(0, "make/b0", 2, 3, 4, "d"))
+    with open(tmp_path / "journal-r.jsonl", "a") as fh:
+        fh.write('{"discovered": {"c.py": {"path"')  # torn: it and what follows are ignored
+    journal_discovered(tmp_path, "journal-r.jsonl", found("d.py"))
+    read = read_record(tmp_path).record
+    assert read is not None
+    assert read.discovered == {**found("a.py"), **found("b.py")}
+    assert [b.index for b in read.batches] == [0]
