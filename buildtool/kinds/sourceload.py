@@ -62,8 +62,8 @@ class Scope:
 
     def holds(self, folder: str) -> bool:
         """A folder the path hook serves: the project folder or one inside it, not installed."""
-        return (folder == self.root or folder.startswith(self._inside)) and \
-            not folder.startswith(self._skip)
+        return bool(self.root) and (folder == self.root or folder.startswith(self._inside)) \
+            and not folder.startswith(self._skip)
 
 
 SCOPE = Scope()
