@@ -1,8 +1,10 @@
-"""Code outside the project: the fingerprint of a `package.module:fn` found on sys.path.
+"""Code outside the project: the fingerprint of a `package.module:fn` found on sys.path, and
+of a module outside the project that project code imports (a discovered entry).
 
 Planning must not run user code, so the module is located the way the import system finds it
 (the finders of sys.meta_path, which look at files and run nothing of the module), never
-imported. Its fingerprint is one entry of the record's `code`, under a key that is not a path:
+imported. Its fingerprint is one entry of the record's `code` (or `discovered`), under a key
+that is not a path:
 
 - `dist:<name>` (normalized) → the version of the installed distribution whose files hold the
   module (a `.dist-info` that is not an editable install);
@@ -47,6 +49,7 @@ class ExternalCode:
     project_dir: Path
     _found: dict[tuple[str, tuple[str, ...]], tuple[str, FileState]] = field(
         default_factory=dict)
+    _imported: dict[tuple[str, tuple[str, ...]], FileState] = field(default_factory=dict)
 
     def states(self, refs: tuple[str, ...], known: Mapping[str, FileState]
                ) -> dict[str, FileState]:
@@ -73,21 +76,99 @@ class ExternalCode:
         top = self.project_dir / module.split(".")[0]
         return (top / "__init__.py").is_file() or top.with_suffix(".py").is_file()
 
+    def imported(self, key: str, module: str | None, known: FileState) -> FileState:
+        """The state now of a module outside the project that stage code imported, recorded
+        under `key` as `known`: its path is the key it has now (another one when, e.g., the
+        module is no longer installed, or is found no more)."""
+        name = module or key.partition(":")[2]
+        hints = (key.removeprefix(DIST),) if key.startswith(DIST) else ()
+        cache_key = (name, hints)
+        if cache_key not in self._imported:
+            spec = find_spec_without_import(name)
+            if hints and _same_metadata(spec, hints[0], known):
+                state = known  # stats first: the distribution's METADATA is as recorded
+            else:
+                found_key, found = self._locate(name, {key: known}, hints)
+                state = _metadata_stats(found_key, found, spec)
+            self._imported[cache_key] = state
+        return self._imported[cache_key]
+
     def _locate(self, module: str, known: Mapping[str, FileState], hints: tuple[str, ...]
                 ) -> tuple[str, FileState]:
         top = module.split(".")[0]
         spec = find_spec_without_import(module)
-        if spec is None or spec.origin is None:
-            return _missing(top)
-        if spec.origin in ("built-in", "frozen"):
-            return _dist_state("python", ".".join(map(str, sys.version_info[:3])))
-        origin = os.path.abspath(spec.origin)
-        top_spec = spec if module == top else find_spec_without_import(top)
-        dist = owning_distribution(origin, top, hints)
-        if dist is not None:
-            return _dist_state(_normalized(dist.metadata["Name"] or top),
-                               dist.version or "(no version)")
-        return _module_state(module, top, origin, top_spec, known)
+        top_spec = spec if module == top or spec is None else find_spec_without_import(top)
+        return fingerprint(module, spec, top_spec, known, hints)
+
+
+def fingerprint(module: str, spec: Any, top_spec: Any, known: Mapping[str, FileState],
+                hints: tuple[str, ...] = ()) -> tuple[str, FileState]:
+    """Key and state of `module` found as `spec` (its top-level package as `top_spec`)."""
+    top = module.split(".")[0]
+    if spec is None or spec.origin is None:
+        return _missing(top)
+    if spec.origin in ("built-in", "frozen"):
+        return _dist_state("python", ".".join(map(str, sys.version_info[:3])))
+    origin = os.path.abspath(spec.origin)
+    dist = owning_distribution(origin, top, hints)
+    if dist is not None:
+        return _dist_state(_normalized(dist.metadata["Name"] or top),
+                           dist.version or "(no version)")
+    return _module_state(module, top, origin, top_spec, known)
+
+
+def fingerprint_loaded(module: str) -> tuple[str, FileState]:
+    """The key and state of `module` as this process imported it (no search: the specs of
+    the loaded modules), made the way the planner's search makes them. An installed
+    distribution's state has the stats of its METADATA file, for the planner's cheap check."""
+    top = module.split(".")[0]
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    top_spec = getattr(sys.modules.get(top), "__spec__", None)
+    key, state = fingerprint(module, spec, top_spec, {})
+    return key, _metadata_stats(key, state, spec)
+
+
+def _metadata_stats(key: str, state: FileState, spec: Any) -> FileState:
+    """An installed distribution's state with the stats of its METADATA file, when found."""
+    if not key.startswith(DIST) or spec is None or spec.origin in (None, "built-in", "frozen"):
+        return state
+    meta = _metadata_file(os.path.abspath(spec.origin), key.removeprefix(DIST))
+    try:
+        st = os.stat(meta) if meta is not None else None
+    except OSError:
+        st = None
+    return state if st is None else FileState(key, st.st_size, st.st_mtime_ns, state.digest)
+
+
+def _metadata_file(origin: str, dist: str) -> str | None:
+    """The METADATA file of the one `.dist-info` named `dist` in the sys.path entry that holds
+    `origin`, or None (no entry, none, or several of that name)."""
+    entry = _path_entry(origin)
+    if entry is None:
+        return None
+    try:
+        with os.scandir(entry) as it:
+            found = [e.path for e in it if e.name.endswith(".dist-info")
+                     and _normalized(e.name.partition("-")[0]) == dist]
+    except OSError:
+        return None
+    return os.path.join(found[0], "METADATA") if len(found) == 1 else None
+
+
+def _same_metadata(spec: Any, dist: str, known: FileState) -> bool:
+    """The module (found as `spec`) is in a folder whose `.dist-info` of `dist` has the
+    METADATA file stats recorded (size and mtime; a reinstall rewrites it): its version is as
+    recorded."""
+    if not known.mtime_ns or spec is None or spec.origin in (None, "built-in", "frozen"):
+        return False
+    meta = _metadata_file(os.path.abspath(spec.origin), dist)
+    if meta is None:
+        return False
+    try:
+        st = os.stat(meta)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (known.size, known.mtime_ns)
 
 
 def find_spec_without_import(module: str) -> importlib.machinery.ModuleSpec | None:

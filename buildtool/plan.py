@@ -14,7 +14,7 @@ from typing import Any
 from .external import MISSING, is_external_key
 from .fingerprint import POST_KEYS, FileState, digest_strings, exports_key
 from .jsonvalues import same_value, type_change
-from .records import RESUMABLE_STATUSES, RecordRead, StageRecord
+from .records import RESUMABLE_STATUSES, Discovered, RecordRead, StageRecord
 
 RESUME_MODES = ("if-possible", "never", "always")
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
@@ -350,12 +350,52 @@ def _import_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
         if path in facts.code and path not in facts.callback_code:
             continue  # a declared code file now: its own reason says what changed
         how = f"imported by {dep.by}" if dep.by else "loaded with the stage's code"
-        detail = {"file": path, "imported_by": dep.by}
         now = facts.discovered.get(path)
+        if is_external_key(path):
+            reason = _outside_import_reason(path, dep, now, how)
+            if reason is not None:
+                yield reason
+            continue
+        detail = {"file": path, "imported_by": dep.by}
         if now is None:
             yield Reason("code_changed", f"code file {path} is gone ({how})", detail)
         elif now.digest != dep.state.digest:
             yield Reason("code_changed", f"code file {path} changed ({how})", detail)
+
+
+def _outside_import_reason(key: str, dep: Discovered, now: FileState | None, how: str
+                           ) -> Reason | None:
+    """A module outside the project its code imported: `now.path` is the key it has now."""
+    kind, _, name = key.partition(":")
+    old = dep.state.digest
+    detail: dict[str, Any] = {"module": dep.module or name, "imported_by": dep.by}
+    if now is None or (now.path != key and now.digest == MISSING):
+        return Reason("code_changed", f"code: module {dep.module or name} cannot be found "
+                      f"({how}; outside the project, on no sys.path entry)", detail)
+    if now.path != key:
+        return Reason("code_changed", f"code: module {dep.module or name} is now "
+                      f"{_found_as(now)}, was {_found_as(dep.state)} ({how})",
+                      {**detail, "old": f"{key} {old}", "new": f"{now.path} {now.digest}"})
+    if now.digest == old:
+        return None
+    if kind == "dist":
+        return Reason("code_changed", f"code: installed {name} changed: {old} → {now.digest} "
+                      f"({how})", {**detail, "dist": name, "old": old, "new": now.digest})
+    where = "outside the project, not installed"
+    if now.digest == MISSING:
+        return Reason("code_changed", f"code: module {name} cannot be found ({how}; outside "
+                      "the project, on no sys.path entry)", detail)
+    if old == MISSING:
+        return Reason("code_changed", f"code: module {name} is found now ({how}; {where})",
+                      detail)
+    return Reason("code_changed", f"code: module {name} changed ({how}; {where})", detail)
+
+
+def _found_as(state: FileState) -> str:
+    kind, _, name = state.path.partition(":")
+    if kind == "dist":
+        return f"installed {name} {state.digest}"
+    return "not found" if state.digest == MISSING else "outside the project, not installed"
 
 
 def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:

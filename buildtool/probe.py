@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .errors import WorkflowError
-from .external import ExternalCode
+from .external import ExternalCode, is_external_key
 from .fingerprint import (
     FileState,
     callback_only_files,
@@ -42,9 +42,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
     code.update(outside)
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
-    found = record.discovered or {} if record else {}
-    discovered, imports_moved = _states(workflow.project_dir, list(found),
-                                        {rel: dep.state for rel, dep in found.items()})
+    discovered, imports_moved = _discovered(workflow.project_dir, record, external)
     outputs = _OutputCheck(workflow)
     if record is not None:
         outputs.check_record(record)
@@ -78,6 +76,23 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
                               ".jsonl files with a glob instead (e.g. data/docs/*.csv)")
         paths.extend(matched)
     return sorted(set(paths))
+
+
+def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
+                ) -> tuple[dict[str, FileState], bool]:
+    """The modules its code imported last time, as they are now: project files stats first;
+    a module outside the project found again without importing it (its state's path is the
+    key it has now: another one when it is, e.g., no longer installed)."""
+    found = record.discovered or {} if record else {}
+    inside = [rel for rel in found if not is_external_key(rel)]
+    states, moved = _states(root, inside, {rel: found[rel].state for rel in inside})
+    for key, dep in found.items():
+        if is_external_key(key):
+            now = external.imported(key, dep.module, dep.state)
+            states[key] = now
+            moved = moved or (now.path == key and now.digest == dep.state.digest
+                              and now != dep.state)
+    return states, moved
 
 
 def _states(root: Path, paths: list[str], known: dict[str, FileState]

@@ -18,7 +18,16 @@ from .fingerprint import digest_bytes, digest_strings
 from .fsutil import atomic_write_bytes, make_dirs_durably
 from .model import Stage, Workflow
 from .plan import StageFacts
-from .records import BatchEntry, Output, StageRecord, journal_append, remove_leftovers, write_record
+from .records import (
+    BatchEntry,
+    Discovered,
+    Output,
+    StageRecord,
+    journal_append,
+    journal_discovered,
+    remove_leftovers,
+    write_record,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,6 +58,7 @@ class StageRun:
         self.begun = False
         self._had_record = facts.record is not None
         self.batches_run = 0
+        self.listed: dict[str, Discovered] = {}  # discovered modules the record or journal lists
         self.record = StageRecord(
             stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,
             spec_fingerprint=facts.fingerprint, code=dict(facts.code),
@@ -84,9 +94,9 @@ class StageRun:
         """Replace the old record with a `running` one, then clear what it does not list."""
         make_dirs_durably(self.dir)
         self.begun = True
+        self.listed = self.code_deps.discovered() if self.code_deps else {}
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
-                              batches=self.sorted_batches(),
-                              discovered=self.code_deps.discovered() if self.code_deps else {})
+                              batches=self.sorted_batches(), discovered=self.listed)
         write_record(self.dir, self.record)
         remove_leftovers(str(self.dir))  # old journals; temp files of a killed record write
         self._clear_unlisted_batches()
@@ -116,10 +126,21 @@ class StageRun:
         atomic_write_bytes(path, data)
         st = os.stat(path)
         entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest_bytes(data))
+        self._journal_discovered()  # before the batch that may have used them is listed
         journal_append(self.dir, self.journal, entry)
         self.batches[index] = entry
         self.batches_run += 1
         return entry
+
+    def _journal_discovered(self) -> None:
+        """Modules imported since the record or the journal listed them (a lazy import in
+        the code, the first batch to call it): durable, so a killed run's resume keeps them."""
+        if self.code_deps is None:
+            return
+        new = {k: v for k, v in self.code_deps.discovered().items() if self.listed.get(k) != v}
+        if new:
+            journal_discovered(self.dir, self.journal, new)
+            self.listed.update(new)
 
     def sorted_batches(self) -> tuple[BatchEntry, ...]:
         return tuple(self.batches[i] for i in sorted(self.batches))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_plan import CODE, facts, fstate, record, spec
 
-from buildtool.codedeps import CodeTracker
+from buildtool.codedeps import CodeTracker, ImportGraph
 from buildtool.plan import Options, StageFacts, decide
 from buildtool.records import Discovered, StageRecord
 
@@ -112,34 +112,79 @@ def _state(path: str) -> Any:
     return fstate(path, "x")
 
 
+def _graph(edges: list[tuple[str, str]]) -> ImportGraph:
+    """A graph of project files, each with a state, and these import edges."""
+    g = ImportGraph()
+    for importer, imported in edges:
+        for node in (importer, imported):
+            g.set_state(node, node, _state(node))
+        g.add_edge(importer, imported)
+    return g
+
+
 def test_tracker_keeps_undeclared_files_once() -> None:
-    t = CodeTracker([STAGE_FILE], frozenset())
-    t.executed(STAGE_FILE, _state(STAGE_FILE), None)  # declared: the record lists it already
-    t.executed(TEXT, _state(TEXT), STAGE_FILE)
-    t.executed(TEXT, fstate(TEXT, "later"), "other.py")  # the first execution counts
+    g = _graph([(STAGE_FILE, TEXT), ("other.py", TEXT)])
+    g.set_state(TEXT, TEXT, fstate(TEXT, "later"))  # the first execution counts
+    t = CodeTracker([STAGE_FILE], frozenset(), graph=g)
+    t.add_roots([STAGE_FILE])  # declared: the record lists it already
     assert t.discovered() == {TEXT: Discovered(_state(TEXT), STAGE_FILE)}
+
+
+def test_tracker_follows_edges_from_its_roots_only() -> None:
+    g = _graph([(STAGE_FILE, TEXT), (TEXT, DEEP), ("other.py", "helpers/other.py")])
+    t = CodeTracker([STAGE_FILE], frozenset(), graph=g)
+    assert t.discovered() == {}  # no code loaded yet
+    t.add_roots([STAGE_FILE])
+    assert t.discovered() == {TEXT: Discovered(_state(TEXT), STAGE_FILE),
+                              DEEP: Discovered(_state(DEEP), TEXT)}
+    g.add_edge(DEEP, "helpers/late.py")  # a lazy import, later: seen on the next read
+    g.set_state("helpers/late.py", "helpers/late.py", _state("helpers/late.py"))
+    assert t.discovered()["helpers/late.py"].by == DEEP
 
 
 def test_tracker_callback_rules() -> None:
     cb, only_cb = "code/cb.py", "helpers/report.py"
-    t = CodeTracker([STAGE_FILE, cb], frozenset({cb}))
-    t.executed(cb, _state(cb), STAGE_FILE)  # the stage's own code imported the callback file
+    g = _graph([(STAGE_FILE, cb), (cb, only_cb)])  # the stage's own code imports the callback
+    t = CodeTracker([STAGE_FILE, cb], frozenset({cb}), graph=g)
+    t.add_roots([STAGE_FILE])
     t.enter_callback()
-    t.executed(only_cb, _state(only_cb), cb)
+    t.add_roots([cb])
     assert set(t.discovered()) == {cb, only_cb}
 
-    t = CodeTracker([STAGE_FILE, cb], frozenset({cb}))
+    g = _graph([(cb, only_cb), (STAGE_FILE, TEXT)])
+    t = CodeTracker([STAGE_FILE, cb], frozenset({cb}), graph=g)
+    t.add_roots([STAGE_FILE])
     t.enter_callback()
-    t.executed(cb, _state(cb), None)  # loading the callback itself: declared, not discovered
-    assert t.discovered() == {}
+    t.add_roots([cb])  # loading the callback itself: declared, not discovered
+    assert t.discovered() == {TEXT: Discovered(_state(TEXT), STAGE_FILE),
+                              only_cb: Discovered(_state(only_cb), cb)}
+
+
+def test_tracker_names_outside_modules_by_their_key() -> None:
+    g = _graph([])
+    g.set_state("ext:mylib", "module:mylib", fstate("module:mylib", "m1"), "mylib")
+    g.add_edge(STAGE_FILE, "ext:mylib")
+    t = CodeTracker([STAGE_FILE], frozenset(), graph=g)
+    t.add_roots([STAGE_FILE])
+    assert t.discovered() == {
+        "module:mylib": Discovered(fstate("module:mylib", "m1"), STAGE_FILE, "mylib")}
+    declared = CodeTracker([STAGE_FILE, "module:mylib"], frozenset(), graph=g)
+    declared.add_roots([STAGE_FILE])
+    assert declared.discovered() == {}
 
 
 def test_tracker_keeps_what_a_resume_kept_and_stops_when_closed() -> None:
     kept = {TEXT: Discovered(_state(TEXT), STAGE_FILE)}
-    t = CodeTracker([STAGE_FILE], frozenset(), kept)
-    assert t.close() == kept
-    t.executed(DEEP, _state(DEEP), TEXT)
+    g = _graph([])
+    closed: list[bool] = []
+    t = CodeTracker([STAGE_FILE], frozenset(), kept, graph=g,
+                    on_close=lambda: closed.append(True))
+    t.add_roots([STAGE_FILE])
+    assert t.close() == kept and closed == [True]
+    g.set_state(DEEP, DEEP, _state(DEEP))
+    g.add_edge(STAGE_FILE, DEEP)
     assert t.discovered() == kept
+    assert t.close() == kept and closed == [True]
 
 
 # ------------------------------------------------------------------------------- the record

@@ -1,16 +1,14 @@
 """Load the user callables a stage names: `file.py:fn` from the project, or `module:fn`.
 
-Project modules (under the project folder, but not in a virtual environment or site-packages
-kept there) load from their current source, and while a stage runs every one executed is
-reported to the stage's CodeTracker, with the project file that imported it.
+Project modules load from their current source and execute once per process
+(sourceload.py); every import statement project code runs is an edge of the import graph
+(importedges.py). A stage's tracker names the files its callables load as its roots, and its
+discovered modules are what the graph reaches from them (codedeps.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.machinery
-import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -19,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..codedeps import CodeTracker
 from ..errors import StageFailed
-from ..fingerprint import FileState, digest_bytes, digest_file
+from ..fingerprint import module_file
 from ..model import CallableRef, Workflow
+from . import importedges
+from .sourceload import SCOPE, load_file, recheck, restore_additions, use_project
 
 if TYPE_CHECKING:
     from ..plan import StageFacts
@@ -31,20 +31,15 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     if ref is None:
         raise StageFailed(f"'{text}' is not a callable reference", stage=stage)
     root = str(workflow.project_dir)
-    _import_project_from_source(root)
+    _use(root)
     if root not in sys.path:
         sys.path.insert(0, root)
     try:
-        module = _load_file(workflow.project_dir / ref.module) if ref.is_file else \
-            importlib.import_module(ref.module)
+        module = _load(workflow, ref)
     except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
         # stage fails; a sys.exit() must not end dd-build with the user's status
-        missing = isinstance(exc, ModuleNotFoundError) and exc.name is not None and \
-            f"{ref.module}.".startswith(f"{exc.name}.")
-        hint = (f"no module `{ref.module}` in the project folder or installed; check the name"
-                if missing else f"fix {ref.module}: it raised while being imported")
         raise StageFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
-                          stage=stage, hint=hint) from exc
+                          stage=stage, hint=_load_hint(workflow, ref, exc)) from exc
     fn = getattr(module, ref.function, None)
     if fn is None:
         raise StageFailed(f"{ref.module} has no function '{ref.function}'", stage=stage,
@@ -56,160 +51,87 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     return fn
 
 
-class _SourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the file's current source, never its cached bytecode: a `__pycache__` entry is
-    trusted while the source's mtime (in whole seconds) and size match, so an edit within the
-    same second that keeps the size would run the old code under the new code digest."""
+def _load(workflow: Workflow, ref: CallableRef) -> Any:
+    """The callable's module (executed the first time only), its files the stage's roots."""
+    if ref.is_file:
+        path = os.path.normpath(workflow.project_dir / ref.module)
+        _roots([path])  # before: what it imports while it fails still counts
+        module = load_file(Path(path))
+        restore_additions(module)
+        return module
+    parts = ref.module.split(".")
+    names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    recheck(parts[0])
+    try:
+        return importlib.import_module(ref.module)
+    finally:
+        loaded = [m for m in map(sys.modules.get, names) if m is not None]
+        _roots([getattr(m, "__file__", None) for m in loaded])
+        for m in loaded:
+            restore_additions(m)
 
-    def get_code(self, fullname: str) -> Any:
-        st = os.stat(self.path) if _TRACKING.tracker is not None else None
-        data = self.get_data(self.path)  # stat first: a later edit moves the stats it recorded
-        _executed(self.path, st, data)
-        return self.source_to_code(data, self.path)
+
+def _roots(files: list[Any]) -> None:
+    tracker = _TRACKING.tracker
+    if tracker is not None:
+        tracker.add_roots(rel for rel in map(SCOPE.rel, files) if rel is not None)
 
 
-class _SourcelessLoader(importlib.machinery.SourcelessFileLoader):
-    def get_code(self, fullname: str) -> Any:
-        _executed(self.path)
-        return super().get_code(fullname)
-
-
-class _ExtensionLoader(importlib.machinery.ExtensionFileLoader):
-    def create_module(self, spec: Any) -> Any:
-        _executed(self.path)
-        return super().create_module(spec)
+def _load_hint(workflow: Workflow, ref: CallableRef, exc: BaseException) -> str:
+    name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not name:
+        return f"fix {ref.module}: it raised while being imported"
+    if not ref.is_file and f"{ref.module}.".startswith(f"{name}."):
+        return f"no module `{ref.module}` in the project folder or installed; check the name"
+    root = workflow.project_dir
+    hint = (f"module `{name}` was not found: imports are relative to the project folder "
+            f"{root} (it is on sys.path), not to the folder of the importing file")
+    rel = ref.module if ref.is_file else module_file(root, ref.module)
+    folder = Path(rel or ".").parent
+    if folder == Path(".") or ".." in folder.parts:
+        return hint + "; install it, or put it in the project folder"
+    dotted = ".".join(folder.parts) + "." + name
+    beside = root / folder / name.replace(".", os.sep)
+    there = beside.with_suffix(".py").is_file() or beside.is_dir()
+    where = f"{(folder / name.replace('.', '/')).as_posix()}{'' if beside.is_dir() else '.py'}"
+    return hint + (f"; for {where} write `from {dotted} import …`" if there else
+                   f", e.g. `from {dotted} import …` for {where}; or install it")
 
 
 class _Tracking:
-    """The running stage's tracker (None between stages) and the project it belongs to."""
+    """The running stage's tracker (None between stages), and the sys.path each stage
+    starts from: dd-build's own, the project folder first."""
 
     tracker: CodeTracker | None = None
-    root: str = ""
-    skip: tuple[str, ...] = ()  # folders inside the project that hold no project modules
+    baseline: list[str] | None = None
 
 
 _TRACKING = _Tracking()
-_SOURCE_ROOTS: set[str] = set()
 
 
 def track_code(workflow: Workflow, facts: StageFacts, resuming: bool) -> CodeTracker:
-    """Before a stage loads its code: forget the project's modules an earlier stage of this
-    process imported, so this stage executes from current source (and so sees) every project
-    module it imports; then report each one executed to the returned tracker."""
+    """Before a stage loads its code: start from dd-build's own sys.path (what an earlier
+    stage's code put on it is gone, and comes back when code that added it is loaded again),
+    and return the tracker the loader gives the stage's roots to. It restores sys.path when
+    it closes."""
     root = str(workflow.project_dir)
-    _import_project_from_source(root)
-    _TRACKING.root, _TRACKING.skip = root, _not_project_folders(root)
+    _use(root)
+    if _TRACKING.baseline is None:
+        _TRACKING.baseline = [root] + [p for p in sys.path if p != root]
+    _restore_path()
     kept = facts.record.discovered if resuming and facts.record is not None else None
-    kept_now = {rel: dep._replace(state=facts.discovered[rel])
-                for rel, dep in (kept or {}).items() if rel in facts.discovered}
-    tracker = CodeTracker(facts.code, facts.callback_code, kept_now)
-    _forget_project_modules()
+    kept_now = {key: dep._replace(state=facts.discovered[key])
+                for key, dep in (kept or {}).items() if key in facts.discovered}
+    tracker = CodeTracker(facts.code, facts.callback_code, kept_now, on_close=_restore_path)
     _TRACKING.tracker = tracker
     return tracker
 
 
-def _not_project_folders(root: str) -> tuple[str, ...]:
-    """Folders under the project that hold installed code, not the project's: a virtual
-    environment or site-packages kept in the project folder, and dd-build itself."""
-    import site
-
-    inside = root.rstrip(os.sep) + os.sep
-    named = [sys.prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
-             str(Path(__file__).resolve().parents[1])]
-    candidates = {p for c in named if c for p in (c, os.path.realpath(c))}
-    return tuple(sorted(c.rstrip(os.sep) + os.sep for c in candidates
-                        if (c.rstrip(os.sep) + os.sep).startswith(inside)))
+def _restore_path() -> None:
+    if _TRACKING.baseline is not None:
+        sys.path[:] = _TRACKING.baseline
 
 
-def _project_rel(path: str) -> str | None:
-    """The project-relative posix path of a module file, or None when it is not the project's."""
-    root = _TRACKING.root
-    if not root or not path.startswith(root.rstrip(os.sep) + os.sep):
-        return None
-    if path.startswith(_TRACKING.skip):
-        return None
-    return os.path.relpath(path, root).replace(os.sep, "/")
-
-
-def _executed(path: str, st: os.stat_result | None = None, data: bytes | None = None) -> None:
-    tracker = _TRACKING.tracker
-    if tracker is None:
-        return
-    rel = _project_rel(path)
-    if rel is None:
-        return
-    if st is None:
-        st = os.stat(path)
-    digest = digest_bytes(data) if data is not None else digest_file(Path(path))
-    tracker.executed(rel, FileState(rel, st.st_size, st.st_mtime_ns, digest), _importer(path))
-
-
-def _importer(path: str) -> str | None:
-    """The project file whose code is importing `path`: the nearest such frame up the stack
-    (a module's top level, or a function that imports lazily)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        file = frame.f_code.co_filename
-        if file != path and (rel := _project_rel(file)) is not None:
-            return rel
-        frame = frame.f_back
-    return None
-
-
-def _forget_project_modules() -> None:
-    """Drop the project's modules from sys.modules (and the finders' cached listings)."""
-    for name, module in list(sys.modules.items()):
-        if _is_project_module(module):
-            del sys.modules[name]
-    root = _TRACKING.root.rstrip(os.sep)
-    for path, finder in list(sys.path_importer_cache.items()):
-        if finder is not None and (path == root or _project_rel(path) is not None):
-            finder.invalidate_caches()
-
-
-def _is_project_module(module: Any) -> bool:
-    try:
-        attrs = vars(module)
-    except TypeError:  # not a module: some libraries put other objects in sys.modules
-        return False
-    file = attrs.get("__file__")
-    if isinstance(file, str):
-        return _project_rel(file) is not None
-    spec = attrs.get("__spec__")  # a namespace package: no file, only folders
-    folders = list(getattr(spec, "submodule_search_locations", None) or [])
-    return bool(folders) and all(_project_rel(os.path.join(f, "x")) is not None
-                                 for f in folders)
-
-
-def _import_project_from_source(root: str) -> None:
-    """Modules under the project folder (`module:fn` callables, and what stage code imports
-    from the project) load from their current source as well: a path hook for that folder."""
-    if root in _SOURCE_ROOTS:
-        return
-    _SOURCE_ROOTS.add(root)
-    m = importlib.machinery
-    finder = m.FileFinder.path_hook((_ExtensionLoader, m.EXTENSION_SUFFIXES),
-                                    (_SourceLoader, m.SOURCE_SUFFIXES),
-                                    (_SourcelessLoader, m.BYTECODE_SUFFIXES))
-    inside = root.rstrip(os.sep) + os.sep
-    installed = _not_project_folders(root)
-
-    def hook(path: str) -> Any:
-        if path != root and not path.startswith(inside) or path.startswith(installed):
-            raise ImportError("not in the project folder")
-        return finder(path)
-
-    sys.path_hooks.insert(0, hook)
-    for path in [p for p in sys.path_importer_cache if p == root or p.startswith(inside)]:
-        del sys.path_importer_cache[path]
-
-
-def _load_file(path: Path) -> Any:
-    name = "ddbuild_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _use(root: str) -> None:
+    use_project(root)
+    importedges.install()
