@@ -101,8 +101,11 @@ def type_edit(rng: Rng, old: Typed) -> Typed:
     """Mostly a type-only edit (another member of the same class, same shape); sometimes a
     new class or shape."""
     if rng.random() < 0.75:
-        members = [m for m in range(len(TYPE_CLASSES[old.cls])) if m != old.member]
-        return replace(old, member=rng.choice(members))
+        values = TYPE_CLASSES[old.cls]
+        members = [m for m in range(len(values)) if m != old.member]
+        equal = [m for m in members if values[m] == values[old.member]]  # 1 == 1.0 == True
+        return replace(old, member=rng.choice(equal if equal and rng.random() < 0.6
+                                              else members))
     new = random_typed(rng)
     return new if new != old else replace(new, shape="list" if new.shape != "list" else "map")
 
@@ -704,7 +707,9 @@ class WorkflowGen:
         options = [(w, p) for w, p in options if not any(touches(p, s) for s in later)]
         if not options:
             return None
-        where, pattern = rng.choice(options)
+        wheres = sorted({w for w, _ in options})  # globs and seeds more often than paths
+        where = rng.choice([w for w in wheres for _ in range(1 if w == "path" else 3)])
+        pattern = rng.choice([p for w, p in options if w == where])
         if where == "seed":
             stage.seed_file = pattern
             return f"seed: {pattern}"
