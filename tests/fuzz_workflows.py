@@ -104,7 +104,7 @@ def type_edit(rng: Rng, old: Typed) -> Typed:
         values = TYPE_CLASSES[old.cls]
         members = [m for m in range(len(values)) if m != old.member]
         equal = [m for m in members if values[m] == values[old.member]]  # 1 == 1.0 == True
-        return replace(old, member=rng.choice(equal if equal and rng.random() < 0.6
+        return replace(old, member=rng.choice(equal if equal and rng.random() < 0.8
                                               else members))
     new = random_typed(rng)
     return new if new != old else replace(new, shape="list" if new.shape != "list" else "map")
@@ -144,10 +144,12 @@ PLAIN = Mix(folder=0.0, nested=0.0, mutate=0.0, helpers=0.0, callback=0.0, proce
                     "batch_garbage", "batch_parquet", "batch_touch", "run_output", "clean")))
 
 
-def _focus(edits: dict[str, float], **fields: Any) -> Mix:
-    """PLAIN with one hard edge raised: its generation probabilities and its edits."""
+def _focus(edits: dict[str, float], plain: float = 0.5, **fields: Any) -> Mix:
+    """PLAIN with one hard edge raised: its generation probabilities and its edits (PLAIN's
+    edits weigh `plain` times as much as there)."""
     assert set(edits) <= set(_ALL_EDITS), set(edits) - set(_ALL_EDITS)
-    return replace(PLAIN, edits=tuple({**dict(PLAIN.edits), **edits}.items()), **fields)
+    weights = {k: w * plain for k, w in PLAIN.edits}
+    return replace(PLAIN, edits=tuple({**weights, **edits}.items()), **fields)
 
 
 # Each hard-edge class of issue 7 alone (on the plain generator), and all of them mixed:
@@ -155,7 +157,7 @@ def _focus(edits: dict[str, float], **fields: Any) -> Mix:
 FOCUS: dict[str, Mix] = {
     "mixed": Mix(),
     "plain": PLAIN,
-    "types": _focus({"param_type": 8}, nested=1.0),
+    "types": _focus({"param_type": 8}, plain=0.3, nested=1.0, run=0.15),
     "globs": _focus({"cross_add": 3, "exports": 1, "param": 3}, stages=(3, 6), run=0.45,
                     folder=0.5, exports=0.7, cross=0.6),
     "folders": _focus({"run_parts": 5, "run_write": 2, "run_output": 2}, run=0.6, folder=0.9),
@@ -558,7 +560,8 @@ class StageGen:
 def glob_match(pattern: str, path: str) -> bool:
     """Whether a glob (no `**`) matches a path, segment by segment, as glob.glob does."""
     a, b = pattern.split("/"), path.split("/")
-    return len(a) == len(b) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(a, b, strict=True))
+    return len(a) == len(b) and all(fnmatch.fnmatchcase(name, pat)
+                                    for pat, name in zip(a, b, strict=True))
 
 
 def touches(pattern: str, stage: StageGen) -> bool:
