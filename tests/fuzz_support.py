@@ -67,8 +67,9 @@ from pathlib import Path
 from typing import Any
 
 from fuzz_workflows import (
+    CALLBACK_CONSTS,
+    CALLBACK_FILES,
     CALLBACKS,
-    CALLBACKS_FILE,
     FOCUS,
     HELPER_CONSTS,
     HELPER_FILES,
@@ -610,7 +611,8 @@ class Sequence:
         stage = self.wf.stage(name)
         main, post = stage.spec_keys()
         code = tuple((f, _sha(self.root / f)) for f in stage.code_files())
-        callback = (_sha(self.root / CALLBACKS_FILE),) if stage.on_success else ()
+        callback = (_sha(self.root / CALLBACK_FILES[stage.on_success]),) \
+            if stage.on_success else ()
         batch = (main, code, pattern_states(self.root, stage.patterns),
                  tuple((u, selected[u].identity) for u in stage.upstreams))
         if stage.cross_code:  # with `code:` entries the callback's file is code of the stage
@@ -847,18 +849,18 @@ class Sequence:
         return f"{s.name}: on_success {old} -> {s.on_success}"
 
     def _edit_callback_code(self) -> str | None:
-        users = [s.name for s in self.wf.stages if s.on_success]
+        rel = self.rng.choice(sorted(CALLBACK_CONSTS))
+        users = [s.name for s in self.wf.stages if s.on_success and
+                 CALLBACK_FILES[s.on_success] == rel]
         if self.rng.random() < 0.7:
-            name = self.rng.choice(("CA", "CB"))
-            old = self.wf.callback_consts[name]
-            self.wf.callback_consts[name] = self._new_const(old)
-            what = f"{name} {old} -> {self.wf.callback_consts[name]}"
+            old = self.wf.callback_consts[rel]
+            self.wf.callback_consts[rel] = self._new_const(old)
+            what = f"{CALLBACK_CONSTS[rel]} {old} -> {self.wf.callback_consts[rel]}"
         else:
-            self.wf.callback_comment = f"callbacks v{self.rng.randint(1, 10**6)}"
-            what = f"comment -> '# {self.wf.callback_comment}'"
-        fast = self._maybe_fast(self.root / CALLBACKS_FILE,
-                                lambda: self.wf.write_callbacks(self.root))
-        return f"{CALLBACKS_FILE} (used by {users}): {what}{fast}"
+            self.wf.callback_comments[rel] = f"{Path(rel).stem} v{self.rng.randint(1, 10**6)}"
+            what = f"comment -> '# {self.wf.callback_comments[rel]}'"
+        fast = self._maybe_fast(self.root / rel, lambda: self.wf.write_callbacks(self.root, rel))
+        return f"{rel} (used by {users}): {what}{fast}"
 
     def _edit_callback_output(self) -> str | None:
         """Delete or replace a file of a callback's output (only the callback may rerun)."""
@@ -995,7 +997,7 @@ class Sequence:
 
     def _edit_touch(self) -> str | None:
         rels = sorted(self.wf.data) + [s.code_path for s in self.wf.stages] + \
-            sorted(HELPER_CONSTS) + [CALLBACKS_FILE]
+            sorted(HELPER_CONSTS) + sorted(CALLBACK_CONSTS)
         rel = self.rng.choice(rels)
         _bump_mtime(self.root / rel)
         return f"touch {rel} (same bytes, new mtime)"
