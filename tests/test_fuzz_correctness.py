@@ -67,24 +67,30 @@ def test_builds_are_never_stale_and_never_wasteful(seed: int) -> None:
     assert not result.violations, result.report()
 
 
-# One example of each hard-edge class of issue 7 alone (fuzz_workflows.FOCUS), at seeds whose
-# example, on main before the fixes, found a bug of that class:
-#   types      a type-only param edit (true -> 1, false -> -0.0) left the stage up to date
-#   globs      a glob over another stage's outputs: the consumer read them before they were
-#              written (a from-scratch build is no fixpoint)
-#   folders    params.n 3 -> 2 left part-2 in the run stage's output folder
-#   callbacks  (none found: the class is covered, on_success added/switched/removed)
-#   retries    a retried batch saw an advanced ctx.rng
-#   helpers    an edit of an imported helper module left the stage up to date
-#   mutation   a regenerated batch saw other batches' mutations of ctx.params (shallow copy)
+# Two examples of each hard-edge class of issue 7 alone (fuzz_workflows.FOCUS), at seeds whose
+# example found a bug of that class on main before the fixes (`python benchmarks/
+# fuzz_correctness.py --examples 1 --focus F --seed S` replays one):
+#   types 302, 304      a type-only edit (nest {a: true} -> {a: 1}; {a: false} -> {a: -0.0})
+#                       left the stage up to date
+#   globs 300, 301      globs over other stages' outputs (`reports/*.txt` added mid-sequence;
+#                       `reports/*/part-*.txt` from the start): read, or digested, before the
+#                       producer wrote them, so a from-scratch build is no fixpoint
+#   folders 301, 305    params.n 4 -> 3 left part-3 in a run stage's output folder; a command
+#                       that wrote nothing "succeeded" on the old folder
+#   callbacks 302, 306  removing on_success, or switching it to a callback in another file,
+#                       regenerated every batch
+#   retries 300, 301    a retried batch saw an advanced ctx.rng
+#   helpers 300, 303    an edit of helpers/base.py (imported through helpers.text) or of
+#                       helpers/lazy.py (imported inside the function) left the stage up to date
+#   mutation 300, 304   a regenerated batch saw other batches' mutations of nested params
 HARD_EDGES = [
     ("types", 302), ("types", 304),
-    ("globs", 301), ("globs", 303),
-    ("folders", 300), ("folders", 302),
-    ("callbacks", 300), ("callbacks", 301),
+    ("globs", 300), ("globs", 301),
+    ("folders", 301), ("folders", 305),
+    ("callbacks", 302), ("callbacks", 306),
     ("retries", 300), ("retries", 301),
-    ("helpers", 300), ("helpers", 302),
-    ("mutation", 300), ("mutation", 301),
+    ("helpers", 300), ("helpers", 303),
+    ("mutation", 300), ("mutation", 304),
 ]
 
 
