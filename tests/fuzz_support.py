@@ -5,7 +5,7 @@ Shared by `tests/test_fuzz_correctness.py` (a few examples, seeds picked by hypo
 from one `random.Random(seed)` (`run_seed`), so a seed (and a focus) replays the same example
 anywhere.
 
-An example: a random workflow (`fuzz_workflows.random_workflow`: 2-7 stages with the hard
+An example: a random workflow (`fuzz_workflows.random_workflow`: 2-6 stages with the hard
 edges of issue 7, see that module), then rounds of 0-3 random edits each followed by a
 `dd-build` with random targets and flags (`Sequence`). Edits: a param (also type-only: `1` →
 `1.0` → `true` → `"1"`, bare or nested), a spec key (num_records, batch_size, sampling), a

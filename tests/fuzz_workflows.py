@@ -1,6 +1,6 @@
 """The random workflows of the correctness fuzzer (tests/fuzz_support.py): stages, code, files.
 
-A workflow is 2-7 deterministic stages in a random DAG, declared in a random order (not always
+A workflow is 2-6 deterministic stages in a random DAG, declared in a random order (not always
 a topological one). Each stage has its own code file, whose output depends only on what the
 stage declares, so a from-scratch build is the oracle. The hard edges (issue 7) are all here,
 each shown in the output data so that a stale output differs from a from-scratch build's:
@@ -14,14 +14,16 @@ each shown in the output data so that a stale output differs from a from-scratch
   into the rows;
 * `run` stages anywhere in the DAG, with a file or a folder output (as many part files as
   `params.n`), whose command writes nothing when `params.w` is 0;
-* `on_success` callbacks (three, in stages/callbacks.py), `processors`, export copies;
+* `on_success` callbacks (three, in two files: stages/callbacks.py and callbacks_b.py, so a
+  switch may change the stage's code files), `processors`, export copies;
 * `retries` with a flaky first attempt (marker files under `flaky/`, absent from from-scratch
   builds, so those are untroubled) that draws from `ctx.rng` before it raises;
 * cross touches: an `inputs:` / `seed:` / `code:` glob or path that matches another stage's
   outputs (run outputs, export copies, files inside a run stage's output folder). A source
   "note" file beside each output makes every glob match something at load.
 
-The `Mix` says how often each appears (a focus raises one of them; see `FOCUS`).
+The `Mix` says how often each appears: `FOCUS` holds one per class (the plain generator of
+before issue 7 with that class raised), "plain" (none) and "mixed" (a little of each).
 """
 
 from __future__ import annotations
