@@ -38,8 +38,9 @@ The property (Build Systems à la Carte, STYLE.md), checked after every `dd-buil
     build, in two parts: what its batches depend on (its spec as written minus
     `description`, `retries` and the boundary keys; the sha256 of its code file and of the
     helper modules it imports; of each file its inputs, seed and `code:` entries match; the
-    bytes-identity of each upstream stage's selected output) and what only its boundary
-    steps depend on (`processors`, `on_success`, export `outputs`, the callbacks' file). A
+    identity of each upstream stage's selected output: its files' paths and bytes) and what
+    only its boundary steps depend on (`processors`, `on_success`, export `outputs`, the
+    callback's file). A
     call in a build is a violation when it was not forced (`--force`, `--rerun-from`,
     `--resume never`), the sequence damaged none of the stage's outputs since (a damaged
     batch allows only that batch; a damaged callback output only the callback), and: for a
@@ -98,7 +99,7 @@ class Selected:
     """A stage's selected output as its record names it, and its export copies."""
 
     status: str
-    identity: tuple[str, ...]  # sha256 of each output file's bytes, in order
+    identity: tuple[str, ...]  # each output file's path and the sha256 of its bytes, in order
     content: tuple[Any, ...]  # ("table", schema, rows) or ("files", ((path, bytes), ...))
     exports: tuple[tuple[str, bytes], ...] = ()
 
@@ -126,9 +127,11 @@ def read_selected(root: Path, stage: str) -> Selected | str:
     if rec.get("status") not in ("completed", "completed_empty") or not out:
         return f"record status {rec.get('status')!r}, output {out!r}"
     if out["kind"] == "batches":
-        files = [art / b["file"] for b in sorted(rec["batches"], key=lambda b: b["index"])]
+        names = [b["file"] for b in sorted(rec["batches"], key=lambda b: b["index"])]
+        files = [art / name for name in names]
     else:
-        files = [root / f["path"] for f in out["files"]]
+        names = [f["path"] for f in out["files"]]
+        files = [root / name for name in names]
     exported = (rec.get("steps") or {}).get("exports") or {}
     try:
         blobs = [f.read_bytes() for f in files]
@@ -136,7 +139,10 @@ def read_selected(root: Path, stage: str) -> Selected | str:
                         for f in exported.get("files", []))
     except OSError as exc:
         return f"an output file of the record cannot be read: {exc}"
-    identity = tuple(hashlib.sha256(b).hexdigest() for b in blobs)
+    # Where and what: a dependant gets the paths (batches/ or processed/ or callback/), so
+    # the same bytes moved to another file are another input.
+    identity = tuple(f"{name}:{hashlib.sha256(b).hexdigest()}"
+                     for name, b in zip(names, blobs, strict=True))
     if out["kind"] == "files":
         paths = tuple(Path(os.path.relpath(f, root)).as_posix() for f in files)
         return Selected(rec["status"], identity, ("files", tuple(zip(paths, blobs, strict=True))),
