@@ -22,6 +22,12 @@ tests/test_crash_safety.py.
 
     python benchmarks/fuzz_crash.py --kills 200 --seed 1
 
+Then the same on the wider project of tests/crash_support_wide.py (`--wide-kills`, default a
+quarter of --kills): a flaky batch retried (its first attempt raises after drawing from
+ctx.rng), an on_success callback switched and a run stage's folder output shrunk from 3 part
+files to 2 between builds; each completed build must equal an untroubled, uninterrupted fresh
+build of the same version (`--windows` adds one kill at each of its named steps).
+
 Exit status 1 when any check failed (the figures say which, the PROBLEM lines say where).
 """
 
@@ -38,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import crash_support as cs  # noqa: E402
+import crash_support_wide as wide  # noqa: E402
 
 
 def main() -> int:
@@ -54,6 +61,8 @@ def main() -> int:
     ap.add_argument("--windows", action="store_true",
                     help="first, one kill in each named window (crash_support.WINDOWS), then "
                          "the --kills random ones")
+    ap.add_argument("--wide-kills", type=int, default=None,
+                    help="kills on the wider project (default: a quarter of --kills)")
     ap.add_argument("--workdir", help="where the projects go (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the projects and logs")
     ap.add_argument("-q", "--quiet", action="store_true", help="print one line per round")
@@ -77,17 +86,32 @@ def main() -> int:
             config.kills += len(cs.WINDOWS)
         figures = fuzzer.fuzz()
         figures.wall_s = time.monotonic() - started
+        wide_kills = args.kills // 4 if args.wide_kills is None else args.wide_kills
+        print(f"\nthe wider project: --wide-kills {wide_kills}", flush=True)
+        started = time.monotonic()
+        wider = wide.WideFuzzer(workdir / "wide", wide.WideConfig(
+            kills=wide_kills, seed=args.seed, max_delay=args.max_delay,
+            timer_share=args.timer_share, fsync_delay=args.fsync_delay), progress)
+        wider.prepare()
+        if args.windows:
+            wider.round(1_000, [target for target, _ in wide.WIDE_WINDOWS])
+            wider.config.kills += wider.figures.kills
+        wide_figures = wider.fuzz() if wide_kills else wider.figures
+        wide_figures.wall_s = time.monotonic() - started
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    for line in figures.lines():
-        print(line)
-    if figures.problems:
-        print(f"\n{len(figures.problems)} problem(s):")
-        for text in figures.problems:
-            print(f"  {text}")
-    return 1 if figures.violations else 0
+    for title, figs in (("the four-stage project", figures),
+                        ("the wider project (retries, a switched callback, a folder output)",
+                         wide_figures)):
+        print(f"\n{title}:")
+        for line in figs.lines():
+            print(line)
+        if figs.problems:
+            print(f"\n{len(figs.problems)} problem(s):")
+            for text in figs.problems:
+                print(f"  {text}")
+    return 1 if figures.violations or wide_figures.violations else 0
 
 
 if __name__ == "__main__":

@@ -2,42 +2,54 @@
 
 Shared by `tests/test_fuzz_correctness.py` (a few examples, seeds picked by hypothesis) and
 `benchmarks/fuzz_correctness.py` (many, with figures). Everything random in an example is drawn
-from one `random.Random(seed)` (`run_seed`), so a seed replays the same example anywhere.
+from one `random.Random(seed)` (`run_seed`), so a seed (and a focus) replays the same example
+anywhere.
 
-An example: a random workflow of 2-6 deterministic stages (`random_workflow`), each with its own
-code file, then rounds of 0-3 random edits each followed by a `dd-build` with random targets and
-flags (`Sequence`). Edits: a param, a spec key (num_records, batch_size, sampling), a code
-constant (changes the output) or a comment (does not), `description`/`retries` (not
-fingerprinted), a file input's content, a file matching `data/*.txt` added or removed,
-touching a file (same bytes, new mtime), deleting, garbling, replacing (another valid
-parquet) or touching a batch file, damaging a run stage's output, `dd-build clean S`. Code
-and data edits sometimes keep the file's size and land in the same second as its last write
-(as a quick script's edit does).
+An example: a random workflow (`fuzz_workflows.random_workflow`: 2-6 stages with the hard
+edges of issue 7, see that module), then rounds of 0-3 random edits each followed by a
+`dd-build` with random targets and flags (`Sequence`). Edits: a param (also type-only: `1` →
+`1.0` → `true` → `"1"`, bare or nested), a spec key (num_records, batch_size, sampling), a
+code constant (changes the output) or a comment (does not), a helper module the code imports,
+the callbacks' code, an `on_success` callback added, switched or removed, processors and
+export copies changed, `description`/`retries` (not fingerprinted), a run stage's number of
+output files or a command that writes nothing, a file input's content, a file matching
+`data/*.txt` added or removed, a glob/path touching another stage's outputs added, touching a
+file (same bytes, new mtime), deleting, garbling, replacing or touching a batch file, damaging
+a run stage's or a callback's output, `dd-build clean S`. Code and data edits sometimes keep
+the file's size and land in the same second as its last write.
 
 The property (Build Systems à la Carte, STYLE.md), checked after every `dd-build`:
 
 (a) never stale: every stage in the build's closure has a selected output (read from its
-    record: its batch files, or its run outputs) equal to that stage's output in a
-    from-scratch build of the current project files in a fresh folder. From-scratch builds
-    are cached by a hash of the project's source files (Workflowfile, stages/*.py, data/*.txt)
-    and run in parallel with the build under test.
+    record: its batch files, boundary output or run outputs, with their paths) and export
+    copies equal to that stage's in a from-scratch build (`dd-build -k`) of the current
+    project files in a fresh folder. A stage the from-scratch build fails (only a run stage
+    whose command writes nothing may) must be recorded failed, not completed. From-scratch
+    builds are cached by a hash of the project's source files and run in parallel with the
+    build under test. When a stage touches another's outputs through a glob or path:
+      - dd-build may refuse the Workflowfile (exit 2, both builds, the message naming the
+        glob or path): accepted; the touches are then removed and the sequence goes on;
+      - else the from-scratch build must be a fixpoint (a second build runs nothing: no stage
+        ran before what it reads), and a dry run after the build under test must find every
+        stage of the closure up to date.
 
-(b) never wasteful: every stage's code appends each call to `calls.log`. The model (`Model`)
-    remembers per stage the key of its last completed build: its spec as written minus
-    `description` and `retries`, the sha256 of its code file and of each file input, and the
-    bytes-identity (sha256 of each file) of each upstream stage's selected output. A stage
-    called in a build is a violation when all of these hold:
-      - it was not forced (`--force` it, `--rerun-from` it or an ancestor, `--resume never`);
-      - its key now equals the remembered one (upstream identities as read after this build,
-        so an upstream that reran with byte-identical output is no change: early cutoff);
-      - the sequence damaged none of its outputs since (for a generate stage whose only
-        change is damaged batch files, only those batches may be called).
-    Also a violation: a call of a stage outside the build's closure, or of one batch twice.
-    After a good build, every stage of the closure gets its key remembered and its damage
-    forgotten.
+(b) never wasteful: every user call (batch, transform, run command, callback) appends a line
+    to `calls.log`. The model (`Model`) remembers per stage the key of its last completed
+    build, in two parts: what its batches depend on (its spec as written minus
+    `description`, `retries` and the boundary keys; the sha256 of its code file and of the
+    helper modules it imports; of each file its inputs, seed and `code:` entries match; the
+    identity of each upstream stage's selected output: its files' paths and bytes) and what
+    only its boundary steps depend on (`processors`, `on_success`, export `outputs`, the
+    callback's file). A
+    call in a build is a violation when it was not forced (`--force`, `--rerun-from`,
+    `--resume never`), the sequence damaged none of the stage's outputs since (a damaged
+    batch allows only that batch; a damaged callback output only the callback), and: for a
+    batch call, the batch part of the key is unchanged (upstream identities as read after
+    this build: early cutoff); for a callback call, both parts are. Also a violation: a call
+    of a stage outside the build's closure, or of one batch twice.
 
-The model knows only what this file generates: deterministic stages without processors,
-callbacks, overrides, failures or kills (other tests cover those).
+The model knows only what the generator makes: deterministic stages, no overrides or kills
+(other tests cover those).
 """
 
 from __future__ import annotations
@@ -45,340 +57,38 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import yaml
+from fuzz_workflows import (
+    CALLBACK_CONSTS,
+    CALLBACK_FILES,
+    CALLBACKS,
+    FOCUS,
+    HELPER_CONSTS,
+    HELPER_FILES,
+    PROCESSOR_CHOICES,
+    SOURCE_GLOBS,
+    WORDS,
+    WORKFLOW,
+    Mix,
+    Rng,
+    StageGen,
+    notes_of,
+    random_text,
+    random_workflow,
+    type_edit,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = "fuzz"
-SOURCE_GLOBS = ("Workflowfile", "stages/*.py", "data/*.txt")
-FILE_INPUT_CHOICES = ("data/a.txt", "data/b.txt", "data/*.txt")
-WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa")
-
-
-class Rng(Protocol):
-    """What we draw from: `random.Random` or hypothesis's `st.randoms()` both fit."""
-
-    def random(self) -> float: ...
-    def randint(self, a: int, b: int) -> int: ...
-    def choice(self, seq: Any) -> Any: ...
-    def sample(self, population: Any, k: int) -> list[Any]: ...
-
-
-# ----------------------------------------------------------------------------- stage code
-
-# Every stage's code file is self-contained (so an edit changes one stage's code only): a
-# header with the stage's constants, then one of the bodies below. Outputs depend only on K,
-# the params, the seed rows, the upstream outputs and the file inputs' content.
-_COMMON = '''
-import hashlib
-from pathlib import Path
-
-M = 1_000_003
-LOG = Path(__file__).resolve().parents[1] / "calls.log"
-
-
-def _log(stage, what):
-    with open(LOG, "a") as fh:
-        fh.write(f"{stage} {what}\\n")
-
-
-def _files_total(value):
-    paths = value if isinstance(value, list) else [value]
-    total = 0
-    for p in sorted(paths, key=lambda x: Path(x).name):
-        total = (total * 31 + int(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:8], 16)) % M
-    return total
-
-
-def _folder_total(folder):
-    import pyarrow.parquet as pq
-
-    total = 0
-    for f in sorted(Path(folder).glob("*.parquet")):
-        for v in pq.read_table(f).column("v").to_pylist():
-            total = (total * 7 + v) % M
-    return total
-'''
-
-_GENERATE = '''
-
-def make(ctx):
-    _log(ctx.stage_name, ctx.batch_index)
-    extra = 0
-    for key in sorted(ctx.inputs):  # stage inputs (the seed too) are folders; files by path
-        value = ctx.inputs[key]
-        extra += _files_total(value) if key.startswith("data/") else _folder_total(value)
-    rows = []
-    for i in range(ctx.size):
-        v = ((ctx.offset + i) * K + ctx.params["p"] + extra) % M
-        if USE_RNG:
-            v = (v + ctx.rng.randint(0, 999)) % M
-        if ctx.seed_rows is not None:
-            v = (v + 3 * ctx.seed_rows.column("v")[i].as_py()) % M
-        rows.append({"id": ctx.offset + i, "v": v})
-    return rows
-'''
-
-_TRANSFORM = '''
-
-def make(ctx):
-    _log(ctx.stage_name, "all")
-    extra = 0
-    tables = []
-    for key in sorted(ctx.inputs):
-        value = ctx.inputs[key]
-        if key.startswith("data/"):
-            extra += _files_total(value)
-        else:
-            tables.append(value)
-    p = ctx.params["p"]
-    if MODE == "count":  # blind to upstream values: a place for early cutoff
-        n = sum(t.num_rows for t in tables)
-        return {"id": [0], "v": [(n * K + p + extra) % M]}
-    first = tables[0].column("v").to_pylist()
-    add = sum(sum(t.column("v").to_pylist()) for t in tables[1:]) % M
-    return {"id": list(range(len(first))), "v": [(x * K + add + p + extra) % M for x in first]}
-'''
-
-_RUN = '''
-
-import json
-import sys
-
-
-def main():
-    _log(STAGE, "all")
-    k = int(sys.argv[1])
-    out = Path(sys.argv[2])
-    total = 0
-    for arg in sys.argv[3:]:
-        path = Path(arg)
-        part = _folder_total(path) if path.is_dir() else _files_total(str(path))
-        total = (total * 13 + part) % M
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"total": (total * K + k) % M}) + "\\n")
-
-
-main()
-'''
-
-
-# ----------------------------------------------------------------------------- workflows
-
-
-@dataclass
-class StageGen:
-    """One generated stage: what goes in its Workflowfile entry and in its code file."""
-
-    name: str
-    kind: str  # generate | transform | run
-    params: dict[str, int]
-    const: int  # K in its code file: changing it changes the output
-    comment: str  # first line of its code file: changing it changes no output
-    num_records: int | None = None
-    batch_size: int = 1
-    seed: str | None = None
-    sampling: str = "ordered"
-    stage_inputs: list[str] = field(default_factory=list)  # stage inputs other than the seed
-    file_inputs: list[str] = field(default_factory=list)
-    use_rng: bool = False
-    mode: str = "map"  # transform: map | count
-    description: str = ""
-    retries: int = 0
-    module_ref: bool = False  # `stages.sN:make` (imported) instead of `stages/sN.py:make`
-
-    @property
-    def code_path(self) -> str:
-        return f"stages/{self.name}.py"
-
-    @property
-    def output_path(self) -> str:
-        return f"out/{self.name}.jsonl"
-
-    @property
-    def upstreams(self) -> list[str]:
-        return ([self.seed] if self.seed else []) + self.stage_inputs
-
-    def entry(self) -> dict[str, Any]:
-        """The stage's Workflowfile entry."""
-        d: dict[str, Any] = {}
-        if self.description:
-            d["description"] = self.description
-        if self.kind == "run":
-            d["run"] = (f"{shlex.quote(sys.executable)} {self.code_path} {{params.k}} "
-                        "{outputs} {inputs}")
-            d["code"] = [self.code_path]
-            d["outputs"] = [self.output_path]
-        else:
-            d[self.kind] = f"stages.{self.name}:make" if self.module_ref else \
-                f"{self.code_path}:make"
-        if self.kind == "generate":
-            if self.num_records is not None:
-                d["num_records"] = self.num_records
-            d["batch_size"] = self.batch_size
-            if self.seed:
-                d["seed"] = self.seed
-                if self.sampling != "ordered":
-                    d["sampling"] = self.sampling
-            if self.retries:
-                d["retries"] = self.retries
-        inputs = self.stage_inputs + self.file_inputs
-        if inputs:
-            d["inputs"] = inputs
-        d["params"] = dict(self.params)
-        return d
-
-    def spec_key(self) -> str:
-        """What the model counts as the stage's spec: its entry minus the unfingerprinted keys."""
-        d = {k: v for k, v in self.entry().items() if k not in ("description", "retries")}
-        return json.dumps(d, sort_keys=True)
-
-    def code_text(self) -> str:
-        header = (f"# {self.comment}\n\"\"\"Stage {self.name} ({self.kind}), generated by "
-                  f"tests/fuzz_support.py.\"\"\"\nSTAGE = {self.name!r}\nK = {self.const}\n"
-                  f"USE_RNG = {self.use_rng}\nMODE = {self.mode!r}\n")
-        body = {"generate": _GENERATE, "transform": _TRANSFORM, "run": _RUN}[self.kind]
-        return header + _COMMON + body
-
-    def describe(self) -> str:
-        bits = [f"{self.name}: {self.kind}"]
-        if self.kind == "generate":
-            bits.append(f"num_records={self.num_records} batch_size={self.batch_size}")
-            if self.seed:
-                bits.append(f"seed={self.seed}" + (" shuffle" if self.sampling == "shuffle" else ""))
-        if self.stage_inputs or self.file_inputs:
-            bits.append(f"inputs={self.stage_inputs + self.file_inputs}")
-        bits.append(f"params={self.params} K={self.const}")
-        if self.use_rng:
-            bits.append("rng")
-        if self.module_ref:
-            bits.append("module-ref")
-        if self.kind == "transform":
-            bits.append(f"mode={self.mode}")
-        return " ".join(bits)
-
-
-@dataclass
-class WorkflowGen:
-    stages: list[StageGen]
-    data: dict[str, str]  # data/x.txt -> content
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.stages]
-
-    def stage(self, name: str) -> StageGen:
-        return next(s for s in self.stages if s.name == name)
-
-    def workflowfile_text(self) -> str:
-        doc = {"workflow": WORKFLOW, "stages": {s.name: s.entry() for s in self.stages}}
-        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
-
-    def write_all(self, root: Path) -> None:
-        self.write_workflowfile(root)
-        for s in self.stages:
-            self.write_code(root, s)
-        for rel in self.data:
-            self.write_data(root, rel)
-
-    def write_workflowfile(self, root: Path) -> None:
-        _write(root / "Workflowfile", self.workflowfile_text())
-
-    def write_code(self, root: Path, stage: StageGen) -> None:
-        _write(root / stage.code_path, stage.code_text())
-
-    def write_data(self, root: Path, rel: str) -> None:
-        _write(root / rel, self.data[rel])
-
-    def closure(self, targets: Iterable[str]) -> list[str]:
-        """Targets and their ancestors, in declaration order (which is topological here)."""
-        targets = list(targets)
-        if not targets:
-            return self.names
-        needed = set(targets)
-        for s in reversed(self.stages):
-            if s.name in needed:
-                needed.update(s.upstreams)
-        return [n for n in self.names if n in needed]
-
-    def descendants(self, name: str) -> set[str]:
-        found = {name}
-        for s in self.stages:
-            if any(u in found for u in s.upstreams):
-                found.add(s.name)
-        return found
-
-    def describe(self) -> str:
-        return "\n".join("  " + s.describe() for s in self.stages)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def random_workflow(rng: Rng) -> WorkflowGen:
-    """2-6 stages in a random DAG: generate stages (seeded from an earlier stage or not, with
-    optional stage and file inputs), transforms over 1-2 earlier stages, and optionally a last
-    `run` stage. Callables are `stages/sN.py:make` or, for some, `stages.sN:make`."""
-    n = rng.randint(2, 6)
-    stages: list[StageGen] = []
-    for i in range(n):
-        name = f"s{i + 1}"
-        tabular = [s.name for s in stages]  # a run stage is only ever last: all earlier are tables
-        files = [rng.choice(FILE_INPUT_CHOICES)] if rng.random() < 0.35 else []
-        common = dict(name=name, const=rng.randint(1, 97), comment=f"{name} v0",
-                      file_inputs=files)
-        if not tabular:
-            kind = "generate"
-        elif i == n - 1 and rng.random() < 0.35:
-            kind = "run"
-        else:
-            kind = rng.choice(("generate", "generate", "transform"))
-        if kind == "run":
-            stage = StageGen(kind="run", params={"k": rng.randint(0, 9)},
-                             stage_inputs=[rng.choice(tabular)], **common)
-        elif kind == "transform":
-            ups = rng.sample(tabular, min(len(tabular), rng.randint(1, 2)))
-            stage = StageGen(kind="transform", params=_params(rng), stage_inputs=ups,
-                             mode=rng.choice(("map", "map", "count")), **common)
-        else:
-            stage = StageGen(kind="generate", params=_params(rng), use_rng=rng.random() < 0.4,
-                             num_records=rng.randint(1, 9), batch_size=rng.randint(1, 4),
-                             **common)
-            if tabular and rng.random() < 0.55:
-                stage.seed = rng.choice(tabular)
-                if rng.random() < 0.3:
-                    stage.num_records = None  # as many as the seed has rows
-                if rng.random() < 0.2:
-                    stage.sampling = "shuffle"
-            others = [t for t in tabular if t != stage.seed]
-            if others and rng.random() < 0.2:
-                stage.stage_inputs = [rng.choice(others)]
-        if kind != "run":
-            stage.module_ref = rng.random() < 0.3
-        stages.append(stage)
-    data = {"data/a.txt": _text(rng), "data/b.txt": _text(rng)}
-    return WorkflowGen(stages, data)
-
-
-def _params(rng: Rng) -> dict[str, int]:
-    return {"p": rng.randint(0, 99), "q": rng.randint(0, 99)}  # code reads p; q is unused
-
-
-def _text(rng: Rng) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) + "\n"
+__all__ = ["FOCUS", "ReferenceBuilds", "SequenceResult", "Violation", "run_seed"]
 
 
 # ----------------------------------------------------------------------------- reading outputs
@@ -386,43 +96,66 @@ def _text(rng: Rng) -> str:
 
 @dataclass(frozen=True)
 class Selected:
-    """A stage's selected output as its record names it."""
+    """A stage's selected output as its record names it, and its export copies."""
 
     status: str
-    identity: tuple[str, ...]  # sha256 of each output file's bytes, in order
-    content: tuple[Any, ...]  # ("table", schema, rows) or ("bytes", file contents)
+    identity: tuple[str, ...]  # each output file's path and the sha256 of its bytes, in order
+    content: tuple[Any, ...]  # ("table", schema, rows) or ("files", ((path, bytes), ...))
+    exports: tuple[tuple[str, bytes], ...] = ()
+
+
+def _record(root: Path, stage: str) -> dict[str, Any] | str:
+    try:
+        rec = json.loads((root / "artifacts" / WORKFLOW / stage / "stage.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"no readable record ({exc})"
+    return rec if isinstance(rec, dict) else "a record that is no JSON object"
+
+
+def record_status(root: Path, stage: str) -> str:
+    rec = _record(root, stage)
+    return "absent" if isinstance(rec, str) else str(rec.get("status"))
 
 
 def read_selected(root: Path, stage: str) -> Selected | str:
     """The selected output of `stage` in the project at `root`, or why it cannot be read."""
     art = root / "artifacts" / WORKFLOW
-    path = art / stage / "stage.json"
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return f"no readable record ({exc})"
+    rec = _record(root, stage)
+    if isinstance(rec, str):
+        return rec
     out = rec.get("output")
     if rec.get("status") not in ("completed", "completed_empty") or not out:
         return f"record status {rec.get('status')!r}, output {out!r}"
     if out["kind"] == "batches":
-        files = [art / b["file"] for b in sorted(rec["batches"], key=lambda b: b["index"])]
+        names = [b["file"] for b in sorted(rec["batches"], key=lambda b: b["index"])]
+        files = [art / name for name in names]
     else:
-        files = [root / f["path"] for f in out["files"]]
+        names = [f["path"] for f in out["files"]]
+        files = [root / name for name in names]
+    exported = (rec.get("steps") or {}).get("exports") or {}
     try:
         blobs = [f.read_bytes() for f in files]
+        exports = tuple((f["path"], (root / f["path"]).read_bytes())
+                        for f in exported.get("files", []))
     except OSError as exc:
         return f"an output file of the record cannot be read: {exc}"
-    identity = tuple(hashlib.sha256(b).hexdigest() for b in blobs)
+    # Where and what: a dependant gets the paths (batches/ or processed/ or callback/), so
+    # the same bytes moved to another file are another input.
+    identity = tuple(f"{name}:{hashlib.sha256(b).hexdigest()}"
+                     for name, b in zip(names, blobs, strict=True))
     if out["kind"] == "files":
-        return Selected(rec["status"], identity, ("bytes", tuple(blobs)))
+        paths = tuple(Path(os.path.relpath(f, root)).as_posix() for f in files)
+        return Selected(rec["status"], identity, ("files", tuple(zip(paths, blobs, strict=True))),
+                        exports)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         tables = [pq.read_table(pa.BufferReader(b)) for b in blobs]
+        table = pa.concat_tables(tables)
     except (OSError, pa.ArrowException) as exc:
         return f"an output file of the record is not readable parquet: {exc}"
-    return Selected(rec["status"], identity, table_content(pa.concat_tables(tables)))
+    return Selected(rec["status"], identity, table_content(table), exports)
 
 
 def table_content(table: Any) -> tuple[Any, ...]:
@@ -431,8 +164,8 @@ def table_content(table: Any) -> tuple[Any, ...]:
 
 
 def show_content(content: tuple[Any, ...], limit: int = 6) -> str:
-    if content[0] == "bytes":
-        return " | ".join(b.decode("utf-8", "replace").strip() for b in content[1])
+    if content[0] == "files":
+        return " | ".join(f"{p}: {b.decode('utf-8', 'replace').strip()}" for p, b in content[1])
     rows = content[2]
     shown = ", ".join(str(dict(r)) for r in rows[:limit])
     return f"{len(rows)} rows [{shown}{', ...' if len(rows) > limit else ''}]"
@@ -455,11 +188,12 @@ def diff_content(got: tuple[Any, ...], want: tuple[Any, ...]) -> str:
 
 def cli_env() -> dict[str, str]:
     """The environment of a user's shell: Python's bytecode cache on (as by default), so stage
-    code loads the way it does for users."""
+    code loads the way it does for users; retries wait a millisecond, not a second."""
     env = dict(os.environ)
     for name in ("HANG_AT", "FAIL_AT", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["DD_BUILD_RETRY_BASE_S"] = "0.001"
     return env
 
 
@@ -486,39 +220,68 @@ def source_hash(root: Path) -> str:
     return h.hexdigest()
 
 
+def _called(root: Path) -> list[tuple[str, str]]:
+    log = root / "calls.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(stage, what) for stage, _, what in (line.partition(" ") for line in lines)]
+
+
 # ----------------------------------------------------------------------------- from scratch
 
 
 @dataclass
 class Reference:
-    """Every stage's output in a from-scratch build of one set of project files."""
+    """A from-scratch build (`dd-build -k`) of one set of project files: its exit status,
+    every stage's record status and selected output, and what a second build ran again."""
 
+    code: int
+    stderr: str
     outputs: dict[str, Selected]
-    error: str | None = None
+    statuses: dict[str, str]
+    unsettled: list[str] = field(default_factory=list)
+    error: str | None = None  # a completed stage whose output could not be read
+
+    @property
+    def refused(self) -> bool:
+        return self.code == 2
+
+    @property
+    def failed(self) -> set[str]:
+        return {name for name, status in self.statuses.items() if status == "failed"}
 
 
 class _Pending:
     def __init__(self, refs: ReferenceBuilds, key: str, folder: Path,
-                 proc: subprocess.Popen[str] | None, done: Reference | None) -> None:
+                 proc: subprocess.Popen[str] | None, done: Reference | None,
+                 fixpoint: bool) -> None:
         self.refs, self.key, self.folder, self.proc, self.done = refs, key, folder, proc, done
+        self.fixpoint = fixpoint
 
     def result(self, names: list[str]) -> Reference:
         if self.done is not None:
             return self.done
         assert self.proc is not None
         _, err = self.proc.communicate(timeout=300)
-        if self.proc.returncode != 0:
-            ref = Reference({}, f"from-scratch build exited {self.proc.returncode}: {err[-2000:]}")
-        else:
-            outputs: dict[str, Selected] = {}
+        ref = Reference(self.proc.returncode, err[-3000:], {}, {})
+        if not ref.refused:
+            first = {name: record_status(self.folder, name) for name in names}
+            if self.fixpoint:  # a second build must run nothing that completed
+                (self.folder / "calls.log").unlink(missing_ok=True)
+                subprocess.run(cli_command("-q", "-k"), cwd=self.folder, env=cli_env(),
+                               capture_output=True, text=True, timeout=300)
+                ref.unsettled = sorted({s for s, _ in _called(self.folder)
+                                        if first.get(s) == "completed"})
             problems = []
             for name in names:
+                ref.statuses[name] = record_status(self.folder, name)
+                if ref.statuses[name] != "completed":
+                    continue
                 got = read_selected(self.folder, name)
                 if isinstance(got, str):
                     problems.append(f"{name}: {got}")
                 else:
-                    outputs[name] = got
-            ref = Reference(outputs, "; ".join(problems) or None)
+                    ref.outputs[name] = got
+            ref.error = "; ".join(problems) or None
         shutil.rmtree(self.folder, ignore_errors=True)
         self.refs.store(self.key, ref)
         self.done = ref
@@ -540,22 +303,23 @@ class ReferenceBuilds:
         while len(self.cache) > self.limit:
             self.cache.popitem(last=False)
 
-    def start(self, project: Path) -> _Pending:
-        """Start the from-scratch build of `project`'s current sources (or find it cached)."""
-        key = source_hash(project)
+    def start(self, project: Path, fixpoint: bool = False) -> _Pending:
+        """Start the from-scratch build of `project`'s current sources (or find it cached);
+        with `fixpoint`, build twice and note what the second build ran."""
+        key = source_hash(project) + (":fixpoint" if fixpoint else "")
         if key in self.cache:
             self.hits += 1
             self.cache.move_to_end(key)
-            return _Pending(self, key, project, None, self.cache[key])
+            return _Pending(self, key, project, None, self.cache[key], fixpoint)
         self.builds += 1
         self.workdir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.workdir))
         for rel in source_files(project):
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project / rel, folder / rel)
-        proc = subprocess.Popen(cli_command("-q"), cwd=folder, env=cli_env(),
+        proc = subprocess.Popen(cli_command("-q", "-k"), cwd=folder, env=cli_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        return _Pending(self, key, folder, proc, None)
+        return _Pending(self, key, folder, proc, None, fixpoint)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -573,11 +337,15 @@ class Violation:
         return f"[{self.kind}] build #{self.build}{where}: {self.message}"
 
 
+Key = tuple[tuple[Any, ...], tuple[Any, ...]]  # (what the batches depend on, the boundary's)
+
+
 @dataclass
 class Model:
-    """Per stage: the key of its last completed build, and the damage done to it since."""
+    """Per stage: the key of its last completed build, and the damage done to it since
+    (batch indices, "cb" for a callback output, "all")."""
 
-    built: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    built: dict[str, Key] = field(default_factory=dict)
     damaged: dict[str, set[int | str]] = field(default_factory=dict)
 
 
@@ -592,15 +360,18 @@ class SequenceResult:
     stages: int = 0
     seconds: float = 0.0
     seed: int | None = None
+    focus: str = "mixed"
     # What the builds exercised: stage runs, resumes (kept batches), early cutoffs (a stage
-    # left alone although an upstream ran in the same build), forced stages.
+    # left alone although an upstream ran in the same build), forced stages, refusals, the
+    # edits by kind.
     seen: Counter[str] = field(default_factory=Counter)
 
     def report(self) -> str:
         lines = ["dd-build correctness property violated"]
         if self.seed is not None:
+            focus = f" --focus {self.focus}" if self.focus != "mixed" else ""
             lines.append(f"replay: python benchmarks/fuzz_correctness.py --examples 1 "
-                         f"--seed {self.seed}")
+                         f"--seed {self.seed}{focus}")
         lines += ["", "initial workflow:", self.workflow, "",
                   "sequence (edits and builds, in order):"]
         lines += ["  " + t for t in self.transcript]
@@ -609,27 +380,31 @@ class SequenceResult:
         return "\n".join(lines)
 
 
-def file_input_states(root: Path, stage: StageGen) -> tuple[tuple[str, str], ...]:
+def pattern_states(root: Path, patterns: list[str]) -> tuple[tuple[str, str], ...]:
     paths: set[str] = set()
-    for pattern in stage.file_inputs:
+    for pattern in patterns:
         paths.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
     return tuple((p, _sha(root / p)) for p in sorted(paths))
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 class Sequence:
     """One example: a random workflow, then rounds of random edits each followed by a build."""
 
     def __init__(self, rng: Rng, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-                 check_export: bool = True) -> None:
+                 check_export: bool = True, mix: Mix | None = None) -> None:
         self.rng = rng
         self.root = root
         self.refs = refs
         self.rounds = rounds
         self.check_export = check_export
+        self.mix = mix or Mix()
         self.model = Model()
         self.transcript: list[str] = []
         self.violations: list[Violation] = []
@@ -638,7 +413,7 @@ class Sequence:
         self.last_closure: list[str] = []
         self.seen: Counter[str] = Counter()
         self.last_reference: Reference | None = None
-        self.wf = random_workflow(rng)
+        self.wf = random_workflow(rng, self.mix)
 
     # -- running
 
@@ -662,7 +437,8 @@ class Sequence:
 
     def random_build_args(self) -> tuple[list[str], list[str]]:
         """(flags, targets) of a random build: 30% a target subset; 15% `--force S`, 10%
-        `--rerun-from S` (S in the closure), 5% `--resume never`."""
+        `--rerun-from S` (S in the closure), 5% `--resume never`; `-k` when a stage's command
+        writes nothing (so every stage that does not need it still builds)."""
         rng, names = self.rng, self.wf.names
         targets: list[str] = []
         if rng.random() < 0.3:
@@ -676,6 +452,8 @@ class Sequence:
             flags = ["--rerun-from", rng.choice(closure)]
         elif x < 0.30:
             flags = ["--resume", "never"]
+        if self.wf.may_fail() & set(closure):
+            flags.insert(0, "-k")
         return flags, targets
 
     def forced(self, flags: list[str], closure: list[str]) -> set[str]:
@@ -698,10 +476,11 @@ class Sequence:
         args = [*flags, *targets]
         closure = self.wf.closure(targets)
         forced = self.forced(flags, closure)
-        pending = self.refs.start(self.root)
+        cross = self.wf.has_cross()
+        pending = self.refs.start(self.root, fixpoint=cross)
         (self.root / "calls.log").unlink(missing_ok=True)
         proc = run_cli(self.root, "build", "--json", *args)
-        calls = self._calls()
+        calls = _called(self.root)
         ref = pending.result(self.wf.names)
         summary = self._summary(proc.stdout)
         self._count(proc.stdout, closure, forced, calls)
@@ -709,46 +488,149 @@ class Sequence:
         self.transcript.append(f"build #{n}: dd-build {' '.join(args)} -> exit {proc.returncode}; "
                                f"called {ran or 'nothing'}")
         self.transcript += ["    " + line for line in summary]
-        found: list[Violation] = []
-        if proc.returncode != 0:
-            found.append(Violation("error", n, None, f"exit {proc.returncode}: "
-                                   f"{proc.stderr.strip()[-2000:]}"))
-        if ref.error:
-            found.append(Violation("error", n, None, f"from-scratch build: {ref.error}"))
+        if ref.refused or proc.returncode == 2:
+            return self._refusal(n, proc, ref)
+        found = self._outcome(n, proc, ref, closure)
         selected: dict[str, Selected] = {}
         for name in closure:
-            got = read_selected(self.root, name)
-            if isinstance(got, str):
-                found.append(Violation("stale", n, name, f"no selected output: {got}"))
-                continue
-            selected[name] = got
-            want = ref.outputs.get(name)
-            if want is not None and got.content != want.content:
-                found.append(Violation("stale", n, name, "selected output differs from a "
-                                       f"from-scratch build: {diff_content(got.content, want.content)}"))
+            found += self._check_stage(n, name, ref, selected)
         found += self._wasteful(n, closure, forced, calls, selected)
+        if not found and proc.returncode == 0 and (cross or any(s.helpers for s in
+                                                                  self.wf.stages)):
+            found += self._dry_run_check(n, targets, closure)
         self.violations += found
         if found:
             return False
         for name in closure:
-            self.model.built[name] = self._key(name, selected)
-            self.model.damaged.pop(name, None)
+            if name in selected:
+                self.model.built[name] = self._key(name, selected)
+                self.model.damaged.pop(name, None)
+            elif ref.statuses.get(name) == "failed":
+                self.model.damaged[name] = {"all"}
         self.last_closure = closure
         self.last_reference = ref
         return True
 
-    def _key(self, name: str, selected: dict[str, Selected]) -> tuple[Any, ...]:
+    def _refusal(self, n: int, proc: subprocess.CompletedProcess[str], ref: Reference) -> bool:
+        """A build that exited 2: fine when both builds refused a Workflowfile with a touch of
+        another stage's outputs, naming it; the touches are then removed."""
+        problem = None
+        named = [c for c in self.wf.cross_texts() if c in proc.stderr]
+        if not ref.refused:
+            problem = "this build exited 2, but a from-scratch build of the same files did not"
+        elif proc.returncode != 2:
+            problem = f"a from-scratch build refused the Workflowfile ({ref.stderr.strip()}), " \
+                      "but this build did not"
+        elif not self.wf.has_cross():
+            problem = "refused a Workflowfile with no glob or path touching another stage's outputs"
+        elif not named:
+            problem = "refused, but the message names none of the globs/paths touching another " \
+                      f"stage's outputs {self.wf.cross_texts()}"
+        if problem:
+            self.violations.append(Violation("error", n, None, f"{problem}: "
+                                             f"{proc.stderr.strip()[-2000:]}"))
+            return False
+        self.seen["refused at load"] += 1
+        first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
+        self.transcript.append(f"    refused at load, naming {named}: {first}")
+        gone = self.wf.drop_cross()
+        self.wf.write_workflowfile(self.root)
+        self.transcript.append(f"edit: remove the touches {gone}")
+        return True
+
+    def _outcome(self, n: int, proc: subprocess.CompletedProcess[str], ref: Reference,
+                 closure: list[str]) -> list[Violation]:
+        """Exit statuses: only stages that may fail may fail, in either build."""
+        found: list[Violation] = []
+        may_fail = self.wf.may_fail()
+        unexpected = ref.failed - may_fail
+        if ref.code not in (0, 1) or unexpected or (ref.code == 1 and not ref.failed):
+            found.append(Violation("error", n, None, f"from-scratch build exited {ref.code} "
+                                   f"(failed: {sorted(ref.failed)}): {ref.stderr.strip()}"))
+        if ref.error:
+            found.append(Violation("error", n, None, f"from-scratch build: {ref.error}"))
+        if ref.unsettled:
+            found.append(Violation("stale", n, None, "a from-scratch build is no fixpoint: a "
+                                   f"second build ran {ref.unsettled} again (a stage ran before "
+                                   "a stage whose outputs it reads)"))
+        expected = 1 if ref.failed & set(closure) else 0
+        if proc.returncode != expected:
+            failed = [s for s in closure if record_status(self.root, s) == "failed"]
+            found.append(Violation("error" if proc.returncode not in (0, 1) else "stale", n,
+                                   None, f"exit {proc.returncode}, expected {expected} "
+                                   f"(from-scratch failed {sorted(ref.failed)}, this build "
+                                   f"{failed}): {proc.stderr.strip()[-2000:]}"))
+        if ref.failed & set(closure):
+            self.seen["expected failures"] += 1
+        return found
+
+    def _check_stage(self, n: int, name: str, ref: Reference,
+                     selected: dict[str, Selected]) -> list[Violation]:
+        want_status = ref.statuses.get(name)
+        if want_status == "failed":
+            status = record_status(self.root, name)
+            if status == "failed":
+                return []
+            got = read_selected(self.root, name)
+            shown = show_content(got.content) if isinstance(got, Selected) else got
+            return [Violation("stale", n, name, f"recorded {status!r} (output {shown}), but "
+                              "a from-scratch build fails it")]
+        if want_status != "completed":
+            return []  # not run from scratch either (an upstream failed)
+        got = read_selected(self.root, name)
+        if isinstance(got, str):
+            return [Violation("stale", n, name, f"no selected output: {got}")]
+        selected[name] = got
+        want = ref.outputs.get(name)
+        if want is None:
+            return []
+        if got.content != want.content:
+            return [Violation("stale", n, name, "selected output differs from a from-scratch "
+                              f"build: {diff_content(got.content, want.content)}")]
+        if got.exports != want.exports:
+            def show(exports: tuple[tuple[str, bytes], ...]) -> str:
+                return "; ".join(f"{p}: {b[:300]!r}" for p, b in exports)
+
+            return [Violation("stale", n, name, f"export copies {show(got.exports)} differ "
+                              f"from a from-scratch build's {show(want.exports)}")]
+        return []
+
+    def _dry_run_check(self, n: int, targets: list[str], closure: list[str]) -> list[Violation]:
+        """Right after a good build, a dry run must find every stage of the closure up to
+        date (a stage that read files another stage then rewrote would run again)."""
+        proc = run_cli(self.root, "build", "-n", "--json", *targets)
+        try:
+            stages = json.loads(proc.stdout).get("stages", [])
+        except ValueError:
+            return [Violation("error", n, None, f"dry run: exit {proc.returncode}, no JSON: "
+                              f"{proc.stderr.strip()[-1000:]}")]
+        found = []
+        for s in stages:
+            if s.get("stage") in closure and s.get("action") != "up_to_date":
+                reasons = "; ".join(r.get("message", r.get("code", ""))
+                                    for r in s.get("reasons", []))
+                found.append(Violation("stale", n, s["stage"], "a dry run right after this "
+                                       f"build would {s.get('action')} it: {reasons}"))
+        return found
+
+    def _key(self, name: str, selected: dict[str, Selected]) -> Key:
         stage = self.wf.stage(name)
-        return (stage.spec_key(), _sha(self.root / stage.code_path),
-                file_input_states(self.root, stage),
-                tuple((u, selected[u].identity) for u in stage.upstreams))
+        main, post = stage.spec_keys()
+        code = tuple((f, _sha(self.root / f)) for f in stage.code_files())
+        callback = (_sha(self.root / CALLBACK_FILES[stage.on_success]),) \
+            if stage.on_success else ()
+        batch = (main, code, pattern_states(self.root, stage.patterns),
+                 tuple((u, selected[u].identity) for u in stage.upstreams))
+        if stage.cross_code:  # with `code:` entries the callback's file is code of the stage
+            batch += callback
+        return batch, (post, callback)
 
     def _wasteful(self, n: int, closure: list[str], forced: set[str],
                   calls: list[tuple[str, str]], selected: dict[str, Selected]) -> list[Violation]:
         found = []
         for (stage, what), count in Counter(calls).items():
             if count > 1:
-                found.append(Violation("wasteful", n, stage, f"called {count} times for batch "
+                found.append(Violation("wasteful", n, stage, f"called {count} times for "
                                        f"{what} in one build"))
         for stage, whats in self._by_stage(calls).items():
             if stage not in closure:
@@ -757,29 +639,31 @@ class Sequence:
                 continue
             if stage in forced or stage not in self.model.built:
                 continue
-            if not all(u in selected for u in self.wf.stage(stage).upstreams):
-                continue  # already reported stale
-            if self._key(stage, selected) != self.model.built[stage]:
-                continue
+            s = self.wf.stage(stage)
+            if not all(u in selected for u in s.upstreams):
+                continue  # an upstream is reported stale already, or failed
+            batch, post = self._key(stage, selected)
+            old_batch, old_post = self.model.built[stage]
             damaged = self.model.damaged.get(stage, set())
-            if damaged and (self.wf.stage(stage).kind != "generate" or "all" in damaged):
+            if batch != old_batch or "all" in damaged:
                 continue
-            extra = sorted(set(whats) - damaged, key=str)
+            extra: set[int | str] = set()
+            batch_calls = {w for w in whats if w != "cb"}
+            if batch_calls:
+                if s.kind == "generate":
+                    extra |= batch_calls - damaged
+                elif not damaged - {"cb"}:
+                    extra |= batch_calls
+            if "cb" in whats and post == old_post and not damaged:
+                extra.add("cb")
             if extra:
-                why = (f"only damaged batches {sorted(damaged, key=str)} may rerun" if damaged else
-                       "its spec, code and inputs are unchanged since its last completed build, "
-                       "its outputs are intact and it was not forced")
-                found.append(Violation("wasteful", n, stage, f"called for {extra}: {why}"))
+                why = (f"only damaged {sorted(damaged, key=str)} may rerun" if damaged else
+                       "its spec, code and inputs are unchanged since its last completed build "
+                       "(for a callback: its boundary keys and callbacks file too), its outputs "
+                       "are intact and it was not forced")
+                found.append(Violation("wasteful", n, stage,
+                                       f"called for {sorted(extra, key=str)}: {why}"))
         return found
-
-    def _calls(self) -> list[tuple[str, str]]:
-        log = self.root / "calls.log"
-        lines = log.read_text().splitlines() if log.exists() else []
-        out = []
-        for line in lines:
-            stage, _, what = line.partition(" ")
-            out.append((stage, what))
-        return out
 
     @staticmethod
     def _by_stage(calls: list[tuple[str, str]]) -> dict[str, set[int | str]]:
@@ -793,9 +677,10 @@ class Sequence:
         called = {stage for stage, _ in calls}
         self.seen["stage runs"] += len(called)
         self.seen["forced"] += len(forced)
+        self.seen["callback calls"] += sum(1 for _, what in calls if what == "cb")
         self.seen["early cutoffs"] += sum(
             1 for name in closure if name not in called and
-            any(u in called for u in self.wf.stage(name).upstreams))
+            any(u in called for u in self.wf.upstreams(name)))
         try:
             stages = json.loads(stdout).get("stages", [])
         except ValueError:
@@ -818,14 +703,15 @@ class Sequence:
     def export_check(self) -> None:
         """`dd-build export` of one stage of the last build gives the from-scratch table."""
         assert self.last_reference is not None
-        tables = [n for n in self.last_closure if self.wf.stage(n).kind != "run"]
+        tables = [n for n in self.last_closure if self.wf.stage(n).tabular and
+                  n in self.last_reference.outputs]
         if not tables:
             return
         name = self.rng.choice(tables)
         target = self.root / "exported.parquet"
         proc = run_cli(self.root, "export", name, str(target))
         self.transcript.append(f"dd-build export {name} exported.parquet -> exit {proc.returncode}")
-        want = self.last_reference.outputs.get(name)
+        want = self.last_reference.outputs[name]
         if proc.returncode != 0:
             self.violations.append(Violation("error", self.builds, name,
                                              f"export failed: {proc.stderr.strip()}"))
@@ -833,46 +719,60 @@ class Sequence:
         import pyarrow.parquet as pq
 
         got = table_content(pq.read_table(target))
-        if want is not None and got != want.content:
+        if got != want.content:
             self.violations.append(Violation("stale", self.builds, name, "export differs from a "
                                              f"from-scratch build: {diff_content(got, want.content)}"))
 
     # -- edits
 
     def edit(self) -> None:
-        kinds = ["param", "param", "spec", "code_const", "code_const", "code_comment",
-                 "unfingerprinted", "file_edit", "file_add", "file_delete", "touch",
-                 "batch_delete",
-                 "batch_garbage", "batch_parquet", "batch_parquet", "batch_touch"]
-        if any(s.kind == "run" for s in self.wf.stages):
-            kinds.append("run_output")
-        if self.rng.random() < 0.3:
-            kinds.append("clean")
+        kinds = [k for k, _ in self.mix.edits]
+        weights = [w for _, w in self.mix.edits]
         for _ in range(10):  # an edit that has nothing to act on yet draws again
-            text = getattr(self, "_edit_" + self.rng.choice(kinds))()
+            kind = _weighted(self.rng, kinds, weights)
+            text = getattr(self, "_edit_" + kind)()
             if text:
                 self.edits += 1
+                self.seen[f"edit {kind}"] += 1
                 self.transcript.append("edit: " + text)
                 return
 
-    def _pick(self, kinds: tuple[str, ...] = ("generate", "transform", "run")) -> StageGen | None:
-        stages = [s for s in self.wf.stages if s.kind in kinds]
+    def _pick(self, kinds: tuple[str, ...] = ("generate", "transform", "run"),
+              where: Any = None) -> StageGen | None:
+        stages = [s for s in self.wf.stages if s.kind in kinds and (where is None or where(s))]
         return self.rng.choice(stages) if stages else None
+
+    def _rewrite(self) -> None:
+        self.wf.write_workflowfile(self.root)
 
     def _edit_param(self) -> str | None:
         s = self._pick()
         assert s is not None
         key = "k" if s.kind == "run" else self.rng.choice(("p", "p", "q"))
-        old = s.params[key]
-        s.params[key] = (old + self.rng.randint(1, 9)) % 100
-        self.wf.write_workflowfile(self.root)
-        return f"{s.name}: params.{key} {old} -> {s.params[key]}"
+        old = getattr(s, key)
+        setattr(s, key, (old + self.rng.randint(1, 9)) % 100)
+        self._rewrite()
+        return f"{s.name}: params.{key} {old} -> {getattr(s, key)}"
+
+    def _edit_param_type(self) -> str | None:
+        """Mostly a type-only edit: `1` -> `1.0` -> `true` -> `"1"`, bare or nested."""
+        s = self._pick()
+        assert s is not None
+        slot = "x" if s.x is not None and self.rng.random() < 0.5 else "t"
+        old = getattr(s, slot)
+        new = type_edit(self.rng, old)
+        setattr(s, slot, new)
+        self._rewrite()
+        where = "params.nest (seen[0] and deep.x)" if slot == "x" else "params.t"
+        same = " (type-only: equal in Python)" if old.value == new.value else ""
+        return f"{s.name}: {where} {old.describe()} -> {new.describe()}{same}"
 
     def _edit_spec(self) -> str | None:
         s = self._pick(("generate",))
         assert s is not None
         choice = self.rng.choice(("num_records", "batch_size", "sampling"))
-        if choice == "sampling" and s.seed:
+        seeded = bool(s.seed or s.seed_file)
+        if choice == "sampling" and seeded:
             old: Any = s.sampling
             s.sampling = "shuffle" if old == "ordered" else "ordered"
             new: Any = s.sampling
@@ -882,22 +782,25 @@ class Sequence:
         else:
             old = s.num_records
             options = [n for n in range(1, 10) if n != old]
-            s.num_records = None if s.seed and old is not None and self.rng.random() < 0.3 \
+            s.num_records = None if seeded and old is not None and self.rng.random() < 0.3 \
                 else self.rng.choice(options)
             new = s.num_records
             choice = "num_records"
-        self.wf.write_workflowfile(self.root)
+        self._rewrite()
         return f"{s.name}: {choice} {old} -> {new}"
 
     def _edit_code_const(self) -> str | None:
         s = self._pick()
         assert s is not None
         old = s.const
-        same_size = self.rng.random() < 0.5
-        s.const = self.rng.choice([k for k in range(1, 98) if k != old and
-                                   (not same_size or len(str(k)) == len(str(old)))])
+        s.const = self._new_const(old)
         fast = self._maybe_fast(self.root / s.code_path, lambda: self.wf.write_code(self.root, s))
         return f"{s.name}: code constant K {old} -> {s.const} in {s.code_path}{fast}"
+
+    def _new_const(self, old: int) -> int:
+        same_size = self.rng.random() < 0.5
+        return self.rng.choice([k for k in range(1, 98) if k != old and
+                                (not same_size or len(str(k)) == len(str(old)))])
 
     def _maybe_fast(self, path: Path, write: Any) -> str:
         """Write; sometimes as an edit landing in the same second as the file's last write (a
@@ -918,37 +821,179 @@ class Sequence:
         self.wf.write_code(self.root, s)
         return f"{s.name}: comment in {s.code_path} -> '# {s.comment}' (no output change)"
 
+    def _edit_helper(self) -> str | None:
+        """A helper module some stage code imports: its constant (the rows change) or a
+        comment (the code changes, the rows do not)."""
+        used = sorted({f for s in self.wf.stages for h in s.helpers for f in HELPER_FILES[h]})
+        if not used:
+            return None
+        rel = self.rng.choice(used)
+        users = [s.name for s in self.wf.stages if rel in s.code_files()]
+        if self.rng.random() < 0.75:
+            old = self.wf.helper_consts[rel]
+            self.wf.helper_consts[rel] = self._new_const(old)
+            what = f"{HELPER_CONSTS[rel]} {old} -> {self.wf.helper_consts[rel]}"
+        else:
+            self.wf.helper_comments[rel] = f"{Path(rel).stem} v{self.rng.randint(1, 10**6)}"
+            what = f"comment -> '# {self.wf.helper_comments[rel]}'"
+        fast = self._maybe_fast(self.root / rel, lambda: self.wf.write_helper(self.root, rel))
+        return f"{rel} (imported by {users}): {what}{fast}"
+
+    def _edit_callback(self) -> str | None:
+        """on_success: added, switched to another callback, or removed."""
+        s = self._pick(("generate", "transform"))
+        if s is None:
+            return None
+        old = s.on_success
+        if old is None:
+            s.on_success = self.rng.choice(CALLBACKS)
+        elif self.rng.random() < 0.6:
+            s.on_success = self.rng.choice([c for c in CALLBACKS if c != old])
+        else:
+            s.on_success = None
+        self._rewrite()
+        return f"{s.name}: on_success {old} -> {s.on_success}"
+
+    def _edit_callback_code(self) -> str | None:
+        rel = self.rng.choice(sorted(CALLBACK_CONSTS))
+        users = [s.name for s in self.wf.stages if s.on_success and
+                 CALLBACK_FILES[s.on_success] == rel]
+        if self.rng.random() < 0.7:
+            old = self.wf.callback_consts[rel]
+            self.wf.callback_consts[rel] = self._new_const(old)
+            what = f"{CALLBACK_CONSTS[rel]} {old} -> {self.wf.callback_consts[rel]}"
+        else:
+            self.wf.callback_comments[rel] = f"{Path(rel).stem} v{self.rng.randint(1, 10**6)}"
+            what = f"comment -> '# {self.wf.callback_comments[rel]}'"
+        fast = self._maybe_fast(self.root / rel, lambda: self.wf.write_callbacks(self.root, rel))
+        return f"{rel} (used by {users}): {what}{fast}"
+
+    def _edit_callback_output(self) -> str | None:
+        """Delete or replace a file of a callback's output (only the callback may rerun)."""
+        options = []
+        for s in self.wf.stages:
+            rec = _record(self.root, s.name)
+            out = rec.get("output") if isinstance(rec, dict) else None
+            if out and out.get("kind") == "callback":
+                options += [(s, self.root / f["path"]) for f in out.get("files", [])
+                            if (self.root / f["path"]).is_file()]
+        if not options:
+            return None
+        s, path = self.rng.choice(options)
+        if self.rng.random() < 0.5:
+            path.unlink()
+            what = "delete"
+        else:
+            siblings = [p for p in path.parent.glob("*.parquet") if p != path]
+            data = siblings[0].read_bytes() if siblings else b"not parquet"
+            path.write_bytes(data)
+            what = "overwrite"
+        self.model.damaged.setdefault(s.name, set()).add("cb")
+        return f"{s.name}: {what} its callback output {path.relative_to(self.root)}"
+
+    def _edit_processors(self) -> str | None:
+        s = self._pick(("generate", "transform"))
+        if s is None:
+            return None
+        old = [dict(p) for p in s.processors]
+        x = self.rng.random()
+        if not old or x < 0.4:
+            s.processors = old + [self.rng.choice(PROCESSOR_CHOICES)]
+        elif x < 0.7:
+            s.processors = old[:-1]
+        else:
+            s.processors = self.rng.sample(PROCESSOR_CHOICES, self.rng.randint(1, 2))
+        if s.processors == old:
+            return None
+        self._rewrite()
+        return f"{s.name}: processors {json.dumps(old)} -> {json.dumps(s.processors)}"
+
+    def _edit_exports(self) -> str | None:
+        """An export copy added, changed (format) or removed."""
+        s = self._pick(("generate", "transform"))
+        if s is None:
+            return None
+        old = list(s.exports)
+        if old and self.rng.random() < 0.5:
+            s.exports = []
+        else:
+            ext = self.rng.choice(("jsonl", "csv", "parquet"))
+            s.exports = [f"exports/{s.name}.{ext}"]
+        if s.exports == old or not self.wf.cross_consistent():
+            s.exports = old  # a glob of an earlier stage would read a later one: no
+            return None
+        for rel, text in notes_of(s).items():
+            self.wf.data.setdefault(rel, text)
+            self.wf.write_data(self.root, rel)
+        self._rewrite()
+        return f"{s.name}: outputs (export copies) {old} -> {s.exports}"
+
+    def _edit_run_parts(self) -> str | None:
+        """A run stage with a folder output: a different number of part files."""
+        s = self._pick(("run",), where=lambda s: s.folder)
+        if s is None:
+            return None
+        old = s.n
+        s.n = old - 1 if old > 1 and self.rng.random() < 0.7 else \
+            self.rng.choice([k for k in range(1, 5) if k != old])
+        self._rewrite()
+        return f"{s.name}: params.n {old} -> {s.n} (files in its output folder {s.output_path})"
+
+    def _edit_run_write(self) -> str | None:
+        """A run stage's command writes nothing (and exits 0), or writes again."""
+        s = self._pick(("run",))
+        if s is None:
+            return None
+        s.w = 1 - s.w
+        self._rewrite()
+        return f"{s.name}: params.w -> {s.w}" + (" (its command writes nothing)" if not s.w
+                                                 else " (its command writes again)")
+
+    def _edit_cross_add(self) -> str | None:
+        s = self._pick(where=lambda s: s is not self.wf.stages[0])
+        if s is None:
+            return None
+        text = self.wf.add_cross(self.rng, s)  # the notes beside every output exist already
+        if text is None:
+            return None
+        self._rewrite()
+        return f"{s.name}: {text} (touches {self.wf.producers(s)}'s outputs)"
+
     def _edit_unfingerprinted(self) -> str | None:
         s = self._pick()
         assert s is not None
-        if s.kind == "generate" and self.rng.random() < 0.5:
+        if s.kind == "generate" and self.rng.random() < 0.6:
             s.retries = (s.retries + 1) % 3
-            what = f"retries: {s.retries}"
+            self.wf.write_flaky(self.root, s)
+            what = f"retries: {s.retries}" + (" (its batches' first attempts fail)"
+                                              if s.flaky and s.retries else "")
         else:
             s.description = self.rng.choice(WORDS) + f" {self.rng.randint(0, 99)}"
             what = f"description: {s.description!r}"
-        self.wf.write_workflowfile(self.root)
+        self._rewrite()
         return f"{s.name}: {what} (not part of the fingerprint)"
 
     def _edit_file_edit(self) -> str | None:
-        rel = self.rng.choice(sorted(self.wf.data))
+        rel = self.rng.choice([r for r in sorted(self.wf.data) if r.startswith("data/")])
         old = self.wf.data[rel]
         if self.rng.random() < 0.4:  # the same size: only the content digest can tell
             self.wf.data[rel] = "".join(self.rng.choice("xyz") for _ in old[:-1]) + "\n"
         else:
-            self.wf.data[rel] = _text(self.rng) + f"{self.rng.randint(0, 10**6)}\n"
+            self.wf.data[rel] = random_text(self.rng) + f"{self.rng.randint(0, 10**6)}\n"
         fast = self._maybe_fast(self.root / rel, lambda: self.wf.write_data(self.root, rel))
         return f"{rel} content {old!r} -> {self.wf.data[rel]!r}{fast}"
 
     def _edit_file_add(self) -> str | None:
         rel = f"data/c{len(self.wf.data)}.txt"
-        self.wf.data[rel] = _text(self.rng)
+        if rel in self.wf.data:
+            return None
+        self.wf.data[rel] = random_text(self.rng)
         self.wf.write_data(self.root, rel)
         return f"new file {rel} ({self.wf.data[rel]!r}): matches data/*.txt"
 
     def _edit_file_delete(self) -> str | None:
         """Delete a file added earlier (data/a.txt and data/b.txt stay: stages name them)."""
-        added = sorted(rel for rel in self.wf.data if rel not in FILE_INPUT_CHOICES)
+        added = sorted(rel for rel in self.wf.data if rel.startswith("data/c"))
         if not added:
             return None
         rel = self.rng.choice(added)
@@ -957,7 +1002,8 @@ class Sequence:
         return f"delete {rel}: data/*.txt matches one file less"
 
     def _edit_touch(self) -> str | None:
-        rels = sorted(self.wf.data) + [s.code_path for s in self.wf.stages]
+        rels = sorted(self.wf.data) + [s.code_path for s in self.wf.stages] + \
+            sorted(HELPER_CONSTS) + sorted(CALLBACK_CONSTS)
         rel = self.rng.choice(rels)
         _bump_mtime(self.root / rel)
         return f"touch {rel} (same bytes, new mtime)"
@@ -969,10 +1015,8 @@ class Sequence:
         for s in self.wf.stages:
             if s.kind not in kinds:
                 continue
-            try:
-                rec = json.loads((self.root / "artifacts" / WORKFLOW / s.name / "stage.json")
-                                 .read_text())
-            except (OSError, ValueError):
+            rec = _record(self.root, s.name)
+            if isinstance(rec, str):
                 continue
             for b in rec.get("batches", []):
                 path = self.root / "artifacts" / WORKFLOW / b["file"]
@@ -1023,7 +1067,7 @@ class Sequence:
             try:
                 table = pq.read_table(path)
             except (OSError, pa.ArrowException):  # garbled by an earlier edit of this round
-                table = pa.table({"id": [0], "v": [0]})
+                table = pa.table({"id": [0], "v": [0], "t": ["x"]})
             table = table.set_column(table.schema.get_field_index("v"), "v",
                                      pa.array([v + bump for v in table.column("v").to_pylist()],
                                               pa.int64()))
@@ -1058,11 +1102,23 @@ class Sequence:
         return f"dd-build clean {s.name} -> exit {proc.returncode}"
 
     def _edit_run_output(self) -> str | None:
-        s = self._pick(("run",))
-        if s is None or not (self.root / s.output_path).is_file():
+        s = self._pick(("run",), where=lambda s: (self.root / s.output_path).exists())
+        if s is None:
             return None
         path = self.root / s.output_path
-        if self.rng.random() < 0.5:
+        if path.is_dir():
+            parts = sorted(path.glob("part-*.txt"))
+            x = self.rng.random()
+            if not parts or x < 0.3:
+                shutil.rmtree(path)
+                what = "delete the folder"
+            elif x < 0.6:
+                parts[-1].unlink()
+                what = f"delete {parts[-1].name} in"
+            else:
+                parts[0].write_text('{"total": -1}\n')
+                what = f"overwrite {parts[0].name} in"
+        elif self.rng.random() < 0.5:
             path.unlink()
             what = "delete"
         else:
@@ -1070,6 +1126,15 @@ class Sequence:
             what = "overwrite"
         self._damage(s, "all")
         return f"{s.name}: {what} its output {s.output_path}"
+
+
+def _weighted(rng: Rng, items: list[str], weights: list[float]) -> str:
+    x = rng.random() * sum(weights)
+    for item, weight in zip(items, weights, strict=True):
+        x -= weight
+        if x < 0:
+            return item
+    return items[-1]
 
 
 def _bump_mtime(path: Path) -> None:
@@ -1085,15 +1150,18 @@ def _sub_rng(rng: Rng) -> Any:
 
 
 def run_sequence(rng: Rng, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-                 check_export: bool = True) -> SequenceResult:
-    return Sequence(rng, root, refs, rounds, check_export).run()
+                 check_export: bool = True, focus: str = "mixed") -> SequenceResult:
+    result = Sequence(rng, root, refs, rounds, check_export, FOCUS[focus]).run()
+    result.focus = focus
+    return result
 
 
 def run_seed(seed: int, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-             check_export: bool = True) -> SequenceResult:
-    """The example of one seed: the same in the tests and in the benchmark."""
+             check_export: bool = True, focus: str = "mixed") -> SequenceResult:
+    """The example of one seed (and focus): the same in the tests and in the benchmark."""
     import random
 
-    result = run_sequence(random.Random(seed), root, refs, rounds, check_export)
+    result = run_sequence(random.Random(seed), root, refs, rounds, check_export, focus)
     result.seed = seed
     return result
+
