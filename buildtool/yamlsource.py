@@ -78,7 +78,7 @@ class Source:
 
     def _bad_scalar(self, root: Node, key: str | None, exc: Exception) -> WorkflowError:
         """The scalar under `root` that its (resolved or explicit) tag cannot read."""
-        for node in _scalars(root):
+        for node in (n for n in _nodes(root) if isinstance(n, ScalarNode)):
             try:
                 SafeConstructor().construct_object(node)
             except _SCALAR_ERRORS as error:
@@ -95,8 +95,9 @@ class Source:
 _SCALAR_ERRORS = (ValueError, KeyError, AttributeError, TypeError)
 
 
-def _scalars(root: Node) -> Iterator[ScalarNode]:
-    """Every scalar under `root`, keys included, each once, in document order."""
+def _nodes(root: Node) -> Iterator[Node]:
+    """Every node under `root`, keys included, each once (aliases share nodes), in document
+    order."""
     seen: set[int] = set()
     stack: list[Node] = [root]
     while stack:
@@ -104,9 +105,8 @@ def _scalars(root: Node) -> Iterator[ScalarNode]:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, ScalarNode):
-            yield node
-        elif isinstance(node, MappingNode):
+        yield node
+        if isinstance(node, MappingNode):
             stack.extend(reversed([n for pair in node.value for n in pair]))
         elif isinstance(node, SequenceNode):
             stack.extend(reversed(node.value))
@@ -297,18 +297,9 @@ def _context_hint(exc: yaml.YAMLError) -> str | None:
 
 def _check_duplicates(source: Source, root: Node) -> None:
     """Every mapping under `root`, in document order: a key given twice is an error."""
-    seen: set[int] = set()
-    stack: list[Node] = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in _nodes(root):
         if isinstance(node, MappingNode):
             _check_mapping_keys(source, node)
-            stack.extend(reversed([n for pair in node.value for n in pair]))
-        elif isinstance(node, SequenceNode):
-            stack.extend(reversed(node.value))
 
 
 def _check_mapping_keys(source: Source, node: MappingNode) -> None:
