@@ -82,7 +82,7 @@ def main() -> int:
     try:
         fuzzer.prepare()
         if args.windows:  # in addition to the --kills random ones
-            fuzzer.kill_sequence(0, [(target, delay) for target, delay, _ in cs.WINDOWS])
+            fuzzer.kill_sequence(0, [target for target, _, _ in cs.WINDOWS])
             config.kills += len(cs.WINDOWS)
         figures = fuzzer.fuzz()
         figures.wall_s = time.monotonic() - started

@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from .boundary import export_data, write_exports
 from .errors import StateError, UsageError
-from .fingerprint import FileState, digest_bytes
-from .fsutil import atomic_write_bytes
+from .fingerprint import FileState, digest_bytes, exports_key
+from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .model import Workflow
 from .outputs import tabular_files
 from .records import Output, StageRecord, read_record, write_record
 
+OVERRIDE = "override"
+
 
 def completed_record(workflow: Workflow, stage: str) -> StageRecord:
+    """The stage's record when it has an output to read; a clear error otherwise."""
     read = read_record(workflow.stage_dir(stage))
     record = read.record
+    if record is not None and record.status == "skipped_empty_upstream":
+        raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
         why = read.problem[1] if read.problem else "it has no completed build"
-        raise UsageError(f"stage '{stage}' has no output yet: {why}", stage=stage,
+        raise UsageError(f"no output yet: {why}", stage=stage,
                          hint=f"build it first: dd-build {stage}")
     return record
+
+
+def _skipped_error(workflow: Workflow, record: StageRecord) -> UsageError:
+    """A skipped stage has no output (its old one was removed when it was skipped): say why."""
+    stage = workflow.stages.get(record.stage)
+    ups = stage.upstream_stages if stage is not None else tuple(record.stage_inputs)
+    empty = [u for u in ups if (r := read_record(workflow.stage_dir(u)).record) is not None
+             and r.status in ("completed_empty", "skipped_empty_upstream")]
+    why = (f"upstream stage {', '.join(repr(u) for u in empty)} had no rows" if empty
+           else "an upstream stage had no rows")
+    return UsageError(f"no output: it was skipped in the last build ({why})", stage=record.stage,
+                      hint="it runs once its upstream has rows again; see `dd-build status`")
 
 
 def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord:
     """Copy a reviewed parquet file in as the stage's selected output, after checking it."""
     import pyarrow.parquet as pq
+
+    from .datasets import CannotExport
 
     record = completed_record(workflow, stage)
     try:
@@ -42,19 +65,89 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
                          hint="export with `dd-build export STAGE file.parquet`, edit, "
                               "and save it as parquet") from exc
     _check_compatible(workflow, record, table, source)
-    rel = f"{stage}/override/{source.name if source.suffix == '.parquet' else 'data.parquet'}"
-    path = workflow.artifacts_root / rel
-    shutil.rmtree(path.parent, ignore_errors=True)
+    exports = _exports_of(record)
+    try:  # every export copy must be able to hold the review, before anything is written
+        copies = export_data(table, exports)
+    except CannotExport as exc:
+        raise StateError(f"{source}: {exc.message}", stage=stage, key="outputs",
+                         hint=exc.hint) from exc
+    # A new file under a new name, the export copies, the record, then the old files: a kill
+    # at any point leaves the old review or the new one in force, and only unlisted files
+    # behind (export copies the record does not list are rewritten by the next build).
+    name = source.name if source.suffix == ".parquet" else "data.parquet"
+    unique = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    path = workflow.stage_dir(stage) / OVERRIDE / unique / name
     atomic_write_bytes(path, data)
     st = os.stat(path)
     state = FileState(path.relative_to(workflow.project_dir).as_posix(), st.st_size,
                       st.st_mtime_ns, digest_bytes(data))
     output = Output("override", table.num_rows, state.digest, (state,))
+    steps = {k: v for k, v in record.steps.items() if k != "exports"}
+    if exports:
+        steps["exports"] = write_exports(workflow.project_dir, copies,
+                                         exports_key(exports, output.digest))
     extra = {**record.extra, "override": {"source": str(source), "at": time.time()}}
     status = "completed" if table.num_rows else "completed_empty"
-    record = replace(record, status=status, output=output, extra=extra)
+    record = replace(record, status=status, output=output, steps=steps, extra=extra)
     write_record(workflow.stage_dir(stage), record)
+    remove_unlisted_overrides(workflow, record)
     return record
+
+
+def _exports_of(record: StageRecord) -> list[str]:
+    """The export copies the record's spec declares (a run stage's outputs are its own)."""
+    if record.kind == "run":
+        return []
+    return [str(p) for p in record.spec.get("outputs") or []]
+
+
+def refresh_exports(workflow: Workflow, record: StageRecord, spec: dict[str, Any],
+                    fingerprint: str) -> StageRecord:
+    """Write a stage's export copies from the override in force, and record them with `spec`
+    (which differs from the record's at most in its `outputs`). The override stays. Nothing is
+    recorded when a copy cannot be written: CannotExport, UnreadableData (a StateError) or
+    OSError, for the caller to report."""
+    from .datasets import read_parquet_files
+
+    assert record.output is not None and record.output.kind == "override"
+    exports = [str(p) for p in spec.get("outputs") or []]
+    table = read_parquet_files([workflow.project_dir / f.path for f in record.output.files])
+    copies = export_data(table, exports)
+    steps = {k: v for k, v in record.steps.items() if k != "exports"}
+    if exports:
+        steps["exports"] = write_exports(workflow.project_dir, copies,
+                                         exports_key(exports, record.output.digest))
+    record = replace(record, spec=spec, spec_fingerprint=fingerprint, steps=steps)
+    write_record(workflow.stage_dir(record.stage), record)
+    return record
+
+
+def remove_unlisted_overrides(workflow: Workflow, record: StageRecord) -> None:
+    """Remove what the stage's override folder holds beyond the override its record lists: the
+    old review once a new one is recorded, or the new file of an override killed before its
+    record was written; and temp files a killed write of its export copies left beside them."""
+    exports = record.steps.get("exports")
+    for f in exports.files if exports is not None else ():
+        remove_temp_files_of(workflow.project_dir / f.path)
+    folder = workflow.stage_dir(record.stage) / OVERRIDE
+    listed = set()
+    if record.output is not None and record.output.kind == "override":
+        for f in record.output.files:
+            parts = Path(os.path.relpath(workflow.project_dir / f.path, folder)).parts
+            if parts and parts[0] != "..":
+                listed.add(parts[0])
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no override folder
+        return
+    for entry in entries:
+        if entry.name in listed:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _check_compatible(workflow: Workflow, record: StageRecord, table: object,

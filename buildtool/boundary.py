@@ -7,14 +7,18 @@ callback output reruns only the callback.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .capture import captured, stage_log
 from .errors import StageFailed
-from .fingerprint import FileState, callable_file, check_file, digest_strings
+from .fingerprint import FileState, callable_file, check_file, digest_strings, exports_key
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
 
@@ -48,7 +52,7 @@ def run_boundary(job: Job, batches: Output, previous: dict[str, Output]
         current = steps["callback"] = _reuse(job, previous.get("callback"), key) or \
             _callback(job, current, key)
     if stage.outputs:
-        key = _key("exports", *stage.outputs, current.digest)
+        key = exports_key(stage.outputs, current.digest)
         steps["exports"] = _reuse(job, previous.get("exports"), key) or \
             _export(job, current, key)
     return current, steps
@@ -110,20 +114,31 @@ def _callback(job: Job, current: Output, key: str) -> Output:
 
     stage = job.stage
     ref = stage.on_success or ""
-    fn = load_callable(job.workflow, ref, stage.name)
+    log = stage_log(job.run.dir)
+    with captured(log):  # what the module prints on import
+        fn = load_callable(job.workflow, ref, stage.name)
     out_dir = job.run.dir / "callback"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     ctx = CallbackContext(stage.name, str(_dataset_path(job, current)), str(out_dir),
-                          dict(stage.params))
-    try:
-        result = fn(ctx)
-    except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
-        raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
-                          stage=stage.name, key="on_success") from exc
+                          copy.deepcopy(stage.params))
+    with captured(log):
+        try:
+            result = fn(ctx)
+        except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
+            raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
+                              stage=stage.name, key="on_success") from exc
     if result is None:
         return current
+    if not isinstance(result, (str, os.PathLike)):
+        from .datasets import kind_of
+
+        raise StageFailed(f"on_success {ref} returned {kind_of(result)}, not a path",
+                          stage=stage.name, key="on_success", hint=_CALLBACK_RETURNS)
     return _callback_output(job, Path(result), ref, key)
+
+
+_CALLBACK_RETURNS = "return the path (a str or Path) of a parquet file or folder it wrote, or None"
 
 
 def _dataset_path(job: Job, out: Output) -> Path:
@@ -133,6 +148,7 @@ def _dataset_path(job: Job, out: Output) -> Path:
 
 
 def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.is_absolute():
@@ -146,30 +162,62 @@ def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
         problem = f"returned {shown}, which is not a parquet file or a folder of them"
     if problem:
         raise StageFailed(f"on_success {ref} {problem}", stage=job.stage.name, key="on_success",
-                          hint="return the path of a parquet file or folder it wrote, or None")
+                          hint=_CALLBACK_RETURNS)
     states = []
+    schemas = []
     rows = 0
     for f in files:
         state = check_file(f, _rel(job, f), None)
         assert state is not None
         states.append(state)
         try:
-            rows += pq.ParquetFile(f).metadata.num_rows
-        except (OSError, ValueError) as exc:
-            raise StageFailed(f"on_success {ref} returned {f}, which is not readable parquet: "
-                              f"{exc}", stage=job.stage.name, key="on_success") from exc
+            meta = pq.ParquetFile(f)
+            rows += meta.metadata.num_rows
+            schemas.append(meta.schema_arrow)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StageFailed(f"on_success {ref} returned {_rel(job, f)}, which is not readable "
+                              f"parquet: {exc}", stage=job.stage.name, key="on_success") from exc
+    try:
+        pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise StageFailed(f"on_success {ref} returned {shown}, whose parquet files disagree on "
+                          f"a column's type: {exc}", stage=job.stage.name, key="on_success",
+                          hint="write files of one schema") from exc
     return Output("callback", rows, digest_strings([s.digest for s in states]), tuple(states), key)
 
 
 def _export(job: Job, current: Output, key: str) -> Output:
-    from .datasets import export_bytes
+    from .datasets import CannotExport
 
-    table = _table(job, current)
+    try:
+        data = export_data(_table(job, current), job.stage.outputs)
+    except CannotExport as exc:
+        raise StageFailed(exc.message, stage=job.stage.name, key="outputs",
+                          hint=exc.hint) from exc
+    return write_exports(job.workflow.project_dir, data, key)
+
+
+def export_data(table: Any, outputs: Sequence[str]) -> list[tuple[str, bytes]]:
+    """Each export copy's bytes (format by extension), all made before any is written.
+    CannotExport names the copy and the column its format cannot hold."""
+    from .datasets import CannotExport, export_bytes
+
+    data = []
+    for rel in outputs:
+        try:
+            data.append((rel, export_bytes(table, Path(rel))))
+        except CannotExport as exc:
+            raise CannotExport(f"export copy {rel}: {exc.message}", hint=exc.hint) from exc
+    return data
+
+
+def write_exports(project_dir: Path, data: list[tuple[str, bytes]], key: str) -> Output:
+    """Write the export copies (each atomically); the exports step's record."""
     states: list[FileState] = []
-    for rel in job.stage.outputs:
-        path = job.workflow.project_dir / rel
+    for rel, blob in data:
+        path = project_dir / rel
         remove_temp_files_of(path)  # a kill during an earlier attempt's copy leaves its temp file
-        atomic_write_bytes(path, export_bytes(table, path))
+        atomic_write_bytes(path, blob)
         state = check_file(path, rel, None)
         assert state is not None
         states.append(state)

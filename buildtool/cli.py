@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
-from .errors import BuildError, Interrupted, UsageError
+from .capture import restore
+from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError, describe
 
 if TYPE_CHECKING:
-    from .execute import StageResult
+    from .execute import BuildReport, InternalFailure, Prepared, StageResult
     from .model import Workflow
     from .plan import Decision
 
 COMMANDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
+_INTERRUPTED = "interrupted; run dd-build again to resume"
+_EPILOG = """commands (dd-build COMMAND --help for each):
+  build      build the targets (the default command)
+  status     each stage: up to date or not, and why
+  dag        print the stage graph
+  show       print the first rows of a stage's output
+  export     write a stage's output to .parquet, .jsonl or .csv
+  override   make a reviewed parquet file a stage's output
+  clean      remove stage artifacts
+  schema     print the JSON Schema of the Workflowfile"""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
 
@@ -32,14 +48,37 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
-    p.add_argument("--version", action="version", version=f"dd-build {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return p
+
+
+class _ShowVersion(Exception):  # noqa: N818 - a request, not an error
+    """`--version` was given: main prints the version (a document with --json) and exits 0."""
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        raise _ShowVersion
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise a UsageError (exit 2, and a `--json` document) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"`{self.prog} --help` lists the options")
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     common = _common()
-    make = lambda cmd, desc: argparse.ArgumentParser(  # noqa: E731
-        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common])
+    make = lambda cmd, desc: _Parser(  # noqa: E731
+        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common],
+        epilog=_EPILOG if cmd == "build" else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     build = make("build", "Build the targets (default: every stage) and what they need.")
     build.add_argument("targets", nargs="*", metavar="TARGET")
     build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
@@ -92,25 +131,34 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
-    args = _parsers()[command].parse_args(rest)
-    out = Output(args)
+    out = Output.from_argv(rest)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
+        # The terminal closed: a run stage's command (in a session of its own, so the hangup
+        # does not reach it) is ended with dd-build, as with SIGTERM.
+        signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
+        args = _parsers()[command].parse_args(rest)
+        out = Output(args)
         if args.directory:
             _chdir(args.directory)
         return _COMMANDS[command](args, out)
+    except _ShowVersion:  # as soon as it is parsed, whatever else the command line says
+        if out.json:
+            out.document({"ok": True, "version": __version__})
+        else:
+            out.result(f"dd-build {__version__}")
+        return 0
     except BuildError as exc:
-        out.error(exc.render())
-        return exc.exit_code
+        return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
-        out.error("interrupted")
-        return 130
+        return out.fail(_INTERRUPTED, 130)
     except Interrupted as exc:
-        out.error("terminated")
-        return 128 + exc.signum
+        return out.fail(_INTERRUPTED, 128 + exc.signum)
     except OSError as exc:
-        out.error(f"dd-build: {exc}")
-        return 2
+        return out.fail(f"dd-build: {exc}", 2)
+    except Exception as exc:  # a bug in dd-build: said so, with its traceback kept (exit 70)
+        return out.internal_error(exc)
 
 
 def _chdir(folder: str) -> None:
@@ -133,28 +181,161 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+
+
+def _to_devnull(stream: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
 class Output:
-    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q."""
+    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q.
+
+    With --json, stdout holds exactly one document, also on every error exit: `fail` prints
+    `{"ok": false, "error": {...}}` with what is known (the workflow, the build's stages)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.json = getattr(args, "json", False)
         self.quiet = getattr(args, "quiet", False)
         self.verbose = getattr(args, "verbose", False)
-        self.tty = sys.stderr.isatty()
+        self.stdout, self.stderr = own_streams()
+        self.tty = self.stderr is not None and self.stderr.isatty()
+        self.workflow: str | None = None  # set once the Workflowfile is loaded
+        self.report: BuildReport | None = None  # set once a build (or its plan) is under way
+        self._documented = False
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> Output:
+        """The output options guessed from the raw arguments, for errors in parsing them."""
+        flags = argparse.Namespace(json=False, quiet=False, verbose=False)
+        for arg in argv:
+            if arg == "--":
+                break
+            if arg.startswith("--j") and "--json".startswith(arg):
+                flags.json = True
+            elif arg in ("-v", "--verbose"):
+                flags.verbose = True
+        return cls(flags)
 
     def text(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=sys.stderr if self.json else sys.stdout, flush=True)
+            _write(self.stderr if self.json else self.stdout, line)
 
-    def progress(self, line: str) -> None:
+    def progress(self, line: str, end: str = "\n") -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            _write(self.stderr, line, end)
 
     def error(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        _write(self.stderr, line)
+
+    def result(self, text: str) -> None:
+        """What the command prints on stdout whatever -q says (a table, a graph, a schema)."""
+        _write(self.stdout, text)
 
     def document(self, value: Any) -> None:
-        print(json.dumps(value, indent=1, ensure_ascii=False, default=str))
+        if self._documented:  # one document, whatever happens after the first
+            return
+        self._documented = True
+        _write(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
+                                       allow_nan=False, default=str))
+
+    def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
+        """An error exit: the message on stderr, and with --json the error document."""
+        restore()  # an interrupt may have come while user code's output was captured
+        self.error(message)
+        if self.json:
+            self.document(self.error_document(message, exit_code, fields))
+        return exit_code
+
+    def error_document(self, message: str, exit_code: int,
+                       fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = self.report.to_json() if self.report is not None else {}
+        if self.workflow is not None:
+            doc.setdefault("workflow", self.workflow)
+        doc["ok"] = False
+        doc["error"] = {"message": message, "exit_code": exit_code, **(fields or {})}
+        return doc
+
+    def internal_error(self, exc: Exception) -> int:
+        """A bug outside any stage: one screen, the traceback in a file (and shown with -v)."""
+        restore()
+        trace = "".join(traceback.format_exception(exc))
+        path = _save_traceback(trace)
+        if self.verbose or path is None:  # with no file to keep it in, shown rather than lost
+            self.error(trace.rstrip())
+        where = f"{path} (-v prints it)" if path and not self.verbose else path
+        return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
+                         {"traceback_file": path} if path else None)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with NaN and ±infinity (which JSON has no number for, and strict parsers such as
+    JavaScript's JSON.parse refuse) as null, as JavaScript's JSON.stringify writes them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+@cache
+def own_streams() -> tuple[TextIO | None, TextIO | None]:
+    """dd-build's own stdout and stderr: text streams on duplicates of fds 1 and 2, made once,
+    before any stage code runs. Stage code may replace or close sys.stdout and sys.stderr, and
+    points fds 1 and 2 at its log while it runs (capture.py); neither reaches these, so dd-build's
+    output (and its one `--json` document) is never lost or sent into a log."""
+    return _own_stream(1, sys.stdout), _own_stream(2, sys.stderr)
+
+
+def _own_stream(fd: int, like: TextIO | None) -> TextIO | None:
+    try:
+        dup = os.dup(fd)
+    except OSError:  # started with that descriptor closed: what goes there is dropped
+        return None
+    return open(dup, "w", encoding=getattr(like, "encoding", None) or "utf-8",
+                errors=getattr(like, "errors", None) or "strict")
+
+
+def _write(stream: TextIO | None, text: str, end: str = "\n") -> None:
+    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
+    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
+    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
+    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
+    the exit code is the build's."""
+    if stream is None:
+        return
+    try:
+        stream.write(text + end)
+        stream.flush()
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+            raise
+        _to_devnull(stream)
+
+
+def _internal_message(error: str, stage: str | None, where: str | None) -> str:
+    during = f" while running stage '{stage}'" if stage else ""
+    lines = [f"dd-build internal error{during}: {error}"]
+    if where:
+        lines.append(f"  the traceback is in {where}")
+    lines.append("  this is a bug in dd-build: please report it, with the traceback")
+    return "\n".join(lines)
+
+
+def _save_traceback(trace: str) -> str | None:
+    """A file in the temp folder holding the traceback, or None when none can be written."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="dd-build-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(trace)
+    except OSError:
+        return None
+    return path
 
 
 class TextReporter:
@@ -180,8 +361,7 @@ class TextReporter:
             return
         line = f"  {stage}: batch {done}/{total}"
         if self.out.tty and not self.out.verbose:
-            end = "\n" if done >= total else ""
-            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+            self.out.progress(f"\r\033[K{line}", "\n" if done >= total else "")
         else:
             self.out.progress(line)
 
@@ -197,7 +377,7 @@ class TextReporter:
             self.out.text(result_line(result))
 
 
-def _load(args: argparse.Namespace) -> Workflow:
+def _load(args: argparse.Namespace, out: Output) -> Workflow:
     from .workflowfile import load_workflow
 
     path = Path(args.file)
@@ -207,54 +387,70 @@ def _load(args: argparse.Namespace) -> Workflow:
     if not path.is_file():
         raise UsageError(f"no Workflowfile at {path}",
                          hint="run in the project folder, or name the file with -f FILE")
-    return load_workflow(path, display=args.file)
+    workflow = load_workflow(path, display=args.file)
+    out.workflow = workflow.name
+    return workflow
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from .execute import (
-        BuildConfig,
-        BuildReport,
-        StageResult,
-        check_config,
-        check_strict,
-        prepare,
-        run_build,
-    )
+    from .execute import BuildConfig, check_config, check_strict, prepare, run_build
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run)
     reporter = TextReporter(out, args.explain or args.dry_run)
     if args.dry_run:
         prep = prepare(workflow, config)
         reporter.planned(prep.decisions)
+        report = out.report = _plan_report(prep, dry_run=True)
         if args.resume == "always":
             check_strict(prep)
-        report = BuildReport(workflow.name, True, [
-            StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
-            for d in prep.decisions])
     else:
         check_config(workflow, config)  # usage errors before the lock (which creates artifacts/)
         with build_lock(workflow.artifacts_root):
             prep = prepare(workflow, config)
             reporter.planned(prep.decisions)
+            out.report = _plan_report(prep, dry_run=False)  # the stages, should it end early
             if args.resume == "always":
                 check_strict(prep)
-            report = run_build(prep, reporter, args.keep_going)
+            report = run_build(prep, reporter, args.keep_going, out.report)
+    if report.internal is not None:
+        return _internal_in_stage(report.internal, out)
     if args.json:
-        out.document(report.to_json())
+        doc = report.to_json()
+        if not report.ok:
+            failed = [s.stage for s in report.stages if s.result == "failed"]
+            doc["error"] = {"message": f"stages failed: {', '.join(failed)}", "exit_code": 1}
+        out.document(doc)
     return 0 if report.ok else 1
+
+
+def _plan_report(prep: Prepared, dry_run: bool) -> BuildReport:
+    from .execute import BuildReport, StageResult
+
+    return BuildReport(prep.workflow.name, dry_run, [
+        StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
+        for d in prep.decisions])
+
+
+def _internal_in_stage(failure: InternalFailure, out: Output) -> int:
+    """The build ended at a bug in dd-build: the stage is recorded `failed`; say so (exit 70)."""
+    if out.verbose:
+        out.error(failure.traceback.rstrip())
+    fields = {"stage": failure.stage, **({"log": failure.log} if failure.log else {})}
+    return out.fail(_internal_message(failure.error, failure.stage, failure.log),
+                    EXIT_INTERNAL, fields)
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .execute import BuildConfig, prepare
     from .explain import status_lines
 
-    prep = prepare(_load(args), BuildConfig(dry_run=True))
+    prep = prepare(_load(args, out), BuildConfig(dry_run=True))
     if args.json:
-        out.document({"workflow": prep.workflow.name, "stages": [_status_json(prep, d)
-                                                                   for d in prep.decisions]})
+        out.document({"workflow": prep.workflow.name, "ok": True,
+                      "stages": [_status_json(prep, d) for d in prep.decisions]})
     for line in status_lines(prep):
         out.text(line)
     return 0
@@ -275,48 +471,50 @@ def cmd_dag(args: argparse.Namespace, out: Output) -> int:
     from .explain import dag_dot, dag_mermaid, dag_text
     from .graph import build_graph, topological_order
 
-    graph = build_graph(_load(args))
+    workflow = _load(args, out)
+    graph = build_graph(workflow)
     order = topological_order(graph)
+    if args.json:
+        out.document({"workflow": workflow.name, "ok": True, "stages": [
+            {"stage": n, "kind": workflow.stages[n].kind,
+             "inputs": sorted(graph.predecessors(n), key=order.index)} for n in order]})
+        return 0
     render = {"text": dag_text, "mermaid": dag_mermaid, "dot": dag_dot}[args.format]
-    print(render(graph, order))
+    out.result(render(graph, order))
     return 0
 
 
 def _selected_table(workflow: Workflow, name: str) -> Any:
+    from .artifacts import completed_record
     from .datasets import read_stage_table
     from .graph import build_graph, check_stage_names
-    from .records import read_record
 
     check_stage_names(build_graph(workflow), [name], "the command")
-    read = read_record(workflow.stage_dir(name))
-    record = read.record
-    if record is None or record.status not in ("completed", "completed_empty") or not record.output:
-        why = read.problem[1] if read.problem else "it has no completed build"
-        raise UsageError(f"stage '{name}' has no output to read: {why}",
-                         stage=name, hint=f"build it first: dd-build {name}")
+    record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
     table = read_stage_table(workflow, record)
     if table is None:
-        raise UsageError(f"stage '{name}' has no tabular output (its first output is not "
-                         ".parquet, .csv or .jsonl)", stage=name)
+        raise UsageError("no tabular output (its first output is not a "
+                         ".parquet, .csv or .jsonl file or a folder of .parquet files)",
+                         stage=name)
     return table
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    from .datasets import format_rows
+    from .datasets import format_rows, preview_rows
 
-    table = _selected_table(_load(args), args.stage)
+    table = _selected_table(_load(args, out), args.stage)
     if args.json:
-        out.document(table.slice(0, args.rows).to_pylist())
+        out.document(preview_rows(table, args.rows))
         return 0
-    print(format_rows(table, args.rows))
-    print(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    out.result(format_rows(table, args.rows))
+    out.result(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
     return 0
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     from .datasets import EXPORT_FORMATS, write_export
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     path = Path(args.path)
     if path.suffix.lower() not in EXPORT_FORMATS:  # before reading any data
         raise UsageError(f"cannot export to {args.path}: unsupported format "
@@ -328,6 +526,8 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     table = _selected_table(workflow, args.stage)
     write_export(table, path)
     out.text(f"wrote {table.num_rows} rows of '{args.stage}' to {args.path}")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": table.num_rows})
     return 0
 
 
@@ -336,13 +536,15 @@ def cmd_override(args: argparse.Namespace, out: Output) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
     check_stage_names(build_graph(workflow), [args.stage], "override")
     with build_lock(workflow.artifacts_root):
         record = override_output(workflow, args.stage, Path(args.path))
     rows = record.output.rows if record.output else 0
     out.text(f"'{args.stage}' now outputs {args.path} ({rows} rows); the stages after it "
              "rerun on the next build")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": rows})
     return 0
 
 
@@ -351,25 +553,36 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
-    workflow = _load(args)
+    workflow = _load(args, out)
+    orphans = [name for name in args.stages if name not in workflow.stages
+               and name in orphan_stages(workflow)]
+    if orphans:
+        raise UsageError(f"clean names no stage '{orphans[0]}': it is no longer in the "
+                         "Workflowfile, but its folder of records is still there",
+                         hint="`dd-build clean --orphans` removes the folders of every stage "
+                              "no longer in the Workflowfile")
     check_stage_names(build_graph(workflow), args.stages, "clean")
     if args.orphans and args.stages:
         raise UsageError("clean: name stages or use --orphans, not both")
+    removed: list[str] = []
     if not workflow.artifacts_root.is_dir():
         out.text("nothing to clean")
-        return 0
-    with build_lock(workflow.artifacts_root):
-        names = orphan_stages(workflow) if args.orphans else (args.stages or list(workflow.stages)
-                                                               + orphan_stages(workflow))
-        for folder in remove_stage_artifacts(workflow, names):
-            out.text(f"removed {os.path.relpath(folder)}")
+    else:
+        with build_lock(workflow.artifacts_root):
+            names = orphan_stages(workflow) if args.orphans else \
+                (args.stages or list(workflow.stages) + orphan_stages(workflow))
+            for folder in remove_stage_artifacts(workflow, names):
+                removed.append(os.path.relpath(folder))
+                out.text(f"removed {removed[-1]}")
+    if args.json:
+        out.document({"ok": True, "workflow": workflow.name, "removed": removed})
     return 0
 
 
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from .schema import workflow_json_schema
 
-    print(json.dumps(workflow_json_schema(), indent=2))
+    out.result(json.dumps(workflow_json_schema(), indent=2))
     return 0
 
 

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+# Exit code of a bug in dd-build (an exception nobody anticipated): EX_SOFTWARE of sysexits.h.
+EXIT_INTERNAL = 70
+
+
+def describe(exc: BaseException) -> str:
+    """`TypeError: text`, on one line and short enough for one screen."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
 
 class BuildError(Exception):
     """Base of every error dd-build reports to a user without a traceback."""
@@ -53,6 +64,12 @@ class BuildError(Exception):
     def __str__(self) -> str:
         return self.render()
 
+    def fields(self) -> dict[str, str | int]:
+        """Where and how to fix, for a `--json` error document: only the parts that are set."""
+        found = {"file": self.file, "line": self.line, "column": self.column,
+                 "stage": self.stage, "key": self.key, "hint": self.hint}
+        return {k: v for k, v in found.items() if v is not None}
+
 
 class WorkflowError(BuildError):
     """The Workflowfile is invalid (exit 2)."""
@@ -85,7 +102,8 @@ class LockHeld(BuildError):
 
 
 class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
-    """Raised from the SIGTERM handler so running stages are recorded `interrupted`."""
+    """Raised from the SIGTERM (and SIGHUP) handler so running stages are recorded
+    `interrupted`."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

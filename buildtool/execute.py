@@ -6,16 +6,29 @@ caller passes a Reporter.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
+from .artifacts import refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
-from .errors import Interrupted, ResumeRefused, StageFailed, StateError, UsageError
+from .capture import TAIL_LINES, append_log, clear_log, log_tail, stage_log
+from .errors import (
+    BuildError,
+    Interrupted,
+    ResumeRefused,
+    StageFailed,
+    StateError,
+    UsageError,
+    describe,
+)
 from .fingerprint import batch_fingerprint
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .model import Stage, Workflow
 from .plan import (
@@ -24,6 +37,7 @@ from .plan import (
     StageFacts,
     Upstream,
     decide,
+    exports_only,
     output_view,
     plan,
     strict_refusals,
@@ -52,6 +66,7 @@ class StageResult:
     batches_run: int = 0
     error: str | None = None
     duration_s: float | None = None
+    log: str | None = None  # a failed stage's log (its code's output), when it has one
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -63,7 +78,19 @@ class StageResult:
         if self.result is not None:
             d["result"] = self.result
             d["error"] = self.error
+        if self.log is not None:
+            d["log"] = self.log
         return d
+
+
+@dataclass(frozen=True)
+class InternalFailure:
+    """An exception nobody anticipated (a bug in dd-build) ended a stage, and the build."""
+
+    stage: str
+    error: str  # "TypeError: ..." on one line
+    traceback: str
+    log: str | None  # where the traceback was written (None: it could not be)
 
 
 @dataclass
@@ -71,6 +98,7 @@ class BuildReport:
     workflow: str
     dry_run: bool
     stages: list[StageResult] = field(default_factory=list)
+    internal: InternalFailure | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,11 +134,11 @@ def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
     order = closure(graph, config.targets)
     forced: dict[str, str] = {}
     for name in config.rerun_from:
-        _check_in_closure(name, order, "--rerun-from")
+        _check_in_closure(name, order, "--rerun-from", workflow.stages)
         for d in descendants_in(graph, name, order):
             forced.setdefault(d, f"--rerun-from {name}")
     for name in config.force:
-        _check_in_closure(name, order, "--force")
+        _check_in_closure(name, order, "--force", workflow.stages)
         forced[name] = f"--force {name}"
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
     facts = probe(workflow, order)
@@ -124,13 +152,19 @@ def check_config(workflow: Workflow, config: BuildConfig) -> None:
     order = closure(build_graph(workflow), config.targets)
     for flag, names in (("--rerun-from", config.rerun_from), ("--force", config.force)):
         for name in names:
-            _check_in_closure(name, order, flag)
+            _check_in_closure(name, order, flag, workflow.stages)
 
 
-def _check_in_closure(name: str, order: list[str], flag: str) -> None:
-    if name not in order:
-        raise UsageError(f"{flag} {name}: no such stage among the stages this build needs",
-                         hint="name a stage listed by `dd-build -n` for these targets")
+def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
+                      ) -> None:
+    if name in order:
+        return
+    close = difflib.get_close_matches(name, order, n=1) or \
+        difflib.get_close_matches(name, list(stages), n=1)
+    hint = f"`{name}` is not needed by these targets: add it as a target" if name in stages \
+        else f"did you mean `{close[0]}`?" if close \
+        else "name a stage listed by `dd-build -n` for these targets"
+    raise UsageError(f"{flag} {name}: no such stage among the stages this build needs", hint=hint)
 
 
 def check_strict(prep: Prepared) -> None:
@@ -144,9 +178,11 @@ def check_strict(prep: Prepared) -> None:
     )
 
 
-def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False) -> BuildReport:
-    """Run the plan. Caller holds the lock."""
-    return _Builder(prep, reporter, keep_going).run()
+def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False,
+              report: BuildReport | None = None) -> BuildReport:
+    """Run the plan. Caller holds the lock. A `report` passed in is filled in place, so the
+    caller still has every stage's result when an interrupt ends the build."""
+    return _Builder(prep, reporter, keep_going).run(report)
 
 
 class _Builder:
@@ -159,9 +195,11 @@ class _Builder:
         self.records: dict[str, StageRecord] = {}
         self.results: dict[str, StageResult] = {}
         self.stopped = False
+        self.internal: InternalFailure | None = None
 
-    def run(self) -> BuildReport:
-        report = BuildReport(self.wf.name, dry_run=False)
+    def run(self, report: BuildReport | None = None) -> BuildReport:
+        if report is None:
+            report = BuildReport(self.wf.name, dry_run=False)
         self._sweep()
         try:
             for planned in self.prep.decisions:
@@ -171,13 +209,15 @@ class _Builder:
         finally:
             report.stages = [self.results.get(d.stage) or StageResult(d.stage, d, "not_run")
                              for d in self.prep.decisions]
+            report.internal = self.internal
             self._write_summary(report)
         return report
 
     def _sweep(self) -> None:
         """Remove what a killed build left where no stage that runs now would: temp files at
         the workflow root (of workflow.json) and in stage folders, journals no running record
-        names. A stage folder whose record is unreadable is left as found."""
+        names, override files the record does not list. A stage folder whose record is
+        unreadable is left as found."""
         root = str(self.wf.artifacts_root)
         remove_leftovers(root, journals=False)
         for name in self.prep.order:
@@ -187,6 +227,8 @@ class _Builder:
             record = read.record
             keep = record.journal if record is not None and record.status == "running" else None
             remove_leftovers(os.path.join(root, name), keep)
+            if record is not None:
+                remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage
@@ -199,7 +241,35 @@ class _Builder:
             return self._reuse(planned, facts)
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
+        if exports_only(facts, decision.reasons):
+            return self._refresh_exports(planned, facts)
         return self._execute(planned, decision, facts)
+
+    def _refresh_exports(self, planned: Decision, facts: StageFacts) -> StageResult:
+        """An overridden stage whose export copies are all that changed: write them from the
+        override, which stays. A copy that cannot be written fails the stage and records
+        nothing, so the review stays in force for the next build."""
+        from .datasets import CannotExport
+
+        record = facts.record
+        assert record is not None
+        started = time.monotonic()
+        self.reporter.started(planned)
+        if facts.stats_moved:
+            record = _touch_up(record, facts)
+        try:
+            record = refresh_exports(self.wf, record, facts.spec, facts.fingerprint)
+        except (CannotExport, StateError, OSError) as exc:
+            message = exc.message if isinstance(exc, BuildError) else f"cannot write it: {exc}"
+            failure = StageFailed(message, stage=record.stage, key="outputs",
+                                  hint=getattr(exc, "hint", None))
+            self.stopped = not self.keep_going
+            return StageResult(record.stage, planned, "failed", None, record.batches_total, 0,
+                               failure.render(), time.monotonic() - started)
+        self._done(record)
+        rows = record.output.rows if record.output else None
+        return StageResult(record.stage, planned, "completed", rows, record.batches_total, 0,
+                           None, time.monotonic() - started)
 
     def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
         record = facts.record
@@ -212,14 +282,18 @@ class _Builder:
         return StageResult(record.stage, planned, "up_to_date", rows, record.batches_total, 0)
 
     def _skip(self, planned: Decision, facts: StageFacts) -> StageResult:
-        """Record `skipped_empty_upstream` (once: an equal record is kept as it is)."""
+        """Record `skipped_empty_upstream` (once: an equal record is kept as it is), leaving no
+        output of an earlier run that would claim to be current."""
         name = planned.stage
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[name]}
         record = facts.record
         if record is None or record.status != "skipped_empty_upstream" or \
                 record.spec_fingerprint != facts.fingerprint or record.stage_inputs != consumed:
-            run = StageRun(self.wf, self.wf.stages[name], facts, consumed, ())
-            run.begin(None, None)
+            stage = self.wf.stages[name]
+            run = StageRun(self.wf, stage, facts, consumed, ())
+            run.begin(None, None)  # clears its batches and boundary steps' files
+            for out in stage.outputs:  # run outputs, export copies: none may look current
+                remove_path(self.wf.project_dir / out)
             record = run.finish("skipped_empty_upstream")
         self._done(record)
         return StageResult(name, planned, "skipped_empty_upstream", 0)
@@ -230,11 +304,13 @@ class _Builder:
 
     def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
         from .kinds import Job, kind_for
+        from .kinds.loader import track_code
 
         stage = self.wf.stages[decision.stage]
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
         keep = decision.keep if decision.action == "resume" else ()
-        run = StageRun(self.wf, stage, facts, consumed, keep)
+        code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
+        run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
                   lambda done, total: self.reporter.progress(stage.name, done, total),
@@ -242,12 +318,16 @@ class _Builder:
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
+            clear_log(stage_log(run.dir))  # this attempt's code output goes to a new log
             output = kind_for(stage.kind).execute(job)
             if stage.kind != "run":
+                if code_deps is not None:
+                    code_deps.enter_callback()
                 output, steps = run_boundary(job, output, run.previous_steps)
             status = _empty_status(stage, output)
         except StageFailed as exc:
-            return self._failed(run, planned, exc.render(), started)
+            exc.stage = exc.stage or stage.name  # raised where the stage is not known
+            return self._failed(run, planned, exc.render(), started, exc.__cause__)
         except StateError as exc:  # e.g. an upstream's file turned out unreadable
             failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)
             return self._failed(run, planned, failure.render(), started)
@@ -257,27 +337,66 @@ class _Builder:
                                        "again: the finished batches are kept")
             return self._failed(run, planned, failure.render(), started)
         except (KeyboardInterrupt, Interrupted):
-            run.finish("interrupted", error="interrupted")
+            if not run.untouched:
+                run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
                                                    batches_run=run.batches_run)
             raise
+        except Exception as exc:  # a bug in dd-build: recorded, reported, never hidden (exit 70)
+            return self._internal(run, planned, exc, started)
         record = run.finish(status, output, steps=steps)
         self._done(record)
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started)
 
-    def _failed(self, run: StageRun, planned: Decision, message: str, started: float
-                ) -> StageResult:
+    def _failed(self, run: StageRun, planned: Decision, message: str, started: float,
+                cause: BaseException | None = None) -> StageResult:
         """Record the failure (the batches written so far stay listed) and stop, unless -k.
 
-        A record that cannot be written (a full disk) must not hide the first error."""
+        The message ends with the last lines the stage's code printed; the traceback of the
+        user's exception (`cause`) goes to the log. A record that cannot be written (a full
+        disk) must not hide the first error."""
+        log = stage_log(run.dir)
+        message += _output_note(log, log_tail(log))
+        if cause is not None:
+            try:
+                append_log(log, "".join(traceback.format_exception(cause)))
+                message += f"\n  the traceback is in {_shown(log)}"
+            except OSError:  # the message above still says what failed
+                pass
+        return self._record_failure(run, planned, message, started, log)
+
+    def _internal(self, run: StageRun, planned: Decision, exc: Exception, started: float
+                  ) -> StageResult:
+        """Record the stage `failed`, put the traceback in its log, and end the build."""
+        error = describe(exc)
+        trace = "".join(traceback.format_exception(exc))
+        log = stage_log(run.dir)
         try:
-            run.finish("failed", error=message)
+            append_log(log, f"dd-build internal error while running stage "
+                            f"'{planned.stage}':\n{trace}")
+            where: str | None = _shown(log)
+        except OSError:
+            where = None
+        self.internal = InternalFailure(planned.stage, error, trace, where)
+        message = f"dd-build internal error: {error}"
+        if where:
+            message += f"\n  the traceback is in {where}"
+        result = self._record_failure(run, planned, message, started, log)
+        self.stopped = True  # even with -k: what it left may not be what the code believes
+        return result
+
+    def _record_failure(self, run: StageRun, planned: Decision, message: str, started: float,
+                        log: Path) -> StageResult:
+        try:
+            if not run.untouched:
+                run.finish("failed", error=message)
         except OSError as exc:
             message += f"\n(its failed record could not be written either: {exc})"
         self.stopped = not self.keep_going
         return StageResult(planned.stage, planned, "failed", None, run.record.batches_total,
-                           run.batches_run, message, time.monotonic() - started)
+                           run.batches_run, message, time.monotonic() - started,
+                           _shown(log) if log_tail(log, 1) else None)
 
     def _write_summary(self, report: BuildReport) -> None:
         if not self.wf.artifacts_root.is_dir():
@@ -287,6 +406,18 @@ class _Builder:
             atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+
+
+def _shown(path: Path) -> str:
+    return os.path.relpath(path)
+
+
+def _output_note(log: Path, tail: list[str]) -> str:
+    if not tail:
+        return ""
+    lines = "\n".join(f"    | {line}" for line in tail)
+    what = f"the last {len(tail)} lines of its output" if len(tail) >= TAIL_LINES else "its output"
+    return f"\n  {what} ({_shown(log)}):\n{lines}"
 
 
 def _empty_status(stage: Stage, output: Output) -> str:
@@ -309,5 +440,8 @@ def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
         output = replace(output, files=tuple(now.get(f.path, f) for f in output.files))
     steps = {k: replace(v, files=tuple(now.get(f.path, f) for f in v.files))
              for k, v in record.steps.items()}
+    discovered = record.discovered and {
+        rel: dep._replace(state=facts.discovered.get(rel, dep.state))
+        for rel, dep in record.discovered.items()}
     return replace(record, code=dict(facts.code), file_inputs=dict(facts.file_inputs),
-                   batches=batches, output=output, steps=steps)
+                   batches=batches, output=output, steps=steps, discovered=discovered)

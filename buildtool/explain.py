@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .plan import Decision
+from .plan import batches as plural
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -24,7 +25,7 @@ def decision_lines(decisions: Sequence[Decision]) -> list[str]:
     for d in decisions:
         head = f"{d.stage.ljust(width)}  {_ACTION_WORDS.get(d.action, d.action)}"
         if d.action == "resume" and d.batches_total is not None:
-            head += f" ({len(d.keep)} of {d.batches_total} batches kept)"
+            head += f" ({len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept)"
         lines.append(head)
         lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
     return lines
@@ -38,7 +39,8 @@ def result_line(result: StageResult) -> str:
     if res == "completed":
         batches = ""
         if result.batches_total is not None:
-            batches = f", {result.batches_run} of {result.batches_total} batches run"
+            batches = f", {result.batches_run} of {result.batches_total} " \
+                      f"{plural(result.batches_total)} run"
         took = f" in {result.duration_s:.1f}s" if result.duration_s is not None else ""
         return f"✓ {name}: completed" + (f" ({rows}{batches})" if rows else "") + took
     if res == "completed_empty":

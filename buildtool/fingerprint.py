@@ -49,6 +49,12 @@ def digest_strings(parts: list[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def exports_key(outputs: list[str] | tuple[str, ...], digest: str) -> str:
+    """The key of a stage's export-copies step: their paths and the digest of the selected
+    output they copy. The planner checks it, so export copies always equal that output."""
+    return digest_strings(["exports", *outputs, digest])
+
+
 def digest_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -107,11 +113,33 @@ def _has_magic(pattern: str) -> bool:
 
 
 def expand_glob(project_dir: Path, pattern: str) -> list[str]:
-    """Project-relative posix paths of the files a path or glob names, sorted."""
+    """Project-relative posix paths of the files a path or glob names, sorted.
+
+    A plain path may name a folder: it stands for every file under it (`folder_files`). A glob
+    matches files only, as the shell's `*` skips hidden names."""
     if not _has_magic(pattern):
-        return [pattern] if (project_dir / pattern).is_file() else []
+        path = project_dir / pattern
+        if path.is_dir():
+            return folder_files(project_dir, pattern)
+        return [pattern] if path.is_file() else []
     found = glob.glob(pattern, root_dir=project_dir, recursive=True)
     return sorted(p.replace(os.sep, "/") for p in found if (project_dir / p).is_file())
+
+
+def folder_files(project_dir: Path, folder: str) -> list[str]:
+    """Project-relative posix paths of every file under `folder`, recursively, sorted as
+    strings; hidden entries (a name starting with `.`) and `__pycache__` are left out."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(project_dir / folder):
+        dirs[:] = [d for d in dirs if not skipped_name(d)]
+        rel = Path(top).relative_to(project_dir).as_posix()
+        found.extend(f"{rel}/{name}" for name in files if not skipped_name(name))
+    return sorted(found)
+
+
+def skipped_name(name: str) -> bool:
+    """A hidden entry or a `__pycache__` folder: never part of a folder's files."""
+    return name.startswith(".") or name == "__pycache__"
 
 
 def module_file(project_dir: Path, module: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,34 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def make_dirs_durably(folder: Path) -> None:
+    """Create `folder` and its missing parents, fsyncing the parent of each folder created, so
+    that a file made durable inside it cannot vanish with its folder after a power loss. One stat
+    when the folder is already there."""
+    if folder.is_dir():
+        return
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:  # made meanwhile by another build or thread; still sync its entry
+            if not new.is_dir():
+                raise
+        _fsync_dir(new.parent)
+
+
 def temp_name(path: Path) -> Path:
     """A temp path beside `path`, unique across processes and threads."""
     return path.with_name(f".{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:12]}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(path.parent)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as fh:
@@ -48,13 +70,30 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 
 def append_line_durably(path: Path, line: str) -> None:
-    """Append one line and fsync it: O(1) per call, so journals never grow quadratically."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append one line and fsync it: O(1) per call, so journals never grow quadratically.
+    The call that creates the file also fsyncs its folder, so the file's entry is durable too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        created = False
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        created = True
     try:
         os.write(fd, (line + "\n").encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        _fsync_dir(path.parent)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a folder with all it holds, or a symlink itself (never what it points
+    to); nothing when there is nothing."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
 
 
 def remove_temp_files_of(path: Path) -> None:

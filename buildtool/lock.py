@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LockHeld
+from .fsutil import make_dirs_durably
 
 LOCK_NAME = ".lock"
 _held: list[int] = []  # descriptors of the locks this process holds
@@ -32,7 +33,7 @@ def _alive(pid: str) -> bool:
 
 @contextmanager
 def build_lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(root)  # the artifacts folders every record is written into
     path = root / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .fingerprint import skipped_name
 from .model import Stage, Workflow
 from .records import StageRecord
 
@@ -30,10 +31,21 @@ def input_paths(workflow: Workflow, stage: Stage, record: StageRecord) -> list[P
 
 
 def tabular_files(workflow: Workflow, record: StageRecord) -> list[Path] | None:
-    """The files to read as the stage's table, or None when its output is not tabular."""
+    """The files to read as the stage's table, or None when its output is not tabular.
+
+    A run stage's table is its first declared output: a .parquet, .csv or .jsonl file, or a
+    folder's .parquet files in sorted path order (hidden ones left out, as `folder_files`)."""
     files = output_files(workflow, record)
-    if record.output is not None and record.output.kind == "files":
-        if not files or files[0].suffix.lower() not in TABULAR:
-            return None
-        return files[:1]
-    return files
+    out = record.output
+    if out is None or out.kind != "files":
+        return files
+    declared = record.spec.get("outputs") or []
+    if not declared:
+        return None
+    first = str(declared[0])
+    if any(f.path == first for f in out.files):  # a file
+        return [workflow.project_dir / first] if first.lower().endswith(TABULAR) else None
+    inside = sorted(f.path for f in out.files
+                    if f.path.startswith(first + "/") and f.path.lower().endswith(".parquet")
+                    and not any(map(skipped_name, f.path[len(first) + 1:].split("/"))))
+    return [workflow.project_dir / p for p in inside] or None

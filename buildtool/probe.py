@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .errors import WorkflowError
+from .external import ExternalCode, is_external_key
 from .fingerprint import (
     FileState,
     callback_only_files,
@@ -22,10 +23,11 @@ from .records import StageRecord, read_record
 
 
 def probe(workflow: Workflow, names: list[str]) -> dict[str, StageFacts]:
-    return {name: probe_stage(workflow, workflow.stages[name]) for name in names}
+    external = ExternalCode(workflow.project_dir)
+    return {name: probe_stage(workflow, workflow.stages[name], external) for name in names}
 
 
-def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
+def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> StageFacts:
     read = read_record(workflow.stage_dir(stage.name))
     record = read.record
     spec = canonical_spec(stage)
@@ -34,17 +36,22 @@ def probe_stage(workflow: Workflow, stage: Stage) -> StageFacts:
     code_missing = sorted(set(code_paths) - set(code))
     if code_missing:
         raise _missing_code(stage, code_missing[0])
+    outside = external.states(stage.callables, record.code if record else {})
+    code_moved = code_moved or any(record is not None and k in record.code and
+                                   v != record.code[k] for k, v in outside.items())
+    code.update(outside)
     files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
+    discovered, imports_moved = _discovered(workflow.project_dir, record, external)
     outputs = _OutputCheck(workflow)
     if record is not None:
         outputs.check_record(record)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
-        code=code, file_inputs=files, read=read, damaged=outputs.damaged,
+        code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
         outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage),
-        stats_moved=code_moved or inputs_moved or bool(outputs.moved),
+        stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
 
 
@@ -57,10 +64,35 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
         matched = expand_glob(workflow.project_dir, ref.value)
         if not matched:
             key = "seed" if ref is stage.seed else "inputs"
+            if (workflow.project_dir / ref.value).is_dir():
+                raise stage.error(f"input '{ref.written}' is a folder with no file in it", key,
+                                  "put the files in it, or name another folder or glob")
             raise stage.error(f"input '{ref.written}' matches no file", key,
                               "create the file, or fix the path or glob")
+        if ref is stage.seed and (workflow.project_dir / ref.value).is_dir() and \
+                not any(p.lower().endswith(".parquet") for p in matched):
+            raise stage.error(f"seed folder '{ref.written}' holds no .parquet file", "seed",
+                              "a seed folder is read as its .parquet files; name .csv or "
+                              ".jsonl files with a glob instead (e.g. data/docs/*.csv)")
         paths.extend(matched)
     return sorted(set(paths))
+
+
+def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
+                ) -> tuple[dict[str, FileState], bool]:
+    """The modules its code imported last time, as they are now: project files stats first;
+    a module outside the project found again without importing it (its state's path is the
+    key it has now: another one when it is, e.g., no longer installed)."""
+    found = record.discovered or {} if record else {}
+    inside = [rel for rel in found if not is_external_key(rel)]
+    states, moved = _states(root, inside, {rel: found[rel].state for rel in inside})
+    for key, dep in found.items():
+        if is_external_key(key):
+            now = external.imported(key, dep.module, dep.state)
+            states[key] = now
+            moved = moved or (now.path == key and now.digest == dep.state.digest
+                              and now != dep.state)
+    return states, moved
 
 
 def _states(root: Path, paths: list[str], known: dict[str, FileState]

@@ -19,6 +19,7 @@ from .fsutil import append_line_durably, atomic_write_json
 RECORD_NAME = "stage.json"
 DONE_STATUSES = ("completed", "completed_empty", "skipped_empty_upstream")
 RESUMABLE_STATUSES = ("running", "interrupted", "failed")
+DISCOVERED_LINE = "discovered"  # a journal line of modules found, not a batch
 
 
 class BatchEntry(NamedTuple):
@@ -43,6 +44,27 @@ class BatchEntry(NamedTuple):
     def from_json(cls, d: dict[str, Any]) -> BatchEntry:
         return cls(int(d["index"]), str(d["file"]), int(d["rows"]), int(d["bytes"]),
                    int(d["mtime_ns"]), str(d["digest"]))
+
+
+class Discovered(NamedTuple):
+    """A module a stage's code imported while it ran (not a declared code file): its state as
+    executed, and the project file whose code imported it (None when dd-build's own import of
+    the stage's code did, e.g. the package of a `package.module:fn`). A project module is keyed
+    by its relative path; a module outside the project by its fingerprint key (`dist:<name>`,
+    `module:<name>`), with the name code imported it by in `module`, to find it again."""
+
+    state: FileState
+    by: str | None
+    module: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        extra = {} if self.module is None else {"module": self.module}
+        return {**self.state.to_json(), "by": self.by, **extra}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Discovered:
+        return cls(FileState.from_json(d), _optional(str, d.get("by")),
+                   _optional(str, d.get("module")))
 
 
 @dataclass(frozen=True)
@@ -92,12 +114,17 @@ class StageRecord:
     journal: str | None = None
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # Project modules its code imported (relative path -> entry); None in a record written
+    # before dd-build recorded them, so the planner knows they were never looked for.
+    discovered: dict[str, Discovered] | None = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": self.format, "stage": self.stage, "status": self.status, "kind": self.kind,
             "spec": self.spec, "spec_fingerprint": self.spec_fingerprint,
             "code": {k: v.to_json() for k, v in self.code.items()},
+            "discovered": None if self.discovered is None else
+            {k: v.to_json() for k, v in self.discovered.items()},
             "inputs": {
                 "files": {k: v.to_json() for k, v in self.file_inputs.items()},
                 "stages": dict(self.stage_inputs),
@@ -130,6 +157,8 @@ class StageRecord:
             finished_at=_optional(float, d.get("finished_at")),
             batches_run=int(d.get("batches_run", 0)), error=_optional(str, d.get("error")),
             format=int(d["format"]), extra=dict(d.get("extra") or {}),
+            discovered=None if d.get("discovered") is None else
+            {str(k): Discovered.from_json(v) for k, v in d["discovered"].items()},
         )
 
     @property
@@ -190,24 +219,33 @@ def read_record(stage_dir: Path) -> RecordRead:
         return RecordRead(problem=("record_unreadable",
                                    f"{RECORD_NAME} has an unknown status {record.status!r}"))
     if record.status == "running" and record.journal:
-        record = replace(record, batches=_merge_journal(stage_dir / record.journal, record.batches))
+        record = _merge_journal(stage_dir / record.journal, record)
     return RecordRead(record=record)
 
 
-def _merge_journal(path: Path, batches: tuple[BatchEntry, ...]) -> tuple[BatchEntry, ...]:
-    """The record's batches plus the journal's, up to the first torn or garbled line."""
-    by_index = {b.index: b for b in batches}
+def _merge_journal(path: Path, record: StageRecord) -> StageRecord:
+    """The record plus its journal's lines, up to the first torn or garbled one: batches, and
+    the modules its code imported that the record did not list yet (each written before the
+    first batch that may have used them)."""
+    by_index = {b.index: b for b in record.batches}
+    discovered = dict(record.discovered or {})
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:  # missing, a folder, unreadable: the record's own batches stand
         lines = []
     for line in lines:
         try:
-            entry = BatchEntry.from_json(json.loads(line))
-        except (ValueError, KeyError, TypeError):
+            data = json.loads(line)
+            if isinstance(data, dict) and DISCOVERED_LINE in data:
+                discovered.update({str(k): Discovered.from_json(v)
+                                   for k, v in data[DISCOVERED_LINE].items()})
+                continue
+            entry = BatchEntry.from_json(data)
+        except (ValueError, KeyError, TypeError, AttributeError):
             break
         by_index[entry.index] = entry
-    return tuple(by_index[i] for i in sorted(by_index))
+    return replace(record, batches=tuple(by_index[i] for i in sorted(by_index)),
+                   discovered=dict(sorted(discovered.items())))
 
 
 def write_record(stage_dir: Path, record: StageRecord) -> None:
@@ -216,6 +254,12 @@ def write_record(stage_dir: Path, record: StageRecord) -> None:
 
 def journal_append(stage_dir: Path, journal: str, entry: BatchEntry) -> None:
     append_line_durably(stage_dir / journal, json.dumps(entry.to_json()))
+
+
+def journal_discovered(stage_dir: Path, journal: str, found: dict[str, Discovered]) -> None:
+    """Modules the stage's code imported since the record or the journal last listed them."""
+    append_line_durably(stage_dir / journal, json.dumps(
+        {DISCOVERED_LINE: {k: v.to_json() for k, v in found.items()}}))
 
 
 def remove_leftovers(folder: str, keep_journal: str | None = None, journals: bool = True) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .model import KINDS, TOOL_WORDS
+from .model import ARTIFACT_FILES, KINDS, TOOL_WORDS
 from .workflowfile import NAME_PATTERN, PROCESSORS, STAGE_KEYS, TOP_KEYS, KeySpec
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -59,7 +59,9 @@ def workflow_json_schema() -> dict[str, Any]:
 
 
 def _top_properties() -> dict[str, Any]:
-    stage_names = {"pattern": f"^{NAME_PATTERN}$", "not": {"enum": list(TOOL_WORDS)}}
+    reserved = [{"enum": list(TOOL_WORDS)}] + [{"pattern": _any_case(f)} for f in ARTIFACT_FILES]
+    # (names that differ only in letter case are refused by the loader: not a schema rule)
+    stage_names = {"pattern": f"^{NAME_PATTERN}$", "not": {"anyOf": reserved}}
     defaults = {k: _key_schema(k, s) for k, s in STAGE_KEYS.items() if k not in KINDS}
     shapes: dict[str, dict[str, Any]] = {
         "workflow": {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
@@ -73,6 +75,13 @@ def _top_properties() -> dict[str, Any]:
         },
     }
     return {key: {"description": TOP_KEYS[key], **shape} for key, shape in shapes.items()}
+
+
+def _any_case(word: str) -> str:
+    """A pattern matching `word` in any letter case (JSON Schema patterns have no flags)."""
+    parts = (f"[{c.upper()}{c.lower()}]" if c.isalpha() else "\\." if c == "." else c
+             for c in word)
+    return "^" + "".join(parts) + "$"
 
 
 def _key_schema(key: str, spec: KeySpec) -> dict[str, Any]:

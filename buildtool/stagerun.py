@@ -15,13 +15,24 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .fingerprint import digest_bytes, digest_strings
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, make_dirs_durably
 from .model import Stage, Workflow
 from .plan import StageFacts
-from .records import BatchEntry, Output, StageRecord, journal_append, remove_leftovers, write_record
+from .records import (
+    BatchEntry,
+    Discovered,
+    Output,
+    StageRecord,
+    journal_append,
+    journal_discovered,
+    remove_leftovers,
+    write_record,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from .codedeps import CodeTracker
 
 BATCHES = "batches"
 
@@ -32,8 +43,10 @@ def batch_file(stage: str, index: int) -> str:
 
 class StageRun:
     def __init__(self, workflow: Workflow, stage: Stage, facts: StageFacts,
-                 stage_inputs: Mapping[str, str], keep: tuple[int, ...]) -> None:
+                 stage_inputs: Mapping[str, str], keep: tuple[int, ...],
+                 code_deps: CodeTracker | None = None) -> None:
         self.workflow = workflow
+        self.code_deps = code_deps  # the project modules its code imports, as they execute
         self.stage = stage
         self.dir = workflow.stage_dir(stage.name)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -42,7 +55,10 @@ class StageRun:
         # A resume may reuse the boundary steps (processed, callback, exports) it had.
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
+        self.begun = False
+        self._had_record = facts.record is not None
         self.batches_run = 0
+        self.listed: dict[str, Discovered] = {}  # discovered modules the record or journal lists
         self.record = StageRecord(
             stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,
             spec_fingerprint=facts.fingerprint, code=dict(facts.code),
@@ -64,14 +80,23 @@ class StageRun:
         return kept
 
     @property
+    def untouched(self) -> bool:
+        """Nothing of this attempt reached the disk (it failed loading its code or reading its
+        seed) and an earlier record stands: ending now leaves that record, and the batches it
+        lists, in force. Reverting the change that failed then costs nothing."""
+        return not self.begun and self._had_record
+
+    @property
     def batch_indices(self) -> set[int]:
         return set(self.batches)
 
     def begin(self, batches_total: int | None, num_records: int | None) -> None:
         """Replace the old record with a `running` one, then clear what it does not list."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(self.dir)
+        self.begun = True
+        self.listed = self.code_deps.discovered() if self.code_deps else {}
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
-                              batches=self.sorted_batches())
+                              batches=self.sorted_batches(), discovered=self.listed)
         write_record(self.dir, self.record)
         remove_leftovers(str(self.dir))  # old journals; temp files of a killed record write
         self._clear_unlisted_batches()
@@ -101,10 +126,21 @@ class StageRun:
         atomic_write_bytes(path, data)
         st = os.stat(path)
         entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest_bytes(data))
+        self._journal_discovered()  # before the batch that may have used them is listed
         journal_append(self.dir, self.journal, entry)
         self.batches[index] = entry
         self.batches_run += 1
         return entry
+
+    def _journal_discovered(self) -> None:
+        """Modules imported since the record or the journal listed them (a lazy import in
+        the code, the first batch to call it): durable, so a killed run's resume keeps them."""
+        if self.code_deps is None:
+            return
+        new = {k: v for k, v in self.code_deps.discovered().items() if self.listed.get(k) != v}
+        if new:
+            journal_discovered(self.dir, self.journal, new)
+            self.listed.update(new)
 
     def sorted_batches(self) -> tuple[BatchEntry, ...]:
         return tuple(self.batches[i] for i in sorted(self.batches))
@@ -120,6 +156,7 @@ class StageRun:
             self.record, status=status, output=output, error=error, steps=steps or {},
             batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
+            discovered=self.code_deps.close() if self.code_deps else {},
         )
         write_record(self.dir, self.record)
         remove_leftovers(str(self.dir))

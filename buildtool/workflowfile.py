@@ -17,10 +17,19 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError
-from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS, TOOL_WORDS, Stage, Workflow
+from .model import (
+    ARTIFACT_FILES,
+    DEFAULT_BATCH_SIZE,
+    KINDS,
+    SAMPLINGS,
+    TOOL_WORDS,
+    Stage,
+    Workflow,
+)
+from .placeholders import check_run_command
+from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
-    check_claims,
     parse_callable,
     parse_outputs,
     parse_paths,
@@ -87,7 +96,9 @@ STAGE_KEYS: dict[str, KeySpec] = {
         required_for=("run",),
     ),
     "params": KeySpec(
-        _ALL, "mapping", "Any YAML mapping, handed to the code; part of the fingerprint.",
+        _ALL, "mapping",
+        "A mapping of plain JSON values (string keys; no dates, sets, binary or NaN), "
+        "handed to the code; part of the fingerprint.",
         default={},
     ),
     "num_records": KeySpec(
@@ -164,7 +175,7 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
     ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
     stages = {n: _load_stage(ctx, n, kn, body, defaults) for n, (kn, body) in bodies.items()}
-    check_claims(ctx)
+    ctx.claims.check(ctx, resolved.name, f"{ctx.artifacts}/{name}")
     return Workflow(name, resolved, resolved.parent, artifacts, stages)
 
 
@@ -218,8 +229,17 @@ def _stage_bodies(
             "`stages` must be a non-empty mapping of stage names to stages", node, key="stages"
         )
     bodies = mapping_pairs(ctx, node, "stage names")
+    folded: dict[str, tuple[str, Node]] = {}  # name in lower case → (name, node)
     for name, (key_node, _) in bodies.items():
         _check_stage_name(ctx, name, key_node)
+        first, first_node = folded.setdefault(name.casefold(), (name, key_node))
+        if first != name:
+            raise ctx.error(
+                f"stage names `{first}` (line {first_node.start_mark.line + 1}) and `{name}` "
+                f"(line {key_node.start_mark.line + 1}) differ only in letter case", key_node,
+                hint="rename one: on a case-insensitive file system (macOS, Windows) both "
+                     "stages would share one folder of records",
+            )
     return bodies
 
 
@@ -230,6 +250,12 @@ def _check_stage_name(ctx: LoadContext, name: str, node: Node) -> None:
         raise ctx.error(
             f"`{name}` is a dd-build command and cannot name a stage", node,
             hint=f"rename the stage, e.g. `{name}-stage`",
+        )
+    if name.casefold() in (f.casefold() for f in ARTIFACT_FILES):
+        raise ctx.error(
+            f"`{name}` cannot name a stage: dd-build keeps a file of that name beside the "
+            f"stage folders in {ctx.artifacts}/<workflow>/", node,
+            hint=f"rename the stage, e.g. `{name.replace('.', '-')}`",
         )
 
 
@@ -271,7 +297,10 @@ def _load_stage(
     _check_requirements(ctx, name_node, own, values, nodes)
     locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
     fields = {key: value for key, value in values.items() if key not in KINDS}
-    return Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
+    stage = Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
+    if kind == "run":  # with the defaults applied: the params and outputs it will run with
+        check_run_command(stage)
+    return stage
 
 
 def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tuple[Node, Node]]:
@@ -375,8 +404,10 @@ def _parse_bool(ctx: LoadContext, key: str, node: Node) -> bool:
     return expect(ctx, key, node, bool, "true or false")
 
 
-def _parse_mapping(ctx: LoadContext, key: str, node: Node) -> dict[Any, Any]:
-    return expect(ctx, key, node, dict, "a mapping")
+def _parse_mapping(ctx: LoadContext, key: str, node: Node) -> dict[str, Any]:
+    value = expect(ctx, key, node, dict, "a mapping")
+    check_plain_json(ctx, node, key)
+    return value
 
 
 def _parse_int(ctx: LoadContext, key: str, node: Node, minimum: int, expected: str) -> int:

@@ -1,9 +1,9 @@
 """What a Workflowfile refers to: project paths, files and globs, stages, outputs.
 
 Every path stays inside the project folder; a plain name is a stage if one is
-called that, else a file (`stage:` / `file:` force either); no two stages claim
-one output, and no file input is a stage's output. Plain file inputs are
-checked by `check_claims` once every stage's outputs are known.
+called that, else a file (`stage:` / `file:` force either). Outputs, plain paths,
+globs and code files are recorded as claims (`claims.py`), checked once every
+stage's outputs are known.
 """
 
 from __future__ import annotations
@@ -16,24 +16,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from yaml.nodes import Node, SequenceNode
 
+from .claims import Claim, Claims
 from .errors import WorkflowError
+from .fingerprint import module_file
 from .model import CallableRef, InputRef
 from .yamlsource import Source, describe, expect
 
 GLOB_CHARS = frozenset("*?[")
 DATA_SUFFIXES = (".parquet", ".csv", ".jsonl")
 _EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A path some stage declared: an output, or a plain file input still to check."""
-
-    path: str
-    stage: str
-    node: Node
-    key: str
-    error: WorkflowError | None = None  # raised when an input is missing or is an output
 
 
 @dataclass(kw_only=True)
@@ -44,8 +35,7 @@ class LoadContext(Source):
     artifacts: str = "artifacts"
     stage_names: dict[str, None] = field(default_factory=dict)  # ordered, O(1) lookups
     kind: str | None = None
-    outputs: list[Claim] = field(default_factory=list)
-    file_inputs: list[Claim] = field(default_factory=list)
+    claims: Claims = field(default_factory=Claims)
 
 
 def suggest(word: str, options: Iterable[str]) -> str | None:
@@ -123,13 +113,22 @@ def parse_callable(ctx: LoadContext, key: str, node: Node) -> str:
             f"`{key}` must name a function, got {text!r}", node, key=key,
             hint="write `path/to/file.py:function` or `package.module:function`",
         )
-    if ref.is_file:
-        path = rel_path(ctx, key, node, ref.module)
-        if not (ctx.project_dir / path).is_file():
-            raise ctx.error(
-                f"no file `{ref.module}` for `{key}`", node, key=key, hint=_relative_hint(ctx)
-            )
+    path = _code_file(ctx, key, node, ref)
+    if path is not None and ctx.stage is not None:
+        ctx.claims.code_files.append(Claim(path, ctx.stage, node, key))
     return text
+
+
+def _code_file(ctx: LoadContext, key: str, node: Node, ref: CallableRef) -> str | None:
+    """The project file a callable lives in (None for a module outside the project)."""
+    if not ref.is_file:
+        return module_file(ctx.project_dir, ref.module)
+    path = rel_path(ctx, key, node, ref.module)
+    if not (ctx.project_dir / path).is_file():
+        raise ctx.error(
+            f"no file `{ref.module}` for `{key}`", node, key=key, hint=_relative_hint(ctx)
+        )
+    return path
 
 
 def parse_paths(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
@@ -137,8 +136,7 @@ def parse_paths(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
     paths = [(rel_path(ctx, key, item, text), item) for text, item in items]
     _unique(ctx, key, paths)
     for path, item in paths:
-        if not _is_glob(path) and not (ctx.project_dir / path).exists():
-            raise ctx.error(f"no file `{path}` for `{key}`", item, key=key, hint=_relative_hint(ctx))
+        _claim(ctx, key, item, path, path)
     return tuple(path for path, _ in paths)
 
 
@@ -184,14 +182,27 @@ def _stage_ref(ctx: LoadContext, key: str, node: Node, written: str, name: str) 
 
 def _file_ref(ctx: LoadContext, key: str, node: Node, written: str, text: str) -> InputRef:
     path = rel_path(ctx, key, node, text)
-    if not _is_glob(path) and ctx.stage is not None:
-        missing = None if (ctx.project_dir / path).exists() else _missing(ctx, key, node, written)
-        ctx.file_inputs.append(Claim(path, ctx.stage, node, key, missing))
+    _claim(ctx, key, node, path, written)
     return InputRef("file", path, written)
+
+
+def _claim(ctx: LoadContext, key: str, node: Node, path: str, written: str) -> None:
+    """Record a path or glob the stage reads, checked once every output is known (claims.py).
+    Defaults are not claimed: they are checked for each stage they apply to."""
+    if ctx.stage is None:
+        return
+    if _is_glob(path):
+        ctx.claims.globs.append(Claim(path, ctx.stage, node, key))
+        return
+    missing = None if (ctx.project_dir / path).exists() else _missing(ctx, key, node, written)
+    ctx.claims.paths.append(Claim(path, ctx.stage, node, key, missing))
 
 
 def _missing(ctx: LoadContext, key: str, node: Node, written: str) -> WorkflowError:
     """The error for a missing plain path, raised once every output is known."""
+    if key == "code":
+        return ctx.error(f"no file `{written}` for `code`", node, key=key,
+                         hint=_relative_hint(ctx))
     if written.startswith("file:"):
         name = written.removeprefix("file:")
         return ctx.error(f"no file `{name}`", node, key=key, hint=_relative_hint(ctx))
@@ -218,7 +229,8 @@ def parse_outputs(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
     paths = [(_output_path(ctx, key, item, text), item) for text, item in items]
     _unique(ctx, key, paths)
     if ctx.stage is not None:
-        ctx.outputs.extend(Claim(path, ctx.stage, item, key) for path, item in paths)
+        ctx.claims.outputs.extend(Claim(path, ctx.stage, item, key, kind=ctx.kind)
+                                  for path, item in paths)
     return tuple(path for path, _ in paths)
 
 
@@ -243,52 +255,3 @@ def _output_path(ctx: LoadContext, key: str, node: Node, text: str) -> str:
 
 def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def check_claims(ctx: LoadContext) -> None:
-    """Outputs don't overlap; a plain file input is present and is no stage's output."""
-    owners: dict[str, Claim] = {}
-    for claim in ctx.outputs:
-        other = owners.setdefault(claim.path, claim)
-        if other is not claim:
-            raise _overlap_error(ctx, claim, other)
-    for claim in ctx.outputs:
-        other = _owner(owners, posixpath.dirname(claim.path))
-        if other is not None:
-            raise _overlap_error(ctx, claim, other)
-    for claim in ctx.file_inputs:
-        producer = _owner(owners, claim.path)
-        ctx.stage = claim.stage
-        if producer is not None:
-            raise _produced_error(ctx, claim, producer)
-        if claim.error is not None:
-            raise claim.error
-
-
-def _owner(owners: dict[str, Claim], path: str) -> Claim | None:
-    """The output claim on `path` or on a folder that holds it."""
-    while path:
-        if path in owners:
-            return owners[path]
-        path = posixpath.dirname(path)
-    return None
-
-
-def _overlap_error(ctx: LoadContext, claim: Claim, other: Claim) -> WorkflowError:
-    ctx.stage = claim.stage
-    return ctx.error(
-        f"output `{claim.path}` overlaps output `{other.path}` of stage `{other.stage}`",
-        claim.node, key=claim.key, hint="each file or folder has one producing stage",
-    )
-
-
-def _produced_error(ctx: LoadContext, claim: Claim, producer: Claim) -> WorkflowError:
-    if producer.stage == claim.stage:
-        return ctx.error(
-            f"stage depends on itself: `{claim.path}` is one of its outputs", claim.node,
-            key=claim.key,
-        )
-    return ctx.error(
-        f"`{claim.path}` is an output of stage `{producer.stage}`", claim.node, key=claim.key,
-        hint=f"depend on the stage instead: `{producer.stage}`",
-    )

@@ -9,12 +9,14 @@ at the line and column.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import WorkflowError
@@ -64,8 +66,50 @@ class Source:
             if node.tag.startswith("tag:yaml.org,2002:python/") or "constructor for the tag" \
                     in _problem(exc):
                 hint = "remove the tag: the Workflowfile is read with a safe loader (plain YAML)"
-            raise self.error(f"invalid YAML value: {_problem(exc)}", node, key=key,
-                             hint=hint) from exc
+            elif "unhashable key" in _problem(exc):
+                hint = "a key is a plain value: quote it to make it a string"
+            error = self.error(f"invalid YAML value: {_problem(exc)}", node, key=key, hint=hint)
+            mark = getattr(exc, "problem_mark", None)  # the value at fault, inside `node`
+            if mark is not None:
+                error.line, error.column = mark.line + 1, mark.column + 1
+            raise error from exc
+        except _SCALAR_ERRORS as exc:  # a scalar its tag cannot read: `2024-02-30`, `!!int x`
+            raise self._bad_scalar(node, key, exc) from exc
+
+    def _bad_scalar(self, root: Node, key: str | None, exc: Exception) -> WorkflowError:
+        """The scalar under `root` that its (resolved or explicit) tag cannot read."""
+        for node in _scalars(root):
+            try:
+                SafeConstructor().construct_object(node)
+            except _SCALAR_ERRORS as error:
+                kind = node.tag.removeprefix("tag:yaml.org,2002:")
+                why = f" ({error})" if isinstance(error, ValueError) else ""
+                return self.error(
+                    f"invalid YAML value: `{node.value}` is not a valid {kind}{why}", node,
+                    key=key, hint="quote it to make it a string, or fix the value")
+        return self.error(f"invalid YAML value: {exc}", root, key=key)
+
+
+# What PyYAML's safe constructors raise for a scalar their tag cannot read (a date that
+# does not exist, `!!int abc`, `!!bool maybe`, `!!timestamp soon`).
+_SCALAR_ERRORS = (ValueError, KeyError, AttributeError, TypeError)
+
+
+def _scalars(root: Node) -> Iterator[ScalarNode]:
+    """Every scalar under `root`, keys included, each once, in document order."""
+    seen: set[int] = set()
+    stack: list[Node] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            yield node
+        elif isinstance(node, MappingNode):
+            stack.extend(reversed([n for pair in node.value for n in pair]))
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
 
 
 # ---------------------------------------------------------------- reading and composing
@@ -121,16 +165,30 @@ def _compose(text: str, display: str) -> MappingNode:
 
 
 def _check_bounds(text: str, display: str) -> None:
-    """Refuse too deep nesting and alias bombs in one pass over the events, before composing:
-    each alias counts the values of its anchor, so nothing is ever expanded."""
+    """Refuse too deep nesting and alias bombs before anything is composed.
+
+    libyaml (PyYAML >= 6.0.4) has a nesting guard of its own (1000 levels) that can fire
+    first, because its scanner reads up to 1024 characters ahead (`[[[[...`). On any YAML
+    error the nesting is measured again by the pure-Python scanner, token by token, so too
+    deep nesting always gets our message whatever the PyYAML version; any other error is
+    reported as the fast parser gave it."""
+    try:
+        _check_events(yaml.parse(text, Loader=_LOADER), display)
+    except yaml.YAMLError:
+        _check_depth_slowly(text, display)
+        raise
+
+
+def _check_events(events: Iterator[yaml.Event], display: str) -> None:
+    """One pass over the events: each alias counts the values of its anchor, so nothing is
+    ever expanded."""
     sizes: dict[str, int] = {}  # anchor -> values under it, once its node is complete
     stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values so far)
     own = extra = 0
-    for event in yaml.parse(text, Loader=_LOADER):
+    for event in events:
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
-                raise _bounds_error(f"values nested more than {MAX_DEPTH} levels deep",
-                                    event, display, "flatten the structure")
+                raise _too_deep(event.start_mark, display)
             stack.append((event.anchor, 1))
             own += 1
         elif isinstance(event, yaml.CollectionEndEvent):
@@ -151,14 +209,50 @@ def _check_bounds(text: str, display: str) -> None:
                 if extra > MAX_ALIAS_VALUES and extra > 10 * own:
                     raise _bounds_error(
                         f"aliases (*name) expand the Workflowfile by more than "
-                        f"{MAX_ALIAS_VALUES} values (a YAML alias bomb?)", event, display,
-                        "write the values out, or use fewer nested aliases (*name)")
+                        f"{MAX_ALIAS_VALUES} values (a YAML alias bomb?)", event.start_mark,
+                        display, "write the values out, or use fewer nested aliases (*name)")
             if stack:
                 stack[-1] = (stack[-1][0], stack[-1][1] + size)
 
 
-def _bounds_error(message: str, event: yaml.Event, display: str, hint: str) -> WorkflowError:
-    mark = event.start_mark
+class _TooDeep(Exception):
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(mark)
+        self.mark = mark
+
+
+_COLLECTION_STARTS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+                      yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+
+
+class _DepthCheckingLoader(yaml.SafeLoader):
+    """The pure-Python parser, its nesting measured after every token it scans (so before
+    any read-ahead can reach a nesting guard of its own). The open flow collections plus
+    the open block collections (`indents`) are never more than the nesting of the values."""
+
+    def fetch_more_tokens(self) -> None:
+        super().fetch_more_tokens()
+        if self.flow_level + len(self.indents) > MAX_DEPTH:
+            opened = [t for t in self.tokens if isinstance(t, _COLLECTION_STARTS)]
+            raise _TooDeep(opened[-1].start_mark if opened else self.get_mark())
+
+
+def _check_depth_slowly(text: str, display: str) -> None:
+    """Our error if `text` nests more than MAX_DEPTH levels; nothing for any other problem."""
+    try:
+        _check_events(yaml.parse(text, Loader=_DepthCheckingLoader), display)
+    except _TooDeep as exc:
+        raise _too_deep(exc.mark, display) from None
+    except yaml.YAMLError:
+        return
+
+
+def _too_deep(mark: Mark, display: str) -> WorkflowError:
+    return _bounds_error(f"values nested more than {MAX_DEPTH} levels deep", mark, display,
+                         "flatten the structure")
+
+
+def _bounds_error(message: str, mark: Mark, display: str, hint: str) -> WorkflowError:
     return WorkflowError(message, file=display, line=mark.line + 1, column=mark.column + 1,
                          hint=hint)
 

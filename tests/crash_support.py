@@ -11,6 +11,10 @@ uninterrupted build. Two kinds of kill, both a real SIGKILL of the build process
   windows (a temp file written but not renamed, a renamed file whose folder is not synced, a
   journal line written but not synced), reproducibly and whatever the machine's speed.
 
+The named windows (WINDOWS) are all deterministic: a probe event, or a hold inside user code
+(the on_success callback, the run stage's command) that writes a marker file and waits; the
+harness SIGKILLs the build once the marker exists. No kill there is timed by a delay.
+
 The probe (`python tests/crash_support.py --dd-build ARGS`, i.e. `buildtool.cli.main` with a few
 functions wrapped) writes "where am I" to a phase file with one pwrite per step, so after a kill
 the harness knows where it landed. It can also slow every fsync down (a slow disk), which
@@ -29,8 +33,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,9 +81,22 @@ stages:
 STAGE_CODE = '''\
 import hashlib
 import os
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def hold(here):
+    """With CRASH_HOLD_AT=<here>: write the marker CRASH_HOLD_FILE, then wait until the harness
+    (which SIGKILLs the build meanwhile) writes <marker>.release."""
+    if os.environ.get("CRASH_HOLD_AT") != here:
+        return
+    marker = Path(os.environ["CRASH_HOLD_FILE"])
+    marker.write_text(str(os.getpid()))
+    release = marker.with_name(marker.name + ".release")
+    while not release.exists():
+        time.sleep(0.01)
 
 
 def log_call(stage, what):
@@ -113,10 +130,12 @@ def rows(ctx):
 
 
 def split(ctx):
-    """on_success: takes a moment, then writes its output as two parquet files."""
+    """on_success: takes a moment (timer kills may land in it), then writes its output as two
+    parquet files."""
     import pyarrow.parquet as pq
 
     log_call(ctx.stage_name, "callback")
+    hold(f"{ctx.stage_name}:callback")
     table = pq.read_table(ctx.stage_output)
     work(f"callback:{table.num_rows}", ctx.params["callback_work"])
     half = table.num_rows // 2
@@ -139,7 +158,8 @@ def summarise(ctx):
 '''
 
 # The run stage: hashes its inputs and writes its two outputs the way many scripts do, in
-# place and a piece at a time, pausing in between (a command that takes a moment).
+# place and a piece at a time, pausing in between (a command that takes a moment, so timer
+# kills may land in it).
 REPORT_CODE = '''\
 import hashlib
 import os
@@ -148,6 +168,19 @@ import time
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
+
+
+def hold(where):
+    """As in stages.py: with CRASH_HOLD_AT=<where>, a marker, then wait for its release."""
+    if os.environ.get("CRASH_HOLD_AT") != where:
+        return
+    marker = Path(os.environ["CRASH_HOLD_FILE"])
+    marker.write_text(str(os.getpid()))
+    release = marker.with_name(marker.name + ".release")
+    while not release.exists():
+        time.sleep(0.01)
+
+
 line = f"{os.environ.get('CRASH_BUILD', '?')} report all\\n".encode()
 fd = os.open(here / "calls.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 os.write(fd, line)
@@ -165,9 +198,11 @@ for arg in inputs:
 for out in outputs:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
 with open(outputs[0], "w") as fh:
-    for text in lines:
+    for n, text in enumerate(lines):
         fh.write(text)
         fh.flush()
+        if n == 0:
+            hold("report:command")  # its first output half written
         time.sleep(pause)
 with open(outputs[1], "w") as fh:
     fh.write(f"{len(lines)} files\\n")
@@ -187,27 +222,38 @@ EXPORTS = ("exports/enriched.parquet", "exports/enriched.jsonl")
 
 
 # One kill in each window the fuzz aims at, in the order a build reaches them: each build of
-# a sequence resumes the one before and is killed at the next target (probe STAGE:LABEL#K,
-# counted within that build; a delay in seconds after it). The batch-write fsyncs alternate:
-# the temp file (#1, #3, ...), then its folder after the rename (#2, #4, ...).
-WINDOWS: tuple[tuple[str, float, str], ...] = (
-    ("seeds:begin>record-write>fsync#1", 0.0, "first record: temp written, not renamed"),
-    ("seeds:batch-code", 0.0, "about to call the first batch"),
-    ("seeds:batch-write>fsync#1", 0.0, "batch 0: temp file written, not renamed"),
-    ("seeds:batch-write>fsync#2", 0.0, "batch 0: renamed into place, not yet journaled"),
-    ("seeds:batch-write>journal-append>fsync#2", 0.0, "batch 1: journal line written"),
-    ("seeds:finish>record-write>fsync#2", 0.0, "completed record renamed; journal still there"),
-    ("enriched:begin>record-write>fsync#2", 0.0, "running record renamed, old state not cleared"),
-    ("enriched:batch-write>journal-append#6", 0.0, "batch 5: about to append its journal line"),
-    ("enriched:processors>fsync#1", 0.0, "processed output: temp written"),
-    ("enriched:callback", 0.04, "inside the on_success callback"),
-    ("enriched:export>fsync#1", 0.0, "first export copy: temp written"),
-    ("enriched:export>fsync#4", 0.0, "second export copy renamed, folder not synced"),
-    ("enriched:finish>record-write>fsync#1", 0.0, "completed record: temp, not renamed"),
-    ("summary:batch-write>journal-append>fsync#1", 0.0, "transform's one batch journaled"),
-    ("report:run-command", 0.12, "inside the run stage's command"),
-    ("-:summary-write>fsync#1", 0.0, "workflow.json: temp written, not renamed"),
+# a sequence resumes the one before and is killed at the next target: a probe event
+# STAGE:LABEL#K (the K-th event with that stage and label, counted within that build), or
+# hold:STAGE:WHAT (user code writes a marker and waits; the harness kills the build then).
+# Each entry: (target, where the kill must land as STAGE:LABEL, why). A batch write's fsyncs
+# are: the parent of a folder it creates (batches/ for the first batch of a stage), the temp
+# file, then its folder after the rename; a journal append's are the line, then the folder
+# when the append creates the journal.
+WINDOWS: tuple[tuple[str, str, str], ...] = (
+    ("seeds:begin>record-write>fsync#1", "", "first record: temp written, not renamed"),
+    ("seeds:batch-code", "", "about to call the first batch"),
+    ("seeds:batch-write>fsync#2", "", "batch 0: temp file written, not renamed"),
+    ("seeds:batch-write>fsync#2", "", "batch 0: renamed into place, not yet journaled"),
+    ("seeds:batch-write>journal-append>fsync#3", "", "batch 1: journal line written"),
+    ("seeds:finish>record-write>fsync#2", "", "completed record renamed; journal still there"),
+    ("enriched:begin>record-write>fsync#2", "", "running record renamed, old state not cleared"),
+    ("enriched:batch-write>journal-append#6", "", "batch 5: about to append its journal line"),
+    ("enriched:processors>fsync#2", "", "processed output: temp written"),
+    ("hold:enriched:callback", "enriched:callback", "inside the on_success callback"),
+    ("enriched:export>fsync#2", "", "first export copy: temp written"),
+    ("enriched:export>fsync#4", "", "second export copy renamed, folder not synced"),
+    ("enriched:finish>record-write>fsync#1", "", "completed record: temp, not renamed"),
+    ("summary:batch-write>journal-append>fsync#1", "", "transform's one batch journaled"),
+    ("hold:report:command", "report:run-command", "inside the run stage's command, its first "
+     "output half written"),
+    ("-:summary-write>fsync#1", "", "workflow.json: temp written, not renamed"),
 )
+
+
+def landing_of(target: str, expected: str) -> tuple[str, str]:
+    """(stage, label) where a kill at a WINDOWS target must land."""
+    stage, _, label = (expected or target.split("#")[0]).partition(":")
+    return stage, label
 
 
 def make_project(root: Path) -> Path:
@@ -234,8 +280,8 @@ class Probe:
     A label is the path of steps below the stage being run ("batch-write>journal-append>fsync"),
     or the build-level step ("startup", "building", "summary-write", "exit"). Every step entry
     and every fsync is an event; CRASH_KILL_AT_EVENT=N SIGKILLs the process at the N-th one,
-    CRASH_KILL_AT=STAGE:LABEL[#K] at the K-th event with that stage and label, or, with
-    CRASH_KILL_DELAY_S=T, T seconds after it (to land inside a callback or a run command).
+    CRASH_KILL_AT=STAGE:LABEL[#K] at the K-th event with that stage and label. (Kills inside
+    user code, a callback or a run command, use a hold in that code instead: see WINDOWS.)
     At exit the phase file gets a second line: the events per stage, as JSON.
     """
 
@@ -248,7 +294,6 @@ class Probe:
         target, _, nth = target.partition("#")
         self.kill_at_label = target
         self.kill_at_nth = int(nth or 1)
-        self.kill_delay = float(env.get("CRASH_KILL_DELAY_S") or 0)
         self.fsync_delay = float(env.get("CRASH_FSYNC_DELAY_S") or 0)
         self.events = 0
         self.per_stage: Counter[str] = Counter()
@@ -284,16 +329,7 @@ class Probe:
             if f"{stage}:{label}" == self.kill_at_label:
                 self.matched += 1
                 if self.matched == self.kill_at_nth:
-                    self.kill_later()
-
-    def kill_later(self) -> None:
-        """SIGKILL now, or CRASH_KILL_DELAY_S seconds later (from a thread, while the step
-        runs on)."""
-        if not self.kill_delay:
-            os.kill(os.getpid(), signal.SIGKILL)
-        timer = threading.Timer(self.kill_delay, os.kill, (os.getpid(), signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
+                    os.kill(os.getpid(), signal.SIGKILL)
 
     def enter(self, phase: str, stage: str | None = None, detail: object = "") -> None:
         self.stack.append((stage or self.stack[-1][0], phase, str(detail)))
@@ -318,7 +354,7 @@ class Probe:
         return wrapper
 
     def install(self) -> None:
-        from buildtool import boundary, execute, stagerun
+        from buildtool import artifacts, boundary, execute, stagerun
         from buildtool.kinds import command, generate, transform
 
         real_fsync = os.fsync
@@ -353,6 +389,12 @@ class Probe:
         boundary._callback = self.step(boundary._callback, "callback")
         boundary._export = self.step(boundary._export, "export")
         command._run_logged = self.step(command._run_logged, "run-command")
+        # `dd-build override` (outside a build: stage "-").
+        artifacts.atomic_write_bytes = self.step(artifacts.atomic_write_bytes, "override-write")
+        artifacts.write_exports = self.step(artifacts.write_exports, "override-export")
+        artifacts.write_record = self.step(artifacts.write_record, "record-write")
+        artifacts.remove_unlisted_overrides = self.step(artifacts.remove_unlisted_overrides,
+                                                        "override-cleanup")
 
 
 def probed_main(argv: list[str]) -> int:
@@ -556,38 +598,37 @@ def excess_calls(calls: list[tuple[str, str, str]], base: Counter[tuple[str, str
 # ---------------------------------------------------------------- processes
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still running (zombies do not count)."""
+def orphans(token: str) -> list[int]:
+    """Pids of the running processes (not zombies) started under CRASH_TOKEN=`token`: what a
+    killed build left running. A run stage's command is in a session of its own, so it is found
+    by the environment it inherits, not by the build's process group. Needs /proc: elsewhere
+    nothing is found (and a rebuild may then meet the command's lock)."""
+    needle = f"\0CRASH_TOKEN={token}\0".encode()
+    found = []
     proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            environ = (entry / "environ").read_bytes()  # a zombie's reads empty
+        except OSError:  # ended meanwhile, or another user's
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if needle in b"\0" + environ + b"\0":
+            found.append(int(entry.name))
+    return found
 
 
-def wait_group(pgid: int, limit: float) -> bool:
-    """Wait until the group's processes (a killed build's orphaned children) are gone; kill
-    the group when `limit` runs out. True when they ended by themselves."""
+def wait_orphans(token: str, limit: float) -> bool:
+    """Wait until what a killed build left running has ended; SIGKILL it (by pid) when `limit`
+    runs out. True when it ended by itself."""
     deadline = time.monotonic() + limit
-    while _group_alive(pgid):
+    while pids := orphans(token):
         if time.monotonic() > deadline:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             return False
         time.sleep(0.02)
     return True
@@ -680,6 +721,7 @@ class Fuzzer:
         self.remaining = 0  # estimated probe events left before the round's work is done
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.token = uuid.uuid4().hex  # marks the processes of this fuzzer's builds
 
     # -- processes
 
@@ -688,14 +730,17 @@ class Fuzzer:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         env["CRASH_BUILD"] = build
+        env["CRASH_TOKEN"] = self.build_token(build)
         env["CRASH_PHASE_FILE"] = str(self.logs / f"phase-{build}")
         env["CRASH_FSYNC_DELAY_S"] = str(self.config.fsync_delay)
         env.update(extra)
         return env
 
+    def build_token(self, build: str) -> str:
+        return f"{self.token}-{build}"
+
     def start(self, root: Path, build: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        """A build in its own process group, so that the children a kill orphans can be
-        found (and, at the end of a round, waited for)."""
+        """A build in its own session, as a user's terminal would start it."""
         self.figures.builds += 1
         with open(self.logs / f"stderr-{build}", "wb") as err:
             return subprocess.Popen([sys.executable, str(THIS), "--dd-build", "-q", *args],
@@ -752,17 +797,21 @@ class Fuzzer:
         guess = 1.15 * (self.startup_s + share * (self.full_s - self.startup_s))
         return min(self.config.max_delay, guess)
 
-    def kill_once(self, root: Path, build: str, killed: list[str], groups: list[int],
-                  *args: str, target: str | None = None, delay: float = 0.0) -> Landing:
+    def kill_once(self, root: Path, build: str, killed: list[str], *args: str,
+                  target: str | None = None) -> Landing:
         """Start a build and SIGKILL it: by timer or at a random probe event (or at `target`,
-        a STAGE:LABEL[#K] of the probe, `delay` seconds after it); then check the records."""
+        a STAGE:LABEL[#K] of the probe or a hold:STAGE:WHAT in user code); then wait for what
+        it left running and check the records."""
         cfg, fig = self.config, self.figures
         fig.kills += 1
-        if target is not None:
-            how = f"at {target}" + (f" +{delay}s" if delay else "")
+        if target is not None and target.startswith("hold:"):
+            how = f"at {target}"
             fig.event_kills += 1
-            proc = self.start(root, build, *args, CRASH_KILL_AT=target,
-                              CRASH_KILL_DELAY_S=str(delay))
+            proc = self.kill_at_hold(root, build, target.removeprefix("hold:"), *args)
+        elif target is not None:
+            how = f"at {target}"
+            fig.event_kills += 1
+            proc = self.start(root, build, *args, CRASH_KILL_AT=target)
             proc.wait(timeout=cfg.timeout)
         elif self.rng.random() < cfg.timer_share:
             fig.timer_kills += 1
@@ -791,14 +840,13 @@ class Fuzzer:
                              f"{(self.logs / f'stderr-{build}').read_text()[-2000:]}")
         else:
             killed.append(build)
-            groups.append(proc.pid)
             # The next attempt redoes what this one did not finish, plus a few events to begin.
             self.remaining = max(8, self.remaining - landing.events + 8)
-            if _group_alive(proc.pid):
+            if orphans(self.build_token(build)):
                 fig.orphans_outliving_kill += 1
                 where += " (its command runs on)"
                 # It holds the build lock (a rebuild would exit 4): wait, as a user would.
-                wait_group(proc.pid, 30.0)
+                wait_orphans(self.build_token(build), 30.0)
             if landing.label == "exit":
                 fig.after_end += 1  # killed while the interpreter shut down: its work was done
             elif landing.mid_stage:
@@ -813,6 +861,21 @@ class Fuzzer:
             self.problem(f"after kill {build}: {text}")
         self.progress(f"  kill {build} ({how}{' ' + ' '.join(args) if args else ''}): {where}")
         return landing
+
+    def kill_at_hold(self, root: Path, build: str, hold: str, *args: str
+                     ) -> subprocess.Popen[bytes]:
+        """A build whose user code holds at `hold` (STAGE:WHAT): SIGKILL it once the code has
+        written its marker, then release the code (a run stage's command goes on, orphaned)."""
+        marker = self.logs / f"held-{build}"
+        proc = self.start(root, build, *args, CRASH_HOLD_AT=hold, CRASH_HOLD_FILE=str(marker))
+        deadline = time.monotonic() + self.config.timeout
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=self.config.timeout)
+        marker.with_name(marker.name + ".release").write_text("")
+        return proc
 
     def complete(self, root: Path, build: str) -> bool:
         code, out = self.run(root, build, "-q")
@@ -832,12 +895,11 @@ class Fuzzer:
         root = self.fresh_project(index)
         base = fresh_calls()
         killed: list[str] = []
-        groups: list[int] = []
         serial = iter(range(1_000_000))
         fresh = min(kills, self.rng.randint(1, cfg.max_kills_per_round))
         self.remaining = self.full_events
         for _ in range(fresh):
-            self.kill_once(root, f"{index}.{next(serial)}", killed, groups)
+            self.kill_once(root, f"{index}.{next(serial)}", killed)
         done = self.complete(root, f"{index}.{next(serial)}")
         left = kills - fresh
         if done and left and self.rng.random() < cfg.force_share:
@@ -846,25 +908,23 @@ class Fuzzer:
             self.remaining = self.stage_events.get(stage, 0) + 8
             for i in range(min(left, self.rng.randint(1, cfg.max_kills_per_round))):
                 args = ("--force", stage) if i == 0 else ()
-                self.kill_once(root, f"{index}.{next(serial)}", killed, groups, *args)
+                self.kill_once(root, f"{index}.{next(serial)}", killed, *args)
             done = self.complete(root, f"{index}.{next(serial)}")
-        self.end_round(root, index, base, killed, groups, done, next(serial))
+        self.end_round(root, index, base, killed, done, next(serial))
 
-    def kill_sequence(self, index: int, targets: list[tuple[str, float]]) -> list[Landing]:
-        """A fresh project, one build per target, each killed at that probe STAGE:LABEL[#K]
-        (after the delay); then a build that completes, and every check."""
+    def kill_sequence(self, index: int, targets: list[str]) -> list[Landing]:
+        """A fresh project, one build per target, each killed there (a probe STAGE:LABEL[#K]
+        or a hold:STAGE:WHAT); then a build that completes, and every check."""
         root = self.fresh_project(index)
         killed: list[str] = []
-        groups: list[int] = []
         landings = []
-        for n, (target, delay) in enumerate(targets):
-            landing = self.kill_once(root, f"{index}.{n}", killed, groups,
-                                     target=target, delay=delay)
+        for n, target in enumerate(targets):
+            landing = self.kill_once(root, f"{index}.{n}", killed, target=target)
             if killed[-1:] != [f"{index}.{n}"]:
                 self.problem(f"build {index}.{n} was not killed at {target}")
             landings.append(landing)
         done = self.complete(root, f"{index}.{len(targets)}")
-        self.end_round(root, index, fresh_calls(), killed, groups, done, len(targets) + 1)
+        self.end_round(root, index, fresh_calls(), killed, done, len(targets) + 1)
         return landings
 
     def fresh_project(self, index: int) -> Path:
@@ -873,10 +933,8 @@ class Fuzzer:
         return make_project(root)
 
     def end_round(self, root: Path, index: int, base: Counter[tuple[str, str]],
-                  killed: list[str], groups: list[int], done: bool, serial: int) -> None:
+                  killed: list[str], done: bool, serial: int) -> None:
         self.figures.rounds += 1
-        for pgid in groups:  # orphaned run-stage commands: let them end before checking
-            wait_group(pgid, 30.0)
         if done:
             self.check_round(root, index, base, killed, serial)
 

@@ -139,7 +139,8 @@ def tree(tmp_path: Path) -> Path:
                  id="question-mark"),
     pytest.param("data/one.parquet", ["data/one.parquet"], id="plain-path"),
     pytest.param("data/missing.parquet", [], id="plain-missing"),
-    pytest.param("prompts", [], id="plain-folder-is-not-a-file"),
+    pytest.param("prompts", ["prompts/a.txt", "prompts/b.txt", "prompts/sub/c.txt",
+                             "prompts/z.md"], id="plain-folder-is-its-files"),
     pytest.param("nothing/*.txt", [], id="glob-no-match"),
 ])
 def test_expand_glob(tree: Path, pattern: str, expected: list[str]) -> None:

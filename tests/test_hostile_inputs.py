@@ -197,6 +197,19 @@ def failed_record(stage: str, *words: str) -> Check:
     return check
 
 
+def failed_untouched(stage: str, *words: str) -> Check:
+    """The stage failed before its attempt touched anything (loading its code, reading its
+    seed): the failure is reported and the stage's last good record stands, so reverting the
+    change costs nothing."""
+    def check(p: Project, r: Result) -> None:
+        rec = p.record(stage)
+        assert rec["status"] == "completed", rec["status"]
+        for word in words:
+            assert word in r.stderr, (word, r.stderr)
+
+    return check
+
+
 def same_as_template(*rels: str) -> Check:
     """Files the run rewrote come out byte-identical to the clean build's."""
 
@@ -417,25 +430,25 @@ CASES: list[Case] = [
     Case("callable-function-missing", edit("code/stages.py:join", "code/stages.py:nojoin"),
          ("--json",), 1, ("stage 'c'", "code/stages.py has no function 'nojoin'",
                           "hint: fix the name after `:`"), C_FAILS,
-         all_of(results(a="up_to_date", b="up_to_date", c="failed"),
-                failed_record("c", "has no function 'nojoin'"))),
+         # the failure touched nothing: c's last good record stands (reverting costs nothing)
+         results(a="up_to_date", b="up_to_date", c="failed")),
     Case("on-success-function-missing", add_to(C_INPUTS, "    on_success: code/stages.py:nope"),
          ("--json",), 1, ("stage 'c'", "has no function 'nope'", "hint:"),
          (*C_FAILS, f"{ART}/c/callback"), results(c="failed")),
     Case("callable-not-callable", both(write("code/consts.py", "join = 3\n"),
                                        edit("code/stages.py:join", "code/consts.py:join")),
          ("--json",), 1, ("stage 'c'", "code/consts.py:join is not callable (it is a int)",
-                          "hint: name a function"), C_FAILS, failed_record("c", "not callable")),
+                          "hint: name a function"), C_FAILS, failed_untouched("c", "not callable")),
     Case("module-raises-on-import", both(
         write("code/bad.py", "raise RuntimeError('import boom')\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
         ("stage 'c'", "cannot load code/bad.py: RuntimeError: import boom", "hint: fix code/bad.py"),
-        C_FAILS, failed_record("c", "import boom")),
+        C_FAILS, failed_untouched("c", "import boom")),
     Case("module-exits-on-import", both(  # fixed: sys.exit(3) ended dd-build with exit 3
         write("code/bad.py", "import sys\nsys.exit(3)\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
         ("stage 'c'", "cannot load code/bad.py: SystemExit: 3", "hint: fix code/bad.py"),
-        C_FAILS, failed_record("c", "SystemExit")),
+        C_FAILS, failed_untouched("c", "SystemExit")),
     Case("function-calls-sys-exit", both(  # fixed: left the record `running`, exit 1 "bye"
         write("code/bad.py", "import sys\ndef rows(ctx):\n    sys.exit('bye')\n"),
         edit("    generate: code/stages.py:rows\n    seed: a",
@@ -445,7 +458,7 @@ CASES: list[Case] = [
                                            failed_record("b", "sys.exit"))),
     Case("module-not-found", edit("code/stages.py:join", "nosuchpkg.mod:join"), ("--json",), 1,
          ("stage 'c'", "cannot load nosuchpkg.mod: ModuleNotFoundError",
-          "hint: no module `nosuchpkg.mod`"), C_FAILS, failed_record("c", "ModuleNotFoundError")),
+          "hint: no module `nosuchpkg.mod`"), C_FAILS, failed_untouched("c", "ModuleNotFoundError")),
     # ---- YAML that must be bounded or refused
     Case("yaml-billion-laughs", edit("    params: {tag: x}\n", BILLION_LAUGHS), (), 2,
          ("Workflowfile:", "a YAML alias bomb", "hint: write the values out"),
@@ -502,7 +515,7 @@ CASES: list[Case] = [
          ("stage 'b'", f"cannot read {ART}/a/batches/batch-000001.parquet (the output of stage 'a')",
           "hint: rebuild it: dd-build --force a"), B_FAILS,
          all_of(results(a="up_to_date", b="failed", c="not_run"),
-                failed_record("b", "batch-000001.parquet", "--force a"))),
+                failed_untouched("b", "batch-000001.parquet", "--force a"))),
     Case("batch-garbage-transform-input", CORRUPT_A1, ("--json", "--force", "c"), 1,
          ("stage 'c'", f"{ART}/a/batches/batch-000001.parquet", "dd-build --force a"),
          (*C_FAILS, f"{ART}/c/batches/*"), results(c="failed")),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..model import Stage, Workflow
+from ..model import InputRef, Stage, Workflow
 from ..outputs import input_paths
 from ..records import Output, StageRecord
 from ..stagerun import StageRun
@@ -39,7 +39,10 @@ def kind_for(name: str) -> Kind:
 
 
 def input_map(job: Job) -> dict[str, Any]:
-    """Each input → its path: stage inputs by name, file inputs by the path as written.
+    """Each input → its path: stage inputs by name, file inputs by their normalised
+    project-relative path (`prompts/judge.txt` for `./prompts/judge.txt`), and also by the
+    path as written when that differs, so either spelling finds the file whichever the
+    Workflowfile uses (switching spellings leaves the stage up to date).
 
     A glob maps to the list of paths it matches; a run stage input with several outputs too.
     """
@@ -47,13 +50,21 @@ def input_map(job: Job) -> dict[str, Any]:
 
     inputs: dict[str, Any] = {}
     wf = job.workflow
+    stages = job.stage.upstream_stages
     for ref in job.stage.dependencies:
         if ref.kind == "stage":
             paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
             inputs[ref.value] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
         elif any(ch in ref.value for ch in "*?["):
             matched = expand_glob(wf.project_dir, ref.value)
-            inputs[ref.written] = [str(wf.project_dir / p) for p in matched]
+            _add_file(inputs, ref, [str(wf.project_dir / p) for p in matched], stages)
         else:
-            inputs[ref.written] = str(wf.project_dir / ref.value)
+            _add_file(inputs, ref, str(wf.project_dir / ref.value), stages)
     return inputs
+
+
+def _add_file(inputs: dict[str, Any], ref: InputRef, value: Any, stages: tuple[str, ...]
+              ) -> None:
+    inputs[ref.written] = value
+    if ref.value not in stages:  # `file:a` beside a stage `a`: the name stays the stage's
+        inputs[ref.value] = value

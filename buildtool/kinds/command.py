@@ -12,13 +12,13 @@ from pathlib import Path
 
 from ..errors import StageFailed
 from ..fingerprint import FileState, check_file, digest_strings, expand_glob
-from ..fsutil import temp_name
+from ..fsutil import remove_path, temp_name
 from ..lock import held_lock_fds
 from ..model import Workflow
+from ..placeholders import PLACEHOLDER as _PLACEHOLDER
+from ..procgroup import end_process_group
 from ..records import Output
 from . import Job, input_paths
-
-_PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{params\.([A-Za-z_][\w.]*)\}")
 
 
 def input_args(job: Job) -> list[str]:
@@ -28,8 +28,10 @@ def input_args(job: Job) -> list[str]:
         if ref.kind == "stage":
             paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
             args += [os.path.relpath(p, wf.project_dir) for p in paths]
-        else:
+        elif any(ch in ref.value for ch in "*?["):
             args += expand_glob(wf.project_dir, ref.value)
+        else:  # a file, or a folder as itself (its files are the digests that count)
+            args.append(ref.value)
     return args
 
 
@@ -61,10 +63,8 @@ def _param(params: dict, dotted: str, stage: str) -> object:
 def execute(job: Job) -> Output:
     stage, wf = job.stage, job.workflow
     command = expand(stage.target, input_args(job), list(stage.outputs), stage.params, stage.name)
-    job.run.begin(None, None)
-    for out in stage.outputs:
-        if (wf.project_dir / out).is_file():
-            os.unlink(wf.project_dir / out)
+    job.run.begin(None, None)  # the record now claims no output: a kill from here reruns the stage
+    clear_outputs(wf.project_dir, stage.outputs)
     job.progress(0, None)
     code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt")
     if code != 0:
@@ -75,6 +75,14 @@ def execute(job: Job) -> Output:
     return Output("files", None, digest_strings(parts), tuple(files))
 
 
+def clear_outputs(project: Path, outputs: tuple[str, ...] | list[str]) -> None:
+    """Remove every declared output (a file, a folder and all it holds, a symlink itself), as DVC
+    does: the command then starts from what a build from scratch starts from, so files of an
+    earlier run cannot survive in a folder output and a command that writes nothing fails."""
+    for out in outputs:
+        remove_path(project / out)
+
+
 def _fresh_bytecode_env(pycache: str) -> dict[str, str]:
     """Python in the command compiles from source: a `__pycache__` written before an edit in
     the same second, with the same size, would otherwise run the old code."""
@@ -82,21 +90,32 @@ def _fresh_bytecode_env(pycache: str) -> dict[str, str]:
 
 
 def _run_logged(command: str, cwd: Path, log: Path) -> int:
-    """Run with stdout and stderr in the stage's log; the log appears whole or not at all."""
+    """Run with stdout and stderr in the stage's log; the log appears whole or not at all.
+
+    The command runs in its own session (process group), so that when dd-build is interrupted
+    (SIGINT, SIGTERM, SIGHUP) it can end the command's whole group, not only the shell: a
+    compound command's children would otherwise run on holding the build lock. A SIGKILLed
+    dd-build cannot: then the command runs on, and keeps the lock until it ends."""
     tmp = temp_name(log)
     pycache = tempfile.mkdtemp(prefix="dd-build-pycache-")
     try:
         with open(tmp, "wb") as fh:
-            proc = subprocess.run(command, shell=True, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, check=False, pass_fds=held_lock_fds(),
-                                  env=_fresh_bytecode_env(pycache))
+            proc = subprocess.Popen(command, shell=True, cwd=cwd, stdout=fh,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    pass_fds=held_lock_fds(), env=_fresh_bytecode_env(pycache),
+                                    start_new_session=True)
+            try:
+                code = proc.wait()
+            except BaseException:  # KeyboardInterrupt, Interrupted (SIGTERM), anything else
+                end_process_group(proc)
+                raise
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, log)
     finally:
         tmp.unlink(missing_ok=True)
         shutil.rmtree(pycache, ignore_errors=True)
-    return proc.returncode
+    return code
 
 
 def _output_states(wf: Workflow, outputs: list[str], stage: str) -> list[FileState]:

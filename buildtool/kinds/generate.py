@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StageFailed
+from ..capture import captured, stage_log
+from ..errors import StageFailed, StateError
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ..datasets import UnifiedSchema
 
 
 # Backoff between retries of a raising batch; the base can be lowered for tests.
@@ -47,7 +52,9 @@ def execute(job: Job) -> Output:
     from ..datasets import seed_indices, to_table
 
     stage = job.stage
-    fn = load_callable(job.workflow, stage.target, stage.name)
+    log = stage_log(job.run.dir)
+    with captured(log):  # what the module prints on import
+        fn = load_callable(job.workflow, stage.target, stage.name)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
     total = -(-num_records // stage.batch_size)
@@ -56,6 +63,7 @@ def execute(job: Job) -> Output:
     job.run.begin(total, num_records)
     inputs = input_map(job)
     done = job.run.batch_indices
+    schema = _kept_schema(job)
     job.progress(len(done), total)
     for index in range(total):
         if index in done:
@@ -65,33 +73,75 @@ def execute(job: Job) -> Output:
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        ctx = GenerateContext(stage.name, index, offset, size, num_records, dict(stage.params),
+        ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
                               rows, batch_rng(job.fingerprint, index), inputs)
-        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note)
+        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note, log)
         table = to_table(value, f"{stage.target} (batch {index})")
+        _check_unifies(schema, table, index, stage.target)
         job.run.write_batch(index, table)
         job.progress(len(job.run.batch_indices), total)
     return job.run.batches_output()
 
 
+def _fresh(ctx: GenerateContext) -> GenerateContext:
+    """One attempt's own copy of the batch's context, which code never sees itself: a deep copy
+    of the params (a call that mutates them changes no other batch or attempt) and the rng in
+    its seeded state (a retry gives the rows an untroubled run gives)."""
+    rng = random.Random()
+    rng.setstate(ctx.rng.getstate())
+    return replace(ctx, params=copy.deepcopy(ctx.params), rng=rng, inputs=dict(ctx.inputs))
+
+
 def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
-          note: Callable[[str], None]) -> Any:
-    """Call once per attempt; between attempts wait with exponential backoff and jitter."""
+          note: Callable[[str], None], log: Path) -> Any:
+    """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
+    exponential backoff and jitter."""
     for attempt in range(retries + 1):
-        try:
-            return fn(ctx)
-        except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
-            raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
-                              stage=stage, hint="raise an exception instead") from exc
-        except Exception as exc:  # the user's code raised: retry, or fail; batches stay
-            error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
-            if attempt == retries:
-                suffix = f" (after {retries + 1} attempts)" if retries else ""
-                raise StageFailed(error + suffix, stage=stage) from exc
-            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-            note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
-            time.sleep(delay)
+        with captured(log):  # outside the try: a log that cannot be opened is not the code's
+            try:
+                return fn(_fresh(ctx))
+            except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
+                raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
+                                  stage=stage, hint="raise an exception instead") from exc
+            except Exception as exc:  # the user's code raised: retry, or fail; batches stay
+                error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
+                if attempt == retries:
+                    suffix = f" (after {retries + 1} attempts)" if retries else ""
+                    raise StageFailed(error + suffix, stage=stage) from exc
+        delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
+        note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
+        time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _kept_schema(job: Job) -> UnifiedSchema:
+    """The unified schema of the batches a resume keeps (their parquet footers)."""
+    import pyarrow.parquet as pq
+
+    from ..datasets import UnifiedSchema, UnreadableData
+
+    schema = UnifiedSchema()
+    for b in job.run.sorted_batches():
+        path = job.workflow.artifacts_root / b.file
+        try:
+            found = pq.read_schema(path)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise UnreadableData(path, str(exc), job.stage.name) from exc
+        schema.add(found, f"batch {b.index}")
+    return schema
+
+
+def _check_unifies(schema: UnifiedSchema, table: pa.Table, index: int, target: str) -> None:
+    """A batch whose columns cannot be unified with the earlier batches' (by the rule every
+    reader of the stage's output uses) fails the stage before it is written: the stage's
+    output must read as one table. The earlier batches stay."""
+    clash = schema.add(table.schema, f"batch {index}")
+    if clash is not None:
+        name, before, first, now = clash
+        raise StageFailed(f"{target} (batch {index}) returned column '{name}' as {now}, but it "
+                          f"is {before} in {first}: a stage's batches must read as one table",
+                          hint="return one type per column in every batch (int64 with double "
+                               "is fine: it reads as double); cast or convert the values")
 
 
 def _rows(seed: pa.Table | None) -> int:
@@ -106,10 +156,7 @@ def _shuffled(fingerprint: str, n: int) -> list[int]:
 
 
 def _seed_table(job: Job) -> pa.Table | None:
-    import pyarrow as pa
-
-    from ..datasets import read_data_file, read_stage_table
-    from ..fingerprint import expand_glob
+    from ..datasets import read_seed_files, read_stage_table
 
     ref = job.stage.seed
     if ref is None:
@@ -117,12 +164,15 @@ def _seed_table(job: Job) -> pa.Table | None:
     if ref.kind == "stage":
         table = read_stage_table(job.workflow, job.upstream[ref.value])
         if table is None:
-            raise StageFailed(f"seed stage '{ref.value}' has no tabular output",
-                              stage=job.stage.name, key="seed")
+            raise StageFailed(f"seed stage '{ref.value}' has no tabular output (its first "
+                              "output is not a .parquet, .csv or .jsonl file or a folder of "
+                              ".parquet files)", stage=job.stage.name, key="seed")
     else:
-        paths = expand_glob(job.workflow.project_dir, ref.value)
-        table = pa.concat_tables([read_data_file(job.workflow.project_dir / p) for p in paths],
-                                 promote_options="permissive")
+        try:
+            table = read_seed_files(job.workflow.project_dir, ref.value)
+        except StateError as exc:  # unreadable, or files whose schemas disagree
+            raise StageFailed(f"seed '{ref.written}': {exc.message}", stage=job.stage.name,
+                              key="seed", hint=exc.hint) from exc
     if table.num_rows == 0:
         raise StageFailed(f"seed '{ref.written}' has no rows", stage=job.stage.name, key="seed")
     return table

@@ -1,19 +1,29 @@
-"""Load the user callables a stage names: `file.py:fn` from the project, or `module:fn`."""
+"""Load the user callables a stage names: `file.py:fn` from the project, or `module:fn`.
+
+Project modules load from their current source and execute once per process
+(sourceload.py); every import statement project code runs is an edge of the import graph
+(importedges.py). A stage's tracker names the files its callables load as its roots, and its
+discovered modules are what the graph reaches from them (codedeps.py).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.machinery
-import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..codedeps import CodeTracker
 from ..errors import StageFailed
+from ..fingerprint import module_file
 from ..model import CallableRef, Workflow
+from . import importedges
+from .sourceload import SCOPE, load_file, recheck, restore_additions, use_project
+
+if TYPE_CHECKING:
+    from ..plan import StageFacts
 
 
 def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., Any]:
@@ -21,20 +31,15 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     if ref is None:
         raise StageFailed(f"'{text}' is not a callable reference", stage=stage)
     root = str(workflow.project_dir)
-    _import_project_from_source(root)
+    _use(root)
     if root not in sys.path:
         sys.path.insert(0, root)
     try:
-        module = _load_file(workflow.project_dir / ref.module) if ref.is_file else \
-            importlib.import_module(ref.module)
+        module = _load(workflow, ref)
     except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
         # stage fails; a sys.exit() must not end dd-build with the user's status
-        missing = isinstance(exc, ModuleNotFoundError) and exc.name is not None and \
-            f"{ref.module}.".startswith(f"{exc.name}.")
-        hint = (f"no module `{ref.module}` in the project folder or installed; check the name"
-                if missing else f"fix {ref.module}: it raised while being imported")
         raise StageFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
-                          stage=stage, hint=hint) from exc
+                          stage=stage, hint=_load_hint(workflow, ref, exc)) from exc
     fn = getattr(module, ref.function, None)
     if fn is None:
         raise StageFailed(f"{ref.module} has no function '{ref.function}'", stage=stage,
@@ -46,46 +51,87 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     return fn
 
 
-class _SourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the file's current source, never its cached bytecode: a `__pycache__` entry is
-    trusted while the source's mtime (in whole seconds) and size match, so an edit within the
-    same second that keeps the size would run the old code under the new code digest."""
-
-    def get_code(self, fullname: str) -> Any:
-        return self.source_to_code(self.get_data(self.path), self.path)
-
-
-_SOURCE_ROOTS: set[str] = set()
-
-
-def _import_project_from_source(root: str) -> None:
-    """Modules under the project folder (`module:fn` callables, and what stage code imports
-    from the project) load from their current source as well: a path hook for that folder."""
-    if root in _SOURCE_ROOTS:
-        return
-    _SOURCE_ROOTS.add(root)
-    m = importlib.machinery
-    finder = m.FileFinder.path_hook((m.ExtensionFileLoader, m.EXTENSION_SUFFIXES),
-                                    (_SourceLoader, m.SOURCE_SUFFIXES),
-                                    (m.SourcelessFileLoader, m.BYTECODE_SUFFIXES))
-    inside = root.rstrip(os.sep) + os.sep
-
-    def hook(path: str) -> Any:
-        if path != root and not path.startswith(inside):
-            raise ImportError("not in the project folder")
-        return finder(path)
-
-    sys.path_hooks.insert(0, hook)
-    for path in [p for p in sys.path_importer_cache if p == root or p.startswith(inside)]:
-        del sys.path_importer_cache[path]
+def _load(workflow: Workflow, ref: CallableRef) -> Any:
+    """The callable's module (executed the first time only), its files the stage's roots."""
+    if ref.is_file:
+        path = os.path.normpath(workflow.project_dir / ref.module)
+        _roots([path])  # before: what it imports while it fails still counts
+        module = load_file(Path(path))
+        restore_additions(module)
+        return module
+    parts = ref.module.split(".")
+    names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    recheck(parts[0])
+    try:
+        return importlib.import_module(ref.module)
+    finally:
+        loaded = [m for m in map(sys.modules.get, names) if m is not None]
+        _roots([getattr(m, "__file__", None) for m in loaded])
+        for m in loaded:
+            restore_additions(m)
 
 
-def _load_file(path: Path) -> Any:
-    name = "ddbuild_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _roots(files: list[Any]) -> None:
+    tracker = _TRACKING.tracker
+    if tracker is not None:
+        tracker.add_roots(rel for rel in map(SCOPE.rel, files) if rel is not None)
+
+
+def _load_hint(workflow: Workflow, ref: CallableRef, exc: BaseException) -> str:
+    name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not name:
+        return f"fix {ref.module}: it raised while being imported"
+    if not ref.is_file and f"{ref.module}.".startswith(f"{name}."):
+        return f"no module `{ref.module}` in the project folder or installed; check the name"
+    root = workflow.project_dir
+    hint = (f"module `{name}` was not found: imports are relative to the project folder "
+            f"{root} (it is on sys.path), not to the folder of the importing file")
+    rel = ref.module if ref.is_file else module_file(root, ref.module)
+    folder = Path(rel or ".").parent
+    if folder == Path(".") or ".." in folder.parts:
+        return hint + "; install it, or put it in the project folder"
+    dotted = ".".join(folder.parts) + "." + name
+    beside = root / folder / name.replace(".", os.sep)
+    there = beside.with_suffix(".py").is_file() or beside.is_dir()
+    where = f"{(folder / name.replace('.', '/')).as_posix()}{'' if beside.is_dir() else '.py'}"
+    return hint + (f"; for {where} write `from {dotted} import …`" if there else
+                   f", e.g. `from {dotted} import …` for {where}; or install it")
+
+
+class _Tracking:
+    """The running stage's tracker (None between stages), and the sys.path each stage
+    starts from: dd-build's own, the project folder first."""
+
+    tracker: CodeTracker | None = None
+    baseline: list[str] | None = None
+
+
+_TRACKING = _Tracking()
+
+
+def track_code(workflow: Workflow, facts: StageFacts, resuming: bool) -> CodeTracker:
+    """Before a stage loads its code: start from dd-build's own sys.path (what an earlier
+    stage's code put on it is gone, and comes back when code that added it is loaded again),
+    and return the tracker the loader gives the stage's roots to. It restores sys.path when
+    it closes."""
+    root = str(workflow.project_dir)
+    _use(root)
+    if _TRACKING.baseline is None:
+        _TRACKING.baseline = [root] + [p for p in sys.path if p != root]
+    _restore_path()
+    kept = facts.record.discovered if resuming and facts.record is not None else None
+    kept_now = {key: dep._replace(state=facts.discovered[key])
+                for key, dep in (kept or {}).items() if key in facts.discovered}
+    tracker = CodeTracker(facts.code, facts.callback_code, kept_now, on_close=_restore_path)
+    _TRACKING.tracker = tracker
+    return tracker
+
+
+def _restore_path() -> None:
+    if _TRACKING.baseline is not None:
+        sys.path[:] = _TRACKING.baseline
+
+
+def _use(root: str) -> None:
+    use_project(root)
+    importedges.install()

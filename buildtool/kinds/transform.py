@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+from ..capture import captured, stage_log
 from ..errors import StageFailed
 from ..records import Output
 from . import Job, input_map
@@ -22,9 +24,12 @@ def execute(job: Job) -> Output:
     from ..datasets import read_stage_table, to_table
 
     stage = job.stage
-    fn = load_callable(job.workflow, stage.target, stage.name)
+    log = stage_log(job.run.dir)
+    with captured(log):  # what the module prints on import
+        fn = load_callable(job.workflow, stage.target, stage.name)
     job.run.begin(1, None)
-    if 0 in job.run.batch_indices:  # a resume kept its one batch: only the boundary steps rerun
+    if 0 in job.run.batch_indices:  # a resume kept its one batch (never after a failure, see
+        # plan._resumable_batches): only the boundary steps rerun
         return job.run.batches_output()
     inputs = input_map(job)
     for name in stage.upstream_stages:
@@ -32,11 +37,12 @@ def execute(job: Job) -> Output:
         if table is not None:  # a run stage's non-tabular outputs stay paths
             inputs[name] = table
     job.progress(0, 1)
-    try:
-        value = fn(TransformContext(stage.name, inputs, dict(stage.params)))
-    except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
-        raise StageFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
-                          stage=stage.name) from exc
+    with captured(log):
+        try:
+            value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params)))
+        except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
+            raise StageFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
+                              stage=stage.name) from exc
     job.run.write_batch(0, to_table(value, stage.target))
     job.progress(1, 1)
     return job.run.batches_output()

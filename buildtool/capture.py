@@ -1,0 +1,146 @@
+"""User code's output goes to its stage's log, never to dd-build's stdout or stderr.
+
+`captured(log)` points file descriptors 1 and 2 at the log around one call of user code, so
+print(), os.write(1, ...), C code and child processes all land there; dd-build's own output
+(and its one `--json` document) cannot be interleaved with it. It also puts back the objects
+sys.stdout and sys.stderr were, should the code replace or close them; dd-build itself prints
+to streams of its own (cli.Output), which nothing user code does to sys.stdout can reach.
+Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
+leaves none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+LOG_NAME = "log.txt"
+TAIL_LINES = 20
+_TAIL_WIDTH = 300  # characters kept of each line of a tail
+
+# Before each active capture: where fds 1 and 2 pointed (None: closed), and the objects
+# sys.stdout and sys.stderr were (stage code may replace or close them).
+_saved: list[tuple[int | None, int | None, Any, Any]] = []
+
+
+def stage_log(stage_dir: Path) -> Path:
+    return stage_dir / LOG_NAME
+
+
+def clear_log(log: Path) -> None:
+    """A new attempt begins: the previous attempt's log goes."""
+    log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def captured(log: Path) -> Iterator[None]:
+    """Fds 1 and 2 write to the end of `log` while inside; restored afterwards, also when
+    the code raises or a signal interrupts it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        depth = len(_saved)
+        _saved.append((_dup(1), _dup(2), sys.stdout, sys.stderr))
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            yield
+        finally:
+            _flush()
+            restore(depth)
+    finally:
+        empty = os.fstat(fd).st_size == 0
+        os.close(fd)
+        if empty:  # nothing printed (so far in this attempt): no log
+            with contextlib.suppress(OSError):  # an empty file left behind is harmless
+                log.unlink(missing_ok=True)
+
+
+def restore(depth: int = 0) -> None:
+    """Point fds 1 and 2 back where they were before the capture at `depth` (0: the
+    outermost) began. cli calls restore() before it prints an error, in case an interrupt
+    came in the middle of a capture's own restoring."""
+    while len(_saved) > depth:
+        out, err, stdout, stderr = _saved.pop()
+        _put_back(out, 1)
+        _put_back(err, 2)
+        sys.stdout = _usable(stdout, 1)
+        sys.stderr = _usable(stderr, 2)
+
+
+def log_tail(log: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of the log (each cut to a screen's width), or [] when there is none."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - lines * _TAIL_WIDTH * 4))
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    tail = text.splitlines()[-lines:] if text else []
+    return [line if len(line) <= _TAIL_WIDTH else line[:_TAIL_WIDTH] + "…" for line in tail]
+
+
+def append_log(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8", errors="replace") as fh:
+        fh.write(text if text.endswith("\n") else text + "\n")
+
+
+def _dup(fd: int) -> int | None:
+    try:
+        return os.dup(fd)
+    except OSError:  # dd-build was started with that descriptor closed
+        return None
+
+
+def _put_back(saved: int | None, fd: int) -> None:
+    if saved is None:
+        os.close(fd)
+        return
+    os.dup2(saved, fd)
+    os.close(saved)
+
+
+def _usable(stream: Any, fd: int) -> Any:
+    """The stream sys.stdout/sys.stderr was before user code ran, or, when that code closed it,
+    a new one on the same descriptor (so the next stage's prints still reach its log)."""
+    if stream is None or not getattr(stream, "closed", False):
+        return stream
+    try:
+        return open(fd, "w", encoding=getattr(stream, "encoding", None) or "utf-8",
+                    errors=getattr(stream, "errors", None) or "strict", closefd=False,
+                    buffering=1 if getattr(stream, "line_buffering", False) else -1)
+    except (OSError, ValueError, LookupError):  # no such descriptor: as Python would have it
+        return None
+
+
+def _flush() -> None:
+    """Buffered output goes where fd 1 and 2 point now: Python's streams and C's stdio."""
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+                   if s is not None}.values():
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a stream the user's code closed, or a full disk
+            pass
+    libc = _libc()
+    if libc is not None:
+        libc.fflush(None)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, whose stdio buffers output of C extensions (flushed with fflush)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except OSError:  # no C library to flush on this platform
+        return None

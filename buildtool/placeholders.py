@@ -1,0 +1,103 @@
+"""The placeholders of a `run` command, checked when the Workflowfile is read. No I/O.
+
+A placeholder that cannot expand would otherwise fail only when the stage runs, after every
+stage before it has run (and cost what it costs). Near misses of the placeholder words
+(`{input}`, `{param.x}`, `{params}`) are surely mistakes and refused too; other braces
+(`{a,b}`, `${VAR}`, awk's `'{print $1}'`, find's `{}`) are the shell's and left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from .model import Stage
+
+# What `kinds/command.py` expands.
+PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{params\.([A-Za-z_][\w.]*)\}")
+# A brace holding a placeholder word, perhaps misspelt, with an index or a dotted suffix
+# (no commas, spaces or `=`: those are shell brace expansions and awk programs).
+_CANDIDATE = re.compile(r"(?<!\$)\{(inputs?|outputs?|params?)(\[[^\]{}]*\]|\.[^{}\s,]*)?\}")
+_HELP = "placeholders: {inputs}, {inputs[N]}, {outputs}, {outputs[N]}, {params.KEY}"
+
+
+def check_run_command(stage: Stage) -> None:
+    """A WorkflowError at the stage's `run` for the first placeholder that cannot expand."""
+    for match in _CANDIDATE.finditer(stage.target):
+        text = match.group(0)
+        if not PLACEHOLDER.fullmatch(text):
+            raise stage.error(f"unknown placeholder `{text}`" + _near_miss(match), key="run",
+                              hint=_HELP)
+        _check_known(stage, text)
+
+
+def _near_miss(match: re.Match[str]) -> str:
+    word, suffix = match.group(1), match.group(2) or ""
+    if word in ("input", "output"):
+        index = suffix if re.fullmatch(r"\[\d+\]", suffix) else ""
+        return f"; did you mean `{{{word}s{index}}}`?"
+    if word == "param" and suffix.startswith("."):
+        return f"; did you mean `{{params{suffix}}}`?"
+    if word == "params":
+        return "; name one parameter: `{params.KEY}`"
+    return f"; did you mean `{{{word}}}` or `{{{word}[N]}}`?"
+
+
+def _check_known(stage: Stage, text: str) -> None:
+    match = PLACEHOLDER.fullmatch(text)
+    assert match is not None
+    group, index, param = match.groups()
+    if param is not None:
+        if not _has_param(stage.params, param):
+            raise stage.error(f"`{text}`: the stage has no parameter `{param}`", key="run",
+                              hint=_param_hint(stage.params, param))
+        return
+    if index is None:
+        return
+    count = len(stage.outputs) if group == "outputs" else _input_count(stage)
+    if count is not None and int(index) >= count:
+        raise stage.error(
+            f"`{text}`: the stage has only {count} {group[:-1] if count == 1 else group}",
+            key="run", hint=f"{group} are numbered from 0: the last is `{{{group}[{count - 1}]}}`"
+            if count else f"the stage has no {group}",
+        )
+
+
+def _has_param(params: dict[str, Any], dotted: str) -> bool:
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def _param_paths(params: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in params.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from _param_paths(value, f"{prefix}{key}.")
+
+
+def _param_hint(params: dict[str, Any], dotted: str) -> str:
+    from .workflowrefs import suggest
+
+    paths = list(_param_paths(params))
+    if not paths:
+        return "the stage has no params: add it under `params:`"
+    return suggest(dotted, paths) or "the stage's params: " + ", ".join(paths[:8])
+
+
+def _input_count(stage: Stage) -> int | None:
+    """How many paths `{inputs}` expands to, when that is known before anything runs: each
+    plain file (or folder, passed as itself) is one. A glob matches what is there when the
+    stage runs, and a stage input's paths are what its record says (an override, a callback's
+    files): then None, and an index is checked when the stage runs."""
+    count = 0
+    for ref in stage.dependencies:
+        if ref.kind == "stage" or any(ch in ref.value for ch in "*?["):
+            return None
+        count += 1
+    return count
+
