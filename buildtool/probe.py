@@ -9,6 +9,7 @@ from .errors import WorkflowError
 from .external import ExternalCode, is_external_key
 from .fingerprint import (
     FileState,
+    callable_file,
     callback_only_files,
     canonical_spec,
     check_file,
@@ -50,9 +51,19 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
         code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
         outputs_now=outputs.moved, file_groups=outputs.groups,
-        callback_code=callback_only_files(workflow, stage),
+        callback_code=callback_only_files(workflow, stage) | _old_callback_file(
+            workflow, record, code_paths),
         stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
+
+
+def _old_callback_file(workflow: Workflow, record: StageRecord | None, code_paths: list[str]
+                       ) -> frozenset[str]:
+    """The file of the callback the record was built with, when no code of the stage uses it
+    now: a callback removed or switched to another file changes the boundary steps only."""
+    old = record.spec.get("on_success") if record is not None else None
+    path = callable_file(workflow, old) if isinstance(old, str) else None
+    return frozenset() if path is None or path in code_paths else frozenset({path})
 
 
 def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:

@@ -65,3 +65,33 @@ def test_a_first_build_that_fails_loading_its_code_records_the_failure(
                   .replace("code/stages.py:rows\n    seed: a", "code/stages.py:rowz\n    seed: a"))
     assert project.run("-q").code == 1
     assert project.record("b")["status"] == "failed"
+
+
+CALLBACK_TRANSFORM = """
+workflow: demo
+stages:
+  a:
+    generate: code/stages.py:rows
+    num_records: 4
+    batch_size: 2
+  t:
+    transform: code/stages.py:join
+    inputs: [a]
+    on_success: code/callbacks.py:keep
+"""
+
+
+def test_removing_a_transforms_callback_keeps_its_result(project: Project) -> None:
+    """Found by the widened correctness fuzzer: the removed callback's file counted as the
+    stage's code, so the transform was called again."""
+    project.write("code/callbacks.py", "def keep(ctx):\n    return None\n")
+    project.write("Workflowfile", CALLBACK_TRANSFORM)
+    assert project.run("-q").code == 0
+    project.clear_calls()
+    project.write("Workflowfile", CALLBACK_TRANSFORM.replace(
+        "    on_success: code/callbacks.py:keep\n", ""))
+    built = project.run("--json")
+    assert built.code == 0, built.stderr
+    t = built.stage("t")
+    assert (t["action"], t["batches_run"]) == ("resume", 0), t
+    assert project.calls() == []
