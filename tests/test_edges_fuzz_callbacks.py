@@ -39,7 +39,7 @@ def second(ctx):
 '''
 
 
-def _workflow(on_success: str | None, code: str = "") -> str:
+def _workflow(on_success: str | None) -> str:
     callback = f"on_success: {on_success}" if on_success else ""
     return f"""
         workflow: demo
@@ -49,7 +49,6 @@ def _workflow(on_success: str | None, code: str = "") -> str:
             num_records: 4
             batch_size: 2
             {callback}
-            {code}
           b:
             transform: code/stages.py:join
             inputs: [a]
@@ -95,16 +94,3 @@ def test_switching_to_a_callback_in_another_file_keeps_every_batch(built: Projec
     assert built.calls() == ["a second", "b all"]
     assert built.run("-q").code == 0 and built.calls() == ["a second", "b all"]  # null build
 
-
-def test_a_stage_that_lists_code_files_still_reruns_its_batches(built: Project) -> None:
-    # With `code:` entries the callback's file counts as code of the whole stage (as for a
-    # change of it): dropping it reruns the batches, as before.
-    built.write("Workflowfile", _workflow("code/callbacks.py:first", "code: [code/other.py]"))
-    assert built.run("-q").code == 0
-    built.clear_calls()
-    built.write("Workflowfile", _workflow(None, "code: [code/other.py]"))
-
-    result = built.run("--json")
-
-    assert result.code == 0, result.stderr
-    assert result.stage("a")["batches_run"] == 2
