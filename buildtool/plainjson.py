@@ -16,7 +16,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import WorkflowError
-from .yamlsource import Source
+from .yamlsource import Source, describe
 
 _CORE = "tag:yaml.org,2002:"
 _SCALARS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
@@ -116,12 +116,8 @@ def _what(source: Source, node: ScalarNode) -> str:
     if short in _NOT_JSON:
         return _NOT_JSON[short][0]
     value: Any = source.construct(node)
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
     if value is None:
         return "null"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"number {value}"
+    if isinstance(value, (bool, int, float)):
+        return describe(value)
     return f"a value tagged `{node.tag}`"
