@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from yaml.nodes import Node
 
 from .errors import WorkflowError
-from .globreach import Glob, Reach
+from .globreach import Glob, Reach, is_glob
 from .yamlsource import Source
 
 _EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies: files
@@ -127,7 +127,7 @@ def _literal_prefix(pattern: str) -> str:
     """The leading segments of a glob that hold no wildcard."""
     literal = []
     for segment in pattern.split("/"):
-        if any(ch in segment for ch in "*?["):
+        if is_glob(segment):
             break
         literal.append(segment)
     return "/".join(literal)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .globreach import is_glob
 from .model import CallableRef, Stage, Workflow
 
 FORMAT_VERSION = 1
@@ -108,16 +109,12 @@ def batch_fingerprint(spec: dict[str, Any]) -> str:
     return spec_fingerprint({k: v for k, v in spec.items() if k not in POST_KEYS})
 
 
-def _has_magic(pattern: str) -> bool:
-    return glob.has_magic(pattern)
-
-
 def expand_glob(project_dir: Path, pattern: str) -> list[str]:
     """Project-relative posix paths of the files a path or glob names, sorted.
 
     A plain path may name a folder: it stands for every file under it (`folder_files`). A glob
     matches files only, as the shell's `*` skips hidden names."""
-    if not _has_magic(pattern):
+    if not is_glob(pattern):
         path = project_dir / pattern
         if path.is_dir():
             return folder_files(project_dir, pattern)

@@ -25,7 +25,10 @@ class Reach(Enum):
     HOLDS = "holds"  # the glob names a folder that holds P
 
 
-def has_magic(text: str) -> bool:
+def is_glob(text: str) -> bool:
+    """Whether `text` is a glob rather than a plain path: it holds `*`, `?` or `[`, as
+    `glob.glob` decides. So `a[` (which matches the name `a[`) and `[*]` (glob.escape's
+    spelling of a literal `*`) are globs too: matched, not looked up as one path."""
     return _MAGIC.search(text) is not None
 
 
@@ -36,7 +39,7 @@ class Segment:
 
     @classmethod
     def of(cls, text: str) -> Segment:
-        if text == "**" or not has_magic(text):
+        if text == "**" or not is_glob(text):
             return cls(text)
         return cls(text, re.compile(fnmatch.translate(text)))
 

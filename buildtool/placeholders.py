@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from .globreach import is_glob
 from .model import Stage
 
 # What `kinds/command.py` expands.
@@ -96,7 +97,7 @@ def _input_count(stage: Stage) -> int | None:
     files): then None, and an index is checked when the stage runs."""
     count = 0
     for ref in stage.dependencies:
-        if ref.kind == "stage" or any(ch in ref.value for ch in "*?["):
+        if ref.kind == "stage" or is_glob(ref.value):
             return None
         count += 1
     return count

@@ -19,10 +19,10 @@ from yaml.nodes import Node, SequenceNode
 from .claims import Claim, Claims
 from .errors import WorkflowError
 from .fingerprint import module_file
+from .globreach import is_glob
 from .model import CallableRef, InputRef
 from .yamlsource import Source, describe, expect
 
-GLOB_CHARS = frozenset("*?[")
 DATA_SUFFIXES = (".parquet", ".csv", ".jsonl")
 _EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies
 
@@ -53,10 +53,6 @@ def _listing(names: Iterable[str], limit: int = 8) -> str:
 
 def _relative_hint(ctx: LoadContext) -> str:
     return f"check the path: it is relative to the Workflowfile's folder ({ctx.project_dir})"
-
-
-def _is_glob(text: str) -> bool:
-    return any(ch in GLOB_CHARS for ch in text)
 
 
 def rel_path(ctx: LoadContext, key: str, node: Node, text: str) -> str:
@@ -191,7 +187,7 @@ def _claim(ctx: LoadContext, key: str, node: Node, path: str, written: str) -> N
     Defaults are not claimed: they are checked for each stage they apply to."""
     if ctx.stage is None:
         return
-    if _is_glob(path):
+    if is_glob(path):
         ctx.claims.globs.append(Claim(path, ctx.stage, node, key))
         return
     missing = None if (ctx.project_dir / path).exists() else _missing(ctx, key, node, written)
@@ -212,7 +208,7 @@ def _missing(ctx: LoadContext, key: str, node: Node, written: str) -> WorkflowEr
 
 def _check_seed_file(ctx: LoadContext, key: str, node: Node, path: str) -> None:
     suffix = PurePosixPath(path).suffix.lower()
-    if _is_glob(suffix) or not suffix or suffix in DATA_SUFFIXES:
+    if is_glob(suffix) or not suffix or suffix in DATA_SUFFIXES:
         return
     if (ctx.project_dir / path).is_dir():
         return
@@ -236,7 +232,7 @@ def parse_outputs(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
 
 def _output_path(ctx: LoadContext, key: str, node: Node, text: str) -> str:
     path = rel_path(ctx, key, node, text)
-    if _is_glob(path):
+    if is_glob(path):
         raise ctx.error(f"an output cannot be a glob: `{text}`", node, key=key)
     art = ctx.artifacts
     if _is_within(path, art) or _is_within(art, path):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..globreach import is_glob
 from ..model import InputRef, Stage, Workflow
 from ..outputs import input_paths
 from ..records import Output, StageRecord
@@ -55,7 +56,7 @@ def input_map(job: Job) -> dict[str, Any]:
         if ref.kind == "stage":
             paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
             inputs[ref.value] = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
-        elif any(ch in ref.value for ch in "*?["):
+        elif is_glob(ref.value):
             matched = expand_glob(wf.project_dir, ref.value)
             _add_file(inputs, ref, [str(wf.project_dir / p) for p in matched], stages)
         else:

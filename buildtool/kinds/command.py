@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import StageFailed
 from ..fingerprint import FileState, check_file, digest_strings, expand_glob
 from ..fsutil import remove_path, temp_name
+from ..globreach import is_glob
 from ..lock import held_lock_fds
 from ..model import Workflow
 from ..placeholders import PLACEHOLDER as _PLACEHOLDER
@@ -28,7 +29,7 @@ def input_args(job: Job) -> list[str]:
         if ref.kind == "stage":
             paths = input_paths(wf, wf.stages[ref.value], job.upstream[ref.value])
             args += [os.path.relpath(p, wf.project_dir) for p in paths]
-        elif any(ch in ref.value for ch in "*?["):
+        elif is_glob(ref.value):
             args += expand_glob(wf.project_dir, ref.value)
         else:  # a file, or a folder as itself (its files are the digests that count)
             args.append(ref.value)

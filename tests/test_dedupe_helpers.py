@@ -1,0 +1,41 @@
+"""The helpers that replaced repeated spellings: glob detection, data suffixes, did-you-mean,
+the command list."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pytest
+
+from buildtool.fingerprint import expand_glob
+from buildtool.globreach import is_glob
+
+TRICKY = ["a[", "x?", "**", "[*]", "data/*.csv", "a]", "{a,b}", "plain/path.csv", "", "a\\*",
+          "!x", "~/x", "a[b]c"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a[", True), ("x?", True), ("**", True), ("[*]", True), ("data/*.csv", True),
+    ("a[b]c", True), ("a\\*", True),
+    ("a]", False), ("{a,b}", False), ("plain/path.csv", False), ("", False), ("!x", False),
+])
+def test_is_glob_on_tricky_strings(text: str, expected: bool) -> None:
+    assert is_glob(text) is expected
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_is_glob_decides_as_glob_glob_does(text: str) -> None:
+    assert is_glob(text) == glob.has_magic(text)
+
+
+def test_an_unclosed_bracket_is_a_glob_that_matches_its_own_name(tmp_path: Path) -> None:
+    (tmp_path / "a[").write_text("x")
+    (tmp_path / "ab").write_text("x")
+    assert expand_glob(tmp_path, "a[") == ["a["]
+
+
+def test_an_escaped_star_matches_only_a_literal_star(tmp_path: Path) -> None:
+    (tmp_path / "*.csv").write_text("x")
+    (tmp_path / "b.csv").write_text("x")
+    assert expand_glob(tmp_path, glob.escape("*.csv")) == ["*.csv"]
