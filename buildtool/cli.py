@@ -512,14 +512,15 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    from .datasets import EXPORT_FORMATS, write_export
+    from .datasets import write_export
+    from .model import DATA_SUFFIXES
 
     workflow = _load(args, out)
     path = Path(args.path)
-    if path.suffix.lower() not in EXPORT_FORMATS:  # before reading any data
+    if path.suffix.lower() not in DATA_SUFFIXES:  # before reading any data
         raise UsageError(f"cannot export to {args.path}: unsupported format "
                          f"'{path.suffix or '(no extension)'}'",
-                         hint=f"end the path with one of {', '.join(EXPORT_FORMATS)}")
+                         hint=f"end the path with one of {', '.join(DATA_SUFFIXES)}")
     if not path.parent.is_dir():  # like cp: a misspelt folder is an error, not a new folder
         raise UsageError(f"cannot export to {args.path}: no folder {path.parent}",
                          hint=f"create it first (mkdir -p {path.parent}) or fix the path")

@@ -16,12 +16,9 @@ import pyarrow.parquet as pq
 from .errors import BuildError, StageFailed, StateError
 from .fingerprint import folder_files
 from .fsutil import atomic_write_bytes
-from .model import Workflow
+from .model import DATA_SUFFIXES, PARQUET, Workflow
 from .outputs import tabular_files
 from .records import StageRecord
-
-EXPORT_FORMATS = (".parquet", ".jsonl", ".csv")
-
 
 # What pyarrow raises when Python values cannot become Arrow values or a table cannot be stored.
 _CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
@@ -339,7 +336,7 @@ def parquet_in(folder: Path) -> list[Path]:
     """The .parquet files under `folder`, recursively, in sorted path order (hidden files and
     `__pycache__` left out, as for a folder input's digests)."""
     return [folder.parent / rel for rel in folder_files(folder.parent, folder.name)
-            if rel.lower().endswith(".parquet")]
+            if rel.lower().endswith(PARQUET)]
 
 
 def read_data_file(path: Path) -> pa.Table:
@@ -393,7 +390,7 @@ def read_stage_table(workflow: Workflow, record: StageRecord) -> pa.Table | None
     if files is None:
         return None
     try:
-        if len(files) == 1 and files[0].suffix.lower() != ".parquet":
+        if len(files) == 1 and files[0].suffix.lower() != PARQUET:
             return read_data_file(files[0])
         where = None
         if record.output is not None and record.output.kind == "files":
@@ -419,7 +416,7 @@ def export_bytes(table: pa.Table, path: Path) -> bytes:
     if suffix == ".csv":
         return _csv_bytes(table, path)
     raise BuildError(f"cannot export to '{path.name}'",
-                     hint=f"end the path with one of {', '.join(EXPORT_FORMATS)}")
+                     hint=f"end the path with one of {', '.join(DATA_SUFFIXES)}")
 
 
 _OTHER_FORMAT = "export to .parquet, which keeps every type, or convert the column in the stage"

@@ -17,6 +17,10 @@ TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "
 # summary written by execute.py, the lock of lock.py): a stage may not be called one of these,
 # in any letter case (a case-insensitive file system has one folder for `Judge` and `judge`).
 ARTIFACT_FILES = ("workflow.json", ".lock")
+# The data files a stage reads as a table, or exports its output to, by extension (in any
+# letter case). A folder's table is its .parquet files.
+PARQUET = ".parquet"
+DATA_SUFFIXES = (PARQUET, ".csv", ".jsonl")
 
 InputKind = Literal["stage", "file"]
 

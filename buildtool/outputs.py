@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .fingerprint import skipped_name
-from .model import Stage, Workflow
+from .model import DATA_SUFFIXES, PARQUET, Stage, Workflow
 from .records import StageRecord
-
-TABULAR = (".parquet", ".csv", ".jsonl")
 
 
 def output_files(workflow: Workflow, record: StageRecord) -> list[Path]:
@@ -44,8 +42,8 @@ def tabular_files(workflow: Workflow, record: StageRecord) -> list[Path] | None:
         return None
     first = str(declared[0])
     if any(f.path == first for f in out.files):  # a file
-        return [workflow.project_dir / first] if first.lower().endswith(TABULAR) else None
+        return [workflow.project_dir / first] if first.lower().endswith(DATA_SUFFIXES) else None
     inside = sorted(f.path for f in out.files
-                    if f.path.startswith(first + "/") and f.path.lower().endswith(".parquet")
+                    if f.path.startswith(first + "/") and f.path.lower().endswith(PARQUET)
                     and not any(map(skipped_name, f.path[len(first) + 1:].split("/"))))
     return [workflow.project_dir / p for p in inside] or None

@@ -20,10 +20,9 @@ from .claims import Claim, Claims
 from .errors import WorkflowError
 from .fingerprint import module_file
 from .globreach import is_glob
-from .model import CallableRef, InputRef
+from .model import DATA_SUFFIXES, CallableRef, InputRef
 from .yamlsource import Source, describe, expect
 
-DATA_SUFFIXES = (".parquet", ".csv", ".jsonl")
 _EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies
 
 

@@ -39,3 +39,13 @@ def test_an_escaped_star_matches_only_a_literal_star(tmp_path: Path) -> None:
     (tmp_path / "*.csv").write_text("x")
     (tmp_path / "b.csv").write_text("x")
     assert expand_glob(tmp_path, glob.escape("*.csv")) == ["*.csv"]
+
+
+def test_one_list_of_data_suffixes_checks_seeds_exports_and_tables() -> None:
+    from buildtool import datasets, model, outputs, workflowrefs
+
+    assert model.DATA_SUFFIXES == (".parquet", ".csv", ".jsonl")
+    assert model.PARQUET in model.DATA_SUFFIXES
+    for module in (datasets, outputs, workflowrefs):  # no copy of its own left behind
+        assert not {"EXPORT_FORMATS", "TABULAR"} & set(vars(module))
+        assert "DATA_SUFFIXES" not in vars(module) or module.DATA_SUFFIXES is model.DATA_SUFFIXES

@@ -582,7 +582,7 @@ CASES: list[Case] = [
          ("the command names no stage 'bb'", "did you mean `b`?"), check=absent("out.csv")),
     Case("export-unsupported-extension", nothing, ("export", "b", "out.xlsx"), 2,
          ("cannot export to out.xlsx: unsupported format '.xlsx'",
-          "hint: end the path with one of .parquet, .jsonl, .csv"), check=absent("out.xlsx")),
+          "hint: end the path with one of .parquet, .csv, .jsonl"), check=absent("out.xlsx")),
     Case("export-into-missing-folder", nothing, ("export", "b", "nope/out.csv"), 2,
          ("cannot export to nope/out.csv: no folder nope", "hint: create it first"),
          check=absent("nope")),
