@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # Exit code of a bug in dd-build (an exception nobody anticipated): EX_SOFTWARE of sysexits.h.
 EXIT_INTERNAL = 70
+
+
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option most like `word` (a misspelling of it), or None when none is close."""
+    import difflib  # needed only on an error path: kept out of start-up
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return close[0] if close else None
+
+
+def suggest(word: str, options: Iterable[str]) -> str | None:
+    """The hint "did you mean `x`?" for the option most like `word`, or None."""
+    close = closest(word, options)
+    return f"did you mean `{close}`?" if close is not None else None
 
 
 def describe(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from .errors import UsageError
+from .errors import UsageError, closest, suggest
 from .model import TOOL_WORDS, Workflow
 
 
@@ -43,15 +43,12 @@ def topological_order(graph: nx.DiGraph, nodes: Iterable[str] | None = None) -> 
 
 
 def check_stage_names(graph: nx.DiGraph, names: Iterable[str], what: str) -> None:
-    import difflib
-
     for name in names:
         if name not in graph:
-            close = difflib.get_close_matches(name, list(graph.nodes), n=1)
-            command = difflib.get_close_matches(name, TOOL_WORDS, n=1)
-            hint = f"did you mean `{close[0]}`?" if close else \
-                f"did you mean the command `dd-build {command[0]}`?" if command else \
-                "run `dd-build dag` to list stages"
+            command = closest(name, TOOL_WORDS)
+            hint = suggest(name, graph.nodes) or \
+                (f"did you mean the command `dd-build {command}`?" if command else
+                 "run `dd-build dag` to list stages")
             raise UsageError(f"{what} names no stage '{name}'", hint=hint)
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from .errors import suggest
 from .globreach import is_glob
 from .model import Stage
 
@@ -82,8 +83,6 @@ def _param_paths(params: dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def _param_hint(params: dict[str, Any], dotted: str) -> str:
-    from .workflowrefs import suggest
-
     paths = list(_param_paths(params))
     if not paths:
         return "the stage has no params: add it under `params:`"

@@ -23,13 +23,12 @@ show (an unknown column, a filter that does not fit the column types).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import StageFailed, WorkflowError
+from .errors import StageFailed, WorkflowError, suggest
 from .filterexpr import (
     FilterSyntaxError,
     Node,
@@ -106,10 +105,8 @@ def _steps(processors: Any, stage: str) -> list[_Step]:
             )
         ((name, value),) = item.items()
         if name not in PROCESSORS or name not in _APPLY:
-            close = difflib.get_close_matches(str(name), list(PROCESSORS), n=1)
             raise fail(f"processor {number}: unknown processor `{name}`",
-                       f"did you mean `{close[0]}`?" if close
-                       else "use one of " + ", ".join(PROCESSORS))
+                       suggest(str(name), PROCESSORS) or "use one of " + ", ".join(PROCESSORS))
         step = _Step(number, name, value)
         _CHECKS[name](step, fail)
         if name == "filter":

@@ -16,7 +16,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from .errors import WorkflowError
+from .errors import WorkflowError, suggest
 from .model import (
     ARTIFACT_FILES,
     DEFAULT_BATCH_SIZE,
@@ -36,7 +36,6 @@ from .workflowrefs import (
     parse_ref,
     parse_refs,
     rel_path,
-    suggest,
 )
 from .yamlsource import compose_root, describe, expect, mapping_pairs
 

@@ -8,7 +8,6 @@ stage's outputs are known.
 
 from __future__ import annotations
 
-import difflib
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from yaml.nodes import Node, SequenceNode
 
 from .claims import Claim, Claims
-from .errors import WorkflowError
+from .errors import WorkflowError, suggest
 from .fingerprint import module_file
 from .globreach import is_glob
 from .model import DATA_SUFFIXES, CallableRef, InputRef
@@ -35,11 +34,6 @@ class LoadContext(Source):
     stage_names: dict[str, None] = field(default_factory=dict)  # ordered, O(1) lookups
     kind: str | None = None
     claims: Claims = field(default_factory=Claims)
-
-
-def suggest(word: str, options: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"did you mean `{close[0]}`?" if close else None
 
 
 def _listing(names: Iterable[str], limit: int = 8) -> str:

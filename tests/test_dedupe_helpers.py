@@ -49,3 +49,22 @@ def test_one_list_of_data_suffixes_checks_seeds_exports_and_tables() -> None:
     for module in (datasets, outputs, workflowrefs):  # no copy of its own left behind
         assert not {"EXPORT_FORMATS", "TABULAR"} & set(vars(module))
         assert "DATA_SUFFIXES" not in vars(module) or module.DATA_SUFFIXES is model.DATA_SUFFIXES
+
+
+def test_suggest_names_the_closest_option_or_nothing() -> None:
+    from buildtool.errors import closest, suggest
+
+    assert closest("judeg", ["judge", "generate"]) == "judge"
+    assert suggest("judeg", iter(["judge", "generate"])) == "did you mean `judge`?"
+    assert closest("zzz", ["judge"]) is None
+    assert suggest("zzz", ["judge"]) is None
+    assert suggest("x", []) is None
+
+
+def test_no_module_keeps_a_did_you_mean_of_its_own() -> None:
+    source = Path(__file__).resolve().parents[1] / "buildtool"
+    # execute.py and filterexpr.py are being rewritten elsewhere: their copies go there.
+    others = {"errors.py", "execute.py", "filterexpr.py"}
+    users = [p.name for p in source.rglob("*.py")
+             if p.name not in others and "get_close_matches" in p.read_text(encoding="utf-8")]
+    assert users == []
