@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import __version__
 from .capture import restore
 from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError, describe
+from .model import TOOL_WORDS as COMMANDS  # _COMMANDS and _parsers() have one entry each
 
 if TYPE_CHECKING:
     from .execute import BuildReport, InternalFailure, Prepared, StageResult
     from .model import Workflow
     from .plan import Decision
 
-COMMANDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
 _INTERRUPTED = "interrupted; run dd-build again to resume"
 _EPILOG = """commands (dd-build COMMAND --help for each):
   build      build the targets (the default command)

@@ -68,3 +68,14 @@ def test_no_module_keeps_a_did_you_mean_of_its_own() -> None:
     users = [p.name for p in source.rglob("*.py")
              if p.name not in others and "get_close_matches" in p.read_text(encoding="utf-8")]
     assert users == []
+
+
+def test_the_cli_runs_exactly_the_words_a_stage_may_not_be_called() -> None:
+    from buildtool import cli
+    from buildtool.model import TOOL_WORDS
+
+    assert cli.COMMANDS is TOOL_WORDS
+    assert set(cli._COMMANDS) == set(TOOL_WORDS)
+    assert set(cli._parsers()) == set(TOOL_WORDS)
+    for word in TOOL_WORDS:
+        assert cli.split_command(["-q", word, "x"]) == (word, ["-q", "x"])
