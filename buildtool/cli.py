@@ -131,7 +131,7 @@ def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
-    out = Output.from_argv(rest)
+    out = Console.from_argv(rest)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # not under nohup
         # The terminal closed: a run stage's command (in a session of its own, so the hangup
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
         args = _parsers()[command].parse_args(rest)
-        out = Output(args)
+        out = Console(args)
         if args.directory:
             _chdir(args.directory)
         return _COMMANDS[command](args, out)
@@ -191,7 +191,7 @@ def _to_devnull(stream: TextIO) -> None:
         os.close(devnull)
 
 
-class Output:
+class Console:
     """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q.
 
     With --json, stdout holds exactly one document, also on every error exit: `fail` prints
@@ -208,7 +208,7 @@ class Output:
         self._documented = False
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> Output:
+    def from_argv(cls, argv: Sequence[str]) -> Console:
         """The output options guessed from the raw arguments, for errors in parsing them."""
         flags = argparse.Namespace(json=False, quiet=False, verbose=False)
         for arg in argv:
@@ -339,7 +339,7 @@ def _save_traceback(trace: str) -> str | None:
 
 
 class TextReporter:
-    def __init__(self, out: Output, explain: bool) -> None:
+    def __init__(self, out: Console, explain: bool) -> None:
         self.out = out
         self.explain = explain
         self._last_tty_line = False
@@ -377,7 +377,7 @@ class TextReporter:
             self.out.text(result_line(result))
 
 
-def _load(args: argparse.Namespace, out: Output) -> Workflow:
+def _load(args: argparse.Namespace, out: Console) -> Workflow:
     from .workflowfile import load_workflow
 
     path = Path(args.file)
@@ -392,7 +392,7 @@ def _load(args: argparse.Namespace, out: Output) -> Workflow:
     return workflow
 
 
-def cmd_build(args: argparse.Namespace, out: Output) -> int:
+def cmd_build(args: argparse.Namespace, out: Console) -> int:
     from .execute import BuildConfig, check_config, check_strict, prepare, run_build
     from .lock import build_lock
 
@@ -434,7 +434,7 @@ def _plan_report(prep: Prepared, dry_run: bool) -> BuildReport:
         for d in prep.decisions])
 
 
-def _internal_in_stage(failure: InternalFailure, out: Output) -> int:
+def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
     """The build ended at a bug in dd-build: the stage is recorded `failed`; say so (exit 70)."""
     if out.verbose:
         out.error(failure.traceback.rstrip())
@@ -443,7 +443,7 @@ def _internal_in_stage(failure: InternalFailure, out: Output) -> int:
                     EXIT_INTERNAL, fields)
 
 
-def cmd_status(args: argparse.Namespace, out: Output) -> int:
+def cmd_status(args: argparse.Namespace, out: Console) -> int:
     from .execute import BuildConfig, prepare
     from .explain import status_lines
 
@@ -467,7 +467,7 @@ def _status_json(prep: Any, decision: Decision) -> dict[str, Any]:
     }
 
 
-def cmd_dag(args: argparse.Namespace, out: Output) -> int:
+def cmd_dag(args: argparse.Namespace, out: Console) -> int:
     from .explain import dag_dot, dag_mermaid, dag_text
     from .graph import build_graph, topological_order
 
@@ -499,7 +499,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
     return table
 
 
-def cmd_show(args: argparse.Namespace, out: Output) -> int:
+def cmd_show(args: argparse.Namespace, out: Console) -> int:
     from .datasets import format_rows, preview_rows
 
     table = _selected_table(_load(args, out), args.stage)
@@ -511,7 +511,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace, out: Output) -> int:
+def cmd_export(args: argparse.Namespace, out: Console) -> int:
     from .datasets import write_export
     from .model import DATA_SUFFIXES
 
@@ -532,7 +532,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_override(args: argparse.Namespace, out: Output) -> int:
+def cmd_override(args: argparse.Namespace, out: Console) -> int:
     from .artifacts import override_output
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
@@ -549,7 +549,7 @@ def cmd_override(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_clean(args: argparse.Namespace, out: Output) -> int:
+def cmd_clean(args: argparse.Namespace, out: Console) -> int:
     from .artifacts import orphan_stages, remove_stage_artifacts
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
@@ -580,7 +580,7 @@ def cmd_clean(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_schema(args: argparse.Namespace, out: Output) -> int:
+def cmd_schema(args: argparse.Namespace, out: Console) -> int:
     from .schema import workflow_json_schema
 
     out.result(json.dumps(workflow_json_schema(), indent=2))
