@@ -26,7 +26,6 @@ from .model import (
 )
 from .placeholders import check_run_command
 from .plainjson import check_plain_json
-from .processors import validate_processors
 from .workflowrefs import (
     LoadContext,
     parse_callable,
@@ -331,6 +330,8 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
             f"`{key}` must be a list of processors, got {describe(ctx.construct(node, key))}",
             node, key=key, hint="e.g. [{drop: [col]}, {limit: 10}]",
         )
+    from .processors import validate_processors  # only for a stage with processors: start-up
+
     processors = tuple(_processor(ctx, key, item) for item in node.value)
     try:
         validate_processors(processors, ctx.stage)  # filter syntax, before anything runs
