@@ -8,19 +8,19 @@ callback output reruns only the callback.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .capture import captured, stage_log
 from .errors import StageFailed
-from .fingerprint import FileState, callable_file, check_file, digest_strings, exports_key
+from .fingerprint import FileState, callable_file, check_file, digest_strings
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
+from .steps import BOUNDARY, RECORDED, position, step_key, uses
 
 if TYPE_CHECKING:
     from .kinds import Job
@@ -34,32 +34,33 @@ class CallbackContext:
     params: dict[str, Any]
 
 
-def run_boundary(job: Job, batches: Output, previous: dict[str, Output]
+def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: str
                  ) -> tuple[Output, dict[str, Output]]:
-    """The selected output and the steps' records."""
+    """Run the stage's later steps from `start` on; the ones before it are kept as recorded
+    (the planner checked their traces). A step that runs is still reused when its key comes
+    out as recorded and its files are intact: early cutoff, step by step. Returns the
+    selected output and the steps' traces."""
     steps: dict[str, Output] = {}
     current = batches
     stage = job.stage
-    if stage.processors:
-        key = _key("processors", json.dumps(list(stage.processors), sort_keys=True),
-                   current.digest)
-        current = steps["processed"] = _reuse(job, previous.get("processed"), key) or \
-            _process(job, current, key)
-    if stage.on_success:
-        code = job.run.record.code.get(callable_file(job.workflow, stage.on_success) or "")
-        key = _key("callback", stage.on_success, stage.on_success_version or "",
-                   code.digest if code else "", current.digest)
-        current = steps["callback"] = _reuse(job, previous.get("callback"), key) or \
-            _callback(job, current, key)
-    if stage.outputs:
-        key = exports_key(stage.outputs, current.digest)
-        steps["exports"] = _reuse(job, previous.get("exports"), key) or \
-            _export(job, current, key)
+    code = job.run.record.code.get(callable_file(job.workflow, stage.on_success) or "")
+    runners = {"processors": _process, "on_success": _callback, "outputs": _export}
+    kept = position(stage.kind, start)
+    for step in BOUNDARY:
+        if step not in runners or not uses(step, job.run.record.spec):
+            continue
+        job.run.step = step
+        key = step_key(step, job.run.record.spec, code.digest if code else "", current.digest)
+        old = previous.get(RECORDED[step])
+        if position(stage.kind, step) < kept and old is not None:
+            out = old
+        else:
+            out = _reuse(job, old, key) or runners[step](job, current, key)
+        steps[RECORDED[step]] = out
+        if step != "outputs":
+            current = out
+    job.run.step = None
     return current, steps
-
-
-def _key(*parts: str) -> str:
-    return digest_strings(list(parts))
 
 
 def _reuse(job: Job, old: Output | None, key: str) -> Output | None:
@@ -128,8 +129,8 @@ def _callback(job: Job, current: Output, key: str) -> Output:
         except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
             raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
                               stage=stage.name, key="on_success") from exc
-    if result is None:
-        return current
+    if result is None:  # the output stays what it was; the trace is the callback's own
+        return replace(current, key=key)
     if not isinstance(result, (str, os.PathLike)):
         from .datasets import kind_of
 
