@@ -32,7 +32,7 @@ from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .model import Stage, Workflow
-from .plan import Decision, Options, decide, plan, strict_refusals
+from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import Output, StageRecord, remove_leftovers, write_record
 from .stagerun import StageRun
@@ -189,6 +189,10 @@ class _Builder:
         self.results: dict[str, StageResult] = {}
         self.stopped = False
         self.internal: InternalFailure | None = None
+        # Stages whose output the plan could not know (they run): their dependants are
+        # decided again once they are built.
+        self.waited = {d.stage for d in prep.decisions
+                       if upstream_view(prep.facts[d.stage], d).pending}
 
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
@@ -230,7 +234,7 @@ class _Builder:
             return StageResult(name, planned, "not_run", batches_total=planned.batches_total)
         facts = self.prep.facts[name]
         decision = planned  # the plan's decision, unless an upstream it waited for ran
-        if planned.pending:
+        if any(u in self.waited for u in ups):
             decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
         if decision.action == "up_to_date":
             return self._reuse(planned, facts)

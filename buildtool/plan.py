@@ -58,11 +58,6 @@ class Decision:
     def codes(self) -> list[str]:
         return [r.code for r in self.reasons]
 
-    @property
-    def pending(self) -> bool:
-        """Decided before an upstream it needs was built: decided again once it is."""
-        return any(r.code == "upstream_will_run" for r in self.reasons)
-
 
 def plan(
     order: Sequence[str],
