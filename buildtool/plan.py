@@ -140,7 +140,10 @@ def _step_of(reason: Reason, facts: StageFacts) -> str:
         only_callback = "imported_by" not in detail and detail.get("file") in facts.callback_code
         return "on_success" if only_callback else main
     if code in ("output_missing", "output_modified"):
-        return _FILE_STEPS.get(facts.file_groups.get(str(detail.get("file")), ""), main)
+        group = facts.file_groups.get(str(detail.get("file")), "")
+        if group == "override":  # a lost review: the later steps' traces give the output back
+            return main if facts.kind == "run" else "processors"
+        return _FILE_STEPS.get(group, main)
     if code == "callback_output_missing":
         return "on_success"
     if code == "exports_stale":

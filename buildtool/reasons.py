@@ -250,7 +250,7 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
                          {"file": path})
         elif state == "missing" and facts.file_groups.get(path) == "override":
             yield Reason("output_missing", f"the override {path} is missing: the review is "
-                         "lost, so the stage is built again", {"file": path})
+                         "lost, and the stage's own output takes its place", {"file": path})
         elif state == "missing":
             yield Reason("output_missing", f"output file {path} is missing", {"file": path})
         elif state == "modified":
