@@ -398,7 +398,7 @@ def _load(args: argparse.Namespace, out: Output) -> Workflow:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from .execute import BuildConfig, check_config, check_strict, prepare, run_build
+    from .execute import BuildConfig, check_strict, prepare, run_build, scope_of
     from .lock import build_lock
 
     workflow = _load(args, out)
@@ -412,9 +412,9 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
         if args.resume == "always":
             check_strict(prep)
     else:
-        check_config(workflow, config)  # usage errors before the lock (which creates artifacts/)
+        scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
         with build_lock(workflow.artifacts_root):
-            prep = prepare(workflow, config)
+            prep = prepare(workflow, config, scope)
             reporter.planned(prep.decisions)
             out.report = _plan_report(prep, dry_run=False)  # the stages, should it end early
             if args.resume == "always":

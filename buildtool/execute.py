@@ -121,7 +121,17 @@ class Prepared:
     decisions: list[Decision]
 
 
-def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
+@dataclass(frozen=True)
+class Scope:
+    """The stages a build needs, in order, and the ones it forces: the graph's answer,
+    computed once per build (before the lock, so usage errors come first)."""
+
+    order: list[str]
+    forced: dict[str, str]
+
+
+def scope_of(workflow: Workflow, config: BuildConfig) -> Scope:
+    """Reject unknown targets and --force/--rerun-from outside the closure."""
     graph = build_graph(workflow)
     order = closure(graph, config.targets)
     forced: dict[str, str] = {}
@@ -132,20 +142,18 @@ def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
     for name in config.force:
         _check_in_closure(name, order, "--force", workflow.stages)
         forced[name] = f"--force {name}"
+    return Scope(order, forced)
+
+
+def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None) -> Prepared:
+    scope = scope or scope_of(workflow, config)
+    order = scope.order
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
     facts = probe(workflow, order)
-    options = Options(resume=config.resume, forced=forced,
+    options = Options(resume=config.resume, forced=scope.forced,
                       released=frozenset(config.force + config.rerun_from))
     return Prepared(workflow, order, upstreams, facts, options,
                     plan(order, facts, upstreams, options))
-
-
-def check_config(workflow: Workflow, config: BuildConfig) -> None:
-    """Reject unknown targets and --force/--rerun-from outside the closure, before any lock."""
-    order = closure(build_graph(workflow), config.targets)
-    for flag, names in (("--rerun-from", config.rerun_from), ("--force", config.force)):
-        for name in names:
-            _check_in_closure(name, order, flag, workflow.stages)
 
 
 def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
