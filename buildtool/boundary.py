@@ -40,27 +40,37 @@ def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: 
     (the planner checked their traces). A step that runs is still reused when its key comes
     out as recorded and its files are intact: early cutoff, step by step. Returns the
     selected output and the steps' traces."""
-    steps: dict[str, Output] = {}
     current = batches
-    stage = job.stage
-    code = job.run.record.code.get(callable_file(job.workflow, stage.on_success) or "")
-    runners = {"processors": _process, "on_success": _callback, "outputs": _export}
-    kept = position(stage.kind, start)
+    spec = job.run.record.spec
+    code = job.run.record.code.get(callable_file(job.workflow, job.stage.on_success) or "")
+    kept = position(job.stage.kind, start)
     for step in BOUNDARY:
-        if step not in runners or not uses(step, job.run.record.spec):
-            continue
         job.run.step = step
-        key = step_key(step, job.run.record.spec, code.digest if code else "", current.digest)
+        if step == "allow_empty":
+            _check_empty(job, current)
+            continue
+        if not uses(step, spec):
+            continue
+        key = step_key(step, spec, code.digest if code else "", current.digest)
         old = previous.get(RECORDED[step])
-        if position(stage.kind, step) < kept and old is not None:
+        if position(job.stage.kind, step) < kept and old is not None:
             out = old
         else:
-            out = _reuse(job, old, key) or runners[step](job, current, key)
-        steps[RECORDED[step]] = out
+            job.run.begun = True  # a failure from here is recorded, naming this step
+            out = _reuse(job, old, key) or _RUNNERS[step](job, current, key)
+        job.run.steps[RECORDED[step]] = out
         if step != "outputs":
             current = out
     job.run.step = None
-    return current, steps
+    return current, dict(job.run.steps)
+
+
+def _check_empty(job: Job, output: Output) -> None:
+    """An empty selected output fails the stage unless it allows it (`completed_empty`)."""
+    if output.rows == 0 and not job.stage.allow_empty:
+        job.run.begun = True
+        raise StageFailed("the stage's selected output has no rows", stage=job.stage.name,
+                          hint="check its code and inputs, or set `allow_empty: true`")
 
 
 def _reuse(job: Job, old: Output | None, key: str) -> Output | None:
@@ -223,3 +233,6 @@ def write_exports(project_dir: Path, data: list[tuple[str, bytes]], key: str) ->
         assert state is not None
         states.append(state)
     return Output("exports", None, digest_strings([s.digest for s in states]), tuple(states), key)
+
+
+_RUNNERS = {"processors": _process, "on_success": _callback, "outputs": _export}

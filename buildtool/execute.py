@@ -31,7 +31,7 @@ from .facts import StageFacts, Upstream, output_view
 from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
-from .model import Stage, Workflow
+from .model import Workflow
 from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import Output, StageRecord, remove_leftovers, write_record
@@ -345,7 +345,7 @@ class _Builder:
                     code_deps.enter_callback()
                 output, steps = run_boundary(job, output, run.previous_steps,
                                              decision.step if not main else MAIN[stage.kind])
-            status = _empty_status(stage, output)
+            status = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
             return self._failed(run, planned, exc.render(), started, exc.__cause__)
@@ -439,16 +439,6 @@ def _output_note(log: Path, tail: list[str]) -> str:
     lines = "\n".join(f"    | {line}" for line in tail)
     what = f"the last {len(tail)} lines of its output" if len(tail) >= TAIL_LINES else "its output"
     return f"\n  {what} ({_shown(log)}):\n{lines}"
-
-
-def _empty_status(stage: Stage, output: Output) -> str:
-    """`completed`, or `completed_empty` when allowed; an empty output fails otherwise."""
-    if output.rows != 0:
-        return "completed"
-    if stage.allow_empty:
-        return "completed_empty"
-    raise StageFailed("the stage's selected output has no rows", stage=stage.name,
-                      hint="check its code and inputs, or set `allow_empty: true`")
 
 
 def _overridden(facts: StageFacts) -> bool:

@@ -56,6 +56,7 @@ class StageRun:
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
         self.step: str | None = None  # the later step (steps.py) running now, if any
+        self.steps: dict[str, Output] = {}  # the later steps' traces, as they finish
         self.begun = False
         self._had_record = facts.record is not None
         self.batches_run = 0
@@ -163,7 +164,8 @@ class StageRun:
         keeps the steps before it."""
         extra = {"stopped_in": self.step} if self.step and status != "completed" else {}
         self.record = replace(
-            self.record, status=status, output=output, error=error, steps=steps or {},
+            self.record, status=status, output=output, error=error,
+            steps=self.steps if steps is None else steps,
             extra={**self.record.extra, **extra},
             batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,

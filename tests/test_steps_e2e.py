@@ -260,3 +260,39 @@ def test_release_without_an_override_is_a_usage_error(built: Project) -> None:
     assert both.code == 2
     neither = built.run("override", "drafts")
     assert neither.code == 2
+
+
+def test_allow_empty_after_an_empty_transform_does_not_call_it_again(project: Project) -> None:
+    project.write("code/cb.py", CALLBACKS)
+    flow = """
+        workflow: demo
+        stages:
+          one:
+            transform: code/stages.py:join
+            processors: [{{limit: 0}}]
+            {extra}
+        """
+    project.write("Workflowfile", flow.format(extra="description: strict"))
+    failed = project.run("--json")
+    assert failed.code == 1 and "no rows" in failed.stage("one")["error"]
+    project.clear_calls()
+    project.write("Workflowfile", flow.format(extra="allow_empty: true"))
+    plan = build(project, "-n")
+    assert plan["one"]["step"] == "allow_empty", plan["one"]
+    stages = build(project)
+    assert stages["one"]["result"] == "completed_empty" and project.calls() == []
+
+
+def test_a_later_step_failing_is_recorded_and_resumed_there(built: Project) -> None:
+    setup(built, callback="code/cb.py:boom", processors="[{limit: 6}]")
+    failed = built.run("--json")
+    assert failed.code == 1 and failed.stage("drafts")["batches_run"] == 0
+    record = built.record("drafts")
+    assert (record["status"], record["extra"]["stopped_in"]) == ("failed", "on_success")
+    assert "processed" in record["steps"]  # the step before it is kept
+    status = built.run("status", "--json").json()["stages"][0]
+    assert status["step"] == "on_success"
+    setup(built, callback="code/cb.py:keep_small", processors="[{limit: 6}]")
+    stages = build(built)
+    assert stages["drafts"]["step"] == "on_success" and stages["drafts"]["batches_run"] == 0
+    assert generate_calls(built) == []
