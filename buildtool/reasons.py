@@ -229,7 +229,8 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         kept = sum(1 for b in record.batches if b.file not in facts.damaged)
     if record.status in ("running", "interrupted"):
         step = stopped_in(record)
-        message = f"the last run was interrupted in {step}" if step else \
+        how = "interrupted" if record.status == "interrupted" else "killed"
+        message = f"the last run was {how} in {step}" if step else \
             _incomplete(facts.kind, record.status, kept, total)
         yield Reason("incomplete", message, {"batches_done": kept})
         return
@@ -261,7 +262,7 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
 def stopped_in(record: StageRecord) -> str | None:
     """The step after the main one in which a failed or interrupted attempt ended, if any:
     the steps before it are kept."""
-    if record.status not in ("failed", "interrupted"):
+    if record.status not in RESUMABLE_STATUSES:
         return None
     step = record.extra.get("stopped_in")
     return step if isinstance(step, str) and step in BOUNDARY else None

@@ -94,6 +94,17 @@ class StageRun:
         self.record = replace(self.record, batches_total=previous.batches_total,
                               num_records=previous.num_records, batches=self.sorted_batches())
 
+    def begin_later_step(self, step: str) -> None:
+        """Only later steps run (the main step is kept): before the first of them touches its
+        files, a `running` record naming it replaces the old one, so a kill never leaves a
+        completed record listing files that were being rewritten; the next build resumes
+        from that step."""
+        self.begun = True
+        self.record = replace(self.record, status="running", steps=dict(self.steps),
+                              journal=None, extra={**self.record.extra, "stopped_in": step},
+                              discovered=self.code_deps.discovered() if self.code_deps else {})
+        write_record(self.dir, self.record)
+
     @property
     def batch_indices(self) -> set[int]:
         return set(self.batches)
@@ -162,11 +173,12 @@ class StageRun:
         """Write the final record of this attempt (completed, failed or interrupted). A
         failed or interrupted attempt names the later step it stopped in: the next build
         keeps the steps before it."""
-        extra = {"stopped_in": self.step} if self.step and status != "completed" else {}
+        extra = {k: v for k, v in self.record.extra.items() if k != "stopped_in"}
+        if self.step and status in ("failed", "interrupted"):
+            extra["stopped_in"] = self.step
         self.record = replace(
             self.record, status=status, output=output, error=error,
-            steps=self.steps if steps is None else steps,
-            extra={**self.record.extra, **extra},
+            steps=self.steps if steps is None else steps, extra=extra,
             batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
             discovered=self.code_deps.close() if self.code_deps else {},
