@@ -13,11 +13,12 @@ from typing import Any
 
 from .boundary import export_data, write_exports
 from .errors import StateError, UsageError
-from .fingerprint import FileState, digest_bytes, exports_key
+from .fingerprint import FileState, digest_bytes, digest_strings, spec_fingerprint
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .model import Workflow
 from .outputs import tabular_files
 from .records import Output, StageRecord, read_record, write_record
+from .steps import exports_key
 
 OVERRIDE = "override"
 
@@ -86,12 +87,45 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     if exports:
         steps["exports"] = write_exports(workflow.project_dir, copies,
                                          exports_key(exports, output.digest))
-    extra = {**record.extra, "override": {"source": str(source), "at": time.time()}}
+    replaced = (record.extra.get("override") or {}).get("replaced") or \
+        (record.output.to_json() if record.output else None)
+    extra = {**record.extra, "override": {"source": str(source), "at": time.time(),
+                                          "replaced": replaced}}
     status = "completed" if table.num_rows else "completed_empty"
     record = replace(record, status=status, output=output, steps=steps, extra=extra)
     write_record(workflow.stage_dir(stage), record)
     remove_unlisted_overrides(workflow, record)
     return record
+
+
+def release_override(workflow: Workflow, stage: str) -> StageRecord:
+    """Let a review go: the stage's selected output is again the one the override replaced,
+    so the next build rebuilds the stage if its spec, code or inputs changed meanwhile, and
+    reruns its dependants (they consumed the override)."""
+    record = completed_record(workflow, stage)
+    if record.output is None or record.output.kind != "override":
+        raise UsageError("has no override to release", stage=stage,
+                         hint="`dd-build status` shows which stages have one")
+    output = _replaced_output(record)
+    extra = {k: v for k, v in record.extra.items() if k != "override"}
+    status = "completed_empty" if output.rows == 0 else "completed"
+    record = replace(record, status=status, output=output, extra=extra)
+    write_record(workflow.stage_dir(stage), record)
+    remove_unlisted_overrides(workflow, record)
+    return record
+
+
+def _replaced_output(record: StageRecord) -> Output:
+    """The output the override replaced: recorded with it, or (an override set by an older
+    dd-build) the last step's output before the export copies."""
+    saved = (record.extra.get("override") or {}).get("replaced")
+    if isinstance(saved, dict):
+        return Output.from_json(saved)
+    for step in ("callback", "processed"):
+        if step in record.steps:
+            return record.steps[step]
+    rows = sum(b.rows for b in record.batches)
+    return Output("batches", rows, digest_strings([b.digest for b in record.batches]))
 
 
 def _exports_of(record: StageRecord) -> list[str]:
@@ -101,12 +135,12 @@ def _exports_of(record: StageRecord) -> list[str]:
     return [str(p) for p in record.spec.get("outputs") or []]
 
 
-def refresh_exports(workflow: Workflow, record: StageRecord, spec: dict[str, Any],
-                    fingerprint: str) -> StageRecord:
-    """Write a stage's export copies from the override in force, and record them with `spec`
-    (which differs from the record's at most in its `outputs`). The override stays. Nothing is
-    recorded when a copy cannot be written: CannotExport, UnreadableData (a StateError) or
-    OSError, for the caller to report."""
+def refresh_exports(workflow: Workflow, record: StageRecord, spec: dict[str, Any]
+                    ) -> StageRecord:
+    """Write a stage's export copies from the override in force, and record them with the
+    `outputs` of `spec` (the spec now); the rest of the recorded spec stays as built, so a held
+    change is still reported. The override stays. Nothing is recorded when a copy cannot be
+    written: CannotExport, UnreadableData (a StateError) or OSError, for the caller to report."""
     from .datasets import read_parquet_files
 
     assert record.output is not None and record.output.kind == "override"
@@ -117,7 +151,8 @@ def refresh_exports(workflow: Workflow, record: StageRecord, spec: dict[str, Any
     if exports:
         steps["exports"] = write_exports(workflow.project_dir, copies,
                                          exports_key(exports, record.output.digest))
-    record = replace(record, spec=spec, spec_fingerprint=fingerprint, steps=steps)
+    built = {**record.spec, "outputs": spec.get("outputs") or []}
+    record = replace(record, spec=built, spec_fingerprint=spec_fingerprint(built), steps=steps)
     write_record(workflow.stage_dir(record.stage), record)
     return record
 

@@ -8,19 +8,19 @@ callback output reruns only the callback.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .capture import captured, stage_log
 from .errors import StageFailed
-from .fingerprint import FileState, callable_file, check_file, digest_strings, exports_key
+from .fingerprint import FileState, callable_file, check_file, digest_strings
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
+from .steps import BOUNDARY, RECORDED, position, step_key, uses
 
 if TYPE_CHECKING:
     from .kinds import Job
@@ -34,32 +34,46 @@ class CallbackContext:
     params: dict[str, Any]
 
 
-def run_boundary(job: Job, batches: Output, previous: dict[str, Output]
+def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: str
                  ) -> tuple[Output, dict[str, Output]]:
-    """The selected output and the steps' records."""
-    steps: dict[str, Output] = {}
+    """Run the stage's later steps from `start` on; the ones before it are kept as recorded
+    (the planner checked their traces). A step that runs is still reused when its key comes
+    out as recorded and its files are intact: early cutoff, step by step. Returns the
+    selected output and the steps' traces."""
     current = batches
-    stage = job.stage
-    if stage.processors:
-        key = _key("processors", json.dumps(list(stage.processors), sort_keys=True),
-                   current.digest)
-        current = steps["processed"] = _reuse(job, previous.get("processed"), key) or \
-            _process(job, current, key)
-    if stage.on_success:
-        code = job.run.record.code.get(callable_file(job.workflow, stage.on_success) or "")
-        key = _key("callback", stage.on_success, stage.on_success_version or "",
-                   code.digest if code else "", current.digest)
-        current = steps["callback"] = _reuse(job, previous.get("callback"), key) or \
-            _callback(job, current, key)
-    if stage.outputs:
-        key = exports_key(stage.outputs, current.digest)
-        steps["exports"] = _reuse(job, previous.get("exports"), key) or \
-            _export(job, current, key)
-    return current, steps
+    spec = job.run.record.spec
+    code = job.run.record.code.get(callable_file(job.workflow, job.stage.on_success) or "")
+    kept = position(job.stage.kind, start)
+    for step in BOUNDARY:
+        job.run.step = step
+        if step == "allow_empty":
+            _check_empty(job, current)
+            continue
+        if not uses(step, spec):
+            continue
+        key = step_key(step, spec, code.digest if code else "", current.digest)
+        old = previous.get(RECORDED[step])
+        if position(job.stage.kind, step) < kept and old is not None:
+            out = old
+        else:
+            out = _reuse(job, old, key)
+            if out is None:
+                if not job.run.begun:
+                    job.run.begin_later_step(step)
+                out = _runner(step)(job, current, key)
+        job.run.steps[RECORDED[step]] = out
+        if step != "outputs":
+            current = out
+    job.run.step = None
+    return current, dict(job.run.steps)
 
 
-def _key(*parts: str) -> str:
-    return digest_strings(list(parts))
+def _check_empty(job: Job, output: Output) -> None:
+    """An empty selected output fails the stage unless it allows it (`completed_empty`)."""
+    if output.rows == 0 and not job.stage.allow_empty:
+        job.run.begun = True
+        raise StageFailed("the stage's selected output has no rows", stage=job.stage.name,
+                          hint="check its code and inputs, or set `allow_empty: true`")
 
 
 def _reuse(job: Job, old: Output | None, key: str) -> Output | None:
@@ -128,8 +142,8 @@ def _callback(job: Job, current: Output, key: str) -> Output:
         except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
             raise StageFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
                               stage=stage.name, key="on_success") from exc
-    if result is None:
-        return current
+    if result is None:  # the output stays what it was; the trace is the callback's own
+        return replace(current, key=key)
     if not isinstance(result, (str, os.PathLike)):
         from .datasets import kind_of
 
@@ -222,3 +236,9 @@ def write_exports(project_dir: Path, data: list[tuple[str, bytes]], key: str) ->
         assert state is not None
         states.append(state)
     return Output("exports", None, digest_strings([s.digest for s in states]), tuple(states), key)
+
+
+
+def _runner(step: str) -> Callable[[Job, Output, str], Output]:
+    """Looked up when a step runs (not bound at import), so a test's probe can wrap them."""
+    return {"processors": _process, "on_success": _callback, "outputs": _export}[step]

@@ -99,9 +99,12 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     export = make("export", "Write a stage's selected output to a .parquet, .jsonl or .csv file.")
     export.add_argument("stage")
     export.add_argument("path")
-    override = make("override", "Make a reviewed parquet file a stage's selected output.")
+    override = make("override", "Make a reviewed parquet file a stage's selected output, or "
+                    "let a review go with --release.")
     override.add_argument("stage")
-    override.add_argument("path")
+    override.add_argument("path", nargs="?")
+    override.add_argument("--release", action="store_true",
+                          help="drop STAGE's override: the next build rebuilds it if it changed")
     clean = make("clean", "Remove stage artifacts (all, or the named stages').")
     clean.add_argument("stages", nargs="*", metavar="STAGE")
     clean.add_argument("--orphans", action="store_true",
@@ -354,7 +357,9 @@ class TextReporter:
     def started(self, decision: Decision) -> None:
         why = "; ".join(r.message for r in decision.reasons[:2])
         more = f" (+{len(decision.reasons) - 2} more)" if len(decision.reasons) > 2 else ""
-        self.out.progress(f"▶ {decision.stage}: {decision.action}: {why}{more}")
+        from .explain import decision_head
+
+        self.out.progress(f"▶ {decision.stage}: {decision_head(decision)}: {why}{more}")
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
         if total is None or self.out.quiet or not (self.out.verbose or self.out.tty):
@@ -393,7 +398,7 @@ def _load(args: argparse.Namespace, out: Console) -> Workflow:
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
-    from .execute import BuildConfig, check_config, check_strict, prepare, run_build
+    from .execute import BuildConfig, check_strict, prepare, run_build, scope_of
     from .lock import build_lock
 
     workflow = _load(args, out)
@@ -407,9 +412,9 @@ def cmd_build(args: argparse.Namespace, out: Console) -> int:
         if args.resume == "always":
             check_strict(prep)
     else:
-        check_config(workflow, config)  # usage errors before the lock (which creates artifacts/)
+        scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
         with build_lock(workflow.artifacts_root):
-            prep = prepare(workflow, config)
+            prep = prepare(workflow, config, scope)
             reporter.planned(prep.decisions)
             out.report = _plan_report(prep, dry_run=False)  # the stages, should it end early
             if args.resume == "always":
@@ -460,7 +465,8 @@ def _status_json(prep: Any, decision: Decision) -> dict[str, Any]:
     record = prep.facts[decision.stage].record
     return {
         "stage": decision.stage, "up_to_date": decision.action == "up_to_date",
-        "action": decision.action, "reasons": [r.to_json() for r in decision.reasons],
+        "action": decision.action, "step": decision.step,
+        "reasons": [r.to_json() for r in decision.reasons],
         "status": record.status if record else None,
         "rows": record.output.rows if record and record.output else None,
         "finished_at": record.finished_at if record else None,
@@ -533,17 +539,31 @@ def cmd_export(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_override(args: argparse.Namespace, out: Console) -> int:
-    from .artifacts import override_output
+    from .artifacts import override_output, release_override
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
+    if args.release == (args.path is not None):
+        raise UsageError("override: name the reviewed parquet file, or --release, not both"
+                         if args.release else "override: name the reviewed parquet file",
+                         hint="dd-build override STAGE PATH, or dd-build override --release STAGE")
     workflow = _load(args, out)
     check_stage_names(build_graph(workflow), [args.stage], "override")
     with build_lock(workflow.artifacts_root):
-        record = override_output(workflow, args.stage, Path(args.path))
+        if args.release:
+            release_override(workflow, args.stage)
+        else:
+            record = override_output(workflow, args.stage, Path(args.path))
+    if args.release:
+        out.text(f"'{args.stage}': the override is released; the next build rebuilds it if "
+                 "it changed, and reruns the stages after it")
+        if args.json:
+            out.document({"ok": True, "stage": args.stage, "released": True})
+        return 0
     rows = record.output.rows if record.output else 0
     out.text(f"'{args.stage}' now outputs {args.path} ({rows} rows); the stages after it "
-             "rerun on the next build")
+             "rerun on the next build, and the override is held until `dd-build override "
+             f"--release {args.stage}`")
     if args.json:
         out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": rows})
     return 0

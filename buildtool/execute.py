@@ -6,7 +6,6 @@ caller passes a Reporter.
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 import traceback
@@ -26,25 +25,18 @@ from .errors import (
     StateError,
     UsageError,
     describe,
+    suggest,
 )
+from .facts import StageFacts, Upstream, output_view
 from .fingerprint import batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
-from .model import Stage, Workflow
-from .plan import (
-    Decision,
-    Options,
-    StageFacts,
-    Upstream,
-    decide,
-    exports_only,
-    output_view,
-    plan,
-    strict_refusals,
-)
+from .model import Workflow
+from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import Output, StageRecord, remove_leftovers, write_record
 from .stagerun import StageRun
+from .steps import MAIN
 
 
 @dataclass(frozen=True)
@@ -70,7 +62,7 @@ class StageResult:
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "stage": self.stage, "action": self.planned.action,
+            "stage": self.stage, "action": self.planned.action, "step": self.planned.step,
             "reasons": [r.to_json() for r in self.planned.reasons],
             "rows": self.rows, "batches_total": self.batches_total,
             "batches_run": self.batches_run,
@@ -129,7 +121,17 @@ class Prepared:
     decisions: list[Decision]
 
 
-def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
+@dataclass(frozen=True)
+class Scope:
+    """The stages a build needs, in order, and the ones it forces: the graph's answer,
+    computed once per build (before the lock, so usage errors come first)."""
+
+    order: list[str]
+    forced: dict[str, str]
+
+
+def scope_of(workflow: Workflow, config: BuildConfig) -> Scope:
+    """Reject unknown targets and --force/--rerun-from outside the closure."""
     graph = build_graph(workflow)
     order = closure(graph, config.targets)
     forced: dict[str, str] = {}
@@ -140,30 +142,27 @@ def prepare(workflow: Workflow, config: BuildConfig) -> Prepared:
     for name in config.force:
         _check_in_closure(name, order, "--force", workflow.stages)
         forced[name] = f"--force {name}"
+    return Scope(order, forced)
+
+
+def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None) -> Prepared:
+    scope = scope or scope_of(workflow, config)
+    order = scope.order
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
     facts = probe(workflow, order)
-    options = Options(resume=config.resume, forced=forced)
+    options = Options(resume=config.resume, forced=scope.forced,
+                      released=frozenset(config.force + config.rerun_from))
     return Prepared(workflow, order, upstreams, facts, options,
                     plan(order, facts, upstreams, options))
-
-
-def check_config(workflow: Workflow, config: BuildConfig) -> None:
-    """Reject unknown targets and --force/--rerun-from outside the closure, before any lock."""
-    order = closure(build_graph(workflow), config.targets)
-    for flag, names in (("--rerun-from", config.rerun_from), ("--force", config.force)):
-        for name in names:
-            _check_in_closure(name, order, flag, workflow.stages)
 
 
 def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
                       ) -> None:
     if name in order:
         return
-    close = difflib.get_close_matches(name, order, n=1) or \
-        difflib.get_close_matches(name, list(stages), n=1)
     hint = f"`{name}` is not needed by these targets: add it as a target" if name in stages \
-        else f"did you mean `{close[0]}`?" if close \
-        else "name a stage listed by `dd-build -n` for these targets"
+        else suggest(name, order) or suggest(name, list(stages)) \
+        or "name a stage listed by `dd-build -n` for these targets"
     raise UsageError(f"{flag} {name}: no such stage among the stages this build needs", hint=hint)
 
 
@@ -196,6 +195,10 @@ class _Builder:
         self.results: dict[str, StageResult] = {}
         self.stopped = False
         self.internal: InternalFailure | None = None
+        # Stages whose output the plan could not know (they run): their dependants are
+        # decided again once they are built.
+        self.waited = {d.stage for d in prep.decisions
+                       if upstream_view(prep.facts[d.stage], d).pending}
 
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
@@ -236,29 +239,38 @@ class _Builder:
         if self.stopped or any(self.results[u].result in ("failed", "not_run") for u in ups):
             return StageResult(name, planned, "not_run", batches_total=planned.batches_total)
         facts = self.prep.facts[name]
-        decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
+        decision = planned  # the plan's decision, unless an upstream it waited for ran
+        if any(u in self.waited for u in ups):
+            decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
         if decision.action == "up_to_date":
             return self._reuse(planned, facts)
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
-        if exports_only(facts, decision.reasons):
-            return self._refresh_exports(planned, facts)
+        if decision.action == "held" or (_overridden(facts) and decision.step == "outputs"):
+            return self._held(planned, decision, facts)  # the review stays
         return self._execute(planned, decision, facts)
 
-    def _refresh_exports(self, planned: Decision, facts: StageFacts) -> StageResult:
-        """An overridden stage whose export copies are all that changed: write them from the
-        override, which stays. A copy that cannot be written fails the stage and records
-        nothing, so the review stays in force for the next build."""
+    def _held(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
+        """An overridden stage keeps its review; its export copies are written from the
+        override when they are stale. A copy that cannot be written fails the stage and
+        records nothing, so the review stays in force for the next build."""
         from .datasets import CannotExport
 
         record = facts.record
         assert record is not None
         started = time.monotonic()
-        self.reporter.started(planned)
+        self.reporter.started(decision)
         if facts.stats_moved:
             record = _touch_up(record, facts)
+        result = "held" if decision.action == "held" else "completed"
+        if decision.step != "outputs":
+            if facts.stats_moved:
+                write_record(self.wf.stage_dir(record.stage), record)
+            self._done(record)
+            return StageResult(record.stage, planned, result, record.output and record.output.rows,
+                               record.batches_total, 0, None, time.monotonic() - started)
         try:
-            record = refresh_exports(self.wf, record, facts.spec, facts.fingerprint)
+            record = refresh_exports(self.wf, record, facts.spec)
         except (CannotExport, StateError, OSError) as exc:
             message = exc.message if isinstance(exc, BuildError) else f"cannot write it: {exc}"
             failure = StageFailed(message, stage=record.stage, key="outputs",
@@ -268,7 +280,7 @@ class _Builder:
                                failure.render(), time.monotonic() - started)
         self._done(record)
         rows = record.output.rows if record.output else None
-        return StageResult(record.stage, planned, "completed", rows, record.batches_total, 0,
+        return StageResult(record.stage, planned, result, rows, record.batches_total, 0,
                            None, time.monotonic() - started)
 
     def _reuse(self, planned: Decision, facts: StageFacts) -> StageResult:
@@ -311,6 +323,7 @@ class _Builder:
         keep = decision.keep if decision.action == "resume" else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
         run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
+        main = decision.step in (None, MAIN[stage.kind])
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
                   lambda done, total: self.reporter.progress(stage.name, done, total),
@@ -319,12 +332,18 @@ class _Builder:
         steps: dict[str, Output] = {}
         try:
             clear_log(stage_log(run.dir))  # this attempt's code output goes to a new log
-            output = kind_for(stage.kind).execute(job)
+            if main:
+                output = kind_for(stage.kind).execute(job)
+            else:  # the main step's trace holds: its batches stay as recorded
+                assert facts.record is not None
+                run.keep_main_step(facts.record)
+                output = run.batches_output()
             if stage.kind != "run":
                 if code_deps is not None:
                     code_deps.enter_callback()
-                output, steps = run_boundary(job, output, run.previous_steps)
-            status = _empty_status(stage, output)
+                output, steps = run_boundary(job, output, run.previous_steps,
+                                             decision.step if not main else MAIN[stage.kind])
+            status = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
             return self._failed(run, planned, exc.render(), started, exc.__cause__)
@@ -420,14 +439,9 @@ def _output_note(log: Path, tail: list[str]) -> str:
     return f"\n  {what} ({_shown(log)}):\n{lines}"
 
 
-def _empty_status(stage: Stage, output: Output) -> str:
-    """`completed`, or `completed_empty` when allowed; an empty output fails otherwise."""
-    if output.rows != 0:
-        return "completed"
-    if stage.allow_empty:
-        return "completed_empty"
-    raise StageFailed("the stage's selected output has no rows", stage=stage.name,
-                      hint="check its code and inputs, or set `allow_empty: true`")
+def _overridden(facts: StageFacts) -> bool:
+    record = facts.record
+    return record is not None and record.output is not None and record.output.kind == "override"
 
 
 def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .plan import Decision
 from .plan import batches as plural
+from .steps import BOUNDARY
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -15,7 +16,19 @@ if TYPE_CHECKING:
     from .execute import Prepared, StageResult
 
 _ACTION_WORDS = {"up_to_date": "up to date", "run": "run", "resume": "resume",
-                 "skip_empty_upstream": "skip (empty upstream)"}
+                 "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)"}
+def decision_head(d: Decision) -> str:
+    """What runs: `resume (3 of 10 batches kept)`, `run from on_success (4 batches kept)`,
+    `overridden (held)`."""
+    word = _ACTION_WORDS.get(d.action, d.action)
+    later = d.step if d.step in BOUNDARY else None
+    if d.action == "held":
+        return word + ("; export copies written from the override" if later else "")
+    if later:
+        return f"run from {later} ({len(d.keep)} {plural(len(d.keep))} kept)"
+    if d.action == "resume" and d.batches_total is not None:
+        return f"{word} ({len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept)"
+    return word
 
 
 def decision_lines(decisions: Sequence[Decision]) -> list[str]:
@@ -23,11 +36,11 @@ def decision_lines(decisions: Sequence[Decision]) -> list[str]:
     width = max((len(d.stage) for d in decisions), default=0)
     lines = []
     for d in decisions:
-        head = f"{d.stage.ljust(width)}  {_ACTION_WORDS.get(d.action, d.action)}"
-        if d.action == "resume" and d.batches_total is not None:
-            head += f" ({len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept)"
-        lines.append(head)
+        lines.append(f"{d.stage.ljust(width)}  {decision_head(d)}")
         lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
+        if d.action == "held":
+            lines.append(f"{' ' * width}    - the review stays: `dd-build override --release "
+                         f"{d.stage}` (or `--force {d.stage}`) lets the stage rebuild")
     return lines
 
 
@@ -45,6 +58,9 @@ def result_line(result: StageResult) -> str:
         return f"✓ {name}: completed" + (f" ({rows}{batches})" if rows else "") + took
     if res == "completed_empty":
         return f"✓ {name}: completed with no rows (allow_empty)"
+    if res == "held":
+        return f"= {name}: overridden (held): its own changes wait for `dd-build override " \
+               f"--release {name}`"
     if res == "skipped_empty_upstream":
         return f"○ {name}: skipped: an upstream stage is empty"
     if res == "failed":
@@ -57,8 +73,8 @@ def status_lines(prep: Prepared) -> list[str]:
     lines = []
     for d in prep.decisions:
         record = prep.facts[d.stage].record
-        state = {"up_to_date": "up to date", "skip_empty_upstream": "skipped (empty upstream)"
-                 }.get(d.action, f"out of date ({d.action})")
+        state = {"up_to_date": "up to date", "skip_empty_upstream": "skipped (empty upstream)",
+                 "held": "overridden (held)"}.get(d.action, f"out of date ({decision_head(d)})")
         extra = []
         if record is not None and record.output is not None and record.output.rows is not None:
             extra.append(f"{record.output.rows} rows")

@@ -14,9 +14,6 @@ from .globreach import is_glob
 from .model import CallableRef, Stage, Workflow
 
 FORMAT_VERSION = 1
-# Spec keys that act after a stage's batches exist: changing one reruns the stage's
-# boundary steps (processors, callback, export copies) and keeps its batches.
-POST_KEYS = frozenset({"processors", "on_success", "on_success_version", "allow_empty", "outputs"})
 _CHUNK = 1 << 20
 
 
@@ -50,12 +47,6 @@ def digest_strings(parts: list[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def exports_key(outputs: list[str] | tuple[str, ...], digest: str) -> str:
-    """The key of a stage's export-copies step: their paths and the digest of the selected
-    output they copy. The planner checks it, so export copies always equal that output."""
-    return digest_strings(["exports", *outputs, digest])
-
-
 def digest_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -76,26 +67,26 @@ def check_file(path: Path, rel: str, known: FileState | None) -> FileState | Non
 
 
 def canonical_spec(stage: Stage) -> dict[str, Any]:
-    """Everything about a stage that changes what it produces (not description, retries)."""
-    spec: dict[str, Any] = {"kind": stage.kind, stage.kind: stage.target, "params": stage.params}
-    if stage.kind == "generate":
-        spec.update(
-            num_records=stage.num_records,
-            batch_size=stage.batch_size,
-            sampling=stage.sampling,
-            seed=stage.seed.key if stage.seed else None,
-        )
-    spec["inputs"] = [ref.key for ref in stage.inputs]
-    if stage.kind != "run":
-        spec.update(
-            processors=list(stage.processors),
-            on_success=stage.on_success,
-            on_success_version=stage.on_success_version,
-            allow_empty=stage.allow_empty,
-        )
-    spec["outputs"] = list(stage.outputs)
+    """Every key of the stage that changes what it produces: the keys the key table assigns to
+    a step (keys.py), so not `description` or `retries`; `code` counts by its files' content."""
+    from .steps import fingerprinted_keys
+
+    spec: dict[str, Any] = {"kind": stage.kind}
+    for key in fingerprinted_keys(stage.kind):
+        spec[key] = _spec_value(stage, key)
     # Round-trip through JSON so the spec compares equal to the one read back from a record.
     return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+def _spec_value(stage: Stage, key: str) -> Any:
+    if key == stage.kind:
+        return stage.target
+    if key == "seed":
+        return stage.seed.key if stage.seed else None
+    if key == "inputs":
+        return [ref.key for ref in stage.inputs]
+    value = getattr(stage, key)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:
@@ -104,9 +95,12 @@ def spec_fingerprint(spec: dict[str, Any]) -> str:
 
 
 def batch_fingerprint(spec: dict[str, Any]) -> str:
-    """The fingerprint of what the batches depend on: seeds `ctx.rng`, so a boundary-only
-    change (processors, callback) never changes the rows a resumed batch produces."""
-    return spec_fingerprint({k: v for k, v in spec.items() if k not in POST_KEYS})
+    """The fingerprint of what the main step depends on: seeds `ctx.rng`, so a change to a
+    later step (processors, callback) never changes the rows a resumed batch produces."""
+    from .steps import MAIN, step_of_key
+
+    main = MAIN[spec["kind"]]
+    return spec_fingerprint({k: v for k, v in spec.items() if step_of_key(spec["kind"], k) == main})
 
 
 def expand_glob(project_dir: Path, pattern: str) -> list[str]:

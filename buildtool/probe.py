@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import WorkflowError
 from .external import ExternalCode, is_external_key
+from .facts import StageFacts
 from .fingerprint import (
     FileState,
     callable_file,
@@ -19,7 +20,6 @@ from .fingerprint import (
     spec_fingerprint,
 )
 from .model import Stage, Workflow
-from .plan import StageFacts
 from .records import StageRecord, read_record
 
 
@@ -53,6 +53,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
         outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage) | _old_callback_file(
             workflow, record, code_paths),
+        callback_file=callable_file(workflow, stage.on_success),
         stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
 

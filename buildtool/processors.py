@@ -39,7 +39,7 @@ from .filterexpr import (
     parse,
     to_expression,
 )
-from .workflowfile import PROCESSORS
+from .keys import PROCESSORS
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .keys import NAME_PATTERN, PROCESSORS, STAGE_KEYS, TOP_KEYS, KeySpec
 from .model import ARTIFACT_FILES, KINDS, TOOL_WORDS
-from .workflowfile import NAME_PATTERN, PROCESSORS, STAGE_KEYS, TOP_KEYS, KeySpec
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 CALLABLE_PATTERN = rf"^(.+\.py|{_IDENT}(\.{_IDENT})*):{_IDENT}$"

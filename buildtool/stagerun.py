@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from .facts import StageFacts
 from .fingerprint import digest_bytes, digest_strings
 from .fsutil import atomic_write_bytes, make_dirs_durably
 from .model import Stage, Workflow
-from .plan import StageFacts
 from .records import (
     BatchEntry,
     Discovered,
@@ -55,6 +55,8 @@ class StageRun:
         # A resume may reuse the boundary steps (processed, callback, exports) it had.
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
+        self.step: str | None = None  # the later step (steps.py) running now, if any
+        self.steps: dict[str, Output] = {}  # the later steps' traces, as they finish
         self.begun = False
         self._had_record = facts.record is not None
         self.batches_run = 0
@@ -85,6 +87,23 @@ class StageRun:
         seed) and an earlier record stands: ending now leaves that record, and the batches it
         lists, in force. Reverting the change that failed then costs nothing."""
         return not self.begun and self._had_record
+
+    def keep_main_step(self, previous: StageRecord) -> None:
+        """Only later steps run: the main step stays as recorded (nothing is written yet, so a
+        failure to load the callback leaves the previous record in force)."""
+        self.record = replace(self.record, batches_total=previous.batches_total,
+                              num_records=previous.num_records, batches=self.sorted_batches())
+
+    def begin_later_step(self, step: str) -> None:
+        """Only later steps run (the main step is kept): before the first of them touches its
+        files, a `running` record naming it replaces the old one, so a kill never leaves a
+        completed record listing files that were being rewritten; the next build resumes
+        from that step."""
+        self.begun = True
+        self.record = replace(self.record, status="running", steps=dict(self.steps),
+                              journal=None, extra={**self.record.extra, "stopped_in": step},
+                              discovered=self.code_deps.discovered() if self.code_deps else {})
+        write_record(self.dir, self.record)
 
     @property
     def batch_indices(self) -> set[int]:
@@ -151,9 +170,15 @@ class StageRun:
 
     def finish(self, status: str, output: Output | None = None, error: str | None = None,
                steps: dict[str, Output] | None = None) -> StageRecord:
-        """Write the final record of this attempt (completed, failed or interrupted)."""
+        """Write the final record of this attempt (completed, failed or interrupted). A
+        failed or interrupted attempt names the later step it stopped in: the next build
+        keeps the steps before it."""
+        extra = {k: v for k, v in self.record.extra.items() if k != "stopped_in"}
+        if self.step and status in ("failed", "interrupted"):
+            extra["stopped_in"] = self.step
         self.record = replace(
-            self.record, status=status, output=output, error=error, steps=steps or {},
+            self.record, status=status, output=output, error=error,
+            steps=self.steps if steps is None else steps, extra=extra,
             batches=self.sorted_batches(),
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
             discovered=self.code_deps.close() if self.code_deps else {},

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError, suggest
+from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, STAGE_KEYS, TOP_KEYS
 from .model import (
     ARTIFACT_FILES,
-    DEFAULT_BATCH_SIZE,
     KINDS,
-    SAMPLINGS,
     TOOL_WORDS,
     Stage,
     Workflow,
@@ -39,123 +37,8 @@ from .workflowrefs import (
 )
 from .yamlsource import compose_root, describe, expect, mapping_pairs
 
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
 _NAME_RE = re.compile(NAME_PATTERN)
 
-_ALL = KINDS
-_GEN = ("generate",)
-_GEN_TRANSFORM = ("generate", "transform")
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One stage key: the kinds it applies to, its value type (a key of `_PARSERS`), its meaning."""
-
-    kinds: tuple[str, ...]
-    type: str
-    description: str
-    choices: tuple[str, ...] = ()
-    requires: str | None = None  # another key the stage must also have
-    required_for: tuple[str, ...] = ()  # kinds for which the key is required
-    default: Any = None
-
-
-# The one table of stage keys. Each key is also the name of the `model.Stage` field it
-# fills, except the kind keys, which fill `Stage.kind` and `Stage.target`.
-STAGE_KEYS: dict[str, KeySpec] = {
-    "generate": KeySpec(
-        ("generate",), "callable",
-        "Generate stage: `path/to/file.py:function` or `package.module:function`, "
-        "called once per batch.",
-    ),
-    "transform": KeySpec(
-        ("transform",), "callable",
-        "Transform stage: `path/to/file.py:function` or `package.module:function`, "
-        "called once over all inputs (fan-in).",
-    ),
-    "run": KeySpec(
-        ("run",), "command",
-        "Run stage: a shell command; {inputs}, {outputs}, {inputs[0]}, {params.key} expand.",
-    ),
-    "seed": KeySpec(
-        _GEN, "ref",
-        "A stage name or a data file/glob (.parquet .csv .jsonl) whose rows seed the batches. "
-        "`stage:NAME` / `file:PATH` force either reading.",
-    ),
-    "inputs": KeySpec(
-        _ALL, "refs",
-        "Extra dependencies: stage names or project-relative file paths/globs. "
-        "`stage:NAME` / `file:PATH` force either reading.",
-    ),
-    "outputs": KeySpec(
-        _ALL, "outputs",
-        "Project-relative files or folders: what a run stage writes (required), or export "
-        "copies of a generate/transform stage's output (format by extension).",
-        required_for=("run",),
-    ),
-    "params": KeySpec(
-        _ALL, "mapping",
-        "A mapping of plain JSON values (string keys; no dates, sets, binary or NaN), "
-        "handed to the code; part of the fingerprint.",
-        default={},
-    ),
-    "num_records": KeySpec(
-        _GEN, "positive_int", "Rows requested (default: the seed's row count).",
-    ),
-    "batch_size": KeySpec(
-        _GEN, "positive_int", "Rows per batch.", default=DEFAULT_BATCH_SIZE,
-    ),
-    "sampling": KeySpec(
-        _GEN, "choice", "How seed rows are taken.", choices=SAMPLINGS, default=SAMPLINGS[0],
-    ),
-    "processors": KeySpec(
-        _GEN_TRANSFORM, "processors",
-        "Built-in output transforms applied in order: drop, keep, rename, filter, dedupe, limit.",
-        default=(),
-    ),
-    "on_success": KeySpec(
-        _GEN_TRANSFORM, "callable",
-        "`callable(ctx) -> path`: may replace the stage's selected output with a parquet "
-        "file or folder it wrote.",
-    ),
-    "on_success_version": KeySpec(
-        _GEN_TRANSFORM, "string",
-        "Explicit identity of the on_success callback, added to the fingerprint.",
-        requires="on_success",
-    ),
-    "allow_empty": KeySpec(
-        _GEN_TRANSFORM, "bool",
-        "An empty selected output is `completed_empty` instead of an error.", default=False,
-    ),
-    "code": KeySpec(
-        _ALL, "paths", "Extra files/globs whose content is part of the code fingerprint.",
-        default=(),
-    ),
-    "retries": KeySpec(
-        _GEN, "non_negative_int",
-        "Attempts per batch on exception, with backoff (not part of the fingerprint).",
-        default=0,
-    ),
-    "description": KeySpec(_ALL, "string", "Free text, not part of the fingerprint.", default=""),
-}
-
-# Built-in processors: name → (value type, meaning). Value types: columns, rename, expression, count.
-PROCESSORS: dict[str, tuple[str, str]] = {
-    "drop": ("columns", "Drop these columns."),
-    "keep": ("columns", "Keep only these columns."),
-    "rename": ("rename", "Rename columns: {old: new}."),
-    "filter": ("expression", "Keep the rows for which the expression is true."),
-    "dedupe": ("columns", "Drop rows that repeat these columns."),
-    "limit": ("count", "Keep the first N rows."),
-}
-
-TOP_KEYS: dict[str, str] = {
-    "workflow": f"Required: the workflow's durable identity ({NAME_RULE}).",
-    "artifacts": "Folder for build records and data, relative to this file's folder.",
-    "defaults": "Stage keys applied to every stage that omits them, where valid for its kind.",
-    "stages": "Required: the stages, by name, in declaration order.",
-}
 
 
 # ---------------------------------------------------------------- entry point
@@ -446,7 +329,7 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
             f"`{key}` must be a list of processors, got {describe(ctx.construct(node, key))}",
             node, key=key, hint="e.g. [{drop: [col]}, {limit: 10}]",
         )
-    from .processors import validate_processors  # it imports this module's PROCESSORS
+    from .processors import validate_processors  # only for a stage with processors: start-up
 
     processors = tuple(_processor(ctx, key, item) for item in node.value)
     try:

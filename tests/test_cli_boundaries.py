@@ -762,8 +762,13 @@ def test_strict_resume_allows_an_override_and_a_processor_change(project: Projec
     assert project.table("final").num_rows == 7
     project.clear_calls()
 
-    # a processor change is a boundary change with every batch kept: a resume, allowed
+    # a processor change of an overridden stage is held (the review stays) ...
     _edit(project, "      - limit: 10\n", "      - limit: 5\n")
+    stages = _build(project, "--resume", "always")
+    assert (stages["drafts"]["action"], stages["final"]["result"]) == ("held", "up_to_date")
+    assert project.calls() == []
+    # ... until it is released: then a later-step change with every batch kept, allowed
+    assert project.run("override", "--release", "drafts").code == 0
     stages = _build(project, "--resume", "always")
     assert stages["drafts"]["action"] == "resume"
     assert find_reason(stages["drafts"], "spec_changed")["key"] == "processors"

@@ -44,7 +44,7 @@ def test_changed_import_names_file_and_importer() -> None:
     reason = d.reasons[0]
     assert reason.message == f"code file {DEEP} changed (imported by {TEXT})"
     assert reason.to_json() == {"code": "code_changed", "message": reason.message,
-                                "file": DEEP, "imported_by": TEXT}
+                                "file": DEEP, "imported_by": TEXT, "step": "batches"}
 
 
 def test_gone_import_is_a_reason() -> None:

@@ -126,7 +126,7 @@ def test_copies_left_stale_by_an_older_override_are_rewritten_and_the_review_kep
     assert reason_codes(drafts) == ["exports_stale"]
     assert "override" in drafts["reasons"][0]["message"]
     assert drafts["reasons"][0]["files"] == ["out/drafts.csv", "out/drafts.jsonl"]
-    assert plan.stage("final")["action"] == "run"  # decided again once drafts is done
+    assert plan.stage("final")["action"] == "up_to_date"  # only export copies: output stays
 
     stages = build(project)
     assert stages["drafts"]["result"] == "completed"

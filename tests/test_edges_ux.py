@@ -236,7 +236,7 @@ def test_status_into_a_closed_pipe_exits_0(project: Project) -> None:
 
 
 def test_spec_changes_are_spelt_as_json() -> None:
-    from buildtool.plan import _show, _type_note
+    from buildtool.reasons import _show, _type_note
 
     assert f"{_show(False)} → {_show(0)}{_type_note(False, 0)}" == "false → 0 (bool → int)"
     assert _show(None) == "null" and _show("x") == '"x"' and _show({"a": [1.0]}) == '{"a": [1.0]}'
@@ -277,7 +277,7 @@ def test_an_interrupted_run_stage_says_so(project: Project) -> None:
 
 
 def test_incomplete_words_by_kind() -> None:
-    from buildtool.plan import _incomplete
+    from buildtool.reasons import _incomplete
 
     assert _incomplete("run", "running", 0, None) == "the last run was killed"
     assert _incomplete("transform", "interrupted", 0, 1) == "the last run was interrupted"

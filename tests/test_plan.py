@@ -330,7 +330,8 @@ def test_collect_reasons_problem_hides_everything_else() -> None:
 def test_reason_to_json_flattens_detail() -> None:
     d = decide(facts(record(), spec_=spec(params={"tag": "y"})), {}, Options())
     assert d.reasons[0].to_json() == {"code": "spec_changed", "message": d.reasons[0].message,
-                                      "key": "params.tag", "old": "x", "new": "y"}
+                                      "key": "params.tag", "old": "x", "new": "y",
+                                      "step": "batches"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from . import importedges
 from .sourceload import SCOPE, load_file, recheck, restore_additions, use_project
 
 if TYPE_CHECKING:
-    from ..plan import StageFacts
+    from ..facts import StageFacts
 
 
 def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., Any]:

@@ -1,0 +1,61 @@
+"""What the probe saw for each stage, and how a stage's output looks to its dependants. Data only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fingerprint import FileState, digest_strings
+from .records import RecordRead, StageRecord
+
+# What a stage whose upstream is empty consumes in place of an output digest.
+EMPTY_DIGEST = digest_strings(["(empty)"])
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    """What the probe saw for one stage. Data only."""
+
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    fingerprint: str
+    code: dict[str, FileState]
+    file_inputs: dict[str, FileState]
+    read: RecordRead
+    discovered: dict[str, FileState] = field(default_factory=dict)  # recorded imports found now
+    damaged: dict[str, str] = field(default_factory=dict)  # recorded file -> missing | modified
+    outputs_now: dict[str, FileState] = field(default_factory=dict)  # same content, new stats
+    file_groups: dict[str, str] = field(default_factory=dict)  # recorded file -> output/step kind
+    callback_code: frozenset[str] = frozenset()  # code files only the on_success callback uses
+    callback_file: str | None = None  # the project file of the on_success callback now
+    stats_moved: bool = False  # content is the same but stats moved: the record may be touched up
+
+    @property
+    def record(self) -> StageRecord | None:
+        return self.read.record
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream stage as its dependants see it: output digest and rows, or not known yet."""
+
+    digest: str | None
+    rows: int | None = None
+    overridden: bool = False  # its output is a reviewed file set by `dd-build override`
+
+    @property
+    def pending(self) -> bool:
+        return self.digest is None
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
+
+
+def output_view(record: StageRecord) -> Upstream:
+    """How dependants see a stage whose record is final."""
+    if record.status == "skipped_empty_upstream" or record.output is None:
+        return Upstream(EMPTY_DIGEST, 0)
+    out = record.output
+    return Upstream(out.digest, out.rows, overridden=out.kind == "override")

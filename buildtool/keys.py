@@ -1,0 +1,142 @@
+"""The one table of stage keys: kinds, value types, meanings, and the step each belongs to.
+
+Validation (workflowfile.py), `dd-build schema` (schema.py), the fingerprint (fingerprint.py)
+and the step model (steps.py) all read it. Pure data: no I/O, no imports beyond the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+_ALL = KINDS
+_GEN = ("generate",)
+_GEN_TRANSFORM = ("generate", "transform")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One stage key: the kinds it applies to, its value type (a key of `_PARSERS`), its meaning."""
+
+    kinds: tuple[str, ...]
+    type: str
+    description: str
+    choices: tuple[str, ...] = ()
+    requires: str | None = None  # another key the stage must also have
+    required_for: tuple[str, ...] = ()  # kinds for which the key is required
+    default: Any = None
+    # The step of the stage the key belongs to (see steps.py): `main` is the stage's own
+    # work (its batches, its call or its command); a change to a key reruns its step and the
+    # steps after it. `None`: the key is not part of the fingerprint (it changes nothing built).
+    step: str | None = "main"
+    # A run stage's `outputs` are its command's own files, not export copies: `main` there.
+    run_step: str | None = None
+
+
+# The one table of stage keys. Each key is also the name of the `model.Stage` field it
+# fills, except the kind keys, which fill `Stage.kind` and `Stage.target`.
+STAGE_KEYS: dict[str, KeySpec] = {
+    "generate": KeySpec(
+        ("generate",), "callable",
+        "Generate stage: `path/to/file.py:function` or `package.module:function`, "
+        "called once per batch.",
+    ),
+    "transform": KeySpec(
+        ("transform",), "callable",
+        "Transform stage: `path/to/file.py:function` or `package.module:function`, "
+        "called once over all inputs (fan-in).",
+    ),
+    "run": KeySpec(
+        ("run",), "command",
+        "Run stage: a shell command; {inputs}, {outputs}, {inputs[0]}, {params.key} expand.",
+    ),
+    "seed": KeySpec(
+        _GEN, "ref",
+        "A stage name or a data file/glob (.parquet .csv .jsonl) whose rows seed the batches. "
+        "`stage:NAME` / `file:PATH` force either reading.",
+    ),
+    "inputs": KeySpec(
+        _ALL, "refs",
+        "Extra dependencies: stage names or project-relative file paths/globs. "
+        "`stage:NAME` / `file:PATH` force either reading.",
+    ),
+    "outputs": KeySpec(
+        _ALL, "outputs",
+        "Project-relative files or folders: what a run stage writes (required), or export "
+        "copies of a generate/transform stage's output (format by extension).",
+        required_for=("run",),
+        step="outputs", run_step="main",
+    ),
+    "params": KeySpec(
+        _ALL, "mapping",
+        "A mapping of plain JSON values (string keys; no dates, sets, binary or NaN), "
+        "handed to the code; part of the fingerprint.",
+        default={},
+    ),
+    "num_records": KeySpec(
+        _GEN, "positive_int", "Rows requested (default: the seed's row count).",
+    ),
+    "batch_size": KeySpec(
+        _GEN, "positive_int", "Rows per batch.", default=DEFAULT_BATCH_SIZE,
+    ),
+    "sampling": KeySpec(
+        _GEN, "choice", "How seed rows are taken.", choices=SAMPLINGS, default=SAMPLINGS[0],
+    ),
+    "processors": KeySpec(
+        _GEN_TRANSFORM, "processors",
+        "Built-in output transforms applied in order: drop, keep, rename, filter, dedupe, limit.",
+        default=(),
+        step="processors",
+    ),
+    "on_success": KeySpec(
+        _GEN_TRANSFORM, "callable",
+        "`callable(ctx) -> path`: may replace the stage's selected output with a parquet "
+        "file or folder it wrote.",
+        step="on_success",
+    ),
+    "on_success_version": KeySpec(
+        _GEN_TRANSFORM, "string",
+        "Explicit identity of the on_success callback, added to the fingerprint.",
+        requires="on_success",
+        step="on_success",
+    ),
+    "allow_empty": KeySpec(
+        _GEN_TRANSFORM, "bool",
+        "An empty selected output is `completed_empty` instead of an error.", default=False,
+        step="allow_empty",
+    ),
+    "code": KeySpec(
+        _ALL, "paths", "Extra files/globs whose content is part of the code fingerprint.",
+        default=(),
+        step="main",
+    ),
+    "retries": KeySpec(
+        _GEN, "non_negative_int",
+        "Attempts per batch on exception, with backoff (not part of the fingerprint).",
+        default=0,
+        step=None,
+    ),
+    "description": KeySpec(_ALL, "string", "Free text, not part of the fingerprint.", default="",
+                           step=None),
+}
+
+# Built-in processors: name → (value type, meaning). Value types: columns, rename, expression, count.
+PROCESSORS: dict[str, tuple[str, str]] = {
+    "drop": ("columns", "Drop these columns."),
+    "keep": ("columns", "Keep only these columns."),
+    "rename": ("rename", "Rename columns: {old: new}."),
+    "filter": ("expression", "Keep the rows for which the expression is true."),
+    "dedupe": ("columns", "Drop rows that repeat these columns."),
+    "limit": ("count", "Keep the first N rows."),
+}
+
+TOP_KEYS: dict[str, str] = {
+    "workflow": f"Required: the workflow's durable identity ({NAME_RULE}).",
+    "artifacts": "Folder for build records and data, relative to this file's folder.",
+    "defaults": "Stage keys applied to every stage that omits them, where valid for its kind.",
+    "stages": "Required: the stages, by name, in declaration order.",
+}

@@ -1,0 +1,316 @@
+"""Every reason a stage's record does not match what is on disk now, as data.
+
+Pure comparisons of the probe's facts with the record: spec keys (typed, old → new), code
+files and imported modules, file inputs, upstream outputs, the record's status and its
+files. plan.py assigns each reason to a step and decides; this module only finds them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .external import MISSING, is_external_key
+from .facts import StageFacts, Upstream
+from .fingerprint import FileState, digest_strings
+from .jsonvalues import same_value, type_change
+from .records import RESUMABLE_STATUSES, Discovered, StageRecord
+from .steps import BOUNDARY, RECORDED, step_key, uses
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    step: str = ""  # the first step it reruns (steps.py); set by the planner
+
+    def to_json(self) -> dict[str, Any]:
+        step = {"step": self.step} if self.step else {}
+        return {"code": self.code, "message": self.message, **self.detail, **step}
+
+
+def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
+    if facts.read.problem is not None:
+        code, message = facts.read.problem
+        yield Reason(code, message)
+        return
+    record = facts.record
+    if record is None:
+        yield Reason("no_record", "never built: no record")
+        return
+    yield from _spec_reasons(record, facts)
+    yield from _code_reasons(record.code, facts.code)
+    yield from _import_reasons(record, facts)
+    yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
+    yield from _upstream_reasons(record, upstreams)
+    yield from _status_reasons(facts, record)
+
+
+def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    found = False
+    for key, before, after in diff_values(record.spec, facts.spec):
+        found = True
+        old, new = (None if v is _MISSING else v for v in (before, after))
+        yield Reason("spec_changed",
+                     f"{key} changed: {_show(before)} → {_show(after)}{_type_note(before, after)}",
+                     {"key": key, "old": old, "new": new})
+    if not found and record.spec_fingerprint != facts.fingerprint:
+        # A backstop: the fingerprint hashes the same canonical spec the keys are compared on,
+        # so this needs a record written with another canonical form (or edited by hand).
+        yield Reason("spec_changed", "the spec fingerprint changed although no spec key differs",
+                     {"key": "spec_fingerprint", "old": record.spec_fingerprint,
+                      "new": facts.fingerprint})
+
+
+_MISSING: Any = object()
+
+
+def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs as a JSON value (so 1, 1.0 and true
+    all differ); params are compared key by key. A key on one side only has `_MISSING` on the
+    other."""
+    if isinstance(old, dict) and isinstance(new, dict) and (prefix in ("", "params") or
+                                                            prefix.startswith("params.")):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{prefix}.{key}" if prefix else str(key)
+            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+            if a is _MISSING or b is _MISSING or not same_value(a, b):
+                yield from diff_values(a, b, sub)
+        return
+    yield prefix, old, new
+
+
+def _show(value: Any) -> str:
+    """A value as the Workflowfile and `--json` spell it: `false`, `null`, `"x"`, `1.0`."""
+    if value is _MISSING:
+        return "(unset)"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _type_note(old: Any, new: Any) -> str:
+    """` (int → float)` when the JSON types differ, also deep inside a list or mapping."""
+    if old is _MISSING or new is _MISSING:
+        return ""
+    change = type_change(old, new)
+    if change is None:
+        return ""
+    where, before, after = change
+    return f" ({before} → {after})" if not where else f" (at {where.lstrip('.')}: {before} → {after})"
+
+
+def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileState],
+                  new: Mapping[str, FileState]) -> Iterator[Reason]:
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            yield Reason(code, f"{what} file {path} is no longer used", {detail_key: path})
+        elif path not in old:
+            yield Reason(code, f"{what} file {path} is new", {detail_key: path})
+        elif old[path].digest != new[path].digest:
+            yield Reason(code, f"{what} file {path} changed", {detail_key: path})
+
+
+def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
+                  ) -> Iterator[Reason]:
+    """Declared code files, then code outside the project (`dist:` and `module:` keys)."""
+    outside = {k for k in set(old) | set(new) if is_external_key(k)}
+    yield from _file_reasons("code_changed", "code", "file",
+                             {k: v for k, v in old.items() if k not in outside},
+                             {k: v for k, v in new.items() if k not in outside})
+    for key in sorted(outside):
+        before, after = old.get(key), new.get(key)
+        if before is None or after is None or before.digest != after.digest:
+            yield _outside_reason(key, before and before.digest, after and after.digest)
+
+
+def _outside_reason(key: str, old: str | None, new: str | None) -> Reason:
+    kind, _, name = key.partition(":")
+    if kind == "dist":
+        detail: dict[str, Any] = {"dist": name, "old": old, "new": new}
+        if new is None:
+            return Reason("code_changed", f"code: installed {name} {old} is no longer used", detail)
+        if old is None:
+            return Reason("code_changed", f"code: installed {name} {new} is new", detail)
+        return Reason("code_changed", f"code: installed {name} changed: {old} → {new}", detail)
+    detail = {"module": name}
+    if new == MISSING:
+        return Reason("code_changed", f"code: module {name} cannot be found (outside the "
+                      "project, on no sys.path entry)", detail)
+    where = "outside the project, not installed"
+    if new is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is no longer used", detail)
+    if old is None:
+        return Reason("code_changed", f"code: module {name} ({where}) is new", detail)
+    if old == MISSING:
+        return Reason("code_changed", f"code: module {name} ({where}) is found now", detail)
+    return Reason("code_changed", f"code: module {name} changed ({where})", detail)
+
+
+def _import_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    """The project modules its code imported last time, as they are now."""
+    if record.discovered is None:
+        if facts.kind != "run":
+            yield Reason("format_changed", "stage.json does not list the modules its code "
+                         "imports (written by an older dd-build)")
+        return
+    for path, dep in sorted(record.discovered.items()):
+        if path in facts.code and path not in facts.callback_code:
+            continue  # a declared code file now: its own reason says what changed
+        how = f"imported by {dep.by}" if dep.by else "loaded with the stage's code"
+        now = facts.discovered.get(path)
+        if is_external_key(path):
+            reason = _outside_import_reason(path, dep, now, how)
+            if reason is not None:
+                yield reason
+            continue
+        detail = {"file": path, "imported_by": dep.by}
+        if now is None:
+            yield Reason("code_changed", f"code file {path} is gone ({how})", detail)
+        elif now.digest != dep.state.digest:
+            yield Reason("code_changed", f"code file {path} changed ({how})", detail)
+
+
+def _outside_import_reason(key: str, dep: Discovered, now: FileState | None, how: str
+                           ) -> Reason | None:
+    """A module outside the project its code imported: `now.path` is the key it has now."""
+    kind, _, name = key.partition(":")
+    old = dep.state.digest
+    detail: dict[str, Any] = {"module": dep.module or name, "imported_by": dep.by}
+    if now is None or (now.path != key and now.digest == MISSING):
+        return Reason("code_changed", f"code: module {dep.module or name} cannot be found "
+                      f"({how}; outside the project, on no sys.path entry)", detail)
+    if now.path != key:
+        return Reason("code_changed", f"code: module {dep.module or name} is now "
+                      f"{_found_as(now)}, was {_found_as(dep.state)} ({how})",
+                      {**detail, "old": f"{key} {old}", "new": f"{now.path} {now.digest}"})
+    if now.digest == old:
+        return None
+    if kind == "dist":
+        return Reason("code_changed", f"code: installed {name} changed: {old} → {now.digest} "
+                      f"({how})", {**detail, "dist": name, "old": old, "new": now.digest})
+    where = "outside the project, not installed"
+    if now.digest == MISSING:
+        return Reason("code_changed", f"code: module {name} cannot be found ({how}; outside "
+                      "the project, on no sys.path entry)", detail)
+    if old == MISSING:
+        return Reason("code_changed", f"code: module {name} is found now ({how}; {where})",
+                      detail)
+    return Reason("code_changed", f"code: module {name} changed ({how}; {where})", detail)
+
+
+def _found_as(state: FileState) -> str:
+    kind, _, name = state.path.partition(":")
+    if kind == "dist":
+        return f"installed {name} {state.digest}"
+    return "not found" if state.digest == MISSING else "outside the project, not installed"
+
+
+def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
+    for name, up in upstreams.items():
+        if up.pending:
+            yield Reason("upstream_will_run", f"upstream stage '{name}' will run first",
+                         {"input": name})
+        elif name not in record.stage_inputs:
+            yield Reason("input_changed", f"stage '{name}' is a new input", {"input": name})
+        elif record.stage_inputs[name] != up.digest and up.overridden:
+            yield Reason("overridden", f"stage '{name}' has a reviewed override as its output",
+                         {"input": name})
+        elif record.stage_inputs[name] != up.digest:
+            yield Reason("input_changed",
+                         f"stage '{name}' has a different output than this stage was built from",
+                         {"input": name})
+
+
+def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
+    total = record.batches_total
+    if record.status in RESUMABLE_STATUSES:
+        kept = sum(1 for b in record.batches if b.file not in facts.damaged)
+    if record.status in ("running", "interrupted"):
+        step = stopped_in(record)
+        how = "interrupted" if record.status == "interrupted" else "killed"
+        message = f"the last run was {how} in {step}" if step else \
+            _incomplete(facts.kind, record.status, kept, total)
+        yield Reason("incomplete", message, {"batches_done": kept})
+        return
+    if record.status == "failed":
+        step = stopped_in(record)
+        after = "it is called again" if facts.kind == "transform" and step is None else \
+            f"{kept} {batches(kept)} kept"
+        where = f" in {step}" if step else ""
+        # the first line only: the whole error (hints, a log's tail) stays in the record and
+        # in the JSON detail, not in the one-line `▶` and `status` reasons
+        first = (record.error or "no error recorded").strip().splitlines()[0]
+        detail = {"error": record.error}
+        yield Reason("failed_before", f"failed last time{where} ({first}); {after}", detail)
+        return
+    for path, state in facts.damaged.items():
+        if state == "missing" and facts.file_groups.get(path) == "callback":
+            yield Reason("callback_output_missing", f"callback output {path} is missing",
+                         {"file": path})
+        elif state == "missing" and facts.file_groups.get(path) == "override":
+            yield Reason("output_missing", f"the override {path} is missing: the review is "
+                         "lost, and the stage's own output takes its place", {"file": path})
+        elif state == "missing":
+            yield Reason("output_missing", f"output file {path} is missing", {"file": path})
+        elif state == "modified":
+            yield Reason("output_modified", f"output file {path} was modified", {"file": path})
+    yield from _stale_traces(facts, record)
+
+
+def stopped_in(record: StageRecord) -> str | None:
+    """The step after the main one in which a failed or interrupted attempt ended, if any:
+    the steps before it are kept."""
+    if record.status not in RESUMABLE_STATUSES:
+        return None
+    step = record.extra.get("stopped_in")
+    return step if isinstance(step, str) and step in BOUNDARY else None
+
+
+def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
+    """Each later step whose recorded trace is not the one its spec, code and input give now.
+    A spec or code change of the step says so itself (the planner keeps that reason); this
+    one stands alone when nothing else explains it: export copies written before an override
+    replaced the output, a record written by an older dd-build, an edited record."""
+    if facts.kind == "run" or record.status not in ("completed", "completed_empty") or \
+            record.output is None:
+        return
+    code = facts.code.get(facts.callback_file or "")
+    digest = digest_strings([b.digest for b in record.batches])
+    for step in BOUNDARY:
+        if not uses(step, facts.spec):
+            continue
+        if step == "outputs":
+            digest = record.output.digest  # copies are written from the selected output
+        trace = record.steps.get(RECORDED[step])
+        key = step_key(step, facts.spec, code.digest if code else "", digest)
+        if trace is None or trace.key != key:
+            yield _stale(step, facts, record)
+            return  # the steps after it rerun anyway
+        digest = trace.digest
+
+
+def _stale(step: str, facts: StageFacts, record: StageRecord) -> Reason:
+    if step != "outputs":
+        return Reason("step_stale", f"{step}: its recorded output was not made from what it "
+                      "is given now", {"step_name": step})
+    outputs = [str(p) for p in facts.spec.get("outputs") or []]
+    what = "the override" if record.output and record.output.kind == "override" \
+        else "its selected output"
+    copies = "export copy {} was" if len(outputs) == 1 else "export copies {} were"
+    return Reason("exports_stale", f"{copies.format(', '.join(outputs))} not written from "
+                  f"{what}", {"files": outputs})
+
+
+def batches(count: int | None) -> str:
+    """`batch` or `batches`, for `count` (the total in "1 of 1 batch")."""
+    return "batch" if count == 1 else "batches"
+
+
+def _incomplete(kind: str, status: str, kept: int, total: int | None) -> str:
+    """A generate stage resumes batch by batch; a run or transform stage has no batches to
+    count: its last run was interrupted (SIGINT, SIGTERM), or killed (still `running`)."""
+    if kind != "generate" or total is None:
+        return "the last run was " + ("interrupted" if status == "interrupted" else "killed")
+    return f"{kept} of {total} {batches(total)} done"
