@@ -193,6 +193,11 @@ def _check_compatible(workflow: Workflow, record: StageRecord, table: object,
 
     assert isinstance(table, pa.Table)
     files = tabular_files(workflow, record)
+    if files is None:
+        raise StateError(f"cannot override stage '{record.stage}': its output is not a table "
+                         "(its first output is not a .parquet, .csv or .jsonl file or a folder "
+                         "of .parquet files)", stage=record.stage,
+                         hint="a review override replaces a tabular output only")
     if not files or files[0].suffix.lower() != ".parquet":
         return
     current = pq.read_schema(files[0])

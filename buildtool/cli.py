@@ -83,7 +83,9 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     build.add_argument("targets", nargs="*", metavar="TARGET")
     build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
     build.add_argument("--explain", action="store_true", help="print every stage's decision and why")
-    build.add_argument("--resume", choices=("if-possible", "never", "always"), default="if-possible")
+    build.add_argument("--resume", choices=("if-possible", "never", "always"), default="if-possible",
+                       help="if-possible (default): resume what can resume; never: run every "
+                            "stage fresh; always: refuse (exit 3) if a stage would start fresh")
     build.add_argument("--rerun-from", action="append", default=[], metavar="STAGE",
                        help="run STAGE and everything after it fresh")
     build.add_argument("-k", "--keep-going", action="store_true",

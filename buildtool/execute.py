@@ -28,7 +28,7 @@ from .errors import (
     suggest,
 )
 from .facts import StageFacts, Upstream, output_view
-from .fingerprint import batch_fingerprint
+from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .model import Workflow
@@ -445,7 +445,9 @@ def _overridden(facts: StageFacts) -> bool:
 
 
 def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
-    """The same record with stats as they are now (content digests already matched)."""
+    """The same record with stats as they are now, for the files whose content is as
+    recorded: a file whose content changed keeps its recorded state, so a held stage (whose
+    changes wait) never takes a change in as built."""
     now: Mapping[str, Any] = facts.outputs_now
     batches = tuple(b._replace(size=now[b.file].size, mtime_ns=now[b.file].mtime_ns)
                     if b.file in now else b for b in record.batches)
@@ -455,7 +457,14 @@ def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
     steps = {k: replace(v, files=tuple(now.get(f.path, f) for f in v.files))
              for k, v in record.steps.items()}
     discovered = record.discovered and {
-        rel: dep._replace(state=facts.discovered.get(rel, dep.state))
+        rel: dep._replace(state=_same(dep.state, facts.discovered.get(rel)))
         for rel, dep in record.discovered.items()}
-    return replace(record, code=dict(facts.code), file_inputs=dict(facts.file_inputs),
-                   batches=batches, output=output, steps=steps, discovered=discovered)
+    code = {k: _same(v, facts.code.get(k)) for k, v in record.code.items()}
+    inputs = {k: _same(v, facts.file_inputs.get(k)) for k, v in record.file_inputs.items()}
+    return replace(record, code=code, file_inputs=inputs, batches=batches, output=output,
+                   steps=steps, discovered=discovered)
+
+
+def _same(recorded: FileState, now: FileState | None) -> FileState:
+    """`now` when it has the recorded content (only its stats moved), else as recorded."""
+    return now if now is not None and now.digest == recorded.digest else recorded

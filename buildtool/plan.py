@@ -15,7 +15,7 @@ from typing import Literal
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
 from .reasons import Reason, batches, collect_reasons, diff_values, stopped_in
 from .records import RESUMABLE_STATUSES
-from .steps import KEEP_OUTPUT, MAIN, earliest, position, step_of_key
+from .steps import KEEP_OUTPUT, MAIN, earliest, first_later_step, position, step_of_key
 
 __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
            "batches", "collect_reasons", "decide", "diff_values", "output_view", "plan",
@@ -103,6 +103,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
             for n in empty))
     main = MAIN[facts.kind]
     if forced is not None:
+        if _overridden(facts):
+            forced += " (the review override is let go)"
         reasons.insert(0, Reason("forced", forced, step=main))
         return Decision(facts.name, "run", tuple(reasons), batches_total=_total(facts, upstreams),
                         step=main)
@@ -142,7 +144,7 @@ def _step_of(reason: Reason, facts: StageFacts) -> str:
     if code in ("output_missing", "output_modified"):
         group = facts.file_groups.get(str(detail.get("file")), "")
         if group == "override":  # a lost review: the later steps' traces give the output back
-            return main if facts.kind == "run" else "processors"
+            return main if facts.kind == "run" else first_later_step(facts.spec)
         return _FILE_STEPS.get(group, main)
     if code == "callback_output_missing":
         return "on_success"
@@ -158,11 +160,15 @@ def _step_of(reason: Reason, facts: StageFacts) -> str:
 def _holds_review(facts: StageFacts, reasons: Sequence[Reason], options: Options) -> bool:
     """An override stays the stage's selected output until the user lets it go (`override
     --release`, `--force STAGE`, `--rerun-from STAGE`), or its file is gone."""
-    record = facts.record
-    if record is None or record.output is None or record.output.kind != "override":
+    if not _overridden(facts):
         return False
     lost = any(facts.file_groups.get(p) == "override" for p in facts.damaged)
     return not lost and facts.name not in options.released
+
+
+def _overridden(facts: StageFacts) -> bool:
+    record = facts.record
+    return record is not None and record.output is not None and record.output.kind == "override"
 
 
 def _held(facts: StageFacts, reasons: list[Reason], forced: str | None) -> Decision:

@@ -92,8 +92,8 @@ def _show(value: Any) -> str:
 
 def _type_note(old: Any, new: Any) -> str:
     """` (int → float)` when the JSON types differ, also deep inside a list or mapping."""
-    if old is _MISSING or new is _MISSING:
-        return ""
+    if old is _MISSING or new is _MISSING or old is None or new is None:
+        return ""  # `null` shown as the value says it
     change = type_change(old, new)
     if change is None:
         return ""
@@ -236,7 +236,8 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         return
     if record.status == "failed":
         step = stopped_in(record)
-        after = "it is called again" if facts.kind == "transform" and step is None else \
+        after = "it runs again" if facts.kind == "run" else \
+            "it is called again" if facts.kind == "transform" and step is None else \
             f"{kept} {batches(kept)} kept"
         where = f" in {step}" if step else ""
         # the first line only: the whole error (hints, a log's tail) stays in the record and

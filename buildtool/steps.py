@@ -92,3 +92,8 @@ def uses(step: str, spec: dict[str, Any]) -> bool:
     """Whether a stage with canonical `spec` has boundary step `step` (it writes a trace)."""
     return bool(spec.get({"processors": "processors", "on_success": "on_success",
                           "outputs": "outputs"}.get(step, "")))
+
+
+def first_later_step(spec: dict[str, Any]) -> str:
+    """The first later step a stage with canonical `spec` has (`allow_empty` always is)."""
+    return next(s for s in BOUNDARY if uses(s, spec) or s == "allow_empty")

@@ -93,7 +93,9 @@ def _project(project: Project, workflow: str) -> Project:
     return project
 
 
-def test_a_transform_that_returned_no_rows_is_called_again(project: Project) -> None:
+def test_a_transform_that_returned_no_rows_resumes_at_the_empty_check(project: Project) -> None:
+    """The step model (issue 8): the failure was in the allow_empty check, so a rebuild with
+    nothing changed runs from there and keeps the call; `--force` calls it again."""
     p = _project(project, TRANSFORM)
     (p.root / "code/empty").write_text("x")
     r = p.run("--json")
@@ -102,22 +104,25 @@ def test_a_transform_that_returned_no_rows_is_called_again(project: Project) -> 
     (p.root / "code/empty").unlink()  # what made it empty is gone; nothing the tool sees moved
     p.clear_calls()
     r = p.run("--json")
+    assert r.code == 1 and r.stage("t")["step"] == "allow_empty"
+    assert "failed_before" in reason_codes(r.stage("t")) and p.calls() == []
+    r = p.run("--json", "--force", "t")
     assert r.code == 0, r.stderr
     t = r.stage("t")
-    assert t["action"] == "run" and "failed_before" in reason_codes(t)
     assert t["result"] == "completed" and t["rows"] == 4
-    assert p.calls() == ["t all"]  # called again, not the kept empty batch resumed
+    assert p.calls() == ["t all"]
 
 
-def test_a_failed_transform_is_called_again_after_a_boundary_failure(project: Project) -> None:
+def test_a_transform_whose_processors_failed_is_not_called_again(project: Project) -> None:
     p = _project(project, TRANSFORM.replace(
         "    inputs: [a]\n", "    inputs: [a]\n    processors: [{filter: \"id > 100\"}]\n"))
     r = p.run("--json")
     assert r.code == 1 and r.stage("t")["result"] == "failed"
     p.clear_calls()
+    p.write("Workflowfile", (p.root / "Workflowfile").read_text().replace("id > 100", "id >= 0"))
     r = p.run("--json")
-    assert r.stage("t")["action"] == "run"
-    assert p.calls() == ["t all"]
+    assert r.code == 0 and r.stage("t")["step"] == "processors"
+    assert p.calls() == []
 
 
 def test_a_completed_transform_keeps_its_batch_for_a_boundary_change(project: Project) -> None:

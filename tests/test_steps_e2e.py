@@ -296,3 +296,50 @@ def test_a_later_step_failing_is_recorded_and_resumed_there(built: Project) -> N
     stages = build(built)
     assert stages["drafts"]["step"] == "on_success" and stages["drafts"]["batches_run"] == 0
     assert generate_calls(built) == []
+
+
+@pytest.mark.parametrize("edit", ["code", "input"])
+def test_a_held_change_survives_held_builds_and_runs_after_release(reviewed: Project,
+                                                                   edit: str) -> None:
+    if edit == "input":  # give drafts a file input first, and let it be built
+        reviewed.write("data/in.txt", "one")
+        text = (reviewed.root / "Workflowfile").read_text()
+        reviewed.write("Workflowfile", text.replace("    num_records: 8\n",
+                                                    "    num_records: 8\n    inputs: [data/in.txt]\n"))
+        assert reviewed.run("override", "--release", "drafts").code == 0
+        build(reviewed)
+        approve(reviewed, APPROVED)
+        build(reviewed)
+        reviewed.write("data/in.txt", "two")
+    else:
+        stages_py = reviewed.root / "code/stages.py"
+        stages_py.write_text(stages_py.read_text() + "\n# edited\n")
+    for _ in range(2):  # held builds keep the change pending
+        stages = build(reviewed)
+        assert stages["drafts"]["result"] == "held"
+        assert {"code_changed", "input_changed"} & set(reason_codes(stages["drafts"]))
+    status = reviewed.run("status", "--json").json()["stages"][0]
+    assert status["action"] == "held"
+    assert reviewed.run("override", "--release", "drafts").code == 0
+    reviewed.clear_calls()
+    stages = build(reviewed)
+    assert stages["drafts"]["result"] == "completed" and len(generate_calls(reviewed)) == 4
+
+
+def test_override_of_a_run_stage_without_a_table_is_refused(project: Project) -> None:
+    project.write("Workflowfile", """
+        workflow: demo
+        stages:
+          report:
+            run: echo hi > report.md
+            outputs: [report.md]
+        """)
+    assert project.run().code == 0
+    pq.write_table(pa.table({"x": [1]}), project.root / "r.parquet")
+    result = project.run("override", "report", "r.parquet", "--json")
+    assert result.code == 2 and "not a table" in result.json()["error"]["message"]
+
+
+def test_force_says_it_lets_the_review_go(reviewed: Project) -> None:
+    plan = build(reviewed, "-n", "--force", "drafts")
+    assert "let go" in plan["drafts"]["reasons"][0]["message"]
