@@ -233,6 +233,8 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         message = f"the last run was {how} in {step}" if step else \
             _incomplete(facts.kind, record.status, kept, total)
         yield Reason("incomplete", message, {"batches_done": kept})
+        if step:  # the steps before it are kept: a damaged file of theirs reruns its step
+            yield from _damage_reasons(facts)
         return
     if record.status == "failed":
         step = stopped_in(record)
@@ -245,7 +247,15 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         first = (record.error or "no error recorded").strip().splitlines()[0]
         detail = {"error": record.error}
         yield Reason("failed_before", f"failed last time{where} ({first}); {after}", detail)
+        if step:  # the steps before it are kept: a damaged file of theirs reruns its step
+            yield from _damage_reasons(facts)
         return
+    yield from _damage_reasons(facts)
+    yield from _stale_traces(facts, record)
+
+
+def _damage_reasons(facts: StageFacts) -> Iterator[Reason]:
+    """A reason for each recorded file that is missing or whose content changed."""
     for path, state in facts.damaged.items():
         if state == "missing" and facts.file_groups.get(path) == "callback":
             yield Reason("callback_output_missing", f"callback output {path} is missing",
@@ -257,7 +267,6 @@ def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
             yield Reason("output_missing", f"output file {path} is missing", {"file": path})
         elif state == "modified":
             yield Reason("output_modified", f"output file {path} was modified", {"file": path})
-    yield from _stale_traces(facts, record)
 
 
 def stopped_in(record: StageRecord) -> str | None:
