@@ -8,7 +8,8 @@ and `--focus overrides` of benchmarks/fuzz_correctness.py), each as the smallest
 2. A stage that failed because its output had no rows recorded no step it stopped in, so
    setting `allow_empty: true` (a change to the `allow_empty` step) called a transform again,
    and re-ran a generate stage's callback, instead of only checking the kept output. (While
-   allow_empty stays off, a transform is still called again: tests/test_edges_data_calls.py.)
+   allow_empty stays off, a rebuild fails again in the check, calling nothing:
+   tests/test_edges_data_calls.py.)
 3. A stage whose last run failed in a later step keeps the steps before it, but a file of
    theirs deleted since was not looked at: the kept step was used with its file gone (a
    deleted batch after a failed callback made the rerun callback read one batch less).
