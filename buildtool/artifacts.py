@@ -87,8 +87,7 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     if exports:
         steps["exports"] = write_exports(workflow.project_dir, copies,
                                          exports_key(exports, output.digest))
-    replaced = (record.extra.get("override") or {}).get("replaced") or \
-        (record.output.to_json() if record.output else None)
+    replaced = _replaced_output(workflow, record).to_json()
     extra = {**record.extra, "override": {"source": str(source), "at": time.time(),
                                           "replaced": replaced}}
     status = "completed" if table.num_rows else "completed_empty"
@@ -106,7 +105,7 @@ def release_override(workflow: Workflow, stage: str) -> StageRecord:
     if record.output is None or record.output.kind != "override":
         raise UsageError("has no override to release", stage=stage,
                          hint="`dd-build status` shows which stages have one")
-    output = _replaced_output(record)
+    output = _replaced_output(workflow, record)
     extra = {k: v for k, v in record.extra.items() if k != "override"}
     status = "completed_empty" if output.rows == 0 else "completed"
     record = replace(record, status=status, output=output, extra=extra)
@@ -115,15 +114,30 @@ def release_override(workflow: Workflow, stage: str) -> StageRecord:
     return record
 
 
-def _replaced_output(record: StageRecord) -> Output:
-    """The output the override replaced: recorded with it, or (an override set by an older
-    dd-build) the last step's output before the export copies."""
+def _replaced_output(workflow: Workflow, record: StageRecord) -> Output:
+    """The stage's own output: the record's when no override is in force, else the one the
+    override replaced — recorded with it, or (an override set by an older dd-build) the last
+    later step's output, the batches', or a run stage's declared files as they are now."""
+    if record.output is not None and record.output.kind != "override":
+        return record.output
     saved = (record.extra.get("override") or {}).get("replaced")
     if isinstance(saved, dict):
         return Output.from_json(saved)
     for step in ("callback", "processed"):
         if step in record.steps:
             return record.steps[step]
+    if record.kind == "run":
+        from .errors import StageFailed
+        from .kinds.command import files_output
+
+        try:
+            return files_output(workflow, [str(p) for p in record.spec.get("outputs") or []],
+                                record.stage)
+        except StageFailed as exc:
+            raise StateError(f"cannot restore the stage's own output: {exc.message}",
+                             stage=record.stage,
+                             hint=f"rebuild it instead: dd-build --force {record.stage}"
+                             ) from exc
     rows = sum(b.rows for b in record.batches)
     return Output("batches", rows, digest_strings([b.digest for b in record.batches]))
 

@@ -56,11 +56,7 @@ def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: 
         if position(job.stage.kind, step) < kept and old is not None:
             out = old
         else:
-            out = _reuse(job, old, key)
-            if out is None:
-                if not job.run.begun:
-                    job.run.begin_later_step(step)
-                out = _runner(step)(job, current, key)
+            out = _reuse(job, old, key) or _runner(step)(job, current, key)
         job.run.steps[RECORDED[step]] = out
         if step != "outputs":
             current = out
@@ -71,7 +67,7 @@ def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: 
 def _check_empty(job: Job, output: Output) -> None:
     """An empty selected output fails the stage unless it allows it (`completed_empty`)."""
     if output.rows == 0 and not job.stage.allow_empty:
-        job.run.begun = True
+        job.run.touch()  # the failure is recorded: a record of another check must not stand
         raise StageFailed("the stage's selected output has no rows", stage=job.stage.name,
                           hint="check its code and inputs, or set `allow_empty: true`")
 
@@ -120,6 +116,7 @@ def _process(job: Job, current: Output, key: str) -> Output:
     from .processors import apply_processors
 
     table = apply_processors(_table(job, current), job.stage.processors, job.stage.name)
+    job.run.touch()
     return _write_table(job, "processed", table, "processed", key)
 
 
@@ -131,6 +128,7 @@ def _callback(job: Job, current: Output, key: str) -> Output:
     log = stage_log(job.run.dir)
     with captured(log):  # what the module prints on import
         fn = load_callable(job.workflow, ref, stage.name)
+    job.run.touch()  # after loading: a callback that cannot load leaves the last record
     out_dir = job.run.dir / "callback"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -208,6 +206,7 @@ def _export(job: Job, current: Output, key: str) -> Output:
     except CannotExport as exc:
         raise StageFailed(exc.message, stage=job.stage.name, key="outputs",
                           hint=exc.hint) from exc
+    job.run.touch()
     return write_exports(job.workflow.project_dir, data, key)
 
 

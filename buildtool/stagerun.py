@@ -94,6 +94,12 @@ class StageRun:
         self.record = replace(self.record, batches_total=previous.batches_total,
                               num_records=previous.num_records, batches=self.sorted_batches())
 
+    def touch(self) -> None:
+        """A later step is about to write its files: from here on a failure or kill must not
+        leave the previous record in force (it lists the files being rewritten)."""
+        if not self.begun:
+            self.begin_later_step(self.step or "")
+
     def begin_later_step(self, step: str) -> None:
         """Only later steps run (the main step is kept): before the first of them touches its
         files, a `running` record naming it replaces the old one, so a kill never leaves a

@@ -71,7 +71,13 @@ def execute(job: Job) -> Output:
     if code != 0:
         raise StageFailed(f"command exited with status {code}: {command}", stage=stage.name,
                           hint=f"see {os.path.relpath(job.run.dir / 'log.txt')}")
-    files = _output_states(wf, list(stage.outputs), stage.name)
+    return files_output(wf, list(stage.outputs), stage.name)
+
+
+def files_output(wf: Workflow, outputs: list[str], stage: str) -> Output:
+    """A run stage's output: its declared files as they are on disk (StageFailed if one is
+    missing)."""
+    files = _output_states(wf, outputs, stage)
     parts = [f"{f.path}\0{f.digest}" for f in files]
     return Output("files", None, digest_strings(parts), tuple(files))
 
