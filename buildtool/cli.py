@@ -308,7 +308,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
 
 
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
-    from .datasets import format_rows, preview_rows
+    from .preview import format_rows, preview_rows
 
     table = _selected_table(_load(args, out), args.stage)
     if args.json:
@@ -320,7 +320,7 @@ def cmd_show(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:
-    from .datasets import write_export
+    from .exportformats import write_export
     from .model import DATA_SUFFIXES
 
     workflow = _load(args, out)

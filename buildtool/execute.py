@@ -194,7 +194,7 @@ class _Builder:
         """An overridden stage keeps its review; its export copies are written from the
         override when they are stale. A copy that cannot be written fails the stage and
         records nothing, so the review stays in force for the next build."""
-        from .datasets import CannotExport
+        from .exportformats import CannotExport
 
         record = facts.record
         assert record is not None

@@ -27,7 +27,7 @@ BUGS = {
     "type-error": ("buildtool.stagerun", "StageRun.write_batch",
                    "def bug(*args, **kwargs):\n    raise TypeError('injected bug')"),
     # a converter that recurses for ever
-    "recursion": ("buildtool.datasets", "to_table",
+    "recursion": ("buildtool.tables", "to_table",
                   "def bug(*args, **kwargs):\n    return bug(*args, **kwargs)"),
     # the boundary steps, after every batch is written
     "attribute-error": ("buildtool.execute", "run_boundary",
