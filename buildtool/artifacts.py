@@ -52,7 +52,7 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     """Copy a reviewed parquet file in as the stage's selected output, after checking it."""
     import pyarrow.parquet as pq
 
-    from .datasets import CannotExport
+    from .exportformats import CannotExport
 
     record = completed_record(workflow, stage)
     try:

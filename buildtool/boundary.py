@@ -101,7 +101,7 @@ def _table(job: Job, out: Output) -> Any:
 
 
 def _write_table(job: Job, folder: str, table: Any, kind: str, key: str) -> Output:
-    from .datasets import parquet_bytes
+    from .tables import parquet_bytes
 
     target = job.run.dir / folder
     shutil.rmtree(target, ignore_errors=True)
@@ -143,7 +143,7 @@ def _callback(job: Job, current: Output, key: str) -> Output:
     if result is None:  # the output stays what it was; the trace is the callback's own
         return replace(current, key=key)
     if not isinstance(result, (str, os.PathLike)):
-        from .datasets import kind_of
+        from .tables import kind_of
 
         raise StageFailed(f"on_success {ref} returned {kind_of(result)}, not a path",
                           stage=stage.name, key="on_success", hint=_CALLBACK_RETURNS)
@@ -199,7 +199,7 @@ def _callback_output(job: Job, path: Path, ref: str, key: str) -> Output:
 
 
 def _export(job: Job, current: Output, key: str) -> Output:
-    from .datasets import CannotExport
+    from .exportformats import CannotExport
 
     try:
         data = export_data(_table(job, current), job.stage.outputs)
@@ -213,7 +213,7 @@ def _export(job: Job, current: Output, key: str) -> Output:
 def export_data(table: Any, outputs: Sequence[str]) -> list[tuple[str, bytes]]:
     """Each export copy's bytes (format by extension), all made before any is written.
     CannotExport names the copy and the column its format cannot hold."""
-    from .datasets import CannotExport, export_bytes
+    from .exportformats import CannotExport, export_bytes
 
     data = []
     for rel in outputs:

@@ -4,7 +4,7 @@
 print(), os.write(1, ...), C code and child processes all land there; dd-build's own output
 (and its one `--json` document) cannot be interleaved with it. It also puts back the objects
 sys.stdout and sys.stderr were, should the code replace or close them; dd-build itself prints
-to streams of its own (cli.Output), which nothing user code does to sys.stdout can reach.
+to streams of its own (console.Console), which nothing user code does to sys.stdout can reach.
 Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
 leaves none.
 """
@@ -64,8 +64,8 @@ def captured(log: Path) -> Iterator[None]:
 
 def restore(depth: int = 0) -> None:
     """Point fds 1 and 2 back where they were before the capture at `depth` (0: the
-    outermost) began. cli calls restore() before it prints an error, in case an interrupt
-    came in the middle of a capture's own restoring."""
+    outermost) began. The Console calls restore() before it prints an error, in case an
+    interrupt came in the middle of a capture's own restoring."""
     while len(_saved) > depth:
         out, err, stdout, stderr = _saved.pop()
         _put_back(out, 1)

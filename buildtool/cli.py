@@ -1,31 +1,30 @@
-"""Argument parsing, the error handler and exit codes. The only module that prints."""
+"""Argument parsing, the error handler, exit codes and the commands.
+
+With console.py (where text goes) and reporter.py (a build's progress as text), the printing
+layer: the only modules that print, and nothing imports them but each other."""
 
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import math
 import os
 import signal
 import sys
-import tempfile
-import traceback
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .capture import restore
-from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError, describe
+from .console import Console, internal_message
+from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError
 from .model import TOOL_WORDS as COMMANDS  # _COMMANDS and _parsers() have one entry each
 
 if TYPE_CHECKING:
-    from .execute import BuildReport, InternalFailure, Prepared, StageResult
+    from .execute import Prepared
     from .model import Workflow
     from .plan import Decision
+    from .report import BuildReport, InternalFailure
 
 _INTERRUPTED = "interrupted; run dd-build again to resume"
 _EPILOG = """commands (dd-build COMMAND --help for each):
@@ -186,204 +185,6 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-
-
-def _to_devnull(stream: TextIO) -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, stream.fileno())
-    finally:
-        os.close(devnull)
-
-
-class Console:
-    """Where text goes: stdout, or stderr when stdout carries JSON; nothing with -q.
-
-    With --json, stdout holds exactly one document, also on every error exit: `fail` prints
-    `{"ok": false, "error": {...}}` with what is known (the workflow, the build's stages)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.json = getattr(args, "json", False)
-        self.quiet = getattr(args, "quiet", False)
-        self.verbose = getattr(args, "verbose", False)
-        self.stdout, self.stderr = own_streams()
-        self.tty = self.stderr is not None and self.stderr.isatty()
-        self.workflow: str | None = None  # set once the Workflowfile is loaded
-        self.report: BuildReport | None = None  # set once a build (or its plan) is under way
-        self._documented = False
-
-    @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> Console:
-        """The output options guessed from the raw arguments, for errors in parsing them."""
-        flags = argparse.Namespace(json=False, quiet=False, verbose=False)
-        for arg in argv:
-            if arg == "--":
-                break
-            if arg.startswith("--j") and "--json".startswith(arg):
-                flags.json = True
-            elif arg in ("-v", "--verbose"):
-                flags.verbose = True
-        return cls(flags)
-
-    def text(self, line: str) -> None:
-        if not self.quiet:
-            _write(self.stderr if self.json else self.stdout, line)
-
-    def progress(self, line: str, end: str = "\n") -> None:
-        if not self.quiet:
-            _write(self.stderr, line, end)
-
-    def error(self, line: str) -> None:
-        _write(self.stderr, line)
-
-    def result(self, text: str) -> None:
-        """What the command prints on stdout whatever -q says (a table, a graph, a schema)."""
-        _write(self.stdout, text)
-
-    def document(self, value: Any) -> None:
-        if self._documented:  # one document, whatever happens after the first
-            return
-        self._documented = True
-        _write(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
-                                       allow_nan=False, default=str))
-
-    def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
-        """An error exit: the message on stderr, and with --json the error document."""
-        restore()  # an interrupt may have come while user code's output was captured
-        self.error(message)
-        if self.json:
-            self.document(self.error_document(message, exit_code, fields))
-        return exit_code
-
-    def error_document(self, message: str, exit_code: int,
-                       fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = self.report.to_json() if self.report is not None else {}
-        if self.workflow is not None:
-            doc.setdefault("workflow", self.workflow)
-        doc["ok"] = False
-        doc["error"] = {"message": message, "exit_code": exit_code, **(fields or {})}
-        return doc
-
-    def internal_error(self, exc: Exception) -> int:
-        """A bug outside any stage: one screen, the traceback in a file (and shown with -v)."""
-        restore()
-        trace = "".join(traceback.format_exception(exc))
-        path = _save_traceback(trace)
-        if self.verbose or path is None:  # with no file to keep it in, shown rather than lost
-            self.error(trace.rstrip())
-        where = f"{path} (-v prints it)" if path and not self.verbose else path
-        return self.fail(_internal_message(describe(exc), None, where), EXIT_INTERNAL,
-                         {"traceback_file": path} if path else None)
-
-
-def strict_json(value: Any) -> Any:
-    """`value` with NaN and ±infinity (which JSON has no number for, and strict parsers such as
-    JavaScript's JSON.parse refuse) as null, as JavaScript's JSON.stringify writes them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
-@cache
-def own_streams() -> tuple[TextIO | None, TextIO | None]:
-    """dd-build's own stdout and stderr: text streams on duplicates of fds 1 and 2, made once,
-    before any stage code runs. Stage code may replace or close sys.stdout and sys.stderr, and
-    points fds 1 and 2 at its log while it runs (capture.py); neither reaches these, so dd-build's
-    output (and its one `--json` document) is never lost or sent into a log."""
-    return _own_stream(1, sys.stdout), _own_stream(2, sys.stderr)
-
-
-def _own_stream(fd: int, like: TextIO | None) -> TextIO | None:
-    try:
-        dup = os.dup(fd)
-    except OSError:  # started with that descriptor closed: what goes there is dropped
-        return None
-    return open(dup, "w", encoding=getattr(like, "encoding", None) or "utf-8",
-                errors=getattr(like, "errors", None) or "strict")
-
-
-def _write(stream: TextIO | None, text: str, end: str = "\n") -> None:
-    """Print dd-build's own text. A reader that went away (`dd-build -v | head -3`, `less`
-    quit) must not fail a stage or stop the build: on a broken pipe the stream's file
-    descriptor is pointed at os.devnull (as the Python docs advise for SIGPIPE), so this and
-    every later write to it, and the flush at exit, go nowhere; the build runs to its end and
-    the exit code is the build's."""
-    if stream is None:
-        return
-    try:
-        stream.write(text + end)
-        stream.flush()
-    except OSError as exc:
-        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
-            raise
-        _to_devnull(stream)
-
-
-def _internal_message(error: str, stage: str | None, where: str | None) -> str:
-    during = f" while running stage '{stage}'" if stage else ""
-    lines = [f"dd-build internal error{during}: {error}"]
-    if where:
-        lines.append(f"  the traceback is in {where}")
-    lines.append("  this is a bug in dd-build: please report it, with the traceback")
-    return "\n".join(lines)
-
-
-def _save_traceback(trace: str) -> str | None:
-    """A file in the temp folder holding the traceback, or None when none can be written."""
-    try:
-        fd, path = tempfile.mkstemp(prefix="dd-build-internal-error-", suffix=".txt")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(trace)
-    except OSError:
-        return None
-    return path
-
-
-class TextReporter:
-    def __init__(self, out: Console, explain: bool) -> None:
-        self.out = out
-        self.explain = explain
-        self._last_tty_line = False
-
-    def planned(self, decisions: list[Decision]) -> None:
-        if self.explain:
-            from .explain import decision_lines
-
-            for line in decision_lines(decisions):
-                self.out.text(line)
-
-    def started(self, decision: Decision) -> None:
-        why = "; ".join(r.message for r in decision.reasons[:2])
-        more = f" (+{len(decision.reasons) - 2} more)" if len(decision.reasons) > 2 else ""
-        from .explain import decision_head
-
-        self.out.progress(f"▶ {decision.stage}: {decision_head(decision)}: {why}{more}")
-
-    def progress(self, stage: str, done: int, total: int | None) -> None:
-        if total is None or self.out.quiet or not (self.out.verbose or self.out.tty):
-            return
-        line = f"  {stage}: batch {done}/{total}"
-        if self.out.tty and not self.out.verbose:
-            self.out.progress(f"\r\033[K{line}", "\n" if done >= total else "")
-        else:
-            self.out.progress(line)
-
-    def note(self, stage: str, text: str) -> None:
-        self.out.progress(f"  {stage}: {text}")
-
-    def finished(self, result: StageResult) -> None:
-        from .explain import result_line
-
-        if result.result == "failed":  # an error: on stderr, and shown even with -q
-            self.out.error(result_line(result))
-        else:
-            self.out.text(result_line(result))
-
-
 def _load(args: argparse.Namespace, out: Console) -> Workflow:
     from .workflowfile import load_workflow
 
@@ -402,6 +203,7 @@ def _load(args: argparse.Namespace, out: Console) -> Workflow:
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
     from .execute import BuildConfig, check_strict, prepare, run_build, scope_of
     from .lock import build_lock
+    from .reporter import TextReporter
 
     workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
@@ -434,7 +236,7 @@ def cmd_build(args: argparse.Namespace, out: Console) -> int:
 
 
 def _plan_report(prep: Prepared, dry_run: bool) -> BuildReport:
-    from .execute import BuildReport, StageResult
+    from .report import BuildReport, StageResult
 
     return BuildReport(prep.workflow.name, dry_run, [
         StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
@@ -446,7 +248,7 @@ def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
     if out.verbose:
         out.error(failure.traceback.rstrip())
     fields = {"stage": failure.stage, **({"log": failure.log} if failure.log else {})}
-    return out.fail(_internal_message(failure.error, failure.stage, failure.log),
+    return out.fail(internal_message(failure.error, failure.stage, failure.log),
                     EXIT_INTERNAL, fields)
 
 
@@ -508,7 +310,7 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
 
 
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
-    from .datasets import format_rows, preview_rows
+    from .preview import format_rows, preview_rows
 
     table = _selected_table(_load(args, out), args.stage)
     if args.json:
@@ -520,7 +322,7 @@ def cmd_show(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Console) -> int:
-    from .datasets import write_export
+    from .exportformats import write_export
     from .model import DATA_SUFFIXES
 
     workflow = _load(args, out)

@@ -1,233 +1,22 @@
-"""Parquet batches, selected outputs, seed tables and export formats. The only pyarrow user.
+"""Reading data as pyarrow tables: seeds, stage outputs, data files and folders of parquet
+files, their schemas unified, with errors that name the file and the stage to rebuild.
 
-Import this module only where data is touched: it imports pyarrow.
+Imports pyarrow: import this module only where data is touched.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import BuildError, StageFailed, StateError
+from .errors import StateError
 from .fingerprint import folder_files
-from .fsutil import atomic_write_bytes
-from .model import DATA_SUFFIXES, PARQUET, Workflow
+from .model import PARQUET, Workflow
 from .outputs import tabular_files
 from .records import StageRecord
-
-# What pyarrow raises when Python values cannot become Arrow values or a table cannot be stored.
-_CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
-_RETURNS = "return a pyarrow.Table, RecordBatch, list[dict], dict[str, list] or pandas DataFrame"
-
-
-def to_table(value: Any, where: str) -> pa.Table:
-    """Accept a Table, RecordBatch, list of dicts, dict of lists or pandas DataFrame, and make
-    sure parquet can store it. `where` names the code ("stages/x.py:make (batch 3)"); a
-    StageFailed names it and the cause."""
-    table = _as_table(value, where)
-    if table.num_columns == 0 and table.num_rows:
-        raise StageFailed(f"{where} returned {table.num_rows} rows with no columns",
-                          hint="give each row at least one column")
-    names = table.column_names
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-    if twice is not None:
-        raise StageFailed(f"{where} returned two columns named '{twice}'",
-                          hint="give every column its own name")
-    unstorable = _unstorable(table.schema)
-    if unstorable is not None:
-        raise StageFailed(f"{where} returned {unstorable}",
-                          hint="cast the column to a type parquet stores (a string, a number, "
-                               "a struct, a list, a timestamp) before returning it")
-    return table
-
-
-def _as_table(value: Any, where: str) -> pa.Table:
-    if isinstance(value, pa.Table):
-        return value
-    if isinstance(value, pa.RecordBatch):
-        return pa.Table.from_batches([value])
-    if isinstance(value, list):
-        _check_rows(value, where)
-        try:  # a struct array: every row's keys become columns (from_pylist keeps the first's)
-            table = pa.Table.from_struct_array(pa.array(value)) if value else pa.table({})
-        except _CONVERT_ERRORS as exc:
-            raise _unconvertible(where, exc, _diagnose_rows(value)) from exc
-        _check_no_sets(table, lambda name: (row.get(name) for row in value), where)
-        return table
-    if isinstance(value, dict):
-        _check_columns(value, where)
-        try:
-            table = pa.Table.from_pydict(value)
-        except _CONVERT_ERRORS as exc:
-            raise _unconvertible(where, exc, _diagnose_columns(value)) from exc
-        _check_no_sets(table, lambda name: iter(value[name]), where)
-        return table
-    if type(value).__name__ == "DataFrame" and hasattr(value, "to_dict"):
-        try:
-            return pa.Table.from_pandas(value, preserve_index=False)
-        except _CONVERT_ERRORS as exc:
-            raise _unconvertible(where, exc, None) from exc
-    raise StageFailed(f"{where} returned {kind_of(value)}", hint=_RETURNS)
-
-
-def _check_no_sets(table: pa.Table, cells: Callable[[str], Iterator[Any]], where: str) -> None:
-    """pyarrow stores a set as a list in its iteration order, which for strings changes from
-    one process to the next: a rerun would give other bytes. Refused in a list column's cells."""
-    for field in table.schema:
-        if not pa.types.is_list(field.type):
-            continue
-        row = next((i for i, c in enumerate(cells(field.name))
-                    if isinstance(c, (set, frozenset))), None)
-        if row is not None:
-            raise StageFailed(f"{where} returned a set in column '{field.name}' (row {row}), "
-                              "whose order is not fixed", hint="return a sorted list instead")
-
-
-def _check_rows(rows: list[Any], where: str) -> None:
-    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
-    if bad is not None:
-        raise StageFailed(f"{where} returned a list whose item {bad} is {kind_of(rows[bad])}, "
-                          "not a dict (a list holds one dict per row)", hint=_RETURNS)
-
-
-def _check_columns(columns: dict[Any, Any], where: str) -> None:
-    lengths: dict[str, int] = {}
-    for name, values in columns.items():
-        if not isinstance(name, str):
-            raise StageFailed(f"{where} returned a column named {name!r}, not a string",
-                              hint="name every column with a string")
-        try:
-            if isinstance(values, (str, bytes, dict, set, frozenset)):
-                raise TypeError
-            lengths[name] = len(values)
-        except TypeError:
-            raise StageFailed(f"{where} returned column '{name}' as {kind_of(values)}, not a "
-                              "list of values", hint=_RETURNS) from None
-    if len(set(lengths.values())) > 1:
-        shown = ", ".join(f"'{n}' has {k}" for n, k in lengths.items())
-        raise StageFailed(f"{where} returned columns of different lengths: {shown}",
-                          hint="give every column one value per row")
-
-
-def _diagnose_rows(rows: list[dict[Any, Any]]) -> str | None:
-    """Which key or column of `rows` pyarrow refused, found once a conversion has failed."""
-    for i, row in enumerate(rows):
-        for key in row:
-            if not isinstance(key, str):
-                return f"row {i} has the key {key!r}, not a string (a column name)"
-    keys = dict.fromkeys(k for row in rows for k in row)
-    return _diagnose_columns({k: [row.get(k) for row in rows] for k in keys}, in_rows=True)
-
-
-def _diagnose_columns(columns: dict[str, Any], in_rows: bool = False) -> str | None:
-    """The column pyarrow refused, and the first value it refuses on its own when there is
-    one. Values of rows are converted as fields of a struct, as `_as_table` does (pyarrow
-    converts some types, e.g. uuid.UUID, on their own but not inside a struct)."""
-    for name, values in columns.items():
-        def convert(vs: list[Any], name: str = name) -> Any:
-            return pa.array([{name: v} for v in vs]) if in_rows else pa.array(vs)
-
-        try:
-            convert(values)
-        except _CONVERT_ERRORS as exc:
-            return f"column '{name}': {_refused_value(values, convert) or _first_line(exc)}"
-    return None
-
-
-def _refused_value(values: list[Any], convert: Callable[[list[Any]], Any]) -> str | None:
-    """`row 3 holds a value of type uuid.UUID, which pyarrow cannot convert (extension)`: the
-    first value pyarrow refuses on its own, or None (values refused only together: mixed
-    types)."""
-    for i, value in enumerate(values):
-        try:
-            convert([value])
-        except _CONVERT_ERRORS as exc:
-            where, part = _innermost(value, "")
-            kind = type(part)
-            name = kind.__qualname__ if kind.__module__ == "builtins" else \
-                f"{kind.__module__}.{kind.__qualname__}"
-            at = f" at {where.lstrip('.')}" if where else ""
-            return (f"row {i} holds a value of type {name}{at}, which pyarrow cannot convert "
-                    f"({_first_line(exc)})")
-    return None
-
-
-def _innermost(value: Any, path: str) -> tuple[str, Any]:
-    """The part of a refused dict or list value that pyarrow refuses: (its path, itself)."""
-    items = value.items() if isinstance(value, dict) else \
-        enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, part in items:
-        try:
-            pa.array([{"x": part}])  # as a field of a struct, as rows are converted
-        except _CONVERT_ERRORS:
-            return _innermost(part, f"{path}.{key}" if isinstance(value, dict) else
-                              f"{path}[{key}]")
-    return path, value
-
-
-def _unconvertible(where: str, exc: BaseException, detail: str | None) -> StageFailed:
-    hint = ("integers must fit in 64 bits: store bigger ones as strings"
-            if isinstance(exc, OverflowError) else
-            "give each column values of one type: numbers, strings, bools, None, bytes, dates, "
-            "lists or dicts of them")
-    return StageFailed(f"{where} returned values pyarrow cannot convert to a table: "
-                       f"{detail or _first_line(exc)}", hint=hint)
-
-
-def kind_of(value: Any) -> str:
-    """`a list`, `an int`: a value's type in words, for error messages."""
-    name = type(value).__name__
-    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-_STORABLE: set[pa.Schema] = set()  # schemas already checked: batches mostly share one
-
-
-def _unstorable(schema: pa.Schema) -> str | None:
-    """What parquet cannot store of `schema` (a column and its type), or None. Writing an
-    empty table asks the parquet writer itself, so it is right for every Arrow type."""
-    if schema in _STORABLE:
-        return None
-    try:
-        _write_parquet(schema.empty_table())
-        if len(_STORABLE) < 256:
-            _STORABLE.add(schema)
-        return None
-    except _CONVERT_ERRORS as exc:
-        first = exc
-    for field in schema:
-        try:
-            _write_parquet(pa.schema([field]).empty_table())
-        except _CONVERT_ERRORS:
-            return f"column '{field.name}' of type {field.type}, which parquet cannot store"
-    return f"a table parquet cannot store: {_first_line(first)}"
-
-
-def _write_parquet(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The table as a parquet file. StageFailed (the caller's stage fills in) when it cannot be
-    stored; `to_table` has checked what the stage's code returns, so this is a last guard."""
-    try:
-        return _write_parquet(table)
-    except _CONVERT_ERRORS as exc:
-        detail = _unstorable(table.schema) or _first_line(exc)
-        raise StageFailed(f"cannot store the table as parquet: {detail}") from exc
-
+from .tables import CONVERT_ERRORS, first_line
 
 # What pyarrow raises for a damaged, truncated or mismatched file (ArrowInvalid is a
 # ValueError, ArrowIOError an OSError).
@@ -253,7 +42,7 @@ _CLASH_FIX = "make the files agree on each column's type (or keep apart what doe
 
 
 def _unreadable(path: Path, exc: BaseException) -> UnreadableData:
-    detail = _first_line(exc)
+    detail = first_line(exc)
     if detail.startswith("Could not open") and "': " in detail:  # it repeats the path
         detail = detail.split("': ", 1)[1]
     return UnreadableData(path, detail)
@@ -277,8 +66,8 @@ def concat_files(parts: list[tuple[Path, pa.Table]], where: Path) -> pa.Table:
         return parts[0][1]
     try:
         return pa.concat_tables([t for _, t in parts], promote_options="permissive")
-    except _CONVERT_ERRORS as exc:
-        detail = _clash(parts) or f"their schemas cannot be unified: {_first_line(exc)}"
+    except CONVERT_ERRORS as exc:
+        detail = _clash(parts) or f"their schemas cannot be unified: {first_line(exc)}"
         raise UnreadableData(where, detail, fix=_CLASH_FIX) from exc
 
 
@@ -313,7 +102,7 @@ class UnifiedSchema:
             try:
                 unified = pa.unify_schemas([pa.schema([before]), pa.schema([field])],
                                            promote_options="permissive")
-            except _CONVERT_ERRORS:
+            except CONVERT_ERRORS:
                 return field.name, before.type, first, field.type
             merged[field.name] = (unified.field(0), first)
         self.fields.update(merged)
@@ -400,166 +189,7 @@ def read_stage_table(workflow: Workflow, record: StageRecord) -> pa.Table | None
         raise UnreadableData(exc.path, exc.detail, record.stage, exc.fix) from exc
 
 
-class CannotExport(BuildError):
-    """A table that the export format cannot hold faithfully (exit 2 from `dd-build export`;
-    an export copy turns it into a stage failure)."""
-
-
-def export_bytes(table: pa.Table, path: Path) -> bytes:
-    """The table in the format of `path`'s extension. CannotExport, naming the column, when
-    the format cannot hold a column's values so that they read back the same."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return parquet_bytes(table)
-    if suffix == ".jsonl":
-        return _jsonl_bytes(table, path)
-    if suffix == ".csv":
-        return _csv_bytes(table, path)
-    raise BuildError(f"cannot export to '{path.name}'",
-                     hint=f"end the path with one of {', '.join(DATA_SUFFIXES)}")
-
-
-_OTHER_FORMAT = "export to .parquet, which keeps every type, or convert the column in the stage"
-
-
-def _refuse(path: Path, field: pa.Field, why: str, hint: str = _OTHER_FORMAT) -> CannotExport:
-    return CannotExport(f"cannot export to {path.name}: column '{field.name}' ({field.type}) "
-                        f"{why}", hint=hint)
-
-
-def _json_refusal(t: pa.DataType) -> str | None:
-    """Why JSON cannot hold values of type `t` so that pyarrow.json reads them back the same
-    (given the original schema), or None. Numbers, strings, bools, nulls, and lists and structs
-    of them are written as their JSON values; NaN and infinity are refused per value."""
-    if pa.types.is_dictionary(t):
-        return _json_refusal(t.value_type)
-    if pa.types.is_struct(t):
-        names = [t.field(i).name for i in range(t.num_fields)]
-        if len(set(names)) < len(names):
-            return "is a struct with two fields of one name, which a JSON object cannot hold"
-        return next(filter(None, (_json_refusal(t.field(i).type) for i in range(t.num_fields))),
-                    None)
-    if _is_list(t):
-        return _json_refusal(t.value_type)
-    if (pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_integer(t)
-            or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
-            or pa.types.is_string_view(t)):
-        return None
-    if _is_binary(t):
-        return "holds bytes, which JSON has no type for"
-    if pa.types.is_temporal(t):
-        return "holds dates or times, which JSON has no type for (they would read back as " \
-               "strings or numbers)"
-    if pa.types.is_decimal(t):
-        return "holds decimals, which JSON readers read back as floats, losing digits"
-    if pa.types.is_map(t):
-        return "is a map, which would read back as a list of pairs"
-    return "has no JSON form that reads back as the same type"
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
-
-
-def _is_binary(t: pa.DataType) -> bool:
-    return (pa.types.is_binary(t) or pa.types.is_large_binary(t)
-            or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t))
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
-def _jsonl_bytes(table: pa.Table, path: Path) -> bytes:
-    names = table.column_names
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-    if twice is not None:
-        raise CannotExport(f"cannot export to {path.name}: two columns are named '{twice}', "
-                           "which a JSON object cannot hold", hint=_OTHER_FORMAT)
-    for field in table.schema:
-        why = _json_refusal(field.type)
-        if why is not None:
-            raise _refuse(path, field, why)
-    try:
-        lines = [json.dumps(row, ensure_ascii=False, allow_nan=False, default=_not_json)
-                 for row in table.to_pylist()]
-    except (ValueError, TypeError) as exc:  # NaN or infinity: not JSON
-        raise _json_value_error(table, path, exc) from exc
-    return "".join(line + "\n" for line in lines).encode("utf-8")
-
-
-def _json_value_error(table: pa.Table, path: Path, exc: BaseException) -> CannotExport:
-    for field in table.schema:
-        try:
-            json.dumps(table.column(field.name).to_pylist(), allow_nan=False, default=_not_json)
-        except (ValueError, TypeError):
-            return _refuse(path, field, "holds NaN or infinity, which JSON has no number for",
-                           "export to .parquet, or replace them with null in the stage")
-    return CannotExport(f"cannot export to {path.name}: {_first_line(exc)}", hint=_OTHER_FORMAT)
-
-
-def _csv_bytes(table: pa.Table, path: Path) -> bytes:
-    import pyarrow.csv as pcsv
-
-    for field in table.schema:
-        t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
-        if pa.types.is_nested(t):
-            raise _refuse(path, field, "holds lists or records, and CSV holds only flat values",
-                          "export to .parquet or .jsonl, or flatten the column with a "
-                          "processor or in the stage")
-        if _is_binary(t) or isinstance(t, pa.ExtensionType):
-            raise _refuse(path, field, "holds bytes, which CSV cannot hold as text")
-    sink = pa.BufferOutputStream()
-    try:
-        pcsv.write_csv(table, sink)
-    except _CONVERT_ERRORS as exc:
-        raise CannotExport(f"cannot export to {path.name}: {_first_line(exc)}",
-                           hint=_OTHER_FORMAT) from exc
-    return sink.getvalue().to_pybytes()
-
-
-def write_export(table: pa.Table, path: Path) -> None:
-    atomic_write_bytes(path, export_bytes(table, path))
-
-
 def seed_indices(seed_rows: int, offset: int, size: int, order: list[int] | None) -> list[int]:
     """Row indices of one batch's seed rows: in order, cycling when more are asked than exist."""
     picks = [(offset + k) % seed_rows for k in range(size)]
     return [order[i] for i in picks] if order is not None else picks
-
-
-def preview_rows(table: pa.Table, limit: int) -> list[dict[str, Any]]:
-    """The first `limit` rows as Python values, for `show`. A column Python cannot hold (a
-    timestamp past the year 9999) is shown as Arrow's text of it."""
-    part = table.slice(0, limit)
-    columns = [_python_values(column) for column in part.columns]
-    return [{name: values[r] for name, values in zip(part.column_names, columns, strict=True)}
-            for r in range(part.num_rows)]
-
-
-def _python_values(column: pa.ChunkedArray) -> list[Any]:
-    try:
-        return column.to_pylist()
-    except _CONVERT_ERRORS:
-        try:
-            return column.cast(pa.string()).to_pylist()
-        except _CONVERT_ERRORS:
-            return [f"<{column.type}>"] * len(column)
-
-
-def format_rows(table: pa.Table, limit: int) -> str:
-    """A plain text table of the first `limit` rows."""
-    rows = preview_rows(table, limit)
-    names = table.column_names
-    cells = [[_cell(row.get(n)) for n in names] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any, width: int = 40) -> str:
-    text = str(value).replace("\n", "\\n")
-    return text if len(text) <= width else text[: width - 1] + "…"

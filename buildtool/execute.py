@@ -1,7 +1,7 @@
 """The scheduler: plan, then run decisions in topological order with early cutoff.
 
 Every write of state goes through here (and the StageRun it drives). Printing does not: the
-caller passes a Reporter.
+caller passes a Reporter, and gets a BuildReport back (both in report.py).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import os
 import time
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .artifacts import refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
@@ -35,6 +35,7 @@ from .model import Workflow
 from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import Output, StageRecord, remove_leftovers, write_record
+from .report import BuildReport, InternalFailure, Reporter, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
 
@@ -46,67 +47,6 @@ class BuildConfig:
     force: tuple[str, ...] = ()
     rerun_from: tuple[str, ...] = ()
     dry_run: bool = False
-
-
-@dataclass
-class StageResult:
-    stage: str
-    planned: Decision
-    result: str | None = None  # None in a dry run
-    rows: int | None = None
-    batches_total: int | None = None
-    batches_run: int = 0
-    error: str | None = None
-    duration_s: float | None = None
-    log: str | None = None  # a failed stage's log (its code's output), when it has one
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "stage": self.stage, "action": self.planned.action, "step": self.planned.step,
-            "reasons": [r.to_json() for r in self.planned.reasons],
-            "rows": self.rows, "batches_total": self.batches_total,
-            "batches_run": self.batches_run,
-        }
-        if self.result is not None:
-            d["result"] = self.result
-            d["error"] = self.error
-        if self.log is not None:
-            d["log"] = self.log
-        return d
-
-
-@dataclass(frozen=True)
-class InternalFailure:
-    """An exception nobody anticipated (a bug in dd-build) ended a stage, and the build."""
-
-    stage: str
-    error: str  # "TypeError: ..." on one line
-    traceback: str
-    log: str | None  # where the traceback was written (None: it could not be)
-
-
-@dataclass
-class BuildReport:
-    workflow: str
-    dry_run: bool
-    stages: list[StageResult] = field(default_factory=list)
-    internal: InternalFailure | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(s.result not in ("failed", "not_run") for s in self.stages)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"workflow": self.workflow, "dry_run": self.dry_run, "ok": self.ok,
-                "stages": [s.to_json() for s in self.stages]}
-
-
-class Reporter(Protocol):
-    def planned(self, decisions: list[Decision]) -> None: ...
-    def started(self, decision: Decision) -> None: ...
-    def progress(self, stage: str, done: int, total: int | None) -> None: ...
-    def note(self, stage: str, text: str) -> None: ...
-    def finished(self, result: StageResult) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -254,7 +194,7 @@ class _Builder:
         """An overridden stage keeps its review; its export copies are written from the
         override when they are stale. A copy that cannot be written fails the stage and
         records nothing, so the review stays in force for the next build."""
-        from .datasets import CannotExport
+        from .exportformats import CannotExport
 
         record = facts.record
         assert record is not None

@@ -13,7 +13,8 @@ from .steps import BOUNDARY
 if TYPE_CHECKING:
     import networkx as nx
 
-    from .execute import Prepared, StageResult
+    from .execute import Prepared
+    from .report import StageResult
 
 _ACTION_WORDS = {"up_to_date": "up to date", "run": "run", "resume": "resume",
                  "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)"}

@@ -143,7 +143,7 @@ class StageRun:
                     os.unlink(entry.path)
 
     def write_batch(self, index: int, table: pa.Table) -> BatchEntry:
-        from .datasets import parquet_bytes
+        from .tables import parquet_bytes
 
         data = parquet_bytes(table)
         rel = batch_file(self.stage.name, index)

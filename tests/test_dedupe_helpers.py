@@ -42,11 +42,11 @@ def test_an_escaped_star_matches_only_a_literal_star(tmp_path: Path) -> None:
 
 
 def test_one_list_of_data_suffixes_checks_seeds_exports_and_tables() -> None:
-    from buildtool import datasets, model, outputs, workflowrefs
+    from buildtool import datasets, exportformats, model, outputs, preview, tables, workflowrefs
 
     assert model.DATA_SUFFIXES == (".parquet", ".csv", ".jsonl")
     assert model.PARQUET in model.DATA_SUFFIXES
-    for module in (datasets, outputs, workflowrefs):  # no copy of its own left behind
+    for module in (datasets, exportformats, outputs, preview, tables, workflowrefs):  # no copy of its own left behind
         assert not {"EXPORT_FORMATS", "TABULAR"} & set(vars(module))
         assert "DATA_SUFFIXES" not in vars(module) or module.DATA_SUFFIXES is model.DATA_SUFFIXES
 

@@ -27,7 +27,7 @@ BUGS = {
     "type-error": ("buildtool.stagerun", "StageRun.write_batch",
                    "def bug(*args, **kwargs):\n    raise TypeError('injected bug')"),
     # a converter that recurses for ever
-    "recursion": ("buildtool.datasets", "to_table",
+    "recursion": ("buildtool.tables", "to_table",
                   "def bug(*args, **kwargs):\n    return bug(*args, **kwargs)"),
     # the boundary steps, after every batch is written
     "attribute-error": ("buildtool.execute", "run_boundary",
@@ -149,7 +149,7 @@ def test_a_bug_outside_any_stage_with_verbose(project: Project) -> None:
 def test_a_bug_in_the_reporter_after_a_stage(project: Project) -> None:
     """Outside _execute (here: printing a stage's result), the build still ends with exit 70,
     and the stage it had finished keeps its completed record."""
-    result = _run_with_bug(project, "buildtool.cli", "TextReporter.finished",
+    result = _run_with_bug(project, "buildtool.reporter", "TextReporter.finished",
                            "def bug(self, result):\n    raise ValueError('injected bug')",
                            "--json")
     doc = _internal_exit(result)

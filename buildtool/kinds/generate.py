@@ -49,7 +49,8 @@ def batch_rng(fingerprint: str, index: int) -> random.Random:
 
 
 def execute(job: Job) -> Output:
-    from ..datasets import seed_indices, to_table
+    from ..datasets import seed_indices
+    from ..tables import to_table
 
     stage = job.stage
     log = stage_log(job.run.dir)

@@ -21,7 +21,8 @@ class TransformContext:
 
 
 def execute(job: Job) -> Output:
-    from ..datasets import read_stage_table, to_table
+    from ..datasets import read_stage_table
+    from ..tables import to_table
 
     stage = job.stage
     log = stage_log(job.run.dir)
