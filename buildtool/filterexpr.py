@@ -175,9 +175,12 @@ def _display_width(ch: str) -> int:
 # ---------------------------------------------------------------- AST
 
 
-@dataclass(frozen=True)
 class Node:
     """Base of the expression AST. Each node's `pos` (offset into the text) is not compared."""
+
+    # Not a dataclass: each subclass declares `pos` as a defaulted field after its own fields,
+    # which a field here would precede. This annotation only tells the type checker about it.
+    pos: int
 
 
 @dataclass(frozen=True)
@@ -517,7 +520,8 @@ class _Parser:
             return inner
         if self.is_op(token, "-"):
             operand = self.expression(_UNARY)
-            if isinstance(operand, Literal) and type(operand.value) in (int, float):
+            if isinstance(operand, Literal) and isinstance(operand.value, int | float) \
+                    and not isinstance(operand.value, bool):
                 return Literal(-operand.value, token.pos)
             return Unary("-", operand, token.pos)
         if self.is_op(token, "not"):
@@ -542,7 +546,7 @@ class _Parser:
         op = token.value
         if op in ("and", "or"):
             right = self.expression(_INFIX[op])
-            operands = []
+            operands: list[Node] = []
             for side in (left, right):
                 if isinstance(side, BoolOp) and side.op == op:
                     operands.extend(side.operands)
@@ -722,8 +726,8 @@ def _node_kind(node: Node, text: str, fail: Any) -> str:
         _check_comparable(left, right, node.op, node.pos, fail)
         return "bool"
     if isinstance(node, In):
-        operand = _node_kind(node.operand, text, fail)
-        if operand == "null":
+        operand_kind = _node_kind(node.operand, text, fail)
+        if operand_kind == "null":
             raise fail("`null in (...)` is never true", node.pos, "write `x is null`")
         first: str | None = None  # the first known kind among the items
         for item in node.items:
@@ -731,7 +735,7 @@ def _node_kind(node: Node, text: str, fail: Any) -> str:
             if kind == "null":
                 raise fail("null in an `in` list never matches", item.pos,
                            "add `or x is null` to keep missing values")
-            _check_comparable(operand, kind, "in", item.pos, fail)
+            _check_comparable(operand_kind, kind, "in", item.pos, fail)
             if kind != "any":
                 if first is not None and kind != first:
                     raise fail(f"the list mixes {_KIND_WORDS[first]} and {_KIND_WORDS[kind]}",
@@ -861,11 +865,12 @@ def _membership(node: In, build: Any, balanced: Any, pa: Any, pc: Any) -> pc.Exp
     """`x in (...)`: null when x is null (SQL), else whether x equals one of the items."""
     operand = build(node.operand)
     values = [i.value for i in node.items if isinstance(i, Literal)]
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(values) == len(node.items) and len({_literal_kind(v) for v in values}) == 1:
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, int) for v in numbers) and len(numbers) == len(values):
             value_set = pa.array(values, pa.int64())
-        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            value_set = pa.array([float(v) for v in values], pa.float64())
+        elif len(numbers) == len(values):
+            value_set = pa.array([float(v) for v in numbers], pa.float64())
         else:
             value_set = pa.array(values)
         found = pc.is_in(operand, value_set=value_set, skip_nulls=True)
