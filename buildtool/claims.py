@@ -78,9 +78,9 @@ class Claims:
             if other is not claim:
                 raise _overlap_error(source, claim, other)
         for claim in self.outputs:
-            other = _owner(owners, posixpath.dirname(claim.path))
-            if other is not None:
-                raise _overlap_error(source, claim, other)
+            enclosing = _owner(owners, posixpath.dirname(claim.path))
+            if enclosing is not None:
+                raise _overlap_error(source, claim, enclosing)
         return owners
 
     def _check_protected(self, source: Source, owners: dict[str, Claim], workflowfile: str

@@ -207,7 +207,8 @@ class _Builder:
             if facts.stats_moved:
                 write_record(self.wf.stage_dir(record.stage), record)
             self._done(record)
-            return StageResult(record.stage, planned, result, record.output and record.output.rows,
+            rows = None if record.output is None else record.output.rows
+            return StageResult(record.stage, planned, result, rows,
                                record.batches_total, 0, None, time.monotonic() - started)
         try:
             record = refresh_exports(self.wf, record, facts.spec)
@@ -281,8 +282,8 @@ class _Builder:
             if stage.kind != "run":
                 if code_deps is not None:
                     code_deps.enter_callback()
-                output, steps = run_boundary(job, output, run.previous_steps,
-                                             decision.step if not main else MAIN[stage.kind])
+                start = MAIN[stage.kind] if decision.step is None else decision.step
+                output, steps = run_boundary(job, output, run.previous_steps, start)
             status = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known

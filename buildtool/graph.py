@@ -11,7 +11,7 @@ from .model import TOOL_WORDS, Workflow
 
 
 def build_graph(workflow: Workflow) -> nx.DiGraph:
-    graph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     for index, stage in enumerate(workflow.stages.values()):
         graph.add_node(stage.name, order=index)
     for stage in workflow.stages.values():

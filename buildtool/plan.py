@@ -8,7 +8,7 @@ all use that one decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -124,10 +124,10 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
                     _total(facts, upstreams), step=main)
 
 
-def _tagged(facts: StageFacts, found: Sequence[Reason] | object) -> list[Reason]:
+def _tagged(facts: StageFacts, found: Iterable[Reason]) -> list[Reason]:
     """Each reason with the step it reruns; a stale-trace reason only when nothing else
     explains its step."""
-    reasons = [replace(r, step=_step_of(r, facts)) for r in found]  # type: ignore[attr-defined]
+    reasons = [replace(r, step=_step_of(r, facts)) for r in found]
     other = [position(facts.kind, r.step) for r in reasons if r.code not in _STALE]
     return [r for r in reasons if r.code not in _STALE
             or not any(p <= position(facts.kind, r.step) for p in other)]
@@ -255,5 +255,6 @@ def _is_own_change(reason: Reason, actions: Mapping[str, str], all_reused: bool)
     if reason.code == "input_changed":
         # A file input changed, or a stage input changed while that stage is reused as it is.
         source = reason.detail.get("input")
-        return source not in actions or actions[source] == "up_to_date"
+        return not isinstance(source, str) or source not in actions \
+            or actions[source] == "up_to_date"
     return False

@@ -59,7 +59,7 @@ class _Step:
         return f"processor {self.number} (`{self.name}`)"
 
 
-def validate_processors(processors: Sequence[Mapping[str, Any]], stage: str) -> None:
+def validate_processors(processors: Sequence[Mapping[str, Any]], stage: str | None) -> None:
     """Static checks (no data needed): each item's shape, and each filter's syntax.
 
     Raises `WorkflowError` (a `FilterSyntaxError` for a bad expression) naming the stage,
@@ -86,7 +86,7 @@ def apply_processors(
 # ---------------------------------------------------------------- static checks
 
 
-def _steps(processors: Any, stage: str) -> list[_Step]:
+def _steps(processors: Any, stage: str | None) -> list[_Step]:
     def fail(message: str, hint: str | None = None) -> WorkflowError:
         return WorkflowError(message, stage=stage, key=KEY, hint=hint)
 

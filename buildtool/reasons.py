@@ -122,7 +122,8 @@ def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
     for key in sorted(outside):
         before, after = old.get(key), new.get(key)
         if before is None or after is None or before.digest != after.digest:
-            yield _outside_reason(key, before and before.digest, after and after.digest)
+            yield _outside_reason(key, None if before is None else before.digest,
+                                  None if after is None else after.digest)
 
 
 def _outside_reason(key: str, old: str | None, new: str | None) -> Reason:

@@ -26,7 +26,8 @@ class BatchEntry(NamedTuple):
     """One finished batch. A NamedTuple: a null build reads one per batch file, so it must be
     cheap to build."""
 
-    index: int
+    # Shadows tuple.index, which nothing calls on a batch entry; mypy flags any such field.
+    index: int  # type: ignore[assignment]
     file: str  # relative to <artifacts>/<workflow>/
     rows: int
     size: int

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -204,7 +204,8 @@ def _check_events(events: Iterator[yaml.Event], display: str) -> None:
                 if event.anchor is not None:
                     sizes[event.anchor] = 1
             else:
-                size = sizes.get(event.anchor, 1)  # unknown or still open: the composer says
+                # unknown or still open: the composer says
+                size = 1 if event.anchor is None else sizes.get(event.anchor, 1)
                 extra += size
                 if extra > MAX_ALIAS_VALUES and extra > 10 * own:
                     raise _bounds_error(
@@ -247,14 +248,24 @@ def _check_depth_slowly(text: str, display: str) -> None:
         return
 
 
-def _too_deep(mark: Mark, display: str) -> WorkflowError:
+class _Position(Protocol):
+    """A mark of the pure-Python parser (`yaml.error.Mark`) or of libyaml's (`yaml._yaml.Mark`)."""
+
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+
+
+def _too_deep(mark: _Position | None, display: str) -> WorkflowError:
     return _bounds_error(f"values nested more than {MAX_DEPTH} levels deep", mark, display,
                          "flatten the structure")
 
 
-def _bounds_error(message: str, mark: Mark, display: str, hint: str) -> WorkflowError:
-    return WorkflowError(message, file=display, line=mark.line + 1, column=mark.column + 1,
-                         hint=hint)
+def _bounds_error(message: str, mark: _Position | None, display: str, hint: str) -> WorkflowError:
+    """`mark` is None only for an event built without one (the parsers always set it)."""
+    line, column = (None, None) if mark is None else (mark.line + 1, mark.column + 1)
+    return WorkflowError(message, file=display, line=line, column=column, hint=hint)
 
 
 # ---------------------------------------------------------------- YAML errors

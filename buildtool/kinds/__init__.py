@@ -36,7 +36,7 @@ _MODULES = {"generate": "generate", "transform": "transform", "run": "command"}
 
 def kind_for(name: str) -> Kind:
     """The kind's module, imported only when a stage of that kind runs."""
-    return importlib.import_module(f".{_MODULES[name]}", __name__)  # type: ignore[return-value]
+    return importlib.import_module(f".{_MODULES[name]}", __name__)
 
 
 def input_map(job: Job) -> dict[str, Any]:

@@ -27,7 +27,8 @@ import importlib
 import importlib.util
 import opcode
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from ..codedeps import EXT, GRAPH
@@ -51,11 +52,11 @@ def install() -> None:
         importlib.import_module = _tracked_import_module
 
 
-def _tracked_import(name: str, globals: Mapping[str, Any] | None = None,
-                    locals: Mapping[str, Any] | None = None, fromlist: Iterable[str] = (),
-                    level: int = 0) -> Any:
+def _tracked_import(name: str, globals: Mapping[str, object] | None = None,
+                    locals: Mapping[str, object] | None = None,
+                    fromlist: Sequence[str] | None = (), level: int = 0) -> ModuleType:
     importer = SCOPE.rel(globals.get("__file__")) if globals else None
-    if importer is None or not _statement():
+    if importer is None or globals is None or not _statement():
         return _original_import(name, globals, locals, fromlist, level)
     absolute = name if level == 0 else _absolute(name, globals, level)
     if absolute:
@@ -77,7 +78,7 @@ def _statement() -> bool:
         return False
 
 
-def _tracked_import_module(name: str, package: str | None = None) -> Any:
+def _tracked_import_module(name: str, package: str | None = None) -> ModuleType:
     importer = SCOPE.rel(sys._getframe(1).f_globals.get("__file__"))
     if importer is None:
         return _original_import_module(name, package)

@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from ..codedeps import GRAPH
@@ -127,7 +127,9 @@ def _loaded(module: ModuleType, before: list[str]) -> _Loaded:
                    tuple(p for i, p in new if i < first), tuple(p for i, p in new if i >= first))
 
 
-class _SourceLoader(_Once, importlib.machinery.SourceFileLoader):
+# typeshed declares `source_to_code` differently on SourceLoader and InspectLoader, which mypy
+# reports for any class mixing something into SourceFileLoader.
+class _SourceLoader(_Once, importlib.machinery.SourceFileLoader):  # type: ignore[misc]
     """Compiles the file's current source, never its cached bytecode: a `__pycache__` entry is
     trusted while the source's mtime (in whole seconds) and size match, so an edit within the
     same second that keeps the size would run the old code under the new code digest."""
@@ -174,7 +176,7 @@ def file_state(path: str, rel: str, st: os.stat_result | None = None,
 def _importer(path: str) -> str | None:
     """The project file whose code is importing `path`: the nearest such frame up the stack
     (a module's top level, or a function that imports lazily)."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         file = frame.f_code.co_filename
         if file != path and (rel := SCOPE.rel(file)) is not None:
