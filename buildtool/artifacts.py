@@ -17,7 +17,7 @@ from .fingerprint import FileState, digest_bytes, digest_strings, spec_fingerpri
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .model import Workflow
 from .outputs import tabular_files
-from .records import Output, StageRecord, read_record, write_record
+from .records import Output, RecordStatus, StageRecord, read_record, write_record
 from .steps import exports_key
 
 OVERRIDE = "override"
@@ -90,7 +90,7 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     replaced = _replaced_output(workflow, record).to_json()
     extra = {**record.extra, "override": {"source": str(source), "at": time.time(),
                                           "replaced": replaced}}
-    status = "completed" if table.num_rows else "completed_empty"
+    status: RecordStatus = "completed" if table.num_rows else "completed_empty"
     record = replace(record, status=status, output=output, steps=steps, extra=extra)
     write_record(workflow.stage_dir(stage), record)
     remove_unlisted_overrides(workflow, record)
@@ -107,7 +107,7 @@ def release_override(workflow: Workflow, stage: str) -> StageRecord:
                          hint="`dd-build status` shows which stages have one")
     output = _replaced_output(workflow, record)
     extra = {k: v for k, v in record.extra.items() if k != "override"}
-    status = "completed_empty" if output.rows == 0 else "completed"
+    status: RecordStatus = "completed_empty" if output.rows == 0 else "completed"
     record = replace(record, status=status, output=output, extra=extra)
     write_record(workflow.stage_dir(stage), record)
     remove_unlisted_overrides(workflow, record)

@@ -34,8 +34,8 @@ from .graph import build_graph, closure, descendants_in
 from .model import Workflow
 from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
 from .probe import probe
-from .records import Output, StageRecord, remove_leftovers, write_record
-from .report import BuildReport, InternalFailure, Reporter, StageResult
+from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
+from .report import BuildReport, InternalFailure, Reporter, Result, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
 
@@ -202,7 +202,7 @@ class _Builder:
         self.reporter.started(decision)
         if facts.stats_moved:
             record = _touch_up(record, facts)
-        result = "held" if decision.action == "held" else "completed"
+        result: Result = "held" if decision.action == "held" else "completed"
         if decision.step != "outputs":
             if facts.stats_moved:
                 write_record(self.wf.stage_dir(record.stage), record)
@@ -284,7 +284,7 @@ class _Builder:
                     code_deps.enter_callback()
                 start = MAIN[stage.kind] if decision.step is None else decision.step
                 output, steps = run_boundary(job, output, run.previous_steps, start)
-            status = "completed_empty" if output.rows == 0 else "completed"
+            status: DoneStatus = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
             return self._failed(run, planned, exc.render(), started, exc.__cause__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
@@ -19,10 +19,19 @@ from .jsonvalues import same_value, type_change
 from .records import RESUMABLE_STATUSES, Discovered, StageRecord
 from .steps import BOUNDARY, RECORDED, step_key, uses
 
+# Every reason code (README "When a stage runs, and why" describes each).
+ReasonCode = Literal[
+    "no_record", "spec_changed", "code_changed", "input_changed", "upstream_will_run",
+    "output_missing", "output_modified", "incomplete", "failed_before", "forced",
+    "record_unreadable", "format_changed", "callback_output_missing", "step_stale",
+    "overridden", "exports_stale", "upstream_empty",
+]
+REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
+
 
 @dataclass(frozen=True)
 class Reason:
-    code: str
+    code: ReasonCode
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
     step: str = ""  # the first step it reruns (steps.py); set by the planner
@@ -101,7 +110,7 @@ def _type_note(old: Any, new: Any) -> str:
     return f" ({before} → {after})" if not where else f" (at {where.lstrip('.')}: {before} → {after})"
 
 
-def _file_reasons(code: str, what: str, detail_key: str, old: Mapping[str, FileState],
+def _file_reasons(code: ReasonCode, what: str, detail_key: str, old: Mapping[str, FileState],
                   new: Mapping[str, FileState]) -> Iterator[Reason]:
     for path in sorted(set(old) | set(new)):
         if path not in new:

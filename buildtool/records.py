@@ -11,14 +11,22 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from .fingerprint import FORMAT_VERSION, FileState
 from .fsutil import append_line_durably, atomic_write_json
 
+if TYPE_CHECKING:
+    from .reasons import ReasonCode
+
 RECORD_NAME = "stage.json"
-DONE_STATUSES = ("completed", "completed_empty", "skipped_empty_upstream")
-RESUMABLE_STATUSES = ("running", "interrupted", "failed")
+# A record's `status`: done (its output stands) or resumable (the next build runs it again).
+DoneStatus = Literal["completed", "completed_empty", "skipped_empty_upstream"]
+ResumableStatus = Literal["running", "interrupted", "failed"]
+RecordStatus = DoneStatus | ResumableStatus
+DONE_STATUSES: tuple[DoneStatus, ...] = get_args(DoneStatus)
+RESUMABLE_STATUSES: tuple[ResumableStatus, ...] = get_args(ResumableStatus)
+RECORD_STATUSES: tuple[RecordStatus, ...] = DONE_STATUSES + RESUMABLE_STATUSES
 DISCOVERED_LINE = "discovered"  # a journal line of modules found, not a batch
 
 
@@ -95,7 +103,7 @@ class Output:
 @dataclass(frozen=True)
 class StageRecord:
     stage: str
-    status: str
+    status: RecordStatus
     kind: str
     spec: dict[str, Any]
     spec_fingerprint: str
@@ -143,7 +151,7 @@ class StageRecord:
     def from_json(cls, d: dict[str, Any]) -> StageRecord:
         inputs = d["inputs"]
         return cls(
-            stage=str(d["stage"]), status=str(d["status"]), kind=str(d["kind"]),
+            stage=str(d["stage"]), kind=str(d["kind"]),
             spec=dict(d["spec"]), spec_fingerprint=str(d["spec_fingerprint"]),
             code={k: FileState.from_json(v) for k, v in d["code"].items()},
             file_inputs={k: FileState.from_json(v) for k, v in inputs["files"].items()},
@@ -158,6 +166,7 @@ class StageRecord:
             finished_at=_optional(float, d.get("finished_at")),
             batches_run=int(d.get("batches_run", 0)), error=_optional(str, d.get("error")),
             format=int(d["format"]), extra=dict(d.get("extra") or {}),
+            status=_status(str(d["status"])),  # last: any other problem is reported first
             discovered=None if d.get("discovered") is None else
             {str(k): Discovered.from_json(v) for k, v in d["discovered"].items()},
         )
@@ -167,6 +176,19 @@ class StageRecord:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class _UnknownStatus(ValueError):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _status(value: str) -> RecordStatus:
+    for status in RECORD_STATUSES:
+        if value == status:
+            return status
+    raise _UnknownStatus(value)
 
 
 def _optional(kind: type, value: Any) -> Any:
@@ -185,7 +207,7 @@ class RecordRead:
     """What reading a stage folder found: a record, nothing, or a problem (code, message)."""
 
     record: StageRecord | None = None
-    problem: tuple[str, str] | None = None
+    problem: tuple[ReasonCode, str] | None = None
 
 
 def record_path(stage_dir: Path) -> Path:
@@ -214,11 +236,11 @@ def read_record(stage_dir: Path) -> RecordRead:
         ))
     try:
         record = StageRecord.from_json(data)
+    except _UnknownStatus as exc:
+        return RecordRead(problem=("record_unreadable",
+                                   f"{RECORD_NAME} has an unknown status {exc.status!r}"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return RecordRead(problem=("record_unreadable", f"{RECORD_NAME} is incomplete ({exc!r})"))
-    if record.status not in DONE_STATUSES + RESUMABLE_STATUSES:
-        return RecordRead(problem=("record_unreadable",
-                                   f"{RECORD_NAME} has an unknown status {record.status!r}"))
     if record.status == "running" and record.journal:
         record = _merge_journal(stage_dir / record.journal, record)
     return RecordRead(record=record)

@@ -7,17 +7,23 @@ explain.py read them. Plain records: no I/O, nothing printed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 if TYPE_CHECKING:
     from .plan import Decision
+
+
+# What happened to a stage in a build (`result` in `build --json`).
+Result = Literal["up_to_date", "completed", "completed_empty", "skipped_empty_upstream", "held",
+                 "failed", "not_run"]
+RESULTS: tuple[Result, ...] = get_args(Result)
 
 
 @dataclass
 class StageResult:
     stage: str
     planned: Decision
-    result: str | None = None  # None in a dry run
+    result: Result | None = None  # None in a dry run
     rows: int | None = None
     batches_total: int | None = None
     batches_run: int = 0

@@ -22,6 +22,7 @@ from .records import (
     BatchEntry,
     Discovered,
     Output,
+    RecordStatus,
     StageRecord,
     journal_append,
     journal_discovered,
@@ -174,7 +175,7 @@ class StageRun:
         batches = self.sorted_batches()
         return Output("batches", sum(b.rows for b in batches), digest_strings([b.digest for b in batches]))
 
-    def finish(self, status: str, output: Output | None = None, error: str | None = None,
+    def finish(self, status: RecordStatus, output: Output | None = None, error: str | None = None,
                steps: dict[str, Output] | None = None) -> StageRecord:
         """Write the final record of this attempt (completed, failed or interrupted). A
         failed or interrupted attempt names the later step it stopped in: the next build
