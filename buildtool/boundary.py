@@ -20,7 +20,7 @@ from .errors import StageFailed
 from .fingerprint import FileState, callable_file, check_file, digest_strings
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
-from .steps import BOUNDARY, RECORDED, position, step_key, uses
+from .steps import BOUNDARY, RECORDED, StepName, position, step_key, uses
 
 if TYPE_CHECKING:
     from .kinds import Job
@@ -34,7 +34,7 @@ class CallbackContext:
     params: dict[str, Any]
 
 
-def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: str
+def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: StepName
                  ) -> tuple[Output, dict[str, Output]]:
     """Run the stage's later steps from `start` on; the ones before it are kept as recorded
     (the planner checked their traces). A step that runs is still reused when its key comes

@@ -32,7 +32,7 @@ from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .model import Workflow
-from .plan import Decision, Options, decide, plan, strict_refusals, upstream_view
+from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
 from .report import BuildReport, InternalFailure, Reporter, Result, StageResult
@@ -43,7 +43,7 @@ from .steps import MAIN
 @dataclass(frozen=True)
 class BuildConfig:
     targets: tuple[str, ...] = ()
-    resume: str = "if-possible"
+    resume: ResumeMode = "if-possible"
     force: tuple[str, ...] = ()
     rerun_from: tuple[str, ...] = ()
     dry_run: bool = False

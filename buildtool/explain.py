@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .plan import Decision
+from .plan import Action, Decision
 from .plan import batches as plural
 from .steps import BOUNDARY
 
@@ -16,8 +16,12 @@ if TYPE_CHECKING:
     from .execute import Prepared
     from .report import StageResult
 
-_ACTION_WORDS = {"up_to_date": "up to date", "run": "run", "resume": "resume",
-                 "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)"}
+_ACTION_WORDS: dict[Action, str] = {
+    "up_to_date": "up to date", "run": "run", "resume": "resume",
+    "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)",
+}
+
+
 def decision_head(d: Decision) -> str:
     """What runs: `resume (3 of 10 batches kept)`, `run from on_success (4 batches kept)`,
     `overridden (held)`."""

@@ -7,9 +7,12 @@ and the step model (steps.py) all read it. Pure data: no I/O, no imports beyond 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS
+
+if TYPE_CHECKING:
+    from .steps import StepName
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -32,9 +35,9 @@ class KeySpec:
     # The step of the stage the key belongs to (see steps.py): `main` is the stage's own
     # work (its batches, its call or its command); a change to a key reruns its step and the
     # steps after it. `None`: the key is not part of the fingerprint (it changes nothing built).
-    step: str | None = "main"
+    step: StepName | Literal["main"] | None = "main"
     # A run stage's `outputs` are its command's own files, not export copies: `main` there.
-    run_step: str | None = None
+    run_step: StepName | Literal["main"] | None = None
 
 
 # The one table of stage keys. Each key is also the name of the `model.Stage` field it

@@ -10,35 +10,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
-from .reasons import Reason, batches, collect_reasons, diff_values, stopped_in
+from .reasons import Reason, ReasonCode, batches, collect_reasons, diff_values, stopped_in
 from .records import RESUMABLE_STATUSES
-from .steps import KEEP_OUTPUT, MAIN, earliest, first_later_step, position, step_of_key
+from .steps import (
+    KEEP_OUTPUT,
+    MAIN,
+    StepName,
+    earliest,
+    first_later_step,
+    position,
+    step_name,
+    step_of_key,
+)
 
 __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
            "batches", "collect_reasons", "decide", "diff_values", "output_view", "plan",
            "strict_refusals", "upstream_view"]
 
+# What the plan says a stage does (`action` in `build --json`).
 Action = Literal["up_to_date", "run", "resume", "skip_empty_upstream", "held"]
-RESUME_MODES = ("if-possible", "never", "always")
+ResumeMode = Literal["if-possible", "never", "always"]  # `--resume`
+RESUME_MODES: tuple[ResumeMode, ...] = get_args(ResumeMode)
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
-_OWN_CHANGE = {"spec_changed", "code_changed", "output_missing", "output_modified",
-               "record_unreadable", "format_changed"}
+_OWN_CHANGE: set[ReasonCode] = {"spec_changed", "code_changed", "output_missing",
+                                 "output_modified", "record_unreadable", "format_changed"}
 # Reasons of the main step that still let it keep the batches its record lists.
-_KEEPS_BATCHES = {"incomplete", "failed_before", "output_missing", "output_modified",
-                  "upstream_will_run"}
+_KEEPS_BATCHES: set[ReasonCode] = {"incomplete", "failed_before", "output_missing",
+                                    "output_modified", "upstream_will_run"}
 # Reasons that only say a later step's trace is stale: another reason for the same or an
 # earlier step already explains it.
-_STALE = {"step_stale", "exports_stale"}
+_STALE: set[ReasonCode] = {"step_stale", "exports_stale"}
 # Where a recorded file belongs: the step that wrote it (batch files are the main step's).
-_FILE_STEPS = {"processed": "processors", "callback": "on_success", "exports": "outputs"}
+_FILE_STEPS: dict[str, StepName] = {"processed": "processors", "callback": "on_success",
+                                     "exports": "outputs"}
 
 
 @dataclass(frozen=True)
 class Options:
-    resume: str = "if-possible"
+    resume: ResumeMode = "if-possible"
     forced: Mapping[str, str] = field(default_factory=dict)  # stage -> why it is forced
     # Stages named by --force or --rerun-from: their review overrides are let go.
     released: frozenset[str] = frozenset()
@@ -52,10 +64,10 @@ class Decision:
     keep: tuple[int, ...] = ()  # batch indices kept
     batches_total: int | None = None
     rows: int | None = None
-    step: str | None = None  # the first step that runs (steps.py); None when none does
+    step: StepName | None = None  # the first step that runs; None when none does
 
     @property
-    def codes(self) -> list[str]:
+    def codes(self) -> list[ReasonCode]:
         return [r.code for r in self.reasons]
 
 
@@ -113,7 +125,7 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         assert record is not None
         return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
                         rows=record.output.rows if record.output else None)
-    step = earliest(facts.kind, [r.step for r in reasons])
+    step = earliest(facts.kind, [r.step for r in reasons if r.step])  # each is tagged
     if step != main:  # the main step's trace holds: every batch is kept
         assert record is not None
         keep = tuple(b.index for b in record.batches)
@@ -127,13 +139,13 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
 def _tagged(facts: StageFacts, found: Iterable[Reason]) -> list[Reason]:
     """Each reason with the step it reruns; a stale-trace reason only when nothing else
     explains its step."""
-    reasons = [replace(r, step=_step_of(r, facts)) for r in found]
-    other = [position(facts.kind, r.step) for r in reasons if r.code not in _STALE]
-    return [r for r in reasons if r.code not in _STALE
-            or not any(p <= position(facts.kind, r.step) for p in other)]
+    tagged = [(r, _step_of(r, facts)) for r in found]
+    other = [position(facts.kind, step) for r, step in tagged if r.code not in _STALE]
+    return [replace(r, step=step) for r, step in tagged if r.code not in _STALE
+            or not any(p <= position(facts.kind, step) for p in other)]
 
 
-def _step_of(reason: Reason, facts: StageFacts) -> str:
+def _step_of(reason: Reason, facts: StageFacts) -> StepName:
     main = MAIN[facts.kind]
     code, detail = reason.code, reason.detail
     if code == "spec_changed":
@@ -151,7 +163,7 @@ def _step_of(reason: Reason, facts: StageFacts) -> str:
     if code == "exports_stale":
         return "outputs"
     if code == "step_stale":
-        return str(detail["step_name"])
+        return step_name(detail["step_name"]) or main
     if code in ("failed_before", "incomplete") and facts.record is not None:
         return stopped_in(facts.record) or main
     return main
@@ -181,7 +193,7 @@ def _held(facts: StageFacts, reasons: list[Reason], forced: str | None) -> Decis
                                  step=MAIN[facts.kind]))
     exports = [r for r in reasons if r.step == "outputs"]
     keep = tuple(b.index for b in record.batches)
-    step = "outputs" if exports else None
+    step: StepName | None = "outputs" if exports else None
     if len(exports) == len(reasons):
         action: Action = "resume" if exports else "up_to_date"
         return Decision(facts.name, action, tuple(reasons), keep, record.batches_total,
@@ -247,7 +259,7 @@ def strict_refusals(
     return refused
 
 
-def _is_own_change(reason: Reason, actions: Mapping[str, str], all_reused: bool) -> bool:
+def _is_own_change(reason: Reason, actions: Mapping[str, Action], all_reused: bool) -> bool:
     if reason.code in _OWN_CHANGE:
         return True
     if reason.code == "no_record":

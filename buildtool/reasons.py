@@ -16,8 +16,8 @@ from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
 from .fingerprint import FileState, digest_strings
 from .jsonvalues import same_value, type_change
-from .records import RESUMABLE_STATUSES, Discovered, StageRecord
-from .steps import BOUNDARY, RECORDED, step_key, uses
+from .records import RESUMABLE_STATUSES, Discovered, RecordStatus, StageRecord
+from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
 
 # Every reason code (README "When a stage runs, and why" describes each).
 ReasonCode = Literal[
@@ -34,7 +34,7 @@ class Reason:
     code: ReasonCode
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
-    step: str = ""  # the first step it reruns (steps.py); set by the planner
+    step: StepName | Literal[""] = ""  # the first step it reruns; set by the planner
 
     def to_json(self) -> dict[str, Any]:
         step = {"step": self.step} if self.step else {}
@@ -279,13 +279,13 @@ def _damage_reasons(facts: StageFacts) -> Iterator[Reason]:
             yield Reason("output_modified", f"output file {path} was modified", {"file": path})
 
 
-def stopped_in(record: StageRecord) -> str | None:
+def stopped_in(record: StageRecord) -> StepName | None:
     """The step after the main one in which a failed or interrupted attempt ended, if any:
     the steps before it are kept."""
     if record.status not in RESUMABLE_STATUSES:
         return None
-    step = record.extra.get("stopped_in")
-    return step if isinstance(step, str) and step in BOUNDARY else None
+    step = step_name(record.extra.get("stopped_in"))
+    return step if step in BOUNDARY else None
 
 
 def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
@@ -328,7 +328,7 @@ def batches(count: int | None) -> str:
     return "batch" if count == 1 else "batches"
 
 
-def _incomplete(kind: str, status: str, kept: int, total: int | None) -> str:
+def _incomplete(kind: str, status: RecordStatus, kept: int, total: int | None) -> str:
     """A generate stage resumes batch by batch; a run or transform stage has no batches to
     count: its last run was interrupted (SIGINT, SIGTERM), or killed (still `running`)."""
     if kind != "generate" or total is None:

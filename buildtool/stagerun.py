@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .codedeps import CodeTracker
+    from .steps import StepName
 
 BATCHES = "batches"
 
@@ -56,7 +57,7 @@ class StageRun:
         # A resume may reuse the boundary steps (processed, callback, exports) it had.
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
-        self.step: str | None = None  # the later step (steps.py) running now, if any
+        self.step: StepName | None = None  # the later step running now, if any
         self.steps: dict[str, Output] = {}  # the later steps' traces, as they finish
         self.begun = False
         self._had_record = facts.record is not None

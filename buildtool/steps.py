@@ -16,37 +16,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .fingerprint import digest_strings
 from .keys import STAGE_KEYS
 
-StepName = Literal["batches", "call", "command", "processors", "on_success", "allow_empty",
-                   "outputs"]
-MAIN = {"generate": "batches", "transform": "call", "run": "command"}
-BOUNDARY: tuple[StepName, ...] = ("processors", "on_success", "allow_empty", "outputs")
+MainStep = Literal["batches", "call", "command"]  # a stage's own work, by kind
+BoundaryStep = Literal["processors", "on_success", "allow_empty", "outputs"]  # in this order
+StepName = MainStep | BoundaryStep
+MAIN: dict[str, MainStep] = {"generate": "batches", "transform": "call", "run": "command"}
+BOUNDARY: tuple[BoundaryStep, ...] = get_args(BoundaryStep)
+STEP_NAMES: tuple[StepName, ...] = get_args(MainStep) + BOUNDARY
 # Where a boundary step's trace is kept in stage.json's `steps` (names of record format 1).
-RECORDED = {"processors": "processed", "on_success": "callback", "outputs": "exports"}
+RECORDED: dict[StepName, str] = {"processors": "processed", "on_success": "callback",
+                                 "outputs": "exports"}
 # Steps after which the stage's selected output is what it was: running only these changes
 # no dependant's input.
-KEEP_OUTPUT = frozenset({"allow_empty", "outputs"})
+KEEP_OUTPUT: frozenset[StepName] = frozenset({"allow_empty", "outputs"})
 
 
-def chain(kind: str) -> tuple[str, ...]:
+def chain(kind: str) -> tuple[StepName, ...]:
     """Every step a stage of `kind` can have, in order (a step a stage does not use is skipped
     when it runs, but still has a place: removing a callback reruns from `on_success`)."""
     return (MAIN[kind],) if kind == "run" else (MAIN[kind], *BOUNDARY)
 
 
-def position(kind: str, step: str) -> int:
+def position(kind: str, step: StepName) -> int:
     return chain(kind).index(step)
 
 
-def earliest(kind: str, steps: Sequence[str]) -> str | None:
-    return min(steps, key=lambda s: position(kind, s)) if steps else None
+def earliest(kind: str, steps: Sequence[StepName]) -> StepName | None:
+    if not steps:
+        return None
+    return min(steps, key=lambda s: position(kind, s))
 
 
-def step_of_key(kind: str, key: str) -> str:
+def step_name(value: object) -> StepName | None:
+    """`value` (e.g. read from a record) as a step name, or None when it is not one."""
+    return next((s for s in STEP_NAMES if s == value), None)
+
+
+def step_of_key(kind: str, key: str) -> StepName:
     """The step a spec key (`params.x`, `on_success`, …) belongs to; the main step for keys
     outside the table (`kind`, `spec_fingerprint`)."""
     spec = STAGE_KEYS.get(key.split(".")[0])
@@ -76,7 +86,7 @@ def exports_key(outputs: Sequence[str], input_digest: str) -> str:
     return digest_strings(["exports", *outputs, input_digest])
 
 
-def step_key(step: str, spec: dict[str, Any], code_digest: str, input_digest: str) -> str:
+def step_key(step: StepName, spec: dict[str, Any], code_digest: str, input_digest: str) -> str:
     """The trace key of boundary step `step` for a canonical `spec`."""
     if step == "processors":
         return processors_key(spec.get("processors") or [], input_digest)
@@ -88,12 +98,12 @@ def step_key(step: str, spec: dict[str, Any], code_digest: str, input_digest: st
     raise ValueError(f"step {step} has no trace")
 
 
-def uses(step: str, spec: dict[str, Any]) -> bool:
+def uses(step: StepName, spec: dict[str, Any]) -> bool:
     """Whether a stage with canonical `spec` has boundary step `step` (it writes a trace)."""
     return bool(spec.get({"processors": "processors", "on_success": "on_success",
                           "outputs": "outputs"}.get(step, "")))
 
 
-def first_later_step(spec: dict[str, Any]) -> str:
+def first_later_step(spec: dict[str, Any]) -> BoundaryStep:
     """The first later step a stage with canonical `spec` has (`allow_empty` always is)."""
     return next(s for s in BOUNDARY if uses(s, spec) or s == "allow_empty")
