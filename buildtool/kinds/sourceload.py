@@ -127,9 +127,10 @@ def _loaded(module: ModuleType, before: list[str]) -> _Loaded:
                    tuple(p for i, p in new if i < first), tuple(p for i, p in new if i >= first))
 
 
-# typeshed declares `source_to_code` differently on SourceLoader and InspectLoader, which mypy
-# reports for any class mixing something into SourceFileLoader.
-class _SourceLoader(_Once, importlib.machinery.SourceFileLoader):  # type: ignore[misc]
+# The typeshed of mypy >= 2.4 declares `source_to_code` differently on SourceLoader and
+# InspectLoader, which mypy reports for any class mixing something into SourceFileLoader
+# (`unused-ignore`: older versions report nothing).
+class _SourceLoader(_Once, importlib.machinery.SourceFileLoader):  # type: ignore[misc, unused-ignore]
     """Compiles the file's current source, never its cached bytecode: a `__pycache__` entry is
     trusted while the source's mtime (in whole seconds) and size match, so an edit within the
     same second that keeps the size would run the old code under the new code digest."""
