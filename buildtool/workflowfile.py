@@ -1,7 +1,7 @@
 """Workflowfile → validated `model.Workflow` (DESIGN.md §1).
 
-`STAGE_KEYS` is the one table of stage keys: the validator below and
-`schema.py` (the JSON Schema) are both driven by it. The YAML is read by
+The validator below is driven by `keys.STAGE_KEYS`, the one table of stage keys (which
+`schema.py`, the fingerprint and the step model read too). The YAML is read by
 `yamlsource` (safe, line-aware nodes); paths and references are checked by
 `workflowrefs`.
 """
