@@ -5,6 +5,13 @@ Python: a tokenizer and a Pratt (precedence-climbing) parser build a tiny AST of
 frozen dataclasses, a static check rejects what can only be a mistake, and the
 AST is translated to a `pyarrow.compute.Expression` that pyarrow evaluates.
 
+Why one module of ~900 lines: its four parts share one node type and one error
+type (with the caret position), and each is small. A rewrite on Python's `ast`
+with a node whitelist was built and measured (issue 8): it needed our scanner
+anyway (backticks, escapes, keyword case, number rules), a token-level pass for
+messages Python's parser gives at offset 0, and a mapping back from Python's wider
+grammar — 1,107 lines against 886 — so this parser stayed.
+
 Grammar, loosest binding first::
 
     or                          a or b
