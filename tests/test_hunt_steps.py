@@ -241,3 +241,40 @@ def test_a_misspelt_callback_in_a_later_step_keeps_the_last_good_record(built: P
 
     assert stages["drafts"]["action"] == "up_to_date", stages["drafts"]
     assert built.calls() == []
+
+
+# ------------------------------------------------ 5. a lost review of a stage with no later step
+
+PLAIN = """
+workflow: demo
+stages:
+  drafts:
+    generate: code/stages.py:rows
+    num_records: 8
+    batch_size: 2
+    {extra}
+  final:
+    transform: code/stages.py:join
+    inputs: [drafts]
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a lost override's first step is allow_empty, "
+                   "which the plan takes as keeping the output")
+@pytest.mark.parametrize("extra", ["description: no later step", "outputs: [out/drafts.csv]"])
+def test_a_lost_override_reruns_the_dependants_that_consumed_it(project: Project,
+                                                                extra: str) -> None:
+    project.write("Workflowfile", PLAIN.format(extra=extra))
+    build(project)
+    approve(project)
+    assert build(project)["final"]["result"] == "completed"  # it consumed the review
+    for folder in (project.artifacts / "drafts" / "override").iterdir():
+        for f in folder.iterdir():
+            f.unlink()  # the review is lost: drafts' own output takes its place
+
+    plan = build(project, "-n")
+    stages = build(project)
+
+    assert plan["final"]["action"] != "up_to_date", plan["final"]
+    assert stages["final"]["result"] == "completed", stages["final"]
+    assert build(project)["final"]["action"] == "up_to_date"
