@@ -259,8 +259,6 @@ stages:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a lost override's first step is allow_empty, "
-                   "which the plan takes as keeping the output")
 @pytest.mark.parametrize("extra", ["description: no later step", "outputs: [out/drafts.csv]"])
 def test_a_lost_override_reruns_the_dependants_that_consumed_it(project: Project,
                                                                 extra: str) -> None:
