@@ -276,3 +276,42 @@ def test_a_lost_override_reruns_the_dependants_that_consumed_it(project: Project
     assert plan["final"]["action"] != "up_to_date", plan["final"]
     assert stages["final"]["result"] == "completed", stages["final"]
     assert build(project)["final"]["action"] == "up_to_date"
+
+
+# ------------------------------------------------ 6. `code:` entries and the callback's file
+
+CODE_FLOW = """
+workflow: demo
+stages:
+  drafts:
+    generate: code/stages.py:rows
+    num_records: 8
+    batch_size: 2
+    code: [{code}]
+    on_success: code/cb.py:keep_even
+"""
+
+
+def _edit_callback_file(project: Project, code: str) -> dict[str, Any]:
+    project.write("code/cb.py", CALLBACKS)
+    project.write("prompts/p.txt", "judge well\n")
+    project.write("Workflowfile", CODE_FLOW.format(code=code))
+    build(project)
+    project.clear_calls()
+    cb = project.root / "code/cb.py"
+    cb.write_text(cb.read_text() + "\n# the callback's file only\n")
+    return build(project)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: any `code:` entry makes the callback's file "
+                   "stage code")
+def test_a_callback_file_edit_keeps_the_batches_when_code_entries_do_not_name_it(
+        project: Project) -> None:
+    stages = _edit_callback_file(project, "prompts/p.txt")
+    assert (stages["drafts"]["step"], stages["drafts"]["batches_run"]) == ("on_success", 0)
+    assert project.calls() == ["callback drafts"]
+
+
+def test_a_callback_file_that_code_entries_name_is_the_stage_code(project: Project) -> None:
+    stages = _edit_callback_file(project, "code/*.py")
+    assert (stages["drafts"]["step"], stages["drafts"]["batches_run"]) == ("batches", 4)
