@@ -303,8 +303,6 @@ def _edit_callback_file(project: Project, code: str) -> dict[str, Any]:
     return build(project)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: any `code:` entry makes the callback's file "
-                   "stage code")
 def test_a_callback_file_edit_keeps_the_batches_when_code_entries_do_not_name_it(
         project: Project) -> None:
     stages = _edit_callback_file(project, "prompts/p.txt")
