@@ -152,11 +152,14 @@ def callable_file(workflow: Workflow, text: str | None) -> str | None:
 
 
 def callback_only_files(workflow: Workflow, stage: Stage) -> frozenset[str]:
-    """Code files only the on_success callback uses: changing one reruns just the callback."""
+    """Code files only the on_success callback uses: changing one reruns just the callback.
+    Not when the stage's own callable lives in it or its `code:` entries name it: then it is
+    the stage's code (what the stage's code imports is found as it runs, see codedeps.py)."""
     callback = callable_file(workflow, stage.on_success)
     if callback is None or stage.kind == "run":
         return frozenset()
-    if callback == callable_file(workflow, stage.target) or stage.code:
+    if callback == callable_file(workflow, stage.target) or \
+            any(callback in expand_glob(workflow.project_dir, p) for p in stage.code):
         return frozenset()
     return frozenset({callback})
 

@@ -96,8 +96,10 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
     record = facts.record
     if record is None or record.output is None:
         return Upstream(None)
-    if decision.action in ("up_to_date", "held") or decision.step in KEEP_OUTPUT:
+    if decision.action in ("up_to_date", "held"):
         return output_view(record)
+    if decision.step in KEEP_OUTPUT and not _lost_review(facts):  # a lost review's place is
+        return output_view(record)  # taken by the stage's own output, whatever step runs
     return Upstream(None)
 
 
@@ -174,8 +176,12 @@ def _holds_review(facts: StageFacts, reasons: Sequence[Reason], options: Options
     --release`, `--force STAGE`, `--rerun-from STAGE`), or its file is gone."""
     if not _overridden(facts):
         return False
-    lost = any(facts.file_groups.get(p) == "override" for p in facts.damaged)
-    return not lost and facts.name not in options.released
+    return not _lost_review(facts) and facts.name not in options.released
+
+
+def _lost_review(facts: StageFacts) -> bool:
+    """The override file the record lists is gone or changed."""
+    return any(facts.file_groups.get(p) == "override" for p in facts.damaged)
 
 
 def _overridden(facts: StageFacts) -> bool:

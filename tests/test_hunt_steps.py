@@ -241,3 +241,75 @@ def test_a_misspelt_callback_in_a_later_step_keeps_the_last_good_record(built: P
 
     assert stages["drafts"]["action"] == "up_to_date", stages["drafts"]
     assert built.calls() == []
+
+
+# ------------------------------------------------ 5. a lost review of a stage with no later step
+
+PLAIN = """
+workflow: demo
+stages:
+  drafts:
+    generate: code/stages.py:rows
+    num_records: 8
+    batch_size: 2
+    {extra}
+  final:
+    transform: code/stages.py:join
+    inputs: [drafts]
+"""
+
+
+@pytest.mark.parametrize("extra", ["description: no later step", "outputs: [out/drafts.csv]"])
+def test_a_lost_override_reruns_the_dependants_that_consumed_it(project: Project,
+                                                                extra: str) -> None:
+    project.write("Workflowfile", PLAIN.format(extra=extra))
+    build(project)
+    approve(project)
+    assert build(project)["final"]["result"] == "completed"  # it consumed the review
+    for folder in (project.artifacts / "drafts" / "override").iterdir():
+        for f in folder.iterdir():
+            f.unlink()  # the review is lost: drafts' own output takes its place
+
+    plan = build(project, "-n")
+    stages = build(project)
+
+    assert plan["final"]["action"] != "up_to_date", plan["final"]
+    assert stages["final"]["result"] == "completed", stages["final"]
+    assert build(project)["final"]["action"] == "up_to_date"
+
+
+# ------------------------------------------------ 6. `code:` entries and the callback's file
+
+CODE_FLOW = """
+workflow: demo
+stages:
+  drafts:
+    generate: code/stages.py:rows
+    num_records: 8
+    batch_size: 2
+    code: [{code}]
+    on_success: code/cb.py:keep_even
+"""
+
+
+def _edit_callback_file(project: Project, code: str) -> dict[str, Any]:
+    project.write("code/cb.py", CALLBACKS)
+    project.write("prompts/p.txt", "judge well\n")
+    project.write("Workflowfile", CODE_FLOW.format(code=code))
+    build(project)
+    project.clear_calls()
+    cb = project.root / "code/cb.py"
+    cb.write_text(cb.read_text() + "\n# the callback's file only\n")
+    return build(project)
+
+
+def test_a_callback_file_edit_keeps_the_batches_when_code_entries_do_not_name_it(
+        project: Project) -> None:
+    stages = _edit_callback_file(project, "prompts/p.txt")
+    assert (stages["drafts"]["step"], stages["drafts"]["batches_run"]) == ("on_success", 0)
+    assert project.calls() == ["callback drafts"]
+
+
+def test_a_callback_file_that_code_entries_name_is_the_stage_code(project: Project) -> None:
+    stages = _edit_callback_file(project, "code/*.py")
+    assert (stages["drafts"]["step"], stages["drafts"]["batches_run"]) == ("batches", 4)
