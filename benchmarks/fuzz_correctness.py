@@ -9,16 +9,23 @@ so a failure replays with `--examples 1 --seed X` (and the same `--focus`).
 (type-only param edits, nested params), globs (globs and paths touching other stages' outputs),
 folders (run stages with folder outputs, commands that write nothing), callbacks (on_success
 added, switched, removed; processors; export copies), retries (a flaky first attempt),
-helpers (edits of imported helper modules), mutation (code mutating nested params); `all`
-cycles through them, example by example. The default, mixed, has a little of each; plain
-has none (the generator as it was before issue 7).
+helpers (edits of imported helper modules), mutation (code mutating nested params); and
+issue 8's step model: steps (processors, the callback and its version, allow_empty and export
+copies added, switched and removed; processed, callback and export files damaged; stages with
+no rows), overrides (`dd-build override S` with a review derived from S's output, then edits
+of S and of its upstreams while the review is held, `override --release`, `--force S`, a lost
+override file). `all` cycles through them, example by example. The default, mixed, has a
+little of each; plain has none (the generator as it was before issue 7).
 
 After every `dd-build` of every example it checks:
   stale     a stage in the build's closure whose selected output differs from a from-scratch
             build of the current project files;
   wasteful  a stage whose code was called although nothing it depends on changed since its
             last completed build, its outputs were intact and it was not forced (upstreams
-            that reran with byte-identical output count as unchanged: early cutoff);
+            that reran with byte-identical output count as unchanged: early cutoff); a held
+            stage's code called; a plan whose first step for a stage (`"step"` in --json) is
+            earlier than the step model expects, or that runs batches for a later step
+            (a later step than expected is stale);
   errors    a build, a from-scratch build, `clean` or `export` that failed (beyond a run
             stage whose command writes nothing), or a refusal that names no glob/path;
   harness   the fuzzer itself raised (a bug of tests/fuzz_support.py, not of dd-build).
@@ -27,6 +34,7 @@ Run by hand, e.g.:
   python benchmarks/fuzz_correctness.py --examples 30
   python benchmarks/fuzz_correctness.py --examples 1000 --seed 0 --jobs 2
   python benchmarks/fuzz_correctness.py --examples 5 --focus types
+  python benchmarks/fuzz_correctness.py --examples 200 --focus steps --jobs 2
 Exit status 1 when any violation was found; the first --show reports are printed in full.
 """
 

@@ -6,50 +6,82 @@ from one `random.Random(seed)` (`run_seed`), so a seed (and a focus) replays the
 anywhere.
 
 An example: a random workflow (`fuzz_workflows.random_workflow`: 2-6 stages with the hard
-edges of issue 7, see that module), then rounds of 0-3 random edits each followed by a
-`dd-build` with random targets and flags (`Sequence`). Edits: a param (also type-only: `1` →
-`1.0` → `true` → `"1"`, bare or nested), a spec key (num_records, batch_size, sampling), a
-code constant (changes the output) or a comment (does not), a helper module the code imports,
-the callbacks' code, an `on_success` callback added, switched or removed, processors and
-export copies changed, `description`/`retries` (not fingerprinted), a run stage's number of
-output files or a command that writes nothing, a file input's content, a file matching
-`data/*.txt` added or removed, a glob/path touching another stage's outputs added, touching a
-file (same bytes, new mtime), deleting, garbling, replacing or touching a batch file, damaging
-a run stage's or a callback's output, `dd-build clean S`. Code and data edits sometimes keep
-the file's size and land in the same second as its last write.
+edges of issue 7 and the later steps of issue 8, see that module), then rounds of 0-3 random
+edits each followed by a `dd-build` with random targets and flags (`Sequence`). Edits: a
+param (also type-only: `1` → `1.0` → `true` → `"1"`, bare or nested), a spec key
+(num_records, batch_size, sampling), a code constant (changes the output) or a comment (does
+not), a helper module the code imports, the callbacks' code, an `on_success` callback added,
+switched (within a file or to the other file; `cb_keep` returns None) or removed, its
+`on_success_version` added, changed or removed, processors added, removed, reordered or
+replaced (one may empty a small stage), `allow_empty` set or unset, export copies (one or
+two) added, switched to another format or removed, `description`/`retries` (not
+fingerprinted), a run stage's number of output files or a command that writes nothing, a
+file input's content, a file matching `data/*.txt` added or removed, a glob/path touching
+another stage's outputs added, touching a file (same bytes, new mtime), deleting, garbling,
+replacing or touching a batch file, deleting or overwriting a processed file, a callback's
+output, an export copy or a run stage's output, `dd-build clean S`; and review overrides:
+`dd-build override S reviews/S.parquet` (S's output with every other row dropped and one
+value changed), then edits of S itself and of its upstreams while the review is held,
+`dd-build override --release S`, and a deleted override file. Code and data edits sometimes
+keep the file's size and land in the same second as its last write.
 
 The property (Build Systems à la Carte, STYLE.md), checked after every `dd-build`:
 
 (a) never stale: every stage in the build's closure has a selected output (read from its
-    record: its batch files, boundary output or run outputs, with their paths) and export
-    copies equal to that stage's in a from-scratch build (`dd-build -k`) of the current
-    project files in a fresh folder. A stage the from-scratch build fails (only a run stage
-    whose command writes nothing may) must be recorded failed, not completed. From-scratch
-    builds are cached by a hash of the project's source files and run in parallel with the
-    build under test. When a stage touches another's outputs through a glob or path:
+    record: its batch files, boundary output or run outputs, with their paths), status
+    (`completed`, `completed_empty`, `skipped_empty_upstream`) and export copies equal to
+    that stage's in a from-scratch build (`dd-build -k`) of the current project files in a
+    fresh folder. A stage the from-scratch build fails (a run stage whose command writes
+    nothing, a stage with no rows and no `allow_empty`) must be recorded failed, not
+    completed. From-scratch builds are cached by a hash of the project's source files (and
+    held reviews) and run in parallel with the build under test. When a stage touches
+    another's outputs through a glob or path:
       - dd-build may refuse the Workflowfile (exit 2, both builds, the message naming the
         glob or path): accepted; the touches are then removed and the sequence goes on;
       - else the from-scratch build must be a fixpoint (a second build runs nothing: no stage
         ran before what it reads), and a dry run after the build under test must find every
         stage of the closure up to date.
+    Held overrides: in the from-scratch copy each held stage S is a transform returning its
+    review file, with S's export copies (`hold_reviews`), so the oracle's S and its export
+    copies are the review's and its dependants are built from the review, whatever S's own
+    spec, code and upstreams have become. So a dropped review (S rebuilt, or S's export
+    copies or a dependant built from S's own output) differs from the oracle, and so does a
+    stale dependant. The model checks besides that S's output is the review's rows
+    (`_check_held`) and that none of S's code runs while it is held; `--force S`,
+    `--rerun-from S` and `override --release S` let it go (the oracle is then the plain one),
+    `--resume never` and `--rerun-from` an ancestor do not. One difference is accepted:
+    dd-build runs no stage after a failed one, a held one neither, while the oracle's held
+    stage needs no upstream; stages after a failed stage are not compared (their records are
+    as before).
 
 (b) never wasteful: every user call (batch, transform, run command, callback) appends a line
-    to `calls.log`. The model (`Model`) remembers per stage the key of its last completed
-    build, in two parts: what its batches depend on (its spec as written minus
-    `description`, `retries` and the boundary keys; the sha256 of its code file and of the
-    helper modules it imports; of each file its inputs, seed and `code:` entries match; the
-    identity of each upstream stage's selected output: its files' paths and bytes) and what
-    only its boundary steps depend on (`processors`, `on_success`, export `outputs`, the
-    callback's file). A
-    call in a build is a violation when it was not forced (`--force`, `--rerun-from`,
-    `--resume never`), the sequence damaged none of the stage's outputs since (a damaged
-    batch allows only that batch; a damaged callback output only the callback), and: for a
-    batch call, the batch part of the key is unchanged (upstream identities as read after
-    this build: early cutoff); for a callback call, both parts are. Also a violation: a call
-    of a stage outside the build's closure, or of one batch twice.
+    to `calls.log`. The model (`fuzz_steps.Model`) remembers per stage what its last own
+    build was made from, step by step (`fuzz_steps.Built`): what its batches depend on (its
+    spec as written minus `description`, `retries` and the later steps' keys; the sha256 of
+    its code file and of the helper modules it imports; of each file its inputs, seed and
+    `code:` entries match; the identity of each upstream stage's selected output: its files'
+    paths and bytes), each later step's keys (processors; on_success, its version and the
+    callback's file; allow_empty; outputs) and what the callback read (the batch files and
+    the processors). A call in a build is a violation when it was not forced (`--force`,
+    `--rerun-from`, `--resume never`), the sequence damaged none of the stage's outputs
+    since (a damaged batch allows only that batch; a damaged callback output only the
+    callback), and: for a batch call, the batch part is unchanged (upstream identities as
+    read after this build: early cutoff); for a callback call, its own keys and what it read
+    are unchanged too. Also a violation: a call of a stage outside the build's closure, of
+    one batch twice, or of a held stage.
 
-The model knows only what the generator makes: deterministic stages, no overrides or kills
-(other tests cover those).
+(c) the step model: before each build the model predicts, for every stage it can tell about,
+    the first step the plan must name (`fuzz_steps.predict`): the earliest step whose keys
+    changed or whose files were damaged (a deleted processed file: processors; a callback's
+    output: on_success; an export copy: outputs; a failure for an empty output: allow_empty;
+    a released override: outputs), the main step when an upstream runs first, and for a
+    held stage only its export copies. The build's `--json` report (the plan it ran) and,
+    with the step edits on, `dd-build -n --json` before it must name that step (an earlier
+    one is wasteful, a later one stale), and a stage that runs from a later step must run no
+    batch.
+
+The model knows only what the generator makes: deterministic stages, no kills (other tests
+cover those).
 """
 
 from __future__ import annotations
@@ -67,10 +99,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+from fuzz_steps import (
+    LATER,
+    Model,
+    Review,
+    callback_input,
+    derive_review,
+    planned_steps,
+    predict,
+    stage_key,
+    step_problems,
+)
+from fuzz_steps import sha as _sha
 from fuzz_workflows import (
     CALLBACK_CONSTS,
     CALLBACK_FILES,
+    CALLBACK_VERSIONS,
     CALLBACKS,
+    EMPTYING,
+    EXPORT_FORMATS,
     FOCUS,
     HELPER_CONSTS,
     HELPER_FILES,
@@ -88,6 +136,7 @@ from fuzz_workflows import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+NO_ROWS = "selected output has no rows"  # dd-build's own message for an empty output
 __all__ = ["FOCUS", "ReferenceBuilds", "SequenceResult", "Violation", "run_seed"]
 
 
@@ -102,6 +151,7 @@ class Selected:
     identity: tuple[str, ...]  # each output file's path and the sha256 of its bytes, in order
     content: tuple[Any, ...]  # ("table", schema, rows) or ("files", ((path, bytes), ...))
     exports: tuple[tuple[str, bytes], ...] = ()
+    table: Any = field(default=None, compare=False)  # the pyarrow table of a tabular output
 
 
 def _record(root: Path, stage: str) -> dict[str, Any] | str:
@@ -117,9 +167,14 @@ def record_status(root: Path, stage: str) -> str:
     return "absent" if isinstance(rec, str) else str(rec.get("status"))
 
 
+def batch_files(root: Path, rec: dict[str, Any]) -> tuple[list[str], list[Path]]:
+    """The batch files a record lists, in index order: as recorded, and their paths."""
+    names = [b["file"] for b in sorted(rec.get("batches") or [], key=lambda b: b["index"])]
+    return names, [root / "artifacts" / WORKFLOW / name for name in names]
+
+
 def read_selected(root: Path, stage: str) -> Selected | str:
     """The selected output of `stage` in the project at `root`, or why it cannot be read."""
-    art = root / "artifacts" / WORKFLOW
     rec = _record(root, stage)
     if isinstance(rec, str):
         return rec
@@ -127,8 +182,7 @@ def read_selected(root: Path, stage: str) -> Selected | str:
     if rec.get("status") not in ("completed", "completed_empty") or not out:
         return f"record status {rec.get('status')!r}, output {out!r}"
     if out["kind"] == "batches":
-        names = [b["file"] for b in sorted(rec["batches"], key=lambda b: b["index"])]
-        files = [art / name for name in names]
+        names, files = batch_files(root, rec)
     else:
         names = [f["path"] for f in out["files"]]
         files = [root / name for name in names]
@@ -155,7 +209,7 @@ def read_selected(root: Path, stage: str) -> Selected | str:
         table = pa.concat_tables(tables)
     except (OSError, pa.ArrowException) as exc:
         return f"an output file of the record is not readable parquet: {exc}"
-    return Selected(rec["status"], identity, table_content(table), exports)
+    return Selected(rec["status"], identity, table_content(table), exports, table)
 
 
 def table_content(table: Any) -> tuple[Any, ...]:
@@ -240,6 +294,7 @@ class Reference:
     statuses: dict[str, str]
     unsettled: list[str] = field(default_factory=list)
     error: str | None = None  # a completed stage whose output could not be read
+    errors: dict[str, str] = field(default_factory=dict)  # failed stages: their recorded error
 
     @property
     def refused(self) -> bool:
@@ -248,6 +303,11 @@ class Reference:
     @property
     def failed(self) -> set[str]:
         return {name for name, status in self.statuses.items() if status == "failed"}
+
+    def failed_empty(self, name: str) -> bool:
+        """Whether the stage failed only because its output has no rows (no allow_empty)."""
+        return self.statuses.get(name) == "failed" and \
+            NO_ROWS in self.errors.get(name, "")
 
 
 class _Pending:
@@ -274,7 +334,10 @@ class _Pending:
             problems = []
             for name in names:
                 ref.statuses[name] = record_status(self.folder, name)
-                if ref.statuses[name] != "completed":
+                if ref.statuses[name] == "failed":
+                    rec = _record(self.folder, name)
+                    ref.errors[name] = str(rec.get("error")) if isinstance(rec, dict) else ""
+                if ref.statuses[name] not in ("completed", "completed_empty"):
                     continue
                 got = read_selected(self.folder, name)
                 if isinstance(got, str):
@@ -303,10 +366,14 @@ class ReferenceBuilds:
         while len(self.cache) > self.limit:
             self.cache.popitem(last=False)
 
-    def start(self, project: Path, fixpoint: bool = False) -> _Pending:
+    def start(self, project: Path, fixpoint: bool = False,
+              held: dict[str, str] | None = None) -> _Pending:
         """Start the from-scratch build of `project`'s current sources (or find it cached);
-        with `fixpoint`, build twice and note what the second build ran."""
-        key = source_hash(project) + (":fixpoint" if fixpoint else "")
+        with `fixpoint`, build twice and note what the second build ran. `held` maps each
+        stage whose review override is in force to its review file: see `hold_reviews`."""
+        held = held or {}
+        key = source_hash(project) + (":fixpoint" if fixpoint else "") + "".join(
+            f":{name}={_sha(project / rel)}" for name, rel in sorted(held.items()))
         if key in self.cache:
             self.hits += 1
             self.cache.move_to_end(key)
@@ -314,12 +381,40 @@ class ReferenceBuilds:
         self.builds += 1
         self.workdir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.workdir))
-        for rel in source_files(project):
+        for rel in source_files(project) + sorted(held.values()):
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project / rel, folder / rel)
+        if held:
+            hold_reviews(folder, held)
         proc = subprocess.Popen(cli_command("-q", "-k"), cwd=folder, env=cli_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return _Pending(self, key, folder, proc, None, fixpoint)
+
+
+_REVIEWED = '''"""A held review, as a from-scratch build sees it (tests/fuzz_support.py)."""
+
+
+def make(ctx):
+    import pyarrow.parquet as pq
+
+    (path,) = ctx.inputs.values()
+    return pq.read_table(path)
+'''
+
+
+def hold_reviews(folder: Path, held: dict[str, str]) -> None:
+    """The from-scratch oracle of held overrides: in the copy at `folder`, each held stage
+    becomes a transform that returns its review file (and keeps its export copies), so its
+    dependants are built from the review, and its export copies are the review's. What the
+    held stage itself would build no longer matters: only its review does."""
+    path = folder / "Workflowfile"
+    doc = yaml.safe_load(path.read_text())
+    for name, review in held.items():
+        entry = doc["stages"][name]
+        doc["stages"][name] = {"transform": "stages/_reviewed.py:make", "inputs": [review],
+                               **({"outputs": entry["outputs"]} if "outputs" in entry else {})}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200))
+    (folder / "stages" / "_reviewed.py").write_text(_REVIEWED)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -335,18 +430,6 @@ class Violation:
     def __str__(self) -> str:
         where = f" stage {self.stage}" if self.stage else ""
         return f"[{self.kind}] build #{self.build}{where}: {self.message}"
-
-
-Key = tuple[tuple[Any, ...], tuple[Any, ...]]  # (what the batches depend on, the boundary's)
-
-
-@dataclass
-class Model:
-    """Per stage: the key of its last completed build, and the damage done to it since
-    (batch indices, "cb" for a callback output, "all")."""
-
-    built: dict[str, Key] = field(default_factory=dict)
-    damaged: dict[str, set[int | str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -380,20 +463,6 @@ class SequenceResult:
         return "\n".join(lines)
 
 
-def pattern_states(root: Path, patterns: list[str]) -> tuple[tuple[str, str], ...]:
-    paths: set[str] = set()
-    for pattern in patterns:
-        paths.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
-    return tuple((p, _sha(root / p)) for p in sorted(paths))
-
-
-def _sha(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return "missing"
-
-
 class Sequence:
     """One example: a random workflow, then rounds of random edits each followed by a build."""
 
@@ -413,6 +482,7 @@ class Sequence:
         self.last_closure: list[str] = []
         self.seen: Counter[str] = Counter()
         self.last_reference: Reference | None = None
+        self.only: set[str] | None = None  # while set, edits pick only these stages
         self.wf = random_workflow(rng, self.mix)
 
     # -- running
@@ -469,6 +539,12 @@ class Sequence:
 
     # -- one build and its checks
 
+    def released(self, flags: list[str], closure: list[str]) -> set[str]:
+        """Stages whose review override this build lets go: named by --force or
+        --rerun-from (not the stages after a --rerun-from stage, nor --resume never)."""
+        return {value for flag, value in zip(flags, flags[1:], strict=False)
+                if flag in ("--force", "--rerun-from") and value in closure}
+
     def build(self, flags: list[str], targets: list[str]) -> bool:
         """Build, check the property, update the model. False when the sequence must stop."""
         self.builds += 1
@@ -476,8 +552,13 @@ class Sequence:
         args = [*flags, *targets]
         closure = self.wf.closure(targets)
         forced = self.forced(flags, closure)
+        released = self.released(flags, closure)
+        held = {name for name in self.model.held if name not in released}
         cross = self.wf.has_cross()
-        pending = self.refs.start(self.root, fixpoint=cross)
+        pending = self.refs.start(self.root, fixpoint=cross, held={
+            name: self.model.held[name].path for name in held})
+        pred = predict(self.wf, self.model, self.root, closure, forced, held & set(closure))
+        planned = self._dry_plan(args, pred, held & set(closure))
         (self.root / "calls.log").unlink(missing_ok=True)
         proc = run_cli(self.root, "build", "--json", *args)
         calls = _called(self.root)
@@ -488,28 +569,128 @@ class Sequence:
         self.transcript.append(f"build #{n}: dd-build {' '.join(args)} -> exit {proc.returncode}; "
                                f"called {ran or 'nothing'}")
         self.transcript += ["    " + line for line in summary]
+        if pred:
+            self.transcript.append("    the model expects the first steps " + ", ".join(
+                f"{name}: {step or '-'}" for name, step in pred.items()))
         if ref.refused or proc.returncode == 2:
             return self._refusal(n, proc, ref)
         found = self._outcome(n, proc, ref, closure)
+        blocked = self._blocked(closure, ref)
         selected: dict[str, Selected] = {}
         for name in closure:
-            found += self._check_stage(n, name, ref, selected)
-        found += self._wasteful(n, closure, forced, calls, selected)
+            if name not in blocked:
+                found += self._check_stage(n, name, ref, selected)
+        found += self._check_held(n, held & set(closure) - blocked, selected)
+        found += self._check_steps(n, pred, proc.stdout, planned)
+        found += self._wasteful(n, closure, forced, held, calls, selected)
         if not found and proc.returncode == 0 and (cross or any(s.helpers for s in
                                                                   self.wf.stages)):
-            found += self._dry_run_check(n, targets, closure)
+            found += self._dry_run_check(n, targets, closure, held)
         self.violations += found
         if found:
             return False
+        # A --force S that did not run S (an upstream of it failed) did not let its review go.
+        self.model.held = {name: review for name, review in self.model.held.items()
+                           if name in held or name in blocked}
         for name in closure:
-            if name in selected:
-                self.model.built[name] = self._key(name, selected)
-                self.model.damaged.pop(name, None)
-            elif ref.statuses.get(name) == "failed":
-                self.model.damaged[name] = {"all"}
+            if name not in blocked:
+                self._remember(name, ref, selected, held)
         self.last_closure = closure
         self.last_reference = ref
         return True
+
+    def _remember(self, name: str, ref: Reference, selected: dict[str, Selected],
+                  held: set[str]) -> None:
+        """The model after a good build: what the stage was built from, step by step."""
+        model, s = self.model, self.wf.stage(name)
+        outputs = s.step_parts().get("outputs", "")
+        if name in held:  # no own build: only its export copies, from the review
+            if name in selected:
+                model.identity[name] = selected[name].identity
+            model.rec_exports[name] = outputs
+            model.damaged.get(name, set()).discard("exports")
+            return
+        rec = _record(self.root, name)
+        if name in selected or (ref.failed_empty(name) and isinstance(rec, dict)):
+            ups = {u: selected[u].identity for u in s.upstreams if u in selected}
+            model.built[name] = stage_key(self.root, s, ups, callback_input(
+                self.root, s, rec) if isinstance(rec, dict) else None)
+            for names in (model.released, model.lost, model.failed_empty):
+                names.discard(name)
+            model.damaged.pop(name, None)
+            model.rec_exports[name] = outputs
+            if name in selected and selected[name].status == "completed":
+                model.identity[name] = selected[name].identity
+            else:
+                model.identity.pop(name, None)
+            if name not in selected:
+                model.failed_empty.add(name)
+        elif ref.statuses.get(name) == "failed":
+            model.damaged[name] = {"all"}
+            model.identity.pop(name, None)
+        elif ref.statuses.get(name) == "skipped_empty_upstream":
+            model.forget(name)
+
+    def _blocked(self, closure: list[str], ref: Reference) -> set[str]:
+        """Stages after a stage that fails (from scratch too): dd-build runs none of them, and
+        neither does a from-scratch build, except where a held stage is in between: there
+        the oracle's held stage reads only its review (see hold_reviews), while dd-build does
+        not run a stage whose upstream failed, even a held one. Their records are as before."""
+        blocked: set[str] = set()
+        for name in closure:
+            if any(u in ref.failed or u in blocked for u in self.wf.upstreams(name)):
+                blocked.add(name)
+        if blocked & set(self.model.held):
+            self.seen["held stages after a failed upstream"] += 1
+        return blocked
+
+    def _dry_plan(self, args: list[str], pred: dict[str, str | None], held: set[str]
+                  ) -> dict[str, dict[str, Any]] | None:
+        """`dd-build -n --json` before the build, when the step edits are on and the model
+        expects a later step somewhere (or a held stage): its plan must name those steps."""
+        if not self.mix.steps or not (held or any(step in LATER for step in pred.values())):
+            return None
+        proc = run_cli(self.root, "build", "-n", "--json", *args)
+        return planned_steps(proc.stdout)
+
+    def _check_steps(self, n: int, pred: dict[str, str | None], stdout: str,
+                     planned: dict[str, dict[str, Any]] | None) -> list[Violation]:
+        """The plan names the first step the model expects (in the build's report, and in a
+        dry run before it); a stage that runs from a later step runs no batch."""
+        report = planned_steps(stdout)
+        if report is None:
+            return []
+        kinds = {s.name: s.kind for s in self.wf.stages}
+        found = [Violation(kind, n, name, message) for kind, name, message in
+                 step_problems(pred, report, kinds, "the build's plan")]
+        if planned is not None:
+            found += [Violation(kind, n, name, message) for kind, name, message in
+                      step_problems(pred, planned, kinds, "dd-build -n --json")]
+        for name, step in pred.items():
+            entry = report.get(name)
+            if entry is None:
+                continue
+            self.seen[f"step checks ({step or 'none'})"] += 1
+            if step in (*LATER, None) and entry.get("batches_run"):
+                found.append(Violation("wasteful", n, name, f"ran {entry['batches_run']} "
+                                       f"batch(es), but only {step or 'nothing'} had to run"))
+        return found
+
+    def _check_held(self, n: int, held: set[str], selected: dict[str, Selected]
+                    ) -> list[Violation]:
+        """A held stage's selected output is its review, whatever changed."""
+        found = []
+        for name in sorted(held):
+            got, review = selected.get(name), self.model.held[name]
+            self.seen["held through a build"] += 1
+            if got is None:
+                found.append(Violation("stale", n, name, "its review override is held, but "
+                                       f"it has no output: {read_selected(self.root, name)}"))
+            elif got.content != review.content:
+                found.append(Violation("stale", n, name, "its review override was dropped: "
+                                       f"{diff_content(got.content, review.content)} (the "
+                                       "review)"))
+        return found
 
     def _refusal(self, n: int, proc: subprocess.CompletedProcess[str], ref: Reference) -> bool:
         """A build that exited 2: fine when both builds refused a Workflowfile with a touch of
@@ -540,10 +721,11 @@ class Sequence:
 
     def _outcome(self, n: int, proc: subprocess.CompletedProcess[str], ref: Reference,
                  closure: list[str]) -> list[Violation]:
-        """Exit statuses: only stages that may fail may fail, in either build."""
+        """Exit statuses: only stages that may fail may fail, in either build (a stage
+        whose output has no rows without allow_empty may fail)."""
         found: list[Violation] = []
         may_fail = self.wf.may_fail()
-        unexpected = ref.failed - may_fail
+        unexpected = {s for s in ref.failed - may_fail if not ref.failed_empty(s)}
         if ref.code not in (0, 1) or unexpected or (ref.code == 1 and not ref.failed):
             found.append(Violation("error", n, None, f"from-scratch build exited {ref.code} "
                                    f"(failed: {sorted(ref.failed)}): {ref.stderr.strip()}"))
@@ -575,12 +757,20 @@ class Sequence:
             shown = show_content(got.content) if isinstance(got, Selected) else got
             return [Violation("stale", n, name, f"recorded {status!r} (output {shown}), but "
                               "a from-scratch build fails it")]
-        if want_status != "completed":
+        if want_status == "skipped_empty_upstream":
+            status = record_status(self.root, name)
+            return [] if status == want_status else [Violation(
+                "stale", n, name, f"recorded {status!r}, but a from-scratch build skips it "
+                "(an upstream has no rows)")]
+        if want_status not in ("completed", "completed_empty"):
             return []  # not run from scratch either (an upstream failed)
         got = read_selected(self.root, name)
         if isinstance(got, str):
             return [Violation("stale", n, name, f"no selected output: {got}")]
         selected[name] = got
+        if got.status != want_status:
+            return [Violation("stale", n, name, f"recorded {got.status!r}, but a from-scratch "
+                              f"build records {want_status!r}")]
         want = ref.outputs.get(name)
         if want is None:
             return []
@@ -595,9 +785,10 @@ class Sequence:
                               f"from a from-scratch build's {show(want.exports)}")]
         return []
 
-    def _dry_run_check(self, n: int, targets: list[str], closure: list[str]) -> list[Violation]:
+    def _dry_run_check(self, n: int, targets: list[str], closure: list[str], held: set[str]
+                       ) -> list[Violation]:
         """Right after a good build, a dry run must find every stage of the closure up to
-        date (a stage that read files another stage then rewrote would run again)."""
+        date (a stage that read files another stage then rewrote would run again), or held."""
         proc = run_cli(self.root, "build", "-n", "--json", *targets)
         try:
             stages = json.loads(proc.stdout).get("stages", [])
@@ -606,26 +797,15 @@ class Sequence:
                               f"{proc.stderr.strip()[-1000:]}")]
         found = []
         for s in stages:
-            if s.get("stage") in closure and s.get("action") != "up_to_date":
+            ok = ("up_to_date", "held") if s.get("stage") in held else ("up_to_date",)
+            if s.get("stage") in closure and s.get("action") not in ok:
                 reasons = "; ".join(r.get("message", r.get("code", ""))
                                     for r in s.get("reasons", []))
                 found.append(Violation("stale", n, s["stage"], "a dry run right after this "
                                        f"build would {s.get('action')} it: {reasons}"))
         return found
 
-    def _key(self, name: str, selected: dict[str, Selected]) -> Key:
-        stage = self.wf.stage(name)
-        main, post = stage.spec_keys()
-        code = tuple((f, _sha(self.root / f)) for f in stage.code_files())
-        callback = (_sha(self.root / CALLBACK_FILES[stage.on_success]),) \
-            if stage.on_success else ()
-        batch = (main, code, pattern_states(self.root, stage.patterns),
-                 tuple((u, selected[u].identity) for u in stage.upstreams))
-        if stage.cross_code:  # with `code:` entries the callback's file is code of the stage
-            batch += callback
-        return batch, (post, callback)
-
-    def _wasteful(self, n: int, closure: list[str], forced: set[str],
+    def _wasteful(self, n: int, closure: list[str], forced: set[str], held: set[str],
                   calls: list[tuple[str, str]], selected: dict[str, Selected]) -> list[Violation]:
         found = []
         for (stage, what), count in Counter(calls).items():
@@ -637,33 +817,58 @@ class Sequence:
                 found.append(Violation("wasteful", n, stage, f"called ({sorted(whats, key=str)}) "
                                        f"but not in the build's closure {closure}"))
                 continue
+            if stage in held:
+                found.append(Violation("wasteful", n, stage, f"called ({sorted(whats, key=str)}) "
+                                       "while its review override is held"))
+                continue
             if stage in forced or stage not in self.model.built:
                 continue
-            s = self.wf.stage(stage)
-            if not all(u in selected for u in s.upstreams):
-                continue  # an upstream is reported stale already, or failed
-            batch, post = self._key(stage, selected)
-            old_batch, old_post = self.model.built[stage]
-            damaged = self.model.damaged.get(stage, set())
-            if batch != old_batch or "all" in damaged:
-                continue
-            extra: set[int | str] = set()
-            batch_calls = {w for w in whats if w != "cb"}
-            if batch_calls:
-                if s.kind == "generate":
-                    extra |= batch_calls - damaged
-                elif not damaged - {"cb"}:
-                    extra |= batch_calls
-            if "cb" in whats and post == old_post and not damaged:
-                extra.add("cb")
+            extra = self._needless(stage, whats, selected)
             if extra:
+                damaged = self.model.damaged.get(stage, set())
                 why = (f"only damaged {sorted(damaged, key=str)} may rerun" if damaged else
-                       "its spec, code and inputs are unchanged since its last completed build "
-                       "(for a callback: its boundary keys and callbacks file too), its outputs "
-                       "are intact and it was not forced")
+                       "its spec, code and inputs are unchanged since its last build (for a "
+                       "callback: its keys, its file and what it read too), its outputs are "
+                       "intact and it was not forced")
                 found.append(Violation("wasteful", n, stage,
                                        f"called for {sorted(extra, key=str)}: {why}"))
         return found
+
+    def _needless(self, name: str, whats: set[int | str], selected: dict[str, Selected]
+                  ) -> set[int | str]:
+        """The calls of a stage that nothing asked for. A batch or a transform's call: its
+        main step's part is as last built (upstream outputs as read after this build: early
+        cutoff) and nothing of it was damaged. A callback: besides, its own part and what it
+        read (the batches, the processors) are as last built, its output is intact, and some
+        batch was kept (a main step that runs fresh, or whose every batch was damaged, drops
+        the later steps' files: dd-build's design, not the step-by-step cutoff)."""
+        s = self.wf.stage(name)
+        if not all(u in selected for u in s.upstreams):
+            return set()  # an upstream is reported stale already, or failed
+        damaged = self.model.damaged.get(name, set())
+        old = self.model.built[name]
+        rec = _record(self.root, name)
+        now = stage_key(self.root, s, {u: selected[u].identity for u in s.upstreams},
+                        callback_input(self.root, s, rec) if isinstance(rec, dict) else None)
+        if "all" in damaged or old.main_changed(now):
+            return set()
+        extra: set[int | str] = set()
+        batch_calls = {w for w in whats if w != "cb"}
+        batches_damaged = {d for d in damaged if isinstance(d, int)}
+        # (A stage whose output had no rows resumes at its allow_empty check: nothing again.)
+        again = False
+        if s.kind == "generate":
+            extra |= batch_calls - batches_damaged
+        elif not batches_damaged and not again:
+            extra |= batch_calls
+        # A main step that runs fresh (no batch left to keep) starts with no later step's
+        # files: its callback runs again even when the batches come out the same.
+        fresh = again or (old.cb_input is not None and
+                          len(batches_damaged) >= len(old.cb_input[0]))
+        if "cb" in whats and "cb" not in damaged and not fresh and now.step("on_success") == \
+                old.step("on_success") and now.cb_input == old.cb_input:
+            extra.add("cb")
+        return extra
 
     @staticmethod
     def _by_stage(calls: list[tuple[str, str]]) -> dict[str, set[int | str]]:
@@ -739,7 +944,8 @@ class Sequence:
 
     def _pick(self, kinds: tuple[str, ...] = ("generate", "transform", "run"),
               where: Any = None) -> StageGen | None:
-        stages = [s for s in self.wf.stages if s.kind in kinds and (where is None or where(s))]
+        stages = [s for s in self.wf.stages if s.kind in kinds and (where is None or where(s))
+                  and (self.only is None or s.name in self.only)]
         return self.rng.choice(stages) if stages else None
 
     def _rewrite(self) -> None:
@@ -747,7 +953,8 @@ class Sequence:
 
     def _edit_param(self) -> str | None:
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         key = "k" if s.kind == "run" else self.rng.choice(("p", "p", "q"))
         old = getattr(s, key)
         setattr(s, key, (old + self.rng.randint(1, 9)) % 100)
@@ -757,7 +964,8 @@ class Sequence:
     def _edit_param_type(self) -> str | None:
         """Mostly a type-only edit: `1` -> `1.0` -> `true` -> `"1"`, bare or nested."""
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         slot = "x" if s.x is not None and self.rng.random() < 0.5 else "t"
         old = getattr(s, slot)
         new = type_edit(self.rng, old)
@@ -769,7 +977,8 @@ class Sequence:
 
     def _edit_spec(self) -> str | None:
         s = self._pick(("generate",))
-        assert s is not None
+        if s is None:
+            return None
         choice = self.rng.choice(("num_records", "batch_size", "sampling"))
         seeded = bool(s.seed or s.seed_file)
         if choice == "sampling" and seeded:
@@ -791,7 +1000,8 @@ class Sequence:
 
     def _edit_code_const(self) -> str | None:
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         old = s.const
         s.const = self._new_const(old)
         fast = self._maybe_fast(self.root / s.code_path, lambda: self.wf.write_code(self.root, s))
@@ -816,7 +1026,8 @@ class Sequence:
 
     def _edit_code_comment(self) -> str | None:
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         s.comment = f"{s.name} v{self.rng.randint(1, 10**6)}"
         self.wf.write_code(self.root, s)
         return f"{s.name}: comment in {s.code_path} -> '# {s.comment}' (no output change)"
@@ -840,7 +1051,8 @@ class Sequence:
         return f"{rel} (imported by {users}): {what}{fast}"
 
     def _edit_callback(self) -> str | None:
-        """on_success: added, switched to another callback, or removed."""
+        """on_success: added, switched to another callback (in the same file or the other
+        one; cb_keep returns None), or removed (with its on_success_version)."""
         s = self._pick(("generate", "transform"))
         if s is None:
             return None
@@ -851,8 +1063,41 @@ class Sequence:
             s.on_success = self.rng.choice([c for c in CALLBACKS if c != old])
         else:
             s.on_success = None
+        version = ""
+        if s.on_success is None and s.on_success_version:
+            s.on_success_version = None
+            version = " (and its on_success_version)"
         self._rewrite()
-        return f"{s.name}: on_success {old} -> {s.on_success}"
+        return f"{s.name}: on_success {old} -> {s.on_success}{version}"
+
+    def _edit_callback_version(self) -> str | None:
+        """on_success_version added, changed or removed (the callback's identity)."""
+        s = self._pick(("generate", "transform"), where=lambda s: s.on_success)
+        if s is None:
+            return None
+        old = s.on_success_version
+        options = [v for v in CALLBACK_VERSIONS if v != old]
+        s.on_success_version = self.rng.choice(options) if old is None or \
+            self.rng.random() < 0.5 else None
+        self._rewrite()
+        return f"{s.name}: on_success_version {old} -> {s.on_success_version}"
+
+    def _edit_allow_empty(self) -> str | None:
+        """allow_empty set or unset; sometimes with the processor that empties small stages
+        added or removed, so that the check has something to say."""
+        s = self._pick(("generate", "transform"))
+        if s is None:
+            return None
+        what = []
+        if self.rng.random() < 0.7:
+            s.allow_empty = not s.allow_empty
+            what.append(f"allow_empty -> {s.allow_empty}")
+        if self.rng.random() < 0.4 or not what:
+            s.processors = [p for p in s.processors if p != EMPTYING] if \
+                EMPTYING in s.processors else [*s.processors, EMPTYING]
+            what.append(f"processors -> {json.dumps(s.processors)}")
+        self._rewrite()
+        return f"{s.name}: " + ", ".join(what)
 
     def _edit_callback_code(self) -> str | None:
         rel = self.rng.choice(sorted(CALLBACK_CONSTS))
@@ -886,6 +1131,8 @@ class Sequence:
         else:
             siblings = [p for p in path.parent.glob("*.parquet") if p != path]
             data = siblings[0].read_bytes() if siblings else b"not parquet"
+            if data == path.read_bytes():  # two empty parts are the same bytes
+                data = b"not parquet"
             path.write_bytes(data)
             what = "overwrite"
         self.model.damaged.setdefault(s.name, set()).add("cb")
@@ -897,12 +1144,15 @@ class Sequence:
             return None
         old = [dict(p) for p in s.processors]
         x = self.rng.random()
+        choices = PROCESSOR_CHOICES + ((EMPTYING,) if self.mix.steps else ())
         if not old or x < 0.4:
-            s.processors = old + [self.rng.choice(PROCESSOR_CHOICES)]
+            s.processors = old + [self.rng.choice(choices)]
         elif x < 0.7:
             s.processors = old[:-1]
+        elif self.mix.steps and len(old) > 1 and x < 0.8:  # the same processors, reordered
+            s.processors = old[1:] + old[:1]
         else:
-            s.processors = self.rng.sample(PROCESSOR_CHOICES, self.rng.randint(1, 2))
+            s.processors = self.rng.sample(choices, self.rng.randint(1, 2))
         if s.processors == old:
             return None
         self._rewrite()
@@ -915,7 +1165,9 @@ class Sequence:
             return None
         old = list(s.exports)
         producers = {c.name: self.wf.producers(c) for c in self.wf.stages}
-        if old and self.rng.random() < 0.5:
+        if self.mix.steps:
+            s.exports = self._new_exports(s)
+        elif old and self.rng.random() < 0.5:
             s.exports = []
         else:
             ext = self.rng.choice(("jsonl", "csv", "parquet"))
@@ -931,6 +1183,161 @@ class Sequence:
             self.wf.write_data(self.root, rel)
         self._rewrite()
         return f"{s.name}: outputs (export copies) {old} -> {s.exports}"
+
+    def _new_exports(self, s: StageGen) -> list[str]:
+        """Export copies widened (issue 8): one added (up to two), one switched to another
+        format, one removed, or all of them removed."""
+        old = list(s.exports)
+        have = [e.rsplit(".", 1)[1] for e in old]
+        free = [f for f in EXPORT_FORMATS if f not in have]
+        x = self.rng.random()
+        if not old or (x < 0.35 and len(old) < 2):
+            return old + [f"exports/{s.name}.{self.rng.choice(free)}"]
+        i = self.rng.randint(0, len(old) - 1)
+        if x < 0.65:
+            return old[:i] + [f"exports/{s.name}.{self.rng.choice(free)}"] + old[i + 1:]
+        if x < 0.85 and len(old) > 1:
+            return old[:i] + old[i + 1:]
+        return []
+
+    def _edit_step_output(self) -> str | None:
+        """Delete or overwrite a later step's file: a processed file (its processors rerun)
+        or an export copy (only the copies are written again). Not an export copy another
+        stage reads through a glob or path."""
+        read = {c for o in self.wf.stages for c in self.wf.producers(o)}
+        options: list[tuple[StageGen, str, Path]] = []
+        for s in self.wf.stages:
+            rec = _record(self.root, s.name)
+            if not s.tabular or not isinstance(rec, dict):
+                continue
+            steps = rec.get("steps") or {}
+            for step, label in (("processed", "processed"), ("exports", "exports")):
+                if step == "exports" and s.name in read:
+                    continue
+                options += [(s, label, self.root / f["path"])
+                            for f in (steps.get(step) or {}).get("files", [])
+                            if (self.root / f["path"]).is_file()]
+        options = [o for o in options if self.only is None or o[0].name in self.only]
+        if not options:
+            return None
+        s, label, path = self.rng.choice(options)
+        if self.rng.random() < 0.5:
+            path.unlink()
+            what = "delete"
+        else:
+            path.write_bytes(path.read_bytes()[:-1] + b"#")
+            what = "overwrite (last byte)"
+        self._damage(s, label)
+        return f"{s.name}: {what} its {label} file {path.relative_to(self.root)}"
+
+    # -- review overrides
+
+    def _edit_override(self) -> str | None:
+        """`dd-build override S reviews/S.parquet`, the review derived from S's output."""
+        import pyarrow.parquet as pq
+
+        options = []
+        for s in self.wf.stages:
+            got = read_selected(self.root, s.name) if s.tabular else None
+            if isinstance(got, Selected) and got.status == "completed" and got.table is not None:
+                options.append((s, got))
+        options = [o for o in options if self.only is None or o[0].name in self.only]
+        if not options:
+            return None
+        s, got = self.rng.choice(options)
+        review = derive_review(self.rng, got.table)
+        rel = f"reviews/{s.name}.parquet"
+        (self.root / "reviews").mkdir(exist_ok=True)
+        pq.write_table(review, self.root / rel)
+        proc = run_cli(self.root, "override", s.name, rel)
+        if proc.returncode != 0:
+            self.violations.append(Violation("error", self.builds, s.name, f"override "
+                                             f"failed: {proc.stderr.strip()}"))
+            return f"dd-build override {s.name} {rel} -> exit {proc.returncode}"
+        self.model.held[s.name] = Review(rel, table_content(review))
+        self.model.released.discard(s.name)
+        self.model.lost.discard(s.name)
+        self.model.damaged.get(s.name, set()).discard("exports")  # written from the review
+        self._refresh_identity(s.name)
+        self.seen["overrides"] += 1
+        return (f"dd-build override {s.name} {rel} ({review.num_rows} of {got.table.num_rows} "
+                f"rows kept, one v changed) -> exit 0")
+
+    def _refresh_identity(self, name: str) -> None:
+        got = read_selected(self.root, name)
+        if isinstance(got, Selected) and got.status == "completed":
+            self.model.identity[name] = got.identity
+        else:
+            self.model.identity.pop(name, None)
+
+    def _held_stage(self) -> StageGen | None:
+        names = sorted(self.model.held)
+        return self.wf.stage(self.rng.choice(names)) if names else None
+
+    def _edit_release(self) -> str | None:
+        """`dd-build override --release S`: S's own output is its output again."""
+        s = self._held_stage()
+        if s is None:
+            return None
+        proc = run_cli(self.root, "override", "--release", s.name)
+        if proc.returncode != 0:
+            self.violations.append(Violation("error", self.builds, s.name, "override --release "
+                                             f"failed: {proc.stderr.strip()}"))
+        del self.model.held[s.name]
+        self.model.released.add(s.name)
+        self._refresh_identity(s.name)
+        self.seen["releases"] += 1
+        return f"dd-build override --release {s.name} -> exit {proc.returncode}"
+
+    def _edit_override_lost(self) -> str | None:
+        """Delete a held override's file from the artifacts: the review is lost, and the
+        stage's own output takes its place."""
+        s = self._held_stage()
+        if s is None:
+            return None
+        rec = _record(self.root, s.name)
+        out = rec.get("output") if isinstance(rec, dict) else None
+        files = [self.root / f["path"] for f in (out or {}).get("files", [])]
+        if not files:
+            return None
+        for f in files:
+            f.unlink(missing_ok=True)
+        del self.model.held[s.name]
+        self.model.lost.add(s.name)
+        self.model.identity.pop(s.name, None)
+        return f"{s.name}: delete its override file {files[0].relative_to(self.root)} (lost)"
+
+    # Edits a held stage's own spec, code and files, or its upstreams', may get.
+    _OWN_EDITS = ("param", "param_type", "code_const", "code_const", "code_comment",
+                  "processors", "callback", "callback_version", "allow_empty", "exports",
+                  "spec", "batch_delete", "step_output")
+    _UPSTREAM_EDITS = ("param", "code_const", "spec", "processors", "callback",
+                       "batch_delete", "clean")
+
+    def _edit_held_own(self) -> str | None:
+        """An edit of a held stage itself: held, not run, until released."""
+        s = self._held_stage()
+        return None if s is None else self._scoped({s.name}, self._OWN_EDITS, "own")
+
+    def _edit_held_upstream(self) -> str | None:
+        """An edit of a stage a held stage depends on: the held stage keeps its review."""
+        s = self._held_stage()
+        if s is None:
+            return None
+        ups = {n for n in self.wf.closure([s.name]) if n != s.name}
+        return self._scoped(ups, self._UPSTREAM_EDITS, f"upstream of held {s.name}") \
+            if ups else None
+
+    def _scoped(self, names: set[str], kinds: tuple[str, ...], what: str) -> str | None:
+        self.only = names
+        try:
+            for _ in range(6):
+                text = getattr(self, "_edit_" + self.rng.choice(kinds))()
+                if text:
+                    return f"{text} [{what}]"
+            return None
+        finally:
+            self.only = None
 
     def _edit_run_parts(self) -> str | None:
         """A run stage with a folder output: a different number of part files."""
@@ -965,7 +1372,8 @@ class Sequence:
 
     def _edit_unfingerprinted(self) -> str | None:
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         if s.kind == "generate" and self.rng.random() < 0.6:
             s.retries = (s.retries + 1) % 3
             self.wf.write_flaky(self.root, s)
@@ -1017,7 +1425,7 @@ class Sequence:
         """A random batch file of a stage whose record lists batches, and its index."""
         options = []
         for s in self.wf.stages:
-            if s.kind not in kinds:
+            if s.kind not in kinds or (self.only is not None and s.name not in self.only):
                 continue
             rec = _record(self.root, s.name)
             if isinstance(rec, str):
@@ -1095,13 +1503,15 @@ class Sequence:
     def _edit_clean(self) -> str | None:
         """`dd-build clean S`: S's record and files are gone; its dependants' records stay."""
         s = self._pick()
-        assert s is not None
+        if s is None:
+            return None
         if not (self.root / "artifacts" / WORKFLOW / s.name).exists():
             return None
         proc = run_cli(self.root, "clean", s.name)
         if proc.returncode != 0:
             self.violations.append(Violation("error", self.builds, s.name,
                                              f"clean failed: {proc.stderr.strip()}"))
+        self.model.forget(s.name)
         self._damage(s, "all")
         return f"dd-build clean {s.name} -> exit {proc.returncode}"
 

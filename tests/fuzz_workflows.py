@@ -15,7 +15,12 @@ each shown in the output data so that a stale output differs from a from-scratch
 * `run` stages anywhere in the DAG, with a file or a folder output (as many part files as
   `params.n`), whose command writes nothing when `params.w` is 0;
 * `on_success` callbacks (three, in two files: stages/callbacks.py and callbacks_b.py, so a
-  switch may change the stage's code files), `processors`, export copies;
+  switch may change the stage's code files; `cb_keep` returns None), `processors`, export
+  copies;
+* the later steps of the step model (issue 8), with `Mix.steps`: `on_success_version`,
+  `allow_empty`, one or two export copies, and a processor that can empty a stage
+  (`EMPTYING`: a stage of at most three rows, e.g. a count transform, has none left), so a
+  stage is `completed_empty` or fails, and its dependants are skipped;
 * `retries` with a flaky first attempt (marker files under `flaky/`, absent from from-scratch
   builds, so those are untroubled) that draws from `ctx.rng` before it raises;
 * cross touches: an `inputs:` / `seed:` / `code:` glob or path that matches another stage's
@@ -52,6 +57,16 @@ HELPER_CONSTS = {"helpers/base.py": "KB", "helpers/text.py": "KT", "helpers/lazy
 PROCESSOR_CHOICES: tuple[dict[str, Any], ...] = (
     {"filter": "id % 3 != 1"}, {"filter": "id % 2 == 0 or v > 500000"}, {"limit": 2},
     {"limit": 5}, {"dedupe": ["t"]}, {"dedupe": ["v"]})
+# Every row has an id and id 0 always stays (rows are in id order, filters and dedupes keep
+# it): only this processor can leave a stage with no rows.
+EMPTYING: dict[str, Any] = {"filter": "id >= 3"}
+CALLBACK_VERSIONS = ("v1", "v2", "2024-06")
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+# The keys of each later step (buildtool/keys.py); every other fingerprinted key is the
+# main step's.
+STEP_KEYS: dict[str, tuple[str, ...]] = {
+    "processors": ("processors",), "on_success": ("on_success", "on_success_version"),
+    "allow_empty": ("allow_empty",), "outputs": ("outputs",)}
 # Where sources live beside outputs: what a from-scratch build copies (see fuzz_support).
 SOURCE_GLOBS = ("Workflowfile", "stages/*.py", "helpers/*.py", "data/*.txt",
                 "reports/*-note.txt", "reports/*-notes/*.txt", "exports/*-note.*")
@@ -130,19 +145,28 @@ class Mix:
     exports: float = 0.3
     retries: float = 0.1  # a generate stage with retries and a flaky first attempt
     cross: float = 0.1  # a stage touches another stage's outputs through a glob or path
+    # Issue 8's step-level edges: with `steps`, the step edits are widened (callback
+    # versions, allow_empty, two export copies, processors that may empty a stage).
+    steps: bool = True
+    allow_empty: float = 0.1  # a tabular stage sets allow_empty
+    empty: float = 0.1  # a tabular stage gets the EMPTYING processor
     edits: tuple[tuple[str, float], ...] = (
         ("param", 2), ("param_type", 2), ("spec", 1), ("code_const", 2), ("code_comment", 1),
         ("unfingerprinted", 1), ("file_edit", 1), ("file_add", 1), ("file_delete", 1),
         ("touch", 1), ("batch_delete", 1), ("batch_garbage", 1), ("batch_parquet", 2),
         ("batch_touch", 1), ("run_output", 1), ("run_parts", 1), ("run_write", 0.5),
         ("helper", 1), ("callback", 1), ("callback_code", 0.5), ("callback_output", 0.5),
-        ("processors", 1), ("exports", 0.5), ("cross_add", 0.3), ("clean", 0.3))
+        ("processors", 1), ("exports", 0.5), ("cross_add", 0.3), ("clean", 0.3),
+        ("callback_version", 0.3), ("allow_empty", 0.4), ("step_output", 0.4),
+        ("override", 0.4), ("release", 0.3), ("override_lost", 0.05), ("held_own", 0.4),
+        ("held_upstream", 0.3))
 
 
 _ALL_EDITS = dict(Mix().edits)
 # The generator before issue 7: none of its hard edges, only the edits it already had.
 PLAIN = Mix(folder=0.0, nested=0.0, mutate=0.0, helpers=0.0, callback=0.0, processors=0.0,
-            exports=0.0, retries=0.0, cross=0.0, edits=tuple(
+            exports=0.0, retries=0.0, cross=0.0, steps=False, allow_empty=0.0, empty=0.0,
+            edits=tuple(
                 (k, w) for k, w in _ALL_EDITS.items() if k in (
                     "param", "spec", "code_const", "code_comment", "unfingerprinted",
                     "file_edit", "file_add", "file_delete", "touch", "batch_delete",
@@ -157,8 +181,10 @@ def _focus(edits: dict[str, float], plain: float = 0.5, **fields: Any) -> Mix:
     return replace(PLAIN, edits=tuple({**weights, **edits}.items()), **fields)
 
 
-# Each hard-edge class of issue 7 alone (on the plain generator), and all of them mixed:
-# `--focus NAME` in the benchmark, one CI test each.
+# Each hard-edge class of issue 7 alone (on the plain generator), issue 8's step-level edits
+# and overrides, and all of them mixed: `--focus NAME` in the benchmark, CI tests of each.
+# The classes of issue 7 draw exactly what they drew before issue 8 (`steps` off), so their
+# seeds replay the examples that found those bugs.
 FOCUS: dict[str, Mix] = {
     "mixed": Mix(),
     "plain": PLAIN,
@@ -173,6 +199,18 @@ FOCUS: dict[str, Mix] = {
     "helpers": _focus({"helper": 6}, helpers=0.9, run=0.15),
     "mutation": _focus({"batch_delete": 3, "batch_garbage": 2, "spec": 1.5},
                        nested=1.0, mutate=0.9, run=0.1),
+    # Later steps added, switched, removed and damaged (processed files, callback outputs,
+    # export copies): the stage keeps every batch and runs from the step that changed.
+    "steps": _focus({"processors": 3, "callback": 3, "callback_code": 1.5,
+                     "callback_version": 1, "allow_empty": 2, "exports": 2, "step_output": 2,
+                     "callback_output": 1}, steps=True, callback=0.6, processors=0.5,
+                    exports=0.6, allow_empty=0.3, empty=0.3, run=0.15),
+    # Review overrides held through own and upstream edits, released, forced, lost.
+    "overrides": _focus({"override": 5, "release": 3, "override_lost": 0.3, "held_own": 6,
+                         "held_upstream": 2.5, "exports": 1, "step_output": 1},
+                        plain=0.2,
+                        steps=True, callback=0.4, processors=0.4, exports=0.6,
+                        allow_empty=0.2, empty=0.1, run=0.15),
 }
 
 
@@ -415,6 +453,8 @@ class StageGen:
     mutate: bool = False
     helpers: tuple[str, ...] = ()  # "text" (imported at the top), "lazy" (inside the function)
     on_success: str | None = None
+    on_success_version: str | None = None
+    allow_empty: bool = False
     processors: list[dict[str, Any]] = field(default_factory=list)
     exports: list[str] = field(default_factory=list)
     folder: bool = False  # run: the output is a folder
@@ -506,19 +546,32 @@ class StageGen:
             d["processors"] = [dict(p) for p in self.processors]
         if self.on_success:
             d["on_success"] = f"{CALLBACK_FILES[self.on_success]}:{self.on_success}"
+            if self.on_success_version:
+                d["on_success_version"] = self.on_success_version
+        if self.allow_empty:
+            d["allow_empty"] = True
         if self.exports:
             d["outputs"] = list(self.exports)
         d["params"] = self.params
         return d
 
-    def spec_keys(self) -> tuple[str, str]:
-        """What the model counts as the stage's spec: (the part its batches depend on, the
-        part only its boundary steps depend on), without the unfingerprinted keys."""
+    def step_parts(self) -> dict[str, str]:
+        """What the model counts as the stage's spec, step by step (STEP_KEYS): "main" (what
+        its batches depend on) and, for a generate or transform stage, each later step's
+        keys; without the unfingerprinted keys."""
         d = {k: v for k, v in self.entry().items() if k not in ("description", "retries")}
-        post = ("processors", "on_success", "outputs") if self.tabular else ()
-        main = {k: v for k, v in d.items() if k not in post}
-        return (json.dumps(main, sort_keys=True),
-                json.dumps({k: d[k] for k in post if k in d}, sort_keys=True))
+        if not self.tabular:
+            return {"main": json.dumps(d, sort_keys=True)}
+        later = {k for keys in STEP_KEYS.values() for k in keys}
+        parts = {"main": json.dumps({k: v for k, v in d.items() if k not in later},
+                                    sort_keys=True)}
+        for step, keys in STEP_KEYS.items():
+            parts[step] = json.dumps({k: d[k] for k in keys if k in d}, sort_keys=True)
+        return parts
+
+    def may_be_empty(self) -> bool:
+        """Whether its output can have no rows (only EMPTYING removes row 0)."""
+        return self.tabular and EMPTYING in self.processors
 
     def code_text(self) -> str:
         header = (f"# {self.comment}\n\"\"\"Stage {self.name} ({self.kind}), generated by "
@@ -554,6 +607,8 @@ class StageGen:
                  ("mutates-params", self.mutate), (f"retries={self.retries}", self.retries),
                  ("flaky", self.flaky), (f"helpers={','.join(self.helpers)}", self.helpers),
                  (f"on_success={self.on_success}", self.on_success),
+                 (f"on_success_version={self.on_success_version}", self.on_success_version),
+                 ("allow_empty", self.allow_empty),
                  (f"processors={json.dumps(self.processors)}", self.processors),
                  (f"exports={self.exports}", self.exports),
                  (f"output={self.output_path}", self.kind == "run")]
@@ -621,8 +676,10 @@ class WorkflowGen:
         return [c for s in self.stages for c in s.cross]
 
     def may_fail(self) -> set[str]:
-        """Stages a from-scratch build may fail: run stages whose command writes nothing."""
-        return {s.name for s in self.stages if s.kind == "run" and s.w == 0}
+        """Stages a from-scratch build may fail: run stages whose command writes nothing, and
+        stages that may have no rows without `allow_empty`."""
+        return {s.name for s in self.stages if (s.kind == "run" and s.w == 0) or
+                (s.may_be_empty() and not s.allow_empty)}
 
     def workflowfile_text(self) -> str:
         doc = {"workflow": WORKFLOW,
@@ -826,6 +883,8 @@ def random_workflow(rng: Rng, mix: Mix | None = None) -> WorkflowGen:
                 stage.processors = rng.sample(PROCESSOR_CHOICES, rng.randint(1, 2))
             if rng.random() < mix.exports:
                 stage.exports = [f"exports/{name}.{rng.choice(('jsonl', 'csv', 'parquet'))}"]
+            if mix.steps:
+                _step_edges(rng, mix, stage)
         stages.append(stage)
     data = {"data/a.txt": random_text(rng), "data/b.txt": random_text(rng)}
     for s in stages:
@@ -840,6 +899,21 @@ def random_workflow(rng: Rng, mix: Mix | None = None) -> WorkflowGen:
         if rng.random() < mix.cross:
             wf.add_cross(rng, s)
     return wf
+
+
+def _step_edges(rng: Rng, mix: Mix, stage: StageGen) -> None:
+    """Issue 8's later steps on a new stage: a callback version, a second export copy, the
+    EMPTYING processor, allow_empty."""
+    if stage.on_success and rng.random() < 0.3:
+        stage.on_success_version = rng.choice(CALLBACK_VERSIONS)
+    if stage.exports and rng.random() < 0.3:
+        have = stage.exports[0].rsplit(".", 1)[1]
+        other = rng.choice([f for f in EXPORT_FORMATS if f != have])
+        stage.exports.append(f"exports/{stage.name}.{other}")
+    if rng.random() < mix.empty:
+        stage.processors = [*stage.processors, EMPTYING]
+    if rng.random() < mix.allow_empty:
+        stage.allow_empty = True
 
 
 def random_text(rng: Rng) -> str:

@@ -2,13 +2,16 @@
 
 Random DAG-shaped workflows of deterministic stages go through random sequences of edits
 (params, also type-only ones; spec keys; code constants and comments; helper modules the code
-imports; callbacks, processors and export copies; run stages' folder outputs and commands that
-write nothing; retries of flaky batches; file inputs; globs touching other stages' outputs;
-deleted or rewritten batch files; `clean`) and builds (targets, `--force`, `--rerun-from`,
-`--resume never`). After every `dd-build` we check that no stage in the build's closure is
-stale (its output equals a from-scratch build's) and that no stage ran without a reason.
-`tests/fuzz_workflows.py` holds the generator, `tests/fuzz_support.py` the model;
-`benchmarks/fuzz_correctness.py` runs many more examples.
+imports; callbacks, their versions, processors, allow_empty and export copies added, switched
+and removed; run stages' folder outputs and commands that write nothing; retries of flaky
+batches; file inputs; globs touching other stages' outputs; deleted or rewritten batch,
+processed, callback and export files; `clean`; review overrides held through own and upstream
+edits, released or lost) and builds (targets, `--force`, `--rerun-from`, `--resume never`).
+After every `dd-build` we check that no stage in the build's closure is stale (its output
+equals a from-scratch build's, with held reviews applied), that no stage ran without a
+reason, and that the plan names the first step the step model expects.
+`tests/fuzz_workflows.py` holds the generator, `tests/fuzz_support.py` and
+`tests/fuzz_steps.py` the model; `benchmarks/fuzz_correctness.py` runs many more examples.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from fuzz_support import ReferenceBuilds, run_seed
+from fuzz_support import ReferenceBuilds, Sequence, run_seed
 from fuzz_workflows import (
     FOCUS,
     TYPE_CLASSES,
@@ -101,6 +104,30 @@ def test_hard_edges_are_never_stale_and_never_wasteful(focus: str, seed: int) ->
     assert not result.violations, result.report()
 
 
+# The step model (issue 8): two examples of step-level edits and two of held overrides, at
+# seeds whose example found a bug before the fixes (tests/test_steps_fuzz_found.py has each
+# as a small test; replay with `--focus steps|overrides`):
+#   steps 100       an empty output's failure named no step it stopped in: setting
+#                   allow_empty regenerated batches (and reran callbacks, called transforms)
+#   steps 113       once it did, a later-step run that failed left the previous record in
+#                   force: a switched callback ran on every build; and a processed file
+#                   deleted after the failure was used as if it were there
+#   overrides 12    a code edit of a held stage was forgotten (the held build took the new
+#                   digest into the record): after `override --release` it stayed stale
+#   overrides 105   held stages, re-overrides and releases; a generate stage whose only batch
+#                   was damaged runs fresh, so its callback runs again (the model allows it)
+STEP_EDGES = [("steps", 100), ("steps", 113), ("overrides", 12), ("overrides", 105)]
+
+
+@pytest.mark.parametrize(("focus", "seed"), STEP_EDGES, ids=[f"{f}-{s}" for f, s in STEP_EDGES])
+def test_steps_and_held_overrides_are_never_stale_and_never_wasteful(focus: str, seed: int
+                                                                      ) -> None:
+    with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus)
+    assert not result.violations, result.report()
+    assert result.seen, result.report()
+
+
 # ----------------------------------------------------------------------------- the generator
 
 
@@ -148,16 +175,50 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
                 ("processors", bool(s.processors)), ("exports", bool(s.exports)),
                 ("flaky", s.flaky and s.retries > 0), ("folder", s.folder),
                 ("seed touch", bool(s.seed_file)), ("code touch", bool(s.cross_code)),
-                ("input touch", bool(s.cross_inputs))] if on)
+                ("input touch", bool(s.cross_inputs)),
+                ("callback version", bool(s.on_success_version)),
+                ("allow_empty", s.allow_empty), ("may be empty", s.may_be_empty()),
+                ("two exports", len(s.exports) > 1)] if on)
+    steps = {"callback", "processors", "exports", "callback version", "allow_empty",
+             "may be empty", "two exports"}
     edges = {"plain": set(), "types": {"nested"}, "mutation": {"nested", "mutate"},
              "helpers": {"helpers"}, "callbacks": {"callback", "processors", "exports"},
              "retries": {"flaky"}, "folders": {"folder"},
              "globs": {"seed touch", "code touch", "input touch", "folder", "exports"},
+             "steps": steps, "overrides": steps,
              "mixed": {"nested", "mutate", "helpers", "callback", "processors", "exports",
-                       "flaky", "folder", "input touch"}}[focus]
+                       "flaky", "folder", "input touch", "allow_empty", "may be empty"}}[focus]
     assert edges <= set(seen), f"never generated: {edges - set(seen)}"
     if focus == "plain":
         assert set(seen) == {"typed"}, seen
+    if focus not in ("steps", "overrides", "mixed"):  # issue 7's classes draw as before
+        assert not set(seen) & (steps - {"callback", "processors", "exports"}), seen
+
+
+def test_the_step_edits_add_switch_and_remove_every_later_step(tmp_path: Path) -> None:
+    """Each later step's keys get added, switched and removed by the steps focus's edits."""
+    changes: Counter[str] = Counter()
+    for seed in range(25):
+        seq = Sequence(random.Random(seed), tmp_path / f"p{seed}", _references(),
+                       mix=FOCUS["steps"])
+        (tmp_path / f"p{seed}").mkdir()
+        seq.wf.write_all(seq.root)
+        for kind in ("processors", "callback", "callback_version", "allow_empty", "exports"):
+            for _ in range(6):
+                before = {s.name: s.step_parts() for s in seq.wf.stages}
+                if not getattr(seq, "_edit_" + kind)():
+                    continue
+                for s in seq.wf.stages:
+                    for step, part in s.step_parts().items():
+                        old = before[s.name][step]
+                        if part != old:
+                            how = "added" if old == "{}" else "removed" if part == "{}" \
+                                else "switched"
+                            changes[f"{step} {how}"] += 1
+    for step in ("processors", "on_success", "allow_empty", "outputs"):
+        for how in ("added", "switched", "removed"):
+            if (step, how) != ("allow_empty", "switched"):  # a bool: set or unset
+                assert changes[f"{step} {how}"], f"{step} never {how}: {changes}"
 
 
 # ----------------------------------------------------------------------------- regressions
