@@ -16,7 +16,7 @@ from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
 from .fingerprint import FileState, digest_strings
 from .jsonvalues import same_value, type_change
-from .records import RESUMABLE_STATUSES, Discovered, RecordStatus, StageRecord
+from .records import RESUMABLE_STATUSES, Discovered, Output, RecordStatus, StageRecord
 from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
 
 # Every reason code (README "When a stage runs, and why" describes each).
@@ -298,6 +298,7 @@ def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
         return
     code = facts.code.get(facts.callback_file or "")
     digest = digest_strings([b.digest for b in record.batches])
+    before: str | None = None  # the key of the trace before (the batches have none)
     for step in BOUNDARY:
         if not uses(step, facts.spec):
             continue
@@ -305,10 +306,19 @@ def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
             digest = record.output.digest  # copies are written from the selected output
         trace = record.steps.get(RECORDED[step])
         key = step_key(step, facts.spec, code.digest if code else "", digest)
-        if trace is None or trace.key != key:
+        if trace is None or (trace.key != key and not _none_before(step, trace, before, digest)):
             yield _stale(step, facts, record)
             return  # the steps after it rerun anyway
-        digest = trace.digest
+        digest, before = trace.digest, trace.key
+
+
+def _none_before(step: str, trace: Output, before: str | None, digest: str) -> bool:
+    """A callback that returned None, as the dd-build before the step model recorded it: its
+    trace is its input, under that input's key. That dd-build called the callback again on
+    every run that reached it, so the trace was made by the spec and code the record holds
+    (a change to them is a reason of its own): it stands."""
+    return step == "on_success" and trace.kind != "callback" and trace.key == before and \
+        trace.digest == digest
 
 
 def _stale(step: str, facts: StageFacts, record: StageRecord) -> Reason:

@@ -332,14 +332,12 @@ def old_none(project: Project) -> Project:
     return project
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an old callback-None trace reads as stale")
 def test_an_old_record_of_a_callback_that_returned_none_is_up_to_date(old_none: Project) -> None:
     stages = build(old_none)
     assert stages["drafts"]["action"] == "up_to_date", stages["drafts"]
     assert old_none.calls() == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an old callback-None trace reads as a held change")
 def test_an_old_callback_trace_is_no_held_change(old_none: Project) -> None:
     approve(old_none)
     build(old_none)
