@@ -184,8 +184,11 @@ def _predict(wf: WorkflowGen, model: Model, root: Path, name: str, forced: set[s
         return None
     steps = [step for step in ("processors", "on_success", "allow_empty")
              if now.step(step) != old.step(step)]
+    # a lost review: its first later step (plan: steps.first_later_step) gives the output back
+    lost = "processors" if s.processors else "on_success" if s.on_success else "allow_empty"
     steps += [step for step, on in (
-        ("processors", name in model.lost or "processed" in damaged),
+        (lost, name in model.lost),
+        ("processors", "processed" in damaged),
         ("on_success", "cb" in damaged),
         ("allow_empty", name in model.failed_empty),
         ("outputs", parts["outputs"] != model.rec_exports.get(name) or "exports" in damaged
