@@ -76,9 +76,9 @@ The property (Build Systems à la Carte, STYLE.md), checked after every `dd-buil
     output: on_success; an export copy: outputs; a failure for an empty output: allow_empty;
     a released override: outputs), the main step when an upstream runs first, and for a
     held stage only its export copies. The build's `--json` report (the plan it ran) and,
-    with the step edits on, `dd-build -n --json` before it must name that step (an earlier
-    one is wasteful, a later one stale), and a stage that runs from a later step must run no
-    batch.
+    in the steps and overrides focuses, `dd-build -n --json` before it must name that step
+    (an earlier one is wasteful, a later one stale), and a stage that runs from a later step
+    must run no batch.
 
 The model knows only what the generator makes: deterministic stages, no kills (other tests
 cover those).
@@ -646,9 +646,9 @@ class Sequence:
 
     def _dry_plan(self, args: list[str], pred: dict[str, str | None], held: set[str]
                   ) -> dict[str, dict[str, Any]] | None:
-        """`dd-build -n --json` before the build, when the step edits are on and the model
-        expects a later step somewhere (or a held stage): its plan must name those steps."""
-        if not self.mix.steps or not (held or any(step in LATER for step in pred.values())):
+        """`dd-build -n --json` before the build (the steps and overrides focuses), when the
+        model expects a later step somewhere (or a held stage): its plan must name them."""
+        if not self.mix.dry_plans or not (held or any(step in LATER for step in pred.values())):
             return None
         proc = run_cli(self.root, "build", "-n", "--json", *args)
         return planned_steps(proc.stdout)

@@ -148,6 +148,7 @@ class Mix:
     # Issue 8's step-level edges: with `steps`, the step edits are widened (callback
     # versions, allow_empty, two export copies, processors that may empty a stage).
     steps: bool = True
+    dry_plans: bool = False  # before a build, also check `dd-build -n --json`'s first steps
     allow_empty: float = 0.1  # a tabular stage sets allow_empty
     empty: float = 0.1  # a tabular stage gets the EMPTYING processor
     edits: tuple[tuple[str, float], ...] = (
@@ -204,13 +205,13 @@ FOCUS: dict[str, Mix] = {
     "steps": _focus({"processors": 3, "callback": 3, "callback_code": 1.5,
                      "callback_version": 1, "allow_empty": 2, "exports": 2, "step_output": 2,
                      "callback_output": 1}, steps=True, callback=0.6, processors=0.5,
-                    exports=0.6, allow_empty=0.3, empty=0.3, run=0.15),
+                    exports=0.6, allow_empty=0.3, empty=0.3, run=0.15, dry_plans=True),
     # Review overrides held through own and upstream edits, released, forced, lost.
     "overrides": _focus({"override": 5, "release": 3, "override_lost": 0.3, "held_own": 6,
                          "held_upstream": 2.5, "exports": 1, "step_output": 1},
                         plain=0.2,
                         steps=True, callback=0.4, processors=0.4, exports=0.6,
-                        allow_empty=0.2, empty=0.1, run=0.15),
+                        allow_empty=0.2, empty=0.1, run=0.15, dry_plans=True),
 }
 
 
