@@ -595,7 +595,7 @@ class Sequence:
         for name in closure:
             if name not in blocked:
                 self._remember(name, ref, selected, held)
-        self.last_closure = closure
+        self.last_closure = [name for name in closure if name not in blocked]  # compared
         self.last_reference = ref
         return True
 
