@@ -2,8 +2,9 @@
 
 `captured(log)` points file descriptors 1 and 2 at the log around one call of user code, so
 print(), os.write(1, ...), C code and child processes all land there; dd-build's own output
-(and its one `--json` document) cannot be interleaved with it. It also puts back the objects
-sys.stdout and sys.stderr were, should the code replace or close them; dd-build itself prints
+(and its one `--json` document) cannot be interleaved with it. While inside, sys.stdout and
+sys.stderr write to fds 1 and 2 (in a notebook they are streams of the notebook's), and
+afterwards are the objects they were, should the code replace or close them; dd-build itself prints
 to streams of its own (console.Console), which nothing user code does to sys.stdout can reach.
 Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
 leaves none.
@@ -50,6 +51,8 @@ def captured(log: Path) -> Iterator[None]:
         try:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
+            sys.stdout = _on_fd(sys.stdout, 1)
+            sys.stderr = _on_fd(sys.stderr, 2)
             yield
         finally:
             _flush()
@@ -107,6 +110,21 @@ def _put_back(saved: int | None, fd: int) -> None:
         return
     os.dup2(saved, fd)
     os.close(saved)
+
+
+def _on_fd(stream: Any, fd: int) -> Any:
+    """`stream` when it writes to `fd`; else (a notebook's or a test runner's stream, which
+    keeps what is printed itself) a stream on `fd` for the time of the capture, so that
+    print() in stage code reaches the log as it does under the CLI."""
+    try:
+        if stream is not None and stream.fileno() == fd:
+            return stream
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of these
+        pass
+    try:
+        return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    except OSError:  # no such descriptor: leave it as it is
+        return stream
 
 
 def _usable(stream: Any, fd: int) -> Any:

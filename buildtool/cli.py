@@ -21,9 +21,7 @@ from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError
 from .model import TOOL_WORDS as COMMANDS  # _COMMANDS and _parsers() have one entry each
 
 if TYPE_CHECKING:
-    from .execute import Prepared
     from .model import Workflow
-    from .plan import Decision
     from .report import BuildReport, InternalFailure
 
 _INTERRUPTED = "interrupted; run dd-build again to resume"
@@ -201,29 +199,20 @@ def _load(args: argparse.Namespace, out: Console) -> Workflow:
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
-    from .execute import BuildConfig, check_strict, prepare, run_build, scope_of
-    from .lock import build_lock
+    from .api import build_workflow
+    from .execute import BuildConfig
     from .reporter import TextReporter
 
     workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run)
     reporter = TextReporter(out, args.explain or args.dry_run)
-    if args.dry_run:
-        prep = prepare(workflow, config)
-        reporter.planned(prep.decisions)
-        report = out.report = _plan_report(prep, dry_run=True)
-        if args.resume == "always":
-            check_strict(prep)
-    else:
-        scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
-        with build_lock(workflow.artifacts_root):
-            prep = prepare(workflow, config, scope)
-            reporter.planned(prep.decisions)
-            out.report = _plan_report(prep, dry_run=False)  # the stages, should it end early
-            if args.resume == "always":
-                check_strict(prep)
-            report = run_build(prep, reporter, args.keep_going, out.report)
+
+    def planned(report: BuildReport) -> None:  # the stages, should the build end early
+        out.report = report
+
+    report = build_workflow(workflow, config, keep_going=args.keep_going, reporter=reporter,
+                            on_plan=planned)
     if report.internal is not None:
         return _internal_in_stage(report.internal, out)
     if args.json:
@@ -233,14 +222,6 @@ def cmd_build(args: argparse.Namespace, out: Console) -> int:
             doc["error"] = {"message": f"stages failed: {', '.join(failed)}", "exit_code": 1}
         out.document(doc)
     return 0 if report.ok else 1
-
-
-def _plan_report(prep: Prepared, dry_run: bool) -> BuildReport:
-    from .report import BuildReport, StageResult
-
-    return BuildReport(prep.workflow.name, dry_run, [
-        StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
-        for d in prep.decisions])
 
 
 def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
@@ -253,28 +234,15 @@ def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
-    from .execute import BuildConfig, prepare
+    from .api import workflow_status
     from .explain import status_lines
 
-    prep = prepare(_load(args, out), BuildConfig(dry_run=True))
+    status = workflow_status(_load(args, out))
     if args.json:
-        out.document({"workflow": prep.workflow.name, "ok": True,
-                      "stages": [_status_json(prep, d) for d in prep.decisions]})
-    for line in status_lines(prep):
+        out.document(status.to_json())
+    for line in status_lines(status.prepared):
         out.text(line)
     return 0
-
-
-def _status_json(prep: Any, decision: Decision) -> dict[str, Any]:
-    record = prep.facts[decision.stage].record
-    return {
-        "stage": decision.stage, "up_to_date": decision.action == "up_to_date",
-        "action": decision.action, "step": decision.step,
-        "reasons": [r.to_json() for r in decision.reasons],
-        "status": record.status if record else None,
-        "rows": record.output.rows if record and record.output else None,
-        "finished_at": record.finished_at if record else None,
-    }
 
 
 def cmd_dag(args: argparse.Namespace, out: Console) -> int:

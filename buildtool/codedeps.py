@@ -43,6 +43,12 @@ class ImportGraph:
         self.states: dict[str, tuple[str, FileState, str | None]] = {}  # node -> key, state, module
         self.version = 0
 
+    def clear(self) -> None:
+        """Forget every edge and state: the modules they describe will execute again."""
+        self.edges.clear()
+        self.states.clear()
+        self.version += 1
+
     def add_edge(self, importer: str, imported: str) -> None:
         targets = self.edges.setdefault(importer, {})
         if imported not in targets and imported != importer:

@@ -88,31 +88,36 @@ class BuildError(Exception):
 
 
 class WorkflowError(BuildError):
-    """The Workflowfile is invalid (exit 2)."""
+    """The workflow cannot be built as asked (exit 2): the Workflowfile is invalid, the request
+    names what is not there (an unknown target, a misspelt `--force` stage, a stage with no
+    output yet), or a file on disk is not usable as it is. `buildtool.WorkflowError` is the
+    public name of every exit-2 error: the classes below are kinds of it."""
 
 
-class UsageError(BuildError):
-    """The command line is invalid (exit 2)."""
+class UsageError(WorkflowError):
+    """The command line, or the arguments of an API call, are invalid (exit 2)."""
 
 
-class StateError(BuildError):
+class StateError(WorkflowError):
     """Artifacts or inputs on disk are not usable as they are (exit 2)."""
 
 
 class StageFailed(BuildError):
-    """A stage's own code or command failed (exit 1)."""
+    """A stage's own code or command failed (exit 1). A build reports it in its BuildReport
+    (`result == "failed"`); it is never raised out of `buildtool.build`."""
 
     exit_code = 1
 
 
 class ResumeRefused(BuildError):
-    """`--resume always` refused to start a stage fresh (exit 3)."""
+    """`--resume always` (`resume="always"`) refused to start a stage fresh (exit 3); raised
+    before any stage runs."""
 
     exit_code = 3
 
 
-class LockHeld(BuildError):
-    """Another build holds the workflow's lock (exit 4)."""
+class BuildLocked(BuildError):
+    """Another build holds the workflow's lock (exit 4); raised before anything is written."""
 
     exit_code = 4
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import BuildError
+from .errors import WorkflowError
 from .fsutil import atomic_write_bytes
 from .model import DATA_SUFFIXES
 from .tables import CONVERT_ERRORS, first_line, parquet_bytes
 
 
-class CannotExport(BuildError):
+class CannotExport(WorkflowError):
     """A table that the export format cannot hold faithfully (exit 2 from `dd-build export`;
     an export copy turns it into a stage failure)."""
 
@@ -33,7 +33,7 @@ def export_bytes(table: pa.Table, path: Path) -> bytes:
         return _jsonl_bytes(table, path)
     if suffix == ".csv":
         return _csv_bytes(table, path)
-    raise BuildError(f"cannot export to '{path.name}'",
+    raise WorkflowError(f"cannot export to '{path.name}'",
                      hint=f"end the path with one of {', '.join(DATA_SUFFIXES)}")
 
 

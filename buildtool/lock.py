@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LockHeld
+from .errors import BuildLocked
 from .fsutil import make_dirs_durably
 
 LOCK_NAME = ".lock"
@@ -52,12 +52,12 @@ def build_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _held_error(holder: str, path: Path) -> LockHeld:
+def _held_error(holder: str, path: Path) -> BuildLocked:
     if _alive(holder):
-        return LockHeld(f"another dd-build (pid {holder}) is building this workflow",
+        return BuildLocked(f"another dd-build (pid {holder}) is building this workflow",
                         file=os.path.relpath(path),
                         hint="wait for it to finish, or stop that process")
-    return LockHeld(
+    return BuildLocked(
         f"the lock is held by a command that dd-build (pid {holder}, no longer running) "
         "started for a `run` stage",
         file=os.path.relpath(path),

@@ -1,16 +1,23 @@
-"""What a build reports: each stage's result, the build's, and the Reporter that hears of them.
+"""What a build reports: each stage's result, the build's, and the Reporter that hears of them;
+and what `status` reports of each stage.
 
 The scheduler (execute.py) fills these in; the printing layer (reporter.py, cli.py) and
-explain.py read them. Plain records: no I/O, nothing printed.
+explain.py read them, and `buildtool.build` / `buildtool.status` return them. Plain records:
+no I/O, nothing printed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 if TYPE_CHECKING:
-    from .plan import Decision
+    from .execute import Prepared
+    from .plan import Action, Decision
+    from .reasons import Reason
+    from .records import RecordStatus
+    from .steps import StepName
 
 
 # What happened to a stage in a build (`result` in `build --json`).
@@ -21,6 +28,13 @@ RESULTS: tuple[Result, ...] = get_args(Result)
 
 @dataclass
 class StageResult:
+    """One stage of a build (one entry of `build --json`'s `stages`).
+
+    `stage` its name; `action`, `step` and `reasons` what the plan said before the build
+    (`planned` is that whole decision); `result` what happened (None in a dry run); `rows`
+    its output's rows (when known); `batches_total` and `batches_run` (this build's);
+    `error` the failure message of a failed stage, `log` the path of its log."""
+
     stage: str
     planned: Decision
     result: Result | None = None  # None in a dry run
@@ -30,6 +44,21 @@ class StageResult:
     error: str | None = None
     duration_s: float | None = None
     log: str | None = None  # a failed stage's log (its code's output), when it has one
+
+    @property
+    def action(self) -> Action:
+        """What the plan said: `up_to_date`, `run`, `resume`, `skip_empty_upstream`, `held`."""
+        return self.planned.action
+
+    @property
+    def step(self) -> StepName | None:
+        """The first step the plan ran (None when none runs): see the README's "Steps"."""
+        return self.planned.step
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        """Every reason for the action, each with `.code`, `.message` and `.to_json()`."""
+        return self.planned.reasons
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -58,6 +87,10 @@ class InternalFailure:
 
 @dataclass
 class BuildReport:
+    """What a build did (`build --json`): the workflow's name, whether it was a dry run, and
+    its stages in topological order (only those the targets need). `internal` is set when a
+    bug in dd-build ended the build (the stage it hit is `failed`)."""
+
     workflow: str
     dry_run: bool
     stages: list[StageResult] = field(default_factory=list)
@@ -65,14 +98,92 @@ class BuildReport:
 
     @property
     def ok(self) -> bool:
+        """No stage failed, and none was left not run."""
         return all(s.result not in ("failed", "not_run") for s in self.stages)
+
+    def stage(self, name: str) -> StageResult:
+        """The result of the stage called `name` (KeyError when the build did not have it)."""
+        return _named(self.stages, name)
 
     def to_json(self) -> dict[str, Any]:
         return {"workflow": self.workflow, "dry_run": self.dry_run, "ok": self.ok,
                 "stages": [s.to_json() for s in self.stages]}
 
 
+@dataclass(frozen=True)
+class StageStatus:
+    """One stage as `status` sees it (one entry of `status --json`'s `stages`): whether it is
+    up to date, what a build would do and why, and its record's `status`, `rows` and
+    `finished_at` (a Unix time), None when it has no record."""
+
+    stage: str
+    action: Action
+    step: StepName | None
+    reasons: tuple[Reason, ...]
+    status: RecordStatus | None
+    rows: int | None
+    finished_at: float | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.action == "up_to_date"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "up_to_date": self.up_to_date, "action": self.action,
+                "step": self.step, "reasons": [r.to_json() for r in self.reasons],
+                "status": self.status, "rows": self.rows, "finished_at": self.finished_at}
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    """Every stage of a workflow, in topological order, as `dd-build status` shows them."""
+
+    workflow: str
+    stages: tuple[StageStatus, ...]
+    # The planner's view behind it, which dd-build's own text rendering reads.
+    prepared: Prepared = field(repr=False, compare=False)
+
+    @property
+    def up_to_date(self) -> bool:
+        """Every stage is up to date: a build would run nothing."""
+        return all(s.up_to_date for s in self.stages)
+
+    def stage(self, name: str) -> StageStatus:
+        """The status of the stage called `name` (KeyError when the workflow has none)."""
+        return _named(self.stages, name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workflow": self.workflow, "ok": True,
+                "stages": [s.to_json() for s in self.stages]}
+
+    @classmethod
+    def of(cls, prep: Prepared) -> WorkflowStatus:
+        stages = []
+        for d in prep.decisions:
+            record = prep.facts[d.stage].record
+            output = record.output if record is not None else None
+            stages.append(StageStatus(
+                d.stage, d.action, d.step, d.reasons, record.status if record else None,
+                output.rows if output is not None else None,
+                record.finished_at if record else None))
+        return cls(prep.workflow.name, tuple(stages), prep)
+
+
+_Named = TypeVar("_Named", StageResult, StageStatus)
+
+
+def _named(items: Sequence[_Named], name: str) -> _Named:
+    for item in items:
+        if item.stage == name:
+            return item
+    raise KeyError(f"no stage {name!r} (stages: {', '.join(i.stage for i in items)})")
+
+
 class Reporter(Protocol):
+    """Hears of a build as it goes: the plan, each stage as it starts, its batches, notes
+    (a retry), and each stage's result. The CLI prints them (reporter.py); the Python API's
+    default logs them (api.py)."""
+
     def planned(self, decisions: list[Decision]) -> None: ...
     def started(self, decision: Decision) -> None: ...
     def progress(self, stage: str, done: int, total: int | None) -> None: ...

@@ -46,10 +46,20 @@ _DONE: dict[tuple[str, str, tuple[str, ...]], int] = {}
 
 
 def install() -> None:
-    """Wrap the import functions (once per process)."""
+    """Wrap the import functions (once per process, or until uninstall)."""
     if builtins.__import__ is not _tracked_import:
         builtins.__import__ = _tracked_import
         importlib.import_module = _tracked_import_module
+
+
+def uninstall() -> None:
+    """Put the import functions back (unless something wrapped them after us) and forget the
+    imports recorded: the import graph they fed is cleared with them."""
+    if builtins.__import__ is _tracked_import:
+        builtins.__import__ = _original_import
+    if importlib.import_module is _tracked_import_module:
+        importlib.import_module = _original_import_module
+    _DONE.clear()
 
 
 def _tracked_import(name: str, globals: Mapping[str, object] | None = None,

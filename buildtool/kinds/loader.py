@@ -15,12 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..codedeps import CodeTracker
+from ..codedeps import GRAPH, CodeTracker
 from ..errors import StageFailed
 from ..fingerprint import module_file
 from ..model import CallableRef, Workflow
 from . import importedges
-from .sourceload import SCOPE, load_file, recheck, restore_additions, use_project
+from .sourceload import (
+    SCOPE,
+    forget_project,
+    load_file,
+    recheck,
+    restore_additions,
+    use_project,
+)
 
 if TYPE_CHECKING:
     from ..facts import StageFacts
@@ -135,3 +142,15 @@ def _restore_path() -> None:
 def _use(root: str) -> None:
     use_project(root)
     importedges.install()
+
+
+def unload_code() -> None:
+    """Forget all code loading did to the process, as if none had run: the import hooks and
+    wrappers go, every module executed is forgotten (the next load executes the current
+    source), and so are the import graph and the sys.path baseline. sys.path and sys.modules
+    are the caller's to put back (see inprocess.py)."""
+    _TRACKING.tracker = None
+    _TRACKING.baseline = None
+    importedges.uninstall()
+    forget_project()
+    GRAPH.clear()

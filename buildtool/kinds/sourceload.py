@@ -46,6 +46,11 @@ class Scope:
             self._skip = not_project_folders(root)
             self._rel.clear()
 
+    def clear(self) -> None:
+        """No project: no file is the project's."""
+        self.root, self._inside, self._skip = "", "", ()
+        self._rel.clear()
+
     def rel(self, path: Any) -> str | None:
         """The project-relative posix path of a module file, or None when not the project's."""
         if not isinstance(path, str):
@@ -186,7 +191,7 @@ def _importer(path: str) -> str | None:
     return None
 
 
-_HOOKED: set[str] = set()
+_HOOKED: dict[str, Any] = {}  # project folder -> the path hook installed for it
 
 
 def use_project(root: str) -> None:
@@ -194,7 +199,6 @@ def use_project(root: str) -> None:
     SCOPE.set(root)
     if root in _HOOKED:
         return
-    _HOOKED.add(root)
     m = importlib.machinery
     finder = m.FileFinder.path_hook((_ExtensionLoader, m.EXTENSION_SUFFIXES),
                                     (_SourceLoader, m.SOURCE_SUFFIXES),
@@ -205,9 +209,33 @@ def use_project(root: str) -> None:
             raise ImportError("not in the project folder")
         return finder(path)
 
+    _HOOKED[root] = hook
     sys.path_hooks.insert(0, hook)
+    _forget_finders()
+
+
+def _forget_finders() -> None:
+    """Finders cached for the project's folders go: the next import asks the path hooks."""
     for path in [p for p in sys.path_importer_cache if SCOPE.holds(p)]:
         del sys.path_importer_cache[path]
+
+
+def forget_project() -> None:
+    """Undo use_project and forget every module executed: the path hooks go, and the next
+    load of a project file executes its current source (the Python API calls this between
+    builds, so a build in the same process runs code edited since the last one). The
+    modules themselves stay in sys.modules: the caller decides which go."""
+    roots = tuple(r.rstrip(os.sep) + os.sep for r in _HOOKED)
+    for path in [p for p in sys.path_importer_cache
+                 if isinstance(p, str) and (p + os.sep).startswith(roots)]:
+        del sys.path_importer_cache[path]
+    hooks = set(map(id, _HOOKED.values()))
+    sys.path_hooks[:] = [h for h in sys.path_hooks if id(h) not in hooks]
+    _HOOKED.clear()
+    _BY_PATH.clear()
+    _REUSED.clear()
+    RESOLVED_WITH.clear()
+    SCOPE.clear()
 
 
 def load_file(path: Path) -> ModuleType:

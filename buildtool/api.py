@@ -1,0 +1,254 @@
+"""The Python API: what `dd-build` does, as functions that return data.
+
+    import buildtool
+
+    report = buildtool.build("path/to/project")        # like `dd-build`
+    report.ok, report.stage("judged").reasons          # like `dd-build --json`
+    buildtool.status("path/to/project").up_to_date      # like `dd-build status --json`
+    table = buildtool.read_output("path/to/project", "judged")   # like `dd-build export`
+
+`project` is the project folder (the one holding `Workflowfile`) or the Workflowfile's own
+path, relative to the current folder; it is taken as given (no search of parent folders).
+
+Errors are raised as the CLI's exit codes sort them: WorkflowError (exit 2: an invalid
+Workflowfile, a target or stage name that is not there, a stage with no output yet, files on
+disk that cannot be read), ResumeRefused (3), BuildLocked (4); all are BuildError. A stage
+that fails is not an exception: the report says so (`report.ok` is False). KeyboardInterrupt
+goes on to the caller once the running stage is recorded `interrupted` (the next build
+resumes it).
+
+Each call runs as a fresh `dd-build` would and leaves the process as it was (inprocess.py):
+stage code sees the project folder as its current folder, and code edited between two calls
+runs as edited. The CLI runs its commands through the same functions (`build_workflow`,
+`workflow_status`), with a Reporter that prints; here a build's progress goes to the
+`buildtool` logger (LogReporter), silent until logging is configured, but for failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import (
+    BuildError,
+    BuildLocked,
+    ResumeRefused,
+    UsageError,
+    WorkflowError,
+    suggest,
+)
+from .report import BuildReport, Reporter, StageResult, WorkflowStatus
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .execute import BuildConfig, Prepared
+    from .model import Workflow
+    from .plan import Decision, ResumeMode
+
+__all__ = ["BuildError", "BuildLocked", "BuildReport", "ResumeRefused", "StageResult",
+           "WorkflowError", "WorkflowStatus", "build", "read_output", "status"]
+
+WORKFLOWFILE = "Workflowfile"
+LOG = logging.getLogger("buildtool")
+
+Project = str | os.PathLike[str]
+Names = str | Iterable[str]
+
+
+def build(project: Project = ".", targets: Names = (), *,
+          resume: ResumeMode = "if-possible", force: Names = (), rerun_from: Names = (),
+          dry_run: bool = False, keep_going: bool = False) -> BuildReport:
+    """Build the targets (default: every stage) and what they need, as `dd-build` does.
+
+    `targets`, `force` and `rerun_from` take stage names (one name, or several); `resume` is
+    "if-possible", "never" or "always"; `dry_run` plans and changes nothing (the report has
+    no results); `keep_going` still builds what does not need a failed stage.
+
+    Returns the BuildReport (`build --json`'s data); a failed stage makes `report.ok` False,
+    it raises nothing. Raises WorkflowError, ResumeRefused (before any stage runs) or
+    BuildLocked; KeyboardInterrupt after recording the stage it interrupted.
+    """
+    from .execute import BuildConfig
+    from .inprocess import project_call
+
+    config = BuildConfig(_names(targets, "targets"), _resume(resume), _names(force, "force"),
+                         _names(rerun_from, "rerun_from"), bool(dry_run))
+    workflow = load(project)
+    with project_call(workflow.project_dir, runs_code=not dry_run):
+        report = build_workflow(workflow, config, keep_going=bool(keep_going))
+    if report.internal is not None:
+        LOG.error("dd-build internal error while running stage '%s' (a bug in dd-build: "
+                  "please report it):\n%s", report.internal.stage, report.internal.traceback)
+    return report
+
+
+def status(project: Project = ".") -> WorkflowStatus:
+    """Each stage: up to date or not, what a build would do and every reason why, and its
+    record's status and rows, as `dd-build status --json` says. Changes nothing."""
+    from .inprocess import project_call
+
+    workflow = load(project)
+    with project_call(workflow.project_dir, runs_code=False):
+        return workflow_status(workflow)
+
+
+def read_output(project: Project, stage: str) -> pa.Table:
+    """The stage's selected output (its override, else its processed or own batches, or a run
+    stage's first output) as one pyarrow Table: what `dd-build export` writes. Reads the last
+    build's output, whether or not the stage is up to date now (see `status`). WorkflowError
+    when the stage has no completed output or none that is a table."""
+    from .inprocess import project_call
+
+    workflow = load(project)
+    with project_call(workflow.project_dir, runs_code=False):
+        return selected_table(workflow, stage, "read_output")
+
+
+# ---------------------------------------------------------------- what the CLI shares
+
+
+def workflowfile(project: Project) -> Path:
+    """The Workflowfile `project` names: its own path, or `Workflowfile` in that folder."""
+    path = Path(project)
+    if path.is_dir():
+        if (path / WORKFLOWFILE).is_file():
+            return path / WORKFLOWFILE
+        raise UsageError(f"no {WORKFLOWFILE} in {path}",
+                         hint="name the project folder (the one holding the Workflowfile), "
+                              "or the Workflowfile's path")
+    if not path.is_file():
+        raise UsageError(f"no such file or folder: {path}",
+                         hint="name the project folder or its Workflowfile, relative to "
+                              f"the current folder ({os.getcwd()})")
+    return path
+
+
+def load(project: Project) -> Workflow:
+    """The validated workflow of `project` (WorkflowError naming where it is invalid)."""
+    from .workflowfile import load_workflow
+
+    path = workflowfile(project)
+    return load_workflow(path, display=str(path))
+
+
+def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool = False,
+                   reporter: Reporter | None = None,
+                   on_plan: Callable[[BuildReport], None] | None = None) -> BuildReport:
+    """Plan and (unless a dry run) build under the workflow's lock: `build` and `dd-build`.
+
+    `on_plan` gets the report as soon as the plan is made: the build fills it in place, so
+    the caller has every stage's result so far should an exception end the build."""
+    from .execute import prepare, run_build, scope_of
+    from .lock import build_lock
+
+    reporter = reporter or LogReporter()
+    if config.dry_run:
+        return _planned(prepare(workflow, config), True, reporter, on_plan)
+    scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
+    with build_lock(workflow.artifacts_root):
+        prep = prepare(workflow, config, scope)
+        report = _planned(prep, False, reporter, on_plan)
+        return run_build(prep, reporter, keep_going, report)
+
+
+def _planned(prep: Prepared, dry_run: bool, reporter: Reporter,
+             on_plan: Callable[[BuildReport], None] | None) -> BuildReport:
+    """The plan told and reported; ResumeRefused when `resume="always"` refuses it."""
+    from .execute import check_strict
+
+    reporter.planned(prep.decisions)
+    report = BuildReport(prep.workflow.name, dry_run, [
+        StageResult(d.stage, d, rows=d.rows, batches_total=d.batches_total)
+        for d in prep.decisions])
+    if on_plan is not None:
+        on_plan(report)
+    if prep.options.resume == "always":
+        check_strict(prep)
+    return report
+
+
+def workflow_status(workflow: Workflow) -> WorkflowStatus:
+    from .execute import BuildConfig, prepare
+
+    return WorkflowStatus.of(prepare(workflow, BuildConfig(dry_run=True)))
+
+
+def selected_table(workflow: Workflow, stage: str, what: str) -> pa.Table:
+    """The stage's selected output as one table (`what` names the caller in errors)."""
+    from .artifacts import completed_record
+    from .datasets import read_stage_table
+    from .graph import build_graph, check_stage_names
+
+    check_stage_names(build_graph(workflow), [stage], what)
+    record = completed_record(workflow, stage)  # a clear error when it has none (or skipped)
+    table = read_stage_table(workflow, record)
+    if table is None:
+        raise UsageError("no tabular output (its first output is not a "
+                         ".parquet, .csv or .jsonl file or a folder of .parquet files)",
+                         stage=stage)
+    return table
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _names(value: Names, what: str) -> tuple[str, ...]:
+    """Stage names: one string is one name (not its letters)."""
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: stage names are strings, got {type(name).__name__} "
+                            f"{name!r}")
+    return names
+
+
+def _resume(value: str) -> ResumeMode:
+    from .plan import RESUME_MODES
+
+    for mode in RESUME_MODES:
+        if value == mode:
+            return mode
+    hint = suggest(str(value), RESUME_MODES) or \
+        f"one of {', '.join(repr(m) for m in RESUME_MODES)}"
+    raise UsageError(f"resume={value!r}: no such resume mode", hint=hint)
+
+
+# ---------------------------------------------------------------- progress
+
+
+class LogReporter:
+    """The API's Reporter: a build's progress as records of the `buildtool` logger. Each
+    stage's start and result at INFO (batches at DEBUG, retries and notes at INFO), a failed
+    stage at WARNING. Python prints only WARNING and above until logging is configured
+    (`logging.basicConfig(level=logging.INFO)` shows progress), so a build is silent but for
+    its failures."""
+
+    def planned(self, decisions: list[Decision]) -> None:
+        if LOG.isEnabledFor(logging.DEBUG):
+            from .explain import decision_lines
+
+            for line in decision_lines(decisions):
+                LOG.debug("%s", line)
+
+    def started(self, decision: Decision) -> None:
+        from .explain import decision_head
+
+        why = "; ".join(r.message for r in decision.reasons)
+        LOG.info("%s: %s: %s", decision.stage, decision_head(decision), why)
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        if total is not None:
+            LOG.debug("%s: batch %d/%d", stage, done, total)
+
+    def note(self, stage: str, text: str) -> None:
+        LOG.info("%s: %s", stage, text)
+
+    def finished(self, result: StageResult) -> None:
+        from .explain import result_line
+
+        level = logging.WARNING if result.result == "failed" else logging.INFO
+        LOG.log(level, "%s", result_line(result))
