@@ -91,11 +91,14 @@ def _fresh_code(project_dir: Path) -> Iterator[None]:
 
 def project_modules(project_dir: Path) -> dict[str, ModuleType]:
     """The modules in sys.modules loaded from files of the project (not from a virtual
-    environment kept in it), and the stages' `file.py` modules."""
+    environment kept in it), and the stages' `file.py` modules. Never the caller's script
+    (`__main__`, which may be a file of the project) nor dd-build's own modules."""
     scope = Scope()
     scope.set(str(project_dir))
     return {name: module for name, module in list(sys.modules.items())
-            if name.startswith(STAGE_FILE_PREFIX) or _of_project(module, scope)}
+            if name.startswith(STAGE_FILE_PREFIX) or (
+                name != "__main__" and name.partition(".")[0] != __package__
+                and _of_project(module, scope))}
 
 
 def _of_project(module: object, scope: Scope) -> bool:

@@ -137,3 +137,45 @@ def test_the_callers_project_modules_are_theirs_again(project: Project,
     assert buildtool.read_output(project.root, "words").column("word").to_pylist() == \
         ["new", "new"]
     monkeypatch.delitem(sys.modules, "helpers")
+
+
+SCRIPT = '''
+import sys
+from pathlib import Path
+
+import buildtool
+
+RUNNING = True  # the stage code looks for this: the caller's script stays __main__
+first = buildtool.build()
+words = Path("code/words.py")
+words.write_text(words.read_text().replace("VERSION = 1", "VERSION = 2"))
+second = buildtool.build()
+print(first.ok, second.ok, buildtool.read_output(".", "words").column("v").to_pylist())
+'''
+
+MAIN_SEER = '''
+import sys
+
+def make(ctx):
+    return [{"v": VERSION, "main": getattr(sys.modules["__main__"], "RUNNING", False)}
+            for _ in range(ctx.size)]
+
+VERSION = 1
+'''
+
+
+def test_a_script_in_the_project_folder(project: Project) -> None:
+    project.write("run.py", SCRIPT)
+    project.write("code/words.py", MAIN_SEER)
+    project.write("Workflowfile", """
+        workflow: demo
+        stages:
+          words:
+            generate: code/words.py:make
+            num_records: 2
+        """)
+    proc = subprocess.run([sys.executable, "run.py"], cwd=project.root, env=project.env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "[2,", "2]"]
+    assert project.table("words").column("main").to_pylist() == [True, True]
