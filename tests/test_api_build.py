@@ -208,3 +208,20 @@ def test_status_is_status_json(project: Project) -> None:
     assert (a.up_to_date, a.action, a.status, a.rows) == (False, "run", "completed", 20)
     assert [r.code for r in st.stage("b").reasons] == ["upstream_will_run"]
     assert st.to_json() == project.run("status", "--json").json()
+
+
+def test_progress_goes_to_the_buildtool_logger(project: Project, caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="buildtool"):
+        buildtool.build(project.root, "a")
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "buildtool"]
+    assert any(level == logging.INFO and text.startswith("a: run") for level, text in lines)
+    assert any(level == logging.INFO and "a: completed" in text for level, text in lines)
+    caplog.clear()
+    monkeypatch.setenv("FAIL_AT", "b:0")
+    with caplog.at_level(logging.WARNING, logger="buildtool"):
+        buildtool.build(project.root)
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failed) == 1 and "b: failed" in failed[0] and "boom at b:0" in failed[0]

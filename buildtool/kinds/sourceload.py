@@ -7,7 +7,9 @@ again — under its name after sys.modules dropped it, under another name, or as
 registered extension type, a logging handler, an atexit hook) happens once, as in one Python
 program. Each execution records in the import graph the file's state as executed, and the
 sys.path entries it added, which a later stage that loads the same file from the cache gets
-back (each stage starts from the sys.path dd-build started with).
+back (each stage starts from the sys.path dd-build started with). The Python API forgets
+them all between two builds in one process (forget_project, called by inprocess.py), so each
+build runs the code as it is then.
 
 What is the project's: files under the project folder, except a virtual environment or
 site-packages kept there, and dd-build itself.
