@@ -83,7 +83,7 @@ def not_project_folders(root: str) -> tuple[str, ...]:
 
     inside = root.rstrip(os.sep) + os.sep
     named = [sys.prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
-             str(Path(__file__).resolve().parents[2])]
+             str(Path(__file__).resolve().parents[1])]  # the buildtool package
     candidates = {p for c in named if c for p in (c, os.path.realpath(c))}
     return tuple(sorted(c.rstrip(os.sep) + os.sep for c in candidates
                         if (c.rstrip(os.sep) + os.sep).startswith(inside)))
