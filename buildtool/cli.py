@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,30 +20,33 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import __version__
 from .console import Console, internal_message
 from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError
-from .model import TOOL_WORDS as COMMANDS  # _COMMANDS and _parsers() have one entry each
+from .model import TOOL_WORDS as COMMANDS  # _COMMANDS has one entry each
 
 if TYPE_CHECKING:
     from .model import Workflow
     from .report import BuildReport, InternalFailure
 
 _INTERRUPTED = "interrupted; run dd-build again to resume"
-_EPILOG = """commands (dd-build COMMAND --help for each):
-  build      build the targets (the default command)
-  status     each stage: up to date or not, and why
-  dag        print the stage graph
-  show       print the first rows of a stage's output
-  export     write a stage's output to .parquet, .jsonl or .csv
-  override   make a reviewed parquet file a stage's output
-  clean      remove stage artifacts
-  schema     print the JSON Schema of the Workflowfile"""
+_USAGE = "dd-build [OPTIONS] [TARGET ...]\n       dd-build COMMAND [OPTIONS] ..."
+_TARGETS = """TARGET is a stage name: dd-build builds it and every stage it needs (its seed and input
+stages, and theirs). With no TARGET, every stage. Only what is out of date runs; `dd-build
+status` says what is, and why."""
+_FIND = """The Workflowfile is ./Workflowfile, or the nearest one in a folder above (as git finds
+.git): dd-build then runs in that folder, as with -C, and a path you give (export, override)
+still means a path from where you are."""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
+_PATH_ARGS = ("path",)  # the arguments that name a file from the user's working folder
 
 
-def _common() -> argparse.ArgumentParser:
+def _options(file: bool) -> argparse.ArgumentParser:
+    """The options every command takes (-f too when it reads a Workflowfile)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("-f", "--file", default="Workflowfile", help="the Workflowfile (default: ./Workflowfile)")
-    p.add_argument("-C", "--directory", help="run as if started in this folder")
+    if file:
+        p.add_argument("-f", "--file", metavar="FILE",
+                       help="the Workflowfile (default: ./Workflowfile, or the nearest one in "
+                            "a folder above)")
+    p.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
@@ -70,14 +75,46 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"`{self.prog} --help` lists the options")
 
 
+@dataclass(frozen=True)
+class _Command:
+    """One subcommand: its line in `dd-build --help`, its arguments and what runs it."""
+
+    summary: str
+    run: Callable[[argparse.Namespace, Console], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    description: str | None = None  # `COMMAND --help`'s text, when more than the summary
+    loads: bool = True  # reads a Workflowfile (so -f applies)
+
+
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    common = _common()
-    make = lambda cmd, desc: _Parser(  # noqa: E731
-        prog=f"dd-build {cmd}" if cmd != "build" else "dd-build", description=desc, parents=[common],
-        epilog=_EPILOG if cmd == "build" else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    build = make("build", "Build the targets (default: every stage) and what they need.")
-    build.add_argument("targets", nargs="*", metavar="TARGET")
+    """A parser per command of _COMMANDS, built from its entry."""
+    common, output = _options(file=True), _options(file=False)
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, command in _COMMANDS.items():
+        parser = _Parser(
+            prog="dd-build" if name == "build" else f"dd-build {name}",
+            usage=_USAGE if name == "build" else None,
+            description=_main_description() if name == "build" else
+            command.description or command.summary[0].upper() + command.summary[1:] + ".",
+            parents=[common if command.loads else output],
+            epilog=_FIND if command.loads else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.arguments(parser)
+        parsers[name] = parser
+    return parsers
+
+
+def _main_description() -> str:
+    width = max(len(name) for name in _COMMANDS) + 2
+    lines = [f"  {name:<{width}}{command.summary}" for name, command in _COMMANDS.items()]
+    return "\n".join([
+        "Build the stages of a Workflowfile, or run COMMAND.", "", _TARGETS, "",
+        "commands (`dd-build COMMAND --help` or `dd-build help COMMAND` for each):", *lines])
+
+
+def _build_arguments(build: argparse.ArgumentParser) -> None:
+    build.add_argument("targets", nargs="*", metavar="TARGET",
+                       help="a stage name: build it and what it needs (default: every stage)")
     build.add_argument("-n", "--dry-run", action="store_true", help="plan only; change nothing")
     build.add_argument("--explain", action="store_true", help="print every stage's decision and why")
     build.add_argument("--resume", choices=("if-possible", "never", "always"), default="if-possible",
@@ -89,28 +126,50 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
                        help="after a stage fails, still build the stages that do not need it")
     build.add_argument("--force", action="append", default=[], metavar="STAGE",
                        help="run STAGE fresh (repeatable)")
-    status = make("status", "Each stage: up to date or not, and why; rows; last run.")
-    dag = make("dag", "Print the stage graph.")
+
+
+def _dag_arguments(dag: argparse.ArgumentParser) -> None:
     dag.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
-    show = make("show", "Print the first rows of a stage's selected output.")
-    show.add_argument("stage")
-    show.add_argument("-n", "--rows", type=_non_negative, default=10)
-    export = make("export", "Write a stage's selected output to a .parquet, .jsonl or .csv file.")
-    export.add_argument("stage")
-    export.add_argument("path")
-    override = make("override", "Make a reviewed parquet file a stage's selected output, or "
-                    "let a review go with --release.")
-    override.add_argument("stage")
-    override.add_argument("path", nargs="?")
+
+
+def _show_arguments(show: argparse.ArgumentParser) -> None:
+    show.add_argument("stage", metavar="STAGE")
+    show.add_argument("-n", "--rows", type=_non_negative, default=10,
+                      help="how many rows (default: 10)")
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
+    export.add_argument("stage", metavar="STAGE")
+    export.add_argument("path", metavar="PATH", help="a .parquet, .jsonl or .csv file to write")
+
+
+def _override_arguments(override: argparse.ArgumentParser) -> None:
+    override.add_argument("stage", metavar="STAGE")
+    override.add_argument("path", nargs="?", metavar="PATH", help="the reviewed parquet file")
     override.add_argument("--release", action="store_true",
                           help="drop STAGE's override: the next build rebuilds it if it changed")
-    clean = make("clean", "Remove stage artifacts (all, or the named stages').")
-    clean.add_argument("stages", nargs="*", metavar="STAGE")
+
+
+def _clean_arguments(clean: argparse.ArgumentParser) -> None:
+    clean.add_argument("stages", nargs="*", metavar="STAGE",
+                       help="remove these stages' artifacts (no STAGE: every stage's, asked "
+                            "for on a terminal; elsewhere say --all)")
+    clean.add_argument("--all", action="store_true",
+                       help="remove the artifacts of every stage, without asking")
     clean.add_argument("--orphans", action="store_true",
                        help="remove only folders of stages no longer in the Workflowfile")
-    schema = make("schema", "Print the JSON Schema of the Workflowfile.")
-    return {"build": build, "status": status, "dag": dag, "show": show, "export": export,
-            "override": override, "clean": clean, "schema": schema}
+    clean.add_argument("-n", "--dry-run", action="store_true",
+                       help="list what would be removed; remove nothing")
+
+
+def _init_arguments(init: argparse.ArgumentParser) -> None:
+    init.add_argument("folder", nargs="?", default=".", metavar="DIR",
+                      help="where to write the project (default: here; made if missing)")
+
+
+def _help_arguments(help_: argparse.ArgumentParser) -> None:
+    help_.add_argument("topic", nargs="?", metavar="COMMAND",
+                       help="the command to print the options of")
 
 
 def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -144,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Console(args)
         if args.directory:
             _chdir(args.directory)
-        return _COMMANDS[command](args, out)
+        return _COMMANDS[command].run(args, out)
     except _ShowVersion:  # as soon as it is parsed, whatever else the command line says
         if out.json:
             out.document({"ok": True, "version": __version__})
@@ -184,18 +243,30 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def _load(args: argparse.Namespace, out: Console) -> Workflow:
+    from .locate import find_workflowfile, workflowfile_at
     from .workflowfile import load_workflow
 
-    path = Path(args.file)
-    if path.is_dir():
-        raise UsageError(f"the Workflowfile {path} is a folder, not a file",
-                         hint="name the file inside it with -f FILE, or run there with -C DIR")
-    if not path.is_file():
-        raise UsageError(f"no Workflowfile at {path}",
-                         hint="run in the project folder, or name the file with -f FILE")
-    workflow = load_workflow(path, display=args.file)
+    if args.file is not None:  # named: from the working folder, no search
+        path, display = workflowfile_at(Path(args.file)), args.file
+    else:
+        path = find_workflowfile(Path.cwd())
+        if path.parent != Path.cwd():
+            _enter_project(args, path.parent, out)
+        display = path.name
+    workflow = load_workflow(path, display=display)
     out.workflow = workflow.name
     return workflow
+
+
+def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None:
+    """Run in `folder` (the nearest above with a Workflowfile), as with -C; a path given on
+    the command line keeps meaning the file from where the user is."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(args, name, os.path.relpath(os.path.abspath(value), folder))
+    os.chdir(folder)
+    out.progress(f"dd-build: in {folder} (the nearest folder with a Workflowfile)")
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
@@ -342,11 +413,46 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, out: Console) -> int:
-    from .artifacts import orphan_stages, remove_stage_artifacts
-    from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
     workflow = _load(args, out)
+    names = _clean_names(args, workflow)
+    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()]
+    shown = [os.path.relpath(f) for f in folders]
+    if args.dry_run or not folders:
+        out.text("\n".join(f"would remove {f}" for f in shown) if folders and args.dry_run
+                 else "nothing to clean")
+        if args.json:
+            out.document({"ok": True, "workflow": workflow.name, "dry_run": args.dry_run,
+                          "removed": [], "would_remove": shown if args.dry_run else []})
+        return 0
+    if not (args.stages or args.all or args.orphans):
+        try:
+            yes = _confirmed(shown, out)
+        except KeyboardInterrupt:  # Ctrl-C at the question
+            out.error("\nnothing removed")
+            return 130
+        if not yes:
+            out.text("nothing removed")
+            return 0
+    from .artifacts import remove_stage_artifacts
+
+    removed: list[str] = []
+    with build_lock(workflow.artifacts_root):
+        for folder in remove_stage_artifacts(workflow, names):
+            removed.append(os.path.relpath(folder))
+            out.text(f"removed {removed[-1]}")
+    if args.json:
+        out.document({"ok": True, "workflow": workflow.name, "dry_run": False,
+                      "removed": removed, "would_remove": []})
+    return 0
+
+
+def _clean_names(args: argparse.Namespace, workflow: Workflow) -> list[str]:
+    """The stages whose folders `clean` removes; a UsageError for a request it refuses."""
+    from .artifacts import orphan_stages
+    from .graph import build_graph, check_stage_names
+
     orphans = [name for name in args.stages if name not in workflow.stages
                and name in orphan_stages(workflow)]
     if orphans:
@@ -355,21 +461,33 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
                          hint="`dd-build clean --orphans` removes the folders of every stage "
                               "no longer in the Workflowfile")
     check_stage_names(build_graph(workflow), args.stages, "clean")
-    if args.orphans and args.stages:
-        raise UsageError("clean: name stages or use --orphans, not both")
-    removed: list[str] = []
-    if not workflow.artifacts_root.is_dir():
-        out.text("nothing to clean")
-    else:
-        with build_lock(workflow.artifacts_root):
-            names = orphan_stages(workflow) if args.orphans else \
-                (args.stages or list(workflow.stages) + orphan_stages(workflow))
-            for folder in remove_stage_artifacts(workflow, names):
-                removed.append(os.path.relpath(folder))
-                out.text(f"removed {removed[-1]}")
-    if args.json:
-        out.document({"ok": True, "workflow": workflow.name, "removed": removed})
-    return 0
+    chosen = [what for what, given in (("stage names", args.stages), ("--all", args.all),
+                                       ("--orphans", args.orphans)) if given]
+    if len(chosen) > 1:
+        raise UsageError(f"clean: {' or '.join(chosen)}, not both",
+                         hint="stage names remove those stages' artifacts, --all every "
+                              "stage's, --orphans those of stages no longer in the Workflowfile")
+    if not chosen and not args.dry_run and (args.json or not _stdin_is_a_terminal()):
+        raise UsageError("clean without stage names removes every stage's artifacts: "
+                         "say so with --all",
+                         hint="`dd-build clean --all` removes them all, `dd-build clean STAGE` "
+                              "one stage's; `dd-build clean -n` lists what would go")
+    if args.orphans:
+        return orphan_stages(workflow)
+    return args.stages or list(workflow.stages) + orphan_stages(workflow)
+
+
+def _stdin_is_a_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirmed(shown: list[str], out: Console) -> bool:
+    """Asked on the terminal: remove these? Only `y` or `yes` says so."""
+    question = f"remove these {len(shown)} folder{'s' if len(shown) != 1 else ''}? [y/N] "
+    if out.stderr is not None:  # shown whatever -q says: a question needs its list
+        out.stderr.write("\n".join(f"  {f}" for f in shown) + "\n" + question)
+        out.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def cmd_schema(args: argparse.Namespace, out: Console) -> int:
@@ -379,6 +497,57 @@ def cmd_schema(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-_COMMANDS = {"build": cmd_build, "status": cmd_status, "dag": cmd_dag, "show": cmd_show,
-             "export": cmd_export, "override": cmd_override, "clean": cmd_clean,
-             "schema": cmd_schema}
+def cmd_init(args: argparse.Namespace, out: Console) -> int:
+    from .initproject import write_project
+
+    folder = Path(args.folder)
+    written = write_project(folder)
+    for line in written:
+        out.text(line)
+    here = folder.absolute() == Path.cwd()
+    next_command = "dd-build" if here else f"dd-build -C {shlex.quote(args.folder)}"
+    out.text(f"next: {next_command}   (builds the example stages, offline)")
+    if args.json:
+        out.document({"ok": True, "folder": str(folder.absolute()), "wrote": written,
+                      "next": next_command})
+    return 0
+
+
+def cmd_help(args: argparse.Namespace, out: Console) -> int:
+    from .errors import suggest
+
+    topic = args.topic or "build"
+    if topic not in _COMMANDS:
+        raise UsageError(f"help: no command '{topic}'",
+                         hint=suggest(topic, _COMMANDS) or "`dd-build --help` lists the commands")
+    text = _parsers()[topic].format_help().rstrip()
+    if args.json:
+        out.document({"ok": True, "command": topic, "help": text})
+    else:
+        out.result(text)
+    return 0
+
+
+_COMMANDS = {  # the one table of commands: dispatch, parsers and `dd-build --help`'s list
+    "build": _Command("build the targets and what they need (the default command)", cmd_build,
+                      _build_arguments),
+    "status": _Command("each stage: up to date or not, and why", cmd_status,
+                       description="Each stage: up to date or not, and why; rows; last run."),
+    "dag": _Command("print the stage graph", cmd_dag, _dag_arguments),
+    "show": _Command("print the first rows of a stage's output", cmd_show, _show_arguments,
+                     "Print the first rows of a stage's selected output."),
+    "export": _Command("write a stage's output to .parquet, .jsonl or .csv", cmd_export,
+                       _export_arguments,
+                       "Write a stage's selected output to a .parquet, .jsonl or .csv file."),
+    "override": _Command("make a reviewed parquet file a stage's output", cmd_override,
+                         _override_arguments,
+                         "Make a reviewed parquet file a stage's selected output, or let a "
+                         "review go with --release."),
+    "clean": _Command("remove stage artifacts (every stage's, or the named stages')", cmd_clean,
+                      _clean_arguments),
+    "schema": _Command("print the JSON Schema of the Workflowfile", cmd_schema, loads=False),
+    "init": _Command("write a minimal runnable project into a folder", cmd_init,
+                     _init_arguments, loads=False),
+    "help": _Command("print this help, or a command's (dd-build help COMMAND)", cmd_help,
+                     _help_arguments, loads=False),
+}

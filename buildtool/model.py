@@ -12,7 +12,8 @@ KINDS = ("generate", "transform", "run")
 SAMPLINGS = ("ordered", "shuffle")
 DEFAULT_BATCH_SIZE = 100
 # Words the CLI reserves: a stage may not be called one of these.
-TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema")
+TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema", "init",
+              "help")
 # Files dd-build keeps in `<artifacts>/<workflow>/` beside the stage folders (the build
 # summary written by execute.py, the lock of lock.py): a stage may not be called one of these,
 # in any letter case (a case-insensitive file system has one folder for `Judge` and `judge`).

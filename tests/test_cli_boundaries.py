@@ -716,7 +716,7 @@ def test_clean_one_stage_then_all(project: Project) -> None:
     assert reason_codes(stages["b"]) == ["no_record"]
     assert stages["a"]["result"] == "up_to_date"
 
-    result = project.run("clean")
+    result = project.run("clean", "--all")
     assert result.code == 0, result.stderr
     assert _stage_folders(project) == []
 

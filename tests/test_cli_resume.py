@@ -456,7 +456,7 @@ def test_lock_refuses_a_second_build_but_not_readers(project, procs, clean):
     assert second.code == 4
     assert f"pid {first.pid}" in second.stderr
 
-    cleaning = project.run("clean")
+    cleaning = project.run("clean", "--all")
     assert cleaning.code == 4
     assert (project.artifacts / "b" / "stage.json").exists()
 

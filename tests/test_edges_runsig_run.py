@@ -295,5 +295,5 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(
     assert not group_alive(pgid)
     assert running_in(project.root) == []
     assert not (project.root / "o.txt").exists()
-    unlocked = project.run("clean")  # takes the lock: exit 4 if the command still held it
+    unlocked = project.run("clean", "--all")  # takes the lock: exit 4 if the command still held it
     assert unlocked.code == 0, unlocked.stderr

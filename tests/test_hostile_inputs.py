@@ -557,7 +557,7 @@ CASES: list[Case] = [
          ("override names no stage 'bb'", "did you mean `b`?")),
     # ---- the command line
     Case("file-option-missing", nothing, ("-f", "nope.yaml"), 2,
-         ("no Workflowfile at nope.yaml", "hint: run in the project folder, or name the file")),
+         ("no Workflowfile at nope.yaml", "hint: -f names a file relative to the working folder")),
     Case("file-option-a-folder", nothing, ("-f", "code"), 2,
          ("the Workflowfile code is a folder", "hint:")),
     Case("directory-option-missing", nothing, ("-C", "nowhere"), 2,
