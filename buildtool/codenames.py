@@ -140,8 +140,8 @@ def module_names(tree: ast.Module) -> ModuleNames:
 
 
 def _walk(tree: ast.Module) -> Iterator[tuple[ast.AST, bool]]:
-    """Every node with whether it is in module scope (not inside a def, class or lambda).
-    Iterative: a deeply nested file cannot exhaust the stack."""
+    """Every node, in the source's order, with whether it is in module scope (not inside a
+    def, class or lambda). Iterative: a deeply nested file cannot exhaust the stack."""
     stack: list[tuple[ast.AST, bool]] = [(tree, True)]
     while stack:
         node, top = stack.pop()
@@ -151,8 +151,9 @@ def _walk(tree: ast.Module) -> Iterator[tuple[ast.AST, bool]]:
             # defaults, annotations and bases in the enclosing one
             parts = node.body if isinstance(node.body, list) else [node.body]
             body = {id(part) for part in parts}
-        stack.extend((child, top and id(child) not in body)
-                     for child in ast.iter_child_nodes(node))
+        children = [(child, top and id(child) not in body)
+                    for child in ast.iter_child_nodes(node)]
+        stack.extend(reversed(children))  # popped in the source's order
 
 
 def _note(names: ModuleNames, item: tuple[ast.AST, bool]) -> None:

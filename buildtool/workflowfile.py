@@ -49,8 +49,7 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
     """Read, validate and return the Workflowfile at `path`.
 
     Raises WorkflowError when it is invalid: the error itself when there is one, else a
-    `WorkflowErrors` holding each, in the order they were found (the file's order, stage by
-    stage, then what involves several stages). Each part of the file is checked even
+    `WorkflowErrors` holding each, in the file's order. Each part of the file is checked even
     when another part is wrong; a part whose check needs a wrong part (a stage with no kind,
     a run command whose `params` are wrong) is left unchecked. A file that is not YAML, or not
     a mapping, has one error."""
@@ -75,9 +74,11 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
 
 
 def raise_errors(errors: list[WorkflowError]) -> None:
-    """Nothing when `errors` is empty; else the one error, or all of them."""
+    """Nothing when `errors` is empty; else the one error, or all of them in the file's order
+    (errors at one place in the order they were found)."""
     if errors:
-        raise errors[0] if len(errors) == 1 else WorkflowErrors(errors)
+        ordered = sorted(errors, key=lambda error: (error.line or 0, error.column or 0))
+        raise ordered[0] if len(ordered) == 1 else WorkflowErrors(ordered)
 
 
 class _Skipped(Exception):
@@ -356,6 +357,7 @@ def _check_requirements(
             ))
     for key, spec in STAGE_KEYS.items():
         if ctx.kind in spec.required_for and key not in broken and not values.get(key):
+            broken.add(key)  # what needs it (a run command's `{outputs[0]}`) is not checked
             ctx.report(ctx.error(
                 f"a {ctx.kind} stage needs a non-empty `{key}`", nodes.get(key, name_node), key=key,
                 hint=f"list what the stage writes under `{key}`",

@@ -163,7 +163,8 @@ def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, pa
     if found is None:
         return
     problem, what = found
-    where, name = f"`{ref.module}`", f"`{ref.module}:{ref.function}`"
+    where = f"`{path}`" if ref.is_file else f"`{ref.module}` ({path})"
+    name = f"`{ref.module}:{ref.function}`"
     if problem == "async":
         raise ctx.error(
             f"{name} is an async function: called, it returns a coroutine, not "
