@@ -69,11 +69,11 @@ def load_workflow(path: Path, display: str | None = None) -> Workflow:
         if stage is not None:
             stages[stage_name] = stage
     _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
-    raise_errors(ctx.errors)
+    _raise_errors(ctx.errors)
     return Workflow(name, resolved, resolved.parent, artifacts, stages)
 
 
-def raise_errors(errors: list[WorkflowError]) -> None:
+def _raise_errors(errors: list[WorkflowError]) -> None:
     """Nothing when `errors` is empty; else the one error, or all of them in the file's order
     (errors at one place in the order they were found)."""
     if errors:
@@ -245,14 +245,17 @@ def _load_stage(
     broken = ctx.broken.setdefault(name, set())
     own = _stage_pairs(ctx, name_node, body)
     kind = ctx.kind = _stage_kind(ctx, name_node, own)
-    own = {key: pair for key, pair in own.items()
-           if _passes(ctx, _check_applies, ctx, key, pair[0])}
+    own = {key: pair for key, pair in own.items()  # (`or`: no call for the common case)
+           if kind in STAGE_KEYS[key].kinds or _passes(ctx, _check_applies, ctx, key, pair[0])}
     nodes = {key: value_node for key, (_, value_node) in own.items()}
     nodes.update(_applicable_defaults(ctx, nodes, defaults))
     values: dict[str, Any] = {}
     for key, node in nodes.items():
         failures = ctx.failures
-        value = _reported(ctx, _parse_value, ctx, key, node)
+        try:
+            value = _parse_value(ctx, key, node)
+        except WorkflowError as exc:
+            ctx.report(exc)
         if ctx.failures == failures:
             values[key] = value
         else:
@@ -263,8 +266,8 @@ def _load_stage(
     stage = Stage(name=name, kind=kind, target=values.get(kind, ""), locations=locations,
                   **fields)
     if kind == "run" and not broken & _COMMAND_KEYS:  # with the defaults applied: the
-        for error in run_command_errors(stage):  # params and outputs it will run with
-            ctx.report(error)
+        for placeholder in run_command_errors(stage):  # params and outputs it will run with
+            ctx.report(placeholder)
     return stage
 
 
@@ -284,7 +287,7 @@ def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tup
         )
     pairs = mapping_pairs(ctx, body, "stage keys")
     return {key: pair for key, pair in pairs.items()
-            if _passes(ctx, _check_known_key, ctx, key, pair[0])}
+            if key in STAGE_KEYS or _passes(ctx, _check_known_key, ctx, key, pair[0])}
 
 
 def _check_known_key(ctx: LoadContext, key: str, key_node: Node) -> None:
@@ -430,7 +433,11 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
         )
     from .processors import validate_processors  # only for a stage with processors: start-up
 
-    processors = tuple(_processor(ctx, key, item) for item in node.value)
+    failures = ctx.failures
+    processors = tuple(found for item in node.value
+                       if (found := _reported(ctx, _processor, ctx, key, item)) is not None)
+    if ctx.failures != failures:  # each wrong processor is reported
+        return processors
     try:
         validate_processors(processors, ctx.stage)  # filter syntax, before anything runs
     except WorkflowError as exc:
@@ -438,8 +445,12 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
     return processors
 
 
-def _processor(ctx: LoadContext, key: str, node: Node) -> dict[str, Any]:
+def _processor(ctx: LoadContext, key: str, node: Node) -> dict[str, Any] | None:
+    """The processor; None when a mistake in it is reported already (a key given twice)."""
+    failures = ctx.failures
     pairs = mapping_pairs(ctx, node, "processor names") if isinstance(node, MappingNode) else {}
+    if ctx.failures != failures:
+        return None
     if len(pairs) != 1:
         raise ctx.error(
             "each processor is a mapping with one key: " + ", ".join(PROCESSORS), node, key=key,

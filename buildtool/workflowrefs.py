@@ -18,7 +18,7 @@ from typing import TypeVar
 from yaml.nodes import Node, SequenceNode
 
 from .claims import Claim, Claims
-from .codenames import CodeFile
+from .codenames import CodeFile, Problem
 from .errors import WorkflowError, suggest
 from .fingerprint import module_file
 from .globreach import is_glob
@@ -39,6 +39,7 @@ class LoadContext(Source):
     kind: str | None = None
     claims: Claims = field(default_factory=Claims)
     code: dict[str, CodeFile] = field(default_factory=dict)  # code files, each read once
+    functions: dict[tuple[str, str], tuple[Problem, str] | None] = field(default_factory=dict)
     folders: set[str] = field(default_factory=set)  # outputs written as folders (`out/`)
     broken: dict[str, set[str]] = field(default_factory=dict)  # stage → its wrong keys
     misspelt: set[str] = field(default_factory=set)  # top-level keys an unknown key is like
@@ -151,15 +152,9 @@ def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, pa
                     ) -> None:
     """The function a callable names is in its project file: read with `ast`, never run
     (codenames.py). A file that may bind it in a way the reading cannot follow is trusted."""
-    if not ref.is_file and _found_elsewhere(ref.module):
-        return
-    folder = PurePosixPath(path).parent
-    if PurePosixPath(path).name == "__init__.py" and any(
-            (ctx.project_dir / folder / name).exists()
-            for name in (ref.function, f"{ref.function}.py")):
-        return  # a submodule of the package: an attribute once imported
-    code = ctx.code.setdefault(path, CodeFile(ctx.project_dir / path))
-    found = code.problem(ref.function)
+    if (path, ref.function) not in ctx.functions:  # each function checked once per load
+        ctx.functions[path, ref.function] = _function_problem(ctx, ref, path)
+    found = ctx.functions[path, ref.function]
     if found is None:
         return
     problem, what = found
@@ -173,12 +168,25 @@ def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, pa
     if problem == "value":
         raise ctx.error(f"{name} is {what}, not a function", node, key=key,
                         hint=f"name a function after `:`, e.g. `def {ref.function}(ctx): ...`")
-    names = code.names()
+    names = ctx.code[path].names()
     defined = names.functions() if names is not None else []
     hint = suggest(ref.function, defined) or (
         "functions defined there: " + _listing(defined) if defined else
         f"define `def {ref.function}(ctx): ...` in it, or fix the name after `:`")
     raise ctx.error(f"{where} defines no function `{ref.function}`", node, key=key, hint=hint)
+
+
+def _function_problem(ctx: LoadContext, ref: CallableRef, path: str
+                      ) -> tuple[Problem, str] | None:
+    if not ref.is_file and _found_elsewhere(ref.module):
+        return None
+    folder = PurePosixPath(path).parent
+    if PurePosixPath(path).name == "__init__.py" and any(
+            (ctx.project_dir / folder / name).exists()
+            for name in (ref.function, f"{ref.function}.py")):
+        return None  # a submodule of the package: an attribute once imported
+    code = ctx.code.setdefault(path, CodeFile(ctx.project_dir / path))
+    return code.problem(ref.function)
 
 
 def _found_elsewhere(module: str) -> bool:
