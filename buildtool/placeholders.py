@@ -103,7 +103,6 @@ def _input_count(stage: Stage) -> int | None:
     return count
 
 
-
 # ---------------------------------------------------------------- every error at once
 
 
