@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from yaml.nodes import Node
@@ -40,6 +41,9 @@ class Claim:
     kind: str | None = None  # the stage's kind (for outputs)
 
 
+_Found = Iterator[tuple[Claim, WorkflowError]]  # a claim that breaks a rule, and the error
+
+
 @dataclass
 class Claims:
     outputs: list[Claim] = field(default_factory=list)
@@ -47,72 +51,80 @@ class Claims:
     globs: list[Claim] = field(default_factory=list)  # seed/inputs/code globs
     code_files: list[Claim] = field(default_factory=list)  # files of `file.py:fn` callables
 
-    def check(self, source: Source, workflowfile: str, artifacts: str) -> None:
-        """Every rule above; `workflowfile` is the Workflowfile's project-relative path and
-        `artifacts` the workflow's folder of records (`<artifacts>/<workflow>`)."""
-        owners = self._check_outputs(source)
-        self._check_protected(source, owners, workflowfile)
+    def check(self, source: Source, workflowfile: str, artifacts: str) -> list[WorkflowError]:
+        """What breaks a rule above, at most one error per claim; `workflowfile` is the
+        Workflowfile's project-relative path and `artifacts` the workflow's folder of records
+        (`<artifacts>/<workflow>`)."""
+        owners: dict[str, Claim] = {}
         top = posixpath.dirname(artifacts)  # the `artifacts:` folder itself
-        self._check_paths_in_artifacts(source, top)
-        self._check_paths(source, owners)
-        self._check_globs(source)
-        self._check_globs_in_artifacts(source, artifacts, top)
+        found = [
+            *self._check_outputs(source, owners),
+            *self._check_protected(source, owners, workflowfile),
+            *self._check_paths_in_artifacts(source, top),
+            *self._check_paths(source, owners),
+            *self._check_globs(source),
+            *self._check_globs_in_artifacts(source, artifacts, top),
+        ]
+        errors: dict[int, WorkflowError] = {}  # id of the claim → its first error
+        for claim, error in found:
+            errors.setdefault(id(claim), error)
+        return list(errors.values())
 
-    def _check_paths_in_artifacts(self, source: Source, top: str) -> None:
+    def _check_paths_in_artifacts(self, source: Source, top: str) -> _Found:
         for claim in self.paths:
             if _within(claim.path, top) or _within(top, claim.path):
-                raise _artifacts_error(source, claim, top, "path")
+                yield claim, _artifacts_error(source, claim, top, "path")
 
-    def _check_globs_in_artifacts(self, source: Source, artifacts: str, top: str) -> None:
+    def _check_globs_in_artifacts(self, source: Source, artifacts: str, top: str) -> _Found:
         for claim in self.globs:
             glob = Glob(claim.path)
             if _within(_literal_prefix(claim.path), top) or any(
                     glob.reach(f"{artifacts}/{name}", maybe_folder=False) is not None
                     for name in _WRITTEN_IN_ARTIFACTS):
-                raise _artifacts_error(source, claim, top, "glob")
+                yield claim, _artifacts_error(source, claim, top, "glob")
 
-    def _check_outputs(self, source: Source) -> dict[str, Claim]:
-        owners: dict[str, Claim] = {}
+    def _check_outputs(self, source: Source, owners: dict[str, Claim]) -> _Found:
+        """Fills `owners` (each output path → its first claim) as it goes."""
         for claim in self.outputs:
             other = owners.setdefault(claim.path, claim)
             if other is not claim:
-                raise _overlap_error(source, claim, other)
+                yield claim, _overlap_error(source, claim, other)
         for claim in self.outputs:
             enclosing = _owner(owners, posixpath.dirname(claim.path))
             if enclosing is not None:
-                raise _overlap_error(source, claim, enclosing)
-        return owners
+                yield claim, _overlap_error(source, claim, enclosing)
 
     def _check_protected(self, source: Source, owners: dict[str, Claim], workflowfile: str
-                         ) -> None:
+                         ) -> _Found:
         output = _owner(owners, workflowfile)
         if output is not None:
-            raise _replace_error(source, output, f"the Workflowfile `{workflowfile}`")
+            yield output, _replace_error(source, output, f"the Workflowfile `{workflowfile}`")
         for code in self.code_files:
             output = _owner(owners, code.path)
             if output is not None:
-                raise _replace_error(source, output,
-                                     f"code file `{code.path}` of stage `{code.stage}`")
+                yield output, _replace_error(source, output,
+                                             f"code file `{code.path}` of stage `{code.stage}`")
 
-    def _check_paths(self, source: Source, owners: dict[str, Claim]) -> None:
+    def _check_paths(self, source: Source, owners: dict[str, Claim]) -> _Found:
         held = _held_outputs(self.outputs)
         for claim in self.paths:
             producer = _owner(owners, claim.path)
-            if producer is not None:
-                raise _produced_error(source, claim, producer)
             inside = held.get(claim.path)
-            if inside is not None:
-                raise _reach_error(source, claim, inside, Reach.HOLDS, "path")
-            if claim.error is not None:
-                raise claim.error
+            if producer is not None:
+                yield claim, _produced_error(source, claim, producer)
+            elif inside is not None:
+                yield claim, _reach_error(source, claim, inside, Reach.HOLDS, "path")
+            elif claim.error is not None:
+                yield claim, claim.error
 
-    def _check_globs(self, source: Source) -> None:
+    def _check_globs(self, source: Source) -> _Found:
         for claim in self.globs:
             glob = Glob(claim.path)
             for output in self.outputs:
                 reach = glob.reach(output.path, maybe_folder=output.kind not in _EXPORT_KINDS)
                 if reach is not None:
-                    raise _reach_error(source, claim, output, reach, "glob")
+                    yield claim, _reach_error(source, claim, output, reach, "glob")
+                    break
 
 
 # The kinds of file a build writes under `<artifacts>/<workflow>/` (`s` a stage, `r` a run).

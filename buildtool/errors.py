@@ -129,3 +129,45 @@ class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+# How many errors of one Workflowfile are shown at once; past it, "and N more".
+MAX_SHOWN_ERRORS = 20
+
+
+class WorkflowErrors(WorkflowError):
+    """Several independent mistakes in the Workflowfile, found in one reading (exit 2).
+
+    Its own fields (message, file, line, stage, key, hint) are the first error's, so code that
+    handles one `WorkflowError` still works; `errors` holds them all, in the file's order."""
+
+    def __init__(self, errors: list[WorkflowError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, column=first.column,
+                         stage=first.stage, key=first.key, hint=first.hint)
+        self.errors = errors
+
+    @property
+    def more(self) -> int:
+        """How many errors are left out of the report."""
+        return max(0, len(self.errors) - MAX_SHOWN_ERRORS)
+
+    def render(self) -> str:
+        """One block per error (each as a single error renders), then "and N more"."""
+        blocks = [error.render() for error in self.errors[:MAX_SHOWN_ERRORS]]
+        if self.more:
+            blocks.append(f"… and {self.more} more error{'s' if self.more > 1 else ''} "
+                          "(fix these and run again to see them)")
+        return "\n".join(blocks)
+
+    def fields(self) -> dict[str, str | int | list[dict[str, str | int]]]:  # type: ignore[override]
+        """The first error's fields, as the `error` of a `--json` document (its `message` too:
+        the error document's own message is every block), and `errors`: each shown error with
+        its rendered message and fields; `more_errors` counts those left out."""
+        shown = [{"message": error.render(), **error.fields()}
+                 for error in self.errors[:MAX_SHOWN_ERRORS]]
+        found: dict[str, str | int | list[dict[str, str | int]]] = {
+            "message": shown[0]["message"], **super().fields(), "errors": shown}
+        if self.more:
+            found["more_errors"] = self.more
+        return found

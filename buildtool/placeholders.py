@@ -9,10 +9,11 @@ stage before it has run (and cost what it costs). Near misses of the placeholder
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
-from .errors import suggest
+from .errors import WorkflowError, suggest
 from .globreach import is_glob
 from .model import Stage
 
@@ -101,3 +102,61 @@ def _input_count(stage: Stage) -> int | None:
         count += 1
     return count
 
+
+# ---------------------------------------------------------------- every error at once
+
+
+def run_command_errors(stage: Stage) -> list[WorkflowError]:
+    """Every placeholder of the stage's `run` that cannot expand, each with its error (what
+    `check_run_command` raises for the first), so that all are reported at once."""
+    errors: list[WorkflowError] = []
+    for match in _CANDIDATE.finditer(stage.target):
+        try:
+            check_run_command(replace(stage, target=match.group(0)))
+        except WorkflowError as error:
+            errors.append(error)
+    return errors
+
+
+def input_index_errors(stage: Stage, stages: Mapping[str, Stage]) -> list[WorkflowError]:
+    """`{inputs[N]}` past every path `{inputs}` can expand to, when the stage has stage inputs
+    (plain files alone are checked by `check_run_command`). A stage input expands to its
+    selected output: one path for a generate or transform stage (its batches folder, or the
+    file its processors or an override wrote), but any number of files when its `on_success`
+    may return a folder; a run stage's declared outputs (one file when overridden). A glob
+    matches what is there when the stage runs. When any count is open, an index past the
+    known ones is checked when the stage runs."""
+    if stage.kind != "run" or _input_count(stage) is not None:
+        return []
+    most = _most_inputs(stage, stages)
+    if most is None:
+        return []
+    errors = []
+    for match in PLACEHOLDER.finditer(stage.target):
+        group, index, _ = match.groups()
+        if group == "inputs" and index is not None and int(index) >= most:
+            errors.append(stage.error(
+                f"`{match.group(0)}`: the stage has at most {most} "
+                f"{'input' if most == 1 else 'inputs'}", key="run",
+                hint=f"inputs are numbered from 0: the last is `{{inputs[{most - 1}]}}`; a run "
+                     "stage input gives one path per output, another stage one path"
+                if most else "the stage has no inputs"))
+    return errors
+
+
+def _most_inputs(stage: Stage, stages: Mapping[str, Stage]) -> int | None:
+    """The most paths `{inputs}` can expand to, or None when there is no bound."""
+    most = 0
+    for ref in stage.dependencies:
+        upstream = stages.get(ref.value) if ref.kind == "stage" else None
+        if ref.kind == "stage" and upstream is None or is_glob(ref.value) and ref.kind == "file":
+            return None
+        if upstream is None:
+            most += 1
+        elif upstream.kind == "run":
+            most += max(1, len(upstream.outputs))
+        elif upstream.on_success:
+            return None
+        else:
+            most += 1
+    return most

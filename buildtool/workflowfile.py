@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from .errors import WorkflowError, suggest
+from .errors import WorkflowError, WorkflowErrors, closest, suggest
 from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, STAGE_KEYS, TOP_KEYS
 from .model import (
     ARTIFACT_FILES,
@@ -24,10 +24,11 @@ from .model import (
     Stage,
     Workflow,
 )
-from .placeholders import check_run_command
+from .placeholders import input_index_errors, run_command_errors
 from .plainjson import check_plain_json
 from .workflowrefs import (
     LoadContext,
+    check_seed_tables,
     parse_callable,
     parse_outputs,
     parse_paths,
@@ -38,27 +39,77 @@ from .workflowrefs import (
 from .yamlsource import compose_root, describe, expect, mapping_pairs
 
 _NAME_RE = re.compile(NAME_PATTERN)
-
-
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 # ---------------------------------------------------------------- entry point
 
 
 def load_workflow(path: Path, display: str | None = None) -> Workflow:
-    """Read, validate and return the Workflowfile at `path`; WorkflowError when it is invalid."""
+    """Read, validate and return the Workflowfile at `path`.
+
+    Raises WorkflowError when it is invalid: the error itself when there is one, else a
+    `WorkflowErrors` holding each, in the file's order. Each part of the file is checked even
+    when another part is wrong; a part whose check needs a wrong part (a stage with no kind,
+    a run command whose `params` are wrong) is left unchecked. A file that is not YAML, or not
+    a mapping, has one error."""
     display = display or str(path)
     resolved = Path(path).resolve()
     ctx = LoadContext(display, project_dir=resolved.parent)
     root = compose_root(resolved, display)
     top = _top_pairs(ctx, root)
-    name = _workflow_name(ctx, root, top)
-    artifacts = _artifacts(ctx, top)
-    bodies = _stage_bodies(ctx, root, top)
+    name = _reported(ctx, _workflow_name, ctx, root, top) or "workflow"
+    artifacts = _reported(ctx, _artifacts, ctx, top) or ctx.artifacts
+    bodies = _reported(ctx, _stage_bodies, ctx, root, top) or {}
     ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
-    stages = {n: _load_stage(ctx, n, kn, body, defaults) for n, (kn, body) in bodies.items()}
-    ctx.claims.check(ctx, resolved.name, f"{ctx.artifacts}/{name}")
+    stages: dict[str, Stage] = {}
+    for stage_name, (name_node, body) in bodies.items():
+        stage = _reported(ctx, _load_stage, ctx, stage_name, name_node, body, defaults)
+        if stage is not None:
+            stages[stage_name] = stage
+    _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
+    _raise_errors(ctx.errors)
     return Workflow(name, resolved, resolved.parent, artifacts, stages)
+
+
+def _raise_errors(errors: list[WorkflowError]) -> None:
+    """Nothing when `errors` is empty; else the one error, or all of them in the file's order
+    (errors at one place in the order they were found)."""
+    if errors:
+        ordered = sorted(errors, key=lambda error: (error.line or 0, error.column or 0))
+        raise ordered[0] if len(ordered) == 1 else WorkflowErrors(ordered)
+
+
+class _Skipped(Exception):
+    """A part left unread because of a mistake reported already (a misspelt key)."""
+
+
+def _reported(ctx: LoadContext, read: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+              ) -> _T | None:
+    """What `read(*args)` returns; None when it raises a WorkflowError, which is reported."""
+    try:
+        return read(*args, **kwargs)
+    except WorkflowError as error:
+        ctx.report(error)
+    except _Skipped:
+        ctx.failures += 1
+    return None
+
+
+def _check_across(ctx: LoadContext, stages: dict[str, Stage], workflowfile: str,
+                  artifacts: str) -> None:
+    """What involves several stages: the paths they claim, the tables their seeds read, the
+    paths their commands index."""
+    for error in ctx.claims.check(ctx, workflowfile, artifacts):
+        ctx.report(error)
+    check_seed_tables(ctx, stages.values())  # a wrong seed or outputs is left out: None, ()
+    counted = {name: stage for name, stage in stages.items()
+               if not ctx.broken[name] & {"outputs", "on_success"}}
+    for name, stage in stages.items():
+        if not ctx.broken[name] & _COMMAND_KEYS:
+            for error in input_index_errors(stage, counted):
+                ctx.report(error)
 
 
 # ---------------------------------------------------------------- top level
@@ -68,13 +119,16 @@ def _top_pairs(ctx: LoadContext, root: MappingNode) -> dict[str, tuple[Node, Nod
     top = mapping_pairs(ctx, root, "top-level keys")
     for key, (key_node, _) in top.items():
         if key not in TOP_KEYS:
+            ctx.misspelt.add(closest(key, TOP_KEYS) or key)
             hint = suggest(key, TOP_KEYS) or "valid keys: " + ", ".join(TOP_KEYS)
-            raise ctx.error(f"unknown top-level key `{key}`", key_node, key=key, hint=hint)
-    return top
+            ctx.report(ctx.error(f"unknown top-level key `{key}`", key_node, key=key, hint=hint))
+    return {key: pair for key, pair in top.items() if key in TOP_KEYS}
 
 
 def _required(ctx: LoadContext, root: Node, top: dict[str, tuple[Node, Node]], key: str) -> Node:
     if key not in top:
+        if key in ctx.misspelt:  # reported as the unknown key it was misspelt as
+            raise _Skipped
         raise ctx.error(f"missing required key `{key}`", root, key=key, hint=TOP_KEYS[key])
     return top[key][1]
 
@@ -113,15 +167,15 @@ def _stage_bodies(
     bodies = mapping_pairs(ctx, node, "stage names")
     folded: dict[str, tuple[str, Node]] = {}  # name in lower case → (name, node)
     for name, (key_node, _) in bodies.items():
-        _check_stage_name(ctx, name, key_node)
+        _reported(ctx, _check_stage_name, ctx, name, key_node)
         first, first_node = folded.setdefault(name.casefold(), (name, key_node))
         if first != name:
-            raise ctx.error(
+            ctx.report(ctx.error(
                 f"stage names `{first}` (line {first_node.start_mark.line + 1}) and `{name}` "
                 f"(line {key_node.start_mark.line + 1}) differ only in letter case", key_node,
                 hint="rename one: on a case-insensitive file system (macOS, Windows) both "
                      "stages would share one folder of records",
-            )
+            ))
     return bodies
 
 
@@ -147,42 +201,82 @@ def _defaults(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> dict[str, 
         return {}
     node = top["defaults"][1]
     if not isinstance(node, MappingNode):
-        raise ctx.error(
-            f"`defaults` must be a mapping of stage keys, got {describe(ctx.construct(node))}",
-            node, key="defaults",
-        )
+        _reported(ctx, _not_a_mapping, ctx, node)
+        return {}
     defaults = mapping_pairs(ctx, node, "stage keys")
-    for key, (key_node, value_node) in defaults.items():
-        _check_known_key(ctx, key, key_node)
-        if key in KINDS:
-            raise ctx.error(
-                f"`{key}` cannot be a default: each stage names its own kind", key_node, key=key
-            )
-        _parse_value(ctx, key, value_node)
-    return defaults
+    # a wrong default is reported here once, not in each stage it applies to
+    return {key: pair for key, pair in defaults.items()
+            if _reported(ctx, _default, ctx, key, *pair)}
+
+
+def _not_a_mapping(ctx: LoadContext, node: Node) -> None:
+    raise ctx.error(
+        f"`defaults` must be a mapping of stage keys, got {describe(ctx.construct(node))}",
+        node, key="defaults",
+    )
+
+
+def _default(ctx: LoadContext, key: str, key_node: Node, value_node: Node) -> bool:
+    """True when the default is valid on its own; else a WorkflowError (or False when the
+    errors are already reported)."""
+    _check_known_key(ctx, key, key_node)
+    if key in KINDS:
+        raise ctx.error(
+            f"`{key}` cannot be a default: each stage names its own kind", key_node, key=key
+        )
+    before = ctx.failures
+    _parse_value(ctx, key, value_node)
+    return ctx.failures == before
 
 
 # ---------------------------------------------------------------- stages
 
 
+# What a run stage's placeholders are checked against: with one of these wrong, they are not.
+_COMMAND_KEYS = frozenset({"run", "params", "inputs", "outputs"})
+
+
 def _load_stage(
     ctx: LoadContext, name: str, name_node: Node, body: Node, defaults: dict[str, tuple[Node, Node]]
 ) -> Stage:
+    """The stage, its wrong keys reported and left at their defaults (`ctx.broken` names
+    them); a WorkflowError when it cannot be read at all (not a mapping, no kind)."""
     ctx.stage, ctx.kind = name, None
+    broken = ctx.broken.setdefault(name, set())
     own = _stage_pairs(ctx, name_node, body)
     kind = ctx.kind = _stage_kind(ctx, name_node, own)
-    for key, (key_node, _) in own.items():
-        _check_applies(ctx, key, key_node)
+    own = {key: pair for key, pair in own.items()  # (`or`: no call for the common case)
+           if kind in STAGE_KEYS[key].kinds or _passes(ctx, _check_applies, ctx, key, pair[0])}
     nodes = {key: value_node for key, (_, value_node) in own.items()}
     nodes.update(_applicable_defaults(ctx, nodes, defaults))
-    values = {key: _parse_value(ctx, key, node) for key, node in nodes.items()}
-    _check_requirements(ctx, name_node, own, values, nodes)
+    values: dict[str, Any] = {}
+    for key, node in nodes.items():
+        failures = ctx.failures
+        try:
+            value = _parse_value(ctx, key, node)
+        except WorkflowError as exc:
+            ctx.report(exc)
+        if ctx.failures == failures:
+            values[key] = value
+        else:
+            broken.add(key)
+    _check_requirements(ctx, name_node, own, values, nodes, broken)
     locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
     fields = {key: value for key, value in values.items() if key not in KINDS}
-    stage = Stage(name=name, kind=kind, target=values[kind], locations=locations, **fields)
-    if kind == "run":  # with the defaults applied: the params and outputs it will run with
-        check_run_command(stage)
+    stage = Stage(name=name, kind=kind, target=values.get(kind, ""), locations=locations,
+                  **fields)
+    if kind == "run" and not broken & _COMMAND_KEYS:  # with the defaults applied: the
+        for placeholder in run_command_errors(stage):  # params and outputs it will run with
+            ctx.report(placeholder)
     return stage
+
+
+def _passes(ctx: LoadContext, check: Callable[_P, object], *args: _P.args, **kwargs: _P.kwargs
+            ) -> bool:
+    """Whether `check(*args)` finds nothing wrong (what it finds is reported)."""
+    failures = ctx.failures
+    _reported(ctx, check, *args, **kwargs)
+    return ctx.failures == failures
 
 
 def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tuple[Node, Node]]:
@@ -192,19 +286,22 @@ def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tup
             hint="give it a kind: generate, transform or run",
         )
     pairs = mapping_pairs(ctx, body, "stage keys")
-    for key, (key_node, _) in pairs.items():
-        _check_known_key(ctx, key, key_node)
-    return pairs
+    return {key: pair for key, pair in pairs.items()
+            if key in STAGE_KEYS or _passes(ctx, _check_known_key, ctx, key, pair[0])}
 
 
 def _check_known_key(ctx: LoadContext, key: str, key_node: Node) -> None:
     if key not in STAGE_KEYS:
+        if ctx.stage is not None:  # the key it is most like counts as given, and wrong
+            ctx.broken[ctx.stage].add(closest(key, STAGE_KEYS) or key)
         hint = suggest(key, STAGE_KEYS) or "valid keys: " + ", ".join(STAGE_KEYS)
         raise ctx.error(f"unknown stage key `{key}`", key_node, key=key, hint=hint)
 
 
 def _stage_kind(ctx: LoadContext, name_node: Node, own: dict[str, tuple[Node, Node]]) -> str:
     kinds = [key for key in own if key in KINDS]
+    if not kinds and ctx.stage is not None and ctx.broken[ctx.stage] & set(KINDS):
+        raise _Skipped  # its kind is misspelt, and reported
     if not kinds:
         raise ctx.error(
             "the stage has no kind", name_node,
@@ -251,24 +348,29 @@ def _check_requirements(
     own: dict[str, tuple[Node, Node]],
     values: dict[str, Any],
     nodes: dict[str, Node],
+    broken: set[str],
 ) -> None:
+    """Keys that need others; each is reported. A key that is there but wrong (`broken`)
+    counts as there: its own error says what is wrong with it."""
     for key, (key_node, _) in own.items():
         needed = STAGE_KEYS[key].requires
-        if needed and needed not in values:
-            raise ctx.error(
+        if needed and needed not in nodes and needed not in broken:
+            ctx.report(ctx.error(
                 f"`{key}` needs `{needed}`", key_node, key=key, hint=f"add `{needed}` or remove `{key}`"
-            )
+            ))
     for key, spec in STAGE_KEYS.items():
-        if ctx.kind in spec.required_for and not values.get(key):
-            raise ctx.error(
+        if ctx.kind in spec.required_for and key not in broken and not values.get(key):
+            broken.add(key)  # what needs it (a run command's `{outputs[0]}`) is not checked
+            ctx.report(ctx.error(
                 f"a {ctx.kind} stage needs a non-empty `{key}`", nodes.get(key, name_node), key=key,
                 hint=f"list what the stage writes under `{key}`",
-            )
-    if ctx.kind == "generate" and values.get("num_records") is None and "seed" not in values:
-        raise ctx.error(
+            ))
+    if ctx.kind == "generate" and values.get("num_records") is None and "seed" not in nodes \
+            and not broken & {"num_records", "seed"}:
+        ctx.report(ctx.error(
             "a generate stage needs `num_records` or a `seed`", name_node,
             hint="set num_records, or a seed whose row count is the default",
-        )
+        ))
 
 
 # ---------------------------------------------------------------- values
@@ -331,7 +433,11 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
         )
     from .processors import validate_processors  # only for a stage with processors: start-up
 
-    processors = tuple(_processor(ctx, key, item) for item in node.value)
+    failures = ctx.failures
+    processors = tuple(found for item in node.value
+                       if (found := _reported(ctx, _processor, ctx, key, item)) is not None)
+    if ctx.failures != failures:  # each wrong processor is reported
+        return processors
     try:
         validate_processors(processors, ctx.stage)  # filter syntax, before anything runs
     except WorkflowError as exc:
@@ -339,8 +445,12 @@ def _parse_processors(ctx: LoadContext, key: str, node: Node) -> tuple[dict[str,
     return processors
 
 
-def _processor(ctx: LoadContext, key: str, node: Node) -> dict[str, Any]:
+def _processor(ctx: LoadContext, key: str, node: Node) -> dict[str, Any] | None:
+    """The processor; None when a mistake in it is reported already (a key given twice)."""
+    failures = ctx.failures
     pairs = mapping_pairs(ctx, node, "processor names") if isinstance(node, MappingNode) else {}
+    if ctx.failures != failures:
+        return None
     if len(pairs) != 1:
         raise ctx.error(
             "each processor is a mapping with one key: " + ", ".join(PROCESSORS), node, key=key,

@@ -9,20 +9,24 @@ stage's outputs are known.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TypeVar
 
 from yaml.nodes import Node, SequenceNode
 
 from .claims import Claim, Claims
+from .codenames import CodeFile, Problem
 from .errors import WorkflowError, suggest
 from .fingerprint import module_file
 from .globreach import is_glob
-from .model import DATA_SUFFIXES, CallableRef, InputRef
+from .model import DATA_SUFFIXES, CallableRef, InputRef, Stage
 from .yamlsource import Source, describe, expect
 
 _EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies
+_T = TypeVar("_T")
 
 
 @dataclass(kw_only=True)
@@ -34,6 +38,11 @@ class LoadContext(Source):
     stage_names: dict[str, None] = field(default_factory=dict)  # ordered, O(1) lookups
     kind: str | None = None
     claims: Claims = field(default_factory=Claims)
+    code: dict[str, CodeFile] = field(default_factory=dict)  # code files, each read once
+    functions: dict[tuple[str, str], tuple[Problem, str] | None] = field(default_factory=dict)
+    folders: set[str] = field(default_factory=set)  # outputs written as folders (`out/`)
+    broken: dict[str, set[str]] = field(default_factory=dict)  # stage → its wrong keys
+    misspelt: set[str] = field(default_factory=set)  # top-level keys an unknown key is like
 
 
 def _listing(names: Iterable[str], limit: int = 8) -> str:
@@ -79,19 +88,36 @@ def _string_items(ctx: LoadContext, key: str, node: Node, item: str) -> list[tup
         raise ctx.error(
             f"`{key}` must be a list, got {describe(value)}", node, key=key, hint=hint
         )
-    return [(expect(ctx, key, entry, str, item), entry) for entry in node.value]
+    return _each(ctx, [(entry, entry) for entry in node.value],
+                 lambda entry, _: expect(ctx, key, entry, str, item))
 
 
-def _unique(ctx: LoadContext, key: str, items: list[tuple[str, Node]]) -> None:
-    """Items are (identity, node): two nodes with one identity are an error at the second."""
+def _each(ctx: LoadContext, items: Iterable[tuple[_T, Node]],
+          parse: Callable[[_T, Node], str]) -> list[tuple[str, Node]]:
+    """`parse` of each item of a list, with its node: an item that fails is reported
+    (`LoadContext.report`) and left out, so every item of the list is checked."""
+    parsed: list[tuple[str, Node]] = []
+    for item, node in items:
+        try:
+            parsed.append((parse(item, node), node))
+        except WorkflowError as error:
+            ctx.report(error)
+    return parsed
+
+
+def _unique(ctx: LoadContext, key: str, items: list[tuple[str, Node]]) -> list[tuple[str, Node]]:
+    """Items are (identity, node): two nodes with one identity are an error at the second
+    (reported; the first is kept)."""
     first: dict[str, Node] = {}
     for identity, node in items:
         if identity in first:
             line = first[identity].start_mark.line + 1
-            raise ctx.error(
+            ctx.report(ctx.error(
                 f"`{node.value}` is listed twice in `{key}` (first at line {line})", node, key=key
-            )
+            ))
+            continue
         first[identity] = node
+    return [(identity, node) for identity, node in items if first[identity] is node]
 
 
 def parse_callable(ctx: LoadContext, key: str, node: Node) -> str:
@@ -105,6 +131,8 @@ def parse_callable(ctx: LoadContext, key: str, node: Node) -> str:
     path = _code_file(ctx, key, node, ref)
     if path is not None and ctx.stage is not None:
         ctx.claims.code_files.append(Claim(path, ctx.stage, node, key))
+    if path is not None:
+        _check_function(ctx, key, node, ref, path)
     return text
 
 
@@ -120,10 +148,57 @@ def _code_file(ctx: LoadContext, key: str, node: Node, ref: CallableRef) -> str 
     return path
 
 
+def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, path: str
+                    ) -> None:
+    """The function a callable names is in its project file: read with `ast`, never run
+    (codenames.py). A file that may bind it in a way the reading cannot follow is trusted."""
+    if (path, ref.function) not in ctx.functions:  # each function checked once per load
+        ctx.functions[path, ref.function] = _function_problem(ctx, ref, path)
+    found = ctx.functions[path, ref.function]
+    if found is None:
+        return
+    problem, what = found
+    where = f"`{path}`" if ref.is_file else f"`{ref.module}` ({path})"
+    name = f"`{ref.module}:{ref.function}`"
+    if problem == "async":
+        raise ctx.error(
+            f"{name} is an async function: called, it returns a coroutine, not "
+            f"{'a path' if key == 'on_success' else 'rows'}", node, key=key,
+            hint="define it with `def`; run async code inside it with `asyncio.run(...)`")
+    if problem == "value":
+        raise ctx.error(f"{name} is {what}, not a function", node, key=key,
+                        hint=f"name a function after `:`, e.g. `def {ref.function}(ctx): ...`")
+    names = ctx.code[path].names()
+    defined = names.functions() if names is not None else []
+    hint = suggest(ref.function, defined) or (
+        "functions defined there: " + _listing(defined) if defined else
+        f"define `def {ref.function}(ctx): ...` in it, or fix the name after `:`")
+    raise ctx.error(f"{where} defines no function `{ref.function}`", node, key=key, hint=hint)
+
+
+def _function_problem(ctx: LoadContext, ref: CallableRef, path: str
+                      ) -> tuple[Problem, str] | None:
+    if not ref.is_file and _found_elsewhere(ref.module):
+        return None
+    folder = PurePosixPath(path).parent
+    if PurePosixPath(path).name == "__init__.py" and any(
+            (ctx.project_dir / folder / name).exists()
+            for name in (ref.function, f"{ref.function}.py")):
+        return None  # a submodule of the package: an attribute once imported
+    code = ctx.code.setdefault(path, CodeFile(ctx.project_dir / path))
+    return code.problem(ref.function)
+
+
+def _found_elsewhere(module: str) -> bool:
+    """Whether importing `module` finds something before the project's file of that name: a
+    module of the standard library, or one dd-build has imported already."""
+    top = module.split(".")[0]
+    return top in sys.stdlib_module_names or top in sys.modules
+
+
 def parse_paths(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
     items = _string_items(ctx, key, node, "a file path or glob")
-    paths = [(rel_path(ctx, key, item, text), item) for text, item in items]
-    _unique(ctx, key, paths)
+    paths = _unique(ctx, key, _each(ctx, items, lambda text, item: rel_path(ctx, key, item, text)))
     for path, item in paths:
         _claim(ctx, key, item, path, path)
     return tuple(path for path, _ in paths)
@@ -142,9 +217,14 @@ def parse_ref(ctx: LoadContext, key: str, node: Node) -> InputRef:
 
 def parse_refs(ctx: LoadContext, key: str, node: Node) -> tuple[InputRef, ...]:
     items = _string_items(ctx, key, node, "a stage name or a file path")
-    refs = [(_resolve_ref(ctx, key, item, text), item) for text, item in items]
-    _unique(ctx, key, [(ref.key, item) for ref, item in refs])
-    return tuple(ref for ref, _ in refs)
+    refs: dict[str, InputRef] = {}
+
+    def resolve(text: str, item: Node) -> str:
+        ref = _resolve_ref(ctx, key, item, text)
+        refs.setdefault(ref.key, ref)
+        return ref.key
+
+    return tuple(refs[ref_key] for ref_key, _ in _unique(ctx, key, _each(ctx, items, resolve)))
 
 
 def _resolve_ref(ctx: LoadContext, key: str, node: Node, text: str) -> InputRef:
@@ -215,8 +295,8 @@ def _check_seed_file(ctx: LoadContext, key: str, node: Node, path: str) -> None:
 
 def parse_outputs(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
     items = _string_items(ctx, key, node, "a file or folder path")
-    paths = [(_output_path(ctx, key, item, text), item) for text, item in items]
-    _unique(ctx, key, paths)
+    paths = _unique(ctx, key, _each(ctx, items, lambda text, item: _output_path(ctx, key, item,
+                                                                                text)))
     if ctx.stage is not None:
         ctx.claims.outputs.extend(Claim(path, ctx.stage, item, key, kind=ctx.kind)
                                   for path, item in paths)
@@ -239,8 +319,42 @@ def _output_path(ctx: LoadContext, key: str, node: Node, text: str) -> str:
             f"an export output must end in .parquet, .csv or .jsonl, got `{text}`", node,
             key=key, hint=f"{ctx.kind} stages export their output in the format of the extension",
         )
+    if text.endswith("/"):
+        ctx.folders.add(path)
     return path
 
 
 def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+# ---------------------------------------------------------------- seeds read as tables
+
+
+def check_seed_tables(ctx: LoadContext, stages: Iterable[Stage]) -> None:
+    """A seed that names a run stage reads its first output as a table: a .parquet, .csv or
+    .jsonl file, or a folder of .parquet files. A first output whose extension is none of
+    these is a file no seed can read, and is reported. A name without an extension, one
+    written as a folder (`out.v1/`), or a folder that is there now, may be a folder: the
+    build says."""
+    by_name = {stage.name: stage for stage in stages}
+    for stage in by_name.values():
+        seed = stage.seed
+        upstream = by_name.get(seed.value) if seed is not None and seed.kind == "stage" \
+            else None
+        if upstream is None or upstream.kind != "run" or not upstream.outputs:
+            continue
+        first = upstream.outputs[0]
+        if not _may_be_table(ctx, first):
+            ctx.report(stage.error(
+                f"seed stage `{upstream.name}` has no table to read: its first output "
+                f"`{first}` is not a .parquet, .csv or .jsonl file or a folder", key="seed",
+                hint=f"list a data file (or a folder of .parquet files, written `name/`) first "
+                     f"under the `outputs` of `{upstream.name}`; to get `{first}` as a path, "
+                     f"list `{upstream.name}` under `inputs` instead"))
+
+
+def _may_be_table(ctx: LoadContext, path: str) -> bool:
+    suffix = PurePosixPath(path).suffix.lower()
+    return not suffix or suffix in DATA_SUFFIXES or path in ctx.folders or \
+        (ctx.project_dir / path).is_dir()

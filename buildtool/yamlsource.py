@@ -40,6 +40,22 @@ class Source:
     display: str
     stage: str | None = None
     constructor: SafeConstructor = field(default_factory=SafeConstructor)
+    # The errors found so far, each reported once (see `report`), and how many reports were
+    # made in all: a caller compares `failures` before and after reading a part to learn
+    # whether the part failed, even when its error repeats one reported before.
+    errors: list[WorkflowError] = field(default_factory=list)
+    failures: int = 0
+    _reported: set[tuple[object, ...]] = field(default_factory=set)
+
+    def report(self, error: WorkflowError) -> None:
+        """Keep `error` for the report of every error, and read on. An error at the same place
+        with the same message (a default's mistake, met again in each stage it applies to) is
+        kept once."""
+        self.failures += 1
+        where = (error.file, error.line, error.column, error.key, error.message)
+        if where not in self._reported:
+            self._reported.add(where)
+            self.errors.append(error)
 
     def loc(self, node: Node) -> Location:
         return Location(self.display, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -314,24 +330,40 @@ def _check_duplicates(source: Source, root: Node) -> None:
 
 
 def _check_mapping_keys(source: Source, node: MappingNode) -> None:
+    repeats = _repeated_keys(source, node)
+    if repeats:
+        raise repeats[0][1]
+
+
+def _repeated_keys(source: Source, node: MappingNode) -> list[tuple[Node, WorkflowError]]:
+    """Each key given again, at its second (third, ...) place, with its error."""
     first: dict[Any, Node] = {}
+    repeats: list[tuple[Node, WorkflowError]] = []
     for key_node, _ in node.value:
         if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
             continue
         key = source.construct(key_node)
-        if key in first:
-            line = first[key].start_mark.line + 1
-            raise source.error(
-                f"duplicate key `{key}` at line {key_node.start_mark.line + 1} "
-                f"(first given at line {line})",
-                key_node, key=str(key), hint="give each key once",
-            )
-        first[key] = key_node
+        if key not in first:
+            first[key] = key_node
+            continue
+        line = first[key].start_mark.line + 1
+        repeats.append((key_node, source.error(
+            f"duplicate key `{key}` at line {key_node.start_mark.line + 1} "
+            f"(first given at line {line})",
+            key_node, key=str(key), hint="give each key once",
+        )))
+    return repeats
 
 
 def mapping_pairs(source: Source, node: MappingNode, what: str) -> dict[str, tuple[Node, Node]]:
-    """A mapping's string keys → (key node, value node); `<<` merges applied, own keys win."""
-    _check_mapping_keys(source, node)
+    """A mapping's string keys → (key node, value node); `<<` merges applied, own keys win.
+
+    A key given twice, or a key that is not a string, is reported (`Source.report`) and left
+    out, so the rest of the mapping is still read."""
+    repeated = set()
+    for key_node, error in _repeated_keys(source, node):
+        source.report(error)
+        repeated.add(id(key_node))
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
             _check_duplicates(source, value_node)
@@ -341,11 +373,13 @@ def mapping_pairs(source: Source, node: MappingNode, what: str) -> dict[str, tup
         raise source.error(f"invalid merge (<<): {_problem(exc)}", node) from exc
     result: dict[str, tuple[Node, Node]] = {}
     for key_node, value_node in node.value:
+        if id(key_node) in repeated:
+            continue
         key = source.construct(key_node)
         if not isinstance(key, str):
-            raise source.error(
-                f"{what} must be strings, got {describe(key)}", key_node, hint="quote it"
-            )
+            source.report(source.error(
+                f"{what} must be strings, got {describe(key)}", key_node, hint="quote it"))
+            continue
         result[key] = (key_node, value_node)
     return result
 

@@ -41,8 +41,11 @@ def test_a_stage_that_fails_loading_its_code_keeps_its_previous_output(
         project: Project) -> None:
     assert project.run("-q").code == 0
     before = project.record("b")
+    # a file whose names only running it tells (a misspelling in a plain file is refused when
+    # the Workflowfile is read: test_loadcheck_e2e.py)
+    project.write("code/dyn.py", "globals()['other'] = None\n")
     project.write("Workflowfile", project.root.joinpath("Workflowfile").read_text()
-                  .replace("code/stages.py:rows\n    seed: a", "code/stages.py:rowz\n    seed: a"))
+                  .replace("code/stages.py:rows\n    seed: a", "code/dyn.py:rowz\n    seed: a"))
     failed = project.run("--json")
     assert failed.code == 1
     assert failed.stage("b")["result"] == "failed"
@@ -52,7 +55,7 @@ def test_a_stage_that_fails_loading_its_code_keeps_its_previous_output(
         assert (project.artifacts / batch["file"]).is_file()
     project.clear_calls()
     project.write("Workflowfile", project.root.joinpath("Workflowfile").read_text()
-                  .replace(":rowz", ":rows"))
+                  .replace("code/dyn.py:rowz", "code/stages.py:rows"))
     back = project.run("--json")
     assert back.code == 0, back.stderr
     assert [s["result"] for s in back.json()["stages"]] == ["up_to_date"] * 3
@@ -61,8 +64,9 @@ def test_a_stage_that_fails_loading_its_code_keeps_its_previous_output(
 
 def test_a_first_build_that_fails_loading_its_code_records_the_failure(
         project: Project) -> None:
+    project.write("code/dyn.py", "globals()['other'] = None\n")
     project.write("Workflowfile", project.root.joinpath("Workflowfile").read_text()
-                  .replace("code/stages.py:rows\n    seed: a", "code/stages.py:rowz\n    seed: a"))
+                  .replace("code/stages.py:rows\n    seed: a", "code/dyn.py:rowz\n    seed: a"))
     assert project.run("-q").code == 1
     assert project.record("b")["status"] == "failed"
 

@@ -47,6 +47,13 @@ def error_of(root: Path, text: str, files: tuple[str, ...] = FILES) -> WorkflowE
     return info.value
 
 
+def only(error: WorkflowError, message: str) -> WorkflowError:
+    """The one error whose message has `message`, of all the load reported."""
+    found = [e for e in getattr(error, "errors", [error]) if message in e.message]
+    assert len(found) == 1, [e.message for e in getattr(error, "errors", [error])]
+    return found[0]
+
+
 def at(error: WorkflowError) -> tuple[int | None, int | None, str | None, str | None]:
     return error.line, error.column, error.stage, error.key
 
@@ -254,8 +261,9 @@ def test_plain_json_params_are_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["num_records: 2024-02-30", "description: !!int abc",
                                   "batch_size: !!bool maybe"])
 def test_a_scalar_its_tag_cannot_read_is_an_error_anywhere(tmp_path: Path, text: str) -> None:
-    error = error_of(tmp_path, HEAD.replace("    num_records: 1\n", "") + f"    {text}\n")
-    assert "is not a valid" in error.message and error.line == 5
+    error = only(error_of(tmp_path, HEAD.replace("    num_records: 1\n", "") + f"    {text}\n"),
+                 "is not a valid")
+    assert error.line == 5
     assert error.hint == "quote it to make it a string, or fix the value"
 
 
@@ -440,8 +448,7 @@ REPLACING_OUTPUTS: dict[str, tuple[str, str]] = {
 def test_outputs_that_would_replace_the_workflowfile_or_code_are_refused(
         tmp_path: Path, case: str) -> None:
     outputs, message = REPLACING_OUTPUTS[case]
-    error = error_of(tmp_path, SOURCES + f"    outputs: {outputs}\n", SOURCE_FILES)
-    assert message in error.message
+    error = only(error_of(tmp_path, SOURCES + f"    outputs: {outputs}\n", SOURCE_FILES), message)
     assert at(error)[0::2] == (15, "r") and error.key == "outputs"
     assert error.hint == ("a run stage's outputs are removed before its command runs: "
                           "write the output elsewhere")

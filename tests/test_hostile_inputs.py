@@ -427,16 +427,27 @@ CASES: list[Case] = [
     # ---- callables
     Case("callable-file-missing", edit("code/stages.py:join", "code/nope.py:join"), (), 2,
          ("stage 'c', key 'transform'", "no file `code/nope.py`", "hint: check the path")),
+    # a missing function, or a value that is no function: refused when the file is read
+    # (codenames.py reads it with ast), before anything runs
     Case("callable-function-missing", edit("code/stages.py:join", "code/stages.py:nojoin"),
-         ("--json",), 1, ("stage 'c'", "code/stages.py has no function 'nojoin'",
+         (), 2, ("stage 'c', key 'transform'", "`code/stages.py` defines no function `nojoin`",
+                 "hint: did you mean `join`?")),
+    Case("on-success-function-missing", add_to(C_INPUTS, "    on_success: code/stages.py:nope"),
+         (), 2, ("stage 'c', key 'on_success'", "defines no function `nope`", "hint:")),
+    Case("callable-not-callable", both(write("code/consts.py", "join = 3\n"),
+                                       edit("code/stages.py:join", "code/consts.py:join")),
+         (), 2, ("stage 'c', key 'transform'", "`code/consts.py:join` is a number, not a function",
+                 "hint: name a function")),
+    # what only running the module tells: the stage fails when it loads its code
+    Case("callable-function-missing-dynamic", both(
+        write("code/dyn.py", "globals()['other'] = 1\n"),
+        edit("code/stages.py:join", "code/dyn.py:nojoin")),
+         ("--json",), 1, ("stage 'c'", "code/dyn.py has no function 'nojoin'",
                           "hint: fix the name after `:`"), C_FAILS,
          # the failure touched nothing: c's last good record stands (reverting costs nothing)
          results(a="up_to_date", b="up_to_date", c="failed")),
-    Case("on-success-function-missing", add_to(C_INPUTS, "    on_success: code/stages.py:nope"),
-         ("--json",), 1, ("stage 'c'", "has no function 'nope'", "hint:"),
-         (*C_FAILS, f"{ART}/c/callback"), results(c="failed")),
-    Case("callable-not-callable", both(write("code/consts.py", "join = 3\n"),
-                                       edit("code/stages.py:join", "code/consts.py:join")),
+    Case("callable-not-callable-dynamic", both(write("code/consts.py", "join = int('3')\n"),
+                                               edit("code/stages.py:join", "code/consts.py:join")),
          ("--json",), 1, ("stage 'c'", "code/consts.py:join is not callable (it is a int)",
                           "hint: name a function"), C_FAILS, failed_untouched("c", "not callable")),
     Case("module-raises-on-import", both(

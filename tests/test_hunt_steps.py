@@ -231,7 +231,12 @@ def test_a_failed_later_step_with_a_batch_file_gone_regenerates_that_batch(
 
 
 def test_a_misspelt_callback_in_a_later_step_keeps_the_last_good_record(built: Project) -> None:
-    setup(built, callback="code/cb.py:keep_evn")
+    setup(built, callback="code/cb.py:keep_evn")  # refused when the Workflowfile is read
+    refused = built.run()
+    assert refused.code == 2 and "defines no function `keep_evn`" in refused.stderr
+    # a file whose names only running it tells: the misspelling fails the step when it runs
+    built.write("code/dyncb.py", "globals()['other'] = None\n")
+    setup(built, callback="code/dyncb.py:keep_evn")
     failed = build(built, code=1)
     assert failed["drafts"]["result"] == "failed"
     assert built.record("drafts")["status"] == "completed"  # nothing was touched

@@ -62,11 +62,15 @@ EXAMPLE_FILES = [
 CASE_FILES = ["stages/gen.py", "stages/t.py", "data/seed.parquet", "prompts/p.txt", "notes.txt"]
 
 
+# Every function the cases name (the loader checks that a code file defines it).
+STUB = "".join(f"def {name}(ctx):\n    return []\n" for name in ("make", "judge", "keep_good", "join"))
+
+
 def make_project(root: Path, text: str, files: list[str]) -> Path:
     for name in files:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("def make(ctx):\n    return []\n" if name.endswith(".py") else "x\n")
+        path.write_text(STUB if name.endswith(".py") else "x\n")
     workflowfile = root / "Workflowfile"
     workflowfile.write_text(text)
     return workflowfile

@@ -1,0 +1,529 @@
+"""Property: every independent mistake in a Workflowfile is reported, once, at its place.
+
+A generator writes valid Workflowfiles over every stage kind and every stage key of keys.py
+(values in each YAML spelling: flow and block collections, quoted and plain scalars, tags),
+and a catalogue of mistakes — for every key that can be wrong, each value type it can wrongly
+have, and the checks that look at several stages (claims, seeds read as tables, `{inputs[N]}`).
+A drawn Workflowfile gets mistakes in several stages (at most one per stage, never in a stage
+another mistake's check relies on) and at the top level. The loader must report exactly one
+error per mistake, with the mistake's line, stage and key, and nothing else; and a Workflowfile
+with no mistake must load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from buildtool.errors import WorkflowError
+from buildtool.keys import STAGE_KEYS, TOP_KEYS
+from buildtool.model import KINDS
+from buildtool.workflowfile import load_workflow
+
+CODE = {
+    "code/gen.py": (
+        "import os\n\n\ndef make(ctx):\n    return []\n\n\ndef _join(ctx):\n    return []\n\n\n"
+        "join = _join\nrows = make\nif os.environ.get('NEVER_SET'):\n    def keep(ctx):\n"
+        "        return []\nelse:\n    keep = make\n\n\nasync def amake(ctx):\n    return []\n\n\n"
+        "VALUE = 'x'\n"),
+    "code/cb.py": ("from os.path import basename as _b\n\n\ndef keep(ctx):\n    return None\n\n\n"
+                   "async def akeep(ctx):\n    return None\n"),
+    "code/helper.py": "X = 1\n",
+    "pkg/__init__.py": "",
+    "pkg/mod.py": "def make(ctx):\n    return []\n",
+    "data/a.txt": "a\n", "data/b.txt": "b\n", "data/x.txt": "x\n", "data/seed.csv": "id\n1\n",
+}
+
+
+class Raw(str):
+    """A value written into the YAML as it is (a tag, a date, a plain scalar)."""
+
+
+def dump(value: Any) -> str:
+    """`value` in YAML flow style (JSON, which YAML reads, except for `Raw` text)."""
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(dump(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class Key:
+    name: str
+    value: Any
+    block: bool = False  # a non-empty list or mapping written one item a line
+
+    def lines(self) -> list[str]:
+        value = self.value
+        if self.block and isinstance(value, list) and value:
+            return [f"    {self.name}:"] + [f"      - {dump(v)}" for v in value]
+        if self.block and isinstance(value, dict) and value:
+            return [f"    {self.name}:"] + [f"      {dump(k)}: {dump(v)}" for k, v in value.items()]
+        return [f"    {self.name}: {dump(value)}"]
+
+
+# Where a mistake's error points: the key's line (None), the value's node (-1: the line after
+# the key for a block collection), or item i of a list or mapping.
+Item = int | None
+
+
+@dataclass
+class Expect:
+    key_line: str | None  # the key whose line it is on; None: the stage name's line
+    item: Item
+    error_key: str | None
+    stage: str | None = "<own>"  # the stage the error names; "<own>": the mutated stage
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str
+    keys: dict[str, Key] = field(default_factory=dict)
+    protected: bool = False  # other mistakes' checks rely on it: never mutated
+
+    def put(self, name: str, value: Any, block: bool = False) -> None:
+        self.keys[name] = Key(name, value, block)
+
+
+class Draw:
+    def __init__(self, data: st.DataObject) -> None:
+        self.data = data
+
+    def choice(self, options: list[Any]) -> Any:
+        return self.data.draw(st.sampled_from(options))
+
+    def chance(self, p: float = 0.5) -> bool:
+        return self.data.draw(st.floats(0, 1)) < p
+
+    def int(self, low: int, high: int) -> int:
+        return self.data.draw(st.integers(low, high))
+
+
+# ---------------------------------------------------------------- valid Workflowfiles
+
+VALID_PROCESSORS = [{"drop": ["x"]}, {"keep": ["id", "x"]}, {"rename": {"a": "b"}},
+                    {"filter": "id > 1"}, {"dedupe": ["id"]}, {"limit": 3}]
+VALID_PARAMS = [{}, {"x": 1}, {"x": "s", "y": {"z": [1, 2.5, None, True]}},
+                {"x": Raw("plain words"), "deep": {"a": {"b": "c"}}}]
+
+
+def valid_stages(draw: Draw) -> list[Stage]:
+    report = Stage("report", "run", protected=True)
+    report.put("run", "echo hi > {outputs[0]}")
+    report.put("outputs", ["out/report.md"])
+    stages = [report]
+    for i in range(draw.int(1, 4)):
+        stages.append(generate_stage(draw, f"g{i}", [s.name for s in stages if s.kind == "generate"]))
+    gens = [s.name for s in stages if s.kind == "generate"]
+    for i in range(draw.int(0, 2)):
+        stages.append(transform_stage(draw, f"t{i}", gens))
+    for i in range(draw.int(1, 2)):
+        stages.append(run_stage(draw, f"r{i}", gens))
+    for stage in stages[1:]:
+        common_keys(draw, stage)
+    return stages
+
+
+def generate_stage(draw: Draw, name: str, earlier: list[str]) -> Stage:
+    stage = Stage(name, "generate")
+    stage.put("generate", draw.choice(["code/gen.py:make", "code/gen.py:rows", "pkg.mod:make",
+                                       "code/gen.py:keep", "./code/gen.py:make"]))
+    seeds = ["data/seed.csv", "file:data/seed.csv", Raw("data/seed.csv")] + \
+        [n for n in earlier] + [f"stage:{n}" for n in earlier]
+    if draw.chance():
+        stage.put("seed", draw.choice(seeds))
+    if "seed" not in stage.keys or draw.chance():
+        stage.put("num_records", draw.choice([1, 20, Raw("0x10"), Raw("!!int 7")]))
+    if draw.chance():
+        stage.put("batch_size", draw.int(1, 100))
+    if draw.chance():
+        stage.put("sampling", draw.choice(["ordered", "shuffle", Raw("shuffle")]))
+    if draw.chance():
+        stage.put("retries", draw.int(0, 3))
+    boundary_keys(draw, stage, "parquet")
+    return stage
+
+
+def transform_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
+    stage = Stage(name, "transform")
+    stage.put("transform", draw.choice(["code/gen.py:join", "code/gen.py:make"]))
+    inputs = [draw.choice(gens)] + (["data/a.txt"] if draw.chance() else [])
+    stage.put("inputs", inputs, draw.chance())
+    boundary_keys(draw, stage, "jsonl")
+    return stage
+
+
+def run_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
+    stage = Stage(name, "run")
+    params = draw.choice([{"x": 1}, {"x": "a b", "y": {"z": 2}}])
+    stage.put("params", params, draw.chance())
+    first = draw.choice([f"out/{name}.csv", f"out/{name}/", f"out/{name}.jsonl"])
+    stage.put("outputs", [first, f"out/{name}.txt"], draw.chance())
+    stage.put("run", draw.choice(["cat {inputs} > {outputs[0]}; echo {params.x} > {outputs[1]}",
+                                  "cp {inputs[0]} {outputs[0]} && touch {outputs[1]}",
+                                  "awk '{print $1}' {inputs} > {outputs}"]))
+    inputs = ["report", "data/a.txt"] + ([draw.choice(gens)] if draw.chance() else [])
+    stage.put("inputs", inputs, draw.chance())
+    return stage
+
+
+def boundary_keys(draw: Draw, stage: Stage, suffix: str) -> None:
+    if draw.chance():
+        stage.put("processors", [draw.choice(VALID_PROCESSORS) for _ in range(draw.int(1, 3))],
+                  draw.chance())
+    if draw.chance():
+        stage.put("on_success", "code/cb.py:keep")
+        if draw.chance():
+            stage.put("on_success_version", draw.choice(["v1", Raw("'2'")]))
+    if draw.chance():
+        stage.put("allow_empty", draw.choice([True, False, Raw("yes")]))
+    if draw.chance():
+        stage.put("outputs", [f"exports/{stage.name}.{suffix}"], draw.chance())
+    if draw.chance() and "inputs" not in stage.keys:
+        stage.put("inputs", ["data/a.txt", Raw("'data/*.txt'")], draw.chance())
+
+
+def common_keys(draw: Draw, stage: Stage) -> None:
+    if draw.chance() and "params" not in stage.keys:
+        stage.put("params", draw.choice(VALID_PARAMS), draw.chance())
+    if draw.chance():
+        stage.put("code", draw.choice([["code/helper.py"], ["code/*.py"], ["code"]]), draw.chance())
+    if draw.chance():
+        stage.put("description", draw.choice(["text", Raw("plain text"), Raw("!!str 5"), ""]))
+
+
+# ---------------------------------------------------------------- the catalogue of mistakes
+
+Mistake = Callable[[Draw, Stage, list[Stage]], Expect]
+
+
+def m_params(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    if draw.chance():
+        stage.put("params", draw.choice([[1], "x", 3, True, None, 1.5]))
+        return Expect("params", None, "params")
+    stage.put("params", {"ok": 1, "bad": draw.choice([Raw("2024-01-01"), Raw("!!binary aGk="),
+                                                       Raw(".nan"), Raw("!!set {a}")])},
+              draw.chance())
+    return Expect("params", 1, "params")
+
+
+def m_description(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("description", draw.choice([[1], 5, {"a": 1}, True, None]))
+    return Expect("description", None, "description")
+
+
+def m_code(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    wrong = draw.choice(["type", "missing", "absolute", "escapes", "item"])
+    if wrong == "type":
+        stage.put("code", draw.choice(["code/helper.py", 5, {"a": 1}]))
+        return Expect("code", None, "code")
+    bad = {"missing": "code/nope.py", "absolute": "/etc/x.py", "escapes": "../x.py",
+           "item": 5}[wrong]
+    stage.put("code", ["code/helper.py", bad], draw.chance())
+    return Expect("code", 1, "code")
+
+
+def m_inputs(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    wrong = draw.choice(["type", "missing", "duplicate", "self", "item", "stage-missing"])
+    if wrong == "type":
+        stage.put("inputs", draw.choice(["data/a.txt", 3, {"a": 1}]))
+        return Expect("inputs", None, "inputs")
+    bad = {"missing": "data/nope.txt", "duplicate": "data/b.txt", "self": stage.name,
+           "item": [1], "stage-missing": "stage:nope"}[wrong]
+    kept = ["report"] if stage.kind == "run" else ["data/a.txt"]
+    stage.put("inputs", [*kept, "data/b.txt", bad], draw.chance())
+    return Expect("inputs", 2, "inputs")
+
+
+def m_unknown_key(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    name = draw.choice(["num_recods", "inptus", "descripton", "paramz", "zzz", "Outputs"])
+    stage.put(name, draw.choice([1, "x", [1]]))
+    return Expect(name, None, name)
+
+
+def m_stage_name(draw: Draw, stage: Stage, stages: list[Stage]) -> Expect:
+    names = {stage.name, f"stage:{stage.name}"}
+    for other in stages:
+        for key in ("seed", "inputs"):
+            value = other.keys[key].value if key in other.keys else []
+            if any(v in names for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str)):
+                return m_description(draw, stage, stages)  # renaming it would break more
+    new = draw.choice([f"-{stage.name}", f"{stage.name} x", f"{stage.name}/x", "build",
+                       "workflow.json", ".lock", "status"])
+    if any(s.name.casefold() == new.casefold() for s in stages):
+        new = f"-{stage.name}"
+    stage.name = new
+    return Expect(None, None, None, stage=None)
+
+
+def m_callable(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    fn = "join" if stage.kind == "transform" else "make"
+    stage.put(stage.kind, draw.choice([
+        5, [f"code/gen.py:{fn}"], None, "nocolon", f"code/nope.py:{fn}", "code/gen.py:mkae",
+        "code/gen.py:amake", "code/gen.py:VALUE", "pkg.mod:mkae", "code/gen.py:1bad",
+        "/abs/gen.py:make", "code/helper.py:make", "pkg/mod.py:make "]))
+    return Expect(stage.kind, None, stage.kind)
+
+
+def m_positive(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    key = draw.choice(["num_records", "batch_size"])
+    stage.put(key, draw.choice([0, -3, "20", 1.5, True, None, [1], Raw("2024-02-30"),
+                                Raw("!!int x")]))
+    return Expect(key, None, key)
+
+
+def m_sampling(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("sampling", draw.choice(["random", 3, True, ["ordered"]]))
+    return Expect("sampling", None, "sampling")
+
+
+def m_retries(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("retries", draw.choice([-1, "2", True, 1.5]))
+    return Expect("retries", None, "retries")
+
+
+def m_allow_empty(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("allow_empty", draw.choice(["sometimes", 1, None, [True]]))
+    return Expect("allow_empty", None, "allow_empty")
+
+
+def m_processors(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    wrong = draw.choice(["type", "unknown", "argument", "two-keys", "filter"])
+    if wrong == "type":
+        stage.put("processors", draw.choice([{"drop": ["x"]}, "limit", 3]))
+        return Expect("processors", None, "processors")
+    bad = {"unknown": {"nope": 1}, "argument": draw.choice(
+        [{"limit": -1}, {"drop": "x"}, {"rename": ["a"]}, {"filter": ""}, {"keep": [1]}]),
+        "two-keys": {"drop": ["a"], "keep": ["b"]}, "filter": {"filter": "id >"}}[wrong]
+    stage.put("processors", [{"limit": 5}, bad], draw.chance())
+    return Expect("processors", -1 if wrong == "filter" else 1, "processors")
+
+
+def m_on_success(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    wrong = draw.choice(["callable", "version-alone", "version-type"])
+    if wrong == "callable":
+        stage.put("on_success", draw.choice(["code/cb.py:nope", "code/cb.py:akeep", 5,
+                                             "code/nope.py:keep"]))
+        return Expect("on_success", None, "on_success")
+    if wrong == "version-alone":
+        stage.keys.pop("on_success", None)
+        stage.put("on_success_version", "v2")
+        return Expect("on_success_version", None, "on_success_version")
+    stage.put("on_success", "code/cb.py:keep")
+    stage.put("on_success_version", draw.choice([[1], 2, None]))
+    return Expect("on_success_version", None, "on_success_version")
+
+
+def m_export_outputs(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    bad = draw.choice([f"exports/{stage.name}.txt", "exports/*.parquet", "/tmp/x.parquet",
+                       "artifacts/x.parquet", "../x.csv", 5, "Workflowfile"])
+    if draw.chance(0.2):
+        stage.put("outputs", f"exports/{stage.name}.parquet")
+        return Expect("outputs", None, "outputs")
+    stage.put("outputs", [bad], draw.chance())
+    return Expect("outputs", 0, "outputs")
+
+
+def m_seed(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("seed", draw.choice(["data/nope.csv", "data/x.txt", stage.name, "stage:nope",
+                                   ["data/seed.csv"], "report", "stage:report", "/abs.csv", 3]))
+    return Expect("seed", None, "seed")
+
+
+def m_kinds(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    other = draw.choice([k for k in ("generate", "transform", "run") if k != stage.kind])
+    stage.put(other, "code/gen.py:make" if other != "run" else "echo")
+    return Expect(other, None, other)
+
+
+def m_not_for_kind(draw: Draw, stage: Stage, stages: list[Stage]) -> Expect:
+    keys = [k for k, spec in STAGE_KEYS.items() if stage.kind not in spec.kinds and k not in KINDS]
+    if not keys:  # a generate stage takes every key but the other kinds
+        return m_kinds(draw, stage, stages)
+    key = draw.choice(keys)
+    stage.put(key, {"sampling": "ordered", "num_records": 5, "batch_size": 3, "retries": 1,
+                    "seed": "data/seed.csv", "processors": [], "allow_empty": True,
+                    "on_success": "code/cb.py:keep", "on_success_version": "v"}[key])
+    return Expect(key, None, key)
+
+
+def m_run(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    command = draw.choice([5, ["x"], None, "", "   ", "cat {input} > {outputs[0]}",
+                           "echo {params.zz} > {outputs[0]}", "echo > {outputs[9]}",
+                           "cat {inputs[9]} > {outputs[0]}", "echo {params} > x",
+                           "echo {output} {inputs[1]}"])
+    if "inputs[9]" in str(command):
+        stage.put("inputs", ["report"])  # one path: the index is past it whatever else
+    stage.put("run", command)
+    return Expect("run", None, "run")
+
+
+def m_run_outputs(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    wrong = draw.choice(["none", "empty", "workflowfile", "glob", "duplicate", "type"])
+    if wrong == "none":
+        del stage.keys["outputs"]
+        return Expect(None, None, "outputs")
+    if wrong in ("empty", "type"):
+        stage.put("outputs", [] if wrong == "empty" else "out/x.csv")
+        return Expect("outputs", None, "outputs")
+    bad = {"workflowfile": "Workflowfile", "glob": "out/*.txt",
+           "duplicate": f"out/{stage.name}.csv"}[wrong]
+    stage.put("outputs", [f"out/{stage.name}.csv", bad], draw.chance())
+    return Expect("outputs", 1, "outputs")
+
+
+COMMON: list[Mistake] = [m_params, m_description, m_code, m_inputs, m_unknown_key,
+                         m_stage_name, m_kinds, m_not_for_kind]
+BOUNDARY: list[Mistake] = [m_callable, m_processors, m_on_success, m_allow_empty,
+                           m_export_outputs]
+CATALOGUE: dict[str, list[Mistake]] = {
+    "generate": COMMON + BOUNDARY + [m_positive, m_sampling, m_retries, m_seed],
+    "transform": COMMON + BOUNDARY,
+    "run": [*COMMON, m_run, m_run_outputs],
+}
+
+
+# Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
+def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
+    """(the header part it replaces, its lines, the key of its error)."""
+    part = draw.choice(["workflow", "artifacts", "defaults", "unknown"])
+    if part == "workflow":
+        return part, [f"workflow: {draw.choice(['-bad', '[a]', 'a b', '5', 'null'])}"], "workflow"
+    if part == "artifacts":
+        return part, [f"artifacts: {draw.choice(['/abs', '../up', '5', '[a]', 'Workflowfile'])}"], \
+            "artifacts"
+    if part == "unknown":
+        key = draw.choice(["artefacts", "stage_defaults", "version"])
+        return part, [f"{key}: x"], key
+    key, value = draw.choice([("batch_size", "0"), ("generate", "code/gen.py:make"),
+                              ("nope", "1"), ("retries", "-2"), ("description", "[1]")])
+    return part, ["defaults:", f"  {key}: {value}"], key
+
+
+# ---------------------------------------------------------------- the property
+
+
+@dataclass
+class Drawn:
+    text: str
+    expected: list[tuple[int, str | None, str | None]]  # (line, stage, key) of each mistake
+
+
+def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
+    stages = valid_stages(draw)
+    header = {"workflow": ["workflow: demo"], "artifacts": [],
+              "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": []}
+    expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
+    candidates = [s for s in stages if not s.protected]
+    for _ in range(mistakes):
+        if draw.chance(0.15):
+            part, lines, key = top_mistake(draw)
+            if any(e[0] == ("top", part) for e in expected):
+                continue
+            header[part] = lines
+            expected.append((("top", part), key))
+            continue
+        free = [s for s in candidates if all(e[0] is not s for e in expected)]
+        if not free:
+            break
+        kind = draw.choice(sorted({s.kind for s in free}))  # each kind as often
+        stage = draw.choice([s for s in free if s.kind == kind])
+        expect = draw.choice(CATALOGUE[stage.kind])(draw, stage, stages)
+        expected.append((stage, expect))
+    return render(stages, header, expected)
+
+
+def render(stages: list[Stage], header: dict[str, list[str]],
+           expected: list[tuple[Any, ...]]) -> Drawn:
+    lines: list[str] = []
+    places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
+    for part in ("workflow", "artifacts", "defaults", "unknown"):
+        places[("top", part)] = len(lines) + len(header[part])  # its last line
+        lines += header[part]
+    lines.append("stages:")
+    for stage in stages:
+        lines.append(f"  {dump(stage.name)}:")
+        places[(id(stage), None)] = len(lines)
+        for key in stage.keys.values():
+            places[(id(stage), key.name)] = len(lines) + 1
+            lines += key.lines()
+    found = []
+    for where, expect in expected:
+        if isinstance(where, tuple):
+            found.append((places[where], None, expect))
+            continue
+        line = places[(id(where), expect.key_line)]
+        key = where.keys.get(expect.key_line) if expect.key_line else None
+        if key is not None and key.block and isinstance(key.value, (list, dict)) and key.value \
+                and expect.item is not None:
+            line += 1 + max(expect.item, 0)
+        stage = where.name if expect.stage == "<own>" else expect.stage
+        found.append((line, stage, expect.error_key))
+    return Drawn("\n".join(lines) + "\n", found)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("loadcheck")
+    for rel, text in CODE.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
+
+
+def errors_of(root: Path, text: str) -> list[WorkflowError]:
+    path = root / "Workflowfile"
+    path.write_text(text)
+    try:
+        load_workflow(path, "Workflowfile")
+    except WorkflowError as error:
+        return list(getattr(error, "errors", [error]))
+    return []
+
+
+_SETTINGS = settings(max_examples=300, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_a_valid_workflowfile_is_never_refused(root: Path, data: st.DataObject) -> None:
+    drawn = draw_workflowfile(Draw(data), 0)
+    assert errors_of(root, drawn.text) == [], drawn.text
+
+
+@_SETTINGS
+@given(data=st.data(), mistakes=st.integers(1, 7))
+def test_each_mistake_is_reported_once_at_its_place(root: Path, data: st.DataObject,
+                                                     mistakes: int) -> None:
+    drawn = draw_workflowfile(Draw(data), mistakes)
+    errors = errors_of(root, drawn.text)
+    got = sorted(((e.line, e.stage, e.key) for e in errors), key=repr)
+    numbered = "\n".join(f"{i:3} {line}" for i, line in enumerate(drawn.text.splitlines(), 1))
+    shown = "\n".join(e.render() for e in errors)
+    assert got == sorted(drawn.expected, key=repr), f"{numbered}\n---\n{shown}"
+    assert all(e.file == "Workflowfile" and e.message for e in errors)
+
+
+def test_the_catalogue_covers_every_key_and_top_level_key() -> None:
+    """Every stage key of keys.py is the key of some mistake (its own, or one applied to a
+    kind it does not apply to), and so is every top-level key."""
+    import inspect
+
+    source = inspect.getsource(inspect.getmodule(test_the_catalogue_covers_every_key_and_top_level_key))
+    for key in STAGE_KEYS:
+        assert f'"{key}"' in source, key
+    for key in TOP_KEYS:  # a wrong `stages` leaves nothing else to check: test_workflowfile.py
+        assert f'"{key}"' in source or f"'{key}'" in source or key == "stages", key
