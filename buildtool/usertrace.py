@@ -67,9 +67,11 @@ def where(exc: BaseException, project_dir: Path) -> Where | None:
 
 def user_traceback(exc: BaseException) -> str:
     """The traceback as Python prints it, starting at the user's code: the frames of dd-build
-    that called it are left out (chained exceptions are printed whole)."""
+    (and of the import system loading the user's module) that called it are left out
+    (chained exceptions are printed whole)."""
     tb = exc.__traceback__
-    while tb is not None and _is_own(tb.tb_frame.f_code.co_filename) and tb.tb_next is not None:
+    while tb is not None and _is_callers(tb.tb_frame.f_code.co_filename) and \
+            tb.tb_next is not None:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
@@ -105,6 +107,10 @@ def _project_rel(filename: str, project_dir: Path) -> str | None:
     if path.startswith(installed):
         return None
     return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _is_callers(filename: str) -> bool:
+    return filename.startswith("<frozen ") or _is_own(filename)
 
 
 def _is_own(filename: str) -> bool:
