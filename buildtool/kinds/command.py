@@ -119,8 +119,11 @@ def _signal_name(signum: int) -> str:
 def _own_inputs(job: Job) -> dict[str, FileState]:
     """The stage's plain-file inputs and `code:` files, as planned: what its command must not
     change. Stage inputs are other stages' outputs, which the command has no reason to write."""
+    from ..external import DIST, MODULE
+
     record = job.run.record
-    return {**{k: v for k, v in record.code.items() if ":" not in k}, **record.file_inputs}
+    files = {k: v for k, v in record.code.items() if not k.startswith((DIST, MODULE))}
+    return {**files, **record.file_inputs}
 
 
 def _states(project: Path, files: dict[str, FileState]) -> dict[str, FileState | None]:
