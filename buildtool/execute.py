@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .artifacts import refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
@@ -39,6 +39,9 @@ from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_re
 from .report import BuildReport, InternalFailure, Interruption, Reporter, Result, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
+
+if TYPE_CHECKING:
+    from .usertrace import Where
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,8 @@ class _Builder:
             status: DoneStatus = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
-            return self._failed(run, planned, exc.render(), started, exc.__cause__,
+            at = _point_at_user_code(exc, self.wf.project_dir)
+            return self._failed(run, planned, exc.render(), started, exc.__cause__, at,
                                 user=isinstance(exc, UserCodeFailed))
         except StateError as exc:  # e.g. an upstream's file turned out unreadable
             failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)
@@ -319,20 +323,16 @@ class _Builder:
                            warnings=run.warnings)
 
     def _failed(self, run: StageRun, planned: Decision, message: str, started: float,
-                cause: BaseException | None = None, user: bool = False) -> StageResult:
+                cause: BaseException | None = None, at: Where | None = None,
+                user: bool = False) -> StageResult:
         """Record the failure (the batches written so far stay listed) and stop, unless -k.
 
-        When the user's code raised (`user`), the message's second line points at the user's
-        frame. The message ends with the last lines the stage's code printed; the traceback of
-        the exception (`cause`) goes to the log. A record that cannot be written (a full
-        disk) must not hide the first error."""
-        from .usertrace import user_traceback, where
+        The message ends with the last lines the stage's code printed; the traceback of the
+        exception (`cause`; when the user's code raised it, from the user's frames on) goes to
+        the log. A record that cannot be written (a full disk) must not hide the first error."""
+        from .usertrace import user_traceback
 
         log = stage_log(run.dir)
-        found = where(cause, self.wf.project_dir) if user and cause is not None else None
-        if found is not None:
-            first, _, rest = message.partition("\n")
-            message = f"{first}\n  {found}" + (f"\n{rest}" if rest else "")
         message += _output_note(log, log_tail(log))
         trace = None
         if cause is not None:
@@ -343,7 +343,7 @@ class _Builder:
             except OSError:  # the message above still says what failed
                 pass
         result = self._record_failure(run, planned, message, started, log)
-        result.at, result.traceback = found, trace
+        result.at, result.traceback = at, trace
         return result
 
     def _internal(self, run: StageRun, planned: Decision, exc: Exception, started: float
@@ -386,6 +386,19 @@ class _Builder:
             atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+
+
+def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:
+    """Where the user's code raised, when it did: said on a line of the failure's own (after
+    its message, before its hint)."""
+    from .usertrace import where
+
+    if not isinstance(exc, UserCodeFailed) or exc.__cause__ is None:
+        return None
+    found = where(exc.__cause__, project)
+    if found is not None:
+        exc.message += f"\n  {found}"
+    return found
 
 
 def _shown(path: Path) -> str:

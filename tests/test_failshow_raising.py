@@ -281,6 +281,10 @@ def test_a_batch_that_fails_every_retry_reports_each_then_fails(tmp_path: Path) 
     stage = stage_json(result, "flaky")
     assert "after 2 attempts" in stage["error"]
     assert stage["at"]["file"] == "stages/flaky.py"
+    # the frame follows the whole message, also one of several lines
+    lines = stage["error"].splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  at stages/flaky.py:"))
+    assert "second line of the message" in lines[at - 1]
 
 
 def test_quiet_hides_retries_but_not_the_failure(tmp_path: Path) -> None:
