@@ -48,7 +48,9 @@ class StageResult:
     `stage` its name; `action`, `step` and `reasons` what the plan said before the build
     (`planned` is that whole decision); `result` what happened (None in a dry run); `rows`
     its output's rows (when known); `batches_total` and `batches_run` (this build's);
-    `error` the failure message of a failed stage, `log` the path of its log."""
+    `error` the failure message of a failed stage, `log` the path of its log, `at` where in
+    the user's code it raised (`str(at)`: `at stages/x.py:7 in make`); `warnings` what it did
+    that did not fail it (a command that changed one of its own inputs)."""
 
     stage: str
     planned: Decision

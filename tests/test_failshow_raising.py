@@ -307,3 +307,16 @@ def test_sys_exit_in_stage_code_points_at_the_call(failing: Project) -> None:
                            "line": line_of(failing, "stages/answers.py", "EXIT"),
                            "function": "make"}
 
+
+
+def test_the_api_carries_the_users_frame(failing: Project) -> None:
+    import buildtool
+
+    report = buildtool.build(failing.root, "answers")
+    answers = report.stage("answers")
+    assert answers.result == "failed" and answers.at is not None
+    assert str(answers.at) == (
+        f"at stages/helper.py:{line_of(failing, 'stages/helper.py', 'RAISE')} in explode "
+        f"(called from stages/answers.py:{line_of(failing, 'stages/answers.py', 'CALL')} "
+        "in make)")
+    assert answers.to_json()["at"]["function"] == "explode"

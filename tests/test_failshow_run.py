@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -347,3 +348,18 @@ def test_the_example_passes_only_the_joined_output_to_its_script(tmp_path: Path)
     script.write_text(script.read_text() + "\n# edited\n")  # a code file: the stage reruns
     plan = stage_json(proj.run("-n", "--json"), "report")
     assert plan["action"] == "run" and plan["reasons"][0]["code"] == "code_changed"
+
+
+def test_the_api_logs_the_command_and_the_warning(trap: Project,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import buildtool
+
+    caplog.set_level(logging.INFO, logger="buildtool")
+    report = buildtool.build(trap.root)
+    assert report.ok
+    assert [w.file for w in report.stage("report").warnings] == ["scripts/report.py"]
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.INFO, f"report: $ {PY} scripts/report.py a.txt scripts/report.py "
+                          "reports/summary.md") in messages
+    assert any(level == logging.WARNING and "the command changed scripts/report.py" in text
+               for level, text in messages)
