@@ -247,8 +247,14 @@ class LogReporter:
     def note(self, stage: str, text: str) -> None:
         LOG.info("%s: %s", stage, text)
 
+    def command_started(self, stage: str, command: str) -> Callable[[bytes], None] | None:
+        LOG.info("%s: $ %s", stage, command)
+        return None  # the command's output is in the stage's log.txt
+
     def finished(self, result: StageResult) -> None:
         from .explain import result_line
 
         level = logging.WARNING if result.result == "failed" else logging.INFO
         LOG.log(level, "%s", result_line(result))
+        for warning in result.warnings:
+            LOG.warning("%s: %s", result.stage, warning.message)

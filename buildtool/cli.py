@@ -213,13 +213,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildError as exc:
         return out.fail(exc.render(), exc.exit_code, exc.fields())
     except KeyboardInterrupt:
-        return out.fail(_INTERRUPTED, 130)
+        return _interrupted(out, 130)
     except Interrupted as exc:
-        return out.fail(_INTERRUPTED, 128 + exc.signum)
+        return _interrupted(out, 128 + exc.signum)
     except OSError as exc:
         return out.fail(f"dd-build: {exc}", 2)
     except Exception as exc:  # a bug in dd-build: said so, with its traceback kept (exit 70)
         return out.internal_error(exc)
+
+
+def _interrupted(out: Console, exit_code: int) -> int:
+    """`interrupted in 'answers' (12 of 30 batches kept); run dd-build again to resume`: the
+    stage that was running, and the batches its record keeps (--json: `stage`, `batches_kept`,
+    `batches_total` in the error)."""
+    at = out.report.interrupted if out.report is not None else None
+    if at is None:  # between stages, or before the build began
+        return out.fail(_INTERRUPTED, exit_code)
+    fields: dict[str, Any] = {"stage": at.stage}
+    kept = ""
+    if at.batches_total is not None:
+        fields.update(batches_kept=at.batches_kept, batches_total=at.batches_total)
+        kept = f" ({at.batches_kept} of {at.batches_total} " \
+               f"{'batch' if at.batches_total == 1 else 'batches'} kept)"
+    return out.fail(f"interrupted in '{at.stage}'{kept}; run dd-build again to resume",
+                    exit_code, fields)
 
 
 def _chdir(folder: str) -> None:

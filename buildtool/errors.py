@@ -109,6 +109,11 @@ class StageFailed(BuildError):
     exit_code = 1
 
 
+class UserCodeFailed(StageFailed):
+    """The user's code raised (or called sys.exit): `__cause__` is the user's exception, whose
+    traceback the failure points into (`raise UserCodeFailed(...) from exc`)."""
+
+
 class ResumeRefused(BuildError):
     """`--resume always` (`resume="always"`) refused to start a stage fresh (exit 3); raised
     before any stage runs."""

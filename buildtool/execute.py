@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .artifacts import refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
@@ -24,6 +24,7 @@ from .errors import (
     StageFailed,
     StateError,
     UsageError,
+    UserCodeFailed,
     describe,
     suggest,
 )
@@ -35,9 +36,12 @@ from .model import Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
 from .probe import probe
 from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
-from .report import BuildReport, InternalFailure, Reporter, Result, StageResult
+from .report import BuildReport, InternalFailure, Interruption, Reporter, Result, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
+
+if TYPE_CHECKING:
+    from .usertrace import Where
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class _Builder:
         self.results: dict[str, StageResult] = {}
         self.stopped = False
         self.internal: InternalFailure | None = None
+        self.interrupted: Interruption | None = None
         # Stages whose output the plan could not know (they run): their dependants are
         # decided again once they are built.
         self.waited = {d.stage for d in prep.decisions
@@ -153,6 +158,7 @@ class _Builder:
             report.stages = [self.results.get(d.stage) or StageResult(d.stage, d, "not_run")
                              for d in self.prep.decisions]
             report.internal = self.internal
+            report.interrupted = self.interrupted
             self._write_summary(report)
         return report
 
@@ -268,7 +274,8 @@ class _Builder:
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
                   lambda done, total: self.reporter.progress(stage.name, done, total),
-                  lambda text: self.reporter.note(stage.name, text))
+                  lambda text: self.reporter.note(stage.name, text),
+                  lambda command: self.reporter.command_started(stage.name, command))
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
@@ -287,7 +294,9 @@ class _Builder:
             status: DoneStatus = "completed_empty" if output.rows == 0 else "completed"
         except StageFailed as exc:
             exc.stage = exc.stage or stage.name  # raised where the stage is not known
-            return self._failed(run, planned, exc.render(), started, exc.__cause__)
+            at = _point_at_user_code(exc, self.wf.project_dir)
+            return self._failed(run, planned, exc.render(), started, exc.__cause__, at,
+                                user=isinstance(exc, UserCodeFailed))
         except StateError as exc:  # e.g. an upstream's file turned out unreadable
             failure = StageFailed(exc.message, stage=stage.name, key=exc.key, hint=exc.hint)
             return self._failed(run, planned, failure.render(), started)
@@ -297,6 +306,9 @@ class _Builder:
                                        "again: the finished batches are kept")
             return self._failed(run, planned, failure.render(), started)
         except (KeyboardInterrupt, Interrupted):
+            self.interrupted = Interruption(  # batches are worth counting in generate stages
+                stage.name, len(run.batches),
+                run.record.batches_total if stage.kind == "generate" else None)
             if not run.untouched:
                 run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
@@ -307,24 +319,32 @@ class _Builder:
         record = run.finish(status, output, steps=steps)
         self._done(record)
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
-                           run.batches_run, None, time.monotonic() - started)
+                           run.batches_run, None, time.monotonic() - started,
+                           warnings=run.warnings)
 
     def _failed(self, run: StageRun, planned: Decision, message: str, started: float,
-                cause: BaseException | None = None) -> StageResult:
+                cause: BaseException | None = None, at: Where | None = None,
+                user: bool = False) -> StageResult:
         """Record the failure (the batches written so far stay listed) and stop, unless -k.
 
         The message ends with the last lines the stage's code printed; the traceback of the
-        user's exception (`cause`) goes to the log. A record that cannot be written (a full
-        disk) must not hide the first error."""
+        exception (`cause`; when the user's code raised it, from the user's frames on) goes to
+        the log. A record that cannot be written (a full disk) must not hide the first error."""
+        from .usertrace import user_traceback
+
         log = stage_log(run.dir)
         message += _output_note(log, log_tail(log))
+        trace = None
         if cause is not None:
+            trace = user_traceback(cause) if user else "".join(traceback.format_exception(cause))
             try:
-                append_log(log, "".join(traceback.format_exception(cause)))
+                append_log(log, trace)
                 message += f"\n  the traceback is in {_shown(log)}"
             except OSError:  # the message above still says what failed
                 pass
-        return self._record_failure(run, planned, message, started, log)
+        result = self._record_failure(run, planned, message, started, log)
+        result.at, result.traceback = at, trace
+        return result
 
     def _internal(self, run: StageRun, planned: Decision, exc: Exception, started: float
                   ) -> StageResult:
@@ -356,7 +376,7 @@ class _Builder:
         self.stopped = not self.keep_going
         return StageResult(planned.stage, planned, "failed", None, run.record.batches_total,
                            run.batches_run, message, time.monotonic() - started,
-                           _shown(log) if log_tail(log, 1) else None)
+                           _shown(log) if log_tail(log, 1) else None, warnings=run.warnings)
 
     def _write_summary(self, report: BuildReport) -> None:
         if not self.wf.artifacts_root.is_dir():
@@ -366,6 +386,19 @@ class _Builder:
             atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+
+
+def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:
+    """Where the user's code raised, when it did: said on a line of the failure's own (after
+    its message, before its hint)."""
+    from .usertrace import where
+
+    if not isinstance(exc, UserCodeFailed) or exc.__cause__ is None:
+        return None
+    found = where(exc.__cause__, project)
+    if found is not None:
+        exc.message += f"\n  {found}"
+    return found
 
 
 def _shown(path: Path) -> str:

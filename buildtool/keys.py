@@ -55,7 +55,9 @@ STAGE_KEYS: dict[str, KeySpec] = {
     ),
     "run": KeySpec(
         ("run",), "command",
-        "Run stage: a shell command; {inputs}, {outputs}, {inputs[0]}, {params.key} expand.",
+        "Run stage: a shell command; {inputs}, {inputs[0]}, {inputs[NAME]} (an input by "
+        "stage name or path), {inputs.stages}, {inputs.files}, {outputs}, {outputs[0]}, "
+        "{params.key} expand.",
     ),
     "seed": KeySpec(
         _GEN, "ref",

@@ -13,16 +13,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .errors import WorkflowError, suggest
+from .errors import WorkflowError, closest, suggest
 from .globreach import is_glob
-from .model import Stage
+from .model import InputRef, Stage
 
-# What `kinds/command.py` expands.
-PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{params\.([A-Za-z_][\w.]*)\}")
+# What `kinds/command.py` expands. Groups: `inputs`/`outputs` and an index; an input's name
+# (`{inputs[judged]}`, `{inputs[prompts/a.txt]}`); `stages`/`files` (`{inputs.stages}`); a
+# parameter's dotted key.
+PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{inputs\[(?!\d+\])([^\]{}]+)\]\}"
+                         r"|\{inputs\.(stages|files)\}|\{params\.([A-Za-z_][\w.]*)\}")
 # A brace holding a placeholder word, perhaps misspelt, with an index or a dotted suffix
 # (no commas, spaces or `=`: those are shell brace expansions and awk programs).
 _CANDIDATE = re.compile(r"(?<!\$)\{(inputs?|outputs?|params?)(\[[^\]{}]*\]|\.[^{}\s,]*)?\}")
-_HELP = "placeholders: {inputs}, {inputs[N]}, {outputs}, {outputs[N]}, {params.KEY}"
+_HELP = ("placeholders: {inputs}, {inputs[N]}, {inputs[NAME]} (a stage input by name, a file "
+         "input by path), {inputs.stages}, {inputs.files}, {outputs}, {outputs[N]}, "
+         "{params.KEY}")
 
 
 def check_run_command(stage: Stage) -> None:
@@ -37,6 +42,12 @@ def check_run_command(stage: Stage) -> None:
 
 def _near_miss(match: re.Match[str]) -> str:
     word, suffix = match.group(1), match.group(2) or ""
+    if word == "inputs" and suffix.startswith("."):
+        close = closest(suffix[1:], ("stages", "files"))
+        return f"; did you mean `{{inputs.{close}}}`?" if close else \
+            "; `{inputs.stages}` and `{inputs.files}` name the inputs of one kind"
+    if word == "outputs" and suffix.startswith("["):
+        return "; outputs are named by number: `{outputs[N]}`"
     if word in ("input", "output"):
         index = suffix if re.fullmatch(r"\[\d+\]", suffix) else ""
         return f"; did you mean `{{{word}s{index}}}`?"
@@ -50,7 +61,16 @@ def _near_miss(match: re.Match[str]) -> str:
 def _check_known(stage: Stage, text: str) -> None:
     match = PLACEHOLDER.fullmatch(text)
     assert match is not None
-    group, index, param = match.groups()
+    group, index, name, kind, param = match.groups()
+    if name is not None:
+        _check_name(stage, text, name)
+        return
+    if kind is not None:
+        if not any((ref.kind == "stage") == (kind == "stages") for ref in stage.dependencies):
+            raise stage.error(f"`{text}`: the stage has no {kind[:-1]} inputs", key="run",
+                              hint=f"list {'stages' if kind == 'stages' else 'files'} under "
+                                   "`inputs:` (a script the command runs belongs under `code:`)")
+        return
     if param is not None:
         if not _has_param(stage.params, param):
             raise stage.error(f"`{text}`: the stage has no parameter `{param}`", key="run",
@@ -65,6 +85,24 @@ def _check_known(stage: Stage, text: str) -> None:
             key="run", hint=f"{group} are numbered from 0: the last is `{{{group}[{count - 1}]}}`"
             if count else f"the stage has no {group}",
         )
+
+
+def input_named(stage: Stage, name: str) -> InputRef | None:
+    """The input `{inputs[name]}` names: a stage input by its name, a file input (or glob) by
+    its path as written or normalised, or either as written with its `stage:`/`file:` prefix."""
+    for ref in stage.dependencies:
+        if name in (ref.value, ref.written, ref.key):
+            return ref
+    return None
+
+
+def _check_name(stage: Stage, text: str, name: str) -> None:
+    if input_named(stage, name) is not None:
+        return
+    names = [ref.value if ref.kind == "stage" else ref.written for ref in stage.dependencies]
+    hint = suggest(name, names) or ("the stage's inputs: " + ", ".join(names[:8]) if names
+                                    else "the stage has no inputs: list them under `inputs:`")
+    raise stage.error(f"`{text}`: `{name}` is not an input of the stage", key="run", hint=hint)
 
 
 def _has_param(params: dict[str, Any], dotted: str) -> bool:

@@ -8,7 +8,7 @@ no I/O, nothing printed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
@@ -18,12 +18,27 @@ if TYPE_CHECKING:
     from .reasons import Reason
     from .records import RecordStatus
     from .steps import StepName
+    from .usertrace import Where
 
 
 # What happened to a stage in a build (`result` in `build --json`).
 Result = Literal["up_to_date", "completed", "completed_empty", "skipped_empty_upstream", "held",
                  "failed", "not_run"]
 RESULTS: tuple[Result, ...] = get_args(Result)
+
+
+@dataclass(frozen=True)
+class StageWarning:
+    """Something a stage did that the user should know of, though it did not fail it."""
+
+    code: Literal["input_changed_by_command"]
+    message: str
+    file: str | None = None
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found = {"code": self.code, "message": self.message, "file": self.file, "hint": self.hint}
+        return {k: v for k, v in found.items() if v is not None}
 
 
 @dataclass
@@ -33,7 +48,9 @@ class StageResult:
     `stage` its name; `action`, `step` and `reasons` what the plan said before the build
     (`planned` is that whole decision); `result` what happened (None in a dry run); `rows`
     its output's rows (when known); `batches_total` and `batches_run` (this build's);
-    `error` the failure message of a failed stage, `log` the path of its log."""
+    `error` the failure message of a failed stage, `log` the path of its log, `at` where in
+    the user's code it raised (`str(at)`: `at stages/x.py:7 in make`); `warnings` what it did
+    that did not fail it (a command that changed one of its own inputs)."""
 
     stage: str
     planned: Decision
@@ -44,6 +61,9 @@ class StageResult:
     error: str | None = None
     duration_s: float | None = None
     log: str | None = None  # a failed stage's log (its code's output), when it has one
+    at: Where | None = None  # where in the user's code a failed stage's code raised
+    traceback: str | None = None  # the user's exception's traceback (printed with -v)
+    warnings: list[StageWarning] = field(default_factory=list)
 
     @property
     def action(self) -> Action:
@@ -72,6 +92,10 @@ class StageResult:
             d["error"] = self.error
         if self.log is not None:
             d["log"] = self.log
+        if self.at is not None:
+            d["at"] = self.at.to_json()
+        if self.warnings:
+            d["warnings"] = [w.to_json() for w in self.warnings]
         return d
 
 
@@ -85,6 +109,15 @@ class InternalFailure:
     log: str | None  # where the traceback was written (None: it could not be)
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """A signal ended the build while this stage ran; its record lists the batches kept."""
+
+    stage: str
+    batches_kept: int
+    batches_total: int | None
+
+
 @dataclass
 class BuildReport:
     """What a build did (`build --json`): the workflow's name, whether it was a dry run, and
@@ -95,6 +128,7 @@ class BuildReport:
     dry_run: bool
     stages: list[StageResult] = field(default_factory=list)
     internal: InternalFailure | None = None
+    interrupted: Interruption | None = None
 
     @property
     def ok(self) -> bool:
@@ -188,4 +222,5 @@ class Reporter(Protocol):
     def started(self, decision: Decision) -> None: ...
     def progress(self, stage: str, done: int, total: int | None) -> None: ...
     def note(self, stage: str, text: str) -> None: ...
+    def command_started(self, stage: str, command: str) -> Callable[[bytes], None] | None: ...
     def finished(self, result: StageResult) -> None: ...

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .codedeps import CodeTracker
+    from .report import StageWarning
     from .steps import StepName
 
 BATCHES = "batches"
@@ -62,6 +63,7 @@ class StageRun:
         self.begun = False
         self._had_record = facts.record is not None
         self.batches_run = 0
+        self.warnings: list[StageWarning] = []  # said after the stage's result
         self.listed: dict[str, Discovered] = {}  # discovered modules the record or journal lists
         self.record = StageRecord(
             stage=stage.name, status="running", kind=stage.kind, spec=facts.spec,

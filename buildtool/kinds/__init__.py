@@ -25,6 +25,9 @@ class Job:
     fingerprint: str
     progress: Callable[[int, int | None], None]
     progress_note: Callable[[str], None]
+    # A run stage's command is about to run (as the shell gets it): where its output should
+    # also go as it comes (`-v`), or None.
+    command_started: Callable[[str], Callable[[bytes], None] | None] = lambda command: None
 
 
 class Kind(Protocol):

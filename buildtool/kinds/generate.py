@@ -7,13 +7,12 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..capture import captured, stage_log
-from ..errors import StageFailed, StateError
+from ..errors import StageFailed, StateError, UserCodeFailed, describe
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
@@ -76,7 +75,7 @@ def execute(job: Job) -> Output:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
         ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
                               rows, batch_rng(job.fingerprint, index), inputs)
-        value = _call(fn, ctx, stage.name, stage.retries, job.progress_note, log)
+        value = _call(fn, ctx, job, log)
         table = to_table(value, f"{stage.target} (batch {index})")
         _check_unifies(schema, table, index, stage.target)
         job.run.write_batch(index, table)
@@ -93,26 +92,40 @@ def _fresh(ctx: GenerateContext) -> GenerateContext:
     return replace(ctx, params=copy.deepcopy(ctx.params), rng=rng, inputs=dict(ctx.inputs))
 
 
-def _call(fn: Any, ctx: GenerateContext, stage: str, retries: int,
-          note: Callable[[str], None], log: Path) -> Any:
+def _call(fn: Any, ctx: GenerateContext, job: Job, log: Path) -> Any:
     """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
-    exponential backoff and jitter."""
+    exponential backoff and jitter. Each failed attempt but the last is one line through
+    `progress_note`."""
+    stage, retries = job.stage.name, job.stage.retries
     for attempt in range(retries + 1):
         with captured(log):  # outside the try: a log that cannot be opened is not the code's
             try:
                 return fn(_fresh(ctx))
             except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
-                raise StageFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
-                                  stage=stage, hint="raise an exception instead") from exc
+                raise UserCodeFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
+                                     stage=stage, hint="raise an exception instead") from exc
             except Exception as exc:  # the user's code raised: retry, or fail; batches stay
-                error = f"batch {ctx.batch_index} raised {type(exc).__name__}: {exc}"
                 if attempt == retries:
                     suffix = f" (after {retries + 1} attempts)" if retries else ""
-                    raise StageFailed(error + suffix, stage=stage) from exc
+                    raise UserCodeFailed(f"batch {ctx.batch_index} raised "
+                                         f"{type(exc).__name__}: {exc}{suffix}",
+                                         stage=stage) from exc
+                failed = exc
         delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-        note(f"{error}; retrying in {delay:.1f}s ({attempt + 1} of {retries})")
+        _retry_note(job, ctx.batch_index, attempt, failed, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _retry_note(job: Job, index: int, attempt: int, exc: Exception, delay: float) -> None:
+    """`batch 1, attempt 1 of 3 failed: ValueError: … (at stages/x.py:7 in make); retrying in
+    1.0s`: one line (the traceback of the last attempt goes to the log if it fails too)."""
+    from ..usertrace import where
+
+    found = where(exc, job.workflow.project_dir)
+    at = f" (at {found.at})" if found is not None else ""
+    job.progress_note(f"batch {index}, attempt {attempt + 1} of {job.stage.retries + 1} "
+                      f"failed: {describe(exc)}{at}; retrying in {delay:.1f}s")
 
 
 def _kept_schema(job: Job) -> UnifiedSchema:

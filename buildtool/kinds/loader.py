@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..codedeps import GRAPH, CodeTracker
-from ..errors import StageFailed
+from ..errors import StageFailed, UserCodeFailed
 from ..fingerprint import module_file
 from ..model import CallableRef, Workflow
 from . import importedges
@@ -45,8 +45,8 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
         module = _load(workflow, ref)
     except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
         # stage fails; a sys.exit() must not end dd-build with the user's status
-        raise StageFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
-                          stage=stage, hint=_load_hint(workflow, ref, exc)) from exc
+        raise UserCodeFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
+                             stage=stage, hint=_load_hint(workflow, ref, exc)) from exc
     fn = getattr(module, ref.function, None)
     if fn is None:
         raise StageFailed(f"{ref.module} has no function '{ref.function}'", stage=stage,

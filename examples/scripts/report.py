@@ -1,9 +1,9 @@
 """Write a markdown summary of a parquet dataset.
 
-Usage: python examples/scripts/report.py <inputs...> <output.md>
+Usage: python examples/scripts/report.py <input> <output.md>
 
-The first parquet input (a file or a folder of parquet files) is summarised;
-other inputs (such as this script) are ignored. The last argument is the output.
+The input (a parquet file or a folder of parquet files: a stage's output, passed
+by `{inputs[joined]}`) is summarised into the output.
 """
 
 from __future__ import annotations
@@ -50,16 +50,14 @@ def summarise(table) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
+    if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    *inputs, output = argv
-    sources = [Path(p) for p in inputs if _is_parquet(Path(p))]
-    if not sources:
-        print(f"report.py: no parquet input among {inputs}", file=sys.stderr)
+    source, out = Path(argv[0]), Path(argv[1])
+    if not _is_parquet(source):
+        print(f"report.py: {source} is not parquet data", file=sys.stderr)
         return 2
-    table = ds.dataset(str(sources[0]), format="parquet").to_table()
-    out = Path(output)
+    table = ds.dataset(str(source), format="parquet").to_table()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(summarise(table), encoding="utf-8")
     print(f"report.py: wrote {out} ({table.num_rows} rows)")
