@@ -171,7 +171,7 @@ def input_index_errors(stage: Stage, stages: Mapping[str, Stage]) -> list[Workfl
         return []
     errors = []
     for match in PLACEHOLDER.finditer(stage.target):
-        group, index, _ = match.groups()
+        group, index = match.group(1), match.group(2)
         if group == "inputs" and index is not None and int(index) >= most:
             errors.append(stage.error(
                 f"`{match.group(0)}`: the stage has at most {most} "

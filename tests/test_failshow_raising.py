@@ -297,8 +297,8 @@ def test_quiet_hides_retries_but_not_the_failure(tmp_path: Path) -> None:
 
 
 def test_sys_exit_in_stage_code_points_at_the_call(failing: Project) -> None:
-    failing.write("stages/answers.py", "import sys\n\n\ndef make(ctx):\n"
-                  "    sys.exit(5)  # EXIT\n")
+    failing.write("stages/answers.py", ANSWERS.replace("def make(ctx):", "def _make(ctx):")
+                  + "\n\nimport sys\n\n\ndef make(ctx):\n    sys.exit(5)  # EXIT\n")
     result = failing.run("--json", "answers")
     assert result.code == 1
     stage = stage_json(result, "answers")
@@ -306,7 +306,6 @@ def test_sys_exit_in_stage_code_points_at_the_call(failing: Project) -> None:
     assert stage["at"] == {"file": "stages/answers.py",
                            "line": line_of(failing, "stages/answers.py", "EXIT"),
                            "function": "make"}
-
 
 
 def test_the_api_carries_the_users_frame(failing: Project) -> None:

@@ -172,7 +172,12 @@ def run_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
     stage.put("outputs", [first, f"out/{name}.txt"], draw.chance())
     stage.put("run", draw.choice(["cat {inputs} > {outputs[0]}; echo {params.x} > {outputs[1]}",
                                   "cp {inputs[0]} {outputs[0]} && touch {outputs[1]}",
-                                  "awk '{print $1}' {inputs} > {outputs}"]))
+                                  "awk '{print $1}' {inputs} > {outputs}",
+                                  "cat {inputs[report]} {inputs[data/a.txt]} > {outputs[0]}"
+                                  "; touch {outputs[1]}",
+                                  "cat {inputs.stages} {inputs[file:data/a.txt]} > {outputs[0]}"
+                                  "; cp {inputs.files} {outputs[1]}",
+                                  "cat {inputs[stage:report]} {inputs[1]} > {outputs}"]))
     inputs = ["report", "data/a.txt"] + ([draw.choice(gens)] if draw.chance() else [])
     stage.put("inputs", inputs, draw.chance())
     return stage
@@ -363,7 +368,8 @@ def m_run(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
     command = draw.choice([5, ["x"], None, "", "   ", "cat {input} > {outputs[0]}",
                            "echo {params.zz} > {outputs[0]}", "echo > {outputs[9]}",
                            "cat {inputs[9]} > {outputs[0]}", "echo {params} > x",
-                           "echo {output} {inputs[1]}"])
+                           "echo {output} {inputs[1]}", "cat {inputs[nosuch]} > x",
+                           "cat {inputs.stagez} > x", "cat {inputs[]} > x"])
     if "inputs[9]" in str(command):
         stage.put("inputs", ["report"])  # one path: the index is past it whatever else
     stage.put("run", command)
