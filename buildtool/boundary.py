@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .capture import captured, stage_log
-from .errors import StageFailed, UserCodeFailed
+from .errors import StageFailed, UserCodeFailed, exc_text
 from .fingerprint import FileState, callable_file, check_file, digest_strings
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .records import Output
@@ -138,7 +138,7 @@ def _callback(job: Job, current: Output, key: str) -> Output:
         try:
             result = fn(ctx)
         except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
-            raise UserCodeFailed(f"on_success {ref} raised {type(exc).__name__}: {exc}",
+            raise UserCodeFailed(f"on_success {ref} raised {type(exc).__name__}: {exc_text(exc)}",
                                  stage=stage.name, key="on_success") from exc
     if result is None:  # the output stays what it was; the trace is the callback's own
         return replace(current, key=key)

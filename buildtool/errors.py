@@ -22,9 +22,18 @@ def suggest(word: str, options: Iterable[str]) -> str | None:
     return f"did you mean `{close}`?" if close is not None else None
 
 
+def exc_text(exc: BaseException) -> str:
+    """`str(exc)`, or what Python's own traceback prints when that raises: an exception of
+    user code may define a `__str__` that fails, and its stage must still fail cleanly."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of user code's __str__
+        return "<exception str() failed>"
+
+
 def describe(exc: BaseException) -> str:
     """`TypeError: text`, on one line and short enough for one screen."""
-    text = " ".join(str(exc).split())
+    text = " ".join(exc_text(exc).split())
     if len(text) > 300:
         text = text[:300] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..capture import captured, stage_log
-from ..errors import StageFailed, StateError, UserCodeFailed, describe
+from ..errors import StageFailed, StateError, UserCodeFailed, describe, exc_text
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
@@ -108,7 +108,7 @@ def _call(fn: Any, ctx: GenerateContext, job: Job, log: Path) -> Any:
                 if attempt == retries:
                     suffix = f" (after {retries + 1} attempts)" if retries else ""
                     raise UserCodeFailed(f"batch {ctx.batch_index} raised "
-                                         f"{type(exc).__name__}: {exc}{suffix}",
+                                         f"{type(exc).__name__}: {exc_text(exc)}{suffix}",
                                          stage=stage) from exc
                 failed = exc
         delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..codedeps import GRAPH, CodeTracker
-from ..errors import StageFailed, UserCodeFailed
+from ..errors import StageFailed, UserCodeFailed, exc_text
 from ..fingerprint import module_file
 from ..model import CallableRef, Workflow
 from . import importedges
@@ -45,7 +45,7 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
         module = _load(workflow, ref)
     except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
         # stage fails; a sys.exit() must not end dd-build with the user's status
-        raise UserCodeFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc}",
+        raise UserCodeFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc_text(exc)}",
                              stage=stage, hint=_load_hint(workflow, ref, exc)) from exc
     fn = getattr(module, ref.function, None)
     if fn is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..capture import captured, stage_log
-from ..errors import UserCodeFailed
+from ..errors import UserCodeFailed, exc_text
 from ..records import Output
 from . import Job, input_map
 from .loader import load_callable
@@ -42,7 +42,7 @@ def execute(job: Job) -> Output:
         try:
             value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params)))
         except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
-            raise UserCodeFailed(f"{stage.target} raised {type(exc).__name__}: {exc}",
+            raise UserCodeFailed(f"{stage.target} raised {type(exc).__name__}: {exc_text(exc)}",
                                  stage=stage.name) from exc
     job.run.write_batch(0, to_table(value, stage.target))
     job.progress(1, 1)
