@@ -55,7 +55,12 @@ class Where:
 
 def where(exc: BaseException, project_dir: Path) -> Where | None:
     """Where in the user's code `exc` was raised, or None when no frame is the user's."""
-    frames = [f for f in _user_frames(exc.__traceback__) if not f.filename.startswith("<")]
+    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
+        # raised by the compiler (the module's own line never ran): the line that is wrong
+        return Where(_frame(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>"),
+                            project_dir))
+    frames = [f for f in _user_frames(exc.__traceback__)
+              if not f.filename.startswith("<") and not _is_own(f.filename)]
     if not frames:  # e.g. raised by importlib itself
         return None
     inside = [f for f in frames if _project_rel(f.filename, project_dir) is not None]
