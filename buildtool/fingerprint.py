@@ -134,9 +134,11 @@ def skipped_name(name: str) -> bool:
 
 
 def module_file(project_dir: Path, module: str) -> str | None:
-    """The project-relative file of a dotted module, when it lives in the project."""
+    """The project-relative file of a dotted module, when it lives in the project. A package
+    comes before a module file of the same name (`pkg/__init__.py` before `pkg.py`), as
+    Python's import finds them."""
     base = project_dir.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
         if candidate.is_file():
             return candidate.relative_to(project_dir).as_posix()
     return None
