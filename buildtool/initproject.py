@@ -57,6 +57,16 @@ def _check_free(folder: Path) -> None:
         raise UsageError(f"init: {_shown(folder / WORKFLOWFILE)} already exists; nothing written",
                          hint="build that project with `dd-build`, or init another folder: "
                               "dd-build init DIR")
+    in_the_way = [_shown(folder / part) for part in _folders_needed()
+                  if (folder / part).exists() and not (folder / part).is_dir()]
+    gitignore = folder / GITIGNORE[1]
+    if gitignore.exists() and not gitignore.is_file():
+        in_the_way.append(_shown(gitignore))
+    if in_the_way:
+        raise UsageError(f"init: {', '.join(in_the_way)} "
+                         f"{'is' if len(in_the_way) == 1 else 'are'} in the way (the project "
+                         "writes a file there, or a folder for its files); nothing written",
+                         hint="move them away, or init another folder: dd-build init DIR")
     taken = [_shown(folder / target) for _, target in FILES if (folder / target).exists()]
     if taken:
         raise UsageError(f"init: {', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}"
@@ -64,11 +74,18 @@ def _check_free(folder: Path) -> None:
                          hint="move them away, or init another folder: dd-build init DIR")
 
 
+def _folders_needed() -> list[str]:
+    """The folders inside the project that the starter's files go in (`stages`)."""
+    return sorted({parent.as_posix() for _, target in FILES
+                   for parent in Path(target).parents if parent != Path(".")})
+
+
 def _gitignore(path: Path, template: str) -> str:
     if not path.exists():
         path.write_text(template, encoding="utf-8")
         return f"wrote {_shown(path)}"
-    text = path.read_text(encoding="utf-8")
+    # any bytes: a .gitignore in another encoding keeps them (only ASCII lines are added)
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
     have = {line.strip() for line in text.splitlines()}
     missing = [line for line in template.splitlines()
                if line.strip() and not line.startswith("#") and line.strip() not in have]
