@@ -17,14 +17,17 @@ from .errors import WorkflowError, closest, suggest
 from .globreach import is_glob
 from .model import InputRef, Stage
 
+# A name may hold a glob's `[...]` (`{inputs[data/x[0-9].csv]}`).
+_NAME = r"(?:[^\[\]{}]|\[[^\[\]{}]*\])"
 # What `kinds/command.py` expands. Groups: `inputs`/`outputs` and an index; an input's name
 # (`{inputs[judged]}`, `{inputs[prompts/a.txt]}`); `stages`/`files` (`{inputs.stages}`); a
 # parameter's dotted key.
-PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{inputs\[(?!\d+\])([^\]{}]+)\]\}"
-                         r"|\{inputs\.(stages|files)\}|\{params\.([A-Za-z_][\w.]*)\}")
+PLACEHOLDER = re.compile(r"\{(inputs|outputs)(?:\[(\d+)\])?\}|\{inputs\[(?!\d+\])(" + _NAME +
+                         r"+)\]\}|\{inputs\.(stages|files)\}|\{params\.([A-Za-z_][\w.]*)\}")
 # A brace holding a placeholder word, perhaps misspelt, with an index or a dotted suffix
 # (no commas, spaces or `=`: those are shell brace expansions and awk programs).
-_CANDIDATE = re.compile(r"(?<!\$)\{(inputs?|outputs?|params?)(\[[^\]{}]*\]|\.[^{}\s,]*)?\}")
+_CANDIDATE = re.compile(r"(?<!\$)\{(inputs?|outputs?|params?)(\[" + _NAME +
+                        r"*\]|\.[^{}\s,]*)?\}")
 _HELP = ("placeholders: {inputs}, {inputs[N]}, {inputs[NAME]} (a stage input by name, a file "
          "input by path), {inputs.stages}, {inputs.files}, {outputs}, {outputs[N]}, "
          "{params.KEY}")
