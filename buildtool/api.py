@@ -245,7 +245,7 @@ class LogReporter:
             LOG.debug("%s: batch %d/%d", stage, done, total)
 
     def note(self, stage: str, text: str) -> None:
-        LOG.info("%s: %s", stage, text)
+        LOG.warning("%s: %s", stage, text)  # a retry, or what could not be written: say it
 
     def command_started(self, stage: str, command: str) -> Callable[[bytes], None] | None:
         LOG.info("%s: $ %s", stage, command)

@@ -49,7 +49,8 @@ def _options(file: bool) -> argparse.ArgumentParser:
     p.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch")
+    p.add_argument("-v", "--verbose", action="store_true", help="print progress of every batch, a run stage's command and its output as it "
+                        "comes, and the traceback of a stage that raised")
     p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     return p
 
@@ -155,7 +156,8 @@ def _clean_arguments(clean: argparse.ArgumentParser) -> None:
                        help="remove these stages' artifacts (no STAGE: every stage's, asked "
                             "for on a terminal; elsewhere say --all)")
     clean.add_argument("--all", action="store_true",
-                       help="remove the artifacts of every stage, without asking")
+                       help="remove the artifacts of every stage (and of stages no longer in the "
+                        "Workflowfile), without asking")
     clean.add_argument("--orphans", action="store_true",
                        help="remove only folders of stages no longer in the Workflowfile")
     clean.add_argument("-n", "--dry-run", action="store_true",
@@ -519,13 +521,13 @@ def cmd_init(args: argparse.Namespace, out: Console) -> int:
 
     folder = Path(args.folder)
     written = write_project(folder)
-    for line in written:
+    for _, line in written:
         out.text(line)
     here = folder.absolute() == Path.cwd()
     next_command = "dd-build" if here else f"dd-build -C {shlex.quote(args.folder)}"
     out.text(f"next: {next_command}   (builds the example stages, offline)")
     if args.json:
-        out.document({"ok": True, "folder": str(folder.absolute()), "wrote": written,
+        out.document({"ok": True, "folder": str(folder.absolute()), "wrote": [path for path, _ in written],
                       "next": next_command})
     return 0
 

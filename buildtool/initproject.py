@@ -21,22 +21,23 @@ GITIGNORE = ("gitignore", ".gitignore")
 DEFAULT_NAME = "starter"
 
 
-def write_project(folder: Path) -> list[str]:
-    """Write the starter project into `folder` (made if missing); the lines saying what was
-    written. A UsageError, with nothing touched, if `folder` holds a Workflowfile or any file
+def write_project(folder: Path) -> list[tuple[str, str]]:
+    """Write the starter project into `folder` (made if missing); each file's path, with the
+    line saying what was done to it. A UsageError, with nothing touched, if `folder` holds a Workflowfile or any file
     the project would write."""
     _check_free(folder)
     name = workflow_name(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    said = []
+    said: list[tuple[str, str]] = []
     for source, target in FILES:
         text = _template(source).replace("{workflow}", name)
         path = folder / target
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("x", encoding="utf-8") as fh:  # never over a file made meanwhile
             fh.write(text)
-        said.append(f"wrote {_shown(path)}")
-    said.append(_gitignore(folder / GITIGNORE[1], _template(GITIGNORE[0])))
+        said.append((_shown(path), f"wrote {_shown(path)}"))
+    gitignore = folder / GITIGNORE[1]
+    said.append((_shown(gitignore), _gitignore(gitignore, _template(GITIGNORE[0]))))
     return said
 
 

@@ -121,7 +121,8 @@ STAGE_KEYS: dict[str, KeySpec] = {
     ),
     "retries": KeySpec(
         _GEN, "non_negative_int",
-        "Attempts per batch on exception, with backoff (not part of the fingerprint).",
+        "Retries per batch on exception (N retries: N + 1 attempts), with backoff "
+        "(not part of the fingerprint).",
         default=0,
         step=None,
     ),

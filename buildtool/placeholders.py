@@ -52,7 +52,7 @@ def _near_miss(match: re.Match[str]) -> str:
     if word == "outputs" and suffix.startswith("["):
         return "; outputs are named by number: `{outputs[N]}`"
     if word in ("input", "output"):
-        index = suffix if re.fullmatch(r"\[\d+\]", suffix) else ""
+        index = suffix if suffix.startswith("[") else ""
         return f"; did you mean `{{{word}s{index}}}`?"
     if word == "param" and suffix.startswith("."):
         return f"; did you mean `{{params{suffix}}}`?"

@@ -37,7 +37,7 @@ class TextReporter:
     def progress(self, stage: str, done: int, total: int | None) -> None:
         if total is None or self.out.quiet or not (self.out.verbose or self.out.tty):
             return
-        line = f"  {stage}: batch {done}/{total}"
+        line = f"  {stage}: {done} of {total} {'batch' if total == 1 else 'batches'} done"
         if self.out.tty and not self.out.verbose:
             self.out.progress(f"\r\033[K{line}", "\n" if done >= total else "")
         else:

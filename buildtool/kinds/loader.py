@@ -87,7 +87,8 @@ def _roots(files: list[Any]) -> None:
 def _load_hint(workflow: Workflow, ref: CallableRef, exc: BaseException) -> str:
     name = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if not name:
-        return f"fix {ref.module}: it raised while being imported"
+        return (f"{ref.module} raised while being imported: fix the line named above (in it, or in "
+                "a module it imports)")
     if not ref.is_file and f"{ref.module}.".startswith(f"{name}."):
         return f"no module `{ref.module}` in the project folder or installed; check the name"
     root = workflow.project_dir
