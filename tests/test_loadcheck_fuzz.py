@@ -246,9 +246,9 @@ def m_inputs(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
         return Expect("inputs", None, "inputs")
     bad = {"missing": "data/nope.txt", "duplicate": "data/b.txt", "self": stage.name,
            "item": [1], "stage-missing": "stage:nope"}[wrong]
-    kept = ["report"] if stage.kind == "run" else ["data/a.txt"]
+    kept = ["report", "data/a.txt"] if stage.kind == "run" else ["data/a.txt"]  # what commands name
     stage.put("inputs", [*kept, "data/b.txt", bad], draw.chance())
-    return Expect("inputs", 2, "inputs")
+    return Expect("inputs", len(kept) + 1, "inputs")
 
 
 def m_unknown_key(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
