@@ -17,8 +17,9 @@ from .fingerprint import FileState, digest_bytes, digest_strings, spec_fingerpri
 from .fsutil import atomic_write_bytes, remove_temp_files_of
 from .model import Workflow
 from .outputs import tabular_files
-from .records import Output, RecordStatus, StageRecord, read_record, write_record
+from .records import RECORD_NAME, Output, RecordStatus, StageRecord, read_record, write_record
 from .steps import exports_key
+from .wording import counted
 
 OVERRIDE = "override"
 
@@ -243,6 +244,61 @@ def orphan_stages(workflow: Workflow) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name not in workflow.stages)
+
+
+def never_built_notes(workflow: Workflow, names: list[str]) -> dict[str, tuple[str, ...]]:
+    """Notes for stages never built (no record) when the artifacts suggest a rename: folders
+    of stages no longer in the Workflowfile, or records of a stage of that name in another
+    workflow's folder (the `workflow:` name changed). One scandir when nothing matches."""
+    if not names:
+        return {}
+    orphans = orphan_stages(workflow)
+    common: tuple[str, ...] = ()
+    if orphans:
+        shown = ", ".join(_orphan_text(workflow, o) for o in orphans[:5])
+        if len(orphans) > 5:
+            shown += f" and {len(orphans) - 5} more"
+        what = "a stage" if len(orphans) == 1 else f"{len(orphans)} stages"
+        common = (f"artifacts of {what} no longer in the Workflowfile exist: {shown}",
+                  "hint: a renamed stage builds fresh under its new name; `dd-build clean "
+                  "--orphans` removes the artifacts of stages no longer in the Workflowfile")
+    others = _other_workflows(workflow)
+    notes = {}
+    for name in names:
+        found = [w for w in others if (workflow.artifacts_root.parent / w / name /
+                                       RECORD_NAME).is_file()]
+        lines = common
+        if found:
+            where = os.path.relpath(workflow.artifacts_root.parent / found[0] / name)
+            lines += (f"{where} holds records of a stage '{name}' of workflow '{found[0]}': "
+                      f"if this workflow was renamed, set `workflow: {found[0]}` again to use "
+                      "them",)
+        if lines:
+            notes[name] = lines
+    return notes
+
+
+def _orphan_text(workflow: Workflow, name: str) -> str:
+    """`judge (generate stage, 200 rows, built 2026-01-31 12:00)`, or the name alone."""
+    record = read_record(workflow.stage_dir(name)).record
+    if record is None:
+        return name
+    parts = [f"{record.kind} stage"]
+    if record.output is not None and record.output.rows is not None:
+        parts.append(counted(record.output.rows, "row"))
+    if record.finished_at is not None:
+        parts.append("built " + time.strftime("%Y-%m-%d %H:%M", time.localtime(record.finished_at)))
+    return f"{name} ({', '.join(parts)})"
+
+
+def _other_workflows(workflow: Workflow) -> list[str]:
+    """Folders beside this workflow's in the artifacts folder (other workflows' records)."""
+    try:
+        with os.scandir(workflow.artifacts_root.parent) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False)
+                          and e.name != workflow.name)
+    except OSError:
+        return []
 
 
 def remove_stage_artifacts(workflow: Workflow, names: list[str]) -> list[Path]:

@@ -21,6 +21,7 @@ from . import __version__
 from .console import Console, internal_message
 from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError
 from .model import TOOL_WORDS as COMMANDS  # _COMMANDS has one entry each
+from .wording import counted
 
 if TYPE_CHECKING:
     from .model import Workflow
@@ -370,12 +371,15 @@ def _selected_table(workflow: Workflow, name: str) -> Any:
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
     from .preview import format_rows, preview_rows
 
-    table = _selected_table(_load(args, out), args.stage)
+    workflow = _load(args, out)
+    table = _selected_table(workflow, args.stage)
+    fresh = _freshness(workflow, args.stage, out)
     if args.json:
-        out.document(preview_rows(table, args.rows))
+        out.document({"ok": True, "stage": args.stage, **fresh, "rows": table.num_rows,
+                      "data": preview_rows(table, args.rows)})
         return 0
     out.result(format_rows(table, args.rows))
-    out.result(f"({min(args.rows, table.num_rows)} of {table.num_rows} rows)")
+    out.result(f"({min(args.rows, table.num_rows)} of {counted(table.num_rows, 'row')})")
     return 0
 
 
@@ -393,11 +397,28 @@ def cmd_export(args: argparse.Namespace, out: Console) -> int:
         raise UsageError(f"cannot export to {args.path}: no folder {path.parent}",
                          hint=f"create it first (mkdir -p {path.parent}) or fix the path")
     table = _selected_table(workflow, args.stage)
+    fresh = _freshness(workflow, args.stage, out)
     write_export(table, path)
-    out.text(f"wrote {table.num_rows} rows of '{args.stage}' to {args.path}")
+    out.text(f"wrote {counted(table.num_rows, 'row')} of '{args.stage}' to {args.path}")
     if args.json:
-        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": table.num_rows})
+        out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": table.num_rows,
+                      **fresh})
     return 0
+
+
+def _freshness(workflow: Workflow, stage: str, out: Console) -> dict[str, Any]:
+    """Whether the stage's last built output is what a build would give now (planning only the
+    stage's closure), for the JSON document; a stale one is said on stderr."""
+    from .execute import BuildConfig, prepare
+    from .explain import staleness
+
+    decisions = prepare(workflow, BuildConfig(targets=(stage,), dry_run=True)).decisions
+    decision = next(d for d in decisions if d.stage == stage)
+    why = staleness(decision, decisions)
+    if why is not None:
+        out.progress(f"warning: '{stage}' is out of date ({why}); this is its last built output")
+    reasons = [r.to_json() for r in decision.reasons] if why is not None else []
+    return {"up_to_date": why is None, "reasons": reasons}
 
 
 def cmd_override(args: argparse.Namespace, out: Console) -> int:

@@ -7,14 +7,16 @@ caller passes a Reporter, and gets a BuildReport back (both in report.py).
 from __future__ import annotations
 
 import os
+import signal
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import refresh_exports, remove_unlisted_overrides
+from .artifacts import never_built_notes, refresh_exports, remove_unlisted_overrides
 from .boundary import run_boundary
 from .capture import TAIL_LINES, append_log, clear_log, log_tail, stage_log
 from .errors import (
@@ -32,6 +34,7 @@ from .facts import StageFacts, Upstream, output_view
 from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
+from .lock import running_now
 from .model import Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
 from .probe import probe
@@ -94,8 +97,12 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
     order = scope.order
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
     facts = probe(workflow, order)
+    live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
+    notes = never_built_notes(workflow, [n for n, f in facts.items()
+                                         if f.record is None and f.read.problem is None])
     options = Options(resume=config.resume, forced=scope.forced,
-                      released=frozenset(config.force + config.rerun_from))
+                      released=frozenset(config.force + config.rerun_from), live=live,
+                      notes=notes)
     return Prepared(workflow, order, upstreams, facts, options,
                     plan(order, facts, upstreams, options))
 
@@ -310,7 +317,8 @@ class _Builder:
                 stage.name, len(run.batches),
                 run.record.batches_total if stage.kind == "generate" else None)
             if not run.untouched:
-                run.finish("interrupted", error="interrupted")
+                with signals_held():  # a second Ctrl-C must not leave the record `running`
+                    run.finish("interrupted", error="interrupted")
             self.results[stage.name] = StageResult(stage.name, planned, "not_run",
                                                    batches_run=run.batches_run)
             raise
@@ -399,6 +407,17 @@ def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:
     if found is not None:
         exc.message += f"\n  {found}"
     return found
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait while the block runs; they are delivered after it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM,
+                                                    signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _shown(path: Path) -> str:

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 
 from .plan import Action, Decision
 from .plan import batches as plural
-from .steps import BOUNDARY
+from .steps import BOUNDARY, KEEP_OUTPUT
+from .wording import counted
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from .execute import Prepared
+    from .reasons import Reason
     from .report import StageResult
 
 _ACTION_WORDS: dict[Action, str] = {
@@ -42,7 +44,8 @@ def decision_lines(decisions: Sequence[Decision]) -> list[str]:
     lines = []
     for d in decisions:
         lines.append(f"{d.stage.ljust(width)}  {decision_head(d)}")
-        lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
+        for r in d.reasons:
+            lines += reason_lines(r, " " * width + "    ")
         if d.action == "held":
             lines.append(f"{' ' * width}    - the review stays: `dd-build override --release "
                          f"{d.stage}` (or `--force {d.stage}`) lets the stage rebuild")
@@ -51,7 +54,7 @@ def decision_lines(decisions: Sequence[Decision]) -> list[str]:
 
 def result_line(result: StageResult) -> str:
     name, res = result.stage, result.result
-    rows = f"{result.rows} rows" if result.rows is not None else ""
+    rows = counted(result.rows, "row") if result.rows is not None else ""
     if res == "up_to_date":
         return f"= {name}: up to date" + (f" ({rows})" if rows else "")
     if res == "completed":
@@ -78,18 +81,78 @@ def status_lines(prep: Prepared) -> list[str]:
     lines = []
     for d in prep.decisions:
         record = prep.facts[d.stage].record
-        state = {"up_to_date": "up to date", "skip_empty_upstream": "skipped (empty upstream)",
-                 "held": "overridden (held)"}.get(d.action, f"out of date ({decision_head(d)})")
         extra = []
         if record is not None and record.output is not None and record.output.rows is not None:
-            extra.append(f"{record.output.rows} rows")
+            extra.append(counted(record.output.rows, "row"))
         if record is not None and record.output is not None and record.output.kind == "override":
             extra.append(f"override from {record.extra.get('override', {}).get('source', '?')}")
         if record is not None:
-            extra.append(f"last run {_when(record.finished_at or record.started_at)}: {record.status}")
+            when = f"last run {_when(record.finished_at or record.started_at)}"
+            unfinished = record.status in ("running", "interrupted")  # said in the state
+            extra.append(when if unfinished else f"{when}: {record.status}")
+        state = status_state(prep, d)
         lines.append(f"{d.stage.ljust(width)}  {state}" + (f"  [{'; '.join(extra)}]" if extra else ""))
-        lines += [f"{' ' * width}    - {r.message}" for r in d.reasons]
+        for r in d.reasons:
+            lines += reason_lines(r, " " * width + "    ")
     return lines
+
+
+def reason_lines(reason: Reason, indent: str) -> list[str]:
+    """`- message`, then the lines it shows under it (a diff, a note), indented."""
+    return [f"{indent}- {reason.message}"] + [f"{indent}    {line}" for line in reason.more]
+
+
+def status_state(prep: Prepared, d: Decision) -> str:
+    """A stage's state in words: up to date, out of date and what the next build does, or
+    how its last run ended when it did not finish (`interrupted (killed): 3 of 6 batches
+    kept; the next build resumes`), or running now."""
+    facts = prep.facts[d.stage]
+    record = facts.record
+    if d.action in _STATES:
+        return _STATES[d.action]
+    pid = prep.options.live.get(d.stage)
+    if record is None or record.status not in ("running", "interrupted"):
+        return f"out of date ({decision_head(d)})"
+    if pid is not None:
+        return f"running (dd-build pid {pid})"
+    last = "interrupted" if record.status == "interrupted" else "interrupted (killed)"
+    later = d.step if d.step in BOUNDARY else None
+    if facts.kind == "run":
+        return f"{last} while its command ran; the next build reruns it"
+    if d.action == "resume" and later:
+        return f"{last}: {counted(len(d.keep), 'batch')} kept; the next build runs from {later}"
+    if facts.kind == "transform":
+        return f"{last} while its function ran; the next build calls it again"
+    if d.action == "resume" and d.batches_total is not None:
+        return f"{last}: {len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept; " \
+               "the next build resumes"
+    return f"{last}: the next build runs it fresh"
+
+
+def staleness(d: Decision, decisions: Sequence[Decision] = ()) -> str | None:
+    """Why the stage's selected output is not what a build would give now, in a few words
+    (None when it is: up to date, held, or only its export copies or checks rerun). A stage
+    that runs only because an upstream does names the first stage with a change of its own."""
+    if d.action in ("up_to_date", "held") or d.step in KEEP_OUTPUT:
+        return None
+    by_stage = {x.stage: x for x in decisions}
+    root = d
+    while root.reasons and all(r.code == "upstream_will_run" for r in root.reasons):
+        up = by_stage.get(str(root.reasons[0].detail.get("input")))
+        if up is None or up is root:
+            break
+        root = up
+    why = _few(root.reasons) or decision_head(root)
+    return why if root is d else f"upstream stage '{root.stage}' will run first: {why}"
+
+
+def _few(reasons: Sequence[Reason]) -> str:
+    more = f"; +{len(reasons) - 2} more" if len(reasons) > 2 else ""
+    return "; ".join(r.brief() for r in reasons[:2]) + more
+
+
+_STATES = {"up_to_date": "up to date", "skip_empty_upstream": "skipped (empty upstream)",
+           "held": "overridden (held)"}
 
 
 def _when(stamp: float | None) -> str:

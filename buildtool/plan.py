@@ -13,7 +13,15 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
-from .reasons import Reason, ReasonCode, batches, collect_reasons, diff_values, stopped_in
+from .reasons import (
+    Reason,
+    ReasonCode,
+    batches,
+    collect_reasons,
+    diff_values,
+    last_run_reason,
+    stopped_in,
+)
 from .records import RESUMABLE_STATUSES
 from .steps import (
     KEEP_OUTPUT,
@@ -54,6 +62,11 @@ class Options:
     forced: Mapping[str, str] = field(default_factory=dict)  # stage -> why it is forced
     # Stages named by --force or --rerun-from: their review overrides are let go.
     released: frozenset[str] = frozenset()
+    # Stage → pid of a live dd-build running it now (`lock.running_now`): its `running`
+    # record is not a killed build's.
+    live: Mapping[str, int] = field(default_factory=dict)
+    # Stage → lines shown under its `no_record` reason (`artifacts.never_built_notes`).
+    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,11 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
 
 
 def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
-    reasons = _tagged(facts, collect_reasons(facts, upstreams))
+    reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
+    notes = options.notes.get(facts.name)
+    if notes:
+        reasons = [replace(r, more=notes, detail={**r.detail, "notes": list(notes)})
+                   if r.code == "no_record" else r for r in reasons]
     forced = options.forced.get(facts.name)
     if options.resume == "never" and forced is None:
         forced = "--resume never runs every stage fresh"
@@ -120,8 +137,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         if _overridden(facts):
             forced += " (the review override is let go)"
         reasons.insert(0, Reason("forced", forced, step=main))
-        return Decision(facts.name, "run", tuple(reasons), batches_total=_total(facts, upstreams),
-                        step=main)
+        return Decision(facts.name, "run", tuple(_discarding(facts, reasons, forced, options)),
+                        batches_total=_total(facts, upstreams), step=main)
     record = facts.record
     if not reasons:
         assert record is not None
@@ -134,8 +151,24 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         return Decision(facts.name, "resume", tuple(reasons), keep, record.batches_total,
                         step=step)
     kept = _resumable_batches(facts, reasons)
+    if kept is None:
+        fresh = [r for r in reasons if r.step == main and r.code not in _KEEPS_BATCHES]
+        if fresh:
+            reasons = _discarding(facts, reasons, fresh[0].brief(), options)
     return Decision(facts.name, "run" if kept is None else "resume", tuple(reasons), kept or (),
                     _total(facts, upstreams), step=main)
+
+
+def _discarding(facts: StageFacts, reasons: list[Reason], because: str, options: Options
+                ) -> list[Reason]:
+    """A stage that runs fresh drops the batches its unfinished last run left: the reason
+    that names that run says so, and why, instead of counting them as if they were kept."""
+    if facts.name in options.live:
+        return reasons
+    found = last_run_reason(facts, discarded=because)
+    if found is None or "batches_discarded" not in found.detail:
+        return reasons
+    return [replace(found, step=r.step) if r.code == found.code else r for r in reasons]
 
 
 def _tagged(facts: StageFacts, found: Iterable[Reason]) -> list[Reason]:

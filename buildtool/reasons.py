@@ -7,7 +7,6 @@ files. plan.py assigns each reason to a step and decides; this module only finds
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -15,9 +14,10 @@ from typing import Any, Literal, get_args
 from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
 from .fingerprint import FileState, digest_strings
-from .jsonvalues import same_value, type_change
-from .records import RESUMABLE_STATUSES, Discovered, Output, RecordStatus, StageRecord
+from .jsonvalues import same_value, type_change, yaml_text
+from .records import RESUMABLE_STATUSES, Discovered, Output, StageRecord
 from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
+from .wording import counted, noun
 
 # Every reason code (README "When a stage runs, and why" describes each).
 ReasonCode = Literal[
@@ -35,13 +35,25 @@ class Reason:
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
     step: StepName | Literal[""] = ""  # the first step it reruns; set by the planner
+    # Lines shown under the message by --explain and status (a diff, a note); the JSON
+    # document has them in `detail`.
+    more: tuple[str, ...] = ()
+
+    def brief(self) -> str:
+        """The reason in a few words: `params.tag changed` (its values are in the message)."""
+        if self.code == "spec_changed" and self.detail.get("key"):
+            return f"{self.detail['key']} changed"
+        return self.message
 
     def to_json(self) -> dict[str, Any]:
         step = {"step": self.step} if self.step else {}
         return {"code": self.code, "message": self.message, **self.detail, **step}
 
 
-def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Iterator[Reason]:
+def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
+                    live: int | None = None) -> Iterator[Reason]:
+    """`live`: the pid of a dd-build running this stage now (its record is `running` and
+    that build still holds the lock), or None."""
     if facts.read.problem is not None:
         code, message = facts.read.problem
         yield Reason(code, message)
@@ -55,17 +67,14 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> Ite
     yield from _import_reasons(record, facts)
     yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
     yield from _upstream_reasons(record, upstreams)
-    yield from _status_reasons(facts, record)
+    yield from _status_reasons(facts, record, live)
 
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
     found = False
     for key, before, after in diff_values(record.spec, facts.spec):
         found = True
-        old, new = (None if v is _MISSING else v for v in (before, after))
-        yield Reason("spec_changed",
-                     f"{key} changed: {_show(before)} → {_show(after)}{_type_note(before, after)}",
-                     {"key": key, "old": old, "new": new})
+        yield _spec_reason(key, before, after)
     if not found and record.spec_fingerprint != facts.fingerprint:
         # A backstop: the fingerprint hashes the same canonical spec the keys are compared on,
         # so this needs a record written with another canonical form (or edited by hand).
@@ -92,11 +101,81 @@ def diff_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any
     yield prefix, old, new
 
 
+def _spec_reason(key: str, before: Any, after: Any) -> Reason:
+    """`key changed: old → new`, values spelt as YAML spells them; a long value shown around
+    its change, and a change between two multi-line strings as a unified diff of their lines
+    (under the message, and as `diff` in the JSON document)."""
+    old, new = (None if v is _MISSING else v for v in (before, after))
+    detail: dict[str, Any] = {"key": key, "old": old, "new": new}
+    if isinstance(before, str) and isinstance(after, str) and "\n" in before + after:
+        lines, counts = text_diff(before, after)
+        if lines:
+            return Reason("spec_changed", f"{key} changed: {counts}",
+                          {**detail, "diff": "\n".join(lines)}, more=tuple(lines))
+    shown = _show(before), _show(after)
+    if sum(len(s) for s in shown) > 2 * _LONG:
+        shown = _around_change(*shown)
+    return Reason("spec_changed", f"{key} changed: {shown[0]} → {shown[1]}"
+                  f"{_type_note(before, after)}", detail)
+
+
+_LONG = 60  # a value spelt longer is shown around its change
+_CONTEXT = 20  # characters shown on each side of a change in a long value
+_DIFF_CONTEXT = 2  # lines of context in a diff of multi-line strings
+_DIFF_LINES = 20  # diff lines shown at most
+_DIFF_WIDTH = 120  # characters of one diff line shown at most
+
+
 def _show(value: Any) -> str:
-    """A value as the Workflowfile and `--json` spell it: `false`, `null`, `"x"`, `1.0`."""
+    """A value as the Workflowfile spells it: `false`, `null`, `x`, `"5"`, `1.0`, `[a, b]`."""
     if value is _MISSING:
         return "(unset)"
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return yaml_text(value)
+
+
+def _around_change(old: str, new: str) -> tuple[str, str]:
+    """Both texts cut to the part that differs, with a little context, `…` where cut."""
+    prefix = 0
+    while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(old), len(new)) - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    return _window(old, prefix, len(old) - suffix), _window(new, prefix, len(new) - suffix)
+
+
+def _window(text: str, start: int, end: int) -> str:
+    lo, hi = max(0, start - _CONTEXT), min(len(text), end + _CONTEXT)
+    middle = text[start:end]
+    if len(middle) > 2 * _CONTEXT:
+        middle = middle[:_CONTEXT] + "…" + middle[-_CONTEXT:]
+    return ("…" if lo else "") + text[lo:start] + middle + text[end:hi] + \
+        ("…" if hi < len(text) else "")
+
+
+def text_diff(old: str, new: str) -> tuple[list[str], str]:
+    """A compact unified diff of two texts' lines (hunks with a little context, capped), and
+    its counts in words (`1 line changed, 2 added`). No lines when only line ends differ."""
+    import difflib
+
+    a, b = old.splitlines(), new.splitlines()
+    if a == b:
+        return [], ""
+    changed = added = removed = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag in ("replace", "delete", "insert"):
+            both = min(i2 - i1, j2 - j1)
+            changed, removed, added = changed + both, removed + i2 - i1 - both, added + j2 - j1 - both
+    diff = list(difflib.unified_diff(a, b, n=_DIFF_CONTEXT, lineterm=""))[2:]  # no file headers
+    lines = [line if len(line) <= _DIFF_WIDTH else line[:_DIFF_WIDTH] + "…" for line in diff]
+    if len(lines) > _DIFF_LINES:
+        rest = len(lines) - _DIFF_LINES
+        lines = lines[:_DIFF_LINES] + [f"… {counted(rest, 'more diff line')}"]
+    counts = [(n, what) for n, what in ((changed, "changed"), (added, "added"),
+                                         (removed, "removed")) if n]
+    words = [f"{counted(counts[0][0], 'line')} {counts[0][1]}"]
+    words += [f"{n} {what}" for n, what in counts[1:]]
+    return lines, ", ".join(words)
 
 
 def _type_note(old: Any, new: Any) -> str:
@@ -233,35 +312,64 @@ def _upstream_reasons(record: StageRecord, upstreams: Mapping[str, Upstream]) ->
                          {"input": name})
 
 
-def _status_reasons(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
-    total = record.batches_total
+def _status_reasons(facts: StageFacts, record: StageRecord, live: int | None
+                    ) -> Iterator[Reason]:
     if record.status in RESUMABLE_STATUSES:
-        kept = sum(1 for b in record.batches if b.file not in facts.damaged)
-    if record.status in ("running", "interrupted"):
-        step = stopped_in(record)
-        how = "interrupted" if record.status == "interrupted" else "killed"
-        message = f"the last run was {how} in {step}" if step else \
-            _incomplete(facts.kind, record.status, kept, total)
-        yield Reason("incomplete", message, {"batches_done": kept})
-        if step:  # the steps before it are kept: a damaged file of theirs reruns its step
-            yield from _damage_reasons(facts)
+        reason = last_run_reason(facts, live)
+        assert reason is not None
+        yield reason
+        if stopped_in(record):  # the steps before it are kept: a damaged file of theirs
+            yield from _damage_reasons(facts)  # reruns its step
         return
+    yield from _damage_reasons(facts)
+    yield from _stale_traces(facts, record)
+
+
+def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str | None = None
+                    ) -> Reason | None:
+    """Why a stage whose last run did not finish runs again (None when it finished): killed
+    (its record still `running`, and no live build is running it), interrupted (SIGINT,
+    SIGTERM), failed, or being run now by the live build `live`. With `discarded`, the
+    plan runs it fresh: the batches it finished are discarded, because of `discarded`."""
+    record = facts.record
+    if record is None or record.status not in RESUMABLE_STATUSES:
+        return None
+    kept = sum(1 for b in record.batches if b.file not in facts.damaged)
+    step = stopped_in(record)
+    drop = f": {counted(kept, 'finished batch')} discarded because {discarded}" \
+        if discarded and kept else ""
     if record.status == "failed":
-        step = stopped_in(record)
         after = "it runs again" if facts.kind == "run" else \
             "it is called again" if facts.kind == "transform" and step is None else \
-            f"{kept} {batches(kept)} kept"
+            f"{counted(kept, 'batch')} kept"
         where = f" in {step}" if step else ""
         # the first line only: the whole error (hints, a log's tail) stays in the record and
         # in the JSON detail, not in the one-line `▶` and `status` reasons
         first = (record.error or "no error recorded").strip().splitlines()[0]
-        detail = {"error": record.error}
-        yield Reason("failed_before", f"failed last time{where} ({first}); {after}", detail)
-        if step:  # the steps before it are kept: a damaged file of theirs reruns its step
-            yield from _damage_reasons(facts)
-        return
-    yield from _damage_reasons(facts)
-    yield from _stale_traces(facts, record)
+        detail: dict[str, Any] = {"error": record.error, "batches_done": kept}
+        if drop:
+            return Reason("failed_before", f"failed last time{where} ({first}){drop}",
+                          {**detail, "batches_discarded": kept})
+        return Reason("failed_before", f"failed last time{where} ({first}); {after}", detail)
+    how = "running" if live is not None and record.status == "running" else \
+        "killed" if record.status == "running" else "interrupted"
+    detail = {"batches_done": kept, "how": how}
+    if how == "running":
+        detail["pid"] = live
+        return Reason("incomplete", f"a dd-build (pid {live}) is running it now"
+                      f"{_so_far(facts.kind, kept, record.batches_total)}", detail)
+    stem = f"the last run was {how}" + (f" in {step}" if step else "")
+    if drop:
+        return Reason("incomplete", stem + drop, {**detail, "batches_discarded": kept})
+    if step:
+        return Reason("incomplete", stem, detail)
+    return Reason("incomplete", _incomplete(facts.kind, how, kept, record.batches_total), detail)
+
+
+def _so_far(kind: str, kept: int, total: int | None) -> str:
+    if kind != "generate" or total is None:
+        return ""
+    return f" ({kept} of {total} {noun(total, 'batch')} done so far)"
 
 
 def _damage_reasons(facts: StageFacts) -> Iterator[Reason]:
@@ -335,12 +443,17 @@ def _stale(step: str, facts: StageFacts, record: StageRecord) -> Reason:
 
 def batches(count: int | None) -> str:
     """`batch` or `batches`, for `count` (the total in "1 of 1 batch")."""
-    return "batch" if count == 1 else "batches"
+    return noun(count, "batch")
 
 
-def _incomplete(kind: str, status: RecordStatus, kept: int, total: int | None) -> str:
+def _incomplete(kind: str, how: str, kept: int, total: int | None) -> str:
     """A generate stage resumes batch by batch; a run or transform stage has no batches to
     count: its last run was interrupted (SIGINT, SIGTERM), or killed (still `running`)."""
-    if kind != "generate" or total is None:
-        return "the last run was " + ("interrupted" if status == "interrupted" else "killed")
-    return f"{kept} of {total} {batches(total)} done"
+    stem = f"the last run was {how}"
+    if kind == "run":
+        return f"{stem} while its command ran"
+    if kind == "transform":
+        return f"{stem} while its function ran"
+    if total is None:
+        return stem
+    return f"{stem} with {kept} of {total} {noun(total, 'batch')} done"

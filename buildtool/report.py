@@ -154,18 +154,26 @@ class StageStatus:
     action: Action
     step: StepName | None
     reasons: tuple[Reason, ...]
-    status: RecordStatus | None
+    status: RecordStatus | None  # a record a killed build left `running` is `interrupted`
     rows: int | None
     finished_at: float | None
+    state: str = ""  # the state in words, as `dd-build status` prints it
+    killed: bool = False  # its last run was killed (SIGKILL, a crash): status `interrupted`
+    batches_kept: int = 0  # what the next build keeps of its batches
+    batches_total: int | None = None
+    pid: int | None = None  # the live dd-build running it now, when status is `running`
 
     @property
     def up_to_date(self) -> bool:
         return self.action == "up_to_date"
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "up_to_date": self.up_to_date, "action": self.action,
-                "step": self.step, "reasons": [r.to_json() for r in self.reasons],
-                "status": self.status, "rows": self.rows, "finished_at": self.finished_at}
+        doc = {"stage": self.stage, "up_to_date": self.up_to_date, "action": self.action,
+               "step": self.step, "state": self.state,
+               "reasons": [r.to_json() for r in self.reasons], "status": self.status,
+               "killed": self.killed, "rows": self.rows, "batches_kept": self.batches_kept,
+               "batches_total": self.batches_total, "finished_at": self.finished_at}
+        return doc if self.pid is None else {**doc, "pid": self.pid}
 
 
 @dataclass(frozen=True)
@@ -192,14 +200,20 @@ class WorkflowStatus:
 
     @classmethod
     def of(cls, prep: Prepared) -> WorkflowStatus:
+        from .explain import status_state
+
         stages = []
         for d in prep.decisions:
             record = prep.facts[d.stage].record
             output = record.output if record is not None else None
+            pid = prep.options.live.get(d.stage)
+            killed = record is not None and record.status == "running" and pid is None
             stages.append(StageStatus(
-                d.stage, d.action, d.step, d.reasons, record.status if record else None,
+                d.stage, d.action, d.step, d.reasons,
+                "interrupted" if killed else record.status if record else None,
                 output.rows if output is not None else None,
-                record.finished_at if record else None))
+                record.finished_at if record else None, status_state(prep, d), killed,
+                len(d.keep) if d.action == "resume" else 0, d.batches_total, pid))
         return cls(prep.workflow.name, tuple(stages), prep)
 
 

@@ -237,11 +237,11 @@ def test_status_into_a_closed_pipe_exits_0(project: Project) -> None:
 # ---------------------------------------------------------------- 5. messages
 
 
-def test_spec_changes_are_spelt_as_json() -> None:
+def test_spec_changes_are_spelt_as_yaml() -> None:
     from buildtool.reasons import _show, _type_note
 
     assert f"{_show(False)} → {_show(0)}{_type_note(False, 0)}" == "false → 0 (bool → int)"
-    assert _show(None) == "null" and _show("x") == '"x"' and _show({"a": [1.0]}) == '{"a": [1.0]}'
+    assert _show(None) == "null" and _show("x") == "x" and _show({"a": [1.0]}) == "{a: [1.0]}"
 
 
 def test_singular_batch_words() -> None:
@@ -281,10 +281,12 @@ def test_an_interrupted_run_stage_says_so(project: Project) -> None:
 def test_incomplete_words_by_kind() -> None:
     from buildtool.reasons import _incomplete
 
-    assert _incomplete("run", "running", 0, None) == "the last run was killed"
-    assert _incomplete("transform", "interrupted", 0, 1) == "the last run was interrupted"
-    assert _incomplete("generate", "interrupted", 1, 1) == "1 of 1 batch done"
-    assert _incomplete("generate", "running", 2, 5) == "2 of 5 batches done"
+    assert _incomplete("run", "killed", 0, None) == "the last run was killed while its command ran"
+    assert _incomplete("transform", "interrupted", 0, 1) == \
+        "the last run was interrupted while its function ran"
+    assert _incomplete("generate", "interrupted", 1, 1) == \
+        "the last run was interrupted with 1 of 1 batch done"
+    assert _incomplete("generate", "killed", 2, 5) == "the last run was killed with 2 of 5 batches done"
 
 
 def test_force_and_rerun_from_suggest_a_stage(project: Project) -> None:

@@ -152,7 +152,7 @@ DECIDE_CASES = [
                  id="up-to-date"),
     pytest.param(Case(facts(record(), spec_=spec(params={"tag": "y"})), "run", ["spec_changed"],
                       details=[(0, "key", "params.tag"), (0, "old", "x"), (0, "new", "y")],
-                      check=_messages_mention("params.tag", '"x"', '"y"')),
+                      check=_messages_mention("params.tag", "x → y")),
                  id="spec-param-changed-dotted-key"),
     pytest.param(Case(facts(record(spec_=spec(params={"llm": {"temp": 0.1, "model": "m"}})),
                             spec_=spec(params={"llm": {"temp": 0.7, "model": "m"}})),
