@@ -89,7 +89,7 @@ def test_run_stage_folder_output_is_read_whole(project: Project) -> None:
     # `show` reads every parquet file of the folder, in sorted path order
     shown = p.run("show", "parts", "-n", "100", "--json")
     assert shown.code == 0, shown.stderr
-    rows = json.loads(shown.stdout)
+    rows = json.loads(shown.stdout)["data"]
     assert [row["id"] for row in rows] == ALL_IDS
     assert [row["score"] for row in rows] == [1.0, 2.0, 3.0, 0.5, 0.25, 9.5]  # unified: double
     assert [row["extra"] for row in rows] == [None] * 5 + ["x"]

@@ -104,5 +104,5 @@ def test_batches_that_unify_are_fine(project: Project) -> None:
     assert result.stage("t")["result"] == "completed"
     shown = project.run("show", "g", "--json")
     assert shown.code == 0, shown.stderr
-    assert [r["a"] for r in shown.json()] == [1.0, 1.5, None]
+    assert [r["a"] for r in shown.json()["data"]] == [1.0, 1.5, None]
     assert not list(Path(project.root).rglob("*.tmp.*"))

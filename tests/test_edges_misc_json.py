@@ -47,7 +47,7 @@ def test_show_json_writes_nonfinite_numbers_as_null(project: Project) -> None:
     assert project.run().code == 0
     shown = project.run("show", "a", "--json")
     assert shown.code == 0, shown.stderr
-    assert strict(shown) == [
+    assert strict(shown)["data"] == [
         {"id": 0, "x": None, "xs": [1.5, None], "s": {"y": None}},
         {"id": 1, "x": None, "xs": [None], "s": {"y": 2.5}},
         {"id": 2, "x": None, "xs": [], "s": {"y": None}},

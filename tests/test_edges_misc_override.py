@@ -56,7 +56,7 @@ def jsonl_rows(project: Project, rel: str = "out/drafts.jsonl") -> list[dict[str
 def shown(project: Project, stage: str = "drafts") -> list[dict[str, Any]]:
     result = project.run("show", stage, "--json", "-n", "1000")
     assert result.code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["data"]
 
 
 def build(project: Project, *args: str) -> dict[str, dict[str, Any]]:

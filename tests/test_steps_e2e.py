@@ -91,7 +91,7 @@ def test_explain_names_the_first_step_and_the_batches_kept(built: Project) -> No
     explained = built.run("--explain", "-n")
     assert explained.code == 0, explained.stderr
     assert "drafts  run from on_success (4 batches kept)" in explained.stdout
-    assert "on_success changed: \"code/cb.py:keep_even\" → \"code/cb.py:keep_small\"" \
+    assert "on_success changed: code/cb.py:keep_even → code/cb.py:keep_small" \
         in explained.stdout
     plan = {s["stage"]: s for s in built.run("-n", "--json").json()["stages"]}
     assert (plan["drafts"]["action"], plan["drafts"]["step"]) == ("resume", "on_success")
@@ -200,7 +200,7 @@ def test_an_own_change_is_held_and_reported(reviewed: Project) -> None:
     assert stages["final"]["result"] == "up_to_date" and reviewed.calls() == []
     status = reviewed.run("status")
     assert "drafts  overridden (held)" in status.stdout
-    shown = reviewed.run("show", "drafts", "--json").json()
+    shown = reviewed.run("show", "drafts", "--json").json()["data"]
     assert [r["id"] for r in shown] == [100, 102]
 
 
