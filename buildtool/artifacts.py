@@ -19,7 +19,7 @@ from .model import Workflow
 from .outputs import tabular_files
 from .records import RECORD_NAME, Output, RecordStatus, StageRecord, read_record, write_record
 from .steps import exports_key
-from .wording import counted
+from .wording import counted, noun
 
 OVERRIDE = "override"
 
@@ -43,7 +43,8 @@ def _skipped_error(workflow: Workflow, record: StageRecord) -> UsageError:
     ups = stage.upstream_stages if stage is not None else tuple(record.stage_inputs)
     empty = [u for u in ups if (r := read_record(workflow.stage_dir(u)).record) is not None
              and r.status in ("completed_empty", "skipped_empty_upstream")]
-    why = (f"upstream stage {', '.join(repr(u) for u in empty)} had no rows" if empty
+    why = (f"upstream {noun(len(empty), 'stage')} {', '.join(repr(u) for u in empty)} had no rows"
+           if empty
            else "an upstream stage had no rows")
     return UsageError(f"no output: it was skipped in the last build ({why})", stage=record.stage,
                       hint="it runs once its upstream has rows again; see `dd-build status`")
@@ -209,7 +210,7 @@ def _check_compatible(workflow: Workflow, record: StageRecord, table: object,
     assert isinstance(table, pa.Table)
     files = tabular_files(workflow, record)
     if files is None:
-        raise StateError(f"cannot override stage '{record.stage}': its output is not a table "
+        raise StateError("cannot override it: its output is not a table "
                          "(its first output is not a .parquet, .csv or .jsonl file or a folder "
                          "of .parquet files)", stage=record.stage,
                          hint="a review override replaces a tabular output only")
@@ -218,14 +219,14 @@ def _check_compatible(workflow: Workflow, record: StageRecord, table: object,
     current = pq.read_schema(files[0])
     missing = [n for n in current.names if n not in table.column_names]
     if missing:
-        raise StateError(f"{source} lacks the column(s) {', '.join(missing)} that stage "
-                         f"'{record.stage}' outputs", stage=record.stage,
+        raise StateError(f"{source} lacks the {noun(len(missing), 'column')} "
+                         f"{', '.join(missing)} that the stage outputs", stage=record.stage,
                          hint="keep every column of `dd-build export`; extra columns are fine")
     for field in current:
         have = table.schema.field(field.name).type
         if have != field.type and not _castable(table.column(field.name), field.type):
-            raise StateError(f"{source}: column '{field.name}' is {have}; stage "
-                             f"'{record.stage}' outputs {field.type}", stage=record.stage)
+            raise StateError(f"{source}: column '{field.name}' is {have}; the stage outputs "
+                             f"{field.type}", stage=record.stage)
 
 
 def _castable(column: object, to: object) -> bool:

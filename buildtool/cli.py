@@ -21,7 +21,7 @@ from . import __version__
 from .console import Console, internal_message
 from .errors import EXIT_INTERNAL, BuildError, Interrupted, UsageError
 from .model import TOOL_WORDS as COMMANDS  # _COMMANDS has one entry each
-from .wording import counted
+from .wording import counted, noun
 
 if TYPE_CHECKING:
     from .model import Workflow
@@ -310,7 +310,8 @@ def cmd_build(args: argparse.Namespace, out: Console) -> int:
         doc = report.to_json()
         if not report.ok:
             failed = [s.stage for s in report.stages if s.result == "failed"]
-            doc["error"] = {"message": f"stages failed: {', '.join(failed)}", "exit_code": 1}
+            doc["error"] = {"message": f"{noun(len(failed), 'stage')} failed: {', '.join(failed)}",
+                            "exit_code": 1}
         out.document(doc)
     return 0 if report.ok else 1
 
@@ -444,7 +445,7 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
             out.document({"ok": True, "stage": args.stage, "released": True})
         return 0
     rows = record.output.rows if record.output else 0
-    out.text(f"'{args.stage}' now outputs {args.path} ({rows} rows); the stages after it "
+    out.text(f"'{args.stage}' now outputs {args.path} ({counted(rows or 0, 'row')}); the stages after it "
              "rerun on the next build, and the override is held until `dd-build override "
              f"--release {args.stage}`")
     if args.json:

@@ -39,6 +39,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def without_stage(text: str, stage: str) -> str:
+    """A rendered error without the `stage 'x'` its location starts with: for a line under one
+    that names the stage already (`✗ x: failed`, a status line)."""
+    for lead in (f"stage '{stage}': ", f"stage '{stage}', "):
+        if text.startswith(lead):
+            return text[len(lead):]
+    return text
+
+
 class BuildError(Exception):
     """Base of every error dd-build reports to a user without a traceback."""
 

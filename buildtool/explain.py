@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .errors import without_stage
 from .plan import Action, Decision
 from .plan import batches as plural
 from .steps import BOUNDARY, KEEP_OUTPUT
@@ -72,7 +73,8 @@ def result_line(result: StageResult) -> str:
     if res == "skipped_empty_upstream":
         return f"○ {name}: skipped: an upstream stage is empty"
     if res == "failed":
-        return f"✗ {name}: failed\n    {(result.error or '').replace(chr(10), chr(10) + '    ')}"
+        error = without_stage(result.error or "", name)
+        return f"✗ {name}: failed\n    {error.replace(chr(10), chr(10) + '    ')}"
     return f"- {name}: not run (an upstream stage failed or the build stopped)"
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from .errors import without_stage
 from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
 from .fingerprint import FileState, digest_strings
@@ -345,7 +346,8 @@ def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str |
         where = f" in {step}" if step else ""
         # the first line only: the whole error (hints, a log's tail) stays in the record and
         # in the JSON detail, not in the one-line `▶` and `status` reasons
-        first = (record.error or "no error recorded").strip().splitlines()[0]
+        first = without_stage((record.error or "no error recorded").strip().splitlines()[0],
+                              record.stage)
         detail: dict[str, Any] = {"error": record.error, "batches_done": kept}
         if drop:
             return Reason("failed_before", f"failed last time{where} ({first}){drop}",

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import StageFailed
+from .wording import counted
 
 # What pyarrow raises when Python values cannot become Arrow values or a table cannot be stored.
 CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
@@ -26,7 +27,7 @@ def to_table(value: Any, where: str) -> pa.Table:
     StageFailed names it and the cause."""
     table = _as_table(value, where)
     if table.num_columns == 0 and table.num_rows:
-        raise StageFailed(f"{where} returned {table.num_rows} rows with no columns",
+        raise StageFailed(f"{where} returned {counted(table.num_rows, 'row')} with no columns",
                           hint="give each row at least one column")
     names = table.column_names
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)

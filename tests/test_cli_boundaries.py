@@ -523,7 +523,7 @@ def test_review_gate_export_edit_override(project: Project) -> None:
 @pytest.mark.parametrize("bad, why", [
     ("text", "approved.parquet is not a readable parquet file"),
     ("csv", "approved.csv is not a readable parquet file"),
-    ("missing_column", "lacks the column(s) score"),
+    ("missing_column", "lacks the column score"),
     ("wrong_type", "column 'id' is string"),
     ("no_file", "no file approved.parquet"),
 ])

@@ -559,7 +559,7 @@ CASES: list[Case] = [
          ("review.csv is not a readable parquet file", "hint: export with"), LOCK),
     Case("override-missing-columns", parquet_file("review.parquet", {"zzz": [1]}),
          ("override", "b", "review.parquet"), 2,
-         ("review.parquet lacks the column(s) id, value, tag, seed_id", "hint: keep every column"),
+         ("review.parquet lacks the columns id, value, tag, seed_id", "hint: keep every column"),
          LOCK),
     Case("override-missing-file", nothing, ("override", "b", "nope.parquet"), 2,
          ("no file nope.parquet", "hint: name the reviewed parquet file"), LOCK),

@@ -25,6 +25,7 @@ from ..placeholders import PLACEHOLDER as _PLACEHOLDER
 from ..placeholders import input_named
 from ..procgroup import end_process_group
 from ..records import Output
+from ..wording import counted
 from . import Job, input_paths
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def expand(stage: Stage, inputs: list[tuple[InputRef, list[str]]]) -> str:
         if index is None:
             return joined(values)
         if int(index) >= len(values):
-            raise StageFailed(f"{{{group}[{index}]}}: the stage has only {len(values)} {group}",
-                              stage=stage.name, key="run")
+            raise StageFailed(f"{{{group}[{index}]}}: the stage has only "
+                              f"{counted(len(values), group[:-1])}", stage=stage.name, key="run")
         return shlex.quote(values[int(index)])
 
     return _PLACEHOLDER.sub(sub, stage.target)
