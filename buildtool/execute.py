@@ -411,13 +411,19 @@ def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP wait while the block runs; they are delivered after it."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM,
-                                                    signal.SIGHUP})
+    """SIGINT, SIGTERM and SIGHUP wait while the block runs; the first one that came is sent
+    again after it. Python-level handlers, not a signal mask: a mask is per thread, and a
+    pyarrow thread would take the signal and have it raised here all the same."""
+    came: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in kinds}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in before.items():  # None: a handler set outside Python
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 def _shown(path: Path) -> str:
