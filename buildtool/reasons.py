@@ -147,6 +147,11 @@ def _around_change(old: str, new: str) -> tuple[str, str]:
 
 def _window(text: str, start: int, end: int) -> str:
     lo, hi = max(0, start - _CONTEXT), min(len(text), end + _CONTEXT)
+    # whole words at the cuts, when a space is near
+    space = text.rfind(" ", lo, lo + _CONTEXT // 2) if lo else -1
+    lo = space + 1 if space >= 0 and space < start else lo
+    space = text.find(" ", hi - _CONTEXT // 2, hi) if hi < len(text) else -1
+    hi = space if space >= end else hi
     middle = text[start:end]
     if len(middle) > 2 * _CONTEXT:
         middle = middle[:_CONTEXT] + "…" + middle[-_CONTEXT:]
