@@ -217,3 +217,53 @@ def test_a_single_kept_batch_is_one_batch(project, procs):
     assert "1 of 6 batches kept" in status_line(project, "b")
     set_params(project, "y")
     assert "1 finished batch discarded" in project.run("-n", "--explain").stdout
+
+
+# ---------------------------------------------------------------- the lock and its readers
+
+
+def test_a_reader_checking_the_lock_never_makes_a_build_fail_to_take_it(tmp_path, monkeypatch):
+    """`status` takes the lock shared for a moment; a build that meets it waits it out."""
+    import fcntl
+
+    from buildtool import lock
+
+    with lock.build_lock(tmp_path):
+        pass  # the lock file exists now
+    reader = os.open(tmp_path / lock.LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a reader, caught in its moment
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the reader lets go while the build waits
+        waits.append(seconds)
+        fcntl.flock(reader, fcntl.LOCK_UN)
+
+    monkeypatch.setattr(lock.time, "sleep", sleep)
+    try:
+        with lock.build_lock(tmp_path):
+            holder = lock.live_holder(tmp_path)
+            assert holder is not None and holder.pid == os.getpid()
+    finally:
+        os.close(reader)
+    assert waits  # it did meet the reader
+    assert lock.live_holder(tmp_path) is None
+
+
+def test_a_build_holding_the_lock_is_still_refused(tmp_path):
+    from buildtool import lock
+    from buildtool.errors import LockHeld
+
+    with lock.build_lock(tmp_path):
+        other = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from buildtool.lock import build_lock\n"
+             "try:\n    build_lock(Path(sys.argv[1])).__enter__()\n"
+             "except Exception as exc:\n    print(type(exc).__name__, exc.message)",
+             str(tmp_path)], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert other.stdout.startswith(f"{LockHeld.__name__} another dd-build (pid {os.getpid()})")
+
+
+def test_status_of_a_project_never_built_makes_no_lock_file(project):
+    assert project.run("status").code == 0
+    assert not (project.root / "artifacts").exists()
