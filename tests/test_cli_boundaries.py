@@ -382,7 +382,7 @@ def test_changing_a_processor_reruns_processors_without_regenerating(project: Pr
 def test_processor_with_an_unknown_column_fails_and_keeps_the_batches(project: Project) -> None:
     _setup(project, PROCESSED.replace("dedupe: [bucket]", "dedupe: [buckett]"))
     err = _failed(project.run())
-    assert "stage 'gen'" in err
+    assert "✗ gen: failed" in err
     assert "processor 4 (`dedupe`)" in err
     assert "unknown column `buckett`" in err
     record = project.record("gen")
@@ -877,7 +877,7 @@ def test_retries_recover_a_batch_that_fails_once(project: Project) -> None:
 def test_no_retries_fails_at_once(project: Project) -> None:
     _setup(project, RETRIES.replace("RETRIES", "0"))
     err = _failed(project.run(DD_BUILD_RETRY_BASE_S="0.01"))
-    assert "stage 'flaky'" in err
+    assert "✗ flaky: failed" in err
     assert "transient upstream hiccup" in err
     assert "retrying" not in err
     assert _attempts(project) == {0: 1, 1: 1}

@@ -34,7 +34,7 @@ def reviewed(project: Project, name: str, tag: str) -> list[dict[str, Any]]:
 def shown(project: Project) -> list[dict[str, Any]]:
     result = project.run("show", "b", "--json", "-n", "1000")
     assert result.code == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["data"]
 
 
 def override_files(project: Project) -> list[str]:

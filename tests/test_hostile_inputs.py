@@ -453,22 +453,22 @@ CASES: list[Case] = [
     Case("module-raises-on-import", both(
         write("code/bad.py", "raise RuntimeError('import boom')\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
-        ("stage 'c'", "cannot load code/bad.py: RuntimeError: import boom", "hint: fix code/bad.py"),
+        ("✗ c: failed", "cannot load code/bad.py: RuntimeError: import boom", "hint: fix code/bad.py"),
         C_FAILS, failed_untouched("c", "import boom")),
     Case("module-exits-on-import", both(  # fixed: sys.exit(3) ended dd-build with exit 3
         write("code/bad.py", "import sys\nsys.exit(3)\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
-        ("stage 'c'", "cannot load code/bad.py: SystemExit: 3", "hint: fix code/bad.py"),
+        ("✗ c: failed", "cannot load code/bad.py: SystemExit: 3", "hint: fix code/bad.py"),
         C_FAILS, failed_untouched("c", "SystemExit")),
     Case("function-calls-sys-exit", both(  # fixed: left the record `running`, exit 1 "bye"
         write("code/bad.py", "import sys\ndef rows(ctx):\n    sys.exit('bye')\n"),
         edit("    generate: code/stages.py:rows\n    seed: a",
              "    generate: code/bad.py:rows\n    seed: a")), ("--json",), 1,
-        ("stage 'b'", "batch 0 called sys.exit('bye')", "hint: raise an exception instead"),
+        ("✗ b: failed", "batch 0 called sys.exit('bye')", "hint: raise an exception instead"),
         (*B_FAILS, *B_BATCH_FILES), all_of(results(b="failed", c="not_run"),
                                            failed_record("b", "sys.exit"))),
     Case("module-not-found", edit("code/stages.py:join", "nosuchpkg.mod:join"), ("--json",), 1,
-         ("stage 'c'", "cannot load nosuchpkg.mod: ModuleNotFoundError",
+         ("✗ c: failed", "cannot load nosuchpkg.mod: ModuleNotFoundError",
           "hint: no module `nosuchpkg.mod`"), C_FAILS, failed_untouched("c", "ModuleNotFoundError")),
     # ---- YAML that must be bounded or refused
     Case("yaml-billion-laughs", edit("    params: {tag: x}\n", BILLION_LAUGHS), (), 2,
@@ -517,18 +517,18 @@ CASES: list[Case] = [
                 same_as_template("code/stages.py", *B_BATCH_FILES))),
     Case("record-is-a-folder",  # fixed: the failed-record write hid the first error (exit 2)
          replace_with_folder(f"{ART}/b/stage.json"), ("--json",), 1,
-         ("stage 'b': cannot write its output", "Is a directory",
+         ("✗ b: failed", "cannot write its output", "Is a directory",
           "its failed record could not be written either", "hint: fix the cause"),
          BOOKKEEPING, results(a="up_to_date", b="failed", c="not_run")),
     # ---- data files
     Case("batch-garbage-same-stat",  # fixed: an uncaught ArrowInvalid traceback
          CORRUPT_A1, ("--json", "--force", "b"), 1,
-         ("stage 'b'", f"cannot read {ART}/a/batches/batch-000001.parquet (the output of stage 'a')",
+         ("✗ b: failed", f"cannot read {ART}/a/batches/batch-000001.parquet (the output of stage 'a')",
           "hint: rebuild it: dd-build --force a"), B_FAILS,
          all_of(results(a="up_to_date", b="failed", c="not_run"),
                 failed_untouched("b", "batch-000001.parquet", "--force a"))),
     Case("batch-garbage-transform-input", CORRUPT_A1, ("--json", "--force", "c"), 1,
-         ("stage 'c'", f"{ART}/a/batches/batch-000001.parquet", "dd-build --force a"),
+         ("✗ c: failed", f"{ART}/a/batches/batch-000001.parquet", "dd-build --force a"),
          (*C_FAILS, f"{ART}/c/batches/*"), results(c="failed")),
     Case("batch-garbage-show", CORRUPT_A1, ("show", "a"), 2,
          (f"cannot read {ART}/a/batches/batch-000001.parquet", "hint: rebuild it: dd-build --force a")),
@@ -544,12 +544,12 @@ CASES: list[Case] = [
     Case("seed-file-garbage-parquet", both(
         write("data/seed.parquet", b"PAR1 this is not parquet PAR1"),
         lambda p: p.write("Workflowfile", CHAIN + SEED_STAGE.format(seed="data/seed.parquet"))),
-        ("--json", "d"), 1, ("stage 'd'", "cannot read data/seed.parquet", "hint: replace the file"),
+        ("--json", "d"), 1, ("✗ d: failed", "cannot read data/seed.parquet", "hint: replace the file"),
         (f"{ART}/d/*", *BOOKKEEPING), results(d="failed")),
     Case("seed-file-ragged-csv", both(
         write("data/seed.csv", "id,name\n1,x\n2,y,extra\n"),
         lambda p: p.write("Workflowfile", CHAIN + SEED_STAGE.format(seed="data/seed.csv"))),
-        ("--json", "d"), 1, ("stage 'd'", "cannot read data/seed.csv", "hint:"),
+        ("--json", "d"), 1, ("✗ d: failed", "cannot read data/seed.csv", "hint:"),
         (f"{ART}/d/*", *BOOKKEEPING), results(d="failed")),
     # ---- override files
     Case("override-text-as-parquet", write("review.parquet", "looks fine to me\n"),

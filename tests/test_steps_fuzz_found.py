@@ -61,7 +61,7 @@ def _edit(project: Project, rel: str, old: str, new: str) -> None:
 def _values(project: Project, stage: str) -> list[int]:
     shown = project.run("show", stage, "--json")
     assert shown.code == 0, shown.stderr
-    return [r["v"] for r in shown.json()]
+    return [r["v"] for r in shown.json()["data"]]
 
 
 # ------------------------------------------------------------------ own changes while held
