@@ -120,7 +120,7 @@ def test_run_stage_folder_without_parquet_is_not_tabular(project: Project) -> No
         """)
     r = p.run()
     assert r.code == 1
-    assert "stage 'seeded'" in r.stderr and "no tabular output" in r.stderr
+    assert "✗ seeded: failed" in r.stderr and "no tabular output" in r.stderr
     assert "folder of .parquet files" in r.stderr
     assert "Traceback" not in r.stderr
     assert p.record("seeded")["status"] == "failed"
@@ -149,7 +149,7 @@ def test_run_stage_folder_with_clashing_files_fails_its_reader(project: Project)
         ''')
     r = p.run()
     assert r.code == 1, r.stderr
-    assert "stage 'counted'" in r.stderr
+    assert "✗ counted: failed" in r.stderr
     assert "out/parts/a.parquet" in r.stderr and "out/parts/b.parquet" in r.stderr
     assert "'id'" in r.stderr and "Traceback" not in r.stderr
     assert p.record("counted")["status"] == "failed"

@@ -187,7 +187,7 @@ def test_overriding_an_old_override_again_then_releasing_gives_the_stage_its_own
     plan = build(built, "-n")
 
     assert shown.code == 0, shown.stderr
-    assert [r["id"] for r in shown.json()] == [0, 2, 4, 6]
+    assert [r["id"] for r in shown.json()["data"]] == [0, 2, 4, 6]
     assert "output_missing" not in reason_codes(plan["drafts"]), plan["drafts"]
 
 

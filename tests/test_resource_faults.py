@@ -102,8 +102,9 @@ def _assert_failed_at_big(result: Result, os_error: str) -> dict[str, Any]:
     assert "Traceback" not in result.stderr, text
     stage = result.stage("s")
     assert stage["result"] == "failed", stage
+    assert "stage 's'" in stage["error"] and "✗ s: failed" in result.stderr, text
     for where in (stage["error"], result.stderr):
-        assert "stage 's'" in where and "cannot write its output" in where, text
+        assert "cannot write its output" in where, text
         assert os_error in where, text
         assert f"batch-{BIG:06d}.parquet" in where, text
     assert stage["batches_run"] == BIG, stage
