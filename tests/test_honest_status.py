@@ -251,7 +251,7 @@ def test_a_reader_checking_the_lock_never_makes_a_build_fail_to_take_it(tmp_path
 
 def test_a_build_holding_the_lock_is_still_refused(tmp_path):
     from buildtool import lock
-    from buildtool.errors import LockHeld
+    from buildtool.errors import BuildLocked
 
     with lock.build_lock(tmp_path):
         other = subprocess.run(
@@ -261,7 +261,7 @@ def test_a_build_holding_the_lock_is_still_refused(tmp_path):
              "except Exception as exc:\n    print(type(exc).__name__, exc.message)",
              str(tmp_path)], capture_output=True, text=True,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-        assert other.stdout.startswith(f"{LockHeld.__name__} another dd-build (pid {os.getpid()})")
+        assert other.stdout.startswith(f"{BuildLocked.__name__} another dd-build (pid {os.getpid()})")
 
 
 def test_status_of_a_project_never_built_makes_no_lock_file(project):
