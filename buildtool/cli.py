@@ -237,7 +237,7 @@ def _interrupted(out: Console, exit_code: int) -> int:
     if at.batches_total is not None:
         fields.update(batches_kept=at.batches_kept, batches_total=at.batches_total)
         kept = f" ({at.batches_kept} of {at.batches_total} " \
-               f"{'batch' if at.batches_total == 1 else 'batches'} kept)"
+               f"{noun(at.batches_total, 'batch')} kept)"
     return out.fail(f"interrupted in '{at.stage}'{kept}; run dd-build again to resume",
                     exit_code, fields)
 
@@ -524,7 +524,7 @@ def _stdin_is_a_terminal() -> bool:
 
 def _confirmed(shown: list[str], out: Console) -> bool:
     """Asked on the terminal: remove these? Only `y` or `yes` says so."""
-    question = f"remove these {len(shown)} folder{'s' if len(shown) != 1 else ''}? [y/N] "
+    question = f"remove {'this' if len(shown) == 1 else 'these'} {counted(len(shown), 'folder')}? [y/N] "
     if out.stderr is not None:  # shown whatever -q says: a question needs its list
         out.stderr.write("\n".join(f"  {f}" for f in shown) + "\n" + question)
         out.stderr.flush()

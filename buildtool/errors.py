@@ -179,7 +179,9 @@ class WorkflowErrors(WorkflowError):
         """One block per error (each as a single error renders), then "and N more"."""
         blocks = [error.render() for error in self.errors[:MAX_SHOWN_ERRORS]]
         if self.more:
-            blocks.append(f"… and {self.more} more error{'s' if self.more > 1 else ''} "
+            from .wording import counted
+
+            blocks.append(f"… and {counted(self.more, 'more error')} "
                           "(fix these and run again to see them)")
         return "\n".join(blocks)
 

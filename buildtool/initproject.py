@@ -13,6 +13,7 @@ from .errors import UsageError
 from .keys import NAME_PATTERN
 from .locate import WORKFLOWFILE
 from .model import ARTIFACT_FILES, TOOL_WORDS
+from .wording import noun
 
 # (file in starter/, where it goes in the project); the Workflowfile first
 FILES = ((WORKFLOWFILE, WORKFLOWFILE), ("stages/topics.py", "stages/topics.py"),
@@ -70,7 +71,7 @@ def _check_free(folder: Path) -> None:
                          hint="move them away, or init another folder: dd-build init DIR")
     taken = [_shown(folder / target) for _, target in FILES if (folder / target).exists()]
     if taken:
-        raise UsageError(f"init: {', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}"
+        raise UsageError(f"init: {', '.join(taken)} already {noun(len(taken), 'exists', 'exist')}"
                          "; nothing written",
                          hint="move them away, or init another folder: dd-build init DIR")
 

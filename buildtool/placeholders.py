@@ -16,6 +16,7 @@ from typing import Any
 from .errors import WorkflowError, closest, suggest
 from .globreach import is_glob
 from .model import InputRef, Stage
+from .wording import counted
 
 # A name may hold a glob's `[...]` (`{inputs[data/x[0-9].csv]}`).
 _NAME = r"(?:[^\[\]{}]|\[[^\[\]{}]*\])"
@@ -84,7 +85,7 @@ def _check_known(stage: Stage, text: str) -> None:
     count = len(stage.outputs) if group == "outputs" else _input_count(stage)
     if count is not None and int(index) >= count:
         raise stage.error(
-            f"`{text}`: the stage has only {count} {group[:-1] if count == 1 else group}",
+            f"`{text}`: the stage has only {counted(count, group[:-1])}",
             key="run", hint=f"{group} are numbered from 0: the last is `{{{group}[{count - 1}]}}`"
             if count else f"the stage has no {group}",
         )
@@ -177,8 +178,7 @@ def input_index_errors(stage: Stage, stages: Mapping[str, Stage]) -> list[Workfl
         group, index = match.group(1), match.group(2)
         if group == "inputs" and index is not None and int(index) >= most:
             errors.append(stage.error(
-                f"`{match.group(0)}`: the stage has at most {most} "
-                f"{'input' if most == 1 else 'inputs'}", key="run",
+                f"`{match.group(0)}`: the stage has at most {counted(most, 'input')}", key="run",
                 hint=f"inputs are numbered from 0: the last is `{{inputs[{most - 1}]}}`; a run "
                      "stage input gives one path per output, another stage one path"
                 if most else "the stage has no inputs"))

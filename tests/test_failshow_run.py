@@ -56,7 +56,7 @@ def test_a_failing_command_shows_the_command_and_the_last_20_lines(noisy: Projec
     result = noisy.run()
     assert result.code == 1
     lines = failure_lines(result.stderr, "report")
-    assert "stage 'report'" in lines[1] and "exited with status 3" in lines[1]
+    assert "exited with status 3" in lines[1] and "stage 'report'" not in lines[1]
     # the exact string handed to the shell: placeholders expanded and quoted
     assert lines[2].strip() == f"command: {PY} scripts/noisy.py out.txt 'my report'"
     shown = [line.strip()[2:] for line in lines if line.strip().startswith("| ")]

@@ -442,13 +442,13 @@ CASES: list[Case] = [
     Case("callable-function-missing-dynamic", both(
         write("code/dyn.py", "globals()['other'] = 1\n"),
         edit("code/stages.py:join", "code/dyn.py:nojoin")),
-         ("--json",), 1, ("stage 'c'", "code/dyn.py has no function 'nojoin'",
+         ("--json",), 1, ("✗ c: failed", "code/dyn.py has no function 'nojoin'",
                           "hint: fix the name after `:`"), C_FAILS,
          # the failure touched nothing: c's last good record stands (reverting costs nothing)
          results(a="up_to_date", b="up_to_date", c="failed")),
     Case("callable-not-callable-dynamic", both(write("code/consts.py", "join = int('3')\n"),
                                                edit("code/stages.py:join", "code/consts.py:join")),
-         ("--json",), 1, ("stage 'c'", "code/consts.py:join is not callable (it is a int)",
+         ("--json",), 1, ("✗ c: failed", "code/consts.py:join is not callable (it is a int)",
                           "hint: name a function"), C_FAILS, failed_untouched("c", "not callable")),
     Case("module-raises-on-import", both(
         write("code/bad.py", "raise RuntimeError('import boom')\ndef join(ctx): pass\n"),

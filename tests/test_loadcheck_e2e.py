@@ -215,7 +215,7 @@ def test_an_index_past_a_glob_or_a_callback_output_is_checked_when_the_stage_run
     project.write("Workflowfile", CHAIN + RUN_ON.format(cmd="{inputs[3]}", inputs="'data/*.txt'"))
     assert project.run("dag").code == 0
     result = project.run()
-    assert result.code == 1 and "{inputs[3]}" in result.stderr and "stage 'r'" in result.stderr
+    assert result.code == 1 and "{inputs[3]}" in result.stderr and "✗ r: failed" in result.stderr
     project.write("code/cb.py", "def keep(ctx):\n    return None\n")
     project.write("Workflowfile", CHAIN + "    on_success: code/cb.py:keep\n"
                   + RUN_ON.format(cmd="{inputs[3]}", inputs="c"))
