@@ -414,6 +414,11 @@ def signals_held() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP wait while the block runs; the first one that came is sent
     again after it. Python-level handlers, not a signal mask: a mask is per thread, and a
     pyarrow thread would take the signal and have it raised here all the same."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only (a build of the Python API in a thread)
+        return
     came: list[int] = []
     kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in kinds}

@@ -267,3 +267,32 @@ def test_a_build_holding_the_lock_is_still_refused(tmp_path):
 def test_status_of_a_project_never_built_makes_no_lock_file(project):
     assert project.run("status").code == 0
     assert not (project.root / "artifacts").exists()
+
+
+def test_signals_held_defers_an_interrupt_to_the_end_of_the_block():
+    import threading
+
+    from buildtool.execute import signals_held
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # a second one, while held
+            reached.append("end of block")  # not interrupted before this line
+    assert reached == ["end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    failures: list[BaseException] = []
+
+    def in_a_thread() -> None:  # signal handlers can be set in the main thread only
+        try:
+            with signals_held():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert failures == []
