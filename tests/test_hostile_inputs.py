@@ -453,12 +453,12 @@ CASES: list[Case] = [
     Case("module-raises-on-import", both(
         write("code/bad.py", "raise RuntimeError('import boom')\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
-        ("✗ c: failed", "cannot load code/bad.py: RuntimeError: import boom", "hint: fix code/bad.py"),
+        ("✗ c: failed", "cannot load code/bad.py: RuntimeError: import boom", "hint: code/bad.py raised while being imported"),
         C_FAILS, failed_untouched("c", "import boom")),
     Case("module-exits-on-import", both(  # fixed: sys.exit(3) ended dd-build with exit 3
         write("code/bad.py", "import sys\nsys.exit(3)\ndef join(ctx): pass\n"),
         edit("code/stages.py:join", "code/bad.py:join")), ("--json",), 1,
-        ("✗ c: failed", "cannot load code/bad.py: SystemExit: 3", "hint: fix code/bad.py"),
+        ("✗ c: failed", "cannot load code/bad.py: SystemExit: 3", "hint: code/bad.py raised while being imported"),
         C_FAILS, failed_untouched("c", "SystemExit")),
     Case("function-calls-sys-exit", both(  # fixed: left the record `running`, exit 1 "bye"
         write("code/bad.py", "import sys\ndef rows(ctx):\n    sys.exit('bye')\n"),
