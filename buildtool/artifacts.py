@@ -22,6 +22,12 @@ from .steps import exports_key
 from .wording import counted, noun
 
 OVERRIDE = "override"
+_UNFINISHED: dict[str, str] = {  # a record that is not completed: why there is nothing to read
+    "running": "being built now, or its build was killed; a build replaces the output "
+               "it had before",
+    "interrupted": "it was interrupted before its output was complete",
+    "failed": "it failed before its output was complete",
+}
 
 
 def completed_record(workflow: Workflow, stage: str) -> StageRecord:
@@ -31,6 +37,11 @@ def completed_record(workflow: Workflow, stage: str) -> StageRecord:
     if record is not None and record.status == "skipped_empty_upstream":
         raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
+        if record is not None and record.status in _UNFINISHED:  # begun, not completed
+            raise UsageError(f"no output to read: its last build is {record.status}: "
+                             f"{_UNFINISHED[record.status]}",
+                             stage=stage, hint=f"`dd-build status` says more; `dd-build {stage}` "
+                                               "finishes it")
         why = read.problem[1] if read.problem else "it has no completed build"
         raise UsageError(f"no output yet: {why}", stage=stage,
                          hint=f"build it first: dd-build {stage}")

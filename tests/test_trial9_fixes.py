@@ -92,3 +92,12 @@ def test_the_api_logs_a_retry_as_a_warning(tmp_path: Path, caplog: pytest.LogCap
     assert report.ok, report.to_json()
     retries = [r for r in caplog.records if "attempt 1 of 2" in r.getMessage()]
     assert retries and retries[0].levelno == logging.WARNING, caplog.text
+
+
+def test_show_of_a_stage_whose_last_build_failed_says_so(project: Project) -> None:
+    assert project.run().code == 0
+    failed = project.run("--force", "b", FAIL_AT="b:1")
+    assert failed.code == 1
+    shown = project.run("show", "b")
+    assert shown.code == 2
+    assert "last build is failed" in shown.stderr and "no completed build" not in shown.stderr
