@@ -238,7 +238,8 @@ def _interrupted(out: Console, exit_code: int) -> int:
         fields.update(batches_kept=at.batches_kept, batches_total=at.batches_total)
         kept = f" ({at.batches_kept} of {at.batches_total} " \
                f"{noun(at.batches_total, 'batch')} kept)"
-    return out.fail(f"interrupted in '{at.stage}'{kept}; run dd-build again to resume",
+    again = "to resume" if kept else "to rerun it"  # a run or transform stage starts over
+    return out.fail(f"interrupted in '{at.stage}'{kept}; run dd-build again {again}",
                     exit_code, fields)
 
 

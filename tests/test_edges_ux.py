@@ -273,7 +273,7 @@ def test_an_interrupted_run_stage_says_so(project: Project) -> None:
     proc.send_signal(signal.SIGTERM)  # dd-build ends the command's group and records it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert "interrupted in 'r'; run dd-build again to resume" in err
+    assert "interrupted in 'r'; run dd-build again to rerun it" in err
     status = project.run("status").stdout
     assert "the last run was interrupted" in status and "?" not in status
 

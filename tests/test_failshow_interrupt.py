@@ -66,6 +66,6 @@ def test_an_interrupted_command_names_its_stage(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert err.splitlines()[-1] == "interrupted in 'slow'; run dd-build again to resume"
+    assert err.splitlines()[-1] == "interrupted in 'slow'; run dd-build again to rerun it"
     error = json.loads(out)["error"]
     assert error["stage"] == "slow" and "batches_kept" not in error
