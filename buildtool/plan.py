@@ -33,6 +33,7 @@ from .steps import (
     step_name,
     step_of_key,
 )
+from .wording import counted
 
 __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
            "batches", "collect_reasons", "decide", "diff_values", "output_view", "plan",
@@ -154,7 +155,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
     if kept is None:
         fresh = [r for r in reasons if r.step == main and r.code not in _KEEPS_BATCHES]
         if fresh:
-            reasons = _discarding(facts, reasons, fresh[0].brief(), options)
+            more = f" (and {counted(len(fresh) - 1, 'other change')})" if len(fresh) > 1 else ""
+            reasons = _discarding(facts, reasons, fresh[0].brief() + more, options)
     return Decision(facts.name, "run" if kept is None else "resume", tuple(reasons), kept or (),
                     _total(facts, upstreams), step=main)
 

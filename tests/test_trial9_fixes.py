@@ -101,3 +101,13 @@ def test_show_of_a_stage_whose_last_build_failed_says_so(project: Project) -> No
     shown = project.run("show", "b")
     assert shown.code == 2
     assert "last build is failed" in shown.stderr and "no completed build" not in shown.stderr
+
+
+def test_batches_discarded_names_every_change_that_discards_them(project: Project) -> None:
+    assert project.run("b", FAIL_AT="b:3").code == 1
+    text = (project.root / "Workflowfile").read_text()
+    project.write("Workflowfile", text.replace("    seed: a\n", "    seed: a\n    params: {p: 1, q: 2}\n"))
+    plan = project.run("-n", "--json", "b").stage("b")
+    (failed,) = [r for r in plan["reasons"] if r["code"] == "failed_before"]
+    assert failed["batches_discarded"] == 3, failed
+    assert "(and 1 other change)" in failed["message"], failed["message"]
