@@ -23,10 +23,10 @@ from .wording import counted, noun
 
 OVERRIDE = "override"
 _UNFINISHED: dict[str, str] = {  # a record that is not completed: why there is nothing to read
-    "running": "being built now, or its build was killed; a build replaces the output "
-               "it had before",
-    "interrupted": "it was interrupted before its output was complete",
-    "failed": "it failed before its output was complete",
+    "running": "its build is running now, or was killed (a build replaces the output it had "
+               "before)",
+    "interrupted": "its last build was interrupted before its output was complete",
+    "failed": "its last build failed before its output was complete",
 }
 
 
@@ -38,8 +38,7 @@ def completed_record(workflow: Workflow, stage: str) -> StageRecord:
         raise _skipped_error(workflow, record)
     if record is None or record.status not in ("completed", "completed_empty") or not record.output:
         if record is not None and record.status in _UNFINISHED:  # begun, not completed
-            raise UsageError(f"no output to read: its last build is {record.status}: "
-                             f"{_UNFINISHED[record.status]}",
+            raise UsageError(f"no output yet: {_UNFINISHED[record.status]}",
                              stage=stage, hint=f"`dd-build status` says more; `dd-build {stage}` "
                                                "finishes it")
         why = read.problem[1] if read.problem else "it has no completed build"

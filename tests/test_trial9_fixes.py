@@ -100,7 +100,7 @@ def test_show_of_a_stage_whose_last_build_failed_says_so(project: Project) -> No
     assert failed.code == 1
     shown = project.run("show", "b")
     assert shown.code == 2
-    assert "last build is failed" in shown.stderr and "no completed build" not in shown.stderr
+    assert "last build failed" in shown.stderr and "no completed build" not in shown.stderr
 
 
 def test_batches_discarded_names_every_change_that_discards_them(project: Project) -> None:
