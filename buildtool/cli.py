@@ -356,18 +356,9 @@ def cmd_dag(args: argparse.Namespace, out: Console) -> int:
 
 
 def _selected_table(workflow: Workflow, name: str) -> Any:
-    from .artifacts import completed_record
-    from .datasets import read_stage_table
-    from .graph import build_graph, check_stage_names
+    from .api import selected_table
 
-    check_stage_names(build_graph(workflow), [name], "the command")
-    record = completed_record(workflow, name)  # a clear error when it has none (or was skipped)
-    table = read_stage_table(workflow, record)
-    if table is None:
-        raise UsageError("no tabular output (its first output is not a "
-                         ".parquet, .csv or .jsonl file or a folder of .parquet files)",
-                         stage=name)
-    return table
+    return selected_table(workflow, name, "the command")
 
 
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
