@@ -5,6 +5,7 @@ Nothing is written until every check has passed, and no file that exists is over
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -55,25 +56,31 @@ def _check_free(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"init: {folder} is a file, not a folder",
                          hint="name a new or existing folder: dd-build init DIR")
-    if (folder / WORKFLOWFILE).exists():
+    if _stands(folder / WORKFLOWFILE):
         raise UsageError(f"init: {_shown(folder / WORKFLOWFILE)} already exists; nothing written",
                          hint="build that project with `dd-build`, or init another folder: "
                               "dd-build init DIR")
     in_the_way = [_shown(folder / part) for part in _folders_needed()
-                  if (folder / part).exists() and not (folder / part).is_dir()]
+                  if _stands(folder / part) and not (folder / part).is_dir()]
     gitignore = folder / GITIGNORE[1]
-    if gitignore.exists() and not gitignore.is_file():
+    if _stands(gitignore) and not gitignore.is_file():
         in_the_way.append(_shown(gitignore))
     if in_the_way:
         raise UsageError(f"init: {', '.join(in_the_way)} "
                          f"{'is' if len(in_the_way) == 1 else 'are'} in the way (the project "
                          "writes a file there, or a folder for its files); nothing written",
                          hint="move them away, or init another folder: dd-build init DIR")
-    taken = [_shown(folder / target) for _, target in FILES if (folder / target).exists()]
+    taken = [_shown(folder / target) for _, target in FILES if _stands(folder / target)]
     if taken:
         raise UsageError(f"init: {', '.join(taken)} already {noun(len(taken), 'exists', 'exist')}"
                          "; nothing written",
                          hint="move them away, or init another folder: dd-build init DIR")
+
+
+def _stands(path: Path) -> bool:
+    """Anything at `path`, a dangling symlink too (which `exists()` calls nothing, and over
+    which a write fails or lands wherever it points)."""
+    return os.path.lexists(path)
 
 
 def _folders_needed() -> list[str]:
