@@ -77,7 +77,7 @@ def build(project: Project = ".", targets: Names = (), *,
 
     config = BuildConfig(_names(targets, "targets"), _resume(resume), _names(force, "force"),
                          _names(rerun_from, "rerun_from"), bool(dry_run))
-    workflow = load(project)
+    workflow = load(project, store=not dry_run)
     with project_call(workflow.project_dir, runs_code=not dry_run):
         report = build_workflow(workflow, config, keep_going=bool(keep_going))
     if report.internal is not None:
@@ -127,12 +127,13 @@ def workflowfile(project: Project) -> Path:
     return path
 
 
-def load(project: Project) -> Workflow:
-    """The validated workflow of `project` (WorkflowError naming where it is invalid)."""
-    from .workflowfile import load_workflow
+def load(project: Project, *, store: bool = True) -> Workflow:
+    """The validated workflow of `project` (WorkflowError naming where it is invalid); the
+    compiled workflow is stored unless `store` is False (a dry run writes nothing)."""
+    from . import compiled
 
     path = workflowfile(project)
-    return load_workflow(path, display=str(path))
+    return compiled.load(path, str(path), store=store)
 
 
 def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool = False,

@@ -264,8 +264,8 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def _load(args: argparse.Namespace, out: Console) -> Workflow:
+    from . import compiled
     from .locate import find_workflowfile, workflowfile_at
-    from .workflowfile import load_workflow
 
     if args.file is not None:  # named: from the working folder, no search
         path, display = workflowfile_at(Path(args.file)), args.file
@@ -274,7 +274,8 @@ def _load(args: argparse.Namespace, out: Console) -> Workflow:
         if path.parent != Path.cwd():
             _enter_project(args, path.parent, out)
         display = path.name
-    workflow = load_workflow(path, display=display)
+    # a dry run writes nothing, not even the compiled workflow
+    workflow = compiled.load(path, display, store=not getattr(args, "dry_run", False))
     out.workflow = workflow.name
     return workflow
 
@@ -446,6 +447,7 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, out: Console) -> int:
+    from . import compiled
     from .lock import build_lock
 
     workflow = _load(args, out)
@@ -453,6 +455,8 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
     folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()]
     shown = [os.path.relpath(f) for f in folders]
     if args.dry_run or not folders:
+        if args.all and not args.dry_run:
+            compiled.remove(workflow)
         out.text("\n".join(f"would remove {f}" for f in shown) if folders and args.dry_run
                  else "nothing to clean")
         if args.json:
@@ -475,6 +479,8 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
         for folder in remove_stage_artifacts(workflow, names):
             removed.append(os.path.relpath(folder))
             out.text(f"removed {removed[-1]}")
+    if not (args.stages or args.orphans):  # every stage's (--all, or confirmed): and the
+        compiled.remove(workflow)  # compiled workflow (compiled.py)
     if args.json:
         out.document({"ok": True, "workflow": workflow.name, "dry_run": False,
                       "removed": removed, "would_remove": []})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -78,10 +78,12 @@ class ModuleNames:
 
 
 class CodeFile:
-    """One project file that callables name, read once per reading of the Workflowfile."""
+    """One project file that callables name, read once per reading of the Workflowfile (by
+    `read`, when given: the reading records what it read, loadfacts.py)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read: Callable[[], bytes | None] | None = None) -> None:
         self.path = path
+        self._read_bytes = read or self._read_path
         self._data: bytes | None = None
         self._names: ModuleNames | None = None
         self._read = self._parsed = False
@@ -97,11 +99,14 @@ class CodeFile:
     def data(self) -> bytes | None:
         if not self._read:
             self._read = True
-            try:
-                self._data = self.path.read_bytes()
-            except OSError:
-                self._data = None
+            self._data = self._read_bytes()
         return self._data
+
+    def _read_path(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
 
     def names(self) -> ModuleNames | None:
         """Its top-level bindings; None when it cannot be read or parsed (the build's import

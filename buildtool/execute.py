@@ -95,7 +95,7 @@ def scope_of(workflow: Workflow, config: BuildConfig) -> Scope:
 def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None) -> Prepared:
     scope = scope or scope_of(workflow, config)
     order = scope.order
-    upstreams = {n: workflow.stages[n].upstream_stages for n in order}
+    upstreams = {n: workflow.graph.upstreams[n] for n in order}
     facts = probe(workflow, order)
     live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
     notes = never_built_notes(workflow, [n for n, f in facts.items()

@@ -13,9 +13,8 @@ from .steps import BOUNDARY, KEEP_OUTPUT
 from .wording import counted
 
 if TYPE_CHECKING:
-    import networkx as nx
-
     from .execute import Prepared
+    from .graph import StageGraph
     from .reasons import Reason
     from .report import StageResult
 
@@ -161,7 +160,7 @@ def _when(stamp: float | None) -> str:
     return "never" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def dag_text(graph: nx.DiGraph, order: Sequence[str]) -> str:
+def dag_text(graph: StageGraph, order: Sequence[str]) -> str:
     lines = []
     for name in order:
         ups = sorted(graph.predecessors(name), key=order.index)
@@ -169,7 +168,7 @@ def dag_text(graph: nx.DiGraph, order: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def dag_mermaid(graph: nx.DiGraph, order: Sequence[str]) -> str:
+def dag_mermaid(graph: StageGraph, order: Sequence[str]) -> str:
     lines = ["flowchart LR"]
     ids = {name: f"s{i}" for i, name in enumerate(order)}
     lines += [f'  {ids[n]}["{n}"]' for n in order]
@@ -177,7 +176,7 @@ def dag_mermaid(graph: nx.DiGraph, order: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def dag_dot(graph: nx.DiGraph, order: Sequence[str]) -> str:
+def dag_dot(graph: StageGraph, order: Sequence[str]) -> str:
     lines = ["digraph workflow {", "  rankdir=LR;"]
     lines += [f'  "{n}";' for n in order]
     lines += [f'  "{a}" -> "{b}";' for a, b in graph.edges if a in order and b in order]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import WorkflowError
+
+if TYPE_CHECKING:
+    from .graph import StageGraph
 
 KINDS = ("generate", "transform", "run")
 SAMPLINGS = ("ordered", "shuffle")
@@ -33,6 +38,31 @@ class Location:
     file: str
     line: int
     column: int
+
+
+class Locations(Mapping[str, Location]):
+    """A stage's keys → where each is written in the Workflowfile (`""`: the stage's name).
+    Kept as (line, column) pairs, made into Locations when asked for: a compiled workflow
+    (compiled.py) of thousands of stages is read on every build, and these serve errors only."""
+
+    __slots__ = ("file", "at")
+
+    def __init__(self, file: str = "", at: dict[str, tuple[int, int]] | None = None) -> None:
+        self.file = file
+        self.at = at if at is not None else {}
+
+    def __getitem__(self, key: str) -> Location:
+        line, column = self.at[key]
+        return Location(self.file, line, column)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.at)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def __repr__(self) -> str:
+        return f"Locations({self.file!r}, {self.at!r})"
 
 
 @dataclass(frozen=True)
@@ -67,7 +97,7 @@ class Stage:
     code: tuple[str, ...] = ()
     retries: int = 0
     description: str = ""
-    locations: dict[str, Location] = field(default_factory=dict, hash=False, compare=False)
+    locations: Locations = field(default_factory=Locations, hash=False, compare=False)
 
     @property
     def dependencies(self) -> tuple[InputRef, ...]:
@@ -110,13 +140,28 @@ class Workflow:
     artifacts: str  # as written, relative to project_dir
     stages: dict[str, Stage] = field(hash=False)
 
-    @property
+    @cached_property
+    def graph(self) -> StageGraph:
+        """The stage graph: carried by a compiled workflow (compiled.py), else computed on first
+        use (with networkx; a cycle is a WorkflowError)."""
+        from .graph import compile_graph
+
+        return compile_graph(self)
+
+    @cached_property
     def artifacts_root(self) -> Path:
         """`<artifacts>/<workflow>/`: the folder that holds every record of this workflow."""
         return self.project_dir / self.artifacts / self.name
 
     def stage_dir(self, name: str) -> Path:
-        return self.artifacts_root / name
+        folders = self._stage_dirs
+        if name not in folders:  # made once: a null build asks for each several times
+            folders[name] = self.artifacts_root / name
+        return folders[name]
+
+    @cached_property
+    def _stage_dirs(self) -> dict[str, Path]:
+        return {}
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
 from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, STAGE_KEYS, TOP_KEYS
+from .loadfacts import LoadFacts
 from .model import (
     ARTIFACT_FILES,
     KINDS,
     TOOL_WORDS,
+    Locations,
     Stage,
     Workflow,
 )
@@ -45,18 +47,24 @@ _P = ParamSpec("_P")
 # ---------------------------------------------------------------- entry point
 
 
-def load_workflow(path: Path, display: str | None = None) -> Workflow:
-    """Read, validate and return the Workflowfile at `path`.
+def load_workflow(path: Path, display: str | None = None, *, data: bytes | None = None,
+                  facts: LoadFacts | None = None) -> Workflow:
+    """Read, validate and return the Workflowfile at `path` (its bytes `data`, when the
+    caller has read them already).
 
     Raises WorkflowError when it is invalid: the error itself when there is one, else a
     `WorkflowErrors` holding each, in the file's order. Each part of the file is checked even
     when another part is wrong; a part whose check needs a wrong part (a stage with no kind,
     a run command whose `params` are wrong) is left unchecked. A file that is not YAML, or not
-    a mapping, has one error."""
+    a mapping, has one error.
+
+    Every question the reading asks of the file system or the interpreter is recorded in
+    `facts` (loadfacts.py): with the bytes, all a compiled workflow depends on."""
     display = display or str(path)
     resolved = Path(path).resolve()
-    ctx = LoadContext(display, project_dir=resolved.parent)
-    root = compose_root(resolved, display)
+    ctx = LoadContext(display, project_dir=resolved.parent,
+                      fs=facts or LoadFacts(resolved.parent))
+    root = compose_root(resolved, display, data)
     top = _top_pairs(ctx, root)
     name = _reported(ctx, _workflow_name, ctx, root, top) or "workflow"
     artifacts = _reported(ctx, _artifacts, ctx, top) or ctx.artifacts
@@ -150,7 +158,7 @@ def _artifacts(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> str:
     node = top["artifacts"][1]
     text = expect(ctx, "artifacts", node, str, "a folder path (a string)")
     ctx.artifacts = rel_path(ctx, "artifacts", node, text)
-    if (ctx.project_dir / ctx.artifacts).is_file():
+    if ctx.fs.is_file(ctx.artifacts):
         raise ctx.error(f"`{text}` is a file, not a folder", node, key="artifacts",
                         hint="name a folder for dd-build's records and data")
     return text
@@ -261,7 +269,8 @@ def _load_stage(
         else:
             broken.add(key)
     _check_requirements(ctx, name_node, own, values, nodes, broken)
-    locations = {"": ctx.loc(name_node)} | {key: ctx.loc(node) for key, node in nodes.items()}
+    locations = Locations(ctx.display, {"": ctx.at(name_node)} |
+                          {key: ctx.at(node) for key, node in nodes.items()})
     fields = {key: value for key, value in values.items() if key not in KINDS}
     stage = Stage(name=name, kind=kind, target=values.get(kind, ""), locations=locations,
                   **fields)

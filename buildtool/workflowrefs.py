@@ -9,7 +9,6 @@ stage's outputs are known.
 from __future__ import annotations
 
 import posixpath
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -20,8 +19,8 @@ from yaml.nodes import Node, SequenceNode
 from .claims import Claim, Claims
 from .codenames import CodeFile, Problem
 from .errors import WorkflowError, suggest
-from .fingerprint import module_file
 from .globreach import is_glob
+from .loadfacts import LoadFacts
 from .model import DATA_SUFFIXES, CallableRef, InputRef, Stage
 from .yamlsource import Source, describe, expect
 
@@ -31,9 +30,11 @@ _T = TypeVar("_T")
 
 @dataclass(kw_only=True)
 class LoadContext(Source):
-    """Per-load state: where errors point, what is known so far."""
+    """Per-load state: where errors point, what is known so far. Every question about the
+    file system or the interpreter goes through `fs`, which records it (loadfacts.py)."""
 
     project_dir: Path
+    fs: LoadFacts
     artifacts: str = "artifacts"
     stage_names: dict[str, None] = field(default_factory=dict)  # ordered, O(1) lookups
     kind: str | None = None
@@ -139,13 +140,23 @@ def parse_callable(ctx: LoadContext, key: str, node: Node) -> str:
 def _code_file(ctx: LoadContext, key: str, node: Node, ref: CallableRef) -> str | None:
     """The project file a callable lives in (None for a module outside the project)."""
     if not ref.is_file:
-        return module_file(ctx.project_dir, ref.module)
+        return _module_file(ctx, ref.module)
     path = rel_path(ctx, key, node, ref.module)
-    if not (ctx.project_dir / path).is_file():
+    if not ctx.fs.is_file(path):
         raise ctx.error(
             f"no file `{ref.module}` for `{key}`", node, key=key, hint=_relative_hint(ctx)
         )
     return path
+
+
+def _module_file(ctx: LoadContext, module: str) -> str | None:
+    """The project file of a dotted module, as `fingerprint.module_file` finds it (a package
+    before a module file of the same name), asked through `ctx.fs`."""
+    base = PurePosixPath(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if ctx.fs.is_file(candidate.as_posix()):
+            return candidate.as_posix()
+    return None
 
 
 def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, path: str
@@ -178,22 +189,16 @@ def _check_function(ctx: LoadContext, key: str, node: Node, ref: CallableRef, pa
 
 def _function_problem(ctx: LoadContext, ref: CallableRef, path: str
                       ) -> tuple[Problem, str] | None:
-    if not ref.is_file and _found_elsewhere(ref.module):
+    if not ref.is_file and ctx.fs.found_elsewhere(ref.module):
         return None
     folder = PurePosixPath(path).parent
     if PurePosixPath(path).name == "__init__.py" and any(
-            (ctx.project_dir / folder / name).exists()
+            ctx.fs.exists((folder / name).as_posix())
             for name in (ref.function, f"{ref.function}.py")):
         return None  # a submodule of the package: an attribute once imported
-    code = ctx.code.setdefault(path, CodeFile(ctx.project_dir / path))
-    return code.problem(ref.function)
-
-
-def _found_elsewhere(module: str) -> bool:
-    """Whether importing `module` finds something before the project's file of that name: a
-    module of the standard library, or one dd-build has imported already."""
-    top = module.split(".")[0]
-    return top in sys.stdlib_module_names or top in sys.modules
+    if path not in ctx.code:
+        ctx.code[path] = CodeFile(ctx.project_dir / path, lambda: ctx.fs.read_bytes(path))
+    return ctx.code[path].problem(ref.function)
 
 
 def parse_paths(ctx: LoadContext, key: str, node: Node) -> tuple[str, ...]:
@@ -263,7 +268,7 @@ def _claim(ctx: LoadContext, key: str, node: Node, path: str, written: str) -> N
     if is_glob(path):
         ctx.claims.globs.append(Claim(path, ctx.stage, node, key))
         return
-    missing = None if (ctx.project_dir / path).exists() else _missing(ctx, key, node, written)
+    missing = None if ctx.fs.exists(path) else _missing(ctx, key, node, written)
     ctx.claims.paths.append(Claim(path, ctx.stage, node, key, missing))
 
 
@@ -283,7 +288,7 @@ def _check_seed_file(ctx: LoadContext, key: str, node: Node, path: str) -> None:
     suffix = PurePosixPath(path).suffix.lower()
     if is_glob(suffix) or not suffix or suffix in DATA_SUFFIXES:
         return
-    if (ctx.project_dir / path).is_dir():
+    if ctx.fs.is_dir(path):
         return
     raise ctx.error(
         f"a seed file must be .parquet, .csv or .jsonl, got `{path}`", node, key=key
@@ -356,5 +361,4 @@ def check_seed_tables(ctx: LoadContext, stages: Iterable[Stage]) -> None:
 
 def _may_be_table(ctx: LoadContext, path: str) -> bool:
     suffix = PurePosixPath(path).suffix.lower()
-    return not suffix or suffix in DATA_SUFFIXES or path in ctx.folders or \
-        (ctx.project_dir / path).is_dir()
+    return not suffix or suffix in DATA_SUFFIXES or path in ctx.folders or ctx.fs.is_dir(path)

@@ -20,7 +20,6 @@ from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import WorkflowError
-from .model import Location
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -57,8 +56,9 @@ class Source:
             self._reported.add(where)
             self.errors.append(error)
 
-    def loc(self, node: Node) -> Location:
-        return Location(self.display, node.start_mark.line + 1, node.start_mark.column + 1)
+    def at(self, node: Node) -> tuple[int, int]:
+        """The 1-based line and column of `node`."""
+        return node.start_mark.line + 1, node.start_mark.column + 1
 
     def error(
         self, message: str, node: Node | None, key: str | None = None, hint: str | None = None
@@ -131,20 +131,24 @@ def _nodes(root: Node) -> Iterator[Node]:
 # ---------------------------------------------------------------- reading and composing
 
 
-def compose_root(path: Path, display: str) -> MappingNode:
-    """The root mapping node of the Workflowfile at `path`; WorkflowError when unreadable."""
-    return _compose(_read(path, display), display)
+def compose_root(path: Path, display: str, raw: bytes | None = None) -> MappingNode:
+    """The root mapping node of the Workflowfile at `path` (or of its bytes `raw`, read
+    already); WorkflowError when unreadable."""
+    return _compose(_decode(_read(path, display) if raw is None else raw, display), display)
 
 
-def _read(path: Path, display: str) -> str:
+def _read(path: Path, display: str) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise WorkflowError(
             "no Workflowfile here", file=display, hint="create one, or name it with -f FILE"
         ) from exc
     except OSError as exc:
         raise WorkflowError(f"cannot read the Workflowfile: {exc}", file=display) from exc
+
+
+def _decode(raw: bytes, display: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
