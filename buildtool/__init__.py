@@ -8,17 +8,18 @@ The Python API (README, "Python API"):
     buildtool.status("my-project")                      # dd-build status
     buildtool.read_output("my-project", "judged")       # a pyarrow.Table
 
-Its names load on first use (`import buildtool` stays fast: no networkx or pyarrow).
+Its names load on first use (`import buildtool` stays fast: no networkx or pyarrow, not
+even `typing`: `dd-build --version` imports this module and nothing else).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .api import build, read_output, status
     from .errors import BuildError, BuildLocked, ResumeRefused, WorkflowError
     from .reasons import Reason
@@ -42,6 +43,8 @@ def __getattr__(name: str) -> Any:  # PEP 562: the API's modules load when first
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'buildtool' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

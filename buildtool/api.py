@@ -26,7 +26,6 @@ runs as edited. The CLI runs its commands through the same functions (`build_wor
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -53,7 +52,7 @@ __all__ = ["BuildError", "BuildLocked", "BuildReport", "ResumeRefused", "StageRe
            "WorkflowError", "WorkflowStatus", "build", "read_output", "status"]
 
 WORKFLOWFILE = "Workflowfile"
-LOG = logging.getLogger("buildtool")
+LOGGER = "buildtool"  # the logger the API reports through (not imported by the CLI: start-up)
 
 Project = str | os.PathLike[str]
 Names = str | Iterable[str]
@@ -81,8 +80,11 @@ def build(project: Project = ".", targets: Names = (), *,
     with project_call(workflow.project_dir, runs_code=not dry_run):
         report = build_workflow(workflow, config, keep_going=bool(keep_going))
     if report.internal is not None:
-        LOG.error("dd-build internal error while running stage '%s' (a bug in dd-build: "
-                  "please report it):\n%s", report.internal.stage, report.internal.traceback)
+        import logging
+
+        logging.getLogger(LOGGER).error(
+            "dd-build internal error while running stage '%s' (a bug in dd-build: please "
+            "report it):\n%s", report.internal.stage, report.internal.traceback)
     return report
 
 
@@ -228,34 +230,40 @@ class LogReporter:
     (`logging.basicConfig(level=logging.INFO)` shows progress), so a build is silent but for
     its failures."""
 
+    def __init__(self) -> None:
+        import logging
+
+        self.log = logging.getLogger(LOGGER)
+        self.levels = logging.DEBUG, logging.INFO, logging.WARNING
+
     def planned(self, decisions: list[Decision]) -> None:
-        if LOG.isEnabledFor(logging.DEBUG):
+        if self.log.isEnabledFor(self.levels[0]):
             from .explain import decision_lines
 
             for line in decision_lines(decisions):
-                LOG.debug("%s", line)
+                self.log.debug("%s", line)
 
     def started(self, decision: Decision) -> None:
         from .explain import decision_head
 
         why = "; ".join(r.message for r in decision.reasons)
-        LOG.info("%s: %s: %s", decision.stage, decision_head(decision), why)
+        self.log.info("%s: %s: %s", decision.stage, decision_head(decision), why)
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
         if total is not None:
-            LOG.debug("%s: batch %d/%d", stage, done, total)
+            self.log.debug("%s: batch %d/%d", stage, done, total)
 
     def note(self, stage: str, text: str) -> None:
-        LOG.warning("%s: %s", stage, text)  # a retry, or what could not be written: say it
+        self.log.warning("%s: %s", stage, text)  # a retry, or what could not be written: say it
 
     def command_started(self, stage: str, command: str) -> Callable[[bytes], None] | None:
-        LOG.info("%s: $ %s", stage, command)
+        self.log.info("%s: $ %s", stage, command)
         return None  # the command's output is in the stage's log.txt
 
     def finished(self, result: StageResult) -> None:
         from .explain import result_line
 
-        level = logging.WARNING if result.result == "failed" else logging.INFO
-        LOG.log(level, "%s", result_line(result))
+        _, info, warn = self.levels
+        self.log.log(warn if result.result == "failed" else info, "%s", result_line(result))
         for warning in result.warnings:
-            LOG.warning("%s: %s", result.stage, warning.message)
+            self.log.warning("%s: %s", result.stage, warning.message)

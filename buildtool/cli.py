@@ -6,9 +6,7 @@ layer: the only modules that print, and nothing imports them but each other."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -90,20 +88,22 @@ class _Command:
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     """A parser per command of _COMMANDS, built from its entry."""
-    common, output = _options(file=True), _options(file=False)
-    parsers: dict[str, argparse.ArgumentParser] = {}
-    for name, command in _COMMANDS.items():
-        parser = _Parser(
-            prog="dd-build" if name == "build" else f"dd-build {name}",
-            usage=_USAGE if name == "build" else None,
-            description=_main_description() if name == "build" else
-            command.description or command.summary[0].upper() + command.summary[1:] + ".",
-            parents=[common if command.loads else output],
-            epilog=_FIND if command.loads else None,
-            formatter_class=argparse.RawDescriptionHelpFormatter)
-        command.arguments(parser)
-        parsers[name] = parser
-    return parsers
+    return {name: _parser(name) for name in _COMMANDS}
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command (each command line builds only its own: start-up)."""
+    command = _COMMANDS[name]
+    parser = _Parser(
+        prog="dd-build" if name == "build" else f"dd-build {name}",
+        usage=_USAGE if name == "build" else None,
+        description=_main_description() if name == "build" else
+        command.description or command.summary[0].upper() + command.summary[1:] + ".",
+        parents=[_options(file=command.loads)],
+        epilog=_FIND if command.loads else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.arguments(parser)
+    return parser
 
 
 def _main_description() -> str:
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # does not reach it) is ended with dd-build, as with SIGTERM.
         signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        args = _parsers()[command].parse_args(rest)
+        args = _parser(command).parse_args(rest)
         out = Console(args)
         if args.directory:
             _chdir(args.directory)
@@ -530,6 +530,8 @@ def _confirmed(shown: list[str], out: Console) -> bool:
 
 
 def cmd_schema(args: argparse.Namespace, out: Console) -> int:
+    import json
+
     from .schema import workflow_json_schema
 
     out.result(json.dumps(workflow_json_schema(), indent=2))
@@ -537,6 +539,8 @@ def cmd_schema(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_init(args: argparse.Namespace, out: Console) -> int:
+    import shlex
+
     from .initproject import write_project
 
     folder = Path(args.folder)
@@ -559,7 +563,7 @@ def cmd_help(args: argparse.Namespace, out: Console) -> int:
     if topic not in _COMMANDS:
         raise UsageError(f"help: no command '{topic}'",
                          hint=suggest(topic, _COMMANDS) or "`dd-build --help` lists the commands")
-    text = _parsers()[topic].format_help().rstrip()
+    text = _parser(topic).format_help().rstrip()
     if args.json:
         out.document({"ok": True, "command": topic, "help": text})
     else:

@@ -14,8 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, TextIO
@@ -105,6 +103,8 @@ class Console:
 
     def internal_error(self, exc: Exception) -> int:
         """A bug outside any stage: one screen, the traceback in a file (and shown with -v)."""
+        import traceback  # an error path: kept out of start-up
+
         restore()
         trace = "".join(traceback.format_exception(exc))
         path = _save_traceback(trace)
@@ -173,6 +173,8 @@ def internal_message(error: str, stage: str | None, where: str | None) -> str:
 
 def _save_traceback(trace: str) -> str | None:
     """A file in the temp folder holding the traceback, or None when none can be written."""
+    import tempfile
+
     try:
         fd, path = tempfile.mkstemp(prefix="dd-build-internal-error-", suffix=".txt")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
