@@ -30,7 +30,8 @@ runs it once per stage; a null build must run nothing. Before timing, the script
 tool that the first build made every stage's output and that the tool itself says there is
 nothing to do (make -q, `doit list --status`, `snakemake -n`, `dvc status`, dd-build --json);
 after timing, that no output was rewritten (mtimes unchanged) and again that nothing is to do.
-A tool that fails a check gets that failure in its column instead of a figure.
+A tool that fails a check gets FAILED in its column instead of a figure, the reason under the
+table, and the script exits 1. --write-only writes the projects and runs no tool (to read them).
 
 --install creates one venv per peer under ~/.cache/dd-build-peers/ (doit, snakemake, dvc) and
 pip-installs the newest version of the tool there (--upgrade: rerun to update). A peer that is
@@ -81,7 +82,7 @@ def make_files(deps: list[list[int]]) -> Files:
     lines = [f"# {len(deps)}-stage layered DAG, written by benchmarks/peers/run.py", "",
              ".PHONY: all", "all: " + " ".join(out(i) for i in range(len(deps))), ""]
     for i, parents in enumerate(deps):
-        lines += [f"{out(i)}: code/stage.sh " + " ".join(out(p) for p in parents),
+        lines += [f"{out(i)}: " + " ".join(["code/stage.sh", *(out(p) for p in parents)]),
                   "\tsh code/stage.sh $@", ""]
     return {"Makefile": "\n".join(lines), "code/stage.sh": STAGE_SCRIPT}
 
@@ -463,6 +464,8 @@ def main() -> int:
     ap.add_argument("--workdir", help="where the projects go (kept; reused while unchanged). "
                                       "Default /dev/shm/dd-build-peers or "
                                       f"{CACHE}/work")
+    ap.add_argument("--write-only", action="store_true",
+                    help="write every tool's project into --workdir and stop: run no tool")
     ap.add_argument("--repo", type=Path, default=null_build.REPO,
                     help="the dd-build checkout to time (default: the one holding this script)")
     args = ap.parse_args()
@@ -475,6 +478,16 @@ def main() -> int:
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     sizes = [int(s) for s in args.stages.split(",") if s.strip()]
+
+    if args.write_only:
+        root = Path(args.workdir or ".").resolve()
+        for n in sizes:
+            for tool in tools:
+                if tool.key not in skip:
+                    materialize(root / f"layered-{n}" / tool.key,
+                                tool.files(null_build.layered_inputs(n)))
+                    print(root / f"layered-{n}" / tool.key)
+        return 0
 
     missing: dict[str, str] = {}
     for tool in tools:
