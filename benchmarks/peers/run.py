@@ -36,10 +36,11 @@ table, and the script exits 1. --write-only writes the projects and runs no tool
 --install creates one venv per peer under ~/.cache/dd-build-peers/ (doit, snakemake, dvc) and
 pip-installs the newest version of the tool there (--upgrade: rerun to update). A peer that is
 not installed gets "not installed: run with --install" in its column; a peer found neither
-there nor on PATH is not run. --skip TOOL leaves a tool out (DVC takes ~10 s per null build
-at 1,000 stages and minutes for its first build). Projects go to --workdir (default
-/dev/shm/dd-build-peers, else ~/.cache/dd-build-peers/work) and are reused while unchanged, so
-only the first run pays the first builds.
+there nor on PATH is not run. --skip TOOL leaves a tool out: DVC's first build of 1,000 stages
+took 36 minutes on a 2-core machine (each stage costs more the more stages there are: at 5,000,
+--skip dvc), and each of its null builds ~10-20 s. Projects go to --workdir (default
+/dev/shm/dd-build-peers, else ~/.cache/dd-build-peers/work; /dev/shm is emptied on reboot) and
+are reused while unchanged, so only the first run pays the first builds.
 
 The machine should be otherwise idle: the load average is printed with the table, and runs go
 round-robin over the tools so that a burst of load elsewhere spreads over every column.
@@ -414,23 +415,24 @@ def table(tools: list[Tool], missing: dict[str, str], versions: dict[str, str],
     header = ["workload", *(titles[k] for k in keys)]
     body: list[list[str]] = []
     for n, cells in results.items():
-        def row(label: str, figure: Callable[[Cell], str], cells: dict[str, Cell] = cells
-                ) -> list[str]:
+        def row(label: str, figure: Callable[[Cell], str], cells: dict[str, Cell] = cells,
+                first: bool = False) -> list[str]:
             line = [label]
             for k in keys:
                 cell = cells.get(k)
                 if k in missing:
-                    line.append(missing[k])
+                    line.append(missing[k] if first else "")
                 elif cell is None:
                     line.append("")
                 elif cell.problem:
-                    line.append("FAILED (see below)")
+                    line.append("FAILED (see below)" if first else "")
                 else:
                     line.append(figure(cell))
             return line
 
         body.append(row(f"null build, {n:,}-stage layered DAG (median of {repeat})",
-                        lambda c: f"{statistics.median(r.seconds for r in c.runs):.3f} s"))
+                        lambda c: f"{statistics.median(r.seconds for r in c.runs):.3f} s",
+                        first=True))
         body.append(row(f"  min – max of {repeat}", lambda c: (
             f"{min(r.seconds for r in c.runs):.3f} – {max(r.seconds for r in c.runs):.3f} s")))
         body.append(row(f"  peak RSS, null build at {n:,} stages", lambda c: (
