@@ -390,7 +390,8 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, default=REPO,
                     help="the dd-build checkout to time (default: the one holding this script)")
     ap.add_argument("--workdir", help="where projects go (kept; reused when unchanged). "
-                                      "Default: a temp dir, removed at the end")
+                                      "Default: a temp dir (in /dev/shm where there is "
+                                      "one), removed at the end")
     args = ap.parse_args()
     args.repo = args.repo.resolve()
     grid_mode = not args.table and any(
