@@ -338,7 +338,7 @@ class Cell:
     """One tool at one size: its first build, its timed null builds, or why there are none."""
 
     problem: str = ""
-    first_s: float | None = None
+    first_build: str = ""
     runs: list[null_build.Measured] = field(default_factory=list)
     outputs: dict[str, int] = field(default_factory=dict)  # out/ file -> mtime_ns
 
@@ -353,15 +353,24 @@ def output_mtimes(project: Path) -> dict[str, int]:
 def prepare(tool: Tool, project: Path, n: int) -> Cell:
     """Write the project, build it once, check that a null build has nothing to do."""
     deps = null_build.layered_inputs(n)
+    # Beside the project, not in it: the first build's time, shown again while it is reused.
+    record = project.with_name(f"{project.name}.first-build")
     if materialize(project, tool.files(deps)):
+        record.write_text("pending\n")
         tool.setup(project)
-    print(f"[{tool.key} N={n}] first build ...", file=sys.stderr, flush=True)
+    before = record.read_text().strip() if record.is_file() else "pending"
+    print(f"[{tool.key} N={n}] " + ("first build" if before == "pending" else
+                                    "build (reused project)") + " ...",
+          file=sys.stderr, flush=True)
     first = null_build.measure(tool.build(), project, env_for(tool))
     if first.returncode != 0:
-        return Cell(problem=f"first build failed (exit {first.returncode})",
-                    first_s=first.seconds)
-    print(f"[{tool.key} N={n}] first build {first.seconds:.1f}s", file=sys.stderr, flush=True)
-    cell = Cell(first_s=first.seconds)
+        return Cell(problem=f"first build failed (exit {first.returncode})")
+    print(f"[{tool.key} N={n}] build {first.seconds:.1f}s", file=sys.stderr, flush=True)
+    if before == "pending":  # built here (the rest of it, if an earlier run was stopped)
+        record.write_text(f"{first.seconds:.1f}\n")
+        cell = Cell(first_build=f"{first.seconds:.1f} s")
+    else:
+        cell = Cell(first_build=f"{before} s (earlier run)")
     if not isinstance(tool, DdBuild):
         cell.outputs = output_mtimes(project)
         if len(cell.outputs) != n:
@@ -437,8 +446,7 @@ def table(tools: list[Tool], missing: dict[str, str], versions: dict[str, str],
             f"{min(r.seconds for r in c.runs):.3f} – {max(r.seconds for r in c.runs):.3f} s")))
         body.append(row(f"  peak RSS, null build at {n:,} stages", lambda c: (
             null_build.format_rss(statistics.median(r.maxrss_mib for r in c.runs)))))
-        body.append(row(f"  first build, {n:,} stages (once)",
-                        lambda c: f"{c.first_s:.1f} s" if c.first_s is not None else ""))
+        body.append(row(f"  first build, {n:,} stages (once)", lambda c: c.first_build))
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(cells: list[str]) -> str:
