@@ -240,9 +240,9 @@ class Doit(Tool):
 
     def nothing_to_do(self, project: Path) -> str | None:
         got = run(self.argv("list", "--status"), project)
-        lines = got.stdout.split("\n")
-        stale = [ln for ln in lines if ln.strip() and not ln.startswith("U ")]
-        if got.returncode != 0 or stale or not any(lines):
+        listed = [ln for ln in got.stdout.split("\n") if ln.strip()]
+        stale = [ln for ln in listed if not ln.startswith("U ")]
+        if got.returncode != 0 or stale or not listed:
             return f"doit list --status: exit {got.returncode}, {stale[:3]} {got.stderr[-300:]}"
         return None
 
