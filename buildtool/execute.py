@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +34,10 @@ from .facts import StageFacts, Upstream, output_view
 from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
-from .lock import running_now
+from .lock import running_now, set_sweep_pending, sweep_pending
 from .model import Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
+from .planindex import PlanIndex
 from .probe import probe
 from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
 from .report import BuildReport, InternalFailure, Interruption, Reporter, Result, StageResult
@@ -45,6 +46,8 @@ from .steps import MAIN
 
 if TYPE_CHECKING:
     from .usertrace import Where
+
+SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Prepared:
     facts: dict[str, StageFacts]
     options: Options
     decisions: list[Decision]
+    # The planning index the records were read through (planindex.py); the build refreshes
+    # and writes it.
+    index: PlanIndex | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,8 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
     scope = scope or scope_of(workflow, config)
     order = scope.order
     upstreams = {n: workflow.stages[n].upstream_stages for n in order}
-    facts = probe(workflow, order)
+    index = PlanIndex.load(workflow.artifacts_root)
+    facts = probe(workflow, order, index)
     live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
     notes = never_built_notes(workflow, [n for n, f in facts.items()
                                          if f.record is None and f.read.problem is None])
@@ -104,7 +111,7 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                       released=frozenset(config.force + config.rerun_from), live=live,
                       notes=notes)
     return Prepared(workflow, order, upstreams, facts, options,
-                    plan(order, facts, upstreams, options))
+                    plan(order, facts, upstreams, options), index)
 
 
 def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
@@ -166,25 +173,38 @@ class _Builder:
                              for d in self.prep.decisions]
             report.internal = self.internal
             report.interrupted = self.interrupted
+            if report.internal or report.interrupted or \
+                    any(s.result == "failed" for s in report.stages):
+                set_sweep_pending(self.wf.artifacts_root, True)  # what a failure may leave
             self._write_summary(report)
+            self._write_index(report)
         return report
 
     def _sweep(self) -> None:
-        """Remove what a killed build left where no stage that runs now would: temp files at
-        the workflow root (of workflow.json) and in stage folders, journals no running record
-        names, override files the record does not list. A stage folder whose record is
-        unreadable is left as found."""
-        root = str(self.wf.artifacts_root)
-        remove_leftovers(root, journals=False)
+        """Remove what a killed build (or a failed one) left where no stage that runs now
+        would: temp files at the workflow root (of workflow.json, the index) and in stage
+        folders, journals no running record names, override files the record does not list.
+        Only after such a build (the lock file tells): a stage that runs is swept before it
+        runs (`_sweep_stage`), and nothing a stage that does not run holds beyond its record's
+        files is ever read."""
+        root = self.wf.artifacts_root
+        if not sweep_pending(root):
+            return
+        remove_leftovers(str(root), journals=False)
         for name in self.prep.order:
-            read = self.prep.facts[name].read
-            if read.problem is not None:
-                continue
-            record = read.record
-            keep = record.journal if record is not None and record.status == "running" else None
-            remove_leftovers(os.path.join(root, name), keep)
-            if record is not None:
-                remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
+            self._sweep_stage(name)
+        set_sweep_pending(root, False)
+
+    def _sweep_stage(self, name: str) -> None:
+        """A stage folder whose record is unreadable is left as found."""
+        read = self.prep.facts[name].read
+        if read.problem is not None:
+            return
+        record = read.record
+        keep = record.journal if record is not None and record.status == "running" else None
+        remove_leftovers(os.path.join(self.wf.artifacts_root, name), keep)
+        if record is not None:
+            remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage
@@ -387,13 +407,48 @@ class _Builder:
                            _shown(log) if log_tail(log, 1) else None, warnings=run.warnings)
 
     def _write_summary(self, report: BuildReport) -> None:
+        """workflow.json: what the last build did. Rewritten only when that differs from what
+        it holds (`finished_at` aside): a null build after a null build writes nothing."""
+        import json
+
+        path = self.wf.artifacts_root / SUMMARY_NAME
+        done = report.to_json()
+        if _summary_of(path) == json.dumps(done, ensure_ascii=False):
+            return
         if not self.wf.artifacts_root.is_dir():
             return
-        summary = {"finished_at": time.time(), **report.to_json()}
         try:
-            atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
+            atomic_write_json(path, {"finished_at": time.time(), **done})
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+
+    def _write_index(self, report: BuildReport) -> None:
+        """Refresh the index entries of the stages whose record this build may have written
+        (every stage but one found up to date with its stats as recorded), then write it
+        if an entry changed."""
+        index = self.prep.index
+        if index is None:
+            return
+        for result in report.stages:
+            if result.result != "up_to_date" or self.prep.facts[result.stage].stats_moved:
+                index.refresh(result.stage, self.wf.stage_dir(result.stage))
+        index.save()
+
+
+def _summary_of(path: Path) -> str | None:
+    """What workflow.json says the last build did, as JSON text without its `finished_at`
+    (text, so that 1, 1.0 and true differ), or None."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            found = json.loads(fh.read())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    found.pop("finished_at", None)
+    return json.dumps(found, ensure_ascii=False)
 
 
 def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:

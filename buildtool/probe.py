@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import WorkflowError
 from .external import ExternalCode, is_external_key
@@ -13,27 +14,52 @@ from .fingerprint import (
     callable_file,
     callback_only_files,
     canonical_spec,
-    check_file,
     code_files,
     digest_file,
     expand_glob,
     spec_fingerprint,
 )
 from .model import Stage, Workflow
-from .records import StageRecord, read_record
+from .records import RecordRead, StageRecord, read_record
+
+if TYPE_CHECKING:
+    from .planindex import PlanIndex
 
 
-def probe(workflow: Workflow, names: list[str]) -> dict[str, StageFacts]:
-    external = ExternalCode(workflow.project_dir)
-    return {name: probe_stage(workflow, workflow.stages[name], external) for name in names}
+def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None
+          ) -> dict[str, StageFacts]:
+    """The facts of each stage in `names`. Records come through `index` when one is given
+    (the same records, read faster: planindex.py), else straight from their files."""
+    where = _Where(workflow, index)
+    return {name: probe_stage(workflow, workflow.stages[name], where.external, where)
+            for name in names}
 
 
-def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> StageFacts:
-    read = read_record(workflow.stage_dir(stage.name))
+class _Where:
+    """What every stage's probe shares: its folders as plain strings, the index, the finder
+    of code outside the project."""
+
+    def __init__(self, workflow: Workflow, index: PlanIndex | None) -> None:
+        self.project = str(workflow.project_dir)
+        self.artifacts = str(workflow.artifacts_root)
+        self.index = index
+        self.external = ExternalCode(workflow.project_dir)
+
+    def read(self, name: str) -> RecordRead:
+        stage_dir = os.path.join(self.artifacts, name)
+        if self.index is not None:
+            return self.index.read(name, stage_dir)
+        return read_record(Path(stage_dir))
+
+
+def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
+                where: _Where | None = None) -> StageFacts:
+    where = where or _Where(workflow, None)
+    read = where.read(stage.name)
     record = read.record
     spec = canonical_spec(stage)
     code_paths = code_files(workflow, stage)
-    code, code_moved = _states(workflow.project_dir, code_paths, record.code if record else {})
+    code, code_moved = _states(where.project, code_paths, record.code if record else {})
     code_missing = sorted(set(code_paths) - set(code))
     if code_missing:
         raise _missing_code(stage, code_missing[0])
@@ -41,10 +67,10 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
     code_moved = code_moved or any(record is not None and k in record.code and
                                    v != record.code[k] for k, v in outside.items())
     code.update(outside)
-    files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
+    files, inputs_moved = _states(where.project, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
-    discovered, imports_moved = _discovered(workflow.project_dir, record, external)
-    outputs = _OutputCheck(workflow)
+    discovered, imports_moved = _discovered(where.project, record, external)
+    outputs = _OutputCheck(where)
     if record is not None:
         outputs.check_record(record)
     return StageFacts(
@@ -90,12 +116,14 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
     return sorted(set(paths))
 
 
-def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
+def _discovered(root: str, record: StageRecord | None, external: ExternalCode
                 ) -> tuple[dict[str, FileState], bool]:
     """The modules its code imported last time, as they are now: project files stats first;
     a module outside the project found again without importing it (its state's path is the
     key it has now: another one when it is, e.g., no longer installed)."""
     found = record.discovered or {} if record else {}
+    if not found:
+        return {}, False
     inside = [rel for rel in found if not is_external_key(rel)]
     states, moved = _states(root, inside, {rel: found[rel].state for rel in inside})
     for key, dep in found.items():
@@ -107,17 +135,25 @@ def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
     return states, moved
 
 
-def _states(root: Path, paths: list[str], known: dict[str, FileState]
+def _states(root: str, paths: list[str], known: dict[str, FileState]
             ) -> tuple[dict[str, FileState], bool]:
-    """Current states of `paths` (missing ones left out) and whether any stats moved."""
+    """Current states of `paths` (missing ones left out) and whether any stats moved. Equal
+    stats keep the known state (and its digest); a file is read only when they differ."""
     states: dict[str, FileState] = {}
     moved = False
+    stat = os.stat
     for rel in paths:
-        state = check_file(root / rel, rel, known.get(rel))
-        if state is None:
+        full = os.path.join(root, rel)
+        try:
+            st = stat(full)
+        except FileNotFoundError:
             continue
-        states[rel] = state
-        moved = moved or (rel in known and state is not known[rel])
+        was = known.get(rel)
+        if was is not None and was.size == st.st_size and was.mtime_ns == st.st_mtime_ns:
+            states[rel] = was
+            continue
+        states[rel] = FileState(rel, st.st_size, st.st_mtime_ns, digest_file(Path(full)))
+        moved = moved or was is not None
     return states, moved
 
 
@@ -126,16 +162,24 @@ class _OutputCheck:
     null build, so it works on plain strings: no Path objects, no per-file allocations
     unless something differs."""
 
-    def __init__(self, workflow: Workflow) -> None:
-        self.artifacts = str(workflow.artifacts_root) + os.sep
-        self.project = str(workflow.project_dir)
+    def __init__(self, where: _Where) -> None:
+        self.artifacts = where.artifacts + os.sep
+        self.project = where.project
         self.damaged: dict[str, str] = {}  # path -> missing | modified
         self.moved: dict[str, FileState] = {}  # same content, new stats
         self.groups: dict[str, str] = {}  # non-batch path -> the output or step kind
 
     def check_record(self, record: StageRecord) -> None:
+        stat = os.stat
+        root = self.artifacts
         for b in record.batches:
-            self._check(self.artifacts + b.file, b.file, b.size, b.mtime_ns, b.digest)
+            try:
+                st = stat(root + b.file)
+            except (FileNotFoundError, NotADirectoryError):
+                self.damaged[b.file] = "missing"
+                continue
+            if st.st_mtime_ns != b.mtime_ns or st.st_size != b.size:
+                self._moved(root + b.file, b.file, st, b.size, b.digest)
         outputs = [record.output] if record.output and record.output.kind != "batches" else []
         for out in outputs + list(record.steps.values()):
             for f in out.files:
@@ -152,6 +196,10 @@ class _OutputCheck:
             return
         if st.st_mtime_ns == mtime_ns and st.st_size == size:
             return
+        self._moved(full, rel, st, size, digest)
+
+    def _moved(self, full: str, rel: str, st: os.stat_result, size: int, digest: str) -> None:
+        """Its stats differ from the recorded ones: modified, or the same content moved."""
         if st.st_size != size:
             self.damaged[rel] = "modified"
             return

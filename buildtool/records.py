@@ -214,15 +214,40 @@ def record_path(stage_dir: Path) -> Path:
     return stage_dir / RECORD_NAME
 
 
+# What a record file was when it was read: (st_dev, st_ino, st_size, st_mtime_ns,
+# st_ctime_ns). A record is replaced by a rename (a new inode), and an edit in place moves its
+# ctime, which no one can set back: an equal identity is the same bytes (planindex.py).
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def read_record(stage_dir: Path) -> RecordRead:
     """Never raises for bad content: an unreadable record means 'never built'."""
+    return read_record_identified(stage_dir)[0]
+
+
+def read_record_identified(stage_dir: Path) -> tuple[RecordRead, FileIdentity | None]:
+    """The record, and the identity of the file it was read from (None when there is none).
+    The identity is taken from the open file before reading it: a record replaced or edited
+    after that has another identity, so a cache keyed by it never pairs old bytes with a new
+    identity."""
     path = record_path(stage_dir)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            identity = file_identity(os.fstat(fh.fileno()))
+            raw = fh.read()
     except FileNotFoundError:
-        return RecordRead()
+        return RecordRead(), None
     except OSError as exc:
-        return RecordRead(problem=("record_unreadable", f"cannot read {RECORD_NAME}: {exc.strerror}"))
+        return RecordRead(problem=("record_unreadable",
+                                   f"cannot read {RECORD_NAME}: {exc.strerror}")), None
+    return _parse_record(stage_dir, raw), identity
+
+
+def _parse_record(stage_dir: Path, raw: bytes) -> RecordRead:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -302,3 +327,59 @@ def remove_leftovers(folder: str, keep_journal: str | None = None, journals: boo
     for path in stale:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+# ---------------------------------------------------------------- the plain form (planindex.py)
+# A record as nested tuples, dicts, lists and scalars only (what `marshal` stores), made back
+# into the very record it came from: `record_from_plain(record_plain(r)) == r`. Batches stay
+# plain tuples in the form (a BatchEntry is a tuple), so reading 100 of them costs no call.
+
+def record_plain(r: StageRecord) -> tuple[Any, ...]:
+    return (r.stage, r.status, r.kind, r.spec, r.spec_fingerprint, _states_plain(r.code),
+            _states_plain(r.file_inputs), r.stage_inputs, r.run_id,
+            tuple(tuple(b) for b in r.batches), r.batches_total, r.num_records,
+            None if r.output is None else _output_plain(r.output),
+            {k: _output_plain(v) for k, v in r.steps.items()}, r.started_at, r.finished_at,
+            r.batches_run, r.error, r.journal, r.format, r.extra,
+            None if r.discovered is None else
+            {k: (_state_plain(d.state), d.by, d.module) for k, d in r.discovered.items()})
+
+
+def record_from_plain(t: tuple[Any, ...]) -> StageRecord:
+    """The record `record_plain` was made from. A form of another shape raises TypeError,
+    ValueError, IndexError or KeyError (the caller reads the record file instead)."""
+    (stage, status, kind, spec, fingerprint, code, files, stages, run_id, batches, total,
+     num_records, output, steps, started, finished, run, error, journal, fmt, extra,
+     discovered) = t
+    new = tuple.__new__
+    return StageRecord(
+        stage=stage, status=_status(status), kind=kind, spec=spec, spec_fingerprint=fingerprint,
+        code=_states_from(code), file_inputs=_states_from(files), stage_inputs=stages,
+        run_id=run_id, batches=tuple([new(BatchEntry, b) for b in batches]),
+        batches_total=total, num_records=num_records,
+        output=None if output is None else _output_from(output),
+        steps={k: _output_from(v) for k, v in steps.items()}, started_at=started,
+        finished_at=finished, batches_run=run, error=error, journal=journal, format=fmt,
+        extra=extra, discovered=None if discovered is None else
+        {k: Discovered(FileState(*s), by, module) for k, (s, by, module) in discovered.items()})
+
+
+def _state_plain(f: FileState) -> tuple[str, int, int, str]:
+    return (f.path, f.size, f.mtime_ns, f.digest)
+
+
+def _states_plain(states: dict[str, FileState]) -> dict[str, tuple[str, int, int, str]]:
+    return {k: _state_plain(v) for k, v in states.items()}
+
+
+def _states_from(plain: dict[str, tuple[str, int, int, str]]) -> dict[str, FileState]:
+    return {k: FileState(*v) for k, v in plain.items()}
+
+
+def _output_plain(o: Output) -> tuple[Any, ...]:
+    return (o.kind, o.rows, o.digest, tuple(_state_plain(f) for f in o.files), o.key)
+
+
+def _output_from(t: tuple[Any, ...]) -> Output:
+    kind, rows, digest, files, key = t
+    return Output(kind, rows, digest, tuple(FileState(*f) for f in files), key)

@@ -1,0 +1,144 @@
+"""The planning index: every stage record the planner reads, in one file, read in one go.
+
+`<artifacts>/<workflow>/.plan-index` holds, per stage, the record as `records.record_plain`
+gives it and the identity (device, inode, size, mtime, ctime) of the `stage.json` it was read
+from. A build stats each record file: an equal identity uses the entry, any other (or a
+missing entry) reads the record as always and refreshes the entry. The records stay the
+source of truth; this is a cache of reading them, so:
+
+- it is keyed by its own format, dd-build's version, the record format, the Python that
+  wrote it (marshal's format) and the source files that define the plain form: another key
+  is another index, ignored and rebuilt;
+- a missing, torn or garbled file (its checksum, its shape) is an empty index, never an
+  error the user sees;
+- it is written atomically, only by a build (under the lock), and only when an entry changed;
+- a `running` record is never taken from it: its journal grows beside it.
+
+Every file a record lists is still stat'ed on every build (probe.py): the index saves the
+reading and parsing of the records, not a single check.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .records import (
+    RECORD_NAME,
+    FileIdentity,
+    RecordRead,
+    file_identity,
+    read_record_identified,
+    record_from_plain,
+    record_plain,
+)
+
+INDEX_NAME = ".plan-index"  # a stage name starts with a letter or digit: never this
+INDEX_FORMAT = 1
+_MAGIC = "dd-build plan index"
+_Entry = tuple[FileIdentity, tuple[Any, ...]]
+
+
+def _key() -> tuple[Any, ...]:
+    """What the index depends on besides the records: another key, another index. The
+    stats of the modules that define the plain form cover a dd-build changed in place (an
+    editable install) without a new version."""
+    from . import records
+
+    sources: list[tuple[int, int] | None] = []
+    for module_file in (records.__file__, __file__):
+        try:
+            st = os.stat(module_file)
+            sources.append((st.st_size, st.st_mtime_ns))
+        except (OSError, TypeError):
+            sources.append(None)
+    return (INDEX_FORMAT, __version__, records.FORMAT_VERSION, marshal.version,
+            sys.implementation.cache_tag, tuple(sources))
+
+
+class PlanIndex:
+    """The index of one workflow's records, as loaded, with the entries this process read
+    or refreshed. Never raises for what it finds on disk."""
+
+    def __init__(self, root: Path, entries: dict[str, _Entry] | None = None) -> None:
+        self.root = root
+        self.path = root / INDEX_NAME
+        self.entries: dict[str, _Entry] = entries or {}
+        self.changed = entries is None  # an index that was missing or unusable is written
+        self.used = 0  # records taken from the index (for tests and benchmarks)
+
+    @classmethod
+    def load(cls, root: Path) -> PlanIndex:
+        try:
+            data = (root / INDEX_NAME).read_bytes()
+        except OSError:
+            return cls(root)
+        return cls(root, _decode(data))
+
+    def read(self, name: str, stage_dir: str | Path) -> RecordRead:
+        """The stage's record: the entry when the record file is the one it was made from,
+        else the file read (and the entry refreshed)."""
+        entry = self.entries.get(name)
+        if entry is not None:
+            try:
+                identity: FileIdentity | None = file_identity(
+                    os.stat(os.path.join(stage_dir, RECORD_NAME)))
+            except OSError:
+                identity = None
+            try:
+                if identity == entry[0]:
+                    record = record_from_plain(entry[1])
+                    self.used += 1
+                    return RecordRead(record=record)
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+                pass  # an entry of another shape: the file is read below
+        return self.refresh(name, stage_dir)
+
+    def refresh(self, name: str, stage_dir: str | Path) -> RecordRead:
+        """Read the record file and make its entry (none for a missing, unreadable or
+        `running` record)."""
+        read, identity = read_record_identified(Path(stage_dir))
+        record = read.record
+        if record is not None and record.status != "running" and identity is not None:
+            entry = (identity, record_plain(record))
+            if self.entries.get(name) != entry:
+                self.entries[name] = entry
+                self.changed = True
+        elif self.entries.pop(name, None) is not None:
+            self.changed = True
+        return read
+
+    def save(self) -> None:
+        """Write the index when an entry changed: atomically, and best effort (a read-only
+        folder or a full disk costs the next build its speed, nothing else)."""
+        if not self.changed or not self.root.is_dir():
+            return
+        from .fsutil import atomic_write_bytes
+
+        payload = marshal.dumps(self.entries)
+        data = marshal.dumps((_MAGIC, _key(), zlib.crc32(payload), payload))
+        try:
+            atomic_write_bytes(self.path, data)
+        except OSError:
+            return
+        self.changed = False
+
+
+def _decode(data: bytes) -> dict[str, _Entry] | None:
+    """The entries of an index file, or None when it is torn, garbled or of another key."""
+    try:
+        magic, key, crc, payload = marshal.loads(data)
+        if magic != _MAGIC or key != _key() or not isinstance(payload, bytes) or \
+                zlib.crc32(payload) != crc:
+            return None
+        entries = marshal.loads(payload)
+    except (ValueError, TypeError, EOFError):
+        return None
+    if not isinstance(entries, dict):
+        return None
+    return entries
