@@ -39,7 +39,15 @@ from .model import Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
 from .planindex import PlanIndex
 from .probe import probe
-from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
+from .records import (
+    DoneStatus,
+    FileIdentity,
+    Output,
+    StageRecord,
+    file_identity,
+    remove_leftovers,
+    write_record,
+)
 from .report import BuildReport, InternalFailure, Interruption, Reporter, Result, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
@@ -244,6 +252,7 @@ class _Builder:
             return StageResult(record.stage, planned, result, rows,
                                record.batches_total, 0, None, time.monotonic() - started)
         try:
+            self._sweep_stage(record.stage)  # temp files of its copies, unlisted overrides
             record = refresh_exports(self.wf, record, facts.spec)
         except (CannotExport, StateError, OSError) as exc:
             message = exc.message if isinstance(exc, BuildError) else f"cannot write it: {exc}"
@@ -261,6 +270,7 @@ class _Builder:
         record = facts.record
         assert record is not None
         if facts.stats_moved:
+            self._sweep_stage(record.stage)
             record = _touch_up(record, facts)
             write_record(self.wf.stage_dir(record.stage), record)
         self._done(record)
@@ -276,6 +286,7 @@ class _Builder:
         if record is None or record.status != "skipped_empty_upstream" or \
                 record.spec_fingerprint != facts.fingerprint or record.stage_inputs != consumed:
             stage = self.wf.stages[name]
+            self._sweep_stage(name)
             run = StageRun(self.wf, stage, facts, consumed, ())
             run.begin(None, None)  # clears its batches and boundary steps' files
             for out in stage.outputs:  # run outputs, export copies: none may look current
@@ -293,6 +304,7 @@ class _Builder:
         from .kinds.loader import track_code
 
         stage = self.wf.stages[decision.stage]
+        self._sweep_stage(stage.name)
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
         keep = decision.keep if decision.action == "resume" else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
@@ -411,9 +423,13 @@ class _Builder:
         it holds (`finished_at` aside): a null build after a null build writes nothing."""
         import json
 
+        from .fingerprint import digest_bytes
+
         path = self.wf.artifacts_root / SUMMARY_NAME
         done = report.to_json()
-        if _summary_of(path) == json.dumps(done, ensure_ascii=False):
+        digest = digest_bytes(json.dumps(done, ensure_ascii=False).encode("utf-8"))
+        index = self.prep.index
+        if index is not None and index.summary_is(_identity(path), digest):
             return
         if not self.wf.artifacts_root.is_dir():
             return
@@ -421,6 +437,9 @@ class _Builder:
             atomic_write_json(path, {"finished_at": time.time(), **done})
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+            return
+        if index is not None:
+            index.summary_written(_identity(path), digest)
 
     def _write_index(self, report: BuildReport) -> None:
         """Refresh the index entries of the stages whose record this build may have written
@@ -435,20 +454,11 @@ class _Builder:
         index.save()
 
 
-def _summary_of(path: Path) -> str | None:
-    """What workflow.json says the last build did, as JSON text without its `finished_at`
-    (text, so that 1, 1.0 and true differ), or None."""
-    import json
-
+def _identity(path: Path) -> FileIdentity | None:
     try:
-        with open(path, "rb") as fh:
-            found = json.loads(fh.read())
-    except (OSError, ValueError, RecursionError):
+        return file_identity(os.stat(path))
+    except OSError:
         return None
-    if not isinstance(found, dict):
-        return None
-    found.pop("finished_at", None)
-    return json.dumps(found, ensure_ascii=False)
 
 
 def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:

@@ -65,11 +65,15 @@ class PlanIndex:
     """The index of one workflow's records, as loaded, with the entries this process read
     or refreshed. Never raises for what it finds on disk."""
 
-    def __init__(self, root: Path, entries: dict[str, _Entry] | None = None) -> None:
+    def __init__(self, root: Path, content: dict[str, Any] | None = None) -> None:
         self.root = root
         self.path = root / INDEX_NAME
-        self.entries: dict[str, _Entry] = entries or {}
-        self.changed = entries is None  # an index that was missing or unusable is written
+        content = content or {}
+        self.entries: dict[str, _Entry] = content.get("stages", {})
+        # workflow.json as the last build wrote it: (its identity, the digest of its text
+        # without `finished_at`), so an unchanged summary is neither read nor written.
+        self.summary: tuple[FileIdentity, str] | None = content.get("summary")
+        self.changed = not content  # an index that was missing or unusable is written
         self.used = 0  # records taken from the index (for tests and benchmarks)
 
     @classmethod
@@ -113,6 +117,16 @@ class PlanIndex:
             self.changed = True
         return read
 
+    def summary_is(self, identity: FileIdentity | None, digest: str) -> bool:
+        """Whether workflow.json is the file the index last saw written with `digest`."""
+        return identity is not None and self.summary == (identity, digest)
+
+    def summary_written(self, identity: FileIdentity | None, digest: str) -> None:
+        new = None if identity is None else (identity, digest)
+        if new != self.summary:
+            self.summary = new
+            self.changed = True
+
     def save(self) -> None:
         """Write the index when an entry changed: atomically, and best effort (a read-only
         folder or a full disk costs the next build its speed, nothing else)."""
@@ -120,7 +134,7 @@ class PlanIndex:
             return
         from .fsutil import atomic_write_bytes
 
-        payload = marshal.dumps(self.entries)
+        payload = marshal.dumps({"stages": self.entries, "summary": self.summary})
         data = marshal.dumps((_MAGIC, _key(), zlib.crc32(payload), payload))
         try:
             atomic_write_bytes(self.path, data)
@@ -129,16 +143,16 @@ class PlanIndex:
         self.changed = False
 
 
-def _decode(data: bytes) -> dict[str, _Entry] | None:
-    """The entries of an index file, or None when it is torn, garbled or of another key."""
+def _decode(data: bytes) -> dict[str, Any] | None:
+    """What an index file holds, or None when it is torn, garbled or of another key."""
     try:
         magic, key, crc, payload = marshal.loads(data)
         if magic != _MAGIC or key != _key() or not isinstance(payload, bytes) or \
                 zlib.crc32(payload) != crc:
             return None
-        entries = marshal.loads(payload)
+        content = marshal.loads(payload)
     except (ValueError, TypeError, EOFError):
         return None
-    if not isinstance(entries, dict):
+    if not isinstance(content, dict) or not isinstance(content.get("stages"), dict):
         return None
-    return entries
+    return content

@@ -20,7 +20,7 @@ from .fingerprint import (
     spec_fingerprint,
 )
 from .model import Stage, Workflow
-from .records import RecordRead, StageRecord, read_record
+from .records import RecordRead, StageRecord, batch_stats, read_record
 
 if TYPE_CHECKING:
     from .planindex import PlanIndex
@@ -31,8 +31,10 @@ def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None
     """The facts of each stage in `names`. Records come through `index` when one is given
     (the same records, read faster: planindex.py), else straight from their files."""
     where = _Where(workflow, index)
-    return {name: probe_stage(workflow, workflow.stages[name], where.external, where)
-            for name in names}
+    reads = [where.read(name) for name in names]
+    batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads])
+    return {name: probe_stage(workflow, workflow.stages[name], where.external, where, read, seen)
+            for name, read, seen in zip(names, reads, batches, strict=True)}
 
 
 class _Where:
@@ -53,9 +55,12 @@ class _Where:
 
 
 def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
-                where: _Where | None = None) -> StageFacts:
+                where: _Where | None = None, read: RecordRead | None = None,
+                batches: _BatchStats | None = None) -> StageFacts:
+    """One stage's facts; `read` and `batches` when the caller read its record and stat'ed
+    its batch files already."""
     where = where or _Where(workflow, None)
-    read = where.read(stage.name)
+    read = read or where.read(stage.name)
     record = read.record
     spec = canonical_spec(stage)
     code_paths = code_files(workflow, stage)
@@ -72,7 +77,9 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
     discovered, imports_moved = _discovered(where.project, record, external)
     outputs = _OutputCheck(where)
     if record is not None:
-        outputs.check_record(record)
+        if batches is None:
+            batches = _stat_batches(where.artifacts + os.sep, [record])[0]
+        outputs.check_record(record, batches)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
         code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
@@ -82,6 +89,62 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         callback_file=callable_file(workflow, stage.on_success),
         stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
+
+
+# A record's batch files whose stats differ from the recorded ones, in batch order, with
+# their stats now (None: missing).
+_BatchStats = list[tuple[str, os.stat_result | None]]
+# From this many batch files on, they are stat'ed by a few threads: a stat waits on the
+# kernel without the GIL, so two threads overlap one's syscall with the other's Python.
+_THREADED_FROM = 4096
+_THREADS = 4
+
+
+def _stat_batches(root: str, records: list[StageRecord | None]) -> list[_BatchStats]:
+    """Stat every batch file of every record: each one, on every build (an in-place edit of
+    any of them is always seen). Only the stats: digests are the caller's, where they moved."""
+    total = sum(len(r.batches) for r in records if r is not None)
+    threads = min(_THREADS, os.cpu_count() or 1)
+    if total < _THREADED_FROM or threads < 2:
+        return [_stat_record(root, r) for r in records]
+    import threading
+
+    found: list[_BatchStats | None] = [None] * len(records)
+    failed: list[BaseException] = []
+    step = -(-len(records) // threads)
+
+    def work(start: int) -> None:
+        try:
+            for i in range(start, min(start + step, len(records))):
+                found[i] = _stat_record(root, records[i])
+        except BaseException as exc:  # raised again in the caller's thread, below
+            failed.append(exc)
+
+    workers = [threading.Thread(target=work, args=(start,), daemon=True)
+               for start in range(0, len(records), step)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if failed:
+        raise failed[0]
+    return [f if f is not None else [] for f in found]
+
+
+def _stat_record(root: str, record: StageRecord | None) -> _BatchStats:
+    moved: _BatchStats = []
+    if record is None:
+        return moved
+    stat = os.stat
+    for file, size, mtime_ns in batch_stats(record.batches):
+        try:
+            st = stat(root + file)
+        except (FileNotFoundError, NotADirectoryError):
+            moved.append((file, None))
+            continue
+        if st.st_mtime_ns != mtime_ns or st.st_size != size:
+            moved.append((file, st))
+    return moved
 
 
 def _old_callback_file(workflow: Workflow, record: StageRecord | None, code_paths: list[str]
@@ -169,17 +232,13 @@ class _OutputCheck:
         self.moved: dict[str, FileState] = {}  # same content, new stats
         self.groups: dict[str, str] = {}  # non-batch path -> the output or step kind
 
-    def check_record(self, record: StageRecord) -> None:
-        stat = os.stat
-        root = self.artifacts
-        for b in record.batches:
-            try:
-                st = stat(root + b.file)
-            except (FileNotFoundError, NotADirectoryError):
-                self.damaged[b.file] = "missing"
-                continue
-            if st.st_mtime_ns != b.mtime_ns or st.st_size != b.size:
-                self._moved(root + b.file, b.file, st, b.size, b.digest)
+    def check_record(self, record: StageRecord, batches: _BatchStats) -> None:
+        recorded = {b.file: (b.size, b.digest) for b in record.batches} if batches else {}
+        for file, st in batches:  # with the digests they were recorded with
+            if st is None:
+                self.damaged[file] = "missing"
+            else:
+                self._moved(self.artifacts + file, file, st, *recorded[file])
         outputs = [record.output] if record.output and record.output.kind != "batches" else []
         for out in outputs + list(record.steps.values()):
             for f in out.files:

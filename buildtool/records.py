@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, overload
 
-from .fingerprint import FORMAT_VERSION, FileState
+from .fingerprint import FORMAT_VERSION, FileState, digest_strings
 from .fsutil import append_line_durably, atomic_write_json
 
 if TYPE_CHECKING:
@@ -111,7 +113,7 @@ class StageRecord:
     file_inputs: dict[str, FileState]  # project-relative path -> state as consumed
     stage_inputs: dict[str, str]  # upstream stage name -> its output digest as consumed
     run_id: str
-    batches: tuple[BatchEntry, ...] = ()
+    batches: Sequence[BatchEntry] = ()  # a tuple, or PlainBatches from the planning index
     batches_total: int | None = None
     num_records: int | None = None
     output: Output | None = None
@@ -330,14 +332,94 @@ def remove_leftovers(folder: str, keep_journal: str | None = None, journals: boo
 
 
 # ---------------------------------------------------------------- the plain form (planindex.py)
-# A record as nested tuples, dicts, lists and scalars only (what `marshal` stores), made back
-# into the very record it came from: `record_from_plain(record_plain(r)) == r`. Batches stay
-# plain tuples in the form (a BatchEntry is a tuple), so reading 100 of them costs no call.
+# A record as nested tuples, dicts, lists, scalars and bytes only (what `marshal` stores),
+# made back into a record equal to the one it came from. Its batches stay plain (PlainBatches)
+# until something other than the stat check looks at them.
+
+class PlainBatches(Sequence[BatchEntry]):
+    """A record's batches as the planning index holds them: the columns every null build
+    stats (files, sizes, mtimes) and the rest (indices, rows, digests) still marshalled,
+    with the digest of all their digests. A BatchEntry is made only when one is looked at."""
+
+    __slots__ = ("_entries", "digest", "files", "mtimes", "rest", "sizes")
+
+    def __init__(self, files: tuple[str, ...], sizes: tuple[int, ...],
+                 mtimes: tuple[int, ...], rest: bytes, digest: str) -> None:
+        if not len(files) == len(sizes) == len(mtimes):
+            raise ValueError("batch columns of different lengths")
+        self.files, self.sizes, self.mtimes, self.rest, self.digest = \
+            files, sizes, mtimes, rest, digest
+        self._entries: tuple[BatchEntry, ...] | None = None
+
+    @classmethod
+    def of(cls, batches: Sequence[BatchEntry]) -> PlainBatches:
+        if isinstance(batches, PlainBatches):
+            return batches
+        return cls(tuple(b.file for b in batches), tuple(b.size for b in batches),
+                   tuple(b.mtime_ns for b in batches),
+                   marshal.dumps((tuple(b.index for b in batches),
+                                  tuple(b.rows for b in batches),
+                                  tuple(b.digest for b in batches))),
+                   digest_strings([b.digest for b in batches]))
+
+    def plain(self) -> tuple[Any, ...]:
+        return (self.files, self.sizes, self.mtimes, self.rest, self.digest)
+
+    def entries(self) -> tuple[BatchEntry, ...]:
+        if self._entries is None:
+            indices, rows, digests = marshal.loads(self.rest)
+            if not len(indices) == len(rows) == len(digests) == len(self.files):
+                raise ValueError("batch columns of different lengths")
+            self._entries = tuple(map(BatchEntry, indices, self.files, rows, self.sizes,
+                                      self.mtimes, digests))
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @overload
+    def __getitem__(self, i: int) -> BatchEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[BatchEntry, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> BatchEntry | tuple[BatchEntry, ...]:
+        return self.entries()[i]
+
+    def __iter__(self) -> Iterator[BatchEntry]:
+        return iter(self.entries())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlainBatches):
+            return self.plain() == other.plain()
+        if isinstance(other, Sequence):
+            return self.entries() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlainBatches({self.entries()!r})"
+
+
+def batch_stats(batches: Sequence[BatchEntry]) -> Iterable[tuple[str, int, int]]:
+    """(file, size, mtime_ns) of each batch, without making a BatchEntry of a plain one."""
+    if isinstance(batches, PlainBatches):
+        return zip(batches.files, batches.sizes, batches.mtimes, strict=True)
+    return [(b.file, b.size, b.mtime_ns) for b in batches]
+
+
+def batches_digest(batches: Sequence[BatchEntry]) -> str:
+    """The digest of the batches' digests, in order (what a batches output's digest is)."""
+    if isinstance(batches, PlainBatches):
+        return batches.digest
+    return digest_strings([b.digest for b in batches])
+
 
 def record_plain(r: StageRecord) -> tuple[Any, ...]:
     return (r.stage, r.status, r.kind, r.spec, r.spec_fingerprint, _states_plain(r.code),
             _states_plain(r.file_inputs), r.stage_inputs, r.run_id,
-            tuple(tuple(b) for b in r.batches), r.batches_total, r.num_records,
+            PlainBatches.of(r.batches).plain(), r.batches_total, r.num_records,
             None if r.output is None else _output_plain(r.output),
             {k: _output_plain(v) for k, v in r.steps.items()}, r.started_at, r.finished_at,
             r.batches_run, r.error, r.journal, r.format, r.extra,
@@ -351,11 +433,10 @@ def record_from_plain(t: tuple[Any, ...]) -> StageRecord:
     (stage, status, kind, spec, fingerprint, code, files, stages, run_id, batches, total,
      num_records, output, steps, started, finished, run, error, journal, fmt, extra,
      discovered) = t
-    new = tuple.__new__
     return StageRecord(
         stage=stage, status=_status(status), kind=kind, spec=spec, spec_fingerprint=fingerprint,
         code=_states_from(code), file_inputs=_states_from(files), stage_inputs=stages,
-        run_id=run_id, batches=tuple([new(BatchEntry, b) for b in batches]),
+        run_id=run_id, batches=PlainBatches(*batches),
         batches_total=total, num_records=num_records,
         output=None if output is None else _output_from(output),
         steps={k: _output_from(v) for k, v in steps.items()}, started_at=started,
