@@ -58,7 +58,7 @@ def _key() -> tuple[Any, ...]:
         except (OSError, TypeError):
             sources.append(None)
     return (INDEX_FORMAT, __version__, records.FORMAT_VERSION, marshal.version,
-            sys.implementation.cache_tag, tuple(sources))
+            sys.implementation.cache_tag, sys.byteorder, tuple(sources))
 
 
 class PlanIndex:
@@ -108,8 +108,13 @@ class PlanIndex:
         `running` record)."""
         read, identity = read_record_identified(Path(stage_dir))
         record = read.record
+        entry = None
         if record is not None and record.status != "running" and identity is not None:
-            entry = (identity, record_plain(record))
+            try:
+                entry = (identity, record_plain(record))
+            except OverflowError:  # a stat beyond 64 bits: read from its file every time
+                entry = None
+        if entry is not None:
             if self.entries.get(name) != entry:
                 self.entries[name] = entry
                 self.changed = True

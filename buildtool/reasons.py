@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from .errors import without_stage
 from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
-from .fingerprint import FileState
+from .fingerprint import FileState, spec_fingerprint
 from .jsonvalues import same_value, type_change, yaml_text
 from .records import RESUMABLE_STATUSES, Discovered, Output, StageRecord, batches_digest
 from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
@@ -72,6 +72,10 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
 
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    if record.spec_fingerprint == facts.fingerprint and \
+            spec_fingerprint(record.spec) == facts.fingerprint:
+        return  # the same canonical JSON text as the spec now: no key differs (the types
+        # of values too: 1, 1.0 and true are spelt apart), so the key by key diff is skipped
     found = False
     for key, before, after in diff_values(record.spec, facts.spec):
         found = True

@@ -10,6 +10,7 @@ import contextlib
 import json
 import marshal
 import os
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -338,32 +339,35 @@ def remove_leftovers(folder: str, keep_journal: str | None = None, journals: boo
 
 class PlainBatches(Sequence[BatchEntry]):
     """A record's batches as the planning index holds them: the columns every null build
-    stats (files, sizes, mtimes) and the rest (indices, rows, digests) still marshalled,
-    with the digest of all their digests. A BatchEntry is made only when one is looked at."""
+    stats (files; sizes and mtimes as int64 arrays, which load without making an int each)
+    and the rest (indices, rows, digests) still marshalled, with the digest of all their
+    digests. A BatchEntry is made only when one is looked at."""
 
     __slots__ = ("_entries", "digest", "files", "mtimes", "rest", "sizes")
 
-    def __init__(self, files: tuple[str, ...], sizes: tuple[int, ...],
-                 mtimes: tuple[int, ...], rest: bytes, digest: str) -> None:
-        if not len(files) == len(sizes) == len(mtimes):
+    def __init__(self, files: tuple[str, ...], sizes: bytes, mtimes: bytes, rest: bytes,
+                 digest: str) -> None:
+        self.files, self.rest, self.digest = files, rest, digest
+        self.sizes, self.mtimes = array("q", sizes), array("q", mtimes)
+        if not len(files) == len(self.sizes) == len(self.mtimes):
             raise ValueError("batch columns of different lengths")
-        self.files, self.sizes, self.mtimes, self.rest, self.digest = \
-            files, sizes, mtimes, rest, digest
         self._entries: tuple[BatchEntry, ...] | None = None
 
     @classmethod
     def of(cls, batches: Sequence[BatchEntry]) -> PlainBatches:
+        """OverflowError for a size or mtime beyond 64 bits (such a record is not indexed)."""
         if isinstance(batches, PlainBatches):
             return batches
-        return cls(tuple(b.file for b in batches), tuple(b.size for b in batches),
-                   tuple(b.mtime_ns for b in batches),
+        return cls(tuple(b.file for b in batches),
+                   array("q", [b.size for b in batches]).tobytes(),
+                   array("q", [b.mtime_ns for b in batches]).tobytes(),
                    marshal.dumps((tuple(b.index for b in batches),
                                   tuple(b.rows for b in batches),
                                   tuple(b.digest for b in batches))),
                    digest_strings([b.digest for b in batches]))
 
     def plain(self) -> tuple[Any, ...]:
-        return (self.files, self.sizes, self.mtimes, self.rest, self.digest)
+        return (self.files, self.sizes.tobytes(), self.mtimes.tobytes(), self.rest, self.digest)
 
     def entries(self) -> tuple[BatchEntry, ...]:
         if self._entries is None:
