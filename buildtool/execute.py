@@ -218,7 +218,8 @@ class _Builder:
         remove_leftovers(str(root), journals=False)
         for name in self.prep.order:
             self._sweep_stage(name)
-        set_sweep_pending(root, False)
+        if len(self.prep.order) == len(self.wf.stages):  # else a later build sweeps the rest
+            set_sweep_pending(root, False)
 
     def _sweep_stage(self, name: str) -> None:
         """A stage folder whose record is unreadable is left as found."""

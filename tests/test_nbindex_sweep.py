@@ -105,3 +105,16 @@ def test_an_unlisted_override_file_is_never_read(project: Project) -> None:
     stray.write_bytes(b"PAR1 not a table")
     assert project.run("-n", "--json").json() == before
     assert project.run("show", "b", "--json").json() == shown
+
+
+def test_a_build_of_some_targets_after_a_kill_leaves_the_sweep_of_the_rest_pending(
+        project: Project) -> None:
+    assert project.run().code == 0
+    planted = plant(project, "c")
+    (project.artifacts / ".lock").write_text("999999\n1.0\n")  # a killed holder's
+    assert project.run("b").code == 0  # c is not in this build
+    assert all(p.exists() for p in planted)
+    assert lock_lines(project)[2:] == []  # still untidy: c's folder was not swept
+    assert project.run().code == 0
+    assert not any(p.exists() for p in planted)
+    assert lock_lines(project)[2:] == ["tidy"]
