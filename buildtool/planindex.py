@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, records
 from .records import (
     RECORD_NAME,
     FileIdentity,
@@ -38,7 +38,7 @@ from .records import (
     record_plain,
 )
 
-INDEX_NAME = ".plan-index"  # a stage name starts with a letter or digit: never this
+INDEX_NAME = ".plan-index"  # one of model.ARTIFACT_FILES: no stage folder is called this
 INDEX_FORMAT = 1
 _MAGIC = "dd-build plan index"
 _Entry = tuple[FileIdentity, tuple[Any, ...]]
@@ -48,8 +48,6 @@ def _key() -> tuple[Any, ...]:
     """What the index depends on besides the records: another key, another index. The
     stats of the modules that define the plain form cover a dd-build changed in place (an
     editable install) without a new version."""
-    from . import records
-
     sources: list[tuple[int, int] | None] = []
     for module_file in (records.__file__, __file__):
         try:
