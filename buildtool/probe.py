@@ -96,7 +96,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
 _BatchStats = list[tuple[str, os.stat_result | None]]
 # From this many batch files on, they are stat'ed by a few threads: a stat waits on the
 # kernel without the GIL, so two threads overlap one's syscall with the other's Python.
-_THREADED_FROM = 4096
+_THREADED_FROM = 16384
 _THREADS = 4
 
 
