@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, records
+from .fingerprint import spec_fingerprint
 from .records import (
     RECORD_NAME,
     FileIdentity,
@@ -39,9 +40,11 @@ from .records import (
 )
 
 INDEX_NAME = ".plan-index"  # one of model.ARTIFACT_FILES: no stage folder is called this
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 _MAGIC = "dd-build plan index"
-_Entry = tuple[FileIdentity, tuple[Any, ...]]
+# (the record file's identity, the record's plain form, whether its spec hashes to its
+# spec_fingerprint)
+_Entry = tuple[FileIdentity, tuple[Any, ...], bool]
 
 
 def _key() -> tuple[Any, ...]:
@@ -96,7 +99,7 @@ class PlanIndex:
                 if identity == entry[0]:
                     record = record_from_plain(entry[1])
                     self.used += 1
-                    return RecordRead(record=record)
+                    return RecordRead(record=record, spec_checked=entry[2] is True)
             except (TypeError, ValueError, IndexError, KeyError, AttributeError):
                 pass  # an entry of another shape: the file is read below
         return self.refresh(name, stage_dir)
@@ -108,10 +111,12 @@ class PlanIndex:
         record = read.record
         entry = None
         if record is not None and record.status != "running" and identity is not None:
+            checked = spec_fingerprint(record.spec) == record.spec_fingerprint
             try:
-                entry = (identity, record_plain(record))
+                entry = (identity, record_plain(record), checked)
             except OverflowError:  # a stat beyond 64 bits: read from its file every time
                 entry = None
+            read = RecordRead(record=record, spec_checked=checked)
         if entry is not None:
             if self.entries.get(name) != entry:
                 self.entries[name] = entry

@@ -73,7 +73,7 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
     if record.spec_fingerprint == facts.fingerprint and \
-            spec_fingerprint(record.spec) == facts.fingerprint:
+            (facts.read.spec_checked or spec_fingerprint(record.spec) == facts.fingerprint):
         return  # the same canonical JSON text as the spec now: no key differs (the types
         # of values too: 1, 1.0 and true are spelt apart), so the key by key diff is skipped
     found = False

@@ -211,6 +211,9 @@ class RecordRead:
 
     record: StageRecord | None = None
     problem: tuple[ReasonCode, str] | None = None
+    # The record's spec_fingerprint was found to be the fingerprint of its spec (when the
+    # planning index made its entry): the planner need not hash the spec again.
+    spec_checked: bool = False
 
 
 def record_path(stage_dir: Path) -> Path:
