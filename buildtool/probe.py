@@ -111,17 +111,16 @@ def _stat_batches(root: str, records: list[StageRecord | None]) -> list[_BatchSt
 
     found: list[_BatchStats | None] = [None] * len(records)
     failed: list[BaseException] = []
-    step = -(-len(records) // threads)
 
-    def work(start: int) -> None:
+    def work(start: int, end: int) -> None:
         try:
-            for i in range(start, min(start + step, len(records))):
+            for i in range(start, end):
                 found[i] = _stat_record(root, records[i])
         except BaseException as exc:  # raised again in the caller's thread, below
             failed.append(exc)
 
-    workers = [threading.Thread(target=work, args=(start,), daemon=True)
-               for start in range(0, len(records), step)]
+    workers = [threading.Thread(target=work, args=span, daemon=True)
+               for span in _spans(records, total, threads)]
     for w in workers:
         w.start()
     for w in workers:
@@ -129,6 +128,19 @@ def _stat_batches(root: str, records: list[StageRecord | None]) -> list[_BatchSt
     if failed:
         raise failed[0]
     return [f if f is not None else [] for f in found]
+
+
+def _spans(records: list[StageRecord | None], total: int, parts: int
+           ) -> list[tuple[int, int]]:
+    """`records` cut into up to `parts` runs of about as many batch files each."""
+    spans: list[tuple[int, int]] = []
+    start = count = 0
+    for i, record in enumerate(records):
+        count += len(record.batches) if record is not None else 0
+        if count * parts >= total * (len(spans) + 1) or i == len(records) - 1:
+            spans.append((start, i + 1))
+            start = i + 1
+    return spans
 
 
 def _stat_record(root: str, record: StageRecord | None) -> _BatchStats:
