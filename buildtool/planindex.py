@@ -33,6 +33,7 @@ from .records import (
     RECORD_NAME,
     FileIdentity,
     RecordRead,
+    StageRecord,
     file_identity,
     read_record_identified,
     record_from_plain,
@@ -74,6 +75,9 @@ class PlanIndex:
         # workflow.json as the last build wrote it: (its identity, the digest of its text
         # without `finished_at`), so an unchanged summary is neither read nor written.
         self.summary: tuple[FileIdentity, str] | None = content.get("summary")
+        # Records read from their files since: made entries when the index is saved (a dry
+        # run never pays for making them).
+        self.pending: dict[str, tuple[FileIdentity, StageRecord]] = {}
         self.changed = not content  # an index that was missing or unusable is written
         self.used = 0  # records taken from the index (for tests and benchmarks)
 
@@ -101,29 +105,31 @@ class PlanIndex:
                     self.used += 1
                     return RecordRead(record=record, spec_checked=entry[2] is True)
             except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-                pass  # an entry of another shape: the file is read below
+                del self.entries[name]  # an entry of another shape: made again from the file
+                self.changed = True
         return self.refresh(name, stage_dir)
 
     def refresh(self, name: str, stage_dir: str | Path) -> RecordRead:
-        """Read the record file and make its entry (none for a missing, unreadable or
-        `running` record)."""
+        """Read the record file; its entry is made when the index is saved (none for a
+        missing, unreadable or `running` record)."""
         read, identity = read_record_identified(Path(stage_dir))
         record = read.record
-        entry = None
         if record is not None and record.status != "running" and identity is not None:
-            checked = spec_fingerprint(record.spec) == record.spec_fingerprint
-            try:
-                entry = (identity, record_plain(record), checked)
-            except OverflowError:  # a stat beyond 64 bits: read from its file every time
-                entry = None
-            read = RecordRead(record=record, spec_checked=checked)
-        if entry is not None:
-            if self.entries.get(name) != entry:
-                self.entries[name] = entry
+            if self._identity(name) != identity:  # an equal one is the same bytes
+                self.pending[name] = (identity, record)
                 self.changed = True
-        elif self.entries.pop(name, None) is not None:
+            return read
+        dropped = self.entries.pop(name, None), self.pending.pop(name, None)
+        if dropped != (None, None):
             self.changed = True
         return read
+
+    def _identity(self, name: str) -> FileIdentity | None:
+        """The identity of the record file the stage's entry (or pending entry) is of."""
+        if name in self.pending:
+            return self.pending[name][0]
+        entry = self.entries.get(name)
+        return entry[0] if isinstance(entry, tuple) and entry else None
 
     def summary_is(self, identity: FileIdentity | None, digest: str) -> bool:
         """Whether workflow.json is the file the index last saw written with `digest`."""
@@ -142,6 +148,13 @@ class PlanIndex:
             return
         from .fsutil import atomic_write_bytes
 
+        for name, (identity, record) in self.pending.items():
+            try:
+                self.entries[name] = (identity, record_plain(record),
+                                      spec_fingerprint(record.spec) == record.spec_fingerprint)
+            except OverflowError:  # a stat beyond 64 bits: read from its file every time
+                self.entries.pop(name, None)
+        self.pending.clear()
         payload = marshal.dumps({"stages": self.entries, "summary": self.summary})
         data = marshal.dumps((_MAGIC, _key(), zlib.crc32(payload), payload))
         try:

@@ -324,3 +324,26 @@ def test_the_index_serves_unchanged_records_and_rereads_changed_ones(built: Proj
     again = PlanIndex.load(built.artifacts)
     assert again.read("b", built.artifacts / "b").record == read_record(path.parent).record
     assert again.used == 0 and again.changed
+
+
+def test_an_entry_of_another_shape_is_read_from_the_file_and_made_again(built: Project
+                                                                        ) -> None:
+    from buildtool.planindex import PlanIndex
+    from buildtool.records import read_record
+
+    index = PlanIndex.load(built.artifacts)
+    identity = index.entries["a"][0]
+    index.entries["a"] = (identity, ("not", "a", "record"), True)  # the file's identity
+    index.entries["b"] = "garbage"  # type: ignore[assignment]
+    index.changed = True
+    index.save()
+    again = PlanIndex.load(built.artifacts)
+    for name in "ab":
+        assert again.read(name, built.artifacts / name).record == \
+            read_record(built.artifacts / name).record
+    assert again.used == 0 and again.changed
+    again.save()
+    third = PlanIndex.load(built.artifacts)
+    assert third.read("a", built.artifacts / "a").record == read_record(built.artifacts / "a").record
+    assert third.read("b", built.artifacts / "b").record is not None
+    assert third.used == 2
