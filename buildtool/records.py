@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args, overload
 
 from .fingerprint import FORMAT_VERSION, FileState, digest_strings
 from .fsutil import append_line_durably, atomic_write_json
@@ -440,16 +440,35 @@ def record_from_plain(t: tuple[Any, ...]) -> StageRecord:
     (stage, status, kind, spec, fingerprint, code, files, stages, run_id, batches, total,
      num_records, output, steps, started, finished, run, error, journal, fmt, extra,
      discovered) = t
-    return StageRecord(
-        stage=stage, status=_status(status), kind=kind, spec=spec, spec_fingerprint=fingerprint,
-        code=_states_from(code), file_inputs=_states_from(files), stage_inputs=stages,
-        run_id=run_id, batches=PlainBatches(*batches),
-        batches_total=total, num_records=num_records,
-        output=None if output is None else _output_from(output),
-        steps={k: _output_from(v) for k, v in steps.items()}, started_at=started,
-        finished_at=finished, batches_run=run, error=error, journal=journal, format=fmt,
-        extra=extra, discovered=None if discovered is None else
-        {k: Discovered(FileState(*s), by, module) for k, (s, by, module) in discovered.items()})
+    return _made(StageRecord, {
+        "stage": stage, "status": _status(status), "kind": kind, "spec": spec,
+        "spec_fingerprint": fingerprint, "code": _states_from(code),
+        "file_inputs": _states_from(files), "stage_inputs": stages, "run_id": run_id,
+        "batches": PlainBatches(*batches), "batches_total": total, "num_records": num_records,
+        "output": None if output is None else _output_from(output),
+        "steps": {k: _output_from(v) for k, v in steps.items()}, "started_at": started,
+        "finished_at": finished, "batches_run": run, "error": error, "journal": journal,
+        "format": fmt, "extra": extra, "discovered": None if discovered is None else
+        {k: Discovered(_state(s), by, module) for k, (s, by, module) in discovered.items()}})
+
+
+_T = TypeVar("_T")
+
+
+def _made(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass `cls` with `values` as its fields, made as pickle
+    and copy make one (no __init__: a frozen one sets each field through object.__setattr__,
+    the most of what restoring a record from the index costs). `values` names every field:
+    the round-trip tests compare every field of the records they make."""
+    made = object.__new__(cls)
+    made.__dict__.update(values)
+    return made
+
+
+def _state(t: tuple[str, int, int, str]) -> FileState:
+    path, size, mtime_ns, digest = t
+    return _made(FileState, {"path": path, "size": size, "mtime_ns": mtime_ns,
+                             "digest": digest})
 
 
 def _state_plain(f: FileState) -> tuple[str, int, int, str]:
@@ -461,7 +480,7 @@ def _states_plain(states: dict[str, FileState]) -> dict[str, tuple[str, int, int
 
 
 def _states_from(plain: dict[str, tuple[str, int, int, str]]) -> dict[str, FileState]:
-    return {k: FileState(*v) for k, v in plain.items()}
+    return {k: _state(v) for k, v in plain.items()}
 
 
 def _output_plain(o: Output) -> tuple[Any, ...]:
@@ -470,4 +489,5 @@ def _output_plain(o: Output) -> tuple[Any, ...]:
 
 def _output_from(t: tuple[Any, ...]) -> Output:
     kind, rows, digest, files, key = t
-    return Output(kind, rows, digest, tuple(FileState(*f) for f in files), key)
+    return _made(Output, {"kind": kind, "rows": rows, "digest": digest,
+                          "files": tuple(map(_state, files)), "key": key})
