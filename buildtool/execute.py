@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,17 +34,28 @@ from .facts import StageFacts, Upstream, output_view
 from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
-from .lock import running_now
+from .lock import running_now, set_sweep_pending, sweep_pending
 from .model import Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
+from .planindex import PlanIndex
 from .probe import probe
-from .records import DoneStatus, Output, StageRecord, remove_leftovers, write_record
+from .records import (
+    DoneStatus,
+    FileIdentity,
+    Output,
+    StageRecord,
+    file_identity,
+    remove_leftovers,
+    write_record,
+)
 from .report import BuildReport, InternalFailure, Interruption, Reporter, Result, StageResult
 from .stagerun import StageRun
 from .steps import MAIN
 
 if TYPE_CHECKING:
     from .usertrace import Where
+
+SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,9 @@ class Prepared:
     facts: dict[str, StageFacts]
     options: Options
     decisions: list[Decision]
+    # The planning index the records were read through (planindex.py); the build refreshes
+    # and writes it.
+    index: PlanIndex | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -96,15 +110,37 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
     scope = scope or scope_of(workflow, config)
     order = scope.order
     upstreams = {n: workflow.graph.upstreams[n] for n in order}
-    facts = probe(workflow, order)
-    live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
-    notes = never_built_notes(workflow, [n for n, f in facts.items()
-                                         if f.record is None and f.read.problem is None])
-    options = Options(resume=config.resume, forced=scope.forced,
-                      released=frozenset(config.force + config.rerun_from), live=live,
-                      notes=notes)
-    return Prepared(workflow, order, upstreams, facts, options,
-                    plan(order, facts, upstreams, options))
+    with _no_cycle_collection():
+        index = PlanIndex.load(workflow.artifacts_root)
+        facts = probe(workflow, order, index)
+        live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
+        notes = never_built_notes(workflow, [n for n, f in facts.items()
+                                             if f.record is None and f.read.problem is None])
+        options = Options(resume=config.resume, forced=scope.forced,
+                          released=frozenset(config.force + config.rerun_from), live=live,
+                          notes=notes)
+        decisions = plan(order, facts, upstreams, options)
+    return Prepared(workflow, order, upstreams, facts, options, decisions, index)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Probing and planning allocate objects by the hundred thousand and free none of them
+    (no cycles to find): the cyclic garbage collector would walk them again and again, a
+    fifth of a null build's time. Paused meanwhile; then what they made goes straight to the
+    oldest generation (freeze, then unfreeze: two list splices), so the next young
+    collection does not walk it all once more. Nothing is kept from being collected."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if was:
+            gc.enable()
 
 
 def _check_in_closure(name: str, order: list[str], flag: str, stages: Iterable[str] = ()
@@ -166,25 +202,39 @@ class _Builder:
                              for d in self.prep.decisions]
             report.internal = self.internal
             report.interrupted = self.interrupted
+            if report.internal or report.interrupted or \
+                    any(s.result == "failed" for s in report.stages):
+                set_sweep_pending(self.wf.artifacts_root, True)  # what a failure may leave
             self._write_summary(report)
+            self._write_index(report)
         return report
 
     def _sweep(self) -> None:
-        """Remove what a killed build left where no stage that runs now would: temp files at
-        the workflow root (of workflow.json) and in stage folders, journals no running record
-        names, override files the record does not list. A stage folder whose record is
-        unreadable is left as found."""
-        root = str(self.wf.artifacts_root)
-        remove_leftovers(root, journals=False)
+        """Remove what a killed build (or a failed one) left where no stage that runs now
+        would: temp files at the workflow root (of workflow.json, the index) and in stage
+        folders, journals no running record names, override files the record does not list.
+        Only after such a build (the lock file tells): a stage that runs is swept before it
+        runs (`_sweep_stage`), and nothing a stage that does not run holds beyond its record's
+        files is ever read."""
+        root = self.wf.artifacts_root
+        if not sweep_pending(root):
+            return
+        remove_leftovers(str(root), journals=False)
         for name in self.prep.order:
-            read = self.prep.facts[name].read
-            if read.problem is not None:
-                continue
-            record = read.record
-            keep = record.journal if record is not None and record.status == "running" else None
-            remove_leftovers(os.path.join(root, name), keep)
-            if record is not None:
-                remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
+            self._sweep_stage(name)
+        if len(self.prep.order) == len(self.wf.stages):  # else a later build sweeps the rest
+            set_sweep_pending(root, False)
+
+    def _sweep_stage(self, name: str) -> None:
+        """A stage folder whose record is unreadable is left as found."""
+        read = self.prep.facts[name].read
+        if read.problem is not None:
+            return
+        record = read.record
+        keep = record.journal if record is not None and record.status == "running" else None
+        remove_leftovers(os.path.join(self.wf.artifacts_root, name), keep)
+        if record is not None:
+            remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
         name = planned.stage
@@ -224,6 +274,7 @@ class _Builder:
             return StageResult(record.stage, planned, result, rows,
                                record.batches_total, 0, None, time.monotonic() - started)
         try:
+            self._sweep_stage(record.stage)  # temp files of its copies, unlisted overrides
             record = refresh_exports(self.wf, record, facts.spec)
         except (CannotExport, StateError, OSError) as exc:
             message = exc.message if isinstance(exc, BuildError) else f"cannot write it: {exc}"
@@ -241,6 +292,7 @@ class _Builder:
         record = facts.record
         assert record is not None
         if facts.stats_moved:
+            self._sweep_stage(record.stage)
             record = _touch_up(record, facts)
             write_record(self.wf.stage_dir(record.stage), record)
         self._done(record)
@@ -256,6 +308,7 @@ class _Builder:
         if record is None or record.status != "skipped_empty_upstream" or \
                 record.spec_fingerprint != facts.fingerprint or record.stage_inputs != consumed:
             stage = self.wf.stages[name]
+            self._sweep_stage(name)
             run = StageRun(self.wf, stage, facts, consumed, ())
             run.begin(None, None)  # clears its batches and boundary steps' files
             for out in stage.outputs:  # run outputs, export copies: none may look current
@@ -273,6 +326,7 @@ class _Builder:
         from .kinds.loader import track_code
 
         stage = self.wf.stages[decision.stage]
+        self._sweep_stage(stage.name)
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
         keep = decision.keep if decision.action == "resume" else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
@@ -387,13 +441,46 @@ class _Builder:
                            _shown(log) if log_tail(log, 1) else None, warnings=run.warnings)
 
     def _write_summary(self, report: BuildReport) -> None:
+        """workflow.json: what the last build did. Rewritten only when that differs from what
+        it holds (`finished_at` aside): a null build after a null build writes nothing."""
+        import json
+
+        from .fingerprint import digest_bytes
+
+        path = self.wf.artifacts_root / SUMMARY_NAME
+        done = report.to_json()
+        digest = digest_bytes(json.dumps(done, ensure_ascii=False).encode("utf-8"))
+        index = self.prep.index
+        if index is not None and index.summary_is(_identity(path), digest):
+            return
         if not self.wf.artifacts_root.is_dir():
             return
-        summary = {"finished_at": time.time(), **report.to_json()}
         try:
-            atomic_write_json(self.wf.artifacts_root / "workflow.json", summary)
+            atomic_write_json(path, {"finished_at": time.time(), **done})
         except OSError as exc:  # a summary for people and tools; the stage records are the truth
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
+            return
+        if index is not None:
+            index.summary_written(_identity(path), digest)
+
+    def _write_index(self, report: BuildReport) -> None:
+        """Refresh the index entries of the stages whose record this build may have written
+        (every stage but one found up to date with its stats as recorded), then write it
+        if an entry changed."""
+        index = self.prep.index
+        if index is None:
+            return
+        for result in report.stages:
+            if result.result != "up_to_date" or self.prep.facts[result.stage].stats_moved:
+                index.refresh(result.stage, self.wf.stage_dir(result.stage))
+        index.save()
+
+
+def _identity(path: Path) -> FileIdentity | None:
+    try:
+        return file_identity(os.stat(path))
+    except OSError:
+        return None
 
 
 def _point_at_user_code(exc: StageFailed, project: Path) -> Where | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -150,7 +151,13 @@ def callable_file(workflow: Workflow, text: str | None) -> str | None:
     if ref is None:
         return None
     rel = ref.module if ref.is_file else module_file(workflow.project_dir, ref.module)
-    return None if rel is None else Path(rel).as_posix()
+    return None if rel is None else _as_posix(rel)
+
+
+@functools.lru_cache(maxsize=4096)
+def _as_posix(rel: str) -> str:
+    """`Path(rel).as_posix()`: a pure function of the text, asked once per stage per build."""
+    return Path(rel).as_posix()
 
 
 def callback_only_files(workflow: Workflow, stage: Stage) -> frozenset[str]:

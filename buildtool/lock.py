@@ -5,6 +5,7 @@ tell a stage a live build is running from one a killed build left `running`."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -19,6 +20,10 @@ from .records import StageRecord
 
 LOCK_NAME = ".lock"
 _held: list[int] = []  # descriptors of the locks this process holds
+# Artifacts folders (of locks this process holds) that may hold leftovers of a killed command.
+_pending: set[str] = set()
+# The third line of a lock file whose holder ended cleanly and left nothing to sweep.
+_TIDY = b"tidy"
 # How long taking the lock waits out readers that hold it shared for a moment (`status`).
 _READER_WAIT_S = 2.0
 
@@ -66,19 +71,46 @@ def _parse(text: bytes) -> tuple[int | None, float | None]:
 
 @contextmanager
 def build_lock(root: Path) -> Iterator[None]:
+    """Hold the workflow's lock. A holder that ends without an exception, and with no
+    leftovers to sweep (`sweep_pending`), says so in the lock file: the next holder then
+    knows that no killed command left temp files, journals or unlisted files behind."""
     make_dirs_durably(root)  # the artifacts folders every record is written into
     path = root / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    key = str(root)
+    ended = False
     try:
         _take(fd, path)
+        if os.pread(fd, 64, 0).split()[2:3] != [_TIDY]:
+            _pending.add(key)  # killed, failed, an older dd-build, or a new lock file
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{time.time()!r}\n".encode(), 0)
+        mine = f"{os.getpid()}\n{time.time()!r}\n".encode()
+        os.pwrite(fd, mine, 0)
         _held.append(fd)
         yield
+        ended = True
     finally:
         if fd in _held:
             _held.remove(fd)
+            if ended and key not in _pending:
+                with contextlib.suppress(OSError):  # a read-only folder: the next one sweeps
+                    os.pwrite(fd, _TIDY + b"\n", len(mine))
+            _pending.discard(key)
         os.close(fd)
+
+
+def sweep_pending(root: Path) -> bool:
+    """Whether the last holder of the lock this process holds may have left leftovers (it
+    was killed or ended with an error): the holder must sweep every stage folder."""
+    return str(root) in _pending
+
+
+def set_sweep_pending(root: Path, pending: bool) -> None:
+    """Every folder was swept (False), or this holder may leave leftovers itself (True)."""
+    if pending:
+        _pending.add(str(root))
+    else:
+        _pending.discard(str(root))
 
 
 def _take(fd: int, path: Path) -> None:

@@ -20,9 +20,10 @@ DEFAULT_BATCH_SIZE = 100
 TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema", "init",
               "help")
 # Files dd-build keeps in `<artifacts>/<workflow>/` beside the stage folders (the build
-# summary written by execute.py, the lock of lock.py): a stage may not be called one of these,
-# in any letter case (a case-insensitive file system has one folder for `Judge` and `judge`).
-ARTIFACT_FILES = ("workflow.json", ".lock")
+# summary written by execute.py, the lock of lock.py, the planning index of planindex.py): a
+# stage may not be called one of these, in any letter case (a case-insensitive file system
+# has one folder for `Judge` and `judge`).
+ARTIFACT_FILES = ("workflow.json", ".lock", ".plan-index")
 # The data files a stage reads as a table, or exports its output to, by extension (in any
 # letter case). A folder's table is its .parquet files.
 PARQUET = ".parquet"

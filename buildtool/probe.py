@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import WorkflowError
 from .external import ExternalCode, is_external_key
@@ -13,27 +14,57 @@ from .fingerprint import (
     callable_file,
     callback_only_files,
     canonical_spec,
-    check_file,
     code_files,
     digest_file,
     expand_glob,
     spec_fingerprint,
 )
 from .model import Stage, Workflow
-from .records import StageRecord, read_record
+from .records import RecordRead, StageRecord, batch_stats, read_record
+
+if TYPE_CHECKING:
+    from .planindex import PlanIndex
 
 
-def probe(workflow: Workflow, names: list[str]) -> dict[str, StageFacts]:
-    external = ExternalCode(workflow.project_dir)
-    return {name: probe_stage(workflow, workflow.stages[name], external) for name in names}
+def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None
+          ) -> dict[str, StageFacts]:
+    """The facts of each stage in `names`. Records come through `index` when one is given
+    (the same records, read faster: planindex.py), else straight from their files."""
+    where = _Where(workflow, index)
+    reads = [where.read(name) for name in names]
+    batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads])
+    return {name: probe_stage(workflow, workflow.stages[name], where.external, where, read, seen)
+            for name, read, seen in zip(names, reads, batches, strict=True)}
 
 
-def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> StageFacts:
-    read = read_record(workflow.stage_dir(stage.name))
+class _Where:
+    """What every stage's probe shares: its folders as plain strings, the index, the finder
+    of code outside the project."""
+
+    def __init__(self, workflow: Workflow, index: PlanIndex | None) -> None:
+        self.project = str(workflow.project_dir)
+        self.artifacts = str(workflow.artifacts_root)
+        self.index = index
+        self.external = ExternalCode(workflow.project_dir)
+
+    def read(self, name: str) -> RecordRead:
+        stage_dir = os.path.join(self.artifacts, name)
+        if self.index is not None:
+            return self.index.read(name, stage_dir)
+        return read_record(Path(stage_dir))
+
+
+def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
+                where: _Where | None = None, read: RecordRead | None = None,
+                batches: _BatchStats | None = None) -> StageFacts:
+    """One stage's facts; `read` and `batches` when the caller read its record and stat'ed
+    its batch files already."""
+    where = where or _Where(workflow, None)
+    read = read or where.read(stage.name)
     record = read.record
     spec = canonical_spec(stage)
     code_paths = code_files(workflow, stage)
-    code, code_moved = _states(workflow.project_dir, code_paths, record.code if record else {})
+    code, code_moved = _states(where.project, code_paths, record.code if record else {})
     code_missing = sorted(set(code_paths) - set(code))
     if code_missing:
         raise _missing_code(stage, code_missing[0])
@@ -41,12 +72,14 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
     code_moved = code_moved or any(record is not None and k in record.code and
                                    v != record.code[k] for k, v in outside.items())
     code.update(outside)
-    files, inputs_moved = _states(workflow.project_dir, file_inputs(workflow, stage),
+    files, inputs_moved = _states(where.project, file_inputs(workflow, stage),
                                   record.file_inputs if record else {})
-    discovered, imports_moved = _discovered(workflow.project_dir, record, external)
-    outputs = _OutputCheck(workflow)
+    discovered, imports_moved = _discovered(where.project, record, external)
+    outputs = _OutputCheck(where)
     if record is not None:
-        outputs.check_record(record)
+        if batches is None:
+            batches = _stat_batches(where.artifacts + os.sep, [record])[0]
+        outputs.check_record(record, batches)
     return StageFacts(
         name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
         code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
@@ -56,6 +89,74 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode) -> Sta
         callback_file=callable_file(workflow, stage.on_success),
         stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
     )
+
+
+# A record's batch files whose stats differ from the recorded ones, in batch order, with
+# their stats now (None: missing).
+_BatchStats = list[tuple[str, os.stat_result | None]]
+# From this many batch files on, they are stat'ed by a few threads: a stat waits on the
+# kernel without the GIL, so two threads overlap one's syscall with the other's Python.
+_THREADED_FROM = 16384
+_THREADS = 4
+
+
+def _stat_batches(root: str, records: list[StageRecord | None]) -> list[_BatchStats]:
+    """Stat every batch file of every record: each one, on every build (an in-place edit of
+    any of them is always seen). Only the stats: digests are the caller's, where they moved."""
+    total = sum(len(r.batches) for r in records if r is not None)
+    threads = min(_THREADS, os.cpu_count() or 1)
+    if total < _THREADED_FROM or threads < 2:
+        return [_stat_record(root, r) for r in records]
+    import threading
+
+    found: list[_BatchStats | None] = [None] * len(records)
+    failed: list[BaseException] = []
+
+    def work(start: int, end: int) -> None:
+        try:
+            for i in range(start, end):
+                found[i] = _stat_record(root, records[i])
+        except BaseException as exc:  # raised again in the caller's thread, below
+            failed.append(exc)
+
+    workers = [threading.Thread(target=work, args=span, daemon=True)
+               for span in _spans(records, total, threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if failed:
+        raise failed[0]
+    return [f if f is not None else [] for f in found]
+
+
+def _spans(records: list[StageRecord | None], total: int, parts: int
+           ) -> list[tuple[int, int]]:
+    """`records` cut into up to `parts` runs of about as many batch files each."""
+    spans: list[tuple[int, int]] = []
+    start = count = 0
+    for i, record in enumerate(records):
+        count += len(record.batches) if record is not None else 0
+        if count * parts >= total * (len(spans) + 1) or i == len(records) - 1:
+            spans.append((start, i + 1))
+            start = i + 1
+    return spans
+
+
+def _stat_record(root: str, record: StageRecord | None) -> _BatchStats:
+    moved: _BatchStats = []
+    if record is None:
+        return moved
+    stat = os.stat
+    for file, size, mtime_ns in batch_stats(record.batches):
+        try:
+            st = stat(root + file)
+        except (FileNotFoundError, NotADirectoryError):
+            moved.append((file, None))
+            continue
+        if st.st_mtime_ns != mtime_ns or st.st_size != size:
+            moved.append((file, st))
+    return moved
 
 
 def _old_callback_file(workflow: Workflow, record: StageRecord | None, code_paths: list[str]
@@ -90,12 +191,14 @@ def file_inputs(workflow: Workflow, stage: Stage) -> list[str]:
     return sorted(set(paths))
 
 
-def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
+def _discovered(root: str, record: StageRecord | None, external: ExternalCode
                 ) -> tuple[dict[str, FileState], bool]:
     """The modules its code imported last time, as they are now: project files stats first;
     a module outside the project found again without importing it (its state's path is the
     key it has now: another one when it is, e.g., no longer installed)."""
     found = record.discovered or {} if record else {}
+    if not found:
+        return {}, False
     inside = [rel for rel in found if not is_external_key(rel)]
     states, moved = _states(root, inside, {rel: found[rel].state for rel in inside})
     for key, dep in found.items():
@@ -107,17 +210,25 @@ def _discovered(root: Path, record: StageRecord | None, external: ExternalCode
     return states, moved
 
 
-def _states(root: Path, paths: list[str], known: dict[str, FileState]
+def _states(root: str, paths: list[str], known: dict[str, FileState]
             ) -> tuple[dict[str, FileState], bool]:
-    """Current states of `paths` (missing ones left out) and whether any stats moved."""
+    """Current states of `paths` (missing ones left out) and whether any stats moved. Equal
+    stats keep the known state (and its digest); a file is read only when they differ."""
     states: dict[str, FileState] = {}
     moved = False
+    stat = os.stat
     for rel in paths:
-        state = check_file(root / rel, rel, known.get(rel))
-        if state is None:
+        full = os.path.join(root, rel)
+        try:
+            st = stat(full)
+        except FileNotFoundError:
             continue
-        states[rel] = state
-        moved = moved or (rel in known and state is not known[rel])
+        was = known.get(rel)
+        if was is not None and was.size == st.st_size and was.mtime_ns == st.st_mtime_ns:
+            states[rel] = was
+            continue
+        states[rel] = FileState(rel, st.st_size, st.st_mtime_ns, digest_file(Path(full)))
+        moved = moved or was is not None
     return states, moved
 
 
@@ -126,16 +237,20 @@ class _OutputCheck:
     null build, so it works on plain strings: no Path objects, no per-file allocations
     unless something differs."""
 
-    def __init__(self, workflow: Workflow) -> None:
-        self.artifacts = str(workflow.artifacts_root) + os.sep
-        self.project = str(workflow.project_dir)
+    def __init__(self, where: _Where) -> None:
+        self.artifacts = where.artifacts + os.sep
+        self.project = where.project
         self.damaged: dict[str, str] = {}  # path -> missing | modified
         self.moved: dict[str, FileState] = {}  # same content, new stats
         self.groups: dict[str, str] = {}  # non-batch path -> the output or step kind
 
-    def check_record(self, record: StageRecord) -> None:
-        for b in record.batches:
-            self._check(self.artifacts + b.file, b.file, b.size, b.mtime_ns, b.digest)
+    def check_record(self, record: StageRecord, batches: _BatchStats) -> None:
+        recorded = {b.file: (b.size, b.digest) for b in record.batches} if batches else {}
+        for file, st in batches:  # with the digests they were recorded with
+            if st is None:
+                self.damaged[file] = "missing"
+            else:
+                self._moved(self.artifacts + file, file, st, *recorded[file])
         outputs = [record.output] if record.output and record.output.kind != "batches" else []
         for out in outputs + list(record.steps.values()):
             for f in out.files:
@@ -152,6 +267,10 @@ class _OutputCheck:
             return
         if st.st_mtime_ns == mtime_ns and st.st_size == size:
             return
+        self._moved(full, rel, st, size, digest)
+
+    def _moved(self, full: str, rel: str, st: os.stat_result, size: int, digest: str) -> None:
+        """Its stats differ from the recorded ones: modified, or the same content moved."""
         if st.st_size != size:
             self.damaged[rel] = "modified"
             return

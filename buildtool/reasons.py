@@ -14,9 +14,9 @@ from typing import Any, Literal, get_args
 from .errors import without_stage
 from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
-from .fingerprint import FileState, digest_strings
+from .fingerprint import FileState, spec_fingerprint
 from .jsonvalues import same_value, type_change, yaml_text
-from .records import RESUMABLE_STATUSES, Discovered, Output, StageRecord
+from .records import RESUMABLE_STATUSES, Discovered, Output, StageRecord, batches_digest
 from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
 from .wording import counted, noun
 
@@ -72,6 +72,10 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
 
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
+    if record.spec_fingerprint == facts.fingerprint and \
+            (facts.read.spec_checked or spec_fingerprint(record.spec) == facts.fingerprint):
+        return  # the same canonical JSON text as the spec now: no key differs (the types
+        # of values too: 1, 1.0 and true are spelt apart), so the key by key diff is skipped
     found = False
     for key, before, after in diff_values(record.spec, facts.spec):
         found = True
@@ -412,11 +416,13 @@ def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
             record.output is None:
         return
     code = facts.code.get(facts.callback_file or "")
-    digest = digest_strings([b.digest for b in record.batches])
+    digest: str | None = None  # the batches' digest, taken only when a step is used
     before: str | None = None  # the key of the trace before (the batches have none)
     for step in BOUNDARY:
         if not uses(step, facts.spec):
             continue
+        if digest is None:
+            digest = batches_digest(record.batches)  # the first used step's input
         if step == "outputs":
             digest = record.output.digest  # copies are written from the selected output
         trace = record.steps.get(RECORDED[step])

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args, overload
 
-from .fingerprint import FORMAT_VERSION, FileState
+from .fingerprint import FORMAT_VERSION, FileState, digest_strings
 from .fsutil import append_line_durably, atomic_write_json
 
 if TYPE_CHECKING:
@@ -111,7 +114,7 @@ class StageRecord:
     file_inputs: dict[str, FileState]  # project-relative path -> state as consumed
     stage_inputs: dict[str, str]  # upstream stage name -> its output digest as consumed
     run_id: str
-    batches: tuple[BatchEntry, ...] = ()
+    batches: Sequence[BatchEntry] = ()  # a tuple, or PlainBatches from the planning index
     batches_total: int | None = None
     num_records: int | None = None
     output: Output | None = None
@@ -208,21 +211,49 @@ class RecordRead:
 
     record: StageRecord | None = None
     problem: tuple[ReasonCode, str] | None = None
+    # The record's spec_fingerprint was found to be the fingerprint of its spec (when the
+    # planning index made its entry): the planner need not hash the spec again.
+    spec_checked: bool = False
 
 
 def record_path(stage_dir: Path) -> Path:
     return stage_dir / RECORD_NAME
 
 
+# What a record file was when it was read: (st_dev, st_ino, st_size, st_mtime_ns,
+# st_ctime_ns). A record is replaced by a rename (a new inode), and an edit in place moves its
+# ctime, which no one can set back: an equal identity is the same bytes (planindex.py).
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def read_record(stage_dir: Path) -> RecordRead:
     """Never raises for bad content: an unreadable record means 'never built'."""
+    return read_record_identified(stage_dir)[0]
+
+
+def read_record_identified(stage_dir: Path) -> tuple[RecordRead, FileIdentity | None]:
+    """The record, and the identity of the file it was read from (None when there is none).
+    The identity is taken from the open file before reading it: a record replaced or edited
+    after that has another identity, so a cache keyed by it never pairs old bytes with a new
+    identity."""
     path = record_path(stage_dir)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            identity = file_identity(os.fstat(fh.fileno()))
+            raw = fh.read()
     except FileNotFoundError:
-        return RecordRead()
+        return RecordRead(), None
     except OSError as exc:
-        return RecordRead(problem=("record_unreadable", f"cannot read {RECORD_NAME}: {exc.strerror}"))
+        return RecordRead(problem=("record_unreadable",
+                                   f"cannot read {RECORD_NAME}: {exc.strerror}")), None
+    return _parse_record(stage_dir, raw), identity
+
+
+def _parse_record(stage_dir: Path, raw: bytes) -> RecordRead:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -302,3 +333,161 @@ def remove_leftovers(folder: str, keep_journal: str | None = None, journals: boo
     for path in stale:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+# ---------------------------------------------------------------- the plain form (planindex.py)
+# A record as nested tuples, dicts, lists, scalars and bytes only (what `marshal` stores),
+# made back into a record equal to the one it came from. Its batches stay plain (PlainBatches)
+# until something other than the stat check looks at them.
+
+class PlainBatches(Sequence[BatchEntry]):
+    """A record's batches as the planning index holds them: the columns every null build
+    stats (files; sizes and mtimes as int64 arrays, which load without making an int each)
+    and the rest (indices, rows, digests) still marshalled, with the digest of all their
+    digests. A BatchEntry is made only when one is looked at."""
+
+    __slots__ = ("_entries", "digest", "files", "mtimes", "rest", "sizes")
+
+    def __init__(self, files: tuple[str, ...], sizes: bytes, mtimes: bytes, rest: bytes,
+                 digest: str) -> None:
+        self.files, self.rest, self.digest = files, rest, digest
+        self.sizes, self.mtimes = array("q", sizes), array("q", mtimes)
+        if not len(files) == len(self.sizes) == len(self.mtimes):
+            raise ValueError("batch columns of different lengths")
+        self._entries: tuple[BatchEntry, ...] | None = None
+
+    @classmethod
+    def of(cls, batches: Sequence[BatchEntry]) -> PlainBatches:
+        """OverflowError for a size or mtime beyond 64 bits (such a record is not indexed)."""
+        if isinstance(batches, PlainBatches):
+            return batches
+        return cls(tuple(b.file for b in batches),
+                   array("q", [b.size for b in batches]).tobytes(),
+                   array("q", [b.mtime_ns for b in batches]).tobytes(),
+                   marshal.dumps((tuple(b.index for b in batches),
+                                  tuple(b.rows for b in batches),
+                                  tuple(b.digest for b in batches))),
+                   digest_strings([b.digest for b in batches]))
+
+    def plain(self) -> tuple[Any, ...]:
+        return (self.files, self.sizes.tobytes(), self.mtimes.tobytes(), self.rest, self.digest)
+
+    def entries(self) -> tuple[BatchEntry, ...]:
+        if self._entries is None:
+            indices, rows, digests = marshal.loads(self.rest)
+            if not len(indices) == len(rows) == len(digests) == len(self.files):
+                raise ValueError("batch columns of different lengths")
+            self._entries = tuple(map(BatchEntry, indices, self.files, rows, self.sizes,
+                                      self.mtimes, digests))
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @overload
+    def __getitem__(self, i: int) -> BatchEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[BatchEntry, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> BatchEntry | tuple[BatchEntry, ...]:
+        return self.entries()[i]
+
+    def __iter__(self) -> Iterator[BatchEntry]:
+        return iter(self.entries())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlainBatches):
+            return self.plain() == other.plain()
+        if isinstance(other, Sequence):
+            return self.entries() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlainBatches({self.entries()!r})"
+
+
+def batch_stats(batches: Sequence[BatchEntry]) -> Iterable[tuple[str, int, int]]:
+    """(file, size, mtime_ns) of each batch, without making a BatchEntry of a plain one."""
+    if isinstance(batches, PlainBatches):
+        return zip(batches.files, batches.sizes, batches.mtimes, strict=True)
+    return [(b.file, b.size, b.mtime_ns) for b in batches]
+
+
+def batches_digest(batches: Sequence[BatchEntry]) -> str:
+    """The digest of the batches' digests, in order (what a batches output's digest is)."""
+    if isinstance(batches, PlainBatches):
+        return batches.digest
+    return digest_strings([b.digest for b in batches])
+
+
+def record_plain(r: StageRecord) -> tuple[Any, ...]:
+    return (r.stage, r.status, r.kind, r.spec, r.spec_fingerprint, _states_plain(r.code),
+            _states_plain(r.file_inputs), r.stage_inputs, r.run_id,
+            PlainBatches.of(r.batches).plain(), r.batches_total, r.num_records,
+            None if r.output is None else _output_plain(r.output),
+            {k: _output_plain(v) for k, v in r.steps.items()}, r.started_at, r.finished_at,
+            r.batches_run, r.error, r.journal, r.format, r.extra,
+            None if r.discovered is None else
+            {k: (_state_plain(d.state), d.by, d.module) for k, d in r.discovered.items()})
+
+
+def record_from_plain(t: tuple[Any, ...]) -> StageRecord:
+    """The record `record_plain` was made from. A form of another shape raises TypeError,
+    ValueError, IndexError or KeyError (the caller reads the record file instead)."""
+    (stage, status, kind, spec, fingerprint, code, files, stages, run_id, batches, total,
+     num_records, output, steps, started, finished, run, error, journal, fmt, extra,
+     discovered) = t
+    return _made(StageRecord, {
+        "stage": stage, "status": _status(status), "kind": kind, "spec": spec,
+        "spec_fingerprint": fingerprint, "code": _states_from(code),
+        "file_inputs": _states_from(files), "stage_inputs": stages, "run_id": run_id,
+        "batches": PlainBatches(*batches), "batches_total": total, "num_records": num_records,
+        "output": None if output is None else _output_from(output),
+        "steps": {k: _output_from(v) for k, v in steps.items()}, "started_at": started,
+        "finished_at": finished, "batches_run": run, "error": error, "journal": journal,
+        "format": fmt, "extra": extra, "discovered": None if discovered is None else
+        {k: Discovered(_state(s), by, module) for k, (s, by, module) in discovered.items()}})
+
+
+_T = TypeVar("_T")
+
+
+def _made(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass `cls` with `values` as its fields, made as pickle
+    and copy make one (no __init__: a frozen one sets each field through object.__setattr__,
+    the most of what restoring a record from the index costs). `values` names every field:
+    the round-trip tests compare every field of the records they make."""
+    made = object.__new__(cls)
+    made.__dict__.update(values)
+    return made
+
+
+def _state(t: tuple[str, int, int, str]) -> FileState:
+    path, size, mtime_ns, digest = t
+    return _made(FileState, {"path": path, "size": size, "mtime_ns": mtime_ns,
+                             "digest": digest})
+
+
+def _state_plain(f: FileState) -> tuple[str, int, int, str]:
+    return (f.path, f.size, f.mtime_ns, f.digest)
+
+
+def _states_plain(states: dict[str, FileState]) -> dict[str, tuple[str, int, int, str]]:
+    return {k: _state_plain(v) for k, v in states.items()}
+
+
+def _states_from(plain: dict[str, tuple[str, int, int, str]]) -> dict[str, FileState]:
+    return {k: _state(v) for k, v in plain.items()}
+
+
+def _output_plain(o: Output) -> tuple[Any, ...]:
+    return (o.kind, o.rows, o.digest, tuple(_state_plain(f) for f in o.files), o.key)
+
+
+def _output_from(t: tuple[Any, ...]) -> Output:
+    kind, rows, digest, files, key = t
+    return _made(Output, {"kind": kind, "rows": rows, "digest": digest,
+                          "files": tuple(map(_state, files)), "key": key})

@@ -55,6 +55,9 @@ class TextReporter:
         return self._echo
 
     def finished(self, result: StageResult) -> None:
+        if self.out.quiet and self._echo is None and not result.warnings and \
+                result.result != "failed":
+            return  # nothing of it is shown (a null build of -q: once per stage)
         from .explain import result_line
 
         if self._echo is not None:

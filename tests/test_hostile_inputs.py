@@ -37,8 +37,9 @@ import pytest
 from conftest import CHAIN, STAGE_CODE, Project, Result
 
 ART = "artifacts/demo"
-# What any build that gets past validation rewrites: the summary, the lock's pid, the call log.
-BOOKKEEPING = (f"{ART}/workflow.json", f"{ART}/.lock", "code/calls.log")
+# What any build that gets past validation rewrites: the summary, the lock's pid, the call log,
+# the planning index (a copied project's records are new files to it: it reads them again).
+BOOKKEEPING = (f"{ART}/workflow.json", f"{ART}/.lock", f"{ART}/.plan-index", "code/calls.log")
 LOCK = (f"{ART}/.lock",)  # a command that took the build lock wrote its pid there
 
 Damage = Callable[[Project], None]
