@@ -155,6 +155,7 @@ def bench_big(root: Path, rows: int, batches: int, repeat: int) -> tuple[float, 
     def one() -> tuple[float, ...]:
         shutil.rmtree(path / "raw-out", ignore_errors=True)
         raw_wall, out = timed([sys.executable, "raw.py", str(rows), str(size), "raw-out"], path)
+        dd_build(path, "clean", "big")  # not timed: both sides write into an empty folder
         wall = dd_build(path, "--force", "big")
         return wall, stage_seconds(path, "ckpt", "big"), raw_wall, float(out)
 
@@ -174,6 +175,7 @@ def bench_tiny(root: Path, n: int, repeat: int) -> tuple[float, ...]:
     dd_build(path)
 
     def one() -> tuple[float, ...]:
+        dd_build(path, "clean", "tiny")  # not timed: the last run's batch files are not removed
         wall = dd_build(path, "--force", "tiny")
         return wall, stage_seconds(path, "ckpt", "tiny")
 
