@@ -59,34 +59,55 @@ def prepare(project_dir: Path, skip: Path, env: Mapping[str, str]) -> bool:
             source_dir = os.path.join(project, os.path.relpath(folder, mirror))
             ok &= _fix_folder(folder, entries, source_dir, suffixes, tag, write)
     else:
-        for folder, entries in _folders(project, str(skip)):
-            for entry in entries:
-                if entry.name == "__pycache__" and entry.is_dir(follow_symlinks=False):
-                    cache = entry.path
-                    ok &= _fix_folder(cache, _listing(cache), folder, suffixes, tag, write)
+        for cache, folder in _project_caches(project, str(skip)):
+            ok &= _fix_folder(cache, _listing(cache), folder, suffixes, tag, write)
     return ok
 
 
-def _folders(top: str, skip: str, mirror_of: str | None = None
+def _project_caches(top: str, skip: str) -> Iterator[tuple[str, str]]:
+    """(`__pycache__` folder, the folder it is in) under `top`, pruned as the module says.
+    One pass over each folder's entries: a null build's run stage pays this walk each time,
+    and a project may hold many data files."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        subdirs: list[str] = []
+        cache = None
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    name = entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if name == "__pycache__":
+                            cache = entry.path
+                        elif name[0] != "." and name not in _SKIP and entry.path != skip:
+                            subdirs.append(entry.path)
+                    elif name == "pyvenv.cfg":  # a virtual environment: its packages are libraries
+                        break
+                else:
+                    if cache is not None:
+                        yield cache, folder
+                    stack.extend(subdirs)
+        except OSError:  # gone, or not a folder, or unreadable: nothing of it can be imported
+            continue
+
+
+def _folders(top: str, skip: str, mirror_of: str
              ) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
-    """Each folder under `top` that may hold project modules, with its entries. In a mirror
-    tree, whether to descend is decided by the project folder it mirrors."""
+    """Each folder of the mirror tree `top` (of the project folder `mirror_of`, which decides
+    where to descend), with its entries."""
     stack = [top]
     while stack:
         folder = stack.pop()
         entries = _listing(folder)
-        if mirror_of is None and any(e.name == "pyvenv.cfg" for e in entries):
-            continue  # a virtual environment: its packages are libraries
         yield folder, entries
         for entry in entries:
             name = entry.name
-            if name.startswith(".") or name in _SKIP or entry.path == skip or \
-                    not entry.is_dir(follow_symlinks=False):
+            if name.startswith(".") or name in _SKIP or not entry.is_dir(follow_symlinks=False):
                 continue
-            if mirror_of is not None:
-                mirrored = os.path.join(mirror_of, os.path.relpath(entry.path, top))
-                if mirrored == skip or os.path.isfile(os.path.join(mirrored, "pyvenv.cfg")):
-                    continue
+            mirrored = os.path.join(mirror_of, os.path.relpath(entry.path, top))
+            if mirrored == skip or os.path.isfile(os.path.join(mirrored, "pyvenv.cfg")):
+                continue
             stack.append(entry.path)
 
 
