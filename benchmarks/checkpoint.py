@@ -9,7 +9,8 @@ Prints three tables (medians of --repeat runs, and the load average before and a
     first call to its last write, both including the import of the stage's module) and the
     whole process (`dd-build` start-up and planning included, against `python script.py`).
 (b) tiny batches: a generate stage of --tiny one-row batches; batches per second of the stage
-    alone and of the whole `dd-build --force tiny` process.
+    alone and of the whole `dd-build --force tiny` process, and of the raw-pyarrow script's
+    loop on the same one-row tables (each file's creation is what a disk makes slow).
 (c) run-stage start-up: a run stage whose script imports pandas (when installed) or pyarrow's
     parquet, compute, dataset and csv modules with numpy, plus a helper module of the project;
     `dd-build --force report` against the same command by hand, and against `dd-build --force
@@ -60,22 +61,28 @@ def make(ctx):
     return [{"id": ctx.offset + i, "v": ctx.rng.random()} for i in range(ctx.size)]
 '''
 
-# What the raw-pyarrow side runs: the same function, the same tables, pq.write_table per batch.
+# What the raw-pyarrow side runs: the same function, the same tables, pq.write_table per batch
+# (a list of rows made a table as pyarrow does it).
 RAW_SCRIPT = '''\
-import sys, time
+import random, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 
 started = time.perf_counter()
 sys.path.insert(0, "code")
-import big
+module = __import__(sys.argv[1])
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-rows, size, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+rows, size, out = int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 out.mkdir(parents=True, exist_ok=True)
 for index, offset in enumerate(range(0, rows, size)):
-    ctx = SimpleNamespace(batch_index=index, offset=offset, size=min(size, rows - offset))
-    pq.write_table(big.make(ctx), out / f"batch-{index:06d}.parquet")
+    ctx = SimpleNamespace(batch_index=index, offset=offset, size=min(size, rows - offset),
+                          rng=random.Random(index))
+    table = module.make(ctx)
+    if isinstance(table, list):
+        table = pa.Table.from_pylist(table)
+    pq.write_table(table, out / f"batch-{index:06d}.parquet")
 print(time.perf_counter() - started)
 '''
 
@@ -154,7 +161,8 @@ def bench_big(root: Path, rows: int, batches: int, repeat: int) -> tuple[float, 
 
     def one() -> tuple[float, ...]:
         shutil.rmtree(path / "raw-out", ignore_errors=True)
-        raw_wall, out = timed([sys.executable, "raw.py", str(rows), str(size), "raw-out"], path)
+        raw_wall, out = timed([sys.executable, "raw.py", "big", str(rows), str(size), "raw-out"],
+                              path)
         dd_build(path, "clean", "big")  # not timed: both sides write into an empty folder
         wall = dd_build(path, "--force", "big")
         return wall, stage_seconds(path, "ckpt", "big"), raw_wall, float(out)
@@ -171,16 +179,18 @@ def bench_big(root: Path, rows: int, batches: int, repeat: int) -> tuple[float, 
 def bench_tiny(root: Path, n: int, repeat: int) -> tuple[float, ...]:
     wf = (f"workflow: ckpt\nstages:\n  tiny:\n    generate: code/tiny.py:make\n"
           f"    num_records: {n}\n    batch_size: 1\n")
-    path = project(root, "tiny", wf, {"code/tiny.py": TINY_CODE})
+    path = project(root, "tiny", wf, {"code/tiny.py": TINY_CODE, "raw.py": RAW_SCRIPT})
     dd_build(path)
 
     def one() -> tuple[float, ...]:
+        shutil.rmtree(path / "raw-out", ignore_errors=True)
+        raw = float(timed([sys.executable, "raw.py", "tiny", str(n), "1", "raw-out"], path)[1])
         dd_build(path, "clean", "tiny")  # not timed: the last run's batch files are not removed
         wall = dd_build(path, "--force", "tiny")
-        return wall, stage_seconds(path, "ckpt", "tiny")
+        return wall, stage_seconds(path, "ckpt", "tiny"), raw
 
-    wall, stage = medians(repeat, one)
-    return n / stage, n / wall, stage, wall
+    wall, stage, raw = medians(repeat, one)
+    return n / stage, n / wall, stage, wall, n / raw
 
 
 def bench_startup(root: Path, repeat: int) -> tuple[list[float], ...]:
@@ -242,10 +252,10 @@ def main() -> int:
                       f"{s:.3f}s vs raw pyarrow loop {r:.3f}s = {q:.2f}x; whole process "
                       f"{w:.3f}s vs {rw:.3f}s = {wq:.2f}x  (load {load()})")
             if "tiny" in parts:
-                rate, wall_rate, s, w = bench_tiny(root, args.tiny, args.repeat)
+                rate, wall_rate, s, w, raw = bench_tiny(root, args.tiny, args.repeat)
                 print(f"(b) {root.parent}: {args.tiny} one-row batches: {rate:,.0f} batches/s "
                       f"in the stage ({s:.3f}s), {wall_rate:,.0f}/s for the whole process "
-                      f"({w:.3f}s)  (load {load()})")
+                      f"({w:.3f}s); raw pyarrow loop {raw:,.0f}/s  (load {load()})")
         if "startup" in parts:
             hand, under, stage, noop = bench_startup(roots[0], args.repeat)
             try:
