@@ -305,6 +305,12 @@ class JournalWriter:
         listed again, with its real mtime, once it is durable)."""
         self._write(batch_line(entry))
 
+    def batches(self, entries: list[BatchEntry]) -> None:
+        """A line for each batch, with one write(2) (a kill may cut it: the reader keeps the
+        lines before the cut)."""
+        if entries:
+            self._write("\n".join(batch_line(e) for e in entries))
+
     def discovered(self, found: dict[str, Discovered]) -> None:
         """Modules the stage's code imported since the record or the journal last listed them."""
         self._write(json.dumps({DISCOVERED_LINE: {k: v.to_json() for k, v in found.items()}}))

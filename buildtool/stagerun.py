@@ -205,8 +205,8 @@ class StageRun:
         if self._unsynced_files:
             journal = [str(self.dir / self.journal)] if self._unsynced else []
             make_durable(self._unsynced_files + journal, [str(self.dir / BATCHES), str(self.dir)])
-        for entry in self._unsynced:
-            self._journal.batch(entry)
+        if self._unsynced:
+            self._journal.batches(self._unsynced)
         self._unsynced.clear()
         self._unsynced_files.clear()
         self._synced_at = time.monotonic()

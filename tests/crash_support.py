@@ -235,7 +235,7 @@ EXPORTS = ("exports/enriched.parquet", "exports/enriched.jsonl")
 # fsync of the parent of batches/ when the first batch makes it, the temp file renamed into
 # place (`replace`), its journal line (`journal-append`, not fsynced). A sync of the batches
 # (`batch-sync`: every second of a stage's work, before each record write, and in `finish`) is
-# `make-durable` (a syncfs, or fsyncs), then each batch listed again (`journal-append`).
+# `make-durable` (a syncfs, or fsyncs), then the batches listed again (`journal-append`).
 WINDOWS: tuple[tuple[str, str, str], ...] = (
     ("seeds:begin>record-write>fsync#1", "", "first record: temp written, not renamed"),
     ("seeds:batch-code", "", "about to call the first batch"),
@@ -397,6 +397,7 @@ class Probe:
         stagerun.write_record = self.step(stagerun.write_record, "record-write")
         j = stagerun.JournalWriter
         j.batch = self.step(j.batch, "journal-append")
+        j.batches = self.step(j.batches, "journal-append")
         r.sync = self.step(r.sync, "batch-sync")
         stagerun.make_durable = self.step(stagerun.make_durable, "make-durable")
         generate._call = self.step(generate._call, "batch-code",

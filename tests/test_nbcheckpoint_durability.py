@@ -74,9 +74,9 @@ def events(monkeypatch: pytest.MonkeyPatch) -> Events:
         seen.seen.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
         real_fsync(fd)
 
-    def write(self: JournalWriter, line: str) -> None:
-        seen.seen.append(("line", json.loads(line)))
-        real_write(self, line)
+    def write(self: JournalWriter, text: str) -> None:  # one write(2): one line or several
+        seen.seen.extend(("line", json.loads(line)) for line in text.split("\n"))
+        real_write(self, text)
 
     def record(stage_dir: Path, rec: StageRecord) -> None:
         seen.seen.append(("record", rec))
@@ -210,7 +210,7 @@ def test_a_kill_in_the_sync_after_each_batch_resumes_to_the_uninterrupted_result
     fuzzer = cs.Fuzzer(tmp_path / "fuzz", cs.Config(window_sync=0.0))
     fuzzer.prepare()
     targets = ["seeds:batch-write>batch-sync>make-durable#3",  # batch 2 journaled, not synced
-               "seeds:batch-write>batch-sync>journal-append#2",  # batch 3 synced, not relisted
+               "seeds:batch-write>batch-sync>journal-append#2",  # batch 4 synced, not relisted
                "enriched:batch-write>batch-sync>make-durable#1"]
     landings = fuzzer.kill_sequence(0, targets)
     assert [(x.stage, x.label) for x in landings] == [cs.landing_of(t, "") for t in targets]
