@@ -289,3 +289,41 @@ def test_builds_preparing_the_same_project_at_once_leave_only_safe_entries(
     assert pycache.prepare(root, root / "artifacts", {})
     cache = root / "code" / "__pycache__"
     assert all(flags(p) == 0b11 for p in cache.glob("*.pyc"))
+
+
+def test_bytecode_a_command_writes_is_no_input_of_any_stage(project: Project) -> None:
+    """The command's Python writes `__pycache__` entries into the project, as by hand: a glob
+    under `code:` or `inputs:` does not match them (as a folder input never held them), so the
+    next build finds every stage up to date, with no warning that the command changed a file."""
+    project.write("scripts/helper.py", "X = 1\n")
+    project.write("scripts/run.py", "import sys\nsys.path.insert(0, 'scripts')\nimport helper\n"
+                  "open(sys.argv[1], 'w').write(str(helper.X))\n")
+    project.write("Workflowfile", f"""
+        workflow: demo
+        stages:
+          r:
+            run: {PY} scripts/run.py {{outputs}}
+            code: ["scripts/**"]
+            outputs: [out.txt]
+          s:
+            run: {PY} scripts/run.py {{outputs}}
+            inputs: ["scripts/**"]
+            outputs: [out2.txt]
+        """)
+    first = project.run(**BYTECODE_ON)
+    assert first.code == 0, first.stderr
+    assert (project.root / "scripts" / "__pycache__").is_dir()
+    assert "warning" not in first.stderr
+    for _ in range(2):  # and once more after the entries were made checked-hash
+        again = project.run("--json", **BYTECODE_ON)
+        assert again.code == 0, again.stderr
+        assert [s["action"] for s in again.json()["stages"]] == ["up_to_date", "up_to_date"]
+
+
+def test_a_glob_that_names_pycache_still_matches_it(tmp_path: Path) -> None:
+    from buildtool.fingerprint import expand_glob
+
+    make_module(tmp_path / "lib")
+    py_compile.compile(str(tmp_path / "lib" / "m.py"), doraise=True)
+    assert expand_glob(tmp_path, "lib/**") == ["lib/m.py"]
+    assert expand_glob(tmp_path, "lib/__pycache__/*") == [f"lib/__pycache__/m.{TAG}.pyc"]
