@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-# Temp names: the pid, a token drawn once per process and a counter (a uuid4 per name costs
-# more than writing a small batch).
+# Temp names: the pid, a token drawn once per process and a counter (cheaper than a uuid4).
 _TOKEN = os.urandom(4).hex()
 _SERIAL = itertools.count()
 
@@ -54,11 +53,7 @@ def make_dirs_durably(folder: Path) -> None:
 
 def temp_name(path: Path) -> Path:
     """A temp path beside `path`, unique across processes and threads."""
-    return path.with_name(_temp_base(path.name))
-
-
-def _temp_base(name: str) -> str:
-    return f".{name}.tmp.{os.getpid()}.{_TOKEN}{next(_SERIAL):x}"
+    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{_TOKEN}{next(_SERIAL):x}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
