@@ -42,27 +42,54 @@ def clear_log(log: Path) -> None:
 def captured(log: Path) -> Iterator[None]:
     """Fds 1 and 2 write to the end of `log` while inside; restored afterwards, also when
     the code raises or a signal interrupts it."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    _flush()
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
+    with LogCapture(log) as capture, capture.call():
+        yield
+
+
+class LogCapture:
+    """The captures of one attempt of a stage, which may call its code many times (once per
+    batch): the log is opened once and kept open, so a call costs a few dup2s rather than a
+    file made and removed on every call. A log that nothing was printed into is removed when
+    the capture is closed."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.fd: int | None = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def __enter__(self) -> LogCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Fds 1 and 2 write to the log while inside; restored afterwards, also when the code
+        raises or a signal interrupts it."""
+        assert self.fd is not None, "the capture is closed"
+        _flush()
         depth = len(_saved)
         _saved.append((_dup(1), _dup(2), sys.stdout, sys.stderr))
         try:
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
+            os.dup2(self.fd, 1)
+            os.dup2(self.fd, 2)
             sys.stdout = _on_fd(sys.stdout, 1)
             sys.stderr = _on_fd(sys.stderr, 2)
             yield
         finally:
             _flush()
             restore(depth)
-    finally:
+
+    def close(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
         empty = os.fstat(fd).st_size == 0
         os.close(fd)
-        if empty:  # nothing printed (so far in this attempt): no log
+        if empty:  # nothing printed: no log
             with contextlib.suppress(OSError):  # an empty file left behind is harmless
-                log.unlink(missing_ok=True)
+                self.log.unlink(missing_ok=True)
 
 
 def restore(depth: int = 0) -> None:

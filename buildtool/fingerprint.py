@@ -108,14 +108,18 @@ def expand_glob(project_dir: Path, pattern: str) -> list[str]:
     """Project-relative posix paths of the files a path or glob names, sorted.
 
     A plain path may name a folder: it stands for every file under it (`folder_files`). A glob
-    matches files only, as the shell's `*` skips hidden names."""
+    matches files only, as the shell's `*` skips hidden names; nor does it match into a
+    `__pycache__` folder unless it names one (Python writes bytecode there when a run stage's
+    command imports the project's modules: never a change of the stage's inputs)."""
     if not is_glob(pattern):
         path = project_dir / pattern
         if path.is_dir():
             return folder_files(project_dir, pattern)
         return [pattern] if path.is_file() else []
     found = glob.glob(pattern, root_dir=project_dir, recursive=True)
-    return sorted(p.replace(os.sep, "/") for p in found if (project_dir / p).is_file())
+    pycache = "__pycache__" in pattern
+    return sorted(p.replace(os.sep, "/") for p in found if (project_dir / p).is_file()
+                  and (pycache or "__pycache__" not in p.split(os.sep)))
 
 
 def folder_files(project_dir: Path, folder: str) -> list[str]:

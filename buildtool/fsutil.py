@@ -1,13 +1,25 @@
-"""Atomic writes: a uniquely named temp file, fsync, os.replace, fsync of the folder."""
+"""Atomic writes: a uniquely named temp file, fsync, os.replace, fsync of the folder.
+
+Batch files are written without a temp file or an fsync each (`write_new_file`): no record or
+journal lists one before it is whole, and `make_durable` later makes many files durable at once
+(records.JournalWriter appends journal lines the same way).
+"""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shutil
-import uuid
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+# Temp names: the pid, a token drawn once per process and a counter (cheaper than a uuid4).
+_TOKEN = os.urandom(4).hex()
+_SERIAL = itertools.count()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,7 +53,7 @@ def make_dirs_durably(folder: Path) -> None:
 
 def temp_name(path: Path) -> Path:
     """A temp path beside `path`, unique across processes and threads."""
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:12]}")
+    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{_TOKEN}{next(_SERIAL):x}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -69,22 +81,81 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def append_line_durably(path: Path, line: str) -> None:
-    """Append one line and fsync it: O(1) per call, so journals never grow quadratically.
-    The call that creates the file also fsyncs its folder, so the file's entry is durable too."""
+def write_new_file(folder: str, name: str, data: Any) -> os.stat_result:
+    """Write `data` (bytes or any buffer) as `folder/name`, with no temp file and no fsync:
+    for a batch file, which no record or journal lists until it is written whole (a kill may
+    leave it partly written, unlisted: a stage's next attempt removes unlisted batch files
+    before it writes any). A file already there is replaced. Not durable against a power loss
+    until `make_durable`. Returns the file's stat."""
+    path = os.path.join(folder, name)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        created = False
-    except FileNotFoundError:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        created = True
+        try:
+            fh = open(path, "xb")  # noqa: SIM115 (closed below)
+        except FileExistsError:  # left by an earlier attempt: a new file, never written into
+            os.unlink(path)
+            fh = open(path, "xb")  # noqa: SIM115
+        with fh:
+            fh.write(data)
+    except BaseException as exc:
+        try:
+            os.unlink(path)
+        except OSError:  # never made, or the folder turned read-only: keep the first error
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = path
+        raise
+    return os.stat(path)
+
+
+def make_durable(files: Iterable[str], folders: Iterable[str]) -> None:
+    """Make files written without an fsync (their data, and their entries in `folders`, the
+    folders that hold them) durable against a power loss. Where the OS has syncfs (Linux),
+    one call per filesystem of the folders; else an fsync of each file, then of each folder."""
+    folders = list(dict.fromkeys(folders))
+    syncfs = _syncfs()
+    if syncfs is not None:
+        devices: set[int] = set()
+        for folder in folders:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                device = os.fstat(fd).st_dev
+                if device not in devices:
+                    devices.add(device)
+                    syncfs(fd)
+            finally:
+                os.close(fd)
+        return
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for folder in folders:
+        _fsync_dir(Path(folder))
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], None] | None:
+    """syncfs(2) of the C library, raising OSError as os.fsync does; None where there is none
+    (not Linux) or DD_BUILD_NO_SYNCFS is set (then each file is fsynced: tests use it)."""
+    if not sys.platform.startswith("linux") or os.environ.get("DD_BUILD_NO_SYNCFS"):
+        return None
+    import ctypes
+
     try:
-        os.write(fd, (line + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        _fsync_dir(path.parent)
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+    call.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if call(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return syncfs
 
 
 def remove_path(path: Path) -> None:

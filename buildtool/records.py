@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args, overload
 
 from .fingerprint import FORMAT_VERSION, FileState, digest_strings
-from .fsutil import append_line_durably, atomic_write_json
+from .fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .reasons import ReasonCode
@@ -31,6 +31,9 @@ DONE_STATUSES: tuple[DoneStatus, ...] = get_args(DoneStatus)
 RESUMABLE_STATUSES: tuple[ResumableStatus, ...] = get_args(ResumableStatus)
 RECORD_STATUSES: tuple[RecordStatus, ...] = DONE_STATUSES + RESUMABLE_STATUSES
 DISCOVERED_LINE = "discovered"  # a journal line of modules found, not a batch
+# The mtime a journal line gives a batch not yet known to be durable: no file has it, so every
+# reader checks the file's content digest before it keeps the batch (see stagerun.py).
+UNSYNCED_MTIME_NS = 0
 
 
 class BatchEntry(NamedTuple):
@@ -303,17 +306,82 @@ def _merge_journal(path: Path, record: StageRecord) -> StageRecord:
 
 
 def write_record(stage_dir: Path, record: StageRecord) -> None:
-    atomic_write_json(record_path(stage_dir), record.to_json())
+    atomic_write_bytes(record_path(stage_dir), record_text(record).encode("utf-8"))
+
+
+def record_text(record: StageRecord) -> str:
+    """The record as indented JSON, each batch on one line: json's indenting encoder is pure
+    Python, several times slower than its compact one, and a record may list 100k batches."""
+    data = record.to_json()
+    keys = list(data)
+    at = keys.index("batches")  # neither first nor last
+    head = json.dumps({k: data[k] for k in keys[:at]}, indent=1, ensure_ascii=False)
+    tail = json.dumps({k: data[k] for k in keys[at + 1:]}, indent=1, ensure_ascii=False)
+    batches = ",\n  ".join(batch_line(b) for b in record.batches)
+    listed = f"[\n  {batches}\n ]" if batches else "[]"
+    return f'{head[:-2]},\n "batches": {listed},\n{tail[2:]}\n'
+
+
+class JournalWriter:
+    """Appends lines to a running attempt's journal through one descriptor, kept open (a
+    stage writes a line or two per batch). Each line is one write(2) on O_APPEND, so a kill
+    leaves whole lines; nothing is fsynced here (stagerun.StageRun.sync makes lines durable)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def batch(self, entry: BatchEntry) -> None:
+        """One line listing a batch; a later line for the same index replaces it (a batch is
+        listed again, with its real mtime, once it is durable)."""
+        self._write(batch_line(entry))
+
+    def batches(self, entries: list[BatchEntry]) -> None:
+        """A line for each batch, with one write(2) (a kill may cut it: the reader keeps the
+        lines before the cut)."""
+        if entries:
+            self._write("\n".join(batch_line(e) for e in entries))
+
+    def discovered(self, found: dict[str, Discovered]) -> None:
+        """Modules the stage's code imported since the record or the journal last listed them."""
+        self._write(json.dumps({DISCOVERED_LINE: {k: v.to_json() for k, v in found.items()}}))
+
+    def _write(self, line: str) -> None:
+        if self._file is None:
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed by close)
+        data = (line + "\n").encode("utf-8")
+        while data:  # a regular file takes it all at once, short of a full disk
+            data = data[self._file.write(data):]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def batch_line(entry: BatchEntry) -> str:
+    """`json.dumps(entry.to_json())`, built directly (a line per batch: the saving counts)."""
+    return (f'{{"index": {entry.index}, "file": {json.dumps(entry.file)}, "rows": {entry.rows}, '
+            f'"bytes": {entry.size}, "mtime_ns": {entry.mtime_ns}, '
+            f'"digest": {json.dumps(entry.digest)}}}')
 
 
 def journal_append(stage_dir: Path, journal: str, entry: BatchEntry) -> None:
-    append_line_durably(stage_dir / journal, json.dumps(entry.to_json()))
+    """One line listing a batch, appended on its own (JournalWriter.batch)."""
+    writer = JournalWriter(stage_dir / journal)
+    try:
+        writer.batch(entry)
+    finally:
+        writer.close()
 
 
 def journal_discovered(stage_dir: Path, journal: str, found: dict[str, Discovered]) -> None:
-    """Modules the stage's code imported since the record or the journal last listed them."""
-    append_line_durably(stage_dir / journal, json.dumps(
-        {DISCOVERED_LINE: {k: v.to_json() for k, v in found.items()}}))
+    """Modules found, appended on their own (JournalWriter.discovered)."""
+    writer = JournalWriter(stage_dir / journal)
+    try:
+        writer.discovered(found)
+    finally:
+        writer.close()
 
 
 def remove_leftovers(folder: str, keep_journal: str | None = None, journals: bool = True) -> None:

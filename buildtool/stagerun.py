@@ -1,11 +1,27 @@
 """Writes one stage's state while it runs: the record, batch files, the journal.
 
-A batch file is durable before the journal lists it; the journal is appended one line per
-batch (never a rewrite of the whole record), and the full record is written once at the end.
+The journal is appended one line per batch (never a rewrite of the whole record), and the
+full record is written once at the end.
+
+After a kill (SIGKILL at any instant) every batch the journal lists is whole and kept: a batch
+file is written whole before its line is written, with one write(2); a file a kill left partly
+written is listed nowhere, and the stage's next attempt removes it before it writes any batch
+(`begin`). A kill loses at most the batch in flight.
+
+After a power loss (or an OS crash), what reached the disk is what was made durable. Batch
+files and journal lines are not fsynced one by one: every SYNC_INTERVAL_S (1 s) of the stage's
+work, before every record write, and at the end, `sync` makes the batches written since the
+last sync durable at once (syncfs, or an fsync of each file and folder) and lists them again,
+with their real mtime. Until then a batch's line gives it the mtime UNSYNCED_MTIME_NS, which no
+file has, so a reader never trusts its stats: it keeps the batch only when the file's content
+digest is the one listed, and makes it again otherwise. So a power loss costs at most the
+last second of batch work (and the batch in flight), and never a batch that is silently torn.
+A record (running or final) lists only batches made durable before it was written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -15,17 +31,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .facts import StageFacts
-from .fingerprint import digest_bytes, digest_strings
-from .fsutil import atomic_write_bytes, make_dirs_durably
+from .fingerprint import digest_strings
+from .fsutil import make_dirs_durably, make_durable, write_new_file
 from .model import Stage, Workflow
 from .records import (
+    UNSYNCED_MTIME_NS,
     BatchEntry,
     Discovered,
+    JournalWriter,
     Output,
     RecordStatus,
     StageRecord,
-    journal_append,
-    journal_discovered,
     remove_leftovers,
     write_record,
 )
@@ -38,6 +54,9 @@ if TYPE_CHECKING:
     from .steps import StepName
 
 BATCHES = "batches"
+# Seconds of a stage's work between two syncs of its batches (a power loss costs at most
+# that much); lowered by tests, e.g. to 0 to sync after every batch.
+SYNC_INTERVAL_S = float(os.environ.get("DD_BUILD_SYNC_INTERVAL_S", "1.0"))
 
 
 def batch_file(stage: str, index: int) -> str:
@@ -54,7 +73,15 @@ class StageRun:
         self.dir = workflow.stage_dir(stage.name)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.journal = f"journal-{self.run_id}.jsonl"
+        self._journal = JournalWriter(self.dir / self.journal)  # opened by its first line
         self.batches: dict[int, BatchEntry] = self._kept(facts, keep)
+        # Files not known to be durable: batches written since the last sync, and kept ones
+        # that were checked by content (a resume after a kill: maybe not on disk yet).
+        self._unsynced_files = [str(self.workflow.artifacts_root / b.file)
+                                for b in self.batches.values() if b.file in facts.outputs_now]
+        self._unsynced: list[BatchEntry] = []  # written since the last sync
+        self._synced_at = time.monotonic()
+        self._batch_dir: str | None = None  # made (durably) by the first batch written
         # A resume may reuse the boundary steps (processed, callback, exports) it had.
         self.previous_steps = dict(facts.record.steps) if facts.record and keep else {}
         self.resuming = bool(keep)
@@ -113,7 +140,7 @@ class StageRun:
         self.record = replace(self.record, status="running", steps=dict(self.steps),
                               journal=None, extra={**self.record.extra, "stopped_in": step},
                               discovered=self.code_deps.discovered() if self.code_deps else {})
-        write_record(self.dir, self.record)
+        self._write_record()
 
     @property
     def batch_indices(self) -> set[int]:
@@ -126,7 +153,7 @@ class StageRun:
         self.listed = self.code_deps.discovered() if self.code_deps else {}
         self.record = replace(self.record, batches_total=batches_total, num_records=num_records,
                               batches=self.sorted_batches(), discovered=self.listed)
-        write_record(self.dir, self.record)
+        self._write_record()
         remove_leftovers(str(self.dir))  # old journals; temp files of a killed record write
         self._clear_unlisted_batches()
         # An override lasts until the stage itself reruns; a fresh run also drops old steps.
@@ -147,28 +174,58 @@ class StageRun:
                     os.unlink(entry.path)
 
     def write_batch(self, index: int, table: pa.Table) -> BatchEntry:
-        from .tables import parquet_bytes
+        from .tables import parquet_buffer
 
-        data = parquet_bytes(table)
+        data = parquet_buffer(table)
         rel = batch_file(self.stage.name, index)
-        path = self.workflow.artifacts_root / rel
-        atomic_write_bytes(path, data)
-        st = os.stat(path)
-        entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest_bytes(data))
+        folder, name = self._batches_folder(), os.path.basename(rel)
+        st = write_new_file(folder, name, data)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()  # as fingerprint.digest_bytes
+        entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest)
         self._journal_discovered()  # before the batch that may have used them is listed
-        journal_append(self.dir, self.journal, entry)
+        self._journal.batch(entry._replace(mtime_ns=UNSYNCED_MTIME_NS))
+        self._unsynced.append(entry)
+        self._unsynced_files.append(os.path.join(folder, name))
         self.batches[index] = entry
         self.batches_run += 1
+        if time.monotonic() - self._synced_at >= SYNC_INTERVAL_S:
+            self.sync()
         return entry
+
+    def _batches_folder(self) -> str:
+        if self._batch_dir is None:
+            folder = self.dir / BATCHES
+            make_dirs_durably(folder)
+            self._batch_dir = str(folder)
+        return self._batch_dir
+
+    def sync(self) -> None:
+        """Make the batches written (and kept unsynced) so far durable, with the journal lines
+        that list them; then list each again with its real mtime (that line needs no fsync: were
+        it lost, the first line still lists the batch, checked by content)."""
+        if self._unsynced_files:
+            journal = [str(self.dir / self.journal)] if self._unsynced else []
+            make_durable(self._unsynced_files + journal, [str(self.dir / BATCHES), str(self.dir)])
+        if self._unsynced:
+            self._journal.batches(self._unsynced)
+        self._unsynced.clear()
+        self._unsynced_files.clear()
+        self._synced_at = time.monotonic()
+
+    def _write_record(self) -> None:
+        """A record lists only durable batches: the pending ones are synced first."""
+        self.sync()
+        write_record(self.dir, self.record)
 
     def _journal_discovered(self) -> None:
         """Modules imported since the record or the journal listed them (a lazy import in
-        the code, the first batch to call it): durable, so a killed run's resume keeps them."""
+        the code, the first batch to call it), listed before that batch: a killed run's resume
+        keeps them with it."""
         if self.code_deps is None:
             return
         new = {k: v for k, v in self.code_deps.discovered().items() if self.listed.get(k) != v}
         if new:
-            journal_discovered(self.dir, self.journal, new)
+            self._journal.discovered(new)
             self.listed.update(new)
 
     def sorted_batches(self) -> tuple[BatchEntry, ...]:
@@ -193,6 +250,9 @@ class StageRun:
             journal=None, finished_at=time.time(), batches_run=self.batches_run,
             discovered=self.code_deps.close() if self.code_deps else {},
         )
-        write_record(self.dir, self.record)
+        try:
+            self._write_record()
+        finally:
+            self._journal.close()
         remove_leftovers(str(self.dir))
         return self.record

@@ -209,17 +209,23 @@ def _unstorable(schema: pa.Schema) -> str | None:
     return f"a table parquet cannot store: {first_line(first)}"
 
 
-def _write_parquet(table: pa.Table) -> bytes:
+def _write_parquet(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The table as a parquet file. StageFailed (the caller's stage fills in) when it cannot be
-    stored; `to_table` has checked what the stage's code returns, so this is a last guard."""
+def parquet_buffer(table: pa.Table) -> pa.Buffer:
+    """The table as a parquet file, in a buffer (no copy into `bytes`). StageFailed (the
+    caller's stage fills in) when it cannot be stored; `to_table` has checked what the stage's
+    code returns, so this is a last guard."""
     try:
         return _write_parquet(table)
     except CONVERT_ERRORS as exc:
         detail = _unstorable(table.schema) or first_line(exc)
         raise StageFailed(f"cannot store the table as parquet: {detail}") from exc
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """As `parquet_buffer`, as bytes."""
+    return parquet_buffer(table).to_pybytes()

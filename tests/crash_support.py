@@ -7,9 +7,15 @@ uninterrupted build. Two kinds of kill, both a real SIGKILL of the build process
 
 * timer: the harness sends SIGKILL after a random delay (seeded RNG) from the start;
 * event: the build SIGKILLs itself at its N-th probe event (random N, seeded). Events are the
-  entries of the steps the fuzz aims at and every fsync, so these kills land inside the narrow
-  windows (a temp file written but not renamed, a renamed file whose folder is not synced, a
-  journal line written but not synced), reproducibly and whatever the machine's speed.
+  entries of the steps the fuzz aims at, every fsync and syncfs, every rename into place and
+  every batch file's write, so these kills land inside the narrow windows (a temp file written
+  but not renamed, a renamed file whose folder is not synced, a batch file written but not
+  journaled, a batch journaled but not yet synced, batches synced but not yet listed again),
+  reproducibly and whatever the machine's speed.
+
+Each killed build of a random round syncs a stage's batches either after every batch or once
+a second (DD_BUILD_SYNC_INTERVAL_S 0 or 1, drawn from the seeded RNG), so kills land in both
+ways of writing them.
 
 The named windows (WINDOWS) are all deterministic: a probe event, or a hold inside user code
 (the on_success callback, the run stage's command) that writes a marker file and waits; the
@@ -17,8 +23,9 @@ harness SIGKILLs the build once the marker exists. No kill there is timed by a d
 
 The probe (`python tests/crash_support.py --dd-build ARGS`, i.e. `buildtool.cli.main` with a few
 functions wrapped) writes "where am I" to a phase file with one pwrite per step, so after a kill
-the harness knows where it landed. It can also slow every fsync down (a slow disk), which
-widens the write windows for timer kills. Nothing else differs from `python -m buildtool`.
+the harness knows where it landed. It can also slow every fsync, syncfs, rename and batch
+file write down (a slow disk), which widens the write windows for timer kills. Nothing else differs from
+`python -m buildtool`.
 
 Run as a script, this module is that probe; imported, it is the harness. Stdlib only at import.
 """
@@ -225,16 +232,21 @@ EXPORTS = ("exports/enriched.parquet", "exports/enriched.jsonl")
 # a sequence resumes the one before and is killed at the next target: a probe event
 # STAGE:LABEL#K (the K-th event with that stage and label, counted within that build), or
 # hold:STAGE:WHAT (user code writes a marker and waits; the harness kills the build then).
-# Each entry: (target, where the kill must land as STAGE:LABEL, why). A batch write's fsyncs
-# are: the parent of a folder it creates (batches/ for the first batch of a stage), the temp
-# file, then its folder after the rename; a journal append's are the line, then the folder
-# when the append creates the journal.
+# Each entry: (target, where the kill must land as STAGE:LABEL, why). A batch write is: the
+# fsync of the parent of batches/ when the first batch makes it, its file written under its
+# own name (`batch-file`, no fsync), its journal line (`journal-append`, no fsync). A sync of
+# the batches
+# (`batch-sync`: every second of a stage's work, before each record write, and in `finish`)
+# is `make-durable` (a syncfs, or fsyncs), then the batches listed again (`journal-append`).
 WINDOWS: tuple[tuple[str, str, str], ...] = (
     ("seeds:begin>record-write>fsync#1", "", "first record: temp written, not renamed"),
     ("seeds:batch-code", "", "about to call the first batch"),
-    ("seeds:batch-write>fsync#2", "", "batch 0: temp file written, not renamed"),
-    ("seeds:batch-write>fsync#2", "", "batch 0: renamed into place, not yet journaled"),
-    ("seeds:batch-write>journal-append>fsync#3", "", "batch 1: journal line written"),
+    ("seeds:batch-write>batch-file>write#1", "", "batch 0: its file about to be written"),
+    ("seeds:batch-write>journal-append#1", "", "batch 0: its file written, not yet journaled"),
+    ("seeds:batch-code#3", "", "batch 1 journaled, not synced; batch 2 about to be called"),
+    ("seeds:finish>batch-sync>make-durable#1", "", "every batch journaled, none synced"),
+    ("seeds:begin>batch-sync>make-durable#1", "", "a resume: the batches it keeps were "
+     "checked by content, not yet made durable"),
     ("seeds:finish>record-write>fsync#2", "", "completed record renamed; journal still there"),
     ("enriched:begin>record-write>fsync#2", "", "running record renamed, old state not cleared"),
     ("enriched:batch-write>journal-append#6", "", "batch 5: about to append its journal line"),
@@ -243,7 +255,8 @@ WINDOWS: tuple[tuple[str, str, str], ...] = (
     ("enriched:export>fsync#2", "", "first export copy: temp written"),
     ("enriched:export>fsync#4", "", "second export copy renamed, folder not synced"),
     ("enriched:finish>record-write>fsync#1", "", "completed record: temp, not renamed"),
-    ("summary:batch-write>journal-append>fsync#1", "", "transform's one batch journaled"),
+    ("summary:finish>batch-sync>journal-append#1", "", "the transform's one batch synced, "
+     "not yet listed again"),
     ("hold:report:command", "report:run-command", "inside the run stage's command, its first "
      "output half written"),
     ("-:summary-write>fsync#1", "", "workflow.json: temp written, not renamed"),
@@ -353,19 +366,27 @@ class Probe:
 
         return wrapper
 
-    def install(self) -> None:
-        from buildtool import artifacts, boundary, execute, stagerun
-        from buildtool.kinds import command, generate, transform
-
-        real_fsync = os.fsync
-
-        def fsync(fd: int) -> None:
-            self.event("fsync")
+    def slow(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` behind an event named `name` and the slow disk's delay."""
+        def wrapper(*args: Any) -> Any:
+            self.event(name)
             if self.fsync_delay:
                 time.sleep(self.fsync_delay)
-            real_fsync(fd)
+            return fn(*args)
 
-        os.fsync = fsync
+        return wrapper
+
+    def install(self) -> None:
+        from buildtool import artifacts, boundary, execute, fsutil, stagerun
+        from buildtool.kinds import command, generate, transform
+
+        os.fsync = self.slow("fsync", os.fsync)
+        # A rename into place (batch files are written with none of the above until a sync).
+        os.replace = self.slow("replace", os.replace)
+        real_syncfs = fsutil._syncfs()
+        if real_syncfs is not None:  # Linux: one syncfs per sync of a stage's batches
+            slow_syncfs = self.slow("syncfs", real_syncfs)
+            fsutil._syncfs = lambda: slow_syncfs
         b = execute._Builder
         b.run = self.step(b.run, "building")
         b._execute = self.step(b._execute, "stage-run", stage_of=lambda s, planned, *a: planned.stage)
@@ -376,7 +397,14 @@ class Probe:
         r.finish = self.step(r.finish, "finish")
         r.write_batch = self.step(r.write_batch, "batch-write", detail_of=lambda s, i, *a: i)
         stagerun.write_record = self.step(stagerun.write_record, "record-write")
-        stagerun.journal_append = self.step(stagerun.journal_append, "journal-append")
+        j = stagerun.JournalWriter
+        j.batch = self.step(j.batch, "journal-append")
+        j.batches = self.step(j.batches, "journal-append")
+        r.sync = self.step(r.sync, "batch-sync")
+        stagerun.make_durable = self.step(stagerun.make_durable, "make-durable")
+        # A batch file is written with no fsync: a slow disk's delay before it instead.
+        stagerun.write_new_file = self.step(self.slow("write", stagerun.write_new_file),
+                                            "batch-file")
         generate._call = self.step(generate._call, "batch-code",
                                    detail_of=lambda fn, ctx, *a: ctx.batch_index)
         load = transform.load_callable
@@ -699,7 +727,11 @@ class Config:
     timer_share: float = 0.5  # the rest are event kills
     max_kills_per_round: int = 4
     force_share: float = 0.4  # rounds that then force one stage to rerun, and kill that too
-    fsync_delay: float = 0.003  # a slow disk: each fsync sleeps this long first
+    fsync_delay: float = 0.003  # a slow disk: each fsync (syncfs, rename, batch file write) waits
+    # Seconds between syncs of a stage's batches (DD_BUILD_SYNC_INTERVAL_S) of the builds a
+    # random round kills, each drawn from these; of targeted kills (None: dd-build's default).
+    sync_intervals: tuple[float, ...] = (0.0, 1.0)
+    window_sync: float | None = None
     timeout: float = 120.0
 
 
@@ -811,13 +843,16 @@ class Fuzzer:
         elif target is not None:
             how = f"at {target}"
             fig.event_kills += 1
-            proc = self.start(root, build, *args, CRASH_KILL_AT=target)
+            sync = {} if cfg.window_sync is None else \
+                {"DD_BUILD_SYNC_INTERVAL_S": str(cfg.window_sync)}
+            proc = self.start(root, build, *args, CRASH_KILL_AT=target, **sync)
             proc.wait(timeout=cfg.timeout)
         elif self.rng.random() < cfg.timer_share:
             fig.timer_kills += 1
             after = self.rng.uniform(0.0, self.timer_bound())
-            how = f"timer {after:.2f}s"
-            proc = self.start(root, build, *args)
+            sync = str(self.rng.choice(cfg.sync_intervals))
+            how = f"timer {after:.2f}s, sync {sync}s"
+            proc = self.start(root, build, *args, DD_BUILD_SYNC_INTERVAL_S=sync)
             try:
                 proc.wait(timeout=after)
             except subprocess.TimeoutExpired:
@@ -826,8 +861,10 @@ class Fuzzer:
         else:
             fig.event_kills += 1
             n = self.rng.randint(1, max(1, self.remaining))
-            how = f"event {n}"
-            proc = self.start(root, build, *args, CRASH_KILL_AT_EVENT=str(n))
+            sync = str(self.rng.choice(cfg.sync_intervals))
+            how = f"event {n}, sync {sync}s"
+            proc = self.start(root, build, *args, CRASH_KILL_AT_EVENT=str(n),
+                              DD_BUILD_SYNC_INTERVAL_S=sync)
             proc.wait(timeout=cfg.timeout)
         landing = Landing.read(self.logs / f"phase-{build}")
         where = f"{landing.stage}: {landing.label} {landing.detail}".strip()

@@ -277,6 +277,7 @@ class WideConfig:
     max_kills_per_phase: int = 3
     fsync_delay: float = 0.002
     timeout: float = 120.0
+    sync_intervals: tuple[float, ...] = (0.0, 1.0)  # as crash_support.Config's
 
 
 class WideFuzzer:
@@ -378,7 +379,8 @@ class WideFuzzer:
         if target is not None or self.rng.random() >= cfg.timer_share:
             fig.event_kills += 1
             if target is None:
-                target_env = {"CRASH_KILL_AT_EVENT": str(self.rng.randint(1, self.events[version]))}
+                target_env = {"CRASH_KILL_AT_EVENT": str(self.rng.randint(1, self.events[version])),
+                              "DD_BUILD_SYNC_INTERVAL_S": str(self.rng.choice(cfg.sync_intervals))}
             else:
                 target_env = {"CRASH_KILL_AT": target}
             how = f"at {target or 'event ' + target_env['CRASH_KILL_AT_EVENT']}"
@@ -387,8 +389,9 @@ class WideFuzzer:
         else:
             fig.timer_kills += 1
             after = self.rng.uniform(0.0, min(cfg.max_delay, 1.2 * self.seconds[version]))
-            how = f"timer {after:.2f}s"
-            proc = self.start(root, build)
+            sync = str(self.rng.choice(cfg.sync_intervals))
+            how = f"timer {after:.2f}s, sync {sync}s"
+            proc = self.start(root, build, DD_BUILD_SYNC_INTERVAL_S=sync)
             try:
                 proc.wait(timeout=after)
             except subprocess.TimeoutExpired:

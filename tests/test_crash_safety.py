@@ -74,10 +74,10 @@ def test_a_kill_in_each_window_resumes_to_the_uninterrupted_result(calibrated, t
 
     calls = Counter((stage, what) for _, stage, what in cs.read_calls(fuzzer.workdir /
                                                                         "round-0000"))
-    # Batch 0 was in flight at two kills: written as a temp file, then renamed but not yet
-    # journaled (that file is not trusted: deleted and made again).
+    # Batch 0 was in flight at two kills: before its file was written, then written but not
+    # yet journaled (that file is not trusted: deleted and made again).
     assert calls[("seeds", "0")] == 3
-    # A journal line written before the kill keeps its batch, even before its fsync.
+    # A journal line written before the kill keeps its batch, even before it is synced.
     assert calls[("seeds", "1")] == 1
     assert all(calls[("seeds", str(i))] == 1 for i in range(2, 10))
     # Batch 5 was killed just before its journal line: made again, once.
@@ -190,9 +190,8 @@ def test_the_start_of_build_sweep_keeps_the_journal_of_a_running_record(calibrat
     # The fix above must not remove the journal a running record names: the batches it lists
     # would be lost and made again.
     fuzzer = make_fuzzer(calibrated, tmp_path)
-    # The journal's fsyncs: batch 0's line, the new journal's folder, then one line per batch:
-    # #4 is batch 2's line, written but not synced.
-    root = _kill_then_build(fuzzer, "seeds:batch-write>journal-append>fsync#4")
+    # About to call batch 3: batches 0-2 journaled, not yet synced.
+    root = _kill_then_build(fuzzer, "seeds:batch-code#4")
     seeds = cs.artifacts(root) / "seeds"
     (journal,) = seeds.glob("journal-*")
     stale = seeds / "journal-20000101T000000-deadbeef.jsonl"

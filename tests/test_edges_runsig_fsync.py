@@ -1,5 +1,6 @@
 """New folders and new journals are durable: the parent of every folder created is fsynced,
-and so is the journal's folder when the journal is created (issue 7: "Hard edges").
+and a journal and its folder are synced with the batches it lists (issue 7: "Hard edges";
+issue 14).
 
 os.fsync is replaced by a recorder that notes which file or folder each call synced (through
 /proc/self/fd), then calls the real fsync.
@@ -70,15 +71,20 @@ def test_a_file_where_a_folder_is_needed_is_an_error(tmp_path, synced):
         fsutil.make_dirs_durably(tmp_path / "taken" / "sub")
 
 
-def test_the_journal_folder_is_synced_once_when_the_journal_is_created(tmp_path, synced):
+def test_journal_lines_are_synced_with_the_batches_they_list_and_the_journals_folder(
+        tmp_path, synced, monkeypatch):
+    # Journal lines are not fsynced one by one (issue 14, stagerun.py): the sync that makes a
+    # stage's batches durable makes its journal, and the journal's entry in its folder, durable.
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: None)  # an fsync of each file and folder
     entry = BatchEntry(0, "s/batches/batch-000000.parquet", 5, 100, 1, "digest")
     journal = "journal-1.jsonl"
     journal_append(tmp_path, journal, entry)
-    assert synced == [tmp_path / journal, tmp_path]
-
     journal_append(tmp_path, journal, entry._replace(index=1))
-    assert synced[2:] == [tmp_path / journal]  # an append to an existing journal: the file only
+    assert synced == []
     assert len((tmp_path / journal).read_text().splitlines()) == 2
+
+    fsutil.make_durable([str(tmp_path / journal)], [str(tmp_path)])
+    assert synced == [tmp_path / journal, tmp_path]
 
 
 def test_the_build_lock_creates_the_artifacts_folders_durably(tmp_path, synced):

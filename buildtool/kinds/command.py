@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -11,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -96,7 +97,8 @@ def execute(job: Job) -> Output:
     watched = _own_inputs(job)
     before = _states(wf.project_dir, watched)
     echo = job.command_started(command)
-    code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt", echo)
+    with _command_env(wf) as env:
+        code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt", echo, env)
     code_files = set(job.run.record.code) - set(job.run.record.file_inputs)
     job.run.warnings += _changed_inputs(wf.project_dir, before, code_files)
     if code != 0:
@@ -172,14 +174,28 @@ def clear_outputs(project: Path, outputs: tuple[str, ...] | list[str]) -> None:
         remove_path(project / out)
 
 
-def _fresh_bytecode_env(pycache: str) -> dict[str, str]:
-    """Python in the command compiles from source: a `__pycache__` written before an edit in
-    the same second, with the same size, would otherwise run the old code."""
-    return {**os.environ, "PYTHONPYCACHEPREFIX": pycache}
+@contextlib.contextmanager
+def _command_env(wf: Workflow) -> Iterator[dict[str, str]]:
+    """dd-build's environment, once the project's bytecode cannot be stale (pycache.py): a
+    `__pycache__` entry written before an edit in the same second, with the same size, would
+    otherwise run the old code. Libraries keep their own bytecode. Where an entry cannot be
+    made safe, the command gets a fresh, empty PYTHONPYCACHEPREFIX (removed afterwards): every
+    module compiles from source."""
+    from ..pycache import prepare
+
+    env = dict(os.environ)
+    if prepare(wf.project_dir, wf.project_dir / wf.artifacts, env):
+        yield env
+        return
+    fresh = tempfile.mkdtemp(prefix="dd-build-pycache-")
+    try:
+        yield {**env, "PYTHONPYCACHEPREFIX": fresh}
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
-def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None] | None
-                ) -> int:
+def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None] | None,
+                env: dict[str, str]) -> int:
     """Run with stdout and stderr in the stage's log; the log appears whole or not at all.
     With `echo` (`-v`), the output also goes there as it comes.
 
@@ -188,13 +204,12 @@ def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None
     compound command's children would otherwise run on holding the build lock. A SIGKILLed
     dd-build cannot: then the command runs on, and keeps the lock until it ends."""
     tmp = temp_name(log)
-    pycache = tempfile.mkdtemp(prefix="dd-build-pycache-")
     try:
         with open(tmp, "wb") as fh:
             proc = subprocess.Popen(command, shell=True, cwd=cwd,
                                     stdout=fh if echo is None else subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    pass_fds=held_lock_fds(), env=_fresh_bytecode_env(pycache),
+                                    pass_fds=held_lock_fds(), env=env,
                                     start_new_session=True)
             try:
                 if echo is not None:
@@ -208,7 +223,6 @@ def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None
         os.replace(tmp, log)
     finally:
         tmp.unlink(missing_ok=True)
-        shutil.rmtree(pycache, ignore_errors=True)
     return code
 
 

@@ -7,11 +7,10 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..capture import captured, stage_log
+from ..capture import LogCapture, stage_log
 from ..errors import StageFailed, StateError, UserCodeFailed, describe, exc_text
 from ..records import Output
 from . import Job, input_map
@@ -41,19 +40,27 @@ class GenerateContext:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
+def batch_seed(fingerprint: str, index: int) -> int:
+    """From the stage fingerprint and the batch index: a resumed batch repeats itself."""
+    digest = hashlib.sha256(f"{fingerprint}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def batch_rng(fingerprint: str, index: int) -> random.Random:
-    """Seeded from the stage fingerprint and the batch index: a resumed batch repeats itself."""
-    seed = hashlib.sha256(f"{fingerprint}:{index}".encode()).digest()
-    return random.Random(int.from_bytes(seed[:8], "big"))
+    return random.Random(batch_seed(fingerprint, index))
 
 
 def execute(job: Job) -> Output:
+    with LogCapture(stage_log(job.run.dir)) as capture:
+        return _execute(job, capture)
+
+
+def _execute(job: Job, capture: LogCapture) -> Output:
     from ..datasets import seed_indices
     from ..tables import to_table
 
     stage = job.stage
-    log = stage_log(job.run.dir)
-    with captured(log):  # what the module prints on import
+    with capture.call():  # what the module prints on import
         fn = load_callable(job.workflow, stage.target, stage.name)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
@@ -63,7 +70,7 @@ def execute(job: Job) -> Output:
     job.run.begin(total, num_records)
     inputs = input_map(job)
     done = job.run.batch_indices
-    schema = _kept_schema(job)
+    schema = _Schemas(_kept_schema(job), stage.target)
     job.progress(len(done), total)
     for index in range(total):
         if index in done:
@@ -73,34 +80,35 @@ def execute(job: Job) -> Output:
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
+        rng_seed = batch_seed(job.fingerprint, index)
         ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
-                              rows, batch_rng(job.fingerprint, index), inputs)
-        value = _call(fn, ctx, job, log)
+                              rows, random.Random(rng_seed), inputs)
+        value = _call(fn, ctx, job, capture, rng_seed)
         table = to_table(value, f"{stage.target} (batch {index})")
-        _check_unifies(schema, table, index, stage.target)
+        schema.check(table, index)
         job.run.write_batch(index, table)
-        job.progress(len(job.run.batch_indices), total)
+        job.progress(len(job.run.batches), total)
     return job.run.batches_output()
 
 
-def _fresh(ctx: GenerateContext) -> GenerateContext:
+def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     """One attempt's own copy of the batch's context, which code never sees itself: a deep copy
     of the params (a call that mutates them changes no other batch or attempt) and the rng in
     its seeded state (a retry gives the rows an untroubled run gives)."""
-    rng = random.Random()
-    rng.setstate(ctx.rng.getstate())
-    return replace(ctx, params=copy.deepcopy(ctx.params), rng=rng, inputs=dict(ctx.inputs))
+    return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
+                           ctx.num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
+                           random.Random(rng_seed), dict(ctx.inputs))
 
 
-def _call(fn: Any, ctx: GenerateContext, job: Job, log: Path) -> Any:
+def _call(fn: Any, ctx: GenerateContext, job: Job, capture: LogCapture, rng_seed: int) -> Any:
     """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
     exponential backoff and jitter. Each failed attempt but the last is one line through
     `progress_note`."""
     stage, retries = job.stage.name, job.stage.retries
     for attempt in range(retries + 1):
-        with captured(log):  # outside the try: a log that cannot be opened is not the code's
+        with capture.call():
             try:
-                return fn(_fresh(ctx))
+                return fn(_fresh(ctx, rng_seed))
             except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
                 raise UserCodeFailed(f"batch {ctx.batch_index} called sys.exit({exc.code!r})",
                                      stage=stage, hint="raise an exception instead") from exc
@@ -145,17 +153,31 @@ def _kept_schema(job: Job) -> UnifiedSchema:
     return schema
 
 
-def _check_unifies(schema: UnifiedSchema, table: pa.Table, index: int, target: str) -> None:
-    """A batch whose columns cannot be unified with the earlier batches' (by the rule every
-    reader of the stage's output uses) fails the stage before it is written: the stage's
-    output must read as one table. The earlier batches stay."""
-    clash = schema.add(table.schema, f"batch {index}")
-    if clash is not None:
-        name, before, first, now = clash
-        raise StageFailed(f"{target} (batch {index}) returned column '{name}' as {now}, but it "
-                          f"is {before} in {first}: a stage's batches must read as one table",
-                          hint="return one type per column in every batch (int64 with double "
-                               "is fine: it reads as double); cast or convert the values")
+class _Schemas:
+    """The unified schema of the stage's batches so far, which each new batch must unify with
+    (by the rule every reader of the stage's output uses): the stage's output must read as one
+    table. A batch whose schema is the last one added changes nothing and is not merged again
+    (its columns already unify, and merging a type with itself gives itself)."""
+
+    def __init__(self, unified: UnifiedSchema, target: str) -> None:
+        self.unified = unified
+        self.target = target
+        self.last: pa.Schema | None = None
+
+    def check(self, table: pa.Table, index: int) -> None:
+        """StageFailed, before the batch is written, when its columns cannot be unified with
+        the earlier batches'. The earlier batches stay."""
+        if self.last is not None and table.schema.equals(self.last, check_metadata=True):
+            return
+        clash = self.unified.add(table.schema, f"batch {index}")
+        if clash is not None:
+            name, before, first, now = clash
+            raise StageFailed(
+                f"{self.target} (batch {index}) returned column '{name}' as {now}, but it is "
+                f"{before} in {first}: a stage's batches must read as one table",
+                hint="return one type per column in every batch (int64 with double is fine: "
+                     "it reads as double); cast or convert the values")
+        self.last = table.schema
 
 
 def _rows(seed: pa.Table | None) -> int:
