@@ -15,9 +15,9 @@ complete, sometimes forces one stage to rerun and kills that too, then checks:
 
 Half the kills come from a timer (uniform(0, --max-delay) s after the start, less when little
 work is left), half from the build itself at a random probe event (a step's entry, an fsync, a
-syncfs, a rename into place or a batch file's write: a temp file written but not renamed, a
-file renamed but its folder not synced, a batch file written but not journaled, a batch
-journaled but not yet synced, batches synced but not yet listed again). Each killed build syncs a stage's batches after every batch or once a second (drawn
+syncfs or a rename into place: a temp file written but not renamed, a file renamed but its
+folder not synced, a batch journaled but not yet synced, batches synced but not yet listed
+again). Each killed build syncs a stage's batches after every batch or once a second (drawn
 from the same RNG). The RNG is seeded: event kills repeat exactly; timer kills land where the
 machine's speed puts them. The harness is tests/crash_support.py, shared with
 tests/test_crash_safety.py.

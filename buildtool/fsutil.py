@@ -1,8 +1,8 @@
 """Atomic writes: a uniquely named temp file, fsync, os.replace, fsync of the folder.
 
-Batch files are written without a temp file or an fsync each (`write_new_file`): no record or
-journal lists one before it is whole, and `make_durable` later makes many files durable at once
-(records.JournalWriter appends journal lines the same way).
+Batch files are written without an fsync each (`write_file_unsynced`): a kill cannot tear
+them (a temp file renamed into place), and `make_durable` later makes many files durable at
+once (records.JournalWriter appends journal lines the same way).
 """
 
 from __future__ import annotations
@@ -81,25 +81,20 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_new_file(folder: str, name: str, data: Any) -> os.stat_result:
-    """Write `data` (bytes or any buffer) as `folder/name`, with no temp file and no fsync:
-    for a batch file, which no record or journal lists until it is written whole (a kill may
-    leave it partly written, unlisted: a stage's next attempt removes unlisted batch files
-    before it writes any). A file already there is replaced. Not durable against a power loss
-    until `make_durable`. Returns the file's stat."""
+def write_file_unsynced(folder: str, name: str, data: Any) -> os.stat_result:
+    """Write `data` (bytes or any buffer) as `folder/name` through a temp file renamed into
+    place, with no fsync: readers, and a build after a kill, see the whole file or none.
+    Not durable against a power loss until `make_durable`. Returns the file's stat."""
     path = os.path.join(folder, name)
+    tmp = os.path.join(folder, _temp_base(name))
     try:
-        try:
-            fh = open(path, "xb")  # noqa: SIM115 (closed below)
-        except FileExistsError:  # left by an earlier attempt: a new file, never written into
-            os.unlink(path)
-            fh = open(path, "xb")  # noqa: SIM115
-        with fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
+        os.replace(tmp, path)
     except BaseException as exc:
         try:
-            os.unlink(path)
-        except OSError:  # never made, or the folder turned read-only: keep the first error
+            os.unlink(tmp)
+        except OSError:  # never written, or the folder turned read-only: keep the first error
             pass
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
             exc.filename = path

@@ -4,9 +4,8 @@ The journal is appended one line per batch (never a rewrite of the whole record)
 full record is written once at the end.
 
 After a kill (SIGKILL at any instant) every batch the journal lists is whole and kept: a batch
-file is written whole before its line is written, with one write(2); a file a kill left partly
-written is listed nowhere, and the stage's next attempt removes it before it writes any batch
-(`begin`). A kill loses at most the batch in flight.
+file is renamed into place, complete, before its line is written, with one write(2). A kill
+loses at most the batch in flight.
 
 After a power loss (or an OS crash), what reached the disk is what was made durable. Batch
 files and journal lines are not fsynced one by one: every SYNC_INTERVAL_S (1 s) of the stage's
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from .facts import StageFacts
 from .fingerprint import digest_strings
-from .fsutil import make_dirs_durably, make_durable, write_new_file
+from .fsutil import make_dirs_durably, make_durable, write_file_unsynced
 from .model import Stage, Workflow
 from .records import (
     UNSYNCED_MTIME_NS,
@@ -179,7 +178,7 @@ class StageRun:
         data = parquet_buffer(table)
         rel = batch_file(self.stage.name, index)
         folder, name = self._batches_folder(), os.path.basename(rel)
-        st = write_new_file(folder, name, data)
+        st = write_file_unsynced(folder, name, data)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()  # as fingerprint.digest_bytes
         entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest)
         self._journal_discovered()  # before the batch that may have used them is listed

@@ -7,11 +7,10 @@ uninterrupted build. Two kinds of kill, both a real SIGKILL of the build process
 
 * timer: the harness sends SIGKILL after a random delay (seeded RNG) from the start;
 * event: the build SIGKILLs itself at its N-th probe event (random N, seeded). Events are the
-  entries of the steps the fuzz aims at, every fsync and syncfs, every rename into place and
-  every batch file's write, so these kills land inside the narrow windows (a temp file written
-  but not renamed, a renamed file whose folder is not synced, a batch file written but not
-  journaled, a batch journaled but not yet synced, batches synced but not yet listed again),
-  reproducibly and whatever the machine's speed.
+  entries of the steps the fuzz aims at, every fsync and syncfs, and every rename into place,
+  so these kills land inside the narrow windows (a temp file written but not renamed, a
+  renamed file whose folder is not synced, a batch journaled but not yet synced, batches
+  synced but not yet listed again), reproducibly and whatever the machine's speed.
 
 Each killed build of a random round syncs a stage's batches either after every batch or once
 a second (DD_BUILD_SYNC_INTERVAL_S 0 or 1, drawn from the seeded RNG), so kills land in both
@@ -23,8 +22,8 @@ harness SIGKILLs the build once the marker exists. No kill there is timed by a d
 
 The probe (`python tests/crash_support.py --dd-build ARGS`, i.e. `buildtool.cli.main` with a few
 functions wrapped) writes "where am I" to a phase file with one pwrite per step, so after a kill
-the harness knows where it landed. It can also slow every fsync, syncfs, rename and batch
-file write down (a slow disk), which widens the write windows for timer kills. Nothing else differs from
+the harness knows where it landed. It can also slow every fsync, syncfs and rename down (a
+slow disk), which widens the write windows for timer kills. Nothing else differs from
 `python -m buildtool`.
 
 Run as a script, this module is that probe; imported, it is the harness. Stdlib only at import.
@@ -233,16 +232,15 @@ EXPORTS = ("exports/enriched.parquet", "exports/enriched.jsonl")
 # STAGE:LABEL#K (the K-th event with that stage and label, counted within that build), or
 # hold:STAGE:WHAT (user code writes a marker and waits; the harness kills the build then).
 # Each entry: (target, where the kill must land as STAGE:LABEL, why). A batch write is: the
-# fsync of the parent of batches/ when the first batch makes it, its file written under its
-# own name (`batch-file`, no fsync), its journal line (`journal-append`, no fsync). A sync of
-# the batches
-# (`batch-sync`: every second of a stage's work, before each record write, and in `finish`)
-# is `make-durable` (a syncfs, or fsyncs), then the batches listed again (`journal-append`).
+# fsync of the parent of batches/ when the first batch makes it, the temp file renamed into
+# place (`replace`), its journal line (`journal-append`, not fsynced). A sync of the batches
+# (`batch-sync`: every second of a stage's work, before each record write, and in `finish`) is
+# `make-durable` (a syncfs, or fsyncs), then the batches listed again (`journal-append`).
 WINDOWS: tuple[tuple[str, str, str], ...] = (
     ("seeds:begin>record-write>fsync#1", "", "first record: temp written, not renamed"),
     ("seeds:batch-code", "", "about to call the first batch"),
-    ("seeds:batch-write>batch-file>write#1", "", "batch 0: its file about to be written"),
-    ("seeds:batch-write>journal-append#1", "", "batch 0: its file written, not yet journaled"),
+    ("seeds:batch-write>replace#1", "", "batch 0: temp file written, not renamed"),
+    ("seeds:batch-write>journal-append#1", "", "batch 0: renamed into place, not yet journaled"),
     ("seeds:batch-code#3", "", "batch 1 journaled, not synced; batch 2 about to be called"),
     ("seeds:finish>batch-sync>make-durable#1", "", "every batch journaled, none synced"),
     ("seeds:begin>batch-sync>make-durable#1", "", "a resume: the batches it keeps were "
@@ -402,9 +400,6 @@ class Probe:
         j.batches = self.step(j.batches, "journal-append")
         r.sync = self.step(r.sync, "batch-sync")
         stagerun.make_durable = self.step(stagerun.make_durable, "make-durable")
-        # A batch file is written with no fsync: a slow disk's delay before it instead.
-        stagerun.write_new_file = self.step(self.slow("write", stagerun.write_new_file),
-                                            "batch-file")
         generate._call = self.step(generate._call, "batch-code",
                                    detail_of=lambda fn, ctx, *a: ctx.batch_index)
         load = transform.load_callable
@@ -727,7 +722,7 @@ class Config:
     timer_share: float = 0.5  # the rest are event kills
     max_kills_per_round: int = 4
     force_share: float = 0.4  # rounds that then force one stage to rerun, and kill that too
-    fsync_delay: float = 0.003  # a slow disk: each fsync (syncfs, rename, batch file write) waits
+    fsync_delay: float = 0.003  # a slow disk: each fsync (syncfs, rename) sleeps this long first
     # Seconds between syncs of a stage's batches (DD_BUILD_SYNC_INTERVAL_S) of the builds a
     # random round kills, each drawn from these; of targeted kills (None: dd-build's default).
     sync_intervals: tuple[float, ...] = (0.0, 1.0)

@@ -74,8 +74,8 @@ def test_a_kill_in_each_window_resumes_to_the_uninterrupted_result(calibrated, t
 
     calls = Counter((stage, what) for _, stage, what in cs.read_calls(fuzzer.workdir /
                                                                         "round-0000"))
-    # Batch 0 was in flight at two kills: before its file was written, then written but not
-    # yet journaled (that file is not trusted: deleted and made again).
+    # Batch 0 was in flight at two kills: written as a temp file, then renamed but not yet
+    # journaled (that file is not trusted: deleted and made again).
     assert calls[("seeds", "0")] == 3
     # A journal line written before the kill keeps its batch, even before it is synced.
     assert calls[("seeds", "1")] == 1

@@ -175,30 +175,6 @@ def test_a_journaled_batch_lost_in_a_power_loss_is_made_again(project: Project,
     assert project.table("a").equals(reference.table("a"))
 
 
-def test_a_batch_file_a_kill_left_half_written_is_replaced(project: Project) -> None:
-    """A batch file is written under its own name, not renamed into place: a kill in the
-    middle leaves it partly written and listed nowhere. The resume makes that batch again in a
-    new file, and the stage reads as an uninterrupted build's."""
-    project.write("Workflowfile", TEN)
-    proc = project.start("-q", HANG_AT="a:5")
-    project.wait_for("code/a-reached-5", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (project.root / "code" / "a-reached-5").unlink()
-    half = project.artifacts / "a" / "batches" / "batch-000005.parquet"
-    whole = (project.artifacts / "a" / "batches" / "batch-000004.parquet").read_bytes()
-    half.write_bytes(whole[: len(whole) // 2])
-    project.clear_calls()
-
-    assert project.run().code == 0
-    assert project.calls() == [f"a {i}" for i in range(5, 10)]
-    reference = Project(project.root.parent / "reference")
-    reference.write("code/stages.py", (project.root / "code/stages.py").read_text())
-    reference.write("Workflowfile", TEN)
-    assert reference.run().code == 0
-    assert project.table("a").equals(reference.table("a"))
-
-
 def test_syncfs_makes_a_stages_batches_durable_in_one_call(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     if fsutil._syncfs() is None:
