@@ -53,7 +53,11 @@ def make_dirs_durably(folder: Path) -> None:
 
 def temp_name(path: Path) -> Path:
     """A temp path beside `path`, unique across processes and threads."""
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{_TOKEN}{next(_SERIAL):x}")
+    return path.with_name(_temp_base(path.name))
+
+
+def _temp_base(name: str) -> str:
+    return f".{name}.tmp.{os.getpid()}.{_TOKEN}{next(_SERIAL):x}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
