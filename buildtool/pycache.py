@@ -82,7 +82,10 @@ def _project_caches(top: str, skip: str) -> Iterator[tuple[str, str]]:
                             cache = entry.path
                         elif name[0] != "." and name not in _SKIP and entry.path != skip:
                             subdirs.append(entry.path)
-                    elif name == "pyvenv.cfg":  # a virtual environment: its packages are libraries
+                    elif name == "pyvenv.cfg" and folder != top:
+                        # A virtual environment: its packages are libraries. A project folder
+                        # that is one itself keeps its files (its packages are in
+                        # lib/…/site-packages, skipped).
                         break
                 else:
                     if cache is not None:
