@@ -94,7 +94,10 @@ try:
     import pandas
 except ImportError:
     pandas = None
-import numpy
+try:
+    import numpy
+except ImportError:
+    numpy = None
 import pyarrow.compute
 import pyarrow.csv
 import pyarrow.dataset

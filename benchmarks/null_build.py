@@ -33,8 +33,8 @@ Shapes:
            in `inputs:` (fan-in). No `seed:`, so every stage keeps num_records = B.
 benchmarks/peers/run.py builds the same layered DAG with make, doit, Snakemake and DVC.
 
-The first build of 1,000 x 100 writes 100k batch files with three fsyncs each (file, folder,
-journal line): minutes on a disk, ~5x less on tmpfs (`--workdir /dev/shm/...`). With
+The first build of 1,000 x 100 writes 100k batch files (synced in groups): ~40 s on tmpfs,
+longer on a disk (`--workdir /dev/shm/...`). With
 `--workdir`, an unchanged project is kept and reused, so a second run only times null builds.
 Without it the projects go to a temporary folder (in /dev/shm where there is one), removed at
 the end. --quick leaves out the 1,000 x 100 row.
