@@ -120,17 +120,22 @@ def test_a_batch_is_durable_before_a_line_or_a_record_trusts_its_stats(
         for b in rec.batches:
             assert events.index("fsync", project.artifacts / b.file) < at
 
-
-def test_a_resume_makes_the_batches_it_keeps_durable_before_its_record_lists_them(
-        project: Project, events: Events) -> None:
-    """A kill leaves batches journaled but never synced (in the page cache, maybe not on the
-    disk): the resume checks them by content and syncs them before listing them."""
+def killed_after_four_unsynced_batches(project: Project) -> None:
+    """Stage `a` of TEN killed (SIGKILL) after journaling batches 0-3, none of them synced."""
     project.write("Workflowfile", TEN)
     proc = project.start("-q", HANG_AT="a:4", DD_BUILD_SYNC_INTERVAL_S="1000")
     project.wait_for("code/a-reached-4", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (project.root / "code" / "a-reached-4").unlink()
+
+
+
+def test_a_resume_makes_the_batches_it_keeps_durable_before_its_record_lists_them(
+        project: Project, events: Events) -> None:
+    """A kill leaves batches journaled but never synced (in the page cache, maybe not on the
+    disk): the resume checks them by content and syncs them before listing them."""
+    killed_after_four_unsynced_batches(project)
     project.clear_calls()
 
     assert buildtool.build(project.root).ok
@@ -149,12 +154,7 @@ def test_a_journaled_batch_lost_in_a_power_loss_is_made_again(project: Project,
     """What a power loss can leave of a batch journaled but not yet synced: its file torn
     (even with its size and mtime as journaled), empty, or gone. It is never used: the build
     makes it again, keeps the others, and ends as an uninterrupted build does."""
-    project.write("Workflowfile", TEN)
-    proc = project.start("-q", HANG_AT="a:4", DD_BUILD_SYNC_INTERVAL_S="1000")
-    project.wait_for("code/a-reached-4", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (project.root / "code" / "a-reached-4").unlink()
+    killed_after_four_unsynced_batches(project)
     torn = project.artifacts / "a" / "batches" / "batch-000002.parquet"
     before = torn.stat()
     if damage == "missing":
