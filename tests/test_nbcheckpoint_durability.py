@@ -120,6 +120,7 @@ def test_a_batch_is_durable_before_a_line_or_a_record_trusts_its_stats(
         for b in rec.batches:
             assert events.index("fsync", project.artifacts / b.file) < at
 
+
 def killed_after_four_unsynced_batches(project: Project) -> None:
     """Stage `a` of TEN killed (SIGKILL) after journaling batches 0-3, none of them synced."""
     project.write("Workflowfile", TEN)
@@ -128,7 +129,6 @@ def killed_after_four_unsynced_batches(project: Project) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (project.root / "code" / "a-reached-4").unlink()
-
 
 
 def test_a_resume_makes_the_batches_it_keeps_durable_before_its_record_lists_them(
