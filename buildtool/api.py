@@ -249,7 +249,7 @@ class LogReporter:
         why = "; ".join(r.message for r in decision.reasons)
         self.log.info("%s: %s: %s", decision.stage, decision_head(decision), why)
 
-    def progress(self, stage: str, done: int, total: int | None) -> None:
+    def progress(self, stage: str, done: int, total: int | None, **figures: int) -> None:
         if total is not None:
             self.log.debug("%s: batch %d/%d", stage, done, total)
 

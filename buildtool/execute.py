@@ -334,7 +334,8 @@ class _Builder:
         main = decision.step in (None, MAIN[stage.kind])
         self.reporter.started(decision)
         job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
-                  lambda done, total: self.reporter.progress(stage.name, done, total),
+                  lambda done, total, **figures: self.reporter.progress(
+                      stage.name, done, total, **figures),
                   lambda text: self.reporter.note(stage.name, text),
                   lambda command: self.reporter.command_started(stage.name, command))
         started = time.monotonic()

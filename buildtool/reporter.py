@@ -34,7 +34,7 @@ class TextReporter:
 
         self.out.progress(f"▶ {decision.stage}: {decision_head(decision)}: {why}{more}")
 
-    def progress(self, stage: str, done: int, total: int | None) -> None:
+    def progress(self, stage: str, done: int, total: int | None, **figures: int) -> None:
         if total is None or self.out.quiet or not (self.out.verbose or self.out.tty):
             return
         line = f"  {stage}: {done} of {total} {'batch' if total == 1 else 'batches'} done"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..globreach import is_glob
@@ -23,11 +24,18 @@ class Job:
     run: StageRun
     upstream: Mapping[str, StageRecord]
     fingerprint: str
-    progress: Callable[[int, int | None], None]
+    # progress(done, total, *, in_flight=0, rows=0, retries=0): batches done of total;
+    # batches in flight now, rows and retries so far in this run (cumulative)
+    progress: Callable[..., None]
     progress_note: Callable[[str], None]
     # A run stage's command is about to run (as the shell gets it): where its output should
     # also go as it comes (`-v`), or None.
     command_started: Callable[[str], Callable[[bytes], None] | None] = lambda command: None
+    # Set by the builder on SIGINT/SIGTERM: a kind stops starting work, records what finished
+    # and raises errors.Interrupted.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # The stage's `rate_limit:` (ratelimit.Limiter), or None.
+    limiter: Any = None
 
 
 class Kind(Protocol):
