@@ -178,12 +178,12 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
                 if executor.in_flight == 0:
                     break
                 finished = executor.next_finished(_WAIT_S)
-                if job.cancel.is_set():
-                    raise Interrupted(signal.SIGINT)
                 if finished is not None:
                     error = _take(finished, writer)
                     failure = failure or error
                     writer.progress(executor.in_flight)
+                if job.cancel.is_set():
+                    raise Interrupted(signal.SIGINT)
         except (KeyboardInterrupt, Interrupted):
             _take_arrived(executor, writer)
             executor.shutdown(interrupt=True)
