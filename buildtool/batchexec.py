@@ -114,6 +114,7 @@ class Finished:
 
     index: int
     table: pa.Table | None = None
+    data: Any = None  # the table as parquet (a buffer), encoded where it was computed
     error: BaseException | BatchError | None = None
     retries: int = 0  # failed attempts before the last one
     notes: list[str] = field(default_factory=list)  # retry notes not said yet (a process's)

@@ -137,9 +137,9 @@ class _Writer:
         self.retries = 0
         self._lock = threading.Lock()
 
-    def write(self, index: int, table: pa.Table) -> None:
+    def write(self, index: int, table: pa.Table, data: Any = None) -> None:
         self.schema.check(table, index)
-        self.job.run.write_batch(index, table)
+        self.job.run.write_batch(index, table, data)
         self.rows += table.num_rows
 
     def note_retry(self, text: str) -> None:
@@ -172,13 +172,14 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
     with capture.call() if job.stage.executor == "thread" else contextlib.nullcontext():
         try:
             while True:
-                while failure is None and executor.in_flight < limit and \
-                        (task := next(tasks, None)) is not None:
-                    executor.submit(task)
+                if failure is None:
+                    _submit(executor, tasks, limit)
                 if executor.in_flight == 0:
                     break
                 finished = executor.next_finished(_WAIT_S)
                 if finished is not None:
+                    if failure is None and finished.error is None:
+                        _submit(executor, tasks, limit)  # the next one starts before this is written
                     error = _take(finished, writer)
                     failure = failure or error
                     writer.progress(executor.in_flight)
@@ -196,6 +197,11 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
         raise failure
 
 
+def _submit(executor: BatchExecutor, tasks: Iterator[BatchTask], limit: int) -> None:
+    while executor.in_flight < limit and (task := next(tasks, None)) is not None:
+        executor.submit(task)
+
+
 def _take(finished: Finished, writer: _Writer) -> BaseException | None:
     """Write a batch that came back (its retry notes said first); its error when it failed
     or its schema clashes with the batches before it."""
@@ -208,7 +214,7 @@ def _take(finished: Finished, writer: _Writer) -> BaseException | None:
         return finished.error
     assert finished.table is not None
     try:
-        writer.write(finished.index, finished.table)
+        writer.write(finished.index, finished.table, finished.data)
     except StageFailed as exc:
         return exc
     return None
@@ -223,6 +229,8 @@ def _take_arrived(executor: BatchExecutor, writer: _Writer) -> None:
 def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
               ) -> tuple[BatchExecutor, int]:
     """The stage's executor and how many batches it keeps in flight (capped, with a note)."""
+    from ..tables import parquet_buffer
+
     stage = job.stage
     if stage.executor == "process":
         workers = min(stage.concurrency, os.cpu_count() or 1)
@@ -245,8 +253,8 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
             writer.note_retry(text)
 
         try:
-            return Finished(task.index, _compute(fn, call, task, contextlib.nullcontext, note),
-                            retries=len(tries))
+            table = _compute(fn, call, task, contextlib.nullcontext, note)
+            return Finished(task.index, table, parquet_buffer(table), retries=len(tries))
         except StageFailed as exc:
             return Finished(task.index, error=exc, retries=len(tries))
 
@@ -259,6 +267,7 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
     from pathlib import Path
 
     from ..model import Workflow
+    from ..tables import parquet_buffer
 
     call: StageCall = state["call"]
     notes: list[str] = []
@@ -267,8 +276,8 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
             root = Path(call.project_dir)
             shim = Workflow("worker", root / "Workflowfile", root, "", {})
             state["fn"] = load_callable(shim, call.target, call.stage)
-        finished = Finished(task.index, _compute(state["fn"], call, task, contextlib.nullcontext,
-                                                 notes.append), retries=len(notes))
+        table = _compute(state["fn"], call, task, contextlib.nullcontext, notes.append)
+        finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes))
     except StageFailed as exc:
         finished = Finished(task.index, error=BatchError.of(exc), retries=len(notes))
     finished.notes = notes
