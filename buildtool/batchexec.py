@@ -212,11 +212,13 @@ class ProcessBatches:
         if exc is None:
             self._done.put(future.result())
             return
+        # A worker that ends abruptly breaks the pool: every batch in flight fails with it, and
+        # which one the dead worker held is not known.
         self._done.put(Finished(index, error=StageFailed(
-            f"batch {index}: its worker process failed: {type(exc).__name__}: {exc}",
-            stage=self._stage,
-            hint="a worker process ended (killed, out of memory, or a crash in native code); "
-                 "build again: the finished batches are kept")))
+            f"batch {index} did not come back: a worker process ended abruptly while it was "
+            f"in flight ({type(exc).__name__})", stage=self._stage,
+            hint="a worker was killed, ran out of memory or crashed in native code; build "
+                 "again: the finished batches are kept")))
 
     def next_finished(self, timeout: float) -> Finished | None:
         try:

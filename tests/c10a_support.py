@@ -52,6 +52,8 @@ def _hooks(ctx):
     here = f"{ctx.stage_name}:{ctx.batch_index}"
     if os.environ.get("FAIL_AT") == here:
         raise RuntimeError(f"boom at {here}")
+    if os.environ.get("KILL_AT") == here:  # a worker process killed (out of memory, say)
+        os.kill(os.getpid(), 9)
     if here in os.environ.get("FLAKY", "").split(","):
         marker = ROOT / f"flaky-{ctx.stage_name}-{ctx.batch_index}"
         if not marker.exists():
@@ -148,7 +150,7 @@ class Proj:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if k not in ("HANG_AT", "HANG_AFTER", "FAIL_AT", "FLAKY", "BUILD")}
+               if k not in ("HANG_AT", "HANG_AFTER", "FAIL_AT", "FLAKY", "BUILD", "KILL_AT")}
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("DD_BUILD_RETRY_BASE_S", "0.01")
         env.update(extra)

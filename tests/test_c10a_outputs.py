@@ -153,3 +153,57 @@ def wait_for(path: Path, proc, limit: float = 120.0) -> None:
             raise AssertionError(f"the build ended before {path.name}: {proc.communicate()}")
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.01)
+
+
+def test_a_killed_worker_process_fails_the_stage_cleanly_and_the_next_build_resumes(tmp_path):
+    proj = Proj(tmp_path / "p", one_stage(10, "concurrency: 2\nexecutor: process"))
+    done = proj.run(KILL_AT="a:4", BUILD="killed")
+    assert done.returncode == 1
+    assert "did not come back: a worker process ended abruptly while it was in flight" \
+        in done.stderr
+    rec = proj.record("a")
+    assert rec["status"] == "failed"
+    listed = {b["index"] for b in rec["batches"]}
+    assert 4 not in listed
+    done = proj.run("-q", BUILD="again")
+    assert done.returncode == 0, done.stderr
+    assert sorted(i for _, i in proj.calls("again")) == sorted(set(range(10)) - listed)
+    reference = Proj(tmp_path / "ref", one_stage(10))
+    assert reference.run("-q").returncode == 0
+    assert outputs(proj) == outputs(reference)
+
+
+def test_batch_threads_run_in_the_stage_threads_context(tmp_path, monkeypatch):
+    """Contract: a ContextVar set in the stage thread (which stage's log or code tracker is
+    current, under -j) is what each batch thread sees."""
+    import contextvars
+    import sys
+
+    import buildtool.kinds.generate as generate
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("c10a_var", default="unset")
+    holder = type(sys)("c10a_var")
+    holder.var = var
+    monkeypatch.setitem(sys.modules, "c10a_var", holder)
+    real = generate._run_concurrently
+
+    def run_concurrently(*args, **kwargs):
+        var.set("the stage's")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "_run_concurrently", run_concurrently)
+    proj = Proj(tmp_path / "p", one_stage(6, "concurrency: 3"))
+    (proj.root / "stages" / "gen.py").write_text(
+        "import threading\nimport c10a_var\n\n"
+        "def rows(ctx):\n"
+        "    return [{'seen': c10a_var.var.get(), 'main': threading.current_thread() is "
+        "threading.main_thread()}]\n")
+    from buildtool import api
+
+    report = api.build(proj.root / "Workflowfile")
+    assert report.ok
+    import pyarrow.parquet as pq
+
+    rows = [r for b in proj.record("a")["batches"]
+            for r in pq.read_table(proj.artifacts / b["file"]).to_pylist()]
+    assert rows and all(r == {"seen": "the stage's", "main": False} for r in rows)
