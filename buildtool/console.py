@@ -68,10 +68,10 @@ class Console:
                 flags.verbose = True
         return cls(flags)
 
-    def live(self) -> LiveArea | None:
-        """The live progress area, made (and rich imported) on first use; None off a terminal,
-        with -q and with --json."""
-        if self._live is None and self.live_ok and self.stderr is not None:
+    def live(self, make: bool = True) -> LiveArea | None:
+        """The live progress area, made (and rich imported) on first use when `make`; None off
+        a terminal, with -q and with --json."""
+        if make and self._live is None and self.live_ok and self.stderr is not None:
             from .live import LiveArea
 
             self._live = LiveArea(self.stderr, self.stdout, _write)

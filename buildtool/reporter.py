@@ -55,7 +55,7 @@ class TextReporter:
         with self._lock:
             state = self._running.setdefault(stage, StageProgress())
             moved = state.update(done, total, in_flight, rows, retries)
-            live = self.out.live()
+            live = self.out.live(make=False)  # made when a stage started
             if live is not None:
                 live.show(stage, progress_text(stage, state))
             if moved and total is not None and self.out.verbose:
@@ -78,7 +78,7 @@ class TextReporter:
     def finished(self, result: StageResult) -> None:
         with self._lock:
             self._running.pop(result.stage, None)
-            live = self.out.live()
+            live = self.out.live(make=False)  # a null build never makes it
             if live is not None:  # its line goes; the result line below takes its place
                 live.drop(result.stage)
             self._finished(result)
