@@ -10,6 +10,7 @@ no library and is tested on its own.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -107,6 +108,7 @@ class LiveArea:
         self._live = Live(console=self._console, auto_refresh=False, transient=True,
                           redirect_stdout=False, redirect_stderr=False)
         self._shown = False
+        atexit.register(self.close)
 
     def show(self, key: str, line: str) -> None:
         with self._lock:
@@ -135,10 +137,14 @@ class LiveArea:
                 self._console.print(Text("\n".join(whole)), soft_wrap=True)
 
     def close(self) -> None:
-        """The build ends (or is interrupted): the live lines go, the cursor shows again."""
+        """The build ends (or is interrupted): the live lines go, the cursor shows again.
+        Also at exit (atexit), should an error path have missed it."""
         with self._lock:
             self._lines.clear()
-            self._redraw()
+            try:
+                self._redraw()
+            except OSError:  # the terminal went away (a hangup): nothing more can be shown
+                self._shown = False
 
     def _here(self, stream: TextIO) -> bool:
         return stream is self._err or (stream is self._out and self._same)

@@ -258,3 +258,43 @@ def test_the_live_module_itself_does_not_import_rich() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+TALL = '''
+import sys
+from argparse import Namespace
+from pathlib import Path
+from buildtool.console import Console
+from buildtool.plan import Decision
+from buildtool.report import StageResult
+from buildtool.reporter import TextReporter
+
+here = Path(sys.argv[1])
+reporter = TextReporter(Console(Namespace(json=False, quiet=False, verbose=False)), False)
+names = [f"s{i}" for i in range(6)]
+for name in names:
+    reporter.started(Decision(name, "run"))
+    reporter.progress(name, 0, 3)
+(here / "live").write_text("x")
+while not (here / "go").exists():
+    pass
+for name in names:
+    reporter.finished(StageResult(name, Decision(name, "run"), "completed", 3, 3, 3, duration_s=1))
+'''
+
+
+def test_more_running_stages_than_the_terminal_has_lines(tmp_path: Path) -> None:
+    """LINES=5: four lines of the live area, the last saying how many more run."""
+    project = Project(tmp_path)
+    script = project.write("tall.py", TALL)
+    term = Terminal(project, [str(tmp_path)], cols=80, script=script, LINES="5")
+    project.wait_for("live", term.proc)
+    term.wait_for(lambda t: "more running" in t and t.count("▶") == 6, "the live area")
+    assert term.screen().lines()[-4:] == [
+        "  s0: 0/3 batches", "  s1: 0/3 batches", "  s2: 0/3 batches", "  … and 3 more running"]
+    (tmp_path / "go").write_text("x")
+    code, shown, _ = term.finish()
+    assert code == 0, shown
+    lines = term.screen().lines()
+    assert lines == [f"▶ s{i}: run:" for i in range(6)] + \
+        [f"✓ s{i}: completed (3 rows, 3 of 3 batches run) in 1.0s" for i in range(6)]
