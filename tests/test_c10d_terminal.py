@@ -281,7 +281,7 @@ def test_live_lines_show_batches_and_end_as_one_result_per_stage(gated: Project)
     final = term.screen()
     _check_final(final.lines(), [STAGE, "joined"])
     assert final.cursor_shown
-    assert DONE.match(final.lines()[1]).group(2, 3) == ("6", "3")  # type: ignore[union-attr]
+    assert DONE.match(final.lines()[1]).group(2, 3) == ("6", "3")
 
 
 def test_a_narrow_terminal_cuts_the_live_line_instead_of_wrapping_it(gated: Project) -> None:
@@ -409,3 +409,18 @@ def test_a_null_build_on_a_terminal_prints_results_only(gated: Project) -> None:
     assert "\x1b" not in shown  # nothing ran: no live line, not even a hidden cursor
     assert shown.replace("\r\n", "\n").splitlines() == [
         f"= {STAGE}: up to date (6 rows)", "= joined: up to date (1 row)"]
+
+
+def test_results_go_to_stdout_when_it_is_not_the_terminal(gated: Project) -> None:
+    """stdout to a pipe, stderr on the terminal: the result lines go down the pipe as they
+    did; the terminal keeps the `▶` lines and no live line."""
+    term = Terminal(gated, [], stdout_pipe=True)
+    _reached(gated, term, 0)
+    term.wait_for(lambda t: "0/3 batches" in t, "0/3 shown")
+    _go(gated, 0, 1, 2)
+    code, shown, out = term.finish()
+    assert code == 0, shown
+    assert [DONE.match(line).group(1) for line in out.splitlines()] == [STAGE, "joined"]
+    assert "\x1b" not in out
+    lines = term.screen().lines()
+    assert [START.match(line).group(1) for line in lines] == [STAGE, "joined"], lines
