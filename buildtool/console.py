@@ -109,7 +109,7 @@ class Console:
             return
         self._documented = True
         self._put(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
-                                       allow_nan=False, default=str))
+                                          allow_nan=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""

@@ -101,7 +101,7 @@ class LiveArea:
         self._same = out is not None and _same_terminal(out, err)
         self._lock = threading.RLock()
         self._lines: dict[str, str] = {}
-        self._pending: dict[int, str] = {}  # a line written in pieces, by id(stream)
+        self._pending: dict[TextIO, str] = {}  # a line written in pieces, by stream
         self._console = RichConsole(file=err, force_terminal=True, color_system=None,
                                     highlight=False, markup=False, emoji=False,
                                     legacy_windows=False)
@@ -127,9 +127,9 @@ class LiveArea:
             if stream is None or not self._shown or not self._here(stream):
                 self._raw(stream, text, "")
                 return
-            lines = (self._pending.pop(id(stream), "") + text).split("\n")
+            lines = (self._pending.pop(stream, "") + text).split("\n")
             if lines[-1]:
-                self._pending[id(stream)] = lines[-1]
+                self._pending[stream] = lines[-1]
             whole = [_overlaid(line) for line in lines[:-1]]
             if whole:
                 from rich.text import Text
@@ -154,10 +154,9 @@ class LiveArea:
             if self._shown:
                 self._shown = False
                 self._live.stop()  # transient: erased, the cursor where the area began
-                for key, rest in list(self._pending.items()):  # a line still unfinished
-                    del self._pending[key]
-                    self._raw(self._out if self._out is not None and id(self._out) == key
-                              else self._err, rest, "")
+                for stream, rest in self._pending.items():  # a line still unfinished
+                    self._raw(stream, rest, "")
+                self._pending.clear()
             return
         self._console.size = _terminal_size(self._err)  # fds 1 and 2 may point at a log now
         if not self._shown:
