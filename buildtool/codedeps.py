@@ -69,7 +69,7 @@ class ImportGraph:
         queue = deque(found)
         while queue:
             node = queue.popleft()
-            for target in self.edges.get(node, ()):
+            for target in tuple(self.edges.get(node, ())):  # stages at once (-j) add edges
                 if target not in found:
                     found[target] = node
                     queue.append(target)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..globreach import is_glob
@@ -28,6 +29,21 @@ class Job:
     # A run stage's command is about to run (as the shell gets it): where its output should
     # also go as it comes (`-v`), or None.
     command_started: Callable[[str], Callable[[bytes], None] | None] = lambda command: None
+    # Set by the builder on SIGINT/SIGTERM while stages run at once (-j): the kind stops
+    # between batches (a run stage ends its command) and raises errors.Interrupted.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    limiter: Any = None  # the stage's `rate_limit:` (ratelimit.Limiter), or None
+
+
+def check_cancel(job: Job) -> None:
+    """errors.Interrupted once the build is cancelled: the stage stops here, its finished
+    batches recorded (the builder writes the `interrupted` record)."""
+    if job.cancel.is_set():
+        import signal
+
+        from ..errors import Interrupted
+
+        raise Interrupted(signal.SIGINT)  # the main thread re-raises its own signal
 
 
 class Kind(Protocol):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..capture import LogCapture, stage_log
 from ..errors import StageFailed, StateError, UserCodeFailed, describe, exc_text
 from ..records import Output
-from . import Job, input_map
+from . import Job, check_cancel, input_map
 from .loader import load_callable
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ def _execute(job: Job, capture: LogCapture) -> Output:
     for index in range(total):
         if index in done:
             continue
+        check_cancel(job)  # -j: SIGINT/SIGTERM stops the stage between batches
         offset = index * stage.batch_size
         size = min(stage.batch_size, num_records - offset)
         rows = None
