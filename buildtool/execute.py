@@ -203,7 +203,12 @@ class _Builder:
         self.cancel = threading.Event()  # every running stage's Job.cancel (-j)
         self._lock = threading.Lock()  # the dicts below, written by stage threads under -j
         self._position = {d.stage: i for i, d in enumerate(prep.decisions)}
-        self._decided: dict[str, Decision] = {}  # ready, waiting for a free job (-j)
+        # -j: ready stages that wait for a free job (decided once), ready ones by plan
+        # position, each stage's input stages not done yet, and the stages that need each.
+        self._decided: dict[str, Decision] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._missing: dict[str, int] = {}
+        self._dependants: dict[str, list[str]] = {}
         self.keep_going = keep_going
         self.prep = prep
         self.wf = prep.workflow
@@ -258,16 +263,22 @@ class _Builder:
 
         plain = self.reporter
         self.reporter = _Serialized(plain)
-        waiting = list(self.prep.decisions)
+        self._missing = {d.stage: len(self.prep.upstreams[d.stage]) for d in self.prep.decisions}
+        self._dependants = {d.stage: [] for d in self.prep.decisions}
+        for d in self.prep.decisions:
+            for u in self.prep.upstreams[d.stage]:
+                self._dependants[u].append(d.stage)
+        self._ready = [(i, d.stage) for i, d in enumerate(self.prep.decisions)
+                       if not self._missing[d.stage]]  # a heap by plan position
         running: dict[str, Any] = {}
         ended: queue.SimpleQueue[_Ended] = queue.SimpleQueue()
         try:
             with shared_output(self.wf.artifacts_root / SHARED_OUTPUT) as shared:
                 try:
-                    self._start(waiting, running, ended)
+                    self._start(running, ended)
                     while running:
                         self._end(ended.get(), running)
-                        self._start(waiting, running, ended)
+                        self._start(running, ended)
                 except BaseException:
                     self.stopped = True
                     self.cancel.set()
@@ -281,37 +292,34 @@ class _Builder:
         finally:
             self.reporter = plain
 
-    def _start(self, waiting: list[Decision], running: dict[str, Any],
-               ended: queue.SimpleQueue[_Ended]) -> None:
-        """Settle or start, in plan order, each waiting stage whose input stages are done
-        (plan order is topological: settling one can only make later ones ready)."""
+    def _start(self, running: dict[str, Any], ended: queue.SimpleQueue[_Ended]) -> None:
+        """Settle or start, first in plan order first, each stage whose input stages are
+        done (settling one may make others ready); those that need a job wait for one."""
+        import heapq
         import threading
 
-        i = 0
-        while i < len(waiting):
-            planned = waiting[i]
-            name = planned.stage
-            if any(u not in self.results for u in self.prep.upstreams[name]):
-                i += 1
-                continue
+        waiting = []
+        while self._ready:
+            position, name = heapq.heappop(self._ready)
+            planned = self.prep.decisions[position]
             settled, decision = self._settle(planned) if name not in self._decided \
                 else (None, self._decided.pop(name))
             if settled is None and self.stopped:
                 settled = StageResult(name, planned, "not_run",
                                       batches_total=planned.batches_total)
             if settled is not None:
-                del waiting[i]
                 self._store(settled)
-                continue
-            if len(running) >= self.jobs:
+            elif len(running) >= self.jobs:
                 self._decided[name] = decision  # decided once: its upstreams are done
-                i += 1
-                continue
-            del waiting[i]
-            thread = threading.Thread(target=self._work, args=(planned, decision, ended),
-                                      name=f"dd-build stage {name}", daemon=True)
-            running[name] = thread
-            thread.start()
+                waiting.append((position, name))
+            else:
+                thread = threading.Thread(target=self._work, args=(planned, decision, ended),
+                                          name=f"dd-build stage {name}", daemon=True)
+                with signals_held():  # never a thread started that the build does not await
+                    running[name] = thread
+                    thread.start()
+        for item in waiting:
+            heapq.heappush(self._ready, item)
 
     def _work(self, planned: Decision, decision: Decision, ended: queue.SimpleQueue[_Ended]
               ) -> None:
@@ -327,15 +335,23 @@ class _Builder:
         """A stage's thread ended: store its result, or raise what it raised (an interrupt
         in its code, a bug in dd-build) unless the build is already ending."""
         name, result, exc = item
-        running.pop(name).join()
-        if result is not None:
-            self._store(result)
-        elif exc is not None and not cancelled:
+        with signals_held():  # its result is stored once its thread is let go
+            running.pop(name).join()
+            if result is not None:
+                self._store(result)
+        if exc is not None and not cancelled:
             raise exc
 
     def _store(self, result: StageResult) -> None:
+        """A stage's result (-j): reported, and its dependants one input closer to ready."""
+        import heapq
+
         self.results[result.stage] = result
         self.reporter.finished(result)
+        for name in self._dependants[result.stage]:
+            self._missing[name] -= 1
+            if not self._missing[name]:
+                heapq.heappush(self._ready, (self._position[name], name))
 
     def _sweep(self) -> None:
         """Remove what a killed build (or a failed one) left where no stage that runs now

@@ -157,3 +157,31 @@ def test_a_stage_never_starts_before_its_input_stages_are_done(tmp_path: Path) -
         result = proj.run("--json", "-j", "8", "--resume", "never")
         assert result.code == 0, (attempt, result.stderr)
         assert {s["result"] for s in result.json()["stages"]} == {"completed"}
+
+
+def test_early_cutoff_under_j(tmp_path: Path) -> None:
+    """A stage that reruns with the same output leaves the stages after it up to date (they
+    are decided again once it is done); one with a new output reruns the next one, and so
+    on down."""
+    wf = """
+    workflow: demo
+    stages:
+      a: {generate: code/a.py:rows, num_records: 4, batch_size: 2}
+      other: {generate: code/jobs.py:rows, num_records: 4, batch_size: 2}
+      b: {generate: code/jobs.py:rows, seed: a, batch_size: 2}
+      c: {transform: code/jobs.py:check_inputs, inputs: [b, other]}
+    """
+    proj = jobs_project(tmp_path / "p", wf)
+    proj.write("code/a.py", "def rows(ctx):\n    return [{'id': ctx.offset + i} for i in range(ctx.size)]\n")
+    assert proj.run("-q", "-j", "4").code == 0
+    proj.write("code/a.py", "# a comment\n" + (proj.root / "code/a.py").read_text())
+    result = proj.run("--json", "-j", "4")
+    assert result.code == 0, result.stderr
+    assert {s["stage"]: s["result"] for s in result.json()["stages"]} == \
+        {"a": "completed", "other": "up_to_date", "b": "up_to_date", "c": "up_to_date"}
+    proj.write("code/a.py", (proj.root / "code/a.py").read_text().replace("ctx.offset + i",
+                                                                          "ctx.offset + i + 1"))
+    result = proj.run("--json", "-j", "4")
+    # b reruns on a's new rows; its own rows do not show the seed's (jobs.py): c stays
+    assert {s["stage"]: s["result"] for s in result.json()["stages"]} == \
+        {"a": "completed", "other": "up_to_date", "b": "completed", "c": "up_to_date"}

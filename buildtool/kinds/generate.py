@@ -6,7 +6,6 @@ import copy
 import hashlib
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +121,8 @@ def _call(fn: Any, ctx: GenerateContext, job: Job, capture: LogCapture, rng_seed
                 failed = exc
         delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
         _retry_note(job, ctx.batch_index, attempt, failed, delay)
-        time.sleep(delay)
+        if job.cancel.wait(delay):  # -j: SIGINT/SIGTERM ends the wait
+            check_cancel(job)
     raise AssertionError("unreachable")
 
 
