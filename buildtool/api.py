@@ -60,12 +60,15 @@ Names = str | Iterable[str]
 
 def build(project: Project = ".", targets: Names = (), *,
           resume: ResumeMode = "if-possible", force: Names = (), rerun_from: Names = (),
-          dry_run: bool = False, keep_going: bool = False) -> BuildReport:
+          dry_run: bool = False, keep_going: bool = False, jobs: int | None = None
+          ) -> BuildReport:
     """Build the targets (default: every stage) and what they need, as `dd-build` does.
 
     `targets`, `force` and `rerun_from` take stage names (one name, or several); `resume` is
     "if-possible", "never" or "always"; `dry_run` plans and changes nothing (the report has
-    no results); `keep_going` still builds what does not need a failed stage.
+    no results); `keep_going` still builds what does not need a failed stage; `jobs` runs up
+    to that many stages at once (`-j`; default: the Workflowfile's `jobs:`, else 1; above 32,
+    32).
 
     Returns the BuildReport (`build --json`'s data); a failed stage makes `report.ok` False,
     it raises nothing. Raises WorkflowError, ResumeRefused (before any stage runs) or
@@ -75,7 +78,7 @@ def build(project: Project = ".", targets: Names = (), *,
     from .inprocess import project_call
 
     config = BuildConfig(_names(targets, "targets"), _resume(resume), _names(force, "force"),
-                         _names(rerun_from, "rerun_from"), bool(dry_run))
+                         _names(rerun_from, "rerun_from"), bool(dry_run), _jobs(jobs))
     workflow = load(project, store=not dry_run)
     with project_call(workflow.project_dir, runs_code=not dry_run):
         report = build_workflow(workflow, config, keep_going=bool(keep_going))
@@ -145,17 +148,20 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
 
     `on_plan` gets the report as soon as the plan is made: the build fills it in place, so
     the caller has every stage's result so far should an exception end the build."""
-    from .execute import prepare, run_build, scope_of
+    from .execute import jobs_for, prepare, run_build, scope_of
     from .lock import build_lock
 
     reporter = reporter or LogReporter()
     if config.dry_run:
         return _planned(prepare(workflow, config), True, reporter, on_plan)
     scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
+    jobs, clamped = jobs_for(config, workflow)
     with build_lock(workflow.artifacts_root):
         prep = prepare(workflow, config, scope)
         report = _planned(prep, False, reporter, on_plan)
-        return run_build(prep, reporter, keep_going, report)
+        if clamped is not None:
+            reporter.note(workflow.name, clamped)
+        return run_build(prep, reporter, keep_going, report, jobs)
 
 
 def _planned(prep: Prepared, dry_run: bool, reporter: Reporter,
@@ -207,6 +213,19 @@ def _names(value: Names, what: str) -> tuple[str, ...]:
             raise TypeError(f"{what}: stage names are strings, got {type(name).__name__} "
                             f"{name!r}")
     return names
+
+
+def _jobs(value: int | None) -> int | None:
+    """`jobs`: None, or a whole number of 1 or more."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"jobs: a whole number of 1 or more, got {type(value).__name__} "
+                        f"{value!r}")
+    if value < 1:
+        raise UsageError(f"jobs={value}: must be 1 or more",
+                         hint="jobs=1 runs one stage at a time; jobs=4 up to 4 at once")
+    return value
 
 
 def _resume(value: str) -> ResumeMode:

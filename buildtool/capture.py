@@ -8,17 +8,26 @@ afterwards are the objects they were, should the code replace or close them; dd-
 to streams of its own (console.Console), which nothing user code does to sys.stdout can reach.
 Each attempt of a stage starts a new log (`clear_log`); an attempt whose code prints nothing
 leaves none.
+
+While several stages run at once (`-j`, `shared_output`), file descriptors are one per process
+and cannot follow a thread: fds 1 and 2 point at one log of the build for the whole time, and
+sys.stdout and sys.stderr are routers that send each write to the log of the stage whose code
+runs in the writing thread (a ContextVar, which batch threads inherit), so print() still lands
+in its stage's log. What bypasses sys.stdout/sys.stderr (os.write(1, ...), C code, child
+processes of Python stages) lands in the build's log. Run stages are not concerned: their
+commands write to files of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 LOG_NAME = "log.txt"
 TAIL_LINES = 20
@@ -27,6 +36,22 @@ _TAIL_WIDTH = 300  # characters kept of each line of a tail
 # Before each active capture: where fds 1 and 2 pointed (None: closed), and the objects
 # sys.stdout and sys.stderr were (stage code may replace or close them).
 _saved: list[tuple[int | None, int | None, Any, Any]] = []
+# The stage log that sys.stdout/sys.stderr write to in this thread while stages run at once.
+_CURRENT: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+    "dd_build_stage_output", default=None)
+
+
+class Shared:
+    """fds 1 and 2 while stages run at once: a log of the build (`written`: something went
+    there). `depth`: its entry in `_saved`."""
+
+    def __init__(self, log: Path, depth: int) -> None:
+        self.log = log
+        self.depth = depth
+        self.written = False
+
+
+_shared: Shared | None = None
 
 
 def stage_log(stage_dir: Path) -> Path:
@@ -56,6 +81,7 @@ class LogCapture:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self.fd: int | None = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._stream: TextIO | None = None  # its stream while stages run at once
 
     def __enter__(self) -> LogCapture:
         return self
@@ -66,8 +92,13 @@ class LogCapture:
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
         """Fds 1 and 2 write to the log while inside; restored afterwards, also when the code
-        raises or a signal interrupts it."""
+        raises or a signal interrupts it. While stages run at once, only sys.stdout and
+        sys.stderr do, in this thread (and the batch threads it starts)."""
         assert self.fd is not None, "the capture is closed"
+        if _shared is not None:
+            with self._routed():
+                yield
+            return
         _flush()
         depth = len(_saved)
         _saved.append((_dup(1), _dup(2), sys.stdout, sys.stderr))
@@ -81,9 +112,27 @@ class LogCapture:
             _flush()
             restore(depth)
 
+    @contextlib.contextmanager
+    def _routed(self) -> Iterator[None]:
+        assert self.fd is not None
+        if self._stream is None:
+            self._stream = open(self.fd, "w", encoding="utf-8", errors="backslashreplace",
+                                closefd=False, buffering=1)
+        token = _CURRENT.set(self._stream)
+        try:
+            yield
+        finally:
+            _CURRENT.reset(token)
+            with contextlib.suppress(OSError, ValueError):  # a full disk
+                self._stream.flush()
+
     def close(self) -> None:
         if self.fd is None:
             return
+        if self._stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.close()  # closefd=False: flushes only
+            self._stream = None
         fd, self.fd = self.fd, None
         empty = os.fstat(fd).st_size == 0
         os.close(fd)
@@ -92,10 +141,81 @@ class LogCapture:
                 self.log.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def shared_output(log: Path) -> Iterator[Shared]:
+    """While stages run at once: fds 1 and 2 write to `log` (a new one; removed when nothing
+    was written), and sys.stdout/sys.stderr route each write to the current stage's log
+    (`LogCapture.call`), or to fds 1 and 2 outside stage code."""
+    global _shared
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    shared = Shared(log, len(_saved))
+    try:
+        _flush()
+        _saved.append((_dup(1), _dup(2), sys.stdout, sys.stderr))
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            sys.stdout = _Router(_on_fd(sys.stdout, 1))
+            sys.stderr = _Router(_on_fd(sys.stderr, 2))
+            _shared = shared
+            yield shared
+        finally:
+            _flush()
+            restore(shared.depth)
+            shared.written = os.fstat(fd).st_size > 0
+    finally:
+        os.close(fd)
+        if not shared.written:
+            with contextlib.suppress(OSError):
+                log.unlink(missing_ok=True)
+
+
+class _Router:
+    """sys.stdout or sys.stderr while stages run at once: each write goes to the log of the
+    stage whose code runs in this thread, else to `fallback` (on fd 1 or 2). Closing it (stage
+    code may) closes nothing."""
+
+    def __init__(self, fallback: Any) -> None:
+        self._fallback = fallback
+
+    def _target(self) -> Any:
+        return _CURRENT.get() or self._fallback
+
+    def write(self, text: str) -> int:
+        target = self._target()
+        return len(text) if target is None else int(target.write(text))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is not None:
+            target.flush()
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, fileno, buffer, ...
+        return getattr(self._target(), name)
+
+
 def restore(depth: int = 0) -> None:
     """Point fds 1 and 2 back where they were before the capture at `depth` (0: the
     outermost) began. The Console calls restore() before it prints an error, in case an
     interrupt came in the middle of a capture's own restoring."""
+    global _shared
+    if _shared is not None and _shared.depth >= depth:
+        _shared = None
     while len(_saved) > depth:
         out, err, stdout, stderr = _saved.pop()
         _put_back(out, 1)

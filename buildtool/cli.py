@@ -36,6 +36,7 @@ still means a path from where you are."""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
                   "-n", "--rows", "--format"}
 _PATH_ARGS = ("path",)  # the arguments that name a file from the user's working folder
+_JOBS_CAP = 32  # execute.MAX_JOBS (not imported: start-up)
 
 
 def _options(file: bool) -> argparse.ArgumentParser:
@@ -128,6 +129,10 @@ def _build_arguments(build: argparse.ArgumentParser) -> None:
                        help="after a stage fails, still build the stages that do not need it")
     build.add_argument("--force", action="append", default=[], metavar="STAGE",
                        help="run STAGE fresh (repeatable)")
+    build.add_argument("-j", "--jobs", type=_jobs, nargs="?", const=_JOBS_CAP, metavar="N",
+                       help=f"run up to N stages at once, each once its input stages are done "
+                            f"(default: the Workflowfile's `jobs:`, else 1; -j alone or above "
+                            f"{_JOBS_CAP}: {_JOBS_CAP})")
 
 
 def _dag_arguments(dag: argparse.ArgumentParser) -> None:
@@ -259,6 +264,17 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}"
+                                         ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
@@ -298,7 +314,7 @@ def cmd_build(args: argparse.Namespace, out: Console) -> int:
 
     workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
-                         tuple(args.rerun_from), args.dry_run)
+                         tuple(args.rerun_from), args.dry_run, args.jobs)
     reporter = TextReporter(out, args.explain or args.dry_run)
 
     def planned(report: BuildReport) -> None:  # the stages, should the build end early

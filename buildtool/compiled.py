@@ -315,7 +315,8 @@ def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
         stages.append(state)
     return (workflow.name, str(workflow.file), str(workflow.project_dir), workflow.artifacts,
             _FIELDS, tuple(stages), tuple(position[name] for name in graph.order),
-            tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages))
+            tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages),
+            workflow.jobs)
 
 
 def _ref(ref: InputRef) -> tuple[str, str, str]:
@@ -335,7 +336,8 @@ def _decoded(payload: bytes | memoryview) -> Workflow | None:
 
 def _decode(payload: bytes | memoryview) -> Workflow | None:
     try:
-        name, file, project_dir, artifacts, names, states, order, ups = marshal.loads(payload)
+        name, file, project_dir, artifacts, names, states, order, ups, jobs = \
+            marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
     if names != _FIELDS:
@@ -359,7 +361,8 @@ def _decode(payload: bytes | memoryview) -> Workflow | None:
     graph = StageGraph(listed, tuple(listed[i] for i in order),
                        {n: tuple(listed[i] for i in up) for n, up in zip(listed, ups, strict=True)})
     return _made(Workflow, {"name": name, "file": Path(file), "project_dir": Path(project_dir),
-                            "artifacts": artifacts, "stages": stages, "graph": graph})
+                            "artifacts": artifacts, "stages": stages, "jobs": jobs,
+                            "graph": graph})
 
 
 def _made(cls: type[_T], state: dict[str, Any]) -> _T:

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,9 +53,18 @@ from .stagerun import StageRun
 from .steps import MAIN
 
 if TYPE_CHECKING:
+    import queue
+
     from .usertrace import Where
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
+
+
+# At most this many stages run at once (`-j`, `jobs:`): more is clamped, with a note.
+MAX_JOBS = 32
+# fds 1 and 2 of dd-build while stages run at once: what stage code writes to them directly
+# (C code, os.write, its child processes) cannot be told apart by stage (capture.py).
+SHARED_OUTPUT = ".shared-output.txt"
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,19 @@ class BuildConfig:
     force: tuple[str, ...] = ()
     rerun_from: tuple[str, ...] = ()
     dry_run: bool = False
+    jobs: int | None = None  # stages at once; None: the Workflowfile's `jobs:`, else 1
+
+
+def jobs_for(config: BuildConfig, workflow: Workflow) -> tuple[int, str | None]:
+    """How many stages run at once, and the note to print when the asked number is clamped
+    (a Workflowfile travels between machines: too many is not an error)."""
+    asked, source = (config.jobs, "-j") if config.jobs is not None else (workflow.jobs, "jobs:")
+    if asked is None:
+        return 1, None
+    if asked > MAX_JOBS:
+        return MAX_JOBS, (f"{source} {asked} is more than the cap of {MAX_JOBS}: running up to "
+                          f"{MAX_JOBS} stages at once")
+    return asked, None
 
 
 @dataclass(frozen=True)
@@ -165,14 +187,28 @@ def check_strict(prep: Prepared) -> None:
 
 
 def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False,
-              report: BuildReport | None = None) -> BuildReport:
-    """Run the plan. Caller holds the lock. A `report` passed in is filled in place, so the
-    caller still has every stage's result when an interrupt ends the build."""
-    return _Builder(prep, reporter, keep_going).run(report)
+              report: BuildReport | None = None, jobs: int = 1) -> BuildReport:
+    """Run the plan, up to `jobs` stages at once. Caller holds the lock. A `report` passed in
+    is filled in place, so the caller still has every stage's result when an interrupt ends
+    the build."""
+    return _Builder(prep, reporter, keep_going, jobs).run(report)
 
 
 class _Builder:
-    def __init__(self, prep: Prepared, reporter: Reporter, keep_going: bool) -> None:
+    def __init__(self, prep: Prepared, reporter: Reporter, keep_going: bool,
+                 jobs: int = 1) -> None:
+        import threading
+
+        self.jobs = jobs
+        self.cancel = threading.Event()  # every running stage's Job.cancel (-j)
+        self._lock = threading.Lock()  # the dicts below, written by stage threads under -j
+        self._position = {d.stage: i for i, d in enumerate(prep.decisions)}
+        # -j: ready stages that wait for a free job (decided once), ready ones by plan
+        # position, each stage's input stages not done yet, and the stages that need each.
+        self._decided: dict[str, Decision] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._missing: dict[str, int] = {}
+        self._dependants: dict[str, list[str]] = {}
         self.keep_going = keep_going
         self.prep = prep
         self.wf = prep.workflow
@@ -193,10 +229,13 @@ class _Builder:
             report = BuildReport(self.wf.name, dry_run=False)
         self._sweep()
         try:
-            for planned in self.prep.decisions:
-                result = self._one(planned)
-                self.results[planned.stage] = result
-                self.reporter.finished(result)
+            if self.jobs == 1:
+                for planned in self.prep.decisions:
+                    result = self._one(planned)
+                    self.results[planned.stage] = result
+                    self.reporter.finished(result)
+            else:
+                self._run_at_once()
         finally:
             report.stages = [self.results.get(d.stage) or StageResult(d.stage, d, "not_run")
                              for d in self.prep.decisions]
@@ -208,6 +247,111 @@ class _Builder:
             self._write_summary(report)
             self._write_index(report)
         return report
+
+    def _run_at_once(self) -> None:
+        """Up to `jobs` stages at once, each in a thread of its own once every input stage
+        is done. What needs no work (not run, up to date) is settled here, in plan order;
+        results are stored by stage (the report lists them in plan order) and reported as
+        they come. A failure without -k starts no more stages and lets the running ones
+        finish, as ninja does. SIGINT/SIGTERM (raised here: signals reach the main thread
+        only) cancels the running stages and waits until each has recorded what it
+        finished; a second one stops the waiting (what still runs is then left as a kill
+        leaves it: the next build resumes it)."""
+        import queue
+
+        from .capture import shared_output
+
+        plain = self.reporter
+        self.reporter = _Serialized(plain)
+        self._missing = {d.stage: len(self.prep.upstreams[d.stage]) for d in self.prep.decisions}
+        self._dependants = {d.stage: [] for d in self.prep.decisions}
+        for d in self.prep.decisions:
+            for u in self.prep.upstreams[d.stage]:
+                self._dependants[u].append(d.stage)
+        self._ready = [(i, d.stage) for i, d in enumerate(self.prep.decisions)
+                       if not self._missing[d.stage]]  # a heap by plan position
+        running: dict[str, Any] = {}
+        ended: queue.SimpleQueue[_Ended] = queue.SimpleQueue()
+        try:
+            with shared_output(self.wf.artifacts_root / SHARED_OUTPUT) as shared:
+                try:
+                    self._start(running, ended)
+                    while running:
+                        self._end(ended.get(), running)
+                        self._start(running, ended)
+                except BaseException:
+                    self.stopped = True
+                    self.cancel.set()
+                    while running:
+                        self._end(ended.get(), running, cancelled=True)
+                    raise
+            if shared.written:
+                self.reporter.note(self.wf.name, "stage code wrote to file descriptors 1 "
+                                   "and 2 directly while stages ran at once (C code, child "
+                                   f"processes): that output is in {_shown(shared.log)}")
+        finally:
+            self.reporter = plain
+
+    def _start(self, running: dict[str, Any], ended: queue.SimpleQueue[_Ended]) -> None:
+        """Settle or start, first in plan order first, each stage whose input stages are
+        done (settling one may make others ready); those that need a job wait for one."""
+        import heapq
+        import threading
+
+        waiting = []
+        while self._ready:
+            position, name = heapq.heappop(self._ready)
+            planned = self.prep.decisions[position]
+            settled, decision = self._settle(planned) if name not in self._decided \
+                else (None, self._decided.pop(name))
+            if settled is None and self.stopped:
+                settled = StageResult(name, planned, "not_run",
+                                      batches_total=planned.batches_total)
+            if settled is not None:
+                self._store(settled)
+            elif len(running) >= self.jobs:
+                self._decided[name] = decision  # decided once: its upstreams are done
+                waiting.append((position, name))
+            else:
+                thread = threading.Thread(target=self._work, args=(planned, decision, ended),
+                                          name=f"dd-build stage {name}", daemon=True)
+                with signals_held():  # never a thread started that the build does not await
+                    running[name] = thread
+                    thread.start()
+        for item in waiting:
+            heapq.heappush(self._ready, item)
+
+    def _work(self, planned: Decision, decision: Decision, ended: queue.SimpleQueue[_Ended]
+              ) -> None:
+        """A stage's thread: its result, or what it raised, goes to the main thread."""
+        try:
+            result = self._act(planned, decision)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            ended.put((planned.stage, None, exc))
+        else:
+            ended.put((planned.stage, result, None))
+
+    def _end(self, item: _Ended, running: dict[str, Any], cancelled: bool = False) -> None:
+        """A stage's thread ended: store its result, or raise what it raised (an interrupt
+        in its code, a bug in dd-build) unless the build is already ending."""
+        name, result, exc = item
+        with signals_held():  # its result is stored once its thread is let go
+            running.pop(name).join()
+            if result is not None:
+                self._store(result)
+        if exc is not None and not cancelled:
+            raise exc
+
+    def _store(self, result: StageResult) -> None:
+        """A stage's result (-j): reported, and its dependants one input closer to ready."""
+        import heapq
+
+        self.results[result.stage] = result
+        self.reporter.finished(result)
+        for name in self._dependants[result.stage]:
+            self._missing[name] -= 1
+            if not self._missing[name]:
+                heapq.heappush(self._ready, (self._position[name], name))
 
     def _sweep(self) -> None:
         """Remove what a killed build (or a failed one) left where no stage that runs now
@@ -237,16 +381,27 @@ class _Builder:
             remove_unlisted_overrides(self.wf, record)  # of a killed `dd-build override`
 
     def _one(self, planned: Decision) -> StageResult:
+        settled, decision = self._settle(planned)
+        return settled if settled is not None else self._act(planned, decision)
+
+    def _settle(self, planned: Decision) -> tuple[StageResult | None, Decision]:
+        """The stage's result when it needs no work (not run, up to date), and its decision
+        now. Its upstream stages are done."""
         name = planned.stage
         ups = self.prep.upstreams[name]
         if self.stopped or any(self.results[u].result in ("failed", "not_run") for u in ups):
-            return StageResult(name, planned, "not_run", batches_total=planned.batches_total)
+            return StageResult(name, planned, "not_run", batches_total=planned.batches_total), \
+                planned
         facts = self.prep.facts[name]
         decision = planned  # the plan's decision, unless an upstream it waited for ran
         if any(u in self.waited for u in ups):
             decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
         if decision.action == "up_to_date":
-            return self._reuse(planned, facts)
+            return self._reuse(planned, facts), decision
+        return None, decision
+
+    def _act(self, planned: Decision, decision: Decision) -> StageResult:
+        facts = self.prep.facts[planned.stage]
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
         if decision.action == "held" or (_overridden(facts) and decision.step == "outputs"):
@@ -318,11 +473,11 @@ class _Builder:
         return StageResult(name, planned, "skipped_empty_upstream", 0)
 
     def _done(self, record: StageRecord) -> None:
-        self.records[record.stage] = record
-        self.known[record.stage] = output_view(record)
+        with self._lock:
+            self.records[record.stage] = record
+            self.known[record.stage] = output_view(record)
 
     def _execute(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
-        from .kinds import Job, kind_for
         from .kinds.loader import track_code
 
         stage = self.wf.stages[decision.stage]
@@ -331,13 +486,29 @@ class _Builder:
         keep = decision.keep if decision.action == "resume" else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
         run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
+        try:
+            return self._run_stage(planned, decision, facts, run)
+        finally:  # an attempt that wrote no record (its code failed to load) closes it here
+            if code_deps is not None:
+                code_deps.close()  # (sys.path goes back once no stage's code runs)
+
+    def _run_stage(self, planned: Decision, decision: Decision, facts: StageFacts,
+                   run: StageRun) -> StageResult:
+        from .kinds import Job, kind_for
+
+        stage = run.stage
+        code_deps = run.code_deps
         main = decision.step in (None, MAIN[stage.kind])
         self.reporter.started(decision)
-        job = Job(self.wf, stage, run, self.records, batch_fingerprint(facts.spec),
+        with self._lock:  # its input stages' records (they are done)
+            upstream = {u: self.records[u] for u in self.prep.upstreams[stage.name]}
+        job = Job(self.wf, stage, run, upstream, batch_fingerprint(facts.spec),
                   lambda done, total, **figures: self.reporter.progress(
                       stage.name, done, total, **figures),
                   lambda text: self.reporter.note(stage.name, text),
-                  lambda command: self.reporter.command_started(stage.name, command))
+                  lambda command: self.reporter.command_started(stage.name, command),
+                  cancel=self.cancel,
+                  limiter=None)  # rate limits (slice C): the stage's ratelimit.Limiter
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
@@ -368,9 +539,9 @@ class _Builder:
                                        "again: the finished batches are kept")
             return self._failed(run, planned, failure.render(), started)
         except (KeyboardInterrupt, Interrupted):
-            self.interrupted = Interruption(  # batches are worth counting in generate stages
+            self._interrupted(Interruption(  # batches are worth counting in generate stages
                 stage.name, len(run.batches),
-                run.record.batches_total if stage.kind == "generate" else None)
+                run.record.batches_total if stage.kind == "generate" else None))
             if not run.untouched:
                 with signals_held():  # a second Ctrl-C must not leave the record `running`
                     run.finish("interrupted", error="interrupted")
@@ -384,6 +555,14 @@ class _Builder:
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started,
                            warnings=run.warnings)
+
+    def _interrupted(self, at: Interruption) -> None:
+        """The build says where it was interrupted: of several stages running, the first
+        in plan order."""
+        with self._lock:
+            if self.interrupted is None or \
+                    self._position[at.stage] < self._position[self.interrupted.stage]:
+                self.interrupted = at
 
     def _failed(self, run: StageRun, planned: Decision, message: str, started: float,
                 cause: BaseException | None = None, at: Where | None = None,
@@ -560,3 +739,49 @@ def _touch_up(record: StageRecord, facts: StageFacts) -> StageRecord:
 def _same(recorded: FileState, now: FileState | None) -> FileState:
     """`now` when it has the recorded content (only its stats moved), else as recorded."""
     return now if now is not None and now.digest == recorded.digest else recorded
+
+
+_Ended = tuple[str, StageResult | None, BaseException | None]  # a stage thread's end (-j)
+
+
+class _Serialized:
+    """The Reporter, called by one stage thread at a time (-j), its echo of a command's
+    output too."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        import threading
+
+        self._reporter = reporter
+        self._lock = threading.RLock()
+
+    def planned(self, decisions: list[Decision]) -> None:
+        with self._lock:
+            self._reporter.planned(decisions)
+
+    def started(self, decision: Decision) -> None:
+        with self._lock:
+            self._reporter.started(decision)
+
+    def progress(self, stage: str, done: int, total: int | None, **extra: Any) -> None:
+        with self._lock:
+            self._reporter.progress(stage, done, total, **extra)
+
+    def note(self, stage: str, text: str) -> None:
+        with self._lock:
+            self._reporter.note(stage, text)
+
+    def command_started(self, stage: str, command: str) -> Callable[[bytes], None] | None:
+        with self._lock:
+            echo = self._reporter.command_started(stage, command)
+        if echo is None:
+            return None
+
+        def echoed(data: bytes) -> None:
+            with self._lock:
+                echo(data)
+
+        return echoed
+
+    def finished(self, result: StageResult) -> None:
+        with self._lock:
+            self._reporter.finished(result)

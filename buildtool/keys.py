@@ -159,5 +159,7 @@ TOP_KEYS: dict[str, str] = {
     "workflow": f"Required: the workflow's durable identity ({NAME_RULE}).",
     "artifacts": "Folder for build records and data, relative to this file's folder.",
     "defaults": "Stage keys applied to every stage that omits them, where valid for its kind.",
+    "jobs": "How many stages may run at once (default 1; -j/--jobs overrides it; above 32: "
+            "32).",
     "stages": "Required: the stages, by name, in declaration order.",
 }

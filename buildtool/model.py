@@ -143,6 +143,7 @@ class Workflow:
     project_dir: Path  # absolute folder holding the Workflowfile
     artifacts: str  # as written, relative to project_dir
     stages: dict[str, Stage] = field(hash=False)
+    jobs: int | None = None  # `jobs:`: stages run at once by default (None: not given)
 
     @cached_property
     def graph(self) -> StageGraph:

@@ -67,6 +67,7 @@ def _top_properties() -> dict[str, Any]:
         "workflow": {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
         "artifacts": {"type": "string", "minLength": 1, "default": "artifacts"},
         "defaults": {"type": "object", "additionalProperties": False, "properties": defaults},
+        "jobs": {"type": "integer", "minimum": 1, "default": 1},
         "stages": {
             "type": "object",
             "minProperties": 1,

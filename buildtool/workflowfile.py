@@ -68,6 +68,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
     top = _top_pairs(ctx, root)
     name = _reported(ctx, _workflow_name, ctx, root, top) or "workflow"
     artifacts = _reported(ctx, _artifacts, ctx, top) or ctx.artifacts
+    jobs = _reported(ctx, _jobs, ctx, top)
     bodies = _reported(ctx, _stage_bodies, ctx, root, top) or {}
     ctx.stage_names = dict.fromkeys(bodies)
     defaults = _defaults(ctx, top)
@@ -78,7 +79,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
             stages[stage_name] = stage
     _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
     _raise_errors(ctx.errors)
-    return Workflow(name, resolved, resolved.parent, artifacts, stages)
+    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs)
 
 
 def _raise_errors(errors: list[WorkflowError]) -> None:
@@ -162,6 +163,19 @@ def _artifacts(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> str:
         raise ctx.error(f"`{text}` is a file, not a folder", node, key="artifacts",
                         hint="name a folder for dd-build's records and data")
     return text
+
+
+def _jobs(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> int | None:
+    """`jobs: N`, a whole number of 1 or more (a build clamps it to the cap, with a note)."""
+    if "jobs" not in top:
+        return None
+    node = top["jobs"][1]
+    value = ctx.construct(node, "jobs")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ctx.error(f"`jobs` must be a whole number of 1 or more, got {describe(value)}",
+                        node, key="jobs",
+                        hint="e.g. `jobs: 4` to run up to 4 stages at once (-j overrides it)")
+    return value
 
 
 def _stage_bodies(

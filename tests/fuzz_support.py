@@ -508,7 +508,8 @@ class Sequence:
     def random_build_args(self) -> tuple[list[str], list[str]]:
         """(flags, targets) of a random build: 30% a target subset; 15% `--force S`, 10%
         `--rerun-from S` (S in the closure), 5% `--resume never`; `-k` when a stage's command
-        writes nothing (so every stage that does not need it still builds)."""
+        writes nothing (so every stage that does not need it still builds); `-j N` half the
+        time."""
         rng, names = self.rng, self.wf.names
         targets: list[str] = []
         if rng.random() < 0.3:
@@ -524,7 +525,17 @@ class Sequence:
             flags = ["--resume", "never"]
         if self.wf.may_fail() & set(closure):
             flags.insert(0, "-k")
-        return flags, targets
+        return flags + self.random_jobs(), targets
+
+    def random_jobs(self) -> list[str]:
+        """Half the builds run several stages at once (`-j 2/3/4/8`), which must change
+        nothing the checks see. Drawn from a generator of its own (seeded by the workflow
+        and the build's number), so the sequences of the seeds named in the tests stay
+        what they were."""
+        import random
+
+        draw = random.Random(f"{self.wf.workflowfile_text()}:{self.builds}")
+        return [] if draw.random() < 0.5 else ["-j", str(draw.choice((2, 3, 4, 8)))]
 
     def forced(self, flags: list[str], closure: list[str]) -> set[str]:
         forced: set[str] = set()

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -31,6 +32,8 @@ from . import Job, input_paths
 
 if TYPE_CHECKING:
     from ..report import StageWarning
+
+_CANCEL_POLL_S = 0.1  # how often a running command looks at Job.cancel
 
 
 def input_args(job: Job) -> list[tuple[InputRef, list[str]]]:
@@ -98,7 +101,8 @@ def execute(job: Job) -> Output:
     before = _states(wf.project_dir, watched)
     echo = job.command_started(command)
     with _command_env(wf) as env:
-        code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt", echo, env)
+        code = _run_logged(command, wf.project_dir, job.run.dir / "log.txt", echo, env,
+                           job.cancel)
     code_files = set(job.run.record.code) - set(job.run.record.file_inputs)
     job.run.warnings += _changed_inputs(wf.project_dir, before, code_files)
     if code != 0:
@@ -195,14 +199,16 @@ def _command_env(wf: Workflow) -> Iterator[dict[str, str]]:
 
 
 def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None] | None,
-                env: dict[str, str]) -> int:
+                env: dict[str, str], cancel: threading.Event | None = None) -> int:
     """Run with stdout and stderr in the stage's log; the log appears whole or not at all.
     With `echo` (`-v`), the output also goes there as it comes.
 
     The command runs in its own session (process group), so that when dd-build is interrupted
     (SIGINT, SIGTERM, SIGHUP) it can end the command's whole group, not only the shell: a
     compound command's children would otherwise run on holding the build lock. A SIGKILLed
-    dd-build cannot: then the command runs on, and keeps the lock until it ends."""
+    dd-build cannot: then the command runs on, and keeps the lock until it ends. With stages
+    running at once the signal reaches the main thread, which sets `cancel`: the group is
+    ended the same way, and Interrupted raised here."""
     tmp = temp_name(log)
     try:
         with open(tmp, "wb") as fh:
@@ -213,8 +219,8 @@ def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None
                                     start_new_session=True)
             try:
                 if echo is not None:
-                    _tee(proc, fh, echo)
-                code = proc.wait()
+                    _tee(proc, fh, echo, cancel)
+                code = _wait(proc, cancel)
             except BaseException:  # KeyboardInterrupt, Interrupted (SIGTERM), anything else
                 end_process_group(proc)
                 raise
@@ -226,7 +232,27 @@ def _run_logged(command: str, cwd: Path, log: Path, echo: Callable[[bytes], None
     return code
 
 
-def _tee(proc: subprocess.Popen[bytes], fh: BinaryIO, echo: Callable[[bytes], None]) -> None:
+def _wait(proc: subprocess.Popen[bytes], cancel: threading.Event | None) -> int:
+    """The command's exit status; Interrupted once `cancel` is set. In the main thread (one
+    stage at a time) a signal interrupts the wait itself: no polling, no latency."""
+    if cancel is None or threading.current_thread() is threading.main_thread():
+        return proc.wait()
+    while True:
+        try:
+            return proc.wait(timeout=_CANCEL_POLL_S)
+        except subprocess.TimeoutExpired:
+            _check(cancel)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        from ..errors import Interrupted
+
+        raise Interrupted(signal.SIGINT)  # the main thread re-raises its own signal
+
+
+def _tee(proc: subprocess.Popen[bytes], fh: BinaryIO, echo: Callable[[bytes], None],
+         cancel: threading.Event | None = None) -> None:
     """Copy the command's output to the log and to `echo` until the command has ended and
     written all it wrote. A process it left running in the background may hold the pipe
     open: once the command has ended, what is in the pipe is copied and the pipe closed."""
@@ -235,7 +261,8 @@ def _tee(proc: subprocess.Popen[bytes], fh: BinaryIO, echo: Callable[[bytes], No
     with proc.stdout, selectors.DefaultSelector() as ready:
         ready.register(fd, selectors.EVENT_READ)
         while True:
-            if not ready.select(timeout=0.5):
+            _check(cancel)
+            if not ready.select(timeout=_CANCEL_POLL_S):
                 if proc.poll() is None:
                     continue
                 os.set_blocking(fd, False)  # ended: take what is buffered, then stop

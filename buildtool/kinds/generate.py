@@ -37,7 +37,7 @@ from ..errors import (
     exc_text,
 )
 from ..records import Output
-from . import Job, input_map
+from . import Job, check_cancel, input_map
 from .loader import load_callable
 
 if TYPE_CHECKING:
@@ -99,10 +99,19 @@ def _execute(job: Job, capture: LogCapture) -> Output:
         for task in tasks:
             if job.cancel.is_set():
                 raise Interrupted(signal.SIGINT)
-            table = _compute(fn, call, task, capture.call, writer.note_retry)
+            table = _compute(fn, call, task, capture.call, writer.note_retry,
+                             _cancellable_pause(job))
             writer.write(task.index, table)
             writer.progress()
     return job.run.batches_output()
+
+
+def _cancellable_pause(job: Job) -> Callable[[float], None]:
+    """A retry's backoff in the stage thread: SIGINT/SIGTERM under -j (job.cancel) ends it."""
+    def pause(seconds: float) -> None:
+        if job.cancel.wait(seconds):
+            check_cancel(job)
+    return pause
 
 
 def _tasks(job: Job, seed: pa.Table | None, num_records: int, total: int
@@ -117,6 +126,7 @@ def _tasks(job: Job, seed: pa.Table | None, num_records: int, total: int
     for index in range(total):
         if index in done:
             continue
+        check_cancel(job)  # -j: SIGINT/SIGTERM stops the stage between batches
         offset = index * stage.batch_size
         size = min(stage.batch_size, num_records - offset)
         rows = None
@@ -287,7 +297,8 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
 
 def _compute(fn: Any, call: StageCall, task: BatchTask,
              capture: Callable[[], contextlib.AbstractContextManager[Any]],
-             note: Callable[[str], None]) -> pa.Table:
+             note: Callable[[str], None], pause: Callable[[float], None] = time.sleep
+             ) -> pa.Table:
     """One batch, in whichever thread or process computes it: the call (with its retries) and
     its value as a table. StageFailed when it fails."""
     from ..tables import to_table
@@ -295,7 +306,7 @@ def _compute(fn: Any, call: StageCall, task: BatchTask,
     ctx = GenerateContext(call.stage, task.index, task.offset, task.size, call.num_records,
                           call.params, task.seed_rows, random.Random(task.rng_seed),
                           call.inputs, call.limiter)
-    value = _call(fn, ctx, call, task.rng_seed, capture, note)
+    value = _call(fn, ctx, call, task.rng_seed, capture, note, pause)
     return to_table(value, f"{call.target} (batch {task.index})")
 
 
@@ -310,7 +321,7 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
 
 def _call(fn: Any, ctx: GenerateContext, call: StageCall, rng_seed: int,
           capture: Callable[[], contextlib.AbstractContextManager[Any]],
-          note: Callable[[str], None]) -> Any:
+          note: Callable[[str], None], pause: Callable[[float], None] = time.sleep) -> Any:
     """Call once per attempt, each with a fresh copy of `ctx` inside `capture()`; between
     attempts wait with exponential backoff and jitter. Each failed attempt but the last is one
     line through `note`."""
@@ -331,7 +342,7 @@ def _call(fn: Any, ctx: GenerateContext, call: StageCall, rng_seed: int,
                 failed = exc
         delay = min(RETRY_CAP_S, call.retry_base_s * 2**attempt) * random.uniform(0.5, 1.0)
         note(_retry_note(call, ctx.batch_index, attempt, failed, delay))
-        time.sleep(delay)
+        pause(delay)  # ends early on cancel where the caller can cancel
     raise AssertionError("unreachable")
 
 

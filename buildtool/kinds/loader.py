@@ -8,9 +8,11 @@ discovered modules are what the graph reaches from them (codedeps.py).
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,11 +40,12 @@ def load_callable(workflow: Workflow, text: str, stage: str) -> Callable[..., An
     if ref is None:
         raise StageFailed(f"'{text}' is not a callable reference", stage=stage)
     root = str(workflow.project_dir)
-    _use(root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
     try:
-        module = _load(workflow, ref)
+        with _LOCK:  # stages running at once (-j) load one at a time: a module executes once
+            _use(root)
+            if root not in sys.path:
+                sys.path.insert(0, root)
+            module = _load(workflow, ref)
     except (Exception, SystemExit) as exc:  # user code failed to import (or exited): the
         # stage fails; a sys.exit() must not end dd-build with the user's status
         raise UserCodeFailed(f"cannot load {ref.module}: {type(exc).__name__}: {exc_text(exc)}",
@@ -79,7 +82,7 @@ def _load(workflow: Workflow, ref: CallableRef) -> Any:
 
 
 def _roots(files: list[Any]) -> None:
-    tracker = _TRACKING.tracker
+    tracker = _TRACKER.get()
     if tracker is not None:
         tracker.add_roots(rel for rel in map(SCOPE.rel, files) if rel is not None)
 
@@ -107,14 +110,19 @@ def _load_hint(workflow: Workflow, ref: CallableRef, exc: BaseException) -> str:
 
 
 class _Tracking:
-    """The running stage's tracker (None between stages), and the sys.path each stage
-    starts from: dd-build's own, the project folder first."""
+    """The sys.path each stage starts from (dd-build's own, the project folder first), and
+    how many stages' trackers are open: stages running at once (-j) share one sys.path, which
+    goes back to the baseline only when none runs (never under a running stage's feet)."""
 
-    tracker: CodeTracker | None = None
     baseline: list[str] | None = None
+    open = 0
 
 
 _TRACKING = _Tracking()
+# The tracker of the stage whose code runs in this thread (batch threads inherit it).
+_TRACKER: contextvars.ContextVar[CodeTracker | None] = contextvars.ContextVar(
+    "dd_build_code_tracker", default=None)
+_LOCK = threading.RLock()  # loading code and sys.path changes, with stages at once
 
 
 def track_code(workflow: Workflow, facts: StageFacts, resuming: bool) -> CodeTracker:
@@ -123,16 +131,27 @@ def track_code(workflow: Workflow, facts: StageFacts, resuming: bool) -> CodeTra
     and return the tracker the loader gives the stage's roots to. It restores sys.path when
     it closes."""
     root = str(workflow.project_dir)
-    _use(root)
-    if _TRACKING.baseline is None:
-        _TRACKING.baseline = [root] + [p for p in sys.path if p != root]
-    _restore_path()
+    with _LOCK:
+        _use(root)
+        if _TRACKING.baseline is None:
+            _TRACKING.baseline = [root] + [p for p in sys.path if p != root]
+        if _TRACKING.open == 0:
+            _restore_path()
+        _TRACKING.open += 1
     kept = facts.record.discovered if resuming and facts.record is not None else None
     kept_now = {key: dep._replace(state=facts.discovered[key])
                 for key, dep in (kept or {}).items() if key in facts.discovered}
-    tracker = CodeTracker(facts.code, facts.callback_code, kept_now, on_close=_restore_path)
-    _TRACKING.tracker = tracker
+    tracker = CodeTracker(facts.code, facts.callback_code, kept_now, on_close=_closed)
+    _TRACKER.set(tracker)
     return tracker
+
+
+def _closed() -> None:
+    """A stage's tracker closed: the last one open puts sys.path back."""
+    with _LOCK:
+        _TRACKING.open = max(0, _TRACKING.open - 1)
+        if _TRACKING.open == 0:
+            _restore_path()
 
 
 def _restore_path() -> None:
@@ -150,8 +169,9 @@ def unload_code() -> None:
     wrappers go, every module executed is forgotten (the next load executes the current
     source), and so are the import graph and the sys.path baseline. sys.path and sys.modules
     are the caller's to put back (see inprocess.py)."""
-    _TRACKING.tracker = None
+    _TRACKER.set(None)
     _TRACKING.baseline = None
+    _TRACKING.open = 0
     importedges.uninstall()
     forget_project()
     GRAPH.clear()

@@ -9,7 +9,7 @@ from typing import Any
 from ..capture import captured, stage_log
 from ..errors import UserCodeFailed, exc_text
 from ..records import Output
-from . import Job, input_map
+from . import Job, check_cancel, input_map
 from .loader import load_callable
 
 
@@ -38,6 +38,7 @@ def execute(job: Job) -> Output:
         if table is not None:  # a run stage's non-tabular outputs stay paths
             inputs[name] = table
     job.progress(0, 1)
+    check_cancel(job)  # -j: SIGINT/SIGTERM came while it loaded or read its inputs
     with captured(log):
         try:
             value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params)))
