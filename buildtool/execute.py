@@ -53,6 +53,7 @@ from .stagerun import StageRun
 from .steps import MAIN
 
 if TYPE_CHECKING:
+    from .ratelimit import Limiters
     from .usertrace import Where
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
@@ -187,6 +188,7 @@ class _Builder:
         # decided again once they are built.
         self.waited = {d.stage for d in prep.decisions
                        if upstream_view(prep.facts[d.stage], d).pending}
+        self.limiters = _limiters(self.wf)
 
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
@@ -207,6 +209,8 @@ class _Builder:
                 set_sweep_pending(self.wf.artifacts_root, True)  # what a failure may leave
             self._write_summary(report)
             self._write_index(report)
+            if self.limiters is not None:  # waits still open (abandoned threads) end
+                self.limiters.close()
         return report
 
     def _sweep(self) -> None:
@@ -337,6 +341,8 @@ class _Builder:
                   lambda done, total: self.reporter.progress(stage.name, done, total),
                   lambda text: self.reporter.note(stage.name, text),
                   lambda command: self.reporter.command_started(stage.name, command))
+        if self.limiters is not None:
+            job.limiter = self.limiters.for_stage(stage, getattr(job, "cancel", None))
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
@@ -474,6 +480,15 @@ class _Builder:
             if result.result != "up_to_date" or self.prep.facts[result.stage].stats_moved:
                 index.refresh(result.stage, self.wf.stage_dir(result.stage))
         index.save()
+
+
+def _limiters(workflow: Workflow) -> Limiters | None:
+    """The build's shared rate limits; None (and nothing imported) when there are none."""
+    if not workflow.rate_limits:
+        return None
+    from .ratelimit import Limiters
+
+    return Limiters.of(workflow)
 
 
 def _identity(path: Path) -> FileIdentity | None:

@@ -28,6 +28,8 @@ class Job:
     # A run stage's command is about to run (as the shell gets it): where its output should
     # also go as it comes (`-v`), or None.
     command_started: Callable[[str], Callable[[bytes], None] | None] = lambda command: None
+    # The stage's `rate_limit:` (ratelimit.StageLimiter), or None.
+    limiter: Any = None
 
 
 class Kind(Protocol):

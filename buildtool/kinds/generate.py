@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,12 @@ class GenerateContext:
     seed_rows: pa.Table | None
     rng: random.Random
     inputs: dict[str, Any] = field(default_factory=dict)
+    limiter: Any = None  # the stage's `rate_limit:` (ratelimit.py), or None
+
+    def request(self) -> AbstractContextManager[Any]:
+        """`with ctx.request():` around each model call: waits for the stage's `rate_limit:`
+        (a token and a slot shared with every stage naming it); a no-op without one."""
+        return nullcontext() if self.limiter is None else self.limiter.request()
 
 
 def batch_seed(fingerprint: str, index: int) -> int:
@@ -82,7 +89,7 @@ def _execute(job: Job, capture: LogCapture) -> Output:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
         rng_seed = batch_seed(job.fingerprint, index)
         ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
-                              rows, random.Random(rng_seed), inputs)
+                              rows, random.Random(rng_seed), inputs, job.limiter)
         value = _call(fn, ctx, job, capture, rng_seed)
         table = to_table(value, f"{stage.target} (batch {index})")
         schema.check(table, index)
@@ -97,7 +104,7 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     its seeded state (a retry gives the rows an untroubled run gives)."""
     return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
                            ctx.num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
-                           random.Random(rng_seed), dict(ctx.inputs))
+                           random.Random(rng_seed), dict(ctx.inputs), ctx.limiter)
 
 
 def _call(fn: Any, ctx: GenerateContext, job: Job, capture: LogCapture, rng_seed: int) -> Any:
