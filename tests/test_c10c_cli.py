@@ -179,22 +179,12 @@ def _has_concurrency() -> bool:
 def test_two_concurrent_stages_share_one_limit(proj: Project, executor: str) -> None:
     """Two stages built at once (-j 2), each with 8 batches in flight, name one limit: their
     requests together keep its rate and its cap."""
-    stage = """\
-          {name}:
-            generate: code/limited.py:make
-            num_records: 24
-            batch_size: 1
-            concurrency: 8
-            executor: {executor}
-            params: {{calls: 2, work_s: 0.02}}
-            rate_limit: api
-        """
-    proj.write("Workflowfile", """\
-        workflow: demo
-        rate_limits:
-          api: {requests_per_second: 25, max_in_flight: 3}
-        stages:
-        """ + "".join(stage.format(name=n, executor=executor) for n in ("a", "b")))
+    stage = ("  {name}:\n    generate: code/limited.py:make\n    num_records: 24\n"
+             "    batch_size: 1\n    concurrency: 8\n    executor: {executor}\n"
+             "    params: {{calls: 2, work_s: 0.02}}\n    rate_limit: api\n")
+    proj.write("Workflowfile", "workflow: demo\nrate_limits:\n"
+               "  api: {requests_per_second: 25, max_in_flight: 3}\nstages:\n" +
+               "".join(stage.format(name=n, executor=executor) for n in ("a", "b")))
     started = time.monotonic()
     result = proj.run("-j", "2")
     assert result.code == 0, result.stderr
