@@ -45,7 +45,7 @@ from .loadfacts import (
     kind_of,
     signature,
 )
-from .model import InputRef, Locations, Stage, Workflow
+from .model import InputRef, Locations, RateLimit, Stage, Workflow
 
 FOLDER = ".compiled"
 FORMAT = 1
@@ -313,10 +313,12 @@ def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
         state["inputs"] = tuple(_ref(ref) for ref in stage.inputs)
         state["locations"] = (stage.locations.file, stage.locations.at)
         stages.append(state)
+    limits = tuple((limit.name, limit.requests_per_second, limit.max_in_flight)
+                   for limit in workflow.rate_limits.values())
     return (workflow.name, str(workflow.file), str(workflow.project_dir), workflow.artifacts,
             _FIELDS, tuple(stages), tuple(position[name] for name in graph.order),
             tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages),
-            workflow.jobs)
+            workflow.jobs, limits)
 
 
 def _ref(ref: InputRef) -> tuple[str, str, str]:
@@ -336,7 +338,7 @@ def _decoded(payload: bytes | memoryview) -> Workflow | None:
 
 def _decode(payload: bytes | memoryview) -> Workflow | None:
     try:
-        name, file, project_dir, artifacts, names, states, order, ups, jobs = \
+        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits = \
             marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
@@ -360,9 +362,10 @@ def _decode(payload: bytes | memoryview) -> Workflow | None:
     listed = tuple(stages)
     graph = StageGraph(listed, tuple(listed[i] for i in order),
                        {n: tuple(listed[i] for i in up) for n, up in zip(listed, ups, strict=True)})
+    rate_limits = {entry[0]: RateLimit(*entry) for entry in limits}
     return _made(Workflow, {"name": name, "file": Path(file), "project_dir": Path(project_dir),
                             "artifacts": artifacts, "stages": stages, "jobs": jobs,
-                            "graph": graph})
+                            "graph": graph, "rate_limits": rate_limits})
 
 
 def _made(cls: type[_T], state: dict[str, Any]) -> _T:

@@ -55,6 +55,7 @@ from .steps import MAIN
 if TYPE_CHECKING:
     import queue
 
+    from .ratelimit import Limiters
     from .usertrace import Where
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
@@ -223,6 +224,7 @@ class _Builder:
         # decided again once they are built.
         self.waited = {d.stage for d in prep.decisions
                        if upstream_view(prep.facts[d.stage], d).pending}
+        self.limiters = _limiters(self.wf)
 
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
@@ -246,6 +248,8 @@ class _Builder:
                 set_sweep_pending(self.wf.artifacts_root, True)  # what a failure may leave
             self._write_summary(report)
             self._write_index(report)
+            if self.limiters is not None:  # waits still open (abandoned threads) end
+                self.limiters.close()
         return report
 
     def _run_at_once(self) -> None:
@@ -507,8 +511,9 @@ class _Builder:
                       stage.name, done, total, **figures),
                   lambda text: self.reporter.note(stage.name, text),
                   lambda command: self.reporter.command_started(stage.name, command),
-                  cancel=self.cancel,
-                  limiter=None)  # rate limits (slice C): the stage's ratelimit.Limiter
+                  cancel=self.cancel)
+        if self.limiters is not None:
+            job.limiter = self.limiters.for_stage(stage, job.cancel)
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:
@@ -654,6 +659,15 @@ class _Builder:
             if result.result != "up_to_date" or self.prep.facts[result.stage].stats_moved:
                 index.refresh(result.stage, self.wf.stage_dir(result.stage))
         index.save()
+
+
+def _limiters(workflow: Workflow) -> Limiters | None:
+    """The build's shared rate limits; None (and nothing imported) when there are none."""
+    if not workflow.rate_limits:
+        return None
+    from .ratelimit import Limiters
+
+    return Limiters.of(workflow)
 
 
 def _identity(path: Path) -> FileIdentity | None:

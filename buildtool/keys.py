@@ -114,6 +114,12 @@ STAGE_KEYS: dict[str, KeySpec] = {
         "An empty selected output is `completed_empty` instead of an error.", default=False,
         step="allow_empty",
     ),
+    "rate_limit": KeySpec(
+        _GEN_TRANSFORM, "limit_name",
+        "The name of a limit in the top-level `rate_limits:` that the stage's `ctx.request()` "
+        "calls share with every other stage naming it (not part of the fingerprint).",
+        step=None,
+    ),
     "code": KeySpec(
         _ALL, "paths", "Extra files/globs whose content is part of the code fingerprint.",
         default=(),
@@ -162,4 +168,14 @@ TOP_KEYS: dict[str, str] = {
     "jobs": "How many stages may run at once (default 1; -j/--jobs overrides it; above 32: "
             "32).",
     "stages": "Required: the stages, by name, in declaration order.",
+    "rate_limits": "Named limits shared by the stages that name one with `rate_limit:`: "
+                   "NAME: {requests_per_second: N, max_in_flight: N} (not part of the "
+                   "fingerprint).",
+}
+
+# The keys of one entry of `rate_limits:` (at least one of them): key → (value type, meaning).
+RATE_LIMIT_KEYS: dict[str, tuple[str, str]] = {
+    "requests_per_second": ("positive_number",
+                            "Requests started per second, evenly spaced (a burst of one)."),
+    "max_in_flight": ("positive_int", "Requests running at once."),
 }

@@ -96,6 +96,7 @@ class Stage:
     on_success: str | None = None
     on_success_version: str | None = None
     allow_empty: bool = False
+    rate_limit: str | None = None  # a name in Workflow.rate_limits
     code: tuple[str, ...] = ()
     retries: int = 0
     concurrency: int = 1
@@ -137,6 +138,16 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """One entry of the top-level `rate_limits:` (ratelimit.py enforces it); None: that bound
+    is not set (at least one is)."""
+
+    name: str
+    requests_per_second: float | None = None
+    max_in_flight: int | None = None
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     file: Path  # absolute path of the Workflowfile
@@ -144,6 +155,7 @@ class Workflow:
     artifacts: str  # as written, relative to project_dir
     stages: dict[str, Stage] = field(hash=False)
     jobs: int | None = None  # `jobs:`: stages run at once by default (None: not given)
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict, hash=False)
 
     @cached_property
     def graph(self) -> StageGraph:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .keys import NAME_PATTERN, PROCESSORS, STAGE_KEYS, TOP_KEYS, KeySpec
+from .keys import NAME_PATTERN, PROCESSORS, RATE_LIMIT_KEYS, STAGE_KEYS, TOP_KEYS, KeySpec
 from .model import ARTIFACT_FILES, KINDS, TOOL_WORDS
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -33,6 +33,13 @@ _TYPE_SCHEMAS: dict[str, dict[str, Any]] = {
     "processors": {"type": "array", "items": {"$ref": "#/$defs/processor"}},
     "bool": {"type": "boolean"},
     "string": {"type": "string"},
+    "limit_name": {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
+}
+
+# One fragment per value type named in RATE_LIMIT_KEYS.
+_LIMIT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "positive_number": {"type": "number", "exclusiveMinimum": 0},
+    "positive_int": {"type": "integer", "minimum": 1},
 }
 
 # One fragment per processor value type named in PROCESSORS.
@@ -74,8 +81,23 @@ def _top_properties() -> dict[str, Any]:
             "propertyNames": stage_names,
             "additionalProperties": {"$ref": "#/$defs/stage"},
         },
+        "rate_limits": {
+            "type": "object",
+            "propertyNames": {"pattern": f"^{NAME_PATTERN}$"},
+            "additionalProperties": _rate_limit_schema(),
+        },
     }
     return {key: {"description": TOP_KEYS[key], **shape} for key, shape in shapes.items()}
+
+
+def _rate_limit_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {key: {"description": meaning, **_LIMIT_SCHEMAS[value_type]}
+                       for key, (value_type, meaning) in RATE_LIMIT_KEYS.items()},
+    }
 
 
 def _any_case(word: str) -> str:

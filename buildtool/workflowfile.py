@@ -8,6 +8,7 @@ The validator below is driven by `keys.STAGE_KEYS`, the one table of stage keys 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Any, ParamSpec, TypeVar
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
-from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, STAGE_KEYS, TOP_KEYS
+from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, RATE_LIMIT_KEYS, STAGE_KEYS, TOP_KEYS
 from .loadfacts import LoadFacts
 from .model import (
     ARTIFACT_FILES,
     KINDS,
     TOOL_WORDS,
     Locations,
+    RateLimit,
     Stage,
     Workflow,
 )
@@ -71,6 +73,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
     jobs = _reported(ctx, _jobs, ctx, top)
     bodies = _reported(ctx, _stage_bodies, ctx, root, top) or {}
     ctx.stage_names = dict.fromkeys(bodies)
+    limits = _rate_limits(ctx, top)
     defaults = _defaults(ctx, top)
     stages: dict[str, Stage] = {}
     for stage_name, (name_node, body) in bodies.items():
@@ -79,7 +82,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
             stages[stage_name] = stage
     _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
     _raise_errors(ctx.errors)
-    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs)
+    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs, limits)
 
 
 def _raise_errors(errors: list[WorkflowError]) -> None:
@@ -249,6 +252,90 @@ def _default(ctx: LoadContext, key: str, key_node: Node, value_node: Node) -> bo
     before = ctx.failures
     _parse_value(ctx, key, value_node)
     return ctx.failures == before
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+def _rate_limits(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> dict[str, RateLimit]:
+    """The valid entries of `rate_limits:`; each wrong one reported. Every entry's name is
+    kept in `ctx.limit_names` (a stage naming a wrong entry is not wrong itself)."""
+    if "rate_limits" not in top:
+        if "rate_limits" in ctx.misspelt:  # reported as the unknown key it was misspelt as
+            ctx.limit_names = None
+        return {}
+    node = top["rate_limits"][1]
+    if not isinstance(node, MappingNode):
+        ctx.limit_names = None
+        ctx.report(ctx.error(
+            f"`rate_limits` must be a mapping of limit names to limits, got "
+            f"{describe(ctx.construct(node, 'rate_limits'))}", node, key="rate_limits",
+            hint="e.g. rate_limits: {openai: {requests_per_second: 5, max_in_flight: 16}}"))
+        return {}
+    entries = mapping_pairs(ctx, node, "rate limit names")
+    ctx.limit_names = dict.fromkeys(entries)
+    limits: dict[str, RateLimit] = {}
+    for name, (name_node, body) in entries.items():
+        limit = _reported(ctx, _rate_limit, ctx, name, name_node, body)
+        if limit is not None:
+            limits[name] = limit
+    return limits
+
+
+def _rate_limit(ctx: LoadContext, name: str, name_node: Node, body: Node) -> RateLimit | None:
+    """One entry; None when a mistake in it is reported already."""
+    if not _NAME_RE.fullmatch(name):
+        raise ctx.error(f"invalid rate limit name `{name}`", name_node, key="rate_limits",
+                        hint=f"use {NAME_RULE}")
+    example = "e.g. {requests_per_second: 5, max_in_flight: 16}"
+    if not isinstance(body, MappingNode):
+        raise ctx.error(
+            f"rate limit `{name}` must be a mapping, got {describe(ctx.construct(body))}", body,
+            key="rate_limits", hint=example)
+    failures = ctx.failures
+    pairs = mapping_pairs(ctx, body, "rate limit keys")
+    values: dict[str, Any] = {}
+    for key, (key_node, value_node) in pairs.items():
+        if key not in RATE_LIMIT_KEYS:
+            hint = suggest(key, RATE_LIMIT_KEYS) or "valid keys: " + ", ".join(RATE_LIMIT_KEYS)
+            ctx.report(ctx.error(f"unknown key `{key}` in rate limit `{name}`", key_node,
+                                 key="rate_limits", hint=hint))
+            continue
+        value = _reported(ctx, _limit_value, ctx, key, value_node)
+        if value is not None:
+            values[key] = value
+    if ctx.failures != failures:
+        return None
+    if not values:
+        raise ctx.error(f"rate limit `{name}` sets no limit", body, key="rate_limits",
+                        hint="set requests_per_second, max_in_flight or both")
+    return RateLimit(name, **values)
+
+
+def _limit_value(ctx: LoadContext, key: str, node: Node) -> float | int:
+    value = ctx.construct(node, "rate_limits")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if RATE_LIMIT_KEYS[key][0] == "positive_int":
+        if not number or not isinstance(value, int) or value < 1:
+            raise ctx.error(f"`{key}` must be a positive integer, got {describe(value)}", node,
+                            key="rate_limits")
+        return value
+    rate = float(value) if number and abs(value) < 1e300 else math.nan
+    if not rate > 0 or not math.isfinite(rate):
+        raise ctx.error(f"`{key}` must be a number > 0, got {describe(value)}", node,
+                        key="rate_limits", hint="e.g. 5, or 0.5 for one request every 2 s")
+    return rate
+
+
+def _parse_limit_name(ctx: LoadContext, key: str, node: Node) -> str:
+    name = expect(ctx, key, node, str, "the name of a limit in `rate_limits:`")
+    names = ctx.limit_names
+    if names is not None and name not in names:
+        hint = suggest(name, names) or (
+            "known limits: " + ", ".join(names) if names else
+            f"define it: rate_limits: {{{name}: {{requests_per_second: 5}}}}")
+        raise ctx.error(f"unknown rate limit `{name}`", node, key=key, hint=hint)
+    return name
 
 
 # ---------------------------------------------------------------- stages
@@ -531,4 +618,5 @@ _PARSERS: dict[str, Callable[[LoadContext, str, Node], Any]] = {
     "processors": _parse_processors,
     "bool": _parse_bool,
     "string": _parse_string,
+    "limit_name": _parse_limit_name,
 }

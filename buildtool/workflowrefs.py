@@ -44,6 +44,9 @@ class LoadContext(Source):
     folders: set[str] = field(default_factory=set)  # outputs written as folders (`out/`)
     broken: dict[str, set[str]] = field(default_factory=dict)  # stage → its wrong keys
     misspelt: set[str] = field(default_factory=set)  # top-level keys an unknown key is like
+    # The names of `rate_limits:`, which a stage's `rate_limit` must be one of; None when
+    # `rate_limits:` is wrong or misspelt (reported): the names are then not checked.
+    limit_names: dict[str, None] | None = field(default_factory=dict)
 
 
 def _listing(names: Iterable[str], limit: int = 8) -> str:

@@ -151,6 +151,7 @@ def generate_stage(draw: Draw, name: str, earlier: list[str]) -> Stage:
         stage.put("sampling", draw.choice(["ordered", "shuffle", Raw("shuffle")]))
     if draw.chance():
         stage.put("retries", draw.int(0, 3))
+    limit_key(draw, stage)
     boundary_keys(draw, stage, "parquet")
     return stage
 
@@ -160,6 +161,7 @@ def transform_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
     stage.put("transform", draw.choice(["code/gen.py:join", "code/gen.py:make"]))
     inputs = [draw.choice(gens)] + (["data/a.txt"] if draw.chance() else [])
     stage.put("inputs", inputs, draw.chance())
+    limit_key(draw, stage)
     boundary_keys(draw, stage, "jsonl")
     return stage
 
@@ -197,6 +199,16 @@ def boundary_keys(draw: Draw, stage: Stage, suffix: str) -> None:
         stage.put("outputs", [f"exports/{stage.name}.{suffix}"], draw.chance())
     if draw.chance() and "inputs" not in stage.keys:
         stage.put("inputs", ["data/a.txt", Raw("'data/*.txt'")], draw.chance())
+
+
+# The valid `rate_limits:` of every drawn Workflowfile (a top-level mistake may replace it).
+RATE_LIMITS = ["rate_limits:", "  openai: {requests_per_second: 5, max_in_flight: 16}",
+               "  local.v2:", "    max_in_flight: 2", "  slow: {requests_per_second: 0.5}"]
+
+
+def limit_key(draw: Draw, stage: Stage) -> None:
+    if draw.chance(0.3):
+        stage.put("rate_limit", draw.choice(["openai", "local.v2", Raw("slow")]))
 
 
 def common_keys(draw: Draw, stage: Stage) -> None:
@@ -299,6 +311,11 @@ def m_retries(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
     return Expect("retries", None, "retries")
 
 
+def m_rate_limit(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    stage.put("rate_limit", draw.choice(["opnai", "nope", 5, ["openai"], None, True]))
+    return Expect("rate_limit", None, "rate_limit")
+
+
 def m_allow_empty(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
     stage.put("allow_empty", draw.choice(["sometimes", 1, None, [True]]))
     return Expect("allow_empty", None, "allow_empty")
@@ -360,7 +377,8 @@ def m_not_for_kind(draw: Draw, stage: Stage, stages: list[Stage]) -> Expect:
     key = draw.choice(keys)
     stage.put(key, {"sampling": "ordered", "num_records": 5, "batch_size": 3, "retries": 1,
                     "seed": "data/seed.csv", "processors": [], "allow_empty": True,
-                    "on_success": "code/cb.py:keep", "on_success_version": "v"}[key])
+                    "on_success": "code/cb.py:keep", "on_success_version": "v",
+                    "rate_limit": "openai"}[key])
     return Expect(key, None, key)
 
 
@@ -393,7 +411,7 @@ def m_run_outputs(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
 COMMON: list[Mistake] = [m_params, m_description, m_code, m_inputs, m_unknown_key,
                          m_stage_name, m_kinds, m_not_for_kind]
 BOUNDARY: list[Mistake] = [m_callable, m_processors, m_on_success, m_allow_empty,
-                           m_export_outputs]
+                           m_export_outputs, m_rate_limit]
 CATALOGUE: dict[str, list[Mistake]] = {
     "generate": COMMON + BOUNDARY + [m_positive, m_sampling, m_retries, m_seed],
     "transform": COMMON + BOUNDARY,
@@ -404,7 +422,12 @@ CATALOGUE: dict[str, list[Mistake]] = {
 # Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
-    part = draw.choice(["workflow", "artifacts", "defaults", "unknown"])
+    part = draw.choice(["workflow", "artifacts", "defaults", "unknown", "rate_limits"])
+    if part == "rate_limits":  # one wrong entry; the names stages use stay defined
+        bad = draw.choice(["    max_in_flght: 2", "    max_in_flight: 0", "    {}",
+                           "    requests_per_second: -1", "    max_in_flight: 1.5",
+                           "    requests_per_second: '5'"])
+        return part, RATE_LIMITS[:3] + [bad] + RATE_LIMITS[4:], "rate_limits"
     if part == "workflow":
         return part, [f"workflow: {draw.choice(['-bad', '[a]', 'a b', '5', 'null'])}"], "workflow"
     if part == "artifacts":
@@ -430,7 +453,8 @@ class Drawn:
 def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     stages = valid_stages(draw)
     header = {"workflow": ["workflow: demo"], "artifacts": [],
-              "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": []}
+              "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": [],
+              "rate_limits": list(RATE_LIMITS)}
     expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
     candidates = [s for s in stages if not s.protected]
     for _ in range(mistakes):
@@ -455,8 +479,10 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "defaults", "unknown"):
-        places[("top", part)] = len(lines) + len(header[part])  # its last line
+    for part in ("workflow", "artifacts", "defaults", "unknown", "rate_limits"):
+        # its last line (a wrong rate limit: the line of the wrong entry's body)
+        end = len(lines) + (4 if part == "rate_limits" else len(header[part]))
+        places[("top", part)] = end
         lines += header[part]
     lines.append("stages:")
     for stage in stages:

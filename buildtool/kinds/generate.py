@@ -62,7 +62,12 @@ class GenerateContext:
     seed_rows: pa.Table | None
     rng: random.Random
     inputs: dict[str, Any] = field(default_factory=dict)
-    limiter: Any = None  # the stage's rate limiter (`rate_limit:`), or None
+    limiter: Any = None  # the stage's `rate_limit:` (ratelimit.py), or None
+
+    def request(self) -> contextlib.AbstractContextManager[Any]:
+        """`with ctx.request():` around each model call: waits for the stage's `rate_limit:`
+        (a token and a slot shared with every stage naming it); a no-op without one."""
+        return contextlib.nullcontext() if self.limiter is None else self.limiter.request()
 
 
 def batch_seed(fingerprint: str, index: int) -> int:

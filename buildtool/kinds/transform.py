@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,12 @@ class TransformContext:
     stage_name: str
     inputs: dict[str, Any]
     params: dict[str, Any]
+    limiter: Any = None  # the stage's `rate_limit:` (ratelimit.py), or None
+
+    def request(self) -> AbstractContextManager[Any]:
+        """`with ctx.request():` around each model call: waits for the stage's `rate_limit:`
+        (a token and a slot shared with every stage naming it); a no-op without one."""
+        return nullcontext() if self.limiter is None else self.limiter.request()
 
 
 def execute(job: Job) -> Output:
@@ -41,7 +48,8 @@ def execute(job: Job) -> Output:
     check_cancel(job)  # -j: SIGINT/SIGTERM came while it loaded or read its inputs
     with captured(log):
         try:
-            value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params)))
+            value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params),
+                                      job.limiter))
         except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
             raise UserCodeFailed(f"{stage.target} raised {type(exc).__name__}: {exc_text(exc)}",
                                  stage=stage.name) from exc
