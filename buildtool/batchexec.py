@@ -200,8 +200,14 @@ class ProcessBatches:
         self._pending = 0
 
     def submit(self, task: BatchTask) -> None:
-        future = self._pool.submit(_worker_batch, task)
+        from concurrent.futures import BrokenExecutor
+
         self._pending += 1
+        try:
+            future = self._pool.submit(_worker_batch, task)
+        except BrokenExecutor as exc:  # a worker died before the batch it held came back
+            self._done.put(self._lost(task.index, exc))
+            return
         future.add_done_callback(lambda f: self._landed(task.index, f))
 
     def _landed(self, index: int, future: Any) -> None:
@@ -212,13 +218,16 @@ class ProcessBatches:
         if exc is None:
             self._done.put(future.result())
             return
-        # A worker that ends abruptly breaks the pool: every batch in flight fails with it, and
-        # which one the dead worker held is not known.
-        self._done.put(Finished(index, error=StageFailed(
+        self._done.put(self._lost(index, exc))
+
+    def _lost(self, index: int, exc: BaseException) -> Finished:
+        """A worker that ends abruptly breaks the pool: every batch in flight fails with it
+        (and any submitted after), and which one the dead worker held is not known."""
+        return Finished(index, error=StageFailed(
             f"batch {index} did not come back: a worker process ended abruptly while it was "
             f"in flight ({type(exc).__name__})", stage=self._stage,
             hint="a worker was killed, ran out of memory or crashed in native code; build "
-                 "again: the finished batches are kept")))
+                 "again: the finished batches are kept"))
 
     def next_finished(self, timeout: float) -> Finished | None:
         try:

@@ -178,6 +178,9 @@ class LiveArea:
                        for line in lines))
 
 
+_NAME_KEPT = 8  # characters of a shortened stage name (with its indent) kept at least
+
+
 def _fit(line: str, width: int) -> str:
     """A line too wide for the terminal loses the middle of its stage name first (rich's
     ellipsis then cuts what still does not fit): the figures are what changes."""
@@ -185,9 +188,11 @@ def _fit(line: str, width: int) -> str:
 
     over = cell_len(line) - width
     head, sep, rest = line.partition(": ")
-    if over <= 0 or not sep or len(head) - over - 1 < 6:
+    if over <= 0 or not sep:
         return line
-    keep = len(head) - over - 1
+    keep = max(_NAME_KEPT, len(head) - over - 1)
+    if keep >= len(head):
+        return line
     return f"{head[:keep - keep // 3]}…{head[len(head) - keep // 3:]}{sep}{rest}"
 
 

@@ -87,9 +87,12 @@ def test_a_build_through_the_api_logs_its_batches(project: Project,
     with caplog.at_level(logging.DEBUG, logger="buildtool"):
         report = buildtool.build(project.root / "Workflowfile")
     assert report.ok
-    batches = [r.getMessage() for r in caplog.records if ": batch " in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if ": batch " in r.getMessage()]
+    batches = [re.sub(r" \(.*\)$", "", m) for m in messages]
     assert batches == [f"a: batch {i}/4" for i in range(5)] + \
         [f"b: batch {i}/6" for i in range(7)] + ["c: batch 0/1", "c: batch 1/1"]
+    assert messages[0] == "a: batch 0/4" and re.fullmatch(r"a: batch 4/4 \(\d+ rows\)",
+                                                         messages[4]), messages
 
 
 # ---------------------------------------------------------------- off a terminal

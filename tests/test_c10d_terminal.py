@@ -270,10 +270,10 @@ def test_live_lines_show_batches_and_end_as_one_result_per_stage(gated: Project)
     assert not screen.cursor_shown  # hidden while the live line is redrawn
     _go(gated, 0)
     _reached(gated, term, 1)
-    term.wait_for(lambda t: f"{STAGE}: 1/3 batches · ETA " in t, "1/3 with an ETA")
+    term.wait_for(lambda t: f"{STAGE}: 1/3 batches · " in t and "ETA " in t, "1/3 with an ETA")
     live = term.screen().lines()
     assert live[0].startswith(f"▶ {STAGE}") and re.fullmatch(
-        rf"  {STAGE}: 1/3 batches · ETA \d+s", live[-1]), live
+        rf"  {STAGE}: 1/3 batches · [\d.]+ rows/s · ETA \d+s", live[-1]), live
     assert len(live) == 2  # the line changed in place: no line per batch
     _go(gated, 1, 2)
     code, shown, _ = term.finish()
@@ -289,10 +289,12 @@ def test_a_narrow_terminal_cuts_the_live_line_instead_of_wrapping_it(gated: Proj
     _reached(gated, term, 0)
     _go(gated, 0)
     _reached(gated, term, 1)
-    term.wait_for(lambda t: "1/3 batches · ETA" in t, "1/3 with an ETA")
+    term.wait_for(lambda t: "1/3 batches · " in t and "rows/s" in t, "1/3 with a rate")
     screen = term.screen()
     live = screen.physical()[screen.row]
-    assert "…" in live and "1/3 batches · ETA" in live and len(live) <= 40, live
+    # the stage name gives way first (its middle), so the figures show
+    assert "…" in live and "1/3 batches · " in live and "rows/s" in live and len(live) <= 40, live
+    assert STAGE not in live, live
     assert screen.row not in screen.continued  # the live line did not wrap
     _go(gated, 1, 2)
     code, shown, _ = term.finish()
