@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -35,12 +34,20 @@ class FileState:
         return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["digest"]))
 
 
+# hashlib is imported where a digest is made: it loads OpenSSL (~4 ms), and a null build
+# makes none.
+
+
 def digest_bytes(data: bytes) -> str:
+    import hashlib
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def digest_strings(parts: list[str]) -> str:
     """One digest for an ordered list of digests or names."""
+    import hashlib
+
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode("utf-8"))
@@ -49,6 +56,8 @@ def digest_strings(parts: list[str]) -> str:
 
 
 def digest_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -77,6 +86,23 @@ def canonical_spec(stage: Stage) -> dict[str, Any]:
         spec[key] = _spec_value(stage, key)
     # Round-trip through JSON so the spec compares equal to the one read back from a record.
     return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+# The key under which a Stage keeps its (canonical spec, fingerprint) in its `__dict__`, as
+# functools.cached_property keeps a value: a Stage is frozen, so they never go stale. A compiled
+# workflow (compiled.py) stores the pair with each stage, so a null build computes neither.
+KNOWN_SPEC = "_known_spec"
+
+
+def stage_spec(stage: Stage) -> tuple[dict[str, Any], str]:
+    """The stage's canonical spec and its fingerprint, computed once per Stage object. The
+    spec is shared by every caller: read it, never change it."""
+    known: tuple[dict[str, Any], str] | None = stage.__dict__.get(KNOWN_SPEC)
+    if known is None:
+        spec = canonical_spec(stage)
+        known = (spec, spec_fingerprint(spec))
+        stage.__dict__[KNOWN_SPEC] = known
+    return known
 
 
 def _spec_value(stage: Stage, key: str) -> Any:

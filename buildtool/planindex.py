@@ -41,7 +41,7 @@ from .records import (
 )
 
 INDEX_NAME = ".plan-index"  # one of model.ARTIFACT_FILES: no stage folder is called this
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3  # 3: the summary's text, not its digest
 _MAGIC = "dd-build plan index"
 # (the record file's identity, the record's plain form, whether its spec hashes to its
 # spec_fingerprint)
@@ -72,8 +72,9 @@ class PlanIndex:
         self.path = root / INDEX_NAME
         content = content or {}
         self.entries: dict[str, _Entry] = content.get("stages", {})
-        # workflow.json as the last build wrote it: (its identity, the digest of its text
-        # without `finished_at`), so an unchanged summary is neither read nor written.
+        # workflow.json as the last build wrote it: (its identity, its text without
+        # `finished_at`), so an unchanged summary is neither read nor written. The text, not a
+        # digest of it: compared whole, and no hashing on a null build.
         self.summary: tuple[FileIdentity, str] | None = content.get("summary")
         # Records read from their files since: made entries when the index is saved (a dry
         # run never pays for making them).
@@ -131,12 +132,13 @@ class PlanIndex:
         entry = self.entries.get(name)
         return entry[0] if isinstance(entry, tuple) and entry else None
 
-    def summary_is(self, identity: FileIdentity | None, digest: str) -> bool:
-        """Whether workflow.json is the file the index last saw written with `digest`."""
-        return identity is not None and self.summary == (identity, digest)
+    def summary_is(self, identity: FileIdentity | None, text: str) -> bool:
+        """Whether workflow.json is the file the index last saw written with `text` (the
+        summary without `finished_at`)."""
+        return identity is not None and self.summary == (identity, text)
 
-    def summary_written(self, identity: FileIdentity | None, digest: str) -> None:
-        new = None if identity is None else (identity, digest)
+    def summary_written(self, identity: FileIdentity | None, text: str) -> None:
+        new = None if identity is None else (identity, text)
         if new != self.summary:
             self.summary = new
             self.changed = True

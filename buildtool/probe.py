@@ -13,11 +13,10 @@ from .fingerprint import (
     FileState,
     callable_file,
     callback_only_files,
-    canonical_spec,
     code_files,
     digest_file,
     expand_glob,
-    spec_fingerprint,
+    stage_spec,
 )
 from .model import Stage, Workflow
 from .records import RecordRead, StageRecord, batch_stats, read_record
@@ -62,7 +61,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
     where = where or _Where(workflow, None)
     read = read or where.read(stage.name)
     record = read.record
-    spec = canonical_spec(stage)
+    spec, fingerprint = stage_spec(stage)
     code_paths = code_files(workflow, stage)
     code, code_moved = _states(where.project, code_paths, record.code if record else {})
     code_missing = sorted(set(code_paths) - set(code))
@@ -81,7 +80,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
             batches = _stat_batches(where.artifacts + os.sep, [record])[0]
         outputs.check_record(record, batches)
     return StageFacts(
-        name=stage.name, kind=stage.kind, spec=spec, fingerprint=spec_fingerprint(spec),
+        name=stage.name, kind=stage.kind, spec=spec, fingerprint=fingerprint,
         code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
         outputs_now=outputs.moved, file_groups=outputs.groups,
         callback_code=callback_only_files(workflow, stage) | _old_callback_file(
