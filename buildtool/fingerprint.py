@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .globreach import is_glob
 from .model import CallableRef, Stage, Workflow
@@ -190,24 +190,52 @@ def _as_posix(rel: str) -> str:
     return Path(rel).as_posix()
 
 
-def callback_only_files(workflow: Workflow, stage: Stage) -> frozenset[str]:
+class Resolver(Protocol):
+    """callable_file and expand_glob of one workflow, as one look at the files may answer
+    them once for every stage (probe.py)."""
+
+    def callable_file(self, text: str | None) -> str | None: ...
+
+    def expand(self, pattern: str) -> list[str]: ...
+
+
+class _Direct:
+    """A Resolver that asks the files every time."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def callable_file(self, text: str | None) -> str | None:
+        return callable_file(self.workflow, text)
+
+    def expand(self, pattern: str) -> list[str]:
+        return expand_glob(self.workflow.project_dir, pattern)
+
+
+def callback_only_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = None
+                        ) -> frozenset[str]:
     """Code files only the on_success callback uses: changing one reruns just the callback.
     Not when the stage's own callable lives in it or its `code:` entries name it: then it is
     the stage's code (what the stage's code imports is found as it runs, see codedeps.py)."""
-    callback = callable_file(workflow, stage.on_success)
-    if callback is None or stage.kind == "run":
+    if stage.on_success is None or stage.kind == "run":
         return frozenset()
-    if callback == callable_file(workflow, stage.target) or \
-            any(callback in expand_glob(workflow.project_dir, p) for p in stage.code):
+    resolve = resolver or _Direct(workflow)
+    callback = resolve.callable_file(stage.on_success)
+    if callback is None:
+        return frozenset()
+    if callback == resolve.callable_file(stage.target) or \
+            any(callback in resolve.expand(p) for p in stage.code):
         return frozenset()
     return frozenset({callback})
 
 
-def code_files(workflow: Workflow, stage: Stage) -> list[str]:
+def code_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = None
+               ) -> list[str]:
     """Project-relative files whose content is the stage's code."""
-    files = [f for f in map(lambda t: callable_file(workflow, t), stage.callables) if f]
+    resolve = resolver or _Direct(workflow)
+    files = [f for f in map(resolve.callable_file, stage.callables) if f]
     for pattern in stage.code:
-        matched = expand_glob(workflow.project_dir, pattern)
+        matched = resolve.expand(pattern)
         if not matched:
             raise stage.error(f"`code` entry '{pattern}' matches no file", "code",
                               "fix the path or glob, or remove it")

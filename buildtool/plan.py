@@ -52,6 +52,8 @@ _KEEPS_BATCHES: set[ReasonCode] = {"incomplete", "failed_before", "output_missin
 # Reasons that only say a later step's trace is stale: another reason for the same or an
 # earlier step already explains it.
 _STALE: set[ReasonCode] = {"step_stale", "exports_stale"}
+# An upstream not decided before its dependant (outside the plan's order): not known yet.
+_PENDING = Upstream(None)
 # Where a recorded file belongs: the step that wrote it (batch files are the main step's).
 _FILE_STEPS: dict[str, StepName] = {"processed": "processors", "callback": "on_success",
                                      "exports": "outputs"}
@@ -95,7 +97,7 @@ def plan(
     known: dict[str, Upstream] = {}
     decisions = []
     for name in order:
-        ups = {u: known.get(u, Upstream(None)) for u in upstreams[name]}
+        ups = {u: known[u] if u in known else _PENDING for u in upstreams[name]}
         decision = decide(facts[name], ups, options)
         decisions.append(decision)
         known[name] = upstream_view(facts[name], decision)

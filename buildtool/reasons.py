@@ -201,6 +201,9 @@ def _type_note(old: Any, new: Any) -> str:
 
 def _file_reasons(code: ReasonCode, what: str, detail_key: str, old: Mapping[str, FileState],
                   new: Mapping[str, FileState]) -> Iterator[Reason]:
+    if old.keys() == new.keys() and all(new[p] is s or new[p].digest == s.digest
+                                        for p, s in old.items()):
+        return  # the same files, none changed (every null build: no sorting)
     for path in sorted(set(old) | set(new)):
         if path not in new:
             yield Reason(code, f"{what} file {path} is no longer used", {detail_key: path})
@@ -213,7 +216,10 @@ def _file_reasons(code: ReasonCode, what: str, detail_key: str, old: Mapping[str
 def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
                   ) -> Iterator[Reason]:
     """Declared code files, then code outside the project (`dist:` and `module:` keys)."""
-    outside = {k for k in set(old) | set(new) if is_external_key(k)}
+    outside = {k for k in old if is_external_key(k)} | {k for k in new if is_external_key(k)}
+    if not outside:
+        yield from _file_reasons("code_changed", "code", "file", old, new)
+        return
     yield from _file_reasons("code_changed", "code", "file",
                              {k: v for k, v in old.items() if k not in outside},
                              {k: v for k, v in new.items() if k not in outside})
