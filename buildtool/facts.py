@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .fingerprint import FileState
@@ -36,6 +36,20 @@ class StageFacts:
     @property
     def record(self) -> StageRecord | None:
         return self.read.record
+
+
+_FACT_FIELDS = frozenset(f.name for f in fields(StageFacts))
+
+
+def made_facts(values: dict[str, Any]) -> StageFacts:
+    """The StageFacts whose fields are `values` (each one given), made as pickle makes an
+    instance: a frozen dataclass's __init__ sets each field through object.__setattr__, more
+    than the rest of a stage's facts cost on a null build."""
+    if values.keys() != _FACT_FIELDS:
+        raise TypeError(f"StageFacts fields: {sorted(values.keys() ^ _FACT_FIELDS)} differ")
+    made = object.__new__(StageFacts)
+    made.__dict__.update(values)
+    return made
 
 
 @dataclass(frozen=True)

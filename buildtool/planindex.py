@@ -35,6 +35,7 @@ from .records import (
     RecordRead,
     StageRecord,
     file_identity,
+    read_of,
     read_record_identified,
     record_from_plain,
     record_plain,
@@ -104,7 +105,7 @@ class PlanIndex:
                 if identity == entry[0]:
                     record = record_from_plain(entry[1])
                     self.used += 1
-                    return RecordRead(record=record, spec_checked=entry[2] is True)
+                    return read_of(record, entry[2] is True)
             except (TypeError, ValueError, IndexError, KeyError, AttributeError):
                 del self.entries[name]  # an entry of another shape: made again from the file
                 self.changed = True

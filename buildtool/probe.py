@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .errors import WorkflowError
 from .external import ExternalCode, is_external_key
-from .facts import StageFacts
+from .facts import StageFacts, made_facts
 from .fingerprint import (
     FileState,
     callable_file,
@@ -144,15 +144,15 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         if batches is None:
             batches = _stat_batches(where.artifacts + os.sep, [record])[0]
         outputs.check_record(record, batches)
-    return StageFacts(
-        name=stage.name, kind=stage.kind, spec=spec, fingerprint=fingerprint,
-        code=code, file_inputs=files, discovered=discovered, read=read, damaged=outputs.damaged,
-        outputs_now=outputs.moved, file_groups=outputs.groups,
-        callback_code=callback_only_files(workflow, stage, where) | _old_callback_file(
+    return made_facts({
+        "name": stage.name, "kind": stage.kind, "spec": spec, "fingerprint": fingerprint,
+        "code": code, "file_inputs": files, "discovered": discovered, "read": read,
+        "damaged": outputs.damaged, "outputs_now": outputs.moved, "file_groups": outputs.groups,
+        "callback_code": callback_only_files(workflow, stage, where) | _old_callback_file(
             where, record, code_paths),
-        callback_file=where.callable_file(stage.on_success),
-        stats_moved=code_moved or inputs_moved or imports_moved or bool(outputs.moved),
-    )
+        "callback_file": where.callable_file(stage.on_success),
+        "stats_moved": code_moved or inputs_moved or imports_moved or bool(outputs.moved),
+    })
 
 
 # A record's batch files whose stats differ from the recorded ones, in batch order, with

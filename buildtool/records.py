@@ -219,6 +219,12 @@ class RecordRead:
     spec_checked: bool = False
 
 
+def read_of(record: StageRecord, spec_checked: bool) -> RecordRead:
+    """RecordRead(record=record, spec_checked=spec_checked), made without its frozen
+    __init__ (see _made): the planning index gives one per stage on every null build."""
+    return _made(RecordRead, {"record": record, "problem": None, "spec_checked": spec_checked})
+
+
 def record_path(stage_dir: Path) -> Path:
     return stage_dir / RECORD_NAME
 
