@@ -61,6 +61,8 @@ _FILE_STEPS: dict[str, StepName] = {"processed": "processors", "callback": "on_s
 
 @dataclass(frozen=True)
 class Options:
+    """How the planner decides: --resume, --force/--rerun-from, live builds, notes."""
+
     resume: ResumeMode = "if-possible"
     forced: Mapping[str, str] = field(default_factory=dict)  # stage -> why it is forced
     # Stages named by --force or --rerun-from: their review overrides are let go.
@@ -74,6 +76,8 @@ class Options:
 
 @dataclass(frozen=True)
 class Decision:
+    """What the plan says one stage does, and why."""
+
     stage: str
     action: Action
     reasons: tuple[Reason, ...] = ()

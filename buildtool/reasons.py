@@ -32,6 +32,8 @@ REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 
 @dataclass(frozen=True)
 class Reason:
+    """One reason a stage runs: a code, its message, and its details."""
+
     code: ReasonCode
     message: str
     detail: dict[str, Any] = field(default_factory=dict)

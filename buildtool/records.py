@@ -108,6 +108,8 @@ class Output:
 
 @dataclass(frozen=True)
 class StageRecord:
+    """One stage's record (`stage.json`): what its last attempt was built from and made."""
+
     stage: str
     status: RecordStatus
     kind: str
