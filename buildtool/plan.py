@@ -183,6 +183,8 @@ def _tagged(facts: StageFacts, found: Iterable[Reason]) -> list[Reason]:
     """Each reason with the step it reruns; a stale-trace reason only when nothing else
     explains its step."""
     tagged = [(r, _step_of(r, facts)) for r in found]
+    if not tagged:
+        return []
     other = [position(facts.kind, step) for r, step in tagged if r.code not in _STALE]
     return [replace(r, step=step) for r, step in tagged if r.code not in _STALE
             or not any(p <= position(facts.kind, step) for p in other)]

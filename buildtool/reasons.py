@@ -65,12 +65,25 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
     if record is None:
         yield Reason("no_record", "never built: no record")
         return
+    # Each check is skipped where it plainly finds nothing (every stage of a null build):
+    # making and running its generator would cost more than the comparison.
     yield from _spec_reasons(record, facts)
-    yield from _code_reasons(record.code, facts.code)
-    yield from _import_reasons(record, facts)
-    yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
-    yield from _upstream_reasons(record, upstreams)
+    if not _same_files(record.code, facts.code):
+        yield from _code_reasons(record.code, facts.code)
+    if record.discovered is None or record.discovered:
+        yield from _import_reasons(record, facts)
+    if not _same_files(record.file_inputs, facts.file_inputs):
+        yield from _file_reasons("input_changed", "input", "input", record.file_inputs,
+                                 facts.file_inputs)
+    if upstreams:
+        yield from _upstream_reasons(record, upstreams)
     yield from _status_reasons(facts, record, live)
+
+
+def _same_files(old: Mapping[str, FileState], new: Mapping[str, FileState]) -> bool:
+    """The same keys, each with the same digest: no file reason (nor code reason) to give."""
+    return old.keys() == new.keys() and all(new[p] is s or new[p].digest == s.digest
+                                            for p, s in old.items())
 
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
@@ -203,9 +216,6 @@ def _type_note(old: Any, new: Any) -> str:
 
 def _file_reasons(code: ReasonCode, what: str, detail_key: str, old: Mapping[str, FileState],
                   new: Mapping[str, FileState]) -> Iterator[Reason]:
-    if old.keys() == new.keys() and all(new[p] is s or new[p].digest == s.digest
-                                        for p, s in old.items()):
-        return  # the same files, none changed (every null build: no sorting)
     for path in sorted(set(old) | set(new)):
         if path not in new:
             yield Reason(code, f"{what} file {path} is no longer used", {detail_key: path})
@@ -339,7 +349,8 @@ def _status_reasons(facts: StageFacts, record: StageRecord, live: int | None
         if stopped_in(record):  # the steps before it are kept: a damaged file of theirs
             yield from _damage_reasons(facts)  # reruns its step
         return
-    yield from _damage_reasons(facts)
+    if facts.damaged:
+        yield from _damage_reasons(facts)
     yield from _stale_traces(facts, record)
 
 
