@@ -91,14 +91,17 @@ class PlanIndex:
             return cls(root)
         return cls(root, _decode(data))
 
-    def read(self, name: str, stage_dir: str | Path) -> RecordRead:
+    def read(self, name: str, stage_dir: str | Path, root_fd: int | None = None
+             ) -> RecordRead:
         """The stage's record: the entry when the record file is the one it was made from,
-        else the file read (and the entry refreshed)."""
+        else the file read (and the entry refreshed). `root_fd`: the folder holding
+        `stage_dir` (named `name` there), open: the record is stat'ed from it."""
         entry = self.entries.get(name)
         if entry is not None:
             try:
                 identity: FileIdentity | None = file_identity(
-                    os.stat(os.path.join(stage_dir, RECORD_NAME)))
+                    os.stat(os.path.join(stage_dir, RECORD_NAME)) if root_fd is None else
+                    os.stat(f"{name}/{RECORD_NAME}", dir_fd=root_fd))
             except OSError:
                 identity = None
             try:

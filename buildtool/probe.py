@@ -31,8 +31,13 @@ def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None
     """The facts of each stage in `names`. Records come through `index` when one is given
     (the same records, read faster: planindex.py), else straight from their files."""
     where = _Where(workflow, index)
-    reads = [where.read(name) for name in names]
-    batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads])
+    root_fd = _open_folder(where.artifacts)
+    try:
+        reads = [where.read(name, root_fd) for name in names]
+        batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads], root_fd)
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
     return {name: probe_stage(workflow, workflow.stages[name], where.external, where, read, seen)
             for name, read, seen in zip(names, reads, batches, strict=True)}
 
@@ -46,22 +51,25 @@ class _Where:
     look at the files: a file that 1,000 stages name (their code, a shared input) is stat'ed,
     and read when its stats moved, once; a glob or a callable is resolved once."""
 
-    def __init__(self, workflow: Workflow, index: PlanIndex | None) -> None:
+    def __init__(self, workflow: Workflow, index: PlanIndex | None,
+                 external: ExternalCode | None = None) -> None:
         self.workflow = workflow
         self.project = str(workflow.project_dir)
         self.artifacts = str(workflow.artifacts_root)
         self.index = index
-        self.external = ExternalCode(workflow.project_dir)
+        self.external = external if external is not None else ExternalCode(workflow.project_dir)
         self._seen: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns), or _GONE
         self._read: dict[str, FileState] = {}  # rel -> its state with the digest read now
         self._callables: dict[str | None, str | None] = {}
         self._globs: dict[str, list[str]] = {}
         self._code: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+        self._inside: set[tuple[str, ...]] = set()  # callables that name no code outside
 
-    def read(self, name: str) -> RecordRead:
+    def read(self, name: str, root_fd: int | None = None) -> RecordRead:
+        """The stage's record; `root_fd`: the artifacts folder, open (see _open_folder)."""
         stage_dir = os.path.join(self.artifacts, name)
         if self.index is not None:
-            return self.index.read(name, stage_dir)
+            return self.index.read(name, stage_dir, root_fd)
         return read_record(Path(stage_dir))
 
     def callable_file(self, text: str | None) -> str | None:
@@ -82,6 +90,17 @@ class _Where:
         found = self._code.get(key)
         if found is None:
             found = self._code[key] = code_files(self.workflow, stage, self)
+        return found
+
+    def outside(self, callables: tuple[str, ...], known: dict[str, FileState]
+                ) -> dict[str, FileState]:
+        """ExternalCode.states: none for callables that named no module outside the project
+        before (whatever `known` is: it only helps to find such a module)."""
+        if callables in self._inside:
+            return {}
+        found = self.external.states(callables, known)
+        if not found:
+            self._inside.add(callables)
         return found
 
     def states(self, paths: list[str], known: dict[str, FileState]
@@ -123,7 +142,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
                 batches: _BatchStats | None = None) -> StageFacts:
     """One stage's facts; `read` and `batches` when the caller read its record and stat'ed
     its batch files already."""
-    where = where or _Where(workflow, None)
+    where = where or _Where(workflow, None, external)
     read = read or where.read(stage.name)
     record = read.record
     spec, fingerprint = stage_spec(stage)
@@ -131,7 +150,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
     code, code_moved = where.states(code_paths, record.code if record else {})
     if len(code) != len(code_paths):
         raise _missing_code(stage, sorted(set(code_paths) - set(code))[0])
-    outside = external.states(stage.callables, record.code if record else {})
+    outside = where.outside(stage.callables, record.code if record else {})
     if outside:
         code_moved = code_moved or any(record is not None and k in record.code and
                                        v != record.code[k] for k, v in outside.items())
@@ -168,13 +187,14 @@ _THREADED_FROM = 16384
 _THREADS = 4
 
 
-def _stat_batches(root: str, records: list[StageRecord | None]) -> list[_BatchStats]:
+def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | None = None
+                  ) -> list[_BatchStats]:
     """Stat every batch file of every record: each one, on every build (an in-place edit of
     any of them is always seen). Only the stats: digests are the caller's, where they moved."""
     total = sum(len(r.batches) for r in records if r is not None)
     threads = 1 if _DIR_FD else min(_THREADS, os.cpu_count() or 1)
     if total < _THREADED_FROM or threads < 2:
-        return [_stat_record(root, r) for r in records]
+        return [_stat_record(root, r, root_fd) for r in records]
     import threading
 
     found: list[_BatchStats | None] = [None] * len(records)
@@ -211,8 +231,11 @@ def _spans(records: list[StageRecord | None], total: int, parts: int
     return spans
 
 
-def _stat_record(root: str, record: StageRecord | None) -> _BatchStats:
-    """The batch files of `record` whose stats differ from the recorded ones."""
+def _stat_record(root: str, record: StageRecord | None, root_fd: int | None = None
+                 ) -> _BatchStats:
+    """The batch files of `record` whose stats differ from the recorded ones. `root_fd`: the
+    folder `root` (the artifacts folder), open, or None: a file is stat'ed by its path from
+    there (a shorter walk for the kernel than its full path)."""
     if record is None:
         return []
     if _DIR_FD and len(record.batches) >= _BY_NAME_FROM:
@@ -221,7 +244,9 @@ def _stat_record(root: str, record: StageRecord | None) -> _BatchStats:
     stat = os.stat
     for file, size, mtime_ns in batch_stats(record.batches):
         try:
-            st = stat(root + file)
+            # an absolute path (a record edited by hand) is joined as text, as it always was
+            st = stat(root + file) if root_fd is None or file[:1] == "/" else \
+                stat(file, dir_fd=root_fd)
         except (FileNotFoundError, NotADirectoryError):
             moved.append((file, None))
             continue

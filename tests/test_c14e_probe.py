@@ -1,7 +1,7 @@
 """The probe's cheaper looks see what the plain ones see.
 
-- Batch files stat'ed by name in their open folder (probe._stat_by_name) report exactly the
-  files the stat of each full path reports, over generated damage: files deleted, rewritten,
+- Batch files stat'ed by name in their open folder (probe._stat_by_name), or by their path
+  from the open artifacts folder, report exactly the files the stat of each full path reports, over generated damage: files deleted, rewritten,
   touched, replaced by a folder or a symlink, folders removed, replaced by a file or a symlink,
   names with odd characters, records listing files in several folders.
 - One probe of many stages stats a file they share once and reads it once when its stats
@@ -29,19 +29,22 @@ from buildtool.external import ExternalCode
 from buildtool.records import BatchEntry, PlainBatches
 
 NAMES = ["batch-000000.parquet", "b 1.parquet", "é.parquet", "x:y.parquet", "-dash", ".hidden"]
+# Where a record may say a batch lies, relative to the artifacts folder (an absolute path or
+# one through `..` only in a record edited by hand: looked at as before all the same).
+FOLDERS = ["s1/batches", "s1/batches", "s2/batches", "s1", "s1/deep/er", "s1/../s2", ""]
 
 
 def _batches(root: Path, rng: random.Random) -> list[BatchEntry]:
     entries = []
     for index in range(rng.randint(1, 12)):
-        folder = rng.choice(["s1/batches", "s1/batches", "s2/batches", "s1", "s1/deep/er"])
+        folder = rng.choice(FOLDERS + ["/abs"])
         name = f"{index}-{rng.choice(NAMES)}"
-        path = root / folder / name
+        path = root / folder.lstrip("/") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(rng.randint(0, 40)))
         st = path.stat()
-        entries.append(BatchEntry(index, f"{folder}/{name}", 1, st.st_size, st.st_mtime_ns,
-                                  "sha256:x"))
+        file = f"{folder}/{name}" if folder else name  # "/abs/..." is no file from "/"
+        entries.append(BatchEntry(index, file, 1, st.st_size, st.st_mtime_ns, "sha256:x"))
     return entries
 
 
@@ -53,7 +56,7 @@ def _damage(root: Path, entries: list[BatchEntry], rng: random.Random) -> None:
                           "dir-file", "dir-link", "nothing"])
         if how in ("rmdir", "dir-file", "dir-link"):
             folder = path.parent
-            if folder.is_dir() and not folder.is_symlink():
+            if folder.is_dir() and not folder.is_symlink() and folder != root:
                 shutil.rmtree(folder)
                 if how == "dir-file":
                     folder.write_text("a file now\n")
@@ -105,9 +108,18 @@ def test_stats_by_name_are_the_stats_of_the_full_paths(tmp_path: Path, seed: int
     top = str(root) + os.sep
     by_name = _seen(probe_module._stat_by_name(top, record))  # type: ignore[arg-type]
     assert by_name == _by_full_path(top, record, monkeypatch)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(probe_module, "_BY_NAME_FROM", 10**9)  # every record by its path from fd
+            from_root = _seen(probe_module._stat_record(top, record, fd))  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert from_root == by_name
+    where = {e.file: Path(top + e.file) for e in entries}  # joined as text, as a record is
     intact = [e.file for e in entries
-              if (root / e.file).is_file() and (root / e.file).stat().st_size == e.size
-              and (root / e.file).stat().st_mtime_ns == e.mtime_ns]
+              if where[e.file].is_file() and where[e.file].stat().st_size == e.size
+              and where[e.file].stat().st_mtime_ns == e.mtime_ns]
     assert sorted(set(e.file for e in entries) - {f for f, _ in by_name}) == sorted(intact)
 
 
@@ -118,9 +130,13 @@ def _shared_project(root: Path, stages: int) -> Path:
     (root / "code").mkdir(parents=True, exist_ok=True)
     (root / "code" / "gen.py").write_text(CODE)
     (root / "code" / "helper.py").write_text("X = 1\n")
+    (root / "pkg").mkdir(exist_ok=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "mod.py").write_text(CODE)
     (root / "data").mkdir(exist_ok=True)
     (root / "data" / "in.txt").write_text("in\n")
-    body = "".join(f"  s{i}:\n    generate: code/gen.py:make\n    num_records: 1\n"
+    body = "".join(f"  s{i}:\n    generate: {('code/gen.py:make', 'pkg.mod:make')[i % 2]}\n"
+                   f"    num_records: 1\n"
                    f"    inputs: [data/in.txt, data/*.txt]\n    code: [code/*.py]\n"
                    for i in range(stages))
     (root / "Workflowfile").write_text(f"workflow: w\nstages:\n{body}")
@@ -212,3 +228,17 @@ def test_a_batches_folder_gone_or_replaced_is_noticed(built: Project, how: str) 
     result = built.run("-q")
     assert result.code == 0, result.stderr
     assert {s["action"] for s in plan_both(built)[0]["stages"]} == {"up_to_date"}
+
+
+def test_callables_outside_the_project_are_found_for_every_stage(tmp_path: Path) -> None:
+    """The probe remembers only that callables name no code outside the project: a module
+    outside it is looked up for each stage, with what that stage's record knows."""
+    path = _shared_project(tmp_path, 2)
+    workflow = load(path, "Workflowfile", store=False)
+    where = probe_module._Where(workflow, None)
+    refs = ("textwrap:dedent", "code/gen.py:make")
+    first = where.outside(refs, {})
+    assert first and first == ExternalCode(workflow.project_dir).states(refs, {})
+    assert where.outside(refs, {}) == first
+    assert where.outside(("pkg.mod:make", "code/gen.py:make"), {}) == {}
+    assert where.outside(("pkg.mod:make", "code/gen.py:make"), first) == {}
