@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from .fingerprint import FileState
@@ -33,8 +34,8 @@ class StageFacts:
     callback_file: str | None = None  # the project file of the on_success callback now
     stats_moved: bool = False  # content is the same but stats moved: the record may be touched up
 
-    @property
-    def record(self) -> StageRecord | None:
+    @cached_property
+    def record(self) -> StageRecord | None:  # asked a dozen times per stage per build
         return self.read.record
 
 
@@ -49,6 +50,7 @@ def made_facts(values: dict[str, Any]) -> StageFacts:
         raise TypeError(f"StageFacts fields: {sorted(values.keys() ^ _FACT_FIELDS)} differ")
     made = object.__new__(StageFacts)
     made.__dict__.update(values)
+    made.__dict__["record"] = values["read"].record  # the cached property, filled
     return made
 
 
@@ -74,4 +76,8 @@ def output_view(record: StageRecord) -> Upstream:
     if record.status == "skipped_empty_upstream" or record.output is None:
         return Upstream(EMPTY_DIGEST, 0)
     out = record.output
-    return Upstream(out.digest, out.rows, overridden=out.kind == "override")
+    # Upstream(out.digest, out.rows, overridden=...), made without its frozen __init__: asked
+    # about three times per stage per build.
+    view = object.__new__(Upstream)
+    view.__dict__.update(digest=out.digest, rows=out.rows, overridden=out.kind == "override")
+    return view

@@ -317,6 +317,9 @@ def file_inputs(workflow: Workflow, stage: Stage,
     """Project-relative paths of every file the stage's seed and inputs name, globs expanded
     (by `expand`, expand_glob's answers when given)."""
     paths: list[str] = []
+    if (stage.seed is None or stage.seed.kind != "file") and \
+            all(ref.kind != "file" for ref in stage.inputs):
+        return paths  # stage inputs only (most stages): no dependencies to make
     for ref in stage.dependencies:
         if ref.kind != "file":
             continue

@@ -43,3 +43,25 @@ def test_read_of_is_the_record_read_init_makes(checked: bool) -> None:
     made = read_of(None, checked)  # type: ignore[arg-type]
     assert made == RecordRead(record=None, spec_checked=checked)
     assert repr(made) == repr(RecordRead(record=None, spec_checked=checked))
+
+
+def test_output_view_is_the_upstream_init_makes() -> None:
+    from buildtool.facts import Upstream, output_view
+    from buildtool.records import Output, StageRecord
+
+    assert {f.name for f in fields(Upstream)} == {"digest", "rows", "overridden"}
+    for kind in ("batches", "override", "files"):
+        record = StageRecord("s", "completed", "generate", {}, "f", {}, {}, {}, "r",
+                             output=Output(kind, 3, "d"))
+        view = output_view(record)
+        assert view == Upstream("d", 3, overridden=kind == "override")
+        assert repr(view) == repr(Upstream("d", 3, overridden=kind == "override"))
+
+
+def test_made_facts_carry_their_record() -> None:
+    from buildtool.records import StageRecord
+
+    record = StageRecord("s", "completed", "generate", {}, "f", {}, {}, {}, "r")
+    values = {**_facts_values(), "read": RecordRead(record=record)}
+    made = made_facts(values)
+    assert made.record is record and StageFacts(**values).record is record  # type: ignore[arg-type]
