@@ -134,7 +134,7 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         forced = "--resume never runs every stage fresh"
     if _holds_review(facts, reasons, options):
         return _held(facts, reasons, forced)
-    empty = [n for n, u in upstreams.items() if not u.pending and u.empty]
+    empty = [n for n, u in upstreams.items() if u.digest is not None and u.rows == 0]
     if empty:
         return Decision(facts.name, "skip_empty_upstream", tuple(
             Reason("upstream_empty", f"upstream stage '{n}' has no rows", {"input": n})
@@ -149,8 +149,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
     record = facts.record
     if not reasons:
         assert record is not None
-        return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
-                        rows=record.output.rows if record.output else None)
+        return _up_to_date(facts.name, record.batches_total,
+                           record.output.rows if record.output else None)
     step = earliest(facts.kind, [r.step for r in reasons if r.step])  # each is tagged
     if step != main:  # the main step's trace holds: every batch is kept
         assert record is not None
@@ -165,6 +165,15 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
             reasons = _discarding(facts, reasons, fresh[0].brief() + more, options)
     return Decision(facts.name, "run" if kept is None else "resume", tuple(reasons), kept or (),
                     _total(facts, upstreams), step=main)
+
+
+def _up_to_date(stage: str, batches_total: int | None, rows: int | None) -> Decision:
+    """Decision(stage, "up_to_date", batches_total=..., rows=...), made without its frozen
+    __init__ (every stage of a null build gets one; every field is set here)."""
+    made = object.__new__(Decision)
+    made.__dict__.update(stage=stage, action="up_to_date", reasons=(), keep=(),
+                         batches_total=batches_total, rows=rows, step=None)
+    return made
 
 
 def _discarding(facts: StageFacts, reasons: list[Reason], because: str, options: Options

@@ -67,7 +67,8 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
         return
     # Each check is skipped where it plainly finds nothing (every stage of a null build):
     # making and running its generator would cost more than the comparison.
-    yield from _spec_reasons(record, facts)
+    if record.spec_fingerprint != facts.fingerprint or not facts.read.spec_checked:
+        yield from _spec_reasons(record, facts)
     if not _same_files(record.code, facts.code):
         yield from _code_reasons(record.code, facts.code)
     if record.discovered is None or record.discovered:
@@ -77,7 +78,8 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
                                  facts.file_inputs)
     if upstreams:
         yield from _upstream_reasons(record, upstreams)
-    yield from _status_reasons(facts, record, live)
+    if record.status in RESUMABLE_STATUSES or facts.damaged or _traced_steps(facts, record):
+        yield from _status_reasons(facts, record, live)
 
 
 def _same_files(old: Mapping[str, FileState], new: Mapping[str, FileState]) -> bool:
@@ -426,20 +428,28 @@ def stopped_in(record: StageRecord) -> StepName | None:
     return step if step in BOUNDARY else None
 
 
+def _traced_steps(facts: StageFacts, record: StageRecord) -> list[StepName]:
+    """The later steps whose traces a finished record must hold: those the stage uses now
+    (none for a run stage, nor for a record that did not complete with an output)."""
+    if facts.kind == "run" or record.status not in ("completed", "completed_empty") or \
+            record.output is None:
+        return []
+    return [step for step in BOUNDARY if uses(step, facts.spec)]
+
+
 def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
     """Each later step whose recorded trace is not the one its spec, code and input give now.
     A spec or code change of the step says so itself (the planner keeps that reason); this
     one stands alone when nothing else explains it: export copies written before an override
     replaced the output, a record written by an older dd-build, an edited record."""
-    if facts.kind == "run" or record.status not in ("completed", "completed_empty") or \
-            record.output is None:
+    steps = _traced_steps(facts, record)
+    if not steps:
         return
+    assert record.output is not None
     code = facts.code.get(facts.callback_file or "")
     digest: str | None = None  # the batches' digest, taken only when a step is used
     before: str | None = None  # the key of the trace before (the batches have none)
-    for step in BOUNDARY:
-        if not uses(step, facts.spec):
-            continue
+    for step in steps:
         if digest is None:
             digest = batches_digest(record.batches)  # the first used step's input
         if step == "outputs":

@@ -65,3 +65,14 @@ def test_made_facts_carry_their_record() -> None:
     values = {**_facts_values(), "read": RecordRead(record=record)}
     made = made_facts(values)
     assert made.record is record and StageFacts(**values).record is record  # type: ignore[arg-type]
+
+
+def test_an_up_to_date_decision_is_the_decision_init_makes() -> None:
+    from buildtool.plan import Decision, _up_to_date
+
+    assert [f.name for f in fields(Decision)] == ["stage", "action", "reasons", "keep",
+                                                  "batches_total", "rows", "step"]
+    for total, rows in ((None, None), (3, 0), (1, 20)):
+        made = _up_to_date("s", total, rows)
+        init = Decision("s", "up_to_date", (), batches_total=total, rows=rows)
+        assert made == init and repr(made) == repr(init) and made.codes == []
