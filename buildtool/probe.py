@@ -177,12 +177,12 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
 # A record's batch files whose stats differ from the recorded ones, in batch order, with
 # their stats now (None: missing).
 _BatchStats = list[tuple[str, os.stat_result | None]]
-# From this many batch files on, they are stat'ed by a few threads where a name cannot be
-# stat'ed relative to its open folder: a stat waits on the kernel without the GIL, so two
-# threads overlap one's syscall with the other's Python. Where it can (_DIR_FD), one thread
-# is about as fast as two on an idle 2-core machine and faster on a busy one (a probe of
-# 100k batch files: 0.26 s; threads through full paths 0.25 s idle, 0.32 s with the other
-# core busy; threads by name 0.30 s), and it leaves the other core to other work.
+# From this many batch files on, they are stat'ed by a few threads, each through its full
+# path: a stat waits on the kernel without the GIL, so two threads overlap one's syscall
+# with the other's Python. Measured on 2 cores, a probe of 100k batch files: threads through
+# full paths 0.25 s idle, 0.88 s at load 10; one thread by names in open folders 0.26 s and
+# 0.98 s; threads by names 0.30 s and 0.78 s (their shorter syscalls hand the GIL over more
+# often). Below it, one thread stats by names (_stat_record), with a fifth less CPU.
 _THREADED_FROM = 16384
 _THREADS = 4
 
@@ -192,7 +192,7 @@ def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | N
     """Stat every batch file of every record: each one, on every build (an in-place edit of
     any of them is always seen). Only the stats: digests are the caller's, where they moved."""
     total = sum(len(r.batches) for r in records if r is not None)
-    threads = 1 if _DIR_FD else min(_THREADS, os.cpu_count() or 1)
+    threads = min(_THREADS, os.cpu_count() or 1)
     if total < _THREADED_FROM or threads < 2:
         return [_stat_record(root, r, root_fd) for r in records]
     import threading
@@ -203,7 +203,7 @@ def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | N
     def work(start: int, end: int) -> None:
         try:
             for i in range(start, end):
-                found[i] = _stat_record(root, records[i])
+                found[i] = _stat_record(root, records[i], by_name=False)
         except BaseException as exc:  # raised again in the caller's thread, below
             failed.append(exc)
 
@@ -231,14 +231,15 @@ def _spans(records: list[StageRecord | None], total: int, parts: int
     return spans
 
 
-def _stat_record(root: str, record: StageRecord | None, root_fd: int | None = None
-                 ) -> _BatchStats:
+def _stat_record(root: str, record: StageRecord | None, root_fd: int | None = None,
+                 by_name: bool = True) -> _BatchStats:
     """The batch files of `record` whose stats differ from the recorded ones. `root_fd`: the
     folder `root` (the artifacts folder), open, or None: a file is stat'ed by its path from
-    there (a shorter walk for the kernel than its full path)."""
+    there (a shorter walk for the kernel than its full path). `by_name`: a record of many
+    batch files may be stat'ed by names in their open folders (_stat_by_name)."""
     if record is None:
         return []
-    if _DIR_FD and len(record.batches) >= _BY_NAME_FROM:
+    if by_name and _DIR_FD and len(record.batches) >= _BY_NAME_FROM:
         return _stat_by_name(root, record)
     moved: _BatchStats = []
     stat = os.stat

@@ -242,3 +242,26 @@ def test_callables_outside_the_project_are_found_for_every_stage(tmp_path: Path)
     assert where.outside(refs, {}) == first
     assert where.outside(("pkg.mod:make", "code/gen.py:make"), {}) == {}
     assert where.outside(("pkg.mod:make", "code/gen.py:make"), first) == {}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_threads_and_one_thread_see_the_same_batch_files(tmp_path: Path, seed: int,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    rng = random.Random(500 + seed)
+    root = tmp_path / "wf"
+    made = [_batches(root, rng) for _ in range(rng.randint(2, 8))]
+    for entries in made:
+        _damage(root, entries, rng)
+    records: list[Any] = [SimpleNamespace(batches=PlainBatches.of(e)) for e in made]
+    records.insert(rng.randint(0, len(records)), None)  # a stage never built
+    top = str(root) + os.sep
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        one = [_seen(f) for f in probe_module._stat_batches(top, records, fd)]
+    finally:
+        os.close(fd)
+    monkeypatch.setattr(probe_module, "_THREADED_FROM", 1)
+    monkeypatch.setattr(probe_module, "_THREADS", 3)
+    monkeypatch.setattr(probe_module.os, "cpu_count", lambda: 4)
+    assert [_seen(f) for f in probe_module._stat_batches(top, records)] == one
