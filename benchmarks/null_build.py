@@ -38,6 +38,12 @@ longer on a disk (`--workdir /dev/shm/...`). With
 `--workdir`, an unchanged project is kept and reused, so a second run only times null builds.
 Without it the projects go to a temporary folder (in /dev/shm where there is one), removed at
 the end. --quick leaves out the 1,000 x 100 row.
+
+To measure a change, time the checkout before it alongside (interleaved, each on its own copy
+of the projects, so a burst of load elsewhere hits both alike):
+
+    git worktree add /tmp/before HEAD~3
+    python benchmarks/null_build.py --workdir /dev/shm/nb --against /tmp/before --repeat 7
 """
 
 from __future__ import annotations
@@ -363,6 +369,51 @@ def _target(row: Row) -> str:
     return f"≤ {row.target:.0f} MiB" if row.memory else f"≤ {row.target:.2f} s"
 
 
+def copy_project(project: Path, to: Path) -> Path:
+    """A copy of `project` (file stats kept) under `to`, made again when its Workflowfile
+    differs: each checkout keeps its own compiled workflow and planning index (two checkouts
+    sharing one project would each find the other's caches stale on every run)."""
+    copy = to / project.name
+    wf = copy / "Workflowfile"
+    if not (wf.is_file() and wf.read_bytes() == (project / "Workflowfile").read_bytes()):
+        shutil.rmtree(copy, ignore_errors=True)
+        to.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(project, copy, symlinks=True)
+    return copy
+
+
+def against(root: Path, args: argparse.Namespace) -> None:
+    """--against REPO: the null-build rows timed for both checkouts, interleaved (run r of
+    every row of both before run r+1 of any), each on its own copy of each project."""
+    py = sys.executable
+    sizes = [(1000, 1), (5000, 1)] if args.quick else [(1000, 1), (1000, 100), (5000, 1)]
+    names = {(1000, 1): "1,000 stages × 1 batch", (1000, 100): "1,000 stages × 100 batch files",
+             (5000, 1): "5,000 stages × 1 batch"}
+    rows: list[tuple[str, Row, Row]] = []
+    for n, b in sizes:
+        project = make_project(root, "layered", n, b)
+        build_and_verify(project, n, b, args.repo)
+        other = copy_project(project, root / "against")
+        build_and_verify(other, n, b, args.against)
+        pair = [Row(str(repo), functools.partial(measure, [py, "-m", "buildtool", "-q"], where,
+                                                 cli_env(repo)), None)
+                for repo, where in ((args.against, other), (args.repo, project))]
+        rows.append((names[n, b], pair[0], pair[1]))
+    load_before = load_average()
+    time_rows([r for _, before, now in rows for r in (before, now)], args.repeat)
+    print(f"\nbefore: {args.against}\nnow:    {args.repo}\npython {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores, workdir {root}; {args.repeat} runs each, interleaved; "
+          f"load average {load_before} before, {load_average()} after\n")
+    print("| null build, layered DAG | before: median (min) | now: median (min) | now/before |")
+    print("|---|---|---|---|")
+    for name, before, now in rows:
+        b = [r.seconds for r in before.runs]
+        a = [r.seconds for r in now.runs]
+        print(f"| {name} | {statistics.median(b):.3f} s ({min(b):.3f}) | "
+              f"{statistics.median(a):.3f} s ({min(a):.3f}) | "
+              f"{statistics.median(a) / statistics.median(b):.2f} |")
+
+
 def table(root: Path, args: argparse.Namespace) -> None:
     version = cli(root, "--version", repo=args.repo)
     check(version, "--version")
@@ -389,11 +440,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per row (median; default 7)")
     ap.add_argument("--repo", type=Path, default=REPO,
                     help="the dd-build checkout to time (default: the one holding this script)")
+    ap.add_argument("--against", type=Path,
+                    help="table: time the null builds of this other checkout too (e.g. a "
+                         "`git worktree` of the commit before a change), interleaved with "
+                         "--repo's, each on its own copy of the projects")
     ap.add_argument("--workdir", help="where projects go (kept; reused when unchanged). "
                                       "Default: a temp dir (in /dev/shm where there is "
                                       "one), removed at the end")
     args = ap.parse_args()
     args.repo = args.repo.resolve()
+    if args.against is not None:
+        args.against = args.against.resolve()
     grid_mode = not args.table and any(
         v is not None for v in (args.stages, args.batches, args.shape))
     if args.repeat < 1:
@@ -408,7 +465,7 @@ def main() -> int:
         tmp = tempfile.mkdtemp(prefix="dd-build-bench-", dir=shm if shm.is_dir() else None)
         root = Path(tmp)
     try:
-        (grid if grid_mode else table)(root, args)
+        (grid if grid_mode else against if args.against else table)(root, args)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,8 +11,21 @@ import sys
 def main() -> int:
     if sys.argv[1:] == ["--version"]:
         return _version()
-    from .cli import main as cli_main
+    import gc
 
+    # Importing the CLI makes thousands of objects that live as long as the process, and no
+    # garbage: the cyclic collector would walk them again and again. Paused meanwhile, then
+    # they go straight to the oldest generation (freeze, then unfreeze), as
+    # execute._no_cycle_collection does for planning. Nothing is kept from being collected.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from .cli import main as cli_main
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
     return cli_main()
 
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
     # at any point leaves the old review or the new one in force, and only unlisted files
     # behind (export copies the record does not list are rewritten by the next build).
     name = source.name if source.suffix == ".parquet" else "data.parquet"
-    unique = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    unique = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
     path = workflow.stage_dir(stage) / OVERRIDE / unique / name
     atomic_write_bytes(path, data)
     st = os.stat(path)

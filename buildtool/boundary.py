@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class CallbackContext:
+    """What an on_success callback is given."""
+
     stage_name: str
     stage_output: str  # the stage's dataset so far: its batches folder or processed file
     out_dir: str  # an empty folder inside the stage's artifacts to write into

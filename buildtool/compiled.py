@@ -48,7 +48,7 @@ from .loadfacts import (
 from .model import InputRef, Locations, RateLimit, Stage, Workflow
 
 FOLDER = ".compiled"
-FORMAT = 1
+FORMAT = 2  # 2: each stage carries its canonical spec and fingerprint
 _MAGIC = b"dd-build compiled workflow\n"
 _DEFAULT_ARTIFACTS = "artifacts"
 _FIELDS = tuple(f.name for f in fields(Stage))
@@ -239,9 +239,22 @@ def _compile(resolved: Path, display: str, data: bytes | None, *, keep: bool
         return workflow, None, None
     copy = _decoded(payload)
     if copy is None or repr(copy) != repr(workflow) or copy.graph.order != graph.order or \
-            copy.graph.upstreams != graph.upstreams:
+            copy.graph.upstreams != graph.upstreams or not _same_specs(copy, workflow):
         return workflow, None, None  # never store what would not read back the same
     return workflow, _header(resolved, display, data, facts), payload
+
+
+def _same_specs(copy: Workflow, workflow: Workflow) -> bool:
+    """Each stage of `copy` carries the spec and fingerprint of the same stage as read, and
+    its spec hashes to that fingerprint (fingerprint.stage_spec finds them there)."""
+    from .fingerprint import KNOWN_SPEC, spec_fingerprint, stage_spec
+
+    for name, stage in copy.stages.items():
+        spec, fingerprint = stage.__dict__[KNOWN_SPEC]
+        if fingerprint != stage_spec(workflow.stages[name])[1] or \
+                spec_fingerprint(spec) != fingerprint:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- the file
@@ -304,11 +317,15 @@ def remove(workflow: Workflow) -> None:
 
 def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
     """The workflow as values marshal keeps: each stage as the dict of its fields (an input
-    as a (kind, value, written) tuple; locations as (file, {key: (line, column)}))."""
+    as a (kind, value, written) tuple; locations as (file, {key: (line, column)})), plus its
+    (canonical spec, fingerprint) under fingerprint.KNOWN_SPEC."""
+    from .fingerprint import KNOWN_SPEC, stage_spec
+
     position = {name: index for index, name in enumerate(workflow.stages)}
     stages = []
     for stage in workflow.stages.values():
         state = {name: getattr(stage, name) for name in _FIELDS}
+        state[KNOWN_SPEC] = stage_spec(stage)
         state["seed"] = None if stage.seed is None else _ref(stage.seed)
         state["inputs"] = tuple(_ref(ref) for ref in stage.inputs)
         state["locations"] = (stage.locations.file, stage.locations.at)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -577,6 +576,8 @@ class _Builder:
         The message ends with the last lines the stage's code printed; the traceback of the
         exception (`cause`; when the user's code raised it, from the user's frames on) goes to
         the log. A record that cannot be written (a full disk) must not hide the first error."""
+        import traceback  # here: a null build fails nothing
+
         from .usertrace import user_traceback
 
         log = stage_log(run.dir)
@@ -596,6 +597,8 @@ class _Builder:
     def _internal(self, run: StageRun, planned: Decision, exc: Exception, started: float
                   ) -> StageResult:
         """Record the stage `failed`, put the traceback in its log, and end the build."""
+        import traceback
+
         error = describe(exc)
         trace = "".join(traceback.format_exception(exc))
         log = stage_log(run.dir)
@@ -630,13 +633,11 @@ class _Builder:
         it holds (`finished_at` aside): a null build after a null build writes nothing."""
         import json
 
-        from .fingerprint import digest_bytes
-
         path = self.wf.artifacts_root / SUMMARY_NAME
         done = report.to_json()
-        digest = digest_bytes(json.dumps(done, ensure_ascii=False).encode("utf-8"))
+        text = json.dumps(done, ensure_ascii=False)  # kept whole in the index: no digest made
         index = self.prep.index
-        if index is not None and index.summary_is(_identity(path), digest):
+        if index is not None and index.summary_is(_identity(path), text):
             return
         if not self.wf.artifacts_root.is_dir():
             return
@@ -646,7 +647,7 @@ class _Builder:
             self.reporter.note(self.wf.name, f"cannot write workflow.json: {exc}")
             return
         if index is not None:
-            index.summary_written(_identity(path), digest)
+            index.summary_written(_identity(path), text)
 
     def _write_index(self, report: BuildReport) -> None:
         """Refresh the index entries of the stages whose record this build may have written

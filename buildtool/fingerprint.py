@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .globreach import is_glob
 from .model import CallableRef, Stage, Workflow
@@ -35,12 +34,20 @@ class FileState:
         return cls(str(data["path"]), int(data["size"]), int(data["mtime_ns"]), str(data["digest"]))
 
 
+# hashlib is imported where a digest is made: it loads OpenSSL (~4 ms), and a null build
+# makes none.
+
+
 def digest_bytes(data: bytes) -> str:
+    import hashlib
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def digest_strings(parts: list[str]) -> str:
     """One digest for an ordered list of digests or names."""
+    import hashlib
+
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode("utf-8"))
@@ -49,6 +56,8 @@ def digest_strings(parts: list[str]) -> str:
 
 
 def digest_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -77,6 +86,23 @@ def canonical_spec(stage: Stage) -> dict[str, Any]:
         spec[key] = _spec_value(stage, key)
     # Round-trip through JSON so the spec compares equal to the one read back from a record.
     return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+# The key under which a Stage keeps its (canonical spec, fingerprint) in its `__dict__`, as
+# functools.cached_property keeps a value: a Stage is frozen, so they never go stale. A compiled
+# workflow (compiled.py) stores the pair with each stage, so a null build computes neither.
+KNOWN_SPEC = "_known_spec"
+
+
+def stage_spec(stage: Stage) -> tuple[dict[str, Any], str]:
+    """The stage's canonical spec and its fingerprint, computed once per Stage object. The
+    spec is shared by every caller: read it, never change it."""
+    known: tuple[dict[str, Any], str] | None = stage.__dict__.get(KNOWN_SPEC)
+    if known is None:
+        spec = canonical_spec(stage)
+        known = (spec, spec_fingerprint(spec))
+        stage.__dict__[KNOWN_SPEC] = known
+    return known
 
 
 def _spec_value(stage: Stage, key: str) -> Any:
@@ -164,24 +190,52 @@ def _as_posix(rel: str) -> str:
     return Path(rel).as_posix()
 
 
-def callback_only_files(workflow: Workflow, stage: Stage) -> frozenset[str]:
+class Resolver(Protocol):
+    """callable_file and expand_glob of one workflow, as one look at the files may answer
+    them once for every stage (probe.py)."""
+
+    def callable_file(self, text: str | None) -> str | None: ...
+
+    def expand(self, pattern: str) -> list[str]: ...
+
+
+class _Direct:
+    """A Resolver that asks the files every time."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def callable_file(self, text: str | None) -> str | None:
+        return callable_file(self.workflow, text)
+
+    def expand(self, pattern: str) -> list[str]:
+        return expand_glob(self.workflow.project_dir, pattern)
+
+
+def callback_only_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = None
+                        ) -> frozenset[str]:
     """Code files only the on_success callback uses: changing one reruns just the callback.
     Not when the stage's own callable lives in it or its `code:` entries name it: then it is
     the stage's code (what the stage's code imports is found as it runs, see codedeps.py)."""
-    callback = callable_file(workflow, stage.on_success)
-    if callback is None or stage.kind == "run":
+    if stage.on_success is None or stage.kind == "run":
         return frozenset()
-    if callback == callable_file(workflow, stage.target) or \
-            any(callback in expand_glob(workflow.project_dir, p) for p in stage.code):
+    resolve = resolver or _Direct(workflow)
+    callback = resolve.callable_file(stage.on_success)
+    if callback is None:
+        return frozenset()
+    if callback == resolve.callable_file(stage.target) or \
+            any(callback in resolve.expand(p) for p in stage.code):
         return frozenset()
     return frozenset({callback})
 
 
-def code_files(workflow: Workflow, stage: Stage) -> list[str]:
+def code_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = None
+               ) -> list[str]:
     """Project-relative files whose content is the stage's code."""
-    files = [f for f in map(lambda t: callable_file(workflow, t), stage.callables) if f]
+    resolve = resolver or _Direct(workflow)
+    files = [f for f in map(resolve.callable_file, stage.callables) if f]
     for pattern in stage.code:
-        matched = expand_glob(workflow.project_dir, pattern)
+        matched = resolve.expand(pattern)
         if not matched:
             raise stage.error(f"`code` entry '{pattern}' matches no file", "code",
                               "fix the path or glob, or remove it")

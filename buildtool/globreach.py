@@ -34,6 +34,8 @@ def is_glob(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Segment:
+    """One `/`-separated part of a glob."""
+
     text: str
     regex: re.Pattern[str] | None = field(default=None, compare=False)
 
@@ -75,6 +77,8 @@ def _best(outcomes: frozenset[Reach]) -> Reach | None:
 
 @dataclass
 class _Matcher:
+    """A glob's segments, matched against names, with what matching found so far."""
+
     segments: tuple[Segment, ...]
     names: list[str]
     maybe_folder: bool

@@ -52,6 +52,8 @@ _KEEPS_BATCHES: set[ReasonCode] = {"incomplete", "failed_before", "output_missin
 # Reasons that only say a later step's trace is stale: another reason for the same or an
 # earlier step already explains it.
 _STALE: set[ReasonCode] = {"step_stale", "exports_stale"}
+# An upstream not decided before its dependant (outside the plan's order): not known yet.
+_PENDING = Upstream(None)
 # Where a recorded file belongs: the step that wrote it (batch files are the main step's).
 _FILE_STEPS: dict[str, StepName] = {"processed": "processors", "callback": "on_success",
                                      "exports": "outputs"}
@@ -59,6 +61,8 @@ _FILE_STEPS: dict[str, StepName] = {"processed": "processors", "callback": "on_s
 
 @dataclass(frozen=True)
 class Options:
+    """How the planner decides: --resume, --force/--rerun-from, live builds, notes."""
+
     resume: ResumeMode = "if-possible"
     forced: Mapping[str, str] = field(default_factory=dict)  # stage -> why it is forced
     # Stages named by --force or --rerun-from: their review overrides are let go.
@@ -72,6 +76,8 @@ class Options:
 
 @dataclass(frozen=True)
 class Decision:
+    """What the plan says one stage does, and why."""
+
     stage: str
     action: Action
     reasons: tuple[Reason, ...] = ()
@@ -95,7 +101,7 @@ def plan(
     known: dict[str, Upstream] = {}
     decisions = []
     for name in order:
-        ups = {u: known.get(u, Upstream(None)) for u in upstreams[name]}
+        ups = {u: known[u] if u in known else _PENDING for u in upstreams[name]}
         decision = decide(facts[name], ups, options)
         decisions.append(decision)
         known[name] = upstream_view(facts[name], decision)
@@ -128,7 +134,7 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
         forced = "--resume never runs every stage fresh"
     if _holds_review(facts, reasons, options):
         return _held(facts, reasons, forced)
-    empty = [n for n, u in upstreams.items() if not u.pending and u.empty]
+    empty = [n for n, u in upstreams.items() if u.digest is not None and u.rows == 0]
     if empty:
         return Decision(facts.name, "skip_empty_upstream", tuple(
             Reason("upstream_empty", f"upstream stage '{n}' has no rows", {"input": n})
@@ -143,8 +149,8 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
     record = facts.record
     if not reasons:
         assert record is not None
-        return Decision(facts.name, "up_to_date", (), batches_total=record.batches_total,
-                        rows=record.output.rows if record.output else None)
+        return _up_to_date(facts.name, record.batches_total,
+                           record.output.rows if record.output else None)
     step = earliest(facts.kind, [r.step for r in reasons if r.step])  # each is tagged
     if step != main:  # the main step's trace holds: every batch is kept
         assert record is not None
@@ -159,6 +165,15 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
             reasons = _discarding(facts, reasons, fresh[0].brief() + more, options)
     return Decision(facts.name, "run" if kept is None else "resume", tuple(reasons), kept or (),
                     _total(facts, upstreams), step=main)
+
+
+def _up_to_date(stage: str, batches_total: int | None, rows: int | None) -> Decision:
+    """Decision(stage, "up_to_date", batches_total=..., rows=...), made without its frozen
+    __init__ (every stage of a null build gets one; every field is set here)."""
+    made = object.__new__(Decision)
+    made.__dict__.update(stage=stage, action="up_to_date", reasons=(), keep=(),
+                         batches_total=batches_total, rows=rows, step=None)
+    return made
 
 
 def _discarding(facts: StageFacts, reasons: list[Reason], because: str, options: Options
@@ -177,6 +192,8 @@ def _tagged(facts: StageFacts, found: Iterable[Reason]) -> list[Reason]:
     """Each reason with the step it reruns; a stale-trace reason only when nothing else
     explains its step."""
     tagged = [(r, _step_of(r, facts)) for r in found]
+    if not tagged:
+        return []
     other = [position(facts.kind, step) for r, step in tagged if r.code not in _STALE]
     return [replace(r, step=step) for r, step in tagged if r.code not in _STALE
             or not any(p <= position(facts.kind, step) for p in other)]

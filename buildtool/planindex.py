@@ -35,13 +35,14 @@ from .records import (
     RecordRead,
     StageRecord,
     file_identity,
+    read_of,
     read_record_identified,
     record_from_plain,
     record_plain,
 )
 
 INDEX_NAME = ".plan-index"  # one of model.ARTIFACT_FILES: no stage folder is called this
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3  # 3: the summary's text, not its digest
 _MAGIC = "dd-build plan index"
 # (the record file's identity, the record's plain form, whether its spec hashes to its
 # spec_fingerprint)
@@ -72,8 +73,9 @@ class PlanIndex:
         self.path = root / INDEX_NAME
         content = content or {}
         self.entries: dict[str, _Entry] = content.get("stages", {})
-        # workflow.json as the last build wrote it: (its identity, the digest of its text
-        # without `finished_at`), so an unchanged summary is neither read nor written.
+        # workflow.json as the last build wrote it: (its identity, its text without
+        # `finished_at`), so an unchanged summary is neither read nor written. The text, not a
+        # digest of it: compared whole, and no hashing on a null build.
         self.summary: tuple[FileIdentity, str] | None = content.get("summary")
         # Records read from their files since: made entries when the index is saved (a dry
         # run never pays for making them).
@@ -89,21 +91,24 @@ class PlanIndex:
             return cls(root)
         return cls(root, _decode(data))
 
-    def read(self, name: str, stage_dir: str | Path) -> RecordRead:
+    def read(self, name: str, stage_dir: str | Path, root_fd: int | None = None
+             ) -> RecordRead:
         """The stage's record: the entry when the record file is the one it was made from,
-        else the file read (and the entry refreshed)."""
+        else the file read (and the entry refreshed). `root_fd`: the folder holding
+        `stage_dir` (named `name` there), open: the record is stat'ed from it."""
         entry = self.entries.get(name)
         if entry is not None:
             try:
                 identity: FileIdentity | None = file_identity(
-                    os.stat(os.path.join(stage_dir, RECORD_NAME)))
+                    os.stat(os.path.join(stage_dir, RECORD_NAME)) if root_fd is None else
+                    os.stat(f"{name}/{RECORD_NAME}", dir_fd=root_fd))
             except OSError:
                 identity = None
             try:
                 if identity == entry[0]:
                     record = record_from_plain(entry[1])
                     self.used += 1
-                    return RecordRead(record=record, spec_checked=entry[2] is True)
+                    return read_of(record, entry[2] is True)
             except (TypeError, ValueError, IndexError, KeyError, AttributeError):
                 del self.entries[name]  # an entry of another shape: made again from the file
                 self.changed = True
@@ -131,12 +136,13 @@ class PlanIndex:
         entry = self.entries.get(name)
         return entry[0] if isinstance(entry, tuple) and entry else None
 
-    def summary_is(self, identity: FileIdentity | None, digest: str) -> bool:
-        """Whether workflow.json is the file the index last saw written with `digest`."""
-        return identity is not None and self.summary == (identity, digest)
+    def summary_is(self, identity: FileIdentity | None, text: str) -> bool:
+        """Whether workflow.json is the file the index last saw written with `text` (the
+        summary without `finished_at`)."""
+        return identity is not None and self.summary == (identity, text)
 
-    def summary_written(self, identity: FileIdentity | None, digest: str) -> None:
-        new = None if identity is None else (identity, digest)
+    def summary_written(self, identity: FileIdentity | None, text: str) -> None:
+        new = None if identity is None else (identity, text)
         if new != self.summary:
             self.summary = new
             self.changed = True

@@ -32,6 +32,8 @@ REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 
 @dataclass(frozen=True)
 class Reason:
+    """One reason a stage runs: a code, its message, and its details."""
+
     code: ReasonCode
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -63,12 +65,27 @@ def collect_reasons(facts: StageFacts, upstreams: Mapping[str, Upstream],
     if record is None:
         yield Reason("no_record", "never built: no record")
         return
-    yield from _spec_reasons(record, facts)
-    yield from _code_reasons(record.code, facts.code)
-    yield from _import_reasons(record, facts)
-    yield from _file_reasons("input_changed", "input", "input", record.file_inputs, facts.file_inputs)
-    yield from _upstream_reasons(record, upstreams)
-    yield from _status_reasons(facts, record, live)
+    # Each check is skipped where it plainly finds nothing (every stage of a null build):
+    # making and running its generator would cost more than the comparison.
+    if record.spec_fingerprint != facts.fingerprint or not facts.read.spec_checked:
+        yield from _spec_reasons(record, facts)
+    if not _same_files(record.code, facts.code):
+        yield from _code_reasons(record.code, facts.code)
+    if record.discovered is None or record.discovered:
+        yield from _import_reasons(record, facts)
+    if not _same_files(record.file_inputs, facts.file_inputs):
+        yield from _file_reasons("input_changed", "input", "input", record.file_inputs,
+                                 facts.file_inputs)
+    if upstreams:
+        yield from _upstream_reasons(record, upstreams)
+    if record.status in RESUMABLE_STATUSES or facts.damaged or _traced_steps(facts, record):
+        yield from _status_reasons(facts, record, live)
+
+
+def _same_files(old: Mapping[str, FileState], new: Mapping[str, FileState]) -> bool:
+    """The same keys, each with the same digest: no file reason (nor code reason) to give."""
+    return old.keys() == new.keys() and all(new[p] is s or new[p].digest == s.digest
+                                            for p, s in old.items())
 
 
 def _spec_reasons(record: StageRecord, facts: StageFacts) -> Iterator[Reason]:
@@ -213,7 +230,10 @@ def _file_reasons(code: ReasonCode, what: str, detail_key: str, old: Mapping[str
 def _code_reasons(old: Mapping[str, FileState], new: Mapping[str, FileState]
                   ) -> Iterator[Reason]:
     """Declared code files, then code outside the project (`dist:` and `module:` keys)."""
-    outside = {k for k in set(old) | set(new) if is_external_key(k)}
+    outside = {k for k in old if is_external_key(k)} | {k for k in new if is_external_key(k)}
+    if not outside:
+        yield from _file_reasons("code_changed", "code", "file", old, new)
+        return
     yield from _file_reasons("code_changed", "code", "file",
                              {k: v for k, v in old.items() if k not in outside},
                              {k: v for k, v in new.items() if k not in outside})
@@ -331,7 +351,8 @@ def _status_reasons(facts: StageFacts, record: StageRecord, live: int | None
         if stopped_in(record):  # the steps before it are kept: a damaged file of theirs
             yield from _damage_reasons(facts)  # reruns its step
         return
-    yield from _damage_reasons(facts)
+    if facts.damaged:
+        yield from _damage_reasons(facts)
     yield from _stale_traces(facts, record)
 
 
@@ -407,20 +428,28 @@ def stopped_in(record: StageRecord) -> StepName | None:
     return step if step in BOUNDARY else None
 
 
+def _traced_steps(facts: StageFacts, record: StageRecord) -> list[StepName]:
+    """The later steps whose traces a finished record must hold: those the stage uses now
+    (none for a run stage, nor for a record that did not complete with an output)."""
+    if facts.kind == "run" or record.status not in ("completed", "completed_empty") or \
+            record.output is None:
+        return []
+    return [step for step in BOUNDARY if uses(step, facts.spec)]
+
+
 def _stale_traces(facts: StageFacts, record: StageRecord) -> Iterator[Reason]:
     """Each later step whose recorded trace is not the one its spec, code and input give now.
     A spec or code change of the step says so itself (the planner keeps that reason); this
     one stands alone when nothing else explains it: export copies written before an override
     replaced the output, a record written by an older dd-build, an edited record."""
-    if facts.kind == "run" or record.status not in ("completed", "completed_empty") or \
-            record.output is None:
+    steps = _traced_steps(facts, record)
+    if not steps:
         return
+    assert record.output is not None
     code = facts.code.get(facts.callback_file or "")
     digest: str | None = None  # the batches' digest, taken only when a step is used
     before: str | None = None  # the key of the trace before (the batches have none)
-    for step in BOUNDARY:
-        if not uses(step, facts.spec):
-            continue
+    for step in steps:
         if digest is None:
             digest = batches_digest(record.batches)  # the first used step's input
         if step == "outputs":

@@ -108,6 +108,8 @@ class Output:
 
 @dataclass(frozen=True)
 class StageRecord:
+    """One stage's record (`stage.json`): what its last attempt was built from and made."""
+
     stage: str
     status: RecordStatus
     kind: str
@@ -217,6 +219,12 @@ class RecordRead:
     # The record's spec_fingerprint was found to be the fingerprint of its spec (when the
     # planning index made its entry): the planner need not hash the spec again.
     spec_checked: bool = False
+
+
+def read_of(record: StageRecord, spec_checked: bool) -> RecordRead:
+    """RecordRead(record=record, spec_checked=spec_checked), made without its frozen
+    __init__ (see _made): the planning index gives one per stage on every null build."""
+    return _made(RecordRead, {"record": record, "problem": None, "spec_checked": spec_checked})
 
 
 def record_path(stage_dir: Path) -> Path:

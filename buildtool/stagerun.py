@@ -20,17 +20,15 @@ A record (running or final) lists only batches made durable before it was writte
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .facts import StageFacts
-from .fingerprint import digest_strings
+from .fingerprint import digest_bytes, digest_strings
 from .fsutil import make_dirs_durably, make_durable, write_file_unsynced
 from .model import Stage, Workflow
 from .records import (
@@ -70,7 +68,7 @@ class StageRun:
         self.code_deps = code_deps  # the project modules its code imports, as they execute
         self.stage = stage
         self.dir = workflow.stage_dir(stage.name)
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
         self.journal = f"journal-{self.run_id}.jsonl"
         self._journal = JournalWriter(self.dir / self.journal)  # opened by its first line
         self.batches: dict[int, BatchEntry] = self._kept(facts, keep)
@@ -182,7 +180,7 @@ class StageRun:
         rel = batch_file(self.stage.name, index)
         folder, name = self._batches_folder(), os.path.basename(rel)
         st = write_file_unsynced(folder, name, data)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()  # as fingerprint.digest_bytes
+        digest = digest_bytes(data)
         entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest)
         self._journal_discovered()  # before the batch that may have used them is listed
         self._journal.batch(entry._replace(mtime_ns=UNSYNCED_MTIME_NS))

@@ -98,10 +98,14 @@ def step_key(step: StepName, spec: dict[str, Any], code_digest: str, input_diges
     raise ValueError(f"step {step} has no trace")
 
 
+# The spec key whose value says a stage has the boundary step (allow_empty writes no trace).
+_USED_BY: dict[str, str] = {"processors": "processors", "on_success": "on_success",
+                            "outputs": "outputs"}
+
+
 def uses(step: StepName, spec: dict[str, Any]) -> bool:
     """Whether a stage with canonical `spec` has boundary step `step` (it writes a trace)."""
-    return bool(spec.get({"processors": "processors", "on_success": "on_success",
-                          "outputs": "outputs"}.get(step, "")))
+    return bool(spec.get(_USED_BY.get(step, "")))
 
 
 def first_later_step(spec: dict[str, Any]) -> BoundaryStep:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import CHAIN, Project, Result
 
+from buildtool.compiled import FORMAT
+
 COMPILED = Path("artifacts/.compiled")
 
 
@@ -237,7 +239,8 @@ def test_a_torn_garbled_or_other_format_entry_is_a_miss_and_is_rewritten(
         path.write_bytes({
             "truncated": good[:len(good) // 2],
             "garbled": good[:-40] + bytes(b ^ 0x5A for b in good[-40:]),
-            "format": good.replace(b"workflow\n\x01", b"workflow\n\x07", 1),
+            "format": good.replace(b"workflow\n" + FORMAT.to_bytes(4, "little"),
+                                   b"workflow\n" + (FORMAT + 5).to_bytes(4, "little"), 1),
             "junk": b"\x80\x04not a cache at all" * 20,
             "empty": b"",
             # a valid file whose header is not what this dd-build writes
