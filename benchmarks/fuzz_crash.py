@@ -30,6 +30,10 @@ ctx.rng), an on_success callback switched and a run stage's folder output shrunk
 files to 2 between builds; each completed build must equal an untroubled, uninterrupted fresh
 build of the same version (`--windows` adds one kill at each of its named steps).
 
+A share of the killed builds of the four-stage project (`--concurrency-share`, default 0.5)
+run its generate stages with batches in flight (2-16, threads or worker processes); the build
+that completes is serial. A kill may then cost every batch in flight, and no other.
+
 Exit status 1 when any check failed (the figures say which, the PROBLEM lines say where).
 """
 
@@ -65,6 +69,11 @@ def main() -> int:
                          "the --kills random ones")
     ap.add_argument("--wide-kills", type=int, default=None,
                     help="kills on the wider project (default: a quarter of --kills)")
+    ap.add_argument("--concurrency-share", type=float, default=0.5,
+                    help="share of the randomly killed builds of the four-stage project that "
+                         "run its generate stages concurrently, in threads or worker "
+                         "processes (crash_support.CONCURRENT_VARIANTS); the builds that "
+                         "complete are serial (default 0.5)")
     ap.add_argument("--workdir", help="where the projects go (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the projects and logs")
     ap.add_argument("-q", "--quiet", action="store_true", help="print one line per round")
@@ -72,7 +81,8 @@ def main() -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dd-fuzz-crash-"))
     config = cs.Config(kills=args.kills, seed=args.seed, max_delay=args.max_delay,
-                       timer_share=args.timer_share, fsync_delay=args.fsync_delay)
+                       timer_share=args.timer_share, fsync_delay=args.fsync_delay,
+                       concurrency_share=args.concurrency_share)
 
     def progress(line: str) -> None:
         if not args.quiet or not line.startswith("  kill"):

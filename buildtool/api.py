@@ -268,9 +268,17 @@ class LogReporter:
         why = "; ".join(r.message for r in decision.reasons)
         self.log.info("%s: %s: %s", decision.stage, decision_head(decision), why)
 
-    def progress(self, stage: str, done: int, total: int | None) -> None:
-        if total is not None:
-            self.log.debug("%s: batch %d/%d", stage, done, total)
+    def progress(self, stage: str, done: int, total: int | None, *, in_flight: int = 0,
+                 rows: int = 0, retries: int = 0) -> None:
+        """`answers: batch 3/10 (2 in flight, 60 rows, 1 retry)` at DEBUG; the figures in
+        brackets only when there are any (logging is thread-safe: calls come from threads)."""
+        if total is None or not self.log.isEnabledFor(self.levels[0]):
+            return
+        extra = [f"{in_flight} in flight"] if in_flight else []
+        extra += [f"{rows} {'row' if rows == 1 else 'rows'}"] if rows else []
+        extra += [f"{retries} {'retry' if retries == 1 else 'retries'}"] if retries else []
+        more = f" ({', '.join(extra)})" if extra else ""
+        self.log.debug("%s: batch %d/%d%s", stage, done, total, more)
 
     def note(self, stage: str, text: str) -> None:
         self.log.warning("%s: %s", stage, text)  # a retry, or what could not be written: say it

@@ -22,6 +22,7 @@ from .capture import restore
 from .errors import EXIT_INTERNAL, describe
 
 if TYPE_CHECKING:
+    from .live import LiveArea
     from .report import BuildReport
 
 
@@ -45,6 +46,11 @@ class Console:
         self.verbose = getattr(args, "verbose", False)
         self.stdout, self.stderr = own_streams()
         self.tty = self.stderr is not None and self.stderr.isatty()
+        # The live progress lines of a build (live.py): on a terminal that can redraw them,
+        # not with -q, and not with --json (whose stderr is read by programs).
+        self.live_ok = self.tty and not self.quiet and not self.json and \
+            os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+        self._live: LiveArea | None = None
         self.workflow: str | None = None  # set once the Workflowfile is loaded
         self.report: BuildReport | None = None  # set once a build (or its plan) is under way
         self._documented = False
@@ -62,31 +68,53 @@ class Console:
                 flags.verbose = True
         return cls(flags)
 
+    def live(self, make: bool = True) -> LiveArea | None:
+        """The live progress area, made (and rich imported) on first use when `make`; None off
+        a terminal, with -q and with --json."""
+        if make and self._live is None and self.live_ok and self.stderr is not None:
+            from .live import LiveArea
+
+            self._live = LiveArea(self.stderr, self.stdout, _write)
+        return self._live
+
+    def end_live(self) -> None:
+        """The live lines go (an error exit, an interrupt): what follows is printed plainly."""
+        if self._live is not None:
+            self._live.close()
+
     def text(self, line: str) -> None:
         if not self.quiet:
-            _write(self.stderr if self.json else self.stdout, line)
+            self._put(self.stderr if self.json else self.stdout, line)
 
     def progress(self, line: str, end: str = "\n") -> None:
         if not self.quiet:
-            _write(self.stderr, line, end)
+            self._put(self.stderr, line, end)
 
     def error(self, line: str) -> None:
-        _write(self.stderr, line)
+        self._put(self.stderr, line)
 
     def result(self, text: str) -> None:
         """What the command prints on stdout whatever -q says (a table, a graph, a schema)."""
-        _write(self.stdout, text)
+        self._put(self.stdout, text)
+
+    def _put(self, stream: TextIO | None, text: str, end: str = "\n") -> None:
+        """Every line dd-build prints: above the live lines while they show."""
+        if self._live is not None:
+            self._live.write(stream, text + end)
+        else:
+            _write(stream, text, end)
 
     def document(self, value: Any) -> None:
         if self._documented:  # one document, whatever happens after the first
             return
         self._documented = True
-        _write(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
-                                       allow_nan=False, default=str))
+        self._put(self.stdout, json.dumps(strict_json(value), indent=1, ensure_ascii=False,
+                                          allow_nan=False, default=str))
 
     def fail(self, message: str, exit_code: int, fields: dict[str, Any] | None = None) -> int:
         """An error exit: the message on stderr, and with --json the error document."""
         restore()  # an interrupt may have come while user code's output was captured
+        self.end_live()
         self.error(message)
         if self.json:
             self.document(self.error_document(message, exit_code, fields))
@@ -106,6 +134,7 @@ class Console:
         import traceback  # an error path: kept out of start-up
 
         restore()
+        self.end_live()
         trace = "".join(traceback.format_exception(exc))
         path = _save_traceback(trace)
         if self.verbose or path is None:  # with no file to keep it in, shown rather than lost

@@ -503,7 +503,8 @@ class _Builder:
         with self._lock:  # its input stages' records (they are done)
             upstream = {u: self.records[u] for u in self.prep.upstreams[stage.name]}
         job = Job(self.wf, stage, run, upstream, batch_fingerprint(facts.spec),
-                  lambda done, total: self.reporter.progress(stage.name, done, total),
+                  lambda done, total, **figures: self.reporter.progress(
+                      stage.name, done, total, **figures),
                   lambda text: self.reporter.note(stage.name, text),
                   lambda command: self.reporter.command_started(stage.name, command),
                   cancel=self.cancel,

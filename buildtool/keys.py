@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .model import DEFAULT_BATCH_SIZE, KINDS, SAMPLINGS
+from .model import DEFAULT_BATCH_SIZE, EXECUTORS, KINDS, SAMPLINGS
 
 if TYPE_CHECKING:
     from .steps import StepName
@@ -124,6 +124,21 @@ STAGE_KEYS: dict[str, KeySpec] = {
         "Retries per batch on exception (N retries: N + 1 attempts), with backoff "
         "(not part of the fingerprint).",
         default=0,
+        step=None,
+    ),
+    "concurrency": KeySpec(
+        _GEN, "positive_int",
+        "Batches in flight at once (default 1: one at a time); batch files and the output are "
+        "the same whatever the value (not part of the fingerprint).",
+        default=1,
+        step=None,
+    ),
+    "executor": KeySpec(
+        _GEN, "choice",
+        "Where batches run when `concurrency` > 1: `thread` (I/O-bound code, e.g. model "
+        "calls) or `process` (worker processes, for CPU-bound code; not part of the "
+        "fingerprint).",
+        choices=EXECUTORS, default=EXECUTORS[0],
         step=None,
     ),
     "description": KeySpec(_ALL, "string", "Free text, not part of the fingerprint.", default="",

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 KINDS = ("generate", "transform", "run")
 SAMPLINGS = ("ordered", "shuffle")
+EXECUTORS = ("thread", "process")  # where a generate stage's batches run (`executor:`)
 DEFAULT_BATCH_SIZE = 100
 # Words the CLI reserves: a stage may not be called one of these.
 TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema", "init",
@@ -97,6 +98,8 @@ class Stage:
     allow_empty: bool = False
     code: tuple[str, ...] = ()
     retries: int = 0
+    concurrency: int = 1
+    executor: str = "thread"
     description: str = ""
     locations: Locations = field(default_factory=Locations, hash=False, compare=False)
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .facts import StageFacts
 from .fingerprint import digest_strings
@@ -172,10 +172,13 @@ class StageRun:
                 else:
                     os.unlink(entry.path)
 
-    def write_batch(self, index: int, table: pa.Table) -> BatchEntry:
+    def write_batch(self, index: int, table: pa.Table, data: Any = None) -> BatchEntry:
+        """`data`: the table as parquet, when it was encoded already (in a batch's thread or
+        worker process, in parallel)."""
         from .tables import parquet_buffer
 
-        data = parquet_buffer(table)
+        if data is None:
+            data = parquet_buffer(table)
         rel = batch_file(self.stage.name, index)
         folder, name = self._batches_folder(), os.path.basename(rel)
         st = write_file_unsynced(folder, name, data)

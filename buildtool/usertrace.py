@@ -53,8 +53,20 @@ class Where:
         return found
 
 
+class Remote(Exception):
+    """The user's exception raised in another process (a worker of `executor: process`): its
+    place and its traceback, as that process found them."""
+
+    def __init__(self, found: Where | None, trace: str) -> None:
+        super().__init__(trace.rstrip().rpartition("\n")[2])
+        self.found = found
+        self.trace = trace
+
+
 def where(exc: BaseException, project_dir: Path) -> Where | None:
     """Where in the user's code `exc` was raised, or None when no frame is the user's."""
+    if isinstance(exc, Remote):
+        return exc.found
     if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
         # raised by the compiler (the module's own line never ran): the line that is wrong
         return Where(_frame(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>"),
@@ -74,6 +86,8 @@ def user_traceback(exc: BaseException) -> str:
     """The traceback as Python prints it, starting at the user's code: the frames of dd-build
     (and of the import system loading the user's module) that called it are left out
     (chained exceptions are printed whole)."""
+    if isinstance(exc, Remote):
+        return exc.trace
     tb = exc.__traceback__
     while tb is not None and _is_callers(tb.tb_frame.f_code.co_filename) and \
             tb.tb_next is not None:

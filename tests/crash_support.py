@@ -39,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -261,6 +262,35 @@ WINDOWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Concurrent builds (issue 10): a killed build may run the generate stages with batches in
+# flight, in threads or worker processes; the build that completes runs them one at a time.
+# Neither key is part of the fingerprint, so a concurrent build's batches are resumed by a
+# serial one, and the output must be the same.
+CONCURRENT_VARIANTS: tuple[tuple[int, str], ...] = (
+    (2, "thread"), (4, "thread"), (16, "thread"), (2, "process"), (4, "process"))
+
+
+def set_concurrency(root: Path, concurrency: int, executor: str) -> None:
+    """The project's Workflowfile with every generate stage at that concurrency (defaults)."""
+    text = WORKFLOW if concurrency == 1 else WORKFLOW.replace(
+        "\nstages:\n", f"\ndefaults:\n  concurrency: {concurrency}\n  executor: {executor}"
+                       "\nstages:\n", 1)
+    (root / "Workflowfile").write_text(text)
+
+
+def listed_batches(root: Path) -> set[tuple[str, str]]:
+    """(stage, batch index) of every batch a record (with its journal) lists now."""
+    from buildtool.records import read_record
+
+    base = artifacts(root)
+    found: set[tuple[str, str]] = set()
+    for stage in GENERATE_BATCHES:
+        rec = read_record(base / stage).record if (base / stage).is_dir() else None
+        if rec is not None:
+            found.update((stage, str(b.index)) for b in rec.batches)
+    return found
+
+
 def landing_of(target: str, expected: str) -> tuple[str, str]:
     """(stage, label) where a kill at a WINDOWS target must land."""
     stage, _, label = (expected or target.split("#")[0]).partition(":")
@@ -355,6 +385,8 @@ class Probe:
              detail_of: Callable[..., object] | None = None) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                return fn(*args, **kwargs)  # a batch thread (concurrency): one stack, the writer's
             self.enter(phase, stage_of(*args) if stage_of else None,
                        detail_of(*args) if detail_of else "")
             try:
@@ -532,7 +564,11 @@ def leftovers(root: Path) -> list[str]:
     journals beside records that are not running, batch files no record lists."""
     from buildtool.records import read_record
 
-    found = [str(p.relative_to(root)) for p in root.rglob("*") if ".tmp." in p.name]
+    # Not the compiled workflow's cache (compiled.py): a kill while it is stored leaves its
+    # temp file, which nothing removes; harmless (a cache, never read), and only seen when the
+    # Workflowfile changes between killed builds (the concurrent variants).
+    found = [str(p.relative_to(root)) for p in root.rglob("*")
+             if ".tmp." in p.name and ".compiled" not in p.parts]
     base = artifacts(root)
     for stage_dir in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
         rec = read_record(stage_dir).record
@@ -596,13 +632,16 @@ def read_calls(root: Path) -> list[tuple[str, str, str]]:
 
 
 def excess_calls(calls: list[tuple[str, str, str]], base: Counter[tuple[str, str]],
-                 killed: list[str]) -> tuple[list[str], int]:
+                 killed: list[str], in_flight: dict[str, set[tuple[str, str]]] | None = None
+                 ) -> tuple[list[str], int]:
     """Calls beyond the allowance, and calls within it beyond `base` (the fresh runs).
 
-    The build runs one user call at a time, so at any instant at most one call is in flight:
-    the last one the build logged (a batch until its journal line is written, a callback until
-    the stage's record is, the run stage's command until the record is). A call may therefore
-    repeat once for each killed build whose last logged call it was, and never otherwise.
+    A serial build runs one user call at a time, so at any instant at most one call is in
+    flight: the last one the build logged (a batch until its journal line is written, a
+    callback until the stage's record is, the run stage's command until the record is). A
+    concurrent build (`in_flight`, by build) had in flight every batch it called that no
+    record or journal listed after its kill. A call may repeat once for each killed build that
+    had it in flight, and never otherwise.
     """
     count = Counter((stage, what) for _, stage, what in calls)
     last: dict[str, tuple[str, str]] = {}
@@ -610,8 +649,10 @@ def excess_calls(calls: list[tuple[str, str, str]], base: Counter[tuple[str, str
         last[build] = (stage, what)
     allow = Counter(base)
     for build in killed:
+        flying = set((in_flight or {}).get(build, ()))
         if build in last:
-            allow[last[build]] += 1
+            flying.add(last[build])
+        allow.update(flying)
     beyond = [f"{stage} {what}: called {n} times, allowed {allow[(stage, what)]}"
               for (stage, what), n in sorted(count.items()) if n > allow[(stage, what)]]
     within = sum(max(0, min(n, allow[k]) - base[k]) for k, n in count.items())
@@ -728,6 +769,10 @@ class Config:
     sync_intervals: tuple[float, ...] = (0.0, 1.0)
     window_sync: float | None = None
     timeout: float = 120.0
+    # Share of the killed builds of random rounds that run the generate stages concurrently
+    # (one of CONCURRENT_VARIANTS, drawn from an RNG of its own: the other draws stay as
+    # they were); the builds that complete are serial.
+    concurrency_share: float = 0.0
 
 
 class Fuzzer:
@@ -749,6 +794,9 @@ class Fuzzer:
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex  # marks the processes of this fuzzer's builds
+        self.variant_rng = random.Random(f"{config.seed}:concurrency")
+        self.in_flight: dict[str, set[tuple[str, str]]] = {}  # killed build -> its lost batches
+        self.concurrent_kills = 0
 
     # -- processes
 
@@ -831,6 +879,7 @@ class Fuzzer:
         it left running and check the records."""
         cfg, fig = self.config, self.figures
         fig.kills += 1
+        self.variant = "" if target is not None else self._concurrency(root)
         if target is not None and target.startswith("hold:"):
             how = f"at {target}"
             fig.event_kills += 1
@@ -863,6 +912,11 @@ class Fuzzer:
             proc.wait(timeout=cfg.timeout)
         landing = Landing.read(self.logs / f"phase-{build}")
         where = f"{landing.stage}: {landing.label} {landing.detail}".strip()
+        listed = listed_batches(root)
+        self.in_flight[build] = {(stage, what) for b, stage, what in read_calls(root)
+                                 if b == build and stage in GENERATE_BATCHES
+                                 and (stage, what) not in listed}
+        how += self.variant
         if proc.returncode != -signal.SIGKILL:
             fig.after_end += 1
             where = f"after the end (exit {proc.returncode})"
@@ -894,6 +948,19 @@ class Fuzzer:
         self.progress(f"  kill {build} ({how}{' ' + ' '.join(args) if args else ''}): {where}")
         return landing
 
+    variant = ""  # how the last killed build ran its batches, when concurrently
+
+    def _concurrency(self, root: Path) -> str:
+        """Before a random kill: the Workflowfile, concurrent for `concurrency_share` of the
+        builds; how (for the progress line)."""
+        concurrency, executor = 1, "thread"
+        if self.config.concurrency_share and \
+                self.variant_rng.random() < self.config.concurrency_share:
+            concurrency, executor = self.variant_rng.choice(CONCURRENT_VARIANTS)
+            self.concurrent_kills += 1
+        set_concurrency(root, concurrency, executor)
+        return f", concurrency {concurrency} {executor}" if concurrency > 1 else ""
+
     def kill_at_hold(self, root: Path, build: str, hold: str, *args: str
                      ) -> subprocess.Popen[bytes]:
         """A build whose user code holds at `hold` (STAGE:WHAT): SIGKILL it once the code has
@@ -910,6 +977,7 @@ class Fuzzer:
         return proc
 
     def complete(self, root: Path, build: str) -> bool:
+        set_concurrency(root, 1, "thread")  # a serial build completes what the killed ones began
         code, out = self.run(root, build, "-q")
         if code != 0:
             self.figures.failed_builds += 1
@@ -987,7 +1055,7 @@ class Fuzzer:
         fig.output_mismatches += len(diffs)
         for text in diffs:
             self.problem(f"round {index}: {text}")
-        beyond, within = excess_calls(read_calls(root), base, killed)
+        beyond, within = excess_calls(read_calls(root), base, killed, self.in_flight)
         fig.regenerated_beyond_allowance += len(beyond)
         fig.regenerated_within_allowance += within
         for text in beyond:

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import hashlib
 import os
 import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..batchexec import (
+    THREAD_CAP,
+    BatchError,
+    BatchExecutor,
+    BatchTask,
+    Finished,
+    ProcessBatches,
+    StageCall,
+    ThreadBatches,
+    import_delta,
+    merge_imports,
+)
 from ..capture import LogCapture, stage_log
-from ..errors import StageFailed, StateError, UserCodeFailed, describe, exc_text
+from ..errors import (
+    Interrupted,
+    StageFailed,
+    StateError,
+    UserCodeFailed,
+    describe,
+    exc_text,
+)
 from ..records import Output
-from . import Job, check_cancel, input_map
+from . import Job, input_map
 from .loader import load_callable
 
 if TYPE_CHECKING:
@@ -37,6 +62,7 @@ class GenerateContext:
     seed_rows: pa.Table | None
     rng: random.Random
     inputs: dict[str, Any] = field(default_factory=dict)
+    limiter: Any = None  # the stage's rate limiter (`rate_limit:`), or None
 
 
 def batch_seed(fingerprint: str, index: int) -> int:
@@ -55,40 +81,222 @@ def execute(job: Job) -> Output:
 
 
 def _execute(job: Job, capture: LogCapture) -> Output:
-    from ..datasets import seed_indices
-    from ..tables import to_table
-
     stage = job.stage
     with capture.call():  # what the module prints on import
         fn = load_callable(job.workflow, stage.target, stage.name)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
     total = -(-num_records // stage.batch_size)
+    job.run.begin(total, num_records)
+    call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
+                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
+    writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total)
+    writer.progress()
+    tasks = _tasks(job, seed, num_records, total)
+    if stage.concurrency > 1:
+        _run_concurrently(job, fn, call, capture, tasks, writer)
+    else:
+        for task in tasks:
+            if job.cancel.is_set():
+                raise Interrupted(signal.SIGINT)
+            table = _compute(fn, call, task, capture.call, writer.note_retry)
+            writer.write(task.index, table)
+            writer.progress()
+    return job.run.batches_output()
+
+
+def _tasks(job: Job, seed: pa.Table | None, num_records: int, total: int
+           ) -> Iterator[BatchTask]:
+    """The batches not kept, in index order, each with its seed rows (taken when asked for)."""
+    from ..datasets import seed_indices
+
+    stage = job.stage
     order = _shuffled(job.fingerprint, seed.num_rows) if seed is not None and \
         stage.sampling == "shuffle" else None
-    job.run.begin(total, num_records)
-    inputs = input_map(job)
     done = job.run.batch_indices
-    schema = _Schemas(_kept_schema(job), stage.target)
-    job.progress(len(done), total)
     for index in range(total):
         if index in done:
             continue
-        check_cancel(job)  # -j: SIGINT/SIGTERM stops the stage between batches
         offset = index * stage.batch_size
         size = min(stage.batch_size, num_records - offset)
         rows = None
         if seed is not None:
             rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        rng_seed = batch_seed(job.fingerprint, index)
-        ctx = GenerateContext(stage.name, index, offset, size, num_records, stage.params,
-                              rows, random.Random(rng_seed), inputs)
-        value = _call(fn, ctx, job, capture, rng_seed)
-        table = to_table(value, f"{stage.target} (batch {index})")
-        schema.check(table, index)
-        job.run.write_batch(index, table)
-        job.progress(len(job.run.batches), total)
-    return job.run.batches_output()
+        yield BatchTask(index, offset, size, rows, batch_seed(job.fingerprint, index))
+
+
+class _Writer:
+    """The stage thread's side of every batch: the schema check, the batch file and its journal
+    line (stagerun.py), and the progress figures."""
+
+    def __init__(self, job: Job, schema: _Schemas, total: int) -> None:
+        self.job = job
+        self.schema = schema
+        self.total = total
+        self.rows = 0
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def write(self, index: int, table: pa.Table, data: Any = None) -> None:
+        self.schema.check(table, index)
+        self.job.run.write_batch(index, table, data)
+        self.rows += table.num_rows
+
+    def note_retry(self, text: str) -> None:
+        """A failed attempt to be retried (from any thread): one line, one retry counted."""
+        with self._lock:
+            self.retries += 1
+        self.job.progress_note(text)
+
+    def progress(self, in_flight: int = 0) -> None:
+        self.job.progress(len(self.job.run.batches), self.total, in_flight=in_flight,
+                          rows=self.rows, retries=self.retries)
+
+
+# How long the stage thread waits for a batch before it looks at `job.cancel` again.
+_WAIT_S = 0.05
+
+
+def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
+                      tasks: Iterator[BatchTask], writer: _Writer) -> None:
+    """Up to `concurrency` batches in flight; each written as it comes back, in any order.
+
+    A batch that fails (after its retries) stops new submissions; the batches in flight are
+    awaited and written (they are paid for), then the first failure is raised. An interrupt
+    (Ctrl-C, SIGTERM, `job.cancel`) writes the batches that have come back, ends the rest
+    (see batchexec.py) and is raised: the builder records the stage `interrupted`."""
+    executor, limit = _executor(job, fn, call, writer)
+    failure: BaseException | None = None
+    # Threads: the log takes fds 1 and 2 for the whole run (one capture, not one per call:
+    # the calls overlap).
+    with capture.call() if job.stage.executor == "thread" else contextlib.nullcontext():
+        try:
+            while True:
+                if failure is None:
+                    _submit(executor, tasks, limit)
+                if executor.in_flight == 0:
+                    break
+                finished = executor.next_finished(_WAIT_S)
+                if finished is not None:
+                    if failure is None and finished.error is None:
+                        _submit(executor, tasks, limit)  # the next one starts before this is written
+                    error = _take(finished, writer)
+                    failure = failure or error
+                    writer.progress(executor.in_flight)
+                if job.cancel.is_set():
+                    raise Interrupted(signal.SIGINT)
+        except (KeyboardInterrupt, Interrupted):
+            _take_arrived(executor, writer)
+            executor.shutdown(interrupt=True)
+            raise
+        except BaseException:
+            executor.shutdown(interrupt=True)
+            raise
+    executor.shutdown()
+    if failure is not None:
+        raise failure
+
+
+def _submit(executor: BatchExecutor, tasks: Iterator[BatchTask], limit: int) -> None:
+    while executor.in_flight < limit and (task := next(tasks, None)) is not None:
+        executor.submit(task)
+
+
+def _take(finished: Finished, writer: _Writer) -> BaseException | None:
+    """Write a batch that came back (its retry notes said first); its error when it failed
+    or its schema clashes with the batches before it."""
+    for text in finished.notes:
+        writer.note_retry(text)
+    if finished.imports is not None:
+        merge_imports(finished.imports)  # before the batch is journaled: listed with it
+    if finished.error is not None:
+        assert isinstance(finished.error, BaseException)
+        return finished.error
+    assert finished.table is not None
+    try:
+        writer.write(finished.index, finished.table, finished.data)
+    except StageFailed as exc:
+        return exc
+    return None
+
+
+def _take_arrived(executor: BatchExecutor, writer: _Writer) -> None:
+    """On an interrupt: write the batches that have come back already."""
+    while (finished := executor.next_finished(0)) is not None:
+        _take(finished, writer)
+
+
+def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
+              ) -> tuple[BatchExecutor, int]:
+    """The stage's executor and how many batches it keeps in flight (capped, with a note)."""
+    from ..tables import parquet_buffer
+
+    stage = job.stage
+    if stage.executor == "process":
+        workers = min(stage.concurrency, os.cpu_count() or 1)
+        if workers < stage.concurrency:
+            job.progress_note(f"concurrency {stage.concurrency} with executor: process: "
+                              f"{workers} worker processes (one per CPU)")
+        if call.limiter is not None:
+            call = dataclasses.replace(call, limiter=call.limiter.shareable())
+        return ProcessBatches(call, workers, str(stage_log(job.run.dir))), workers
+    workers = min(stage.concurrency, THREAD_CAP)
+    if workers < stage.concurrency:
+        job.progress_note(f"concurrency {stage.concurrency} is above the cap of {THREAD_CAP} "
+                          f"threads: {THREAD_CAP} batches in flight")
+
+    def compute(task: BatchTask) -> Finished:
+        tries: list[str] = []
+
+        def note(text: str) -> None:
+            tries.append(text)
+            writer.note_retry(text)
+
+        try:
+            table = _compute(fn, call, task, contextlib.nullcontext, note)
+            return Finished(task.index, table, parquet_buffer(table), retries=len(tries))
+        except StageFailed as exc:
+            return Finished(task.index, error=exc, retries=len(tries))
+
+    return ThreadBatches(compute, workers), workers
+
+
+def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
+    """In a worker process: load the stage's callable (once), compute the batch; its retry notes,
+    its failure and the imports its code ran come back with it."""
+    from pathlib import Path
+
+    from ..model import Workflow
+    from ..tables import parquet_buffer
+
+    call: StageCall = state["call"]
+    notes: list[str] = []
+    try:
+        if "fn" not in state:
+            root = Path(call.project_dir)
+            shim = Workflow("worker", root / "Workflowfile", root, "", {})
+            state["fn"] = load_callable(shim, call.target, call.stage)
+        table = _compute(state["fn"], call, task, contextlib.nullcontext, notes.append)
+        finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes))
+    except StageFailed as exc:
+        finished = Finished(task.index, error=BatchError.of(exc), retries=len(notes))
+    finished.notes = notes
+    finished.imports = import_delta(state)
+    return finished
+
+
+def _compute(fn: Any, call: StageCall, task: BatchTask,
+             capture: Callable[[], contextlib.AbstractContextManager[Any]],
+             note: Callable[[str], None]) -> pa.Table:
+    """One batch, in whichever thread or process computes it: the call (with its retries) and
+    its value as a table. StageFailed when it fails."""
+    from ..tables import to_table
+
+    ctx = GenerateContext(call.stage, task.index, task.offset, task.size, call.num_records,
+                          call.params, task.seed_rows, random.Random(task.rng_seed),
+                          call.inputs, call.limiter)
+    value = _call(fn, ctx, call, task.rng_seed, capture, note)
+    return to_table(value, f"{call.target} (batch {task.index})")
 
 
 def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
@@ -97,16 +305,18 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     its seeded state (a retry gives the rows an untroubled run gives)."""
     return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
                            ctx.num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
-                           random.Random(rng_seed), dict(ctx.inputs))
+                           random.Random(rng_seed), dict(ctx.inputs), ctx.limiter)
 
 
-def _call(fn: Any, ctx: GenerateContext, job: Job, capture: LogCapture, rng_seed: int) -> Any:
-    """Call once per attempt, each with a fresh copy of `ctx`; between attempts wait with
-    exponential backoff and jitter. Each failed attempt but the last is one line through
-    `progress_note`."""
-    stage, retries = job.stage.name, job.stage.retries
+def _call(fn: Any, ctx: GenerateContext, call: StageCall, rng_seed: int,
+          capture: Callable[[], contextlib.AbstractContextManager[Any]],
+          note: Callable[[str], None]) -> Any:
+    """Call once per attempt, each with a fresh copy of `ctx` inside `capture()`; between
+    attempts wait with exponential backoff and jitter. Each failed attempt but the last is one
+    line through `note`."""
+    stage, retries = call.stage, call.retries
     for attempt in range(retries + 1):
-        with capture.call():
+        with capture():
             try:
                 return fn(_fresh(ctx, rng_seed))
             except SystemExit as exc:  # sys.exit() in user code: fail the stage, never retry
@@ -119,22 +329,23 @@ def _call(fn: Any, ctx: GenerateContext, job: Job, capture: LogCapture, rng_seed
                                          f"{type(exc).__name__}: {exc_text(exc)}{suffix}",
                                          stage=stage) from exc
                 failed = exc
-        delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-        _retry_note(job, ctx.batch_index, attempt, failed, delay)
-        if job.cancel.wait(delay):  # -j: SIGINT/SIGTERM ends the wait
-            check_cancel(job)
+        delay = min(RETRY_CAP_S, call.retry_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+        note(_retry_note(call, ctx.batch_index, attempt, failed, delay))
+        time.sleep(delay)
     raise AssertionError("unreachable")
 
 
-def _retry_note(job: Job, index: int, attempt: int, exc: Exception, delay: float) -> None:
+def _retry_note(call: StageCall, index: int, attempt: int, exc: Exception, delay: float) -> str:
     """`batch 1, attempt 1 of 3 failed: ValueError: … (at stages/x.py:7 in make); retrying in
     1.0s`: one line (the traceback of the last attempt goes to the log if it fails too)."""
+    from pathlib import Path
+
     from ..usertrace import where
 
-    found = where(exc, job.workflow.project_dir)
+    found = where(exc, Path(call.project_dir))
     at = f" (at {found.at})" if found is not None else ""
-    job.progress_note(f"batch {index}, attempt {attempt + 1} of {job.stage.retries + 1} "
-                      f"failed: {describe(exc)}{at}; retrying in {delay:.1f}s")
+    return (f"batch {index}, attempt {attempt + 1} of {call.retries + 1} "
+            f"failed: {describe(exc)}{at}; retrying in {delay:.1f}s")
 
 
 def _kept_schema(job: Job) -> UnifiedSchema:
