@@ -404,7 +404,10 @@ CATALOGUE: dict[str, list[Mistake]] = {
 # Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
-    part = draw.choice(["workflow", "artifacts", "defaults", "unknown"])
+    part = draw.choice(["workflow", "artifacts", "jobs", "defaults", "unknown"])
+    if part == "jobs":
+        value = draw.choice(["0", "-1", "'4'", "true", "2.5", "[2]", "null"])
+        return part, [f"jobs: {value}"], "jobs"
     if part == "workflow":
         return part, [f"workflow: {draw.choice(['-bad', '[a]', 'a b', '5', 'null'])}"], "workflow"
     if part == "artifacts":
@@ -430,6 +433,7 @@ class Drawn:
 def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     stages = valid_stages(draw)
     header = {"workflow": ["workflow: demo"], "artifacts": [],
+              "jobs": ["jobs: 3"] if draw.chance() else [],
               "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": []}
     expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
     candidates = [s for s in stages if not s.protected]
@@ -455,7 +459,7 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "defaults", "unknown"):
+    for part in ("workflow", "artifacts", "jobs", "defaults", "unknown"):
         places[("top", part)] = len(lines) + len(header[part])  # its last line
         lines += header[part]
     lines.append("stages:")
