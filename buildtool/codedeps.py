@@ -69,7 +69,7 @@ class ImportGraph:
         queue = deque(found)
         while queue:
             node = queue.popleft()
-            for target in tuple(self.edges.get(node, ())):  # batch threads and stages at once (-j) add edges
+            for target in tuple(self.edges.get(node, ())):  # batch threads, stages at once
                 if target not in found:
                     found[target] = node
                     queue.append(target)

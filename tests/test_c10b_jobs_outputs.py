@@ -185,3 +185,29 @@ def test_early_cutoff_under_j(tmp_path: Path) -> None:
     # b reruns on a's new rows; its own rows do not show the seed's (jobs.py): c stays
     assert {s["stage"]: s["result"] for s in result.json()["stages"]} == \
         {"a": "completed", "other": "up_to_date", "b": "completed", "c": "up_to_date"}
+
+
+CONCURRENT = """
+workflow: demo
+stages:
+  c1: {generate: code/jobs.py:rows, num_records: 40, batch_size: 2, concurrency: 4}
+  c2: {generate: code/jobs.py:rows, num_records: 30, batch_size: 3, concurrency: 8}
+  c3: {generate: code/jobs.py:rows, seed: c1, batch_size: 5, concurrency: 2}
+  join: {transform: code/jobs.py:check_inputs, inputs: [c2, c3]}
+"""
+
+
+def test_j_with_batches_in_flight_gives_the_serial_outputs_and_logs(tmp_path: Path) -> None:
+    """-j 3 with stages that keep several batches in flight (batch threads inherit their
+    stage's log): the outputs of -j 1 at concurrency 1, and each print in its stage's log."""
+    # `retries` in place of `concurrency`: neither is part of the fingerprint
+    serial = jobs_project(tmp_path / "serial", CONCURRENT.replace("concurrency", "retries"))
+    assert serial.run("-q", "-j", "1").code == 0
+    at_once = jobs_project(tmp_path / "at-once", CONCURRENT)
+    result = at_once.run("--json", "-j", "3")
+    assert result.code == 0, result.stderr
+    assert built_state(serial.root, "demo") == built_state(at_once.root, "demo")
+    for name, batches in (("c1", 20), ("c2", 10), ("c3", 8)):
+        lines = (at_once.artifacts / name / "log.txt").read_text().splitlines()
+        want = [f"{kind} {name} {i}" for i in range(batches) for kind in ("out", "err")]
+        assert sorted(lines) == sorted(want), name

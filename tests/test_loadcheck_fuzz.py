@@ -422,7 +422,10 @@ CATALOGUE: dict[str, list[Mistake]] = {
 # Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
-    part = draw.choice(["workflow", "artifacts", "defaults", "unknown", "rate_limits"])
+    part = draw.choice(["workflow", "artifacts", "jobs", "defaults", "unknown", "rate_limits"])
+    if part == "jobs":
+        value = draw.choice(["0", "-1", "'4'", "true", "2.5", "[2]", "null"])
+        return part, [f"jobs: {value}"], "jobs"
     if part == "rate_limits":  # one wrong entry; the names stages use stay defined
         bad = draw.choice(["    max_in_flght: 2", "    max_in_flight: 0", "    {}",
                            "    requests_per_second: -1", "    max_in_flight: 1.5",
@@ -453,6 +456,7 @@ class Drawn:
 def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     stages = valid_stages(draw)
     header = {"workflow": ["workflow: demo"], "artifacts": [],
+              "jobs": ["jobs: 3"] if draw.chance() else [],
               "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": [],
               "rate_limits": list(RATE_LIMITS)}
     expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
@@ -479,7 +483,7 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "defaults", "unknown", "rate_limits"):
+    for part in ("workflow", "artifacts", "jobs", "defaults", "unknown", "rate_limits"):
         # its last line (a wrong rate limit: the line of the wrong entry's body)
         end = len(lines) + (4 if part == "rate_limits" else len(header[part]))
         places[("top", part)] = end

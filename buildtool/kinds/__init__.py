@@ -31,15 +31,16 @@ class Job:
     # A run stage's command is about to run (as the shell gets it): where its output should
     # also go as it comes (`-v`), or None.
     command_started: Callable[[str], Callable[[bytes], None] | None] = lambda command: None
-    # Set by the builder on SIGINT/SIGTERM while stages run at once (-j): the kind stops
-    # between batches (a run stage ends its command) and raises errors.Interrupted.
+    # Set by the builder on SIGINT/SIGTERM: a kind stops starting work, records what finished
+    # and raises errors.Interrupted.
     cancel: threading.Event = field(default_factory=threading.Event)
-    limiter: Any = None  # the stage's `rate_limit:` (ratelimit.Limiter), or None
+    # The stage's `rate_limit:` (ratelimit.Limiter), or None.
+    limiter: Any = None
 
 
 def check_cancel(job: Job) -> None:
     """errors.Interrupted once the build is cancelled: the stage stops here, its finished
-    batches recorded (the builder writes the `interrupted` record)."""
+    work recorded (the builder writes the `interrupted` record)."""
     if job.cancel.is_set():
         import signal
 

@@ -131,7 +131,6 @@ def _tasks(job: Job, seed: pa.Table | None, num_records: int, total: int
     for index in range(total):
         if index in done:
             continue
-        check_cancel(job)  # -j: SIGINT/SIGTERM stops the stage between batches
         offset = index * stage.batch_size
         size = min(stage.batch_size, num_records - offset)
         rows = None
