@@ -311,6 +311,14 @@ def m_retries(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
     return Expect("retries", None, "retries")
 
 
+def m_concurrency(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    if draw.chance():
+        stage.put("concurrency", draw.choice([0, -3, "4", True, 1.5, None, [2]]))
+        return Expect("concurrency", None, "concurrency")
+    stage.put("executor", draw.choice(["fork", "threads", 5, None, ["thread"]]))
+    return Expect("executor", None, "executor")
+
+
 def m_rate_limit(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
     stage.put("rate_limit", draw.choice(["opnai", "nope", 5, ["openai"], None, True]))
     return Expect("rate_limit", None, "rate_limit")
@@ -378,7 +386,7 @@ def m_not_for_kind(draw: Draw, stage: Stage, stages: list[Stage]) -> Expect:
     stage.put(key, {"sampling": "ordered", "num_records": 5, "batch_size": 3, "retries": 1,
                     "seed": "data/seed.csv", "processors": [], "allow_empty": True,
                     "on_success": "code/cb.py:keep", "on_success_version": "v",
-                    "rate_limit": "openai"}[key])
+                    "rate_limit": "openai", "concurrency": 4, "executor": "process"}[key])
     return Expect(key, None, key)
 
 
@@ -413,7 +421,7 @@ COMMON: list[Mistake] = [m_params, m_description, m_code, m_inputs, m_unknown_ke
 BOUNDARY: list[Mistake] = [m_callable, m_processors, m_on_success, m_allow_empty,
                            m_export_outputs, m_rate_limit]
 CATALOGUE: dict[str, list[Mistake]] = {
-    "generate": COMMON + BOUNDARY + [m_positive, m_sampling, m_retries, m_seed],
+    "generate": COMMON + BOUNDARY + [m_positive, m_sampling, m_retries, m_seed, m_concurrency],
     "transform": COMMON + BOUNDARY,
     "run": [*COMMON, m_run, m_run_outputs],
 }
