@@ -275,10 +275,15 @@ class _Server:
                          daemon=True).start()
 
     def _accept(self) -> None:
-        while not self._closed:
+        # `_closed` is looked at only after an accept: looked at before, a close that came
+        # between two accepts would end this loop with close's own connection left waiting
+        # for its handshake, forever.
+        while True:
             try:
                 conn = self._listener.accept()
             except (OSError, EOFError):  # closed, or a client that failed the handshake
+                if self._closed:
+                    return
                 continue
             if self._closed:  # the wake-up of `close`
                 conn.close()

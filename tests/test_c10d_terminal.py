@@ -19,7 +19,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,20 @@ def test_the_screen_follows_a_redraw() -> None:
 # ---------------------------------------------------------------- a build on a terminal
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_build_left_running() -> Iterator[None]:
+    """A test that fails while its build waits on a gate file must not leave it waiting."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Terminal:
     """dd-build (or a Python `script`) with stdin, stderr (and stdout, unless `stdout_pipe`)
     on a pseudo-terminal of `cols` columns; what it shows is read as it comes."""
@@ -189,6 +203,7 @@ class Terminal:
             cwd=project.root, env=environ,
             stdin=slave, stdout=subprocess.PIPE if stdout_pipe else slave, stderr=slave,
             close_fds=True)
+        _STARTED.append(self.proc)
         os.close(slave)
         self.master = master
         self.seen = b""
