@@ -26,7 +26,28 @@ def main() -> int:
         gc.unfreeze()
         if collecting:
             gc.enable()
-    return cli_main()
+    code = cli_main()
+    if code in _INTERRUPTED:
+        _exit_now(code)
+    return code
+
+
+# An interrupted build ends here, not by the interpreter's shutdown: batch threads still in a
+# model call were abandoned (generate.py), and threads that stage code started itself (its
+# own thread pool) would be waited for at exit — the build would hang on, paying for calls
+# whose results are dropped — and a daemon thread that wakes during finalization may abort
+# the interpreter. Everything a build owes the disk is written by then; the lock is released.
+_INTERRUPTED = (130, 143, 129)  # SIGINT, SIGTERM, SIGHUP
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed stream, a reader gone: nothing to flush to
+            pass
+    os._exit(code)
 
 
 def _version() -> int:

@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # does not reach it) is ended with dd-build, as with SIGTERM.
         signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        args = _parser(command).parse_args(rest)
+        args = _parser(command).parse_args(_bare_jobs(rest) if command == "build" else rest)
         out = Console(args)
         if args.directory:
             _chdir(args.directory)
@@ -262,6 +262,28 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def _bare_jobs(argv: list[str]) -> list[str]:
+    """`-j TARGET` is `-j` alone before a target, as in make: a `-j`/`--jobs` followed by a
+    word that is not a number gets the cap as its N (argparse would take the word as N)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":
+            return out + argv[i + 1:]
+        if arg in ("-j", "--jobs") and i + 1 < len(argv) and not _numeric(argv[i + 1]) \
+                and not argv[i + 1].startswith("-"):
+            out.append(str(_JOBS_CAP))
+    return out
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _jobs(text: str) -> int:

@@ -289,8 +289,9 @@ class _Builder:
                         self._end(ended.get(), running, cancelled=True)
                     raise
             if shared.written:
-                self.reporter.note(self.wf.name, "stage code wrote to file descriptors 1 "
-                                   "and 2 directly while stages ran at once (C code, child "
+                self.reporter.note(self.wf.name, "stage code wrote outside any stage's log "
+                                   "while stages ran at once (from threads it started itself, "
+                                   "or to file descriptors 1 and 2 directly: C code, child "
                                    f"processes): that output is in {_shown(shared.log)}")
         finally:
             self.reporter = plain

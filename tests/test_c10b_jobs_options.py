@@ -20,8 +20,8 @@ stages:
 """
 
 
-@pytest.mark.parametrize("args", [("-j", "0"), ("-j", "-1"), ("--jobs", "-3"), ("-j", "abc"),
-                                  ("--jobs=1.5",), ("-j0",), ("-j", "a")])
+@pytest.mark.parametrize("args", [("-j", "0"), ("-j", "-1"), ("--jobs", "-3"), ("-j", "1.5"),
+                                  ("--jobs=1.5",), ("-j0",), ("--jobs=a",)])
 def test_jobs_that_are_not_a_whole_number_of_1_or_more_are_usage_errors(
         tmp_path: Path, args: tuple[str, ...]) -> None:
     proj = jobs_project(tmp_path / "p", SMALL)
@@ -41,6 +41,17 @@ def test_jobs_forms_that_build(tmp_path: Path, args: tuple[str, ...]) -> None:
     assert result.code == 0, result.stderr
     assert {s["result"] for s in result.json()["stages"]} == {"completed"}
     assert "cap" not in result.stderr  # -j alone is the cap: nothing is clamped
+
+
+@pytest.mark.parametrize("args", [("-j", "a"), ("--jobs", "a"), ("-j", "a", "-k")])
+def test_jobs_before_a_target_is_jobs_alone_as_in_make(tmp_path: Path, args: tuple[str, ...]
+                                                       ) -> None:
+    proj = jobs_project(tmp_path / "p", SMALL)
+    result = proj.run("--json", *args)
+    assert result.code == 0, result.stderr
+    assert [s["stage"] for s in result.json()["stages"]] == ["a"]  # the target, and only it
+    unknown = proj.run("-j", "nosuch")
+    assert unknown.code == 2 and "nosuch" in unknown.stderr  # a word is a target, not N
 
 
 def test_jobs_above_the_cap_is_clamped_with_one_note(tmp_path: Path) -> None:
