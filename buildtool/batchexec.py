@@ -227,7 +227,9 @@ class ProcessBatches:
             f"batch {index} did not come back: a worker process ended abruptly while it was "
             f"in flight ({type(exc).__name__})", stage=self._stage,
             hint="a worker was killed, ran out of memory or crashed in native code; build "
-                 "again: the finished batches are kept"))
+                 "again: the finished batches are kept. From a script calling "
+                 "buildtool.build(): put the call under `if __name__ == \"__main__\":` (each "
+                 "worker imports the script), and run it from a file, not from stdin"))
 
     def next_finished(self, timeout: float) -> Finished | None:
         try:

@@ -217,6 +217,9 @@ def _terminal_size(stream: TextIO) -> tuple[int, int]:
         cols, rows = os.get_terminal_size(stream.fileno())
     except (OSError, ValueError):
         cols, rows = 80, 24
+    # A terminal that reports no size (`script` without one, a serial console) says 0: take
+    # 80 x 24 as shutil.get_terminal_size does.
+    cols, rows = cols or 80, rows or 24
     if os.environ.get("COLUMNS", "").isdigit():
         cols = int(os.environ["COLUMNS"])
     if os.environ.get("LINES", "").isdigit():

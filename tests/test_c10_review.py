@@ -55,3 +55,29 @@ def test_an_interrupt_does_not_wait_for_threads_the_stage_code_started(
     assert proc.returncode == code, err
     assert proj.record("a")["status"] == "interrupted"
     assert "Fatal Python error" not in err
+
+
+def test_a_terminal_that_reports_no_size_is_taken_as_80_by_24(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """`script` without a size gives a pty of 0 x 0: the live line was cut to nothing."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from buildtool import live
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        with os.fdopen(slave, "w", closefd=False) as stream:
+            assert live._terminal_size(stream) == (80, 24)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 50, 0, 0))
+        with os.fdopen(slave, "w", closefd=False) as stream:
+            assert live._terminal_size(stream) == (50, 30)
+    finally:
+        os.close(master)
+        os.close(slave)
