@@ -99,9 +99,11 @@ def test_a_signal_with_three_stages_running_records_them_interrupted(
     assert doc["error"]["stage"] == "g1"  # the first running stage in plan order
     for name in ("g1", "g2", "sh"):
         assert proj.record(name)["status"] == "interrupted", name
-    # each Python stage kept the batches that finished: the one that held, and the one before
-    assert [b["index"] for b in proj.record("g1")["batches"]] == [0, 1]
-    assert [b["index"] for b in proj.record("g2")["batches"]] == [0, 1]
+    # each Python stage kept the batches that finished: the one that held, the one before, and
+    # (on a busy machine) one a stage thread began before the main thread took the signal
+    for name in ("g1", "g2"):
+        kept = [b["index"] for b in proj.record(name)["batches"]]
+        assert kept[:2] == [0, 1] and kept == list(range(len(kept))) and len(kept) <= 3, kept
     assert not (proj.artifacts / "after" / "stage.json").exists()
     pid = int((proj.root / "sh.pid").read_text())
     assert not _group_alive(pid), "the run stage's command was left running"

@@ -42,6 +42,9 @@ def done(ctx):
 '''
 
 
+LIMIT_NAMES = ["openai", "local-llm"]
+
+
 def _value(rng: random.Random, depth: int = 0) -> Any:
     """A plain JSON value, of every type params may hold."""
     kinds = ["int", "big", "neg", "float", "negzero", "whole", "huge", "true", "false", "null",
@@ -91,6 +94,9 @@ def _stage(rng: random.Random, index: int, earlier: list[tuple[str, str]]) -> di
         body["batch_size"] = rng.randint(1, 20)
         body["sampling"] = rng.choice(STAGE_KEYS["sampling"].choices)
         body["retries"] = rng.randint(0, 3)
+        if rng.random() < 0.5:
+            body["concurrency"] = rng.randint(1, 300)  # beyond the cap too
+            body["executor"] = rng.choice(STAGE_KEYS["executor"].choices)
     elif kind == "transform":
         body["transform"] = rng.choice(["code/stages.py:join", "pkg.mod:join"])
     else:
@@ -131,6 +137,8 @@ def _stage(rng: random.Random, index: int, earlier: list[tuple[str, str]]) -> di
             body["allow_empty"] = rng.choice([True, False])
     if rng.random() < 0.5:
         body["code"] = rng.sample(["code/helper.py", "code/*.py", "pkg"], rng.randint(1, 2))
+    if kind != "run" and rng.random() < 0.5:
+        body["rate_limit"] = rng.choice(LIMIT_NAMES)
     if rng.random() < 0.5:
         body["description"] = _text(rng)
     return body
@@ -150,6 +158,12 @@ def _workflowfile(rng: random.Random) -> tuple[str, set[str]]:
         kind = next(k for k in ("generate", "transform", "run") if k in stages[name])
         earlier.append((name, kind))
     doc: dict[str, Any] = {"workflow": "spec", "stages": stages}
+    if rng.random() < 0.5:
+        doc["jobs"] = rng.randint(1, 40)
+    if any("rate_limit" in body for body in stages.values()):
+        doc["rate_limits"] = {LIMIT_NAMES[0]: {"requests_per_second": rng.choice([0.5, 5, 100])},
+                              LIMIT_NAMES[1]: {"max_in_flight": rng.randint(1, 64),
+                                               "requests_per_second": 2}}
     if rng.random() < 0.5:
         doc["defaults"] = {"description": _text(rng), "params": {"d": _value(rng)}}
     used = {key for body in stages.values() for key in body} | set(doc.get("defaults", {}))
