@@ -279,11 +279,10 @@ def _bare_jobs(argv: list[str]) -> list[str]:
 
 
 def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """Written as a number (`4`, `1.5`): N, even a wrong one; a stage may be named `nan`."""
+    import re
+
+    return re.fullmatch(r"[+-]?\d+(\.\d*)?", text) is not None
 
 
 def _jobs(text: str) -> int:

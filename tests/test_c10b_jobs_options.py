@@ -50,6 +50,8 @@ def test_jobs_before_a_target_is_jobs_alone_as_in_make(tmp_path: Path, args: tup
     result = proj.run("--json", *args)
     assert result.code == 0, result.stderr
     assert [s["stage"] for s in result.json()["stages"]] == ["a"]  # the target, and only it
+    named = jobs_project(tmp_path / "q", SMALL.replace("  b:", "  nan:"))
+    assert [s["stage"] for s in named.run("--json", "-j", "nan").json()["stages"]] == ["nan"]
     unknown = proj.run("-j", "nosuch")
     assert unknown.code == 2 and "nosuch" in unknown.stderr  # a word is a target, not N
 
