@@ -136,17 +136,37 @@ class BatchExecutor(Protocol):
         (threads are abandoned, processes terminated) instead of letting it finish."""
 
 
-class ThreadBatches:
+class _Arrivals:
+    """What both executors share: the batches that came back, in completion order, and how
+    many were submitted and not yet taken."""
+
+    def __init__(self) -> None:
+        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._pending = 0
+
+    def next_finished(self, timeout: float) -> Finished | None:
+        try:
+            finished = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self._pending -= 1
+        return finished
+
+    @property
+    def in_flight(self) -> int:
+        return self._pending
+
+
+class ThreadBatches(_Arrivals):
     """Batches computed by `compute(task)` in daemon threads (one per batch in flight)."""
 
     def __init__(self, compute: Callable[[BatchTask], Finished], workers: int) -> None:
+        super().__init__()
         self._compute = compute
         self._workers = workers
         self._todo: queue.SimpleQueue[tuple[contextvars.Context, BatchTask] | None] = \
             queue.SimpleQueue()
-        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._pending = 0
         self._stopped = False
 
     def submit(self, task: BatchTask) -> None:
@@ -167,37 +187,24 @@ class ThreadBatches:
                 finished = Finished(task.index, error=exc)
             self._done.put(finished)
 
-    def next_finished(self, timeout: float) -> Finished | None:
-        try:
-            finished = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        self._pending -= 1
-        return finished
-
-    @property
-    def in_flight(self) -> int:
-        return self._pending
-
     def shutdown(self, *, interrupt: bool = False) -> None:
         self._stopped = self._stopped or interrupt
         for _ in self._threads:
             self._todo.put(None)
 
 
-class ProcessBatches:
+class ProcessBatches(_Arrivals):
     """Batches computed in spawned worker processes (see the module's docstring)."""
 
     def __init__(self, call: StageCall, workers: int, log: str) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        super().__init__()
         self._stage = call.stage
         self._pool = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_start, initargs=(call, log, os.getpid()))
-        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
-        self._pending = 0
 
     def submit(self, task: BatchTask) -> None:
         from concurrent.futures import BrokenExecutor
@@ -232,18 +239,11 @@ class ProcessBatches:
                  "worker imports the script), and run it from a file, not from stdin"))
 
     def next_finished(self, timeout: float) -> Finished | None:
-        try:
-            finished = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        self._pending -= 1
-        if isinstance(finished.error, BatchError):
+        """A worker's failure comes back as text (BatchError): made an exception again here."""
+        finished = super().next_finished(timeout)
+        if finished is not None and isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
-
-    @property
-    def in_flight(self) -> int:
-        return self._pending
 
     def shutdown(self, *, interrupt: bool = False) -> None:
         if not interrupt:

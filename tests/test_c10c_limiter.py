@@ -187,17 +187,7 @@ def test_a_cancel_ends_waits_and_frees_slots(by: str) -> None:
 def test_sigint_during_a_wait_ends_it_in_the_main_thread() -> None:
     limiter = Limiter("api", max_in_flight=1)
     limiter.acquire()  # the one slot is held: the next request waits
-    main = threading.get_ident()
-
-    def interrupt() -> None:
-        _wait_until(_waiting(limiter), "the main thread waits")
-        signal.pthread_kill(main, signal.SIGINT)
-
-    sender = threading.Thread(target=interrupt)
-    sender.start()
-    with pytest.raises(KeyboardInterrupt), limiter.request():
-        pass
-    sender.join()
+    _interrupt_a_request(limiter, "the main thread waits")
     assert limiter.in_flight() == 1
 
 
@@ -206,10 +196,16 @@ def test_sigint_waiting_for_a_token_gives_back_the_slot() -> None:
     limiter = Limiter("api", requests_per_second=0.001, max_in_flight=5)
     with limiter.request():
         pass  # the token is spent
+    _interrupt_a_request(limiter, "the main thread waits for a token")
+    assert limiter.in_flight() == 0
+
+
+def _interrupt_a_request(limiter: Limiter, what: str) -> None:
+    """A request in the main thread, which SIGINT ends once it waits."""
     main = threading.get_ident()
 
     def interrupt() -> None:
-        _wait_until(_waiting(limiter), "the main thread waits for a token")
+        _wait_until(_waiting(limiter), what)
         signal.pthread_kill(main, signal.SIGINT)
 
     sender = threading.Thread(target=interrupt)
@@ -217,7 +213,6 @@ def test_sigint_waiting_for_a_token_gives_back_the_slot() -> None:
     with pytest.raises(KeyboardInterrupt), limiter.request():
         pass
     sender.join()
-    assert limiter.in_flight() == 0
 
 
 # ---------------------------------------------------------------- worker processes
