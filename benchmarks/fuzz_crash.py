@@ -34,6 +34,12 @@ A share of the killed builds of the four-stage project (`--concurrency-share`, d
 run its generate stages with batches in flight (2-16, threads or worker processes); the build
 that completes is serial. A kill may then cost every batch in flight, and no other.
 
+Another share (`--worker-kill-share`, default 0.1) of those builds is not killed: it runs the
+generate stages in 2-4 worker processes, and one worker (a child of the build running
+spawn_main) is SIGKILLed once a stage drawn has made K calls (K drawn). The build must fail
+that stage cleanly, saying a worker process ended (exit 1), or finish (exit 0), with its
+records consistent and no temp file or worker left; the next build resumes as after a kill.
+
 Exit status 1 when any check failed (the figures say which, the PROBLEM lines say where).
 """
 
@@ -74,6 +80,11 @@ def main() -> int:
                          "run its generate stages concurrently, in threads or worker "
                          "processes (crash_support.CONCURRENT_VARIANTS); the builds that "
                          "complete are serial (default 0.5)")
+    ap.add_argument("--worker-kill-share", type=float, default=0.1,
+                    help="share of the randomly killed builds of the four-stage project that "
+                         "are not killed themselves: they run the generate stages in worker "
+                         "processes and one worker is SIGKILLed; the build must fail the stage "
+                         "cleanly or finish (crash_support.Fuzzer.worker_kill_once; default 0.1)")
     ap.add_argument("--workdir", help="where the projects go (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the projects and logs")
     ap.add_argument("-q", "--quiet", action="store_true", help="print one line per round")
@@ -82,7 +93,8 @@ def main() -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dd-fuzz-crash-"))
     config = cs.Config(kills=args.kills, seed=args.seed, max_delay=args.max_delay,
                        timer_share=args.timer_share, fsync_delay=args.fsync_delay,
-                       concurrency_share=args.concurrency_share)
+                       concurrency_share=args.concurrency_share,
+                       worker_kill_share=args.worker_kill_share)
 
     def progress(line: str) -> None:
         if not args.quiet or not line.startswith("  kill"):

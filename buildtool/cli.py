@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # does not reach it) is ended with dd-build, as with SIGTERM.
         signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        args = _parser(command).parse_args(_bare_jobs(rest) if command == "build" else rest)
+        args = _parse_build(rest) if command == "build" else _parser(command).parse_args(rest)
         out = Console(args)
         if args.directory:
             _chdir(args.directory)
@@ -262,6 +262,18 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def _parse_build(argv: list[str]) -> argparse.Namespace:
+    """The build's arguments, options and targets in any order, as in make (`dd-build a -k b`:
+    argparse's parse_args takes the targets once, and b would be "unrecognized"). What follows
+    `--` is targets, added after: parse_intermixed_args would parse options there (Python
+    3.11)."""
+    head, tail = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    args = _parser("build").parse_intermixed_args(_bare_jobs(head))
+    args.targets = [*args.targets, *tail]
+    return args
 
 
 def _bare_jobs(argv: list[str]) -> list[str]:

@@ -150,7 +150,10 @@ class LiveArea:
         return stream is self._err or (stream is self._out and self._same)
 
     def _redraw(self) -> None:
-        if not self._lines:
+        size = _terminal_size(self._err)  # each time: fds 1 and 2 may point at a log now
+        if not self._lines or size[0] < _MIN_COLS or size[1] < _MIN_ROWS:
+            # None left, or a terminal too small for one (it would wrap, or scroll away before
+            # it is erased): the area goes; the lines come back if the window grows.
             if self._shown:
                 self._shown = False
                 self._live.stop()  # transient: erased, the cursor where the area began
@@ -158,7 +161,7 @@ class LiveArea:
                     self._raw(stream, rest, "")
                 self._pending.clear()
             return
-        self._console.size = _terminal_size(self._err)  # fds 1 and 2 may point at a log now
+        self._console.size = size
         if not self._shown:
             self._shown = True
             self._live.start()
@@ -178,6 +181,10 @@ class LiveArea:
                        for line in lines))
 
 
+# A smaller terminal shows no live lines (results still print): narrower, a line would be
+# little more than its ellipsis; shorter, the area and the row below it (rich ends a redraw
+# there) do not fit, and what scrolls off cannot be erased.
+_MIN_COLS, _MIN_ROWS = 10, 2
 _NAME_KEPT = 8  # characters of a shortened stage name (with its indent) kept at least
 
 
@@ -224,4 +231,4 @@ def _terminal_size(stream: TextIO) -> tuple[int, int]:
         cols = int(os.environ["COLUMNS"])
     if os.environ.get("LINES", "").isdigit():
         rows = int(os.environ["LINES"])
-    return max(cols, 10), max(rows, 2)
+    return cols, rows

@@ -314,15 +314,34 @@ class _Server:
             conn.close()
 
     def close(self) -> None:
-        """Stop accepting. Closing a listening socket does not wake a thread blocked in
-        accept() on Linux: a connection of its own does."""
+        """Stop accepting, never waiting. Closing a listening socket does not wake a thread
+        blocked in accept() on Linux: a connection does. A bare one, without the handshake
+        and without waiting for room in the backlog: a worker's connection accepted after
+        `_closed` was set may have ended the accept loop already, and a handshake with no one
+        (or a connect to a full backlog no one takes from) would wait forever."""
         if self._closed:
             return
         self._closed = True
+        _wake(self.address)
+        self._listener.close()
+
+
+def _wake(address: Any) -> None:
+    """Connect to a listener's address and go, without blocking."""
+    import socket
+
+    if isinstance(address, str) and address.startswith("\\\\"):  # a Windows pipe: no backlog
         from multiprocessing.connection import Client
 
         try:
-            Client(self.address, authkey=self.authkey).close()
+            Client(address).close()
         except OSError:
             pass
-        self._listener.close()
+        return
+    family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+    with socket.socket(family) as sock:
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except OSError:  # a full backlog (the loop takes one and ends), or it is gone
+            pass

@@ -12,6 +12,11 @@ uninterrupted build. Two kinds of kill, both a real SIGKILL of the build process
   renamed file whose folder is not synced, a batch journaled but not yet synced, batches
   synced but not yet listed again), reproducibly and whatever the machine's speed.
 
+Worker kills (`Config.worker_kill_share`, Fuzzer.worker_kill_once): a build running the
+generate stages in worker processes is not killed itself; one of its workers is, once a stage
+drawn has made K calls. The build must fail that stage cleanly or finish, and the next build
+resume as after a kill.
+
 Each killed build of a random round syncs a stage's batches either after every batch or once
 a second (DD_BUILD_SYNC_INTERVAL_S 0 or 1, drawn from the seeded RNG), so kills land in both
 ways of writing them.
@@ -682,6 +687,23 @@ def orphans(token: str) -> list[int]:
     return found
 
 
+def spawned_children(pid: int) -> list[int]:
+    """The worker processes of a build: its children running multiprocessing's spawn_main
+    (not its resource tracker, nor a run stage's command). Needs /proc: elsewhere none."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def wait_orphans(token: str, limit: float) -> bool:
     """Wait until what a killed build left running has ended; SIGKILL it (by pid) when `limit`
     runs out. True when it ended by itself."""
@@ -721,6 +743,10 @@ class Figures:
     null_build_failures: int = 0
     failed_builds: int = 0
     orphans_outliving_kill: int = 0  # killed builds whose children still ran afterwards
+    worker_kills: int = 0  # builds with a worker process SIGKILLed (the build itself not)
+    worker_kills_landed: int = 0  # of them, a worker was found and killed
+    worker_kill_failed_stage: int = 0  # ... and the build failed the stage (exit 1)
+    bad_worker_kill_ends: int = 0  # ... and the build ended otherwise than 0 or 1 and said so
     wall_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -728,7 +754,7 @@ class Figures:
     def violations(self) -> int:
         return (self.regenerated_beyond_allowance + self.unreadable_records
                 + self.inconsistent_records + self.leftover_files + self.output_mismatches
-                + self.null_build_failures + self.failed_builds)
+                + self.null_build_failures + self.failed_builds + self.bad_worker_kill_ends)
 
     def lines(self) -> Iterator[str]:
         yield f"rounds (fresh project, kills, a completed build, checks): {self.rounds}"
@@ -749,6 +775,10 @@ class Figures:
         yield f"null builds that ran something: {self.null_build_failures}"
         yield f"builds that should have completed but failed: {self.failed_builds}"
         yield f"killed builds whose run-stage command outlived them: {self.orphans_outliving_kill}"
+        yield (f"worker kills (a worker process of an executor: process stage, not the build): "
+               f"{self.worker_kills}, {self.worker_kills_landed} found a worker to kill, "
+               f"{self.worker_kill_failed_stage} failed the stage cleanly")
+        yield f"builds that ended badly after a worker kill: {self.bad_worker_kill_ends}"
         yield f"wall time: {self.wall_s:.1f} s"
         yield "where the mid-stage kills landed (stage: step):"
         for label, n in sorted(self.phases.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -773,6 +803,9 @@ class Config:
     # (one of CONCURRENT_VARIANTS, drawn from an RNG of its own: the other draws stay as
     # they were); the builds that complete are serial.
     concurrency_share: float = 0.0
+    # Share of the killed builds of random rounds that are not killed themselves: they run the
+    # generate stages in worker processes, and one worker is SIGKILLed (worker_kill_once).
+    worker_kill_share: float = 0.0
 
 
 class Fuzzer:
@@ -797,6 +830,7 @@ class Fuzzer:
         self.variant_rng = random.Random(f"{config.seed}:concurrency")
         self.in_flight: dict[str, set[tuple[str, str]]] = {}  # killed build -> its lost batches
         self.concurrent_kills = 0
+        self.worker_rng = random.Random(f"{config.seed}:workers")
 
     # -- processes
 
@@ -961,6 +995,66 @@ class Fuzzer:
         set_concurrency(root, concurrency, executor)
         return f", concurrency {concurrency} {executor}" if concurrency > 1 else ""
 
+    def worker_kill_once(self, root: Path, build: str, killed: list[str]) -> bool:
+        """A build running the generate stages in 2-4 worker processes; SIGKILL one worker (a
+        child of the build running multiprocessing's spawn_main) once the stage drawn has
+        logged K calls in this build (K drawn: 0 kills a worker as it starts). The build must
+        fail the stage cleanly (exit 1, saying a worker process ended) or finish (exit 0: the
+        stage's batches had all come back), leave every record consistent and no temp file
+        or worker behind; what was in flight may be made again by the next build, nothing
+        else. True when a worker was killed."""
+        fig, rng = self.figures, self.worker_rng
+        fig.kills += 1
+        fig.worker_kills += 1
+        concurrency = rng.choice((2, 3, 4))
+        set_concurrency(root, concurrency, "process")
+        stage = rng.choice(tuple(GENERATE_BATCHES))
+        after = rng.randint(0, GENERATE_BATCHES[stage] - 1)
+        proc = self.start(root, build, DD_BUILD_SYNC_INTERVAL_S=str(rng.choice((0, 1))))
+        victim = None
+        deadline = time.monotonic() + self.config.timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if victim is None:
+                calls = sum(1 for b, s, _ in read_calls(root) if b == build and s == stage)
+                workers = spawned_children(proc.pid) if calls >= after else []
+                if workers:
+                    victim = rng.choice(workers)
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except ProcessLookupError:  # it ended meanwhile: the next one
+                        victim = None
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait(timeout=self.config.timeout)
+        err = (self.logs / f"stderr-{build}").read_text()
+        how = f"worker kill in {stage} after {after} calls, concurrency {concurrency}"
+        listed = listed_batches(root)
+        self.in_flight[build] = {(s, w) for b, s, w in read_calls(root)
+                                 if b == build and s in GENERATE_BATCHES and (s, w) not in listed}
+        killed.append(build)  # what it had in flight may be made again
+        if victim is not None:
+            fig.worker_kills_landed += 1
+        if code == 1 and victim is not None and "worker process" in err:
+            fig.worker_kill_failed_stage += 1
+        elif code != 0:
+            fig.bad_worker_kill_ends += 1
+            self.problem(f"build {build} ({how}, worker {victim}) exited {code}: {err[-2000:]}")
+        if not wait_orphans(self.build_token(build), 15.0):
+            fig.bad_worker_kill_ends += 1
+            self.problem(f"build {build} ({how}) exited, its worker processes ran on")
+        temps = [str(p.relative_to(root)) for p in root.rglob("*")
+                 if ".tmp." in p.name and ".compiled" not in p.parts]
+        unreadable, inconsistent = check_records(root)
+        fig.unreadable_records += len(unreadable)
+        fig.inconsistent_records += len(inconsistent)
+        fig.leftover_files += len(temps)
+        for text in unreadable + inconsistent + [f"a temp file left: {t}" for t in temps]:
+            self.problem(f"after build {build} ({how}): {text}")
+        self.progress(f"  worker kill {build} ({how}): "
+                      f"{'no worker found' if victim is None else f'exit {code}'}")
+        return victim is not None
+
     def kill_at_hold(self, root: Path, build: str, hold: str, *args: str
                      ) -> subprocess.Popen[bytes]:
         """A build whose user code holds at `hold` (STAGE:WHAT): SIGKILL it once the code has
@@ -999,7 +1093,10 @@ class Fuzzer:
         fresh = min(kills, self.rng.randint(1, cfg.max_kills_per_round))
         self.remaining = self.full_events
         for _ in range(fresh):
-            self.kill_once(root, f"{index}.{next(serial)}", killed)
+            if cfg.worker_kill_share and self.worker_rng.random() < cfg.worker_kill_share:
+                self.worker_kill_once(root, f"{index}.{next(serial)}", killed)
+            else:
+                self.kill_once(root, f"{index}.{next(serial)}", killed)
         done = self.complete(root, f"{index}.{next(serial)}")
         left = kills - fresh
         if done and left and self.rng.random() < cfg.force_share:

@@ -190,9 +190,10 @@ class Terminal:
     on a pseudo-terminal of `cols` columns; what it shows is read as it comes."""
 
     def __init__(self, project: Project, args: list[str], cols: int = 100,
-                 stdout_pipe: bool = False, script: Path | None = None, **env: str) -> None:
+                 stdout_pipe: bool = False, script: Path | None = None, rows: int = 30,
+                 **env: str) -> None:
         master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, cols, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         environ = project.env(TERM="xterm", **env)
         for name in ("COLUMNS", "LINES"):
             if name not in env:
