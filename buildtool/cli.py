@@ -301,20 +301,56 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def _load(args: argparse.Namespace, out: Console) -> Workflow:
-    from . import compiled
+    return _load_at(args, out, *_locate(args, out))
+
+
+def _locate(args: argparse.Namespace, out: Console) -> tuple[Path, str]:
+    """The Workflowfile's path and the name messages give it (in its folder, when found
+    above)."""
     from .locate import find_workflowfile, workflowfile_at
 
     if args.file is not None:  # named: from the working folder, no search
-        path, display = workflowfile_at(Path(args.file)), args.file
-    else:
-        path = find_workflowfile(Path.cwd())
-        if path.parent != Path.cwd():
-            _enter_project(args, path.parent, out)
-        display = path.name
+        return workflowfile_at(Path(args.file)), args.file
+    path = find_workflowfile(Path.cwd())
+    if path.parent != Path.cwd():
+        _enter_project(args, path.parent, out)
+    return path, path.name
+
+
+def _load_at(args: argparse.Namespace, out: Console, path: Path, display: str) -> Workflow:
+    from . import compiled
+
     # a dry run writes nothing, not even the compiled workflow
     workflow = compiled.load(path, display, store=not getattr(args, "dry_run", False))
     out.workflow = workflow.name
     return workflow
+
+
+def _stamped(command: str, args: argparse.Namespace, out: Console,
+             run: Callable[[Workflow, Any], int]) -> int:
+    """Run a command that plans every stage (a build, `status`): from the null-build stamp
+    when it holds (nullstamp.py), else in full, storing the stamp when it qualifies. A dry run
+    neither reads nor writes one."""
+    from . import nullstamp
+
+    path, display = _locate(args, out)
+    if getattr(args, "dry_run", False):
+        return run(_load_at(args, out, path, display), None)
+    key = nullstamp.invocation(command, args, out)
+    code = nullstamp.replay(path, display, key, out, lock=command == "build")
+    if code is not None:
+        return code
+    from . import execute
+
+    recorder = nullstamp.Recorder(path, display, key, out)
+    execute.after_build = recorder.seen
+    code = None
+    try:
+        code = run(_load_at(args, out, path, display), recorder)
+    finally:
+        execute.after_build = None
+        recorder.finish(code)
+    return code
 
 
 def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None:
@@ -329,11 +365,14 @@ def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("build", args, out, lambda workflow, _: _build(args, out, workflow))
+
+
+def _build(args: argparse.Namespace, out: Console, workflow: Workflow) -> int:
     from .api import build_workflow
     from .execute import BuildConfig
     from .reporter import TextReporter
 
-    workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run, args.jobs)
     reporter = TextReporter(out, args.explain or args.dry_run)
@@ -365,11 +404,18 @@ def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("status", args, out, lambda workflow, recorder: _status(out, workflow,
+                                                                            recorder))
+
+
+def _status(out: Console, workflow: Workflow, recorder: Any) -> int:
     from .api import workflow_status
     from .explain import status_lines
 
-    status = workflow_status(_load(args, out))
-    if args.json:
+    status = workflow_status(workflow)
+    if recorder is not None:
+        recorder.seen(status.prepared, None)
+    if out.json:
         out.document(status.to_json())
     for line in status_lines(status.prepared):
         out.text(line)
