@@ -54,6 +54,10 @@ _MAGIC = "dd-build null-build stamp"
 _FIELDS = 5
 # From this many files in a folder, they are stat'ed by name in the folder, open.
 _BY_NAME_FROM = 4
+# From this many files, a few threads stat them (a stat waits without the GIL: on 2 cores one
+# thread's syscall overlaps another's Python), as probe.py does.
+_THREADED_FROM = 16384
+_THREADS = 2
 
 Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
 
@@ -127,6 +131,25 @@ def _files_hold(extras: tuple[Any, ...], questions: tuple[Any, ...],
                 return False
     if not _answers_hold(*questions):
         return False
+    if sum(len(names) for _, names, _ in groups) < _THREADED_FROM or (os.cpu_count() or 1) < 2:
+        return _groups_hold(groups)
+    import threading
+
+    parts = [groups[i::_THREADS] for i in range(_THREADS)]
+    held = [False] * _THREADS
+
+    def work(i: int) -> None:
+        held[i] = _groups_hold(parts[i])
+
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(_THREADS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return all(held)
+
+
+def _groups_hold(groups: tuple[Any, ...]) -> bool:
     try:
         return all(_group_stats(folder, names) == stats for folder, names, stats in groups)
     except (OSError, OverflowError, ValueError):
@@ -320,6 +343,7 @@ def _groups(sizes: dict[str, tuple[int, int]], identities: dict[str, tuple[int, 
             ) -> tuple[tuple[str, tuple[str, ...], bytes], ...] | None:
     """Every file stat'ed now, grouped by folder, when each is as the decisions saw it."""
     by_folder: dict[str, tuple[list[str], list[int]]] = {}
+    interned: dict[str, str] = {}  # a name many folders hold (batch-000000.parquet), once
     for path in [*sizes, *identities]:
         try:
             st = os.stat(path)
@@ -330,7 +354,7 @@ def _groups(sizes: dict[str, tuple[int, int]], identities: dict[str, tuple[int, 
             return None
         folder, _, name = path.rpartition(os.sep)
         names, stats = by_folder.setdefault(folder, ([], []))
-        names.append(name)
+        names.append(interned.setdefault(name, name))
         stats.extend((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
     few: tuple[list[str], list[int]] = ([], [])  # folders of few files: by full paths
     groups = []
