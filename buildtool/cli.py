@@ -300,8 +300,8 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _load(args: argparse.Namespace, out: Console) -> Workflow:
-    return _load_at(args, out, *_locate(args, out))
+def _load(args: argparse.Namespace, out: Console, store: bool = True) -> Workflow:
+    return _load_at(args, out, *_locate(args, out), store=store)
 
 
 def _locate(args: argparse.Namespace, out: Console) -> tuple[Path, str]:
@@ -317,11 +317,12 @@ def _locate(args: argparse.Namespace, out: Console) -> tuple[Path, str]:
     return path, path.name
 
 
-def _load_at(args: argparse.Namespace, out: Console, path: Path, display: str) -> Workflow:
+def _load_at(args: argparse.Namespace, out: Console, path: Path, display: str,
+             store: bool = True) -> Workflow:
     from . import compiled
 
     # a dry run writes nothing, not even the compiled workflow
-    workflow = compiled.load(path, display, store=not getattr(args, "dry_run", False))
+    workflow = compiled.load(path, display, store=store and not getattr(args, "dry_run", False))
     out.workflow = workflow.name
     return workflow
 
@@ -530,16 +531,15 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, out: Console) -> int:
-    from . import compiled
     from .lock import build_lock
 
-    workflow = _load(args, out)
+    workflow = _load(args, out, store=False)  # (no compiled workflow to list, or remove)
     names = _clean_names(args, workflow)
-    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()]
+    every = not (args.stages or args.orphans)  # --all, or every stage's once confirmed
+    extras = _clean_extras(workflow) if every else []
+    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()] + extras
     shown = [os.path.relpath(f) for f in folders]
     if args.dry_run or not folders:
-        if args.all and not args.dry_run:
-            compiled.remove(workflow)
         out.text("\n".join(f"would remove {f}" for f in shown) if folders and args.dry_run
                  else "nothing to clean")
         if args.json:
@@ -556,18 +556,35 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
             out.text("nothing removed")
             return 0
     from .artifacts import remove_stage_artifacts
+    from .fsutil import remove_path
 
     removed: list[str] = []
     with build_lock(workflow.artifacts_root):
-        for folder in remove_stage_artifacts(workflow, names):
+        gone = remove_stage_artifacts(workflow, names)
+        for extra in extras:
+            remove_path(extra)
+            gone.append(extra)
+        for folder in gone:
             removed.append(os.path.relpath(folder))
             out.text(f"removed {removed[-1]}")
-    if not (args.stages or args.orphans):  # every stage's (--all, or confirmed): and the
-        compiled.remove(workflow)  # compiled workflow (compiled.py)
     if args.json:
         out.document({"ok": True, "workflow": workflow.name, "dry_run": False,
                       "removed": removed, "would_remove": []})
     return 0
+
+
+def _clean_extras(workflow: Workflow) -> list[Path]:
+    """What `clean --all` removes besides stage folders: the last build's summary, the
+    planning index, the shared output log and the compiled workflows (with their null-build
+    stamps). The lock file stays: clean holds it."""
+    from . import compiled
+    from .execute import SHARED_OUTPUT, SUMMARY_NAME
+    from .planindex import INDEX_NAME
+
+    root = workflow.artifacts_root
+    found = [root / name for name in (SUMMARY_NAME, INDEX_NAME, SHARED_OUTPUT)]
+    found.append(compiled.cache_folder(workflow.project_dir, workflow.artifacts))
+    return [path for path in found if os.path.lexists(path)]
 
 
 def _clean_names(args: argparse.Namespace, workflow: Workflow) -> list[str]:

@@ -98,12 +98,9 @@ def last_entry() -> tuple[Path, tuple[Any, ...]] | None:
 
 
 def header_holds(header: tuple[Any, ...], resolved: Path, display: str, data: bytes) -> bool:
-    """Whether every fact of an entry's header holds now, with no read file racy (a racy one
-    needs its content read: the caller takes the full reading instead)."""
-    reads = header[6]
-    if any(racy for _, _, _, racy in reads):
-        return False
-    return _facts_hold(header, resolved, display, data) == reads
+    """Whether every fact of an entry's header holds now (a racy read file's content is
+    compared, as a hit compares it)."""
+    return _facts_hold(header, resolved, display, data) is not None
 
 
 def cache_folder(project_dir: Path, artifacts: str) -> Path:

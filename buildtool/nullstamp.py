@@ -6,7 +6,7 @@ It is written beside the compiled workflow (`<artifacts>/.compiled/<entry>.stamp
 command in which every stage was up to date with its files exactly as recorded (no stats
 moved, nothing rewritten), and holds:
 - the compiled workflow's header (compiled.py): the Workflowfile's bytes and every fact its
-  reading depended on, each checked again as a compiled hit checks it (a racy one: no stamp);
+  reading depended on, each checked again as a compiled hit checks it;
 - the stats of dd-build's own loaded modules (an edit of dd-build in place is a miss);
 - every file a decision read the stats of (each stage's record, code, inputs, imported project
   modules, batch files, outputs): size, mtime, ctime, inode and device, taken under the lock
@@ -235,8 +235,6 @@ class Recorder:
                 self.out.live(make=False) is not None:
             return
         file, header = entry
-        if any(racy for _, _, _, racy in header[6]):
-            return
         outcome = (tuple(_joined(self.chunks)), code)
         _store(file.with_suffix(SUFFIX), header, self.state, self.key, outcome)
 
@@ -291,9 +289,9 @@ def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | Non
     groups = _groups(sizes, identities)
     if groups is None:
         return None
-    extras = tuple((str(p), _stat_identity(str(p))) for p in (
-        compiled.last_entry()[0] if compiled.last_entry() else None, summary, index.path)
-        if p is not None)
+    entry = compiled.last_entry()
+    paths = [str(entry[0])] if entry is not None else []
+    extras = tuple((p, _stat_identity(p)) for p in [*paths, summary, str(index.path)])
     return wf.name, root, extras, questions, groups
 
 
