@@ -99,8 +99,9 @@ def last_entry() -> tuple[Path, tuple[Any, ...]] | None:
 
 def header_holds(header: tuple[Any, ...], resolved: Path, display: str, data: bytes) -> bool:
     """Whether every fact of an entry's header holds now (a racy read file's content is
-    compared, as a hit compares it)."""
-    return _facts_hold(header, resolved, display, data) is not None
+    compared, as a hit compares it). A racy file that has settled since is a no: a full
+    reading stores the entry settled (and the caller's stamp with it)."""
+    return _facts_hold(header, resolved, display, data) == header[6]
 
 
 def cache_folder(project_dir: Path, artifacts: str) -> Path:

@@ -11,8 +11,8 @@ moved, nothing rewritten), and holds:
 - every file a decision read the stats of (each stage's record, code, inputs, imported project
   modules, batch files, outputs): size, mtime, ctime, inode and device, taken under the lock
   after the build and checked equal to what the decisions used (else no stamp);
-- the identity of the compiled entry, workflow.json and the planning index (a full path that
-  would rewrite one of them is not a null build);
+- the identity of workflow.json and the planning index (a full path that would rewrite one of
+  them is not a null build);
 - each path question the planner asked the file system (a `package.module` callable's file, a
   glob's or a folder's files) with its answer, asked again;
 - per command line (every option, the working folder, the output streams), what it printed,
@@ -23,9 +23,9 @@ after a killed one is a miss), checks all of the above and, when every fact hold
 was printed. Any difference, a torn or other-version stamp, or anything it cannot tell: the full
 path, which writes the stamp again. A stamp is never trusted over the files: it holds less than
 the full path would look at only where what it holds implies the rest (an unchanged record file
-is an unchanged record). Not used for code outside the project (an installed package a stage
-imports: the full path asks the import system), and never by a dry run (which writes nothing,
-so it never stores its own output). `dd-build clean --all` removes it with the compiled workflow.
+is an unchanged record). Code outside the project (an installed package a stage imports) is
+asked of the import system again, as the planner asks (external.py). Never used by a dry run
+(which writes nothing, so it never stores its own output). `dd-build clean --all` removes it with the compiled workflow.
 """
 
 from __future__ import annotations
@@ -177,8 +177,12 @@ def _group_stats(folder: str, names: tuple[str, ...]) -> bytes:
 
 
 def _answers_hold(project: str, callables: tuple[tuple[str, str | None], ...],
-                  patterns: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
-    """Each path question the planner asked has the answer it had."""
+                  patterns: tuple[tuple[str, tuple[str, ...]], ...],
+                  called: tuple[Any, ...], imported: tuple[Any, ...]) -> bool:
+    """Each question the planner asked (of paths, of the import system) has the answer it
+    had."""
+    if (called or imported) and not _outside_holds(project, called, imported):
+        return False
     if not callables and not patterns:
         return True
     from types import SimpleNamespace
@@ -192,6 +196,24 @@ def _answers_hold(project: str, callables: tuple[tuple[str, str | None], ...],
         return all(callable_file(workflow, text) == answer for text, answer in callables) and \
             all(tuple(expand_glob(Path(project), p)) == answer for p, answer in patterns)
     except (OSError, BuildError):
+        return False
+
+
+def _outside_holds(project: str, called: tuple[Any, ...], imported: tuple[Any, ...]
+                   ) -> bool:
+    """Code outside the project is found as it was (external.py: as the planner finds it)."""
+    from .external import ExternalCode
+    from .fingerprint import FileState
+
+    external = ExternalCode(Path(project))
+    try:
+        for callables, known, found in called:
+            now = external.states(callables, {k: FileState(*v) for k, v in known})
+            if tuple(sorted((k, _plain(v)) for k, v in now.items())) != found:
+                return False
+        return all(_plain(external.imported(key, module, FileState(*known))) == now
+                   for key, module, known, now in imported)
+    except (OSError, ValueError, ImportError):
         return False
 
 
@@ -285,13 +307,12 @@ def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | Non
     questions = _questions(prep)
     if expected is None or questions is None:
         return None
+    questions = (*questions, *_outside(prep))
     sizes, identities = expected
     groups = _groups(sizes, identities)
     if groups is None:
         return None
-    entry = compiled.last_entry()
-    paths = [str(entry[0])] if entry is not None else []
-    extras = tuple((p, _stat_identity(p)) for p in [*paths, summary, str(index.path)])
+    extras = tuple((p, _stat_identity(p)) for p in (summary, str(index.path)))
     return wf.name, root, extras, questions, groups
 
 
@@ -325,9 +346,8 @@ def _expected(prep: Prepared) -> tuple[dict[str, tuple[int, int]],
         identities[os.path.join(artifacts, name, RECORD_NAME)] = identity
         for states in (facts.code, facts.file_inputs, facts.discovered):
             for rel, state in states.items():
-                if is_external_key(rel):  # asked of the import system: not a stat
-                    return None
-                sizes[os.path.join(project, rel)] = (state.size, state.mtime_ns)
+                if not is_external_key(rel):  # (code outside the project: _outside)
+                    sizes[os.path.join(project, rel)] = (state.size, state.mtime_ns)
         for file, size, mtime_ns in batch_stats(record.batches):
             sizes[artifacts + os.sep + file] = (size, mtime_ns)  # as probe.py joins them
         outputs = [record.output] if record.output and record.output.kind != "batches" else []
@@ -335,6 +355,36 @@ def _expected(prep: Prepared) -> tuple[dict[str, tuple[int, int]],
             for state in output.files:
                 sizes[os.path.join(project, state.path)] = (state.size, state.mtime_ns)
     return sizes, identities
+
+
+def _outside(prep: Prepared) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The questions the planner asked the import system of code outside the project, with
+    the answers the decisions used: (callables, the record's entries, the states found) of
+    each stage whose callable names such a module, and (key, module, recorded state, state
+    found) of each such module its code imported (external.py asks them again)."""
+    from .external import is_external_key
+
+    called: dict[tuple[Any, ...], None] = {}
+    imported: dict[tuple[Any, ...], None] = {}
+    for name in prep.order:
+        facts = prep.facts[name]
+        record = facts.record
+        assert record is not None  # (_expected checked it)
+        found = {k: _plain(v) for k, v in facts.code.items() if is_external_key(k)}
+        if found:
+            known = {k: _plain(v) for k, v in record.code.items() if is_external_key(k)}
+            stage = prep.workflow.stages[name]
+            called[(stage.callables, tuple(sorted(known.items())),
+                    tuple(sorted(found.items())))] = None
+        for key, dep in (record.discovered or {}).items():
+            if is_external_key(key) and key in facts.discovered:
+                imported[(key, dep.module, _plain(dep.state),
+                          _plain(facts.discovered[key]))] = None
+    return tuple(called), tuple(imported)
+
+
+def _plain(state: Any) -> tuple[str, int, int, str]:
+    return (state.path, state.size, state.mtime_ns, state.digest)
 
 
 def _groups(sizes: dict[str, tuple[int, int]], identities: dict[str, tuple[int, ...]]
@@ -444,16 +494,18 @@ def _stat_identity(path: str) -> tuple[int, ...] | None:
 
 
 def _code_now() -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """dd-build's loaded modules with their stats: the code that planned and printed."""
-    import sys
-
+    """dd-build's own source files with their stats: the code that planned and printed (all
+    of them, whatever this command loaded, so that every command line shares one stamp)."""
+    package = os.path.dirname(os.path.abspath(__file__))
     found = []
-    for name, module in list(sys.modules.items()):
-        origin = getattr(module, "__file__", None)
-        if name.split(".")[0] == "buildtool" and isinstance(origin, str):
-            identity = _stat_identity(origin)
-            if identity is not None:
-                found.append((origin, identity))
+    for folder, dirs, files in os.walk(package):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                identity = _stat_identity(path)
+                if identity is not None:
+                    found.append((path, identity))
     return tuple(sorted(found))
 
 
