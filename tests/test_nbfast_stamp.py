@@ -180,8 +180,6 @@ EDITS = {
     "stage cleaned": lambda p: shutil.rmtree(p.artifacts / "b"),
     "summary deleted": lambda p: (p.artifacts / "workflow.json").unlink(),
     "index deleted": lambda p: (p.artifacts / ".plan-index").unlink(),
-    "compiled workflow deleted": lambda p: [
-        f.unlink() for f in (p.root / "artifacts" / ".compiled").glob("*.bin")],
     "stamp torn": lambda p: [f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
                              for f in stamps(p)],
     "stamp garbled": lambda p: [f.write_bytes(b"\x00garbage" * 50) for f in stamps(p)],
@@ -214,6 +212,18 @@ def test_a_change_is_never_answered_by_the_stamp(built: Project, edit: str,
             up = {s["stage"]: s["up_to_date"] for s in want.json()["stages"]}
             assert {s["stage"]: s["action"] == "up_to_date"
                     for s in built_now.json()["stages"]} == up
+
+
+def test_a_deleted_compiled_workflow_is_a_cache_not_a_fact(built: Project) -> None:
+    """The stamp checks what the Workflowfile's reading depended on itself: without the
+    compiled entry it still answers, as the full path (which reads the Workflowfile again)."""
+    answer = stamped(built, "--json")
+    for entry in (built.root / "artifacts" / ".compiled").glob("*.bin"):
+        entry.unlink()
+    got, fast = run(built, "--json")
+    assert fast
+    same(got, answer)
+    same(got, full(built, "--json"))
 
 
 def test_a_held_lock_is_refused_as_the_full_path_refuses_it(built: Project) -> None:
