@@ -308,8 +308,7 @@ def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | Non
     if expected is None or questions is None:
         return None
     questions = (*questions, *_outside(prep))
-    sizes, identities = expected
-    groups = _groups(sizes, identities)
+    groups = _groups(expected)
     if groups is None:
         return None
     extras = tuple((p, _stat_identity(p)) for p in (summary, str(index.path)))
@@ -324,17 +323,28 @@ def _all_up_to_date(prep: Prepared, report: BuildReport | None) -> bool:
         d.action == "up_to_date" and not d.reasons and d.step is None for d in prep.decisions)
 
 
-def _expected(prep: Prepared) -> tuple[dict[str, tuple[int, int]],
-                                       dict[str, tuple[int, ...]]] | None:
-    """Every file the decisions read the stats of, with the (size, mtime) they saw; and each
-    record file with the identity its record was read by. None: a stage does not qualify."""
+# folder -> [(name, what the decision saw: (size, mtime), or a record file's identity)]
+_Seen = dict[str, list[tuple[str, tuple[int, ...]]]]
+
+
+def _expected(prep: Prepared) -> _Seen | None:
+    """Every file the decisions read the stats of, by folder, with the (size, mtime) they
+    saw; each record file with the identity its record was read by. None: a stage does not
+    qualify."""
     from .external import is_external_key
     from .records import RECORD_NAME, batch_stats
 
     wf = prep.workflow
     project, artifacts = str(wf.project_dir), str(wf.artifacts_root)
-    sizes: dict[str, tuple[int, int]] = {}
-    identities: dict[str, tuple[int, ...]] = {}
+    seen: _Seen = {}
+    done: set[str] = set()  # a file many stages name (their code), once
+
+    def add(path: str, expected: tuple[int, ...]) -> None:
+        if path not in done:
+            done.add(path)
+            folder, _, name = path.rpartition(os.sep)
+            seen.setdefault(folder, []).append((name, expected))
+
     for name in prep.order:
         facts = prep.facts[name]
         record = facts.record
@@ -343,18 +353,30 @@ def _expected(prep: Prepared) -> tuple[dict[str, tuple[int, int]],
                 facts.stats_moved or facts.damaged or facts.outputs_now or \
                 record.status not in ("completed", "completed_empty"):
             return None
-        identities[os.path.join(artifacts, name, RECORD_NAME)] = identity
+        add(os.path.join(artifacts, name, RECORD_NAME), identity)
         for states in (facts.code, facts.file_inputs, facts.discovered):
             for rel, state in states.items():
                 if not is_external_key(rel):  # (code outside the project: _outside)
-                    sizes[os.path.join(project, rel)] = (state.size, state.mtime_ns)
-        for file, size, mtime_ns in batch_stats(record.batches):
-            sizes[artifacts + os.sep + file] = (size, mtime_ns)  # as probe.py joins them
+                    add(os.path.join(project, rel), (state.size, state.mtime_ns))
+        _add_batches(seen, artifacts, batch_stats(record.batches))
         outputs = [record.output] if record.output and record.output.kind != "batches" else []
         for output in outputs + list(record.steps.values()):
             for state in output.files:
-                sizes[os.path.join(project, state.path)] = (state.size, state.mtime_ns)
-    return sizes, identities
+                add(os.path.join(project, state.path), (state.size, state.mtime_ns))
+    return seen
+
+
+def _add_batches(seen: _Seen, artifacts: str, stats: Any) -> None:
+    """A record's batch files (each stage's own: none twice), by folder, as probe.py joins
+    their paths (`artifacts/` + the file as recorded)."""
+    folder: list[tuple[str, tuple[int, ...]]] = []
+    last = None
+    for file, size, mtime_ns in stats:
+        where, _, name = file.rpartition("/")
+        if where != last:
+            last = where
+            folder = seen.setdefault(artifacts + os.sep + where if where else artifacts, [])
+        folder.append((name, (size, mtime_ns)))
 
 
 def _outside(prep: Prepared) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -387,37 +409,57 @@ def _plain(state: Any) -> tuple[str, int, int, str]:
     return (state.path, state.size, state.mtime_ns, state.digest)
 
 
-def _groups(sizes: dict[str, tuple[int, int]], identities: dict[str, tuple[int, ...]]
-            ) -> tuple[tuple[str, tuple[str, ...], bytes], ...] | None:
-    """Every file stat'ed now, grouped by folder, when each is as the decisions saw it."""
-    by_folder: dict[str, tuple[list[str], list[int]]] = {}
-    interned: dict[str, str] = {}  # a name many folders hold (batch-000000.parquet), once
-    for path in [*sizes, *identities]:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        seen = (st.st_size, st.st_mtime_ns) if path in sizes else _identity(st)
-        if seen != sizes.get(path, identities.get(path)):
-            return None
-        folder, _, name = path.rpartition(os.sep)
-        names, stats = by_folder.setdefault(folder, ([], []))
-        names.append(interned.setdefault(name, name))
-        stats.extend((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-    few: tuple[list[str], list[int]] = ([], [])  # folders of few files: by full paths
+def _groups(seen: _Seen) -> tuple[tuple[str, tuple[str, ...], bytes], ...] | None:
+    """Every file stat'ed now, by folder (folders of few files: by full paths, in one group),
+    when each is as the decisions saw it."""
+    few: tuple[list[str], list[int]] = ([], [])
     groups = []
+    interned: dict[str, str] = {}  # a name many folders hold (batch-000000.parquet), once
     try:
-        for folder, (names, stats) in by_folder.items():
-            if len(names) >= _BY_NAME_FROM:
+        for folder, files in seen.items():
+            by_name = len(files) >= _BY_NAME_FROM
+            names = [interned.setdefault(n, n) if by_name else folder + os.sep + n
+                     for n, _ in files]
+            stats = _stats_seen(folder if by_name else "", names, [e for _, e in files])
+            if stats is None:
+                return None
+            if by_name:
                 groups.append((folder, tuple(names), array("q", stats).tobytes()))
             else:
-                few[0].extend(folder + os.sep + name for name in names)
+                few[0].extend(names)
                 few[1].extend(stats)
         if few[0]:
             groups.append(("", tuple(few[0]), array("q", few[1]).tobytes()))
     except OverflowError:  # a stat beyond 64 bits: no stamp
         return None
     return tuple(groups)
+
+
+def _stats_seen(folder: str, names: list[str], expected: list[tuple[int, ...]]
+                ) -> list[int] | None:
+    """The stats of `names` (in `folder`, open, or full paths), when each file is as
+    `expected` says: its (size, mtime), or its identity; None when one is not."""
+    now: list[int] = []
+    add = now.extend
+    stat = os.stat
+    fd = None
+    try:
+        if folder:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for name, want in zip(names, expected, strict=True):
+            st = stat(name, dir_fd=fd)
+            if len(want) == 2:
+                if st.st_size != want[0] or st.st_mtime_ns != want[1]:
+                    return None
+            elif _identity(st) != want:
+                return None
+            add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    except OSError:
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return now
 
 
 def _questions(prep: Prepared) -> tuple[Any, ...] | None:
