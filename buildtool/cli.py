@@ -312,21 +312,58 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _load(args: argparse.Namespace, out: Console) -> Workflow:
-    from . import compiled
+def _load(args: argparse.Namespace, out: Console, store: bool = True) -> Workflow:
+    return _load_at(args, out, *_locate(args, out), store=store)
+
+
+def _locate(args: argparse.Namespace, out: Console) -> tuple[Path, str]:
+    """The Workflowfile's path and the name messages give it (in its folder, when found
+    above)."""
     from .locate import find_workflowfile, workflowfile_at
 
     if args.file is not None:  # named: from the working folder, no search
-        path, display = workflowfile_at(Path(args.file)), args.file
-    else:
-        path = find_workflowfile(Path.cwd())
-        if path.parent != Path.cwd():
-            _enter_project(args, path.parent, out)
-        display = path.name
+        return workflowfile_at(Path(args.file)), args.file
+    path = find_workflowfile(Path.cwd())
+    if path.parent != Path.cwd():
+        _enter_project(args, path.parent, out)
+    return path, path.name
+
+
+def _load_at(args: argparse.Namespace, out: Console, path: Path, display: str,
+             store: bool = True) -> Workflow:
+    from . import compiled
+
     # a dry run writes nothing, not even the compiled workflow
-    workflow = compiled.load(path, display, store=not getattr(args, "dry_run", False))
+    workflow = compiled.load(path, display, store=store and not getattr(args, "dry_run", False))
     out.workflow = workflow.name
     return workflow
+
+
+def _stamped(command: str, args: argparse.Namespace, out: Console,
+             run: Callable[[Workflow, Any], int]) -> int:
+    """Run a command that plans every stage (a build, `status`): from the null-build stamp
+    when it holds (nullstamp.py), else in full, storing the stamp when it qualifies. A dry run
+    neither reads nor writes one."""
+    from . import nullstamp
+
+    path, display = _locate(args, out)
+    if getattr(args, "dry_run", False):
+        return run(_load_at(args, out, path, display), None)
+    key = nullstamp.invocation(command, args, out)
+    code = nullstamp.replay(path, display, key, out, lock=command == "build")
+    if code is not None:
+        return code
+    from . import execute
+
+    recorder = nullstamp.Recorder(path, display, key, out)
+    execute.after_build = recorder.seen
+    code = None
+    try:
+        code = run(_load_at(args, out, path, display), recorder)
+    finally:
+        execute.after_build = None
+        recorder.finish(code)
+    return code
 
 
 def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None:
@@ -341,11 +378,14 @@ def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("build", args, out, lambda workflow, _: _build(args, out, workflow))
+
+
+def _build(args: argparse.Namespace, out: Console, workflow: Workflow) -> int:
     from .api import build_workflow
     from .execute import BuildConfig
     from .reporter import TextReporter
 
-    workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run, args.jobs)
     reporter = TextReporter(out, args.explain or args.dry_run)
@@ -377,11 +417,18 @@ def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("status", args, out, lambda workflow, recorder: _status(out, workflow,
+                                                                            recorder))
+
+
+def _status(out: Console, workflow: Workflow, recorder: Any) -> int:
     from .api import workflow_status
     from .explain import status_lines
 
-    status = workflow_status(_load(args, out))
-    if args.json:
+    status = workflow_status(workflow)
+    if recorder is not None:
+        recorder.seen(status.prepared, None)
+    if out.json:
         out.document(status.to_json())
     for line in status_lines(status.prepared):
         out.text(line)
@@ -496,16 +543,15 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, out: Console) -> int:
-    from . import compiled
     from .lock import build_lock
 
-    workflow = _load(args, out)
+    workflow = _load(args, out, store=False)  # (no compiled workflow to list, or remove)
     names = _clean_names(args, workflow)
-    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()]
+    every = not (args.stages or args.orphans)  # --all, or every stage's once confirmed
+    extras = _clean_extras(workflow) if every else []
+    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()] + extras
     shown = [os.path.relpath(f) for f in folders]
     if args.dry_run or not folders:
-        if args.all and not args.dry_run:
-            compiled.remove(workflow)
         out.text("\n".join(f"would remove {f}" for f in shown) if folders and args.dry_run
                  else "nothing to clean")
         if args.json:
@@ -522,18 +568,35 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
             out.text("nothing removed")
             return 0
     from .artifacts import remove_stage_artifacts
+    from .fsutil import remove_path
 
     removed: list[str] = []
     with build_lock(workflow.artifacts_root):
-        for folder in remove_stage_artifacts(workflow, names):
+        gone = remove_stage_artifacts(workflow, names)
+        for extra in extras:
+            remove_path(extra)
+            gone.append(extra)
+        for folder in gone:
             removed.append(os.path.relpath(folder))
             out.text(f"removed {removed[-1]}")
-    if not (args.stages or args.orphans):  # every stage's (--all, or confirmed): and the
-        compiled.remove(workflow)  # compiled workflow (compiled.py)
     if args.json:
         out.document({"ok": True, "workflow": workflow.name, "dry_run": False,
                       "removed": removed, "would_remove": []})
     return 0
+
+
+def _clean_extras(workflow: Workflow) -> list[Path]:
+    """What `clean --all` removes besides stage folders: the last build's summary, the
+    planning index, the shared output log and the compiled workflows (with their null-build
+    stamps). The lock file stays: clean holds it."""
+    from . import compiled
+    from .execute import SHARED_OUTPUT, SUMMARY_NAME
+    from .planindex import INDEX_NAME
+
+    root = workflow.artifacts_root
+    found = [root / name for name in (SUMMARY_NAME, INDEX_NAME, SHARED_OUTPUT)]
+    found.append(compiled.cache_folder(workflow.project_dir, workflow.artifacts))
+    return [path for path in found if os.path.lexists(path)]
 
 
 def _clean_names(args: argparse.Namespace, workflow: Workflow) -> list[str]:

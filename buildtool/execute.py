@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from .usertrace import Where
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
+# Told of each build's planning and report as it ends, under the lock (the CLI's null-build
+# stamp, nullstamp.py; None: nobody listens).
+after_build: Callable[[Prepared, BuildReport], None] | None = None
 
 
 # At most this many stages run at once (`-j`, `jobs:`): more is clamped, with a note.
@@ -249,6 +252,8 @@ class _Builder:
             self._write_index(report)
             if self.limiters is not None:  # waits still open (abandoned threads) end
                 self.limiters.close()
+            if after_build is not None:
+                after_build(self.prep, report)
         return report
 
     def _run_at_once(self) -> None:
