@@ -206,24 +206,25 @@ class Cache:
         """Keep `entry` (from `entry_of`): each source (path, digest, linkable) becomes an
         object first, then the entry file is written. Returns the entry file's path. An
         entry equal to one kept already (same record output and imports) only touches it."""
-        key = str(entry["key"])
-        folder = self.entries / _hex(key)
+        return self.store_in(self.entries / _hex(str(entry["key"])), entry, sources)
+
+    def store_in(self, folder: Path, entry: dict[str, Any],
+                 sources: list[tuple[str, str, bool]]) -> str:
         with self.locked(exclusive=False):
             same = self._same_entry(folder, entry)
             if same is not None:
                 self.touch(same)
                 return str(same)
             made: list[str] = []
-            for path, digest, linkable in sources:
-                made += self._keep_object(path, digest, linkable)
+            for source, digest, linkable in sources:
+                made += self._keep_object(source, digest, linkable)
             if made:
                 make_durable(made, sorted({os.path.dirname(p) for p in made}))
             name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(6).hex()}.json"
-            path = folder / name
             text = json.dumps(_checked(entry), ensure_ascii=False, sort_keys=True)
-            atomic_write_bytes(path, text.encode("utf-8"))
-            self.touch(path)
-            return str(path)
+            atomic_write_bytes(folder / name, text.encode("utf-8"))
+            self.touch(folder / name)
+            return str(folder / name)
 
     def _same_entry(self, folder: Path, entry: dict[str, Any]) -> Path | None:
         try:
@@ -308,7 +309,9 @@ def _identity(entry: dict[str, Any]) -> Any:
     return (entry.get("key"), json.dumps(record.get("output"), sort_keys=True),
             json.dumps(record.get("steps"), sort_keys=True),
             json.dumps([(b.get("index"), b.get("digest")) for b in record.get("batches", [])]),
-            json.dumps(_discovered_digests(record), sort_keys=True))
+            json.dumps(_discovered_digests(record), sort_keys=True),
+            json.dumps(sorted((str(f.get("where")), str(f.get("path")), str(f.get("digest")))
+                              for f in entry.get("files", []))))
 
 
 def _discovered_digests(record: dict[str, Any]) -> dict[str, str]:
@@ -422,3 +425,150 @@ def human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+# ------------------------------------------------------------------ inspection and gc
+
+@dataclass
+class EntryInfo:
+    """One entry as `cache status` and `cache gc` see it."""
+
+    path: Path
+    key: str
+    workflow: str
+    stage: str
+    built_at: float
+    last_used: float
+    digests: tuple[str, ...]
+    sound: bool = True  # its file reads and its check holds
+
+
+def _last_used(entry_path: Path, stored: float) -> float:
+    try:
+        return max(stored, os.stat(str(entry_path)[:-len(".json")] + ".used").st_mtime)
+    except OSError:
+        return stored
+
+
+def scan(cache: Cache) -> list[EntryInfo]:
+    """Every entry file of the cache (a damaged one with sound=False)."""
+    found: list[EntryInfo] = []
+    try:
+        keys = sorted(os.listdir(cache.entries))
+    except OSError:
+        return found
+    for key in keys:
+        try:
+            names = sorted(os.listdir(cache.entries / key))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            path = cache.entries / key / name
+            entry = cache.read_entry(path)
+            if entry is None:
+                found.append(EntryInfo(path, key, "?", "?", 0.0, 0.0, (), sound=False))
+                continue
+            digests = tuple(str(f["digest"]) for f in entry["files"])
+            stored = float(entry.get("stored_at") or entry.get("built_at") or 0.0)
+            found.append(EntryInfo(path, str(entry["key"]), str(entry.get("workflow")),
+                                   str(entry.get("stage")), float(entry.get("built_at", 0.0)),
+                                   _last_used(path, stored), digests))
+    return found
+
+
+def object_sizes(cache: Cache) -> dict[str, int]:
+    """Every object: its digest → its size on disk (the file's size)."""
+    sizes: dict[str, int] = {}
+    try:
+        heads = os.listdir(cache.objects)
+    except OSError:
+        return sizes
+    for head in heads:
+        try:
+            with os.scandir(cache.objects / head) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False) and "." not in e.name:
+                        sizes["sha256:" + head + e.name] = e.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return sizes
+
+
+def pinned_digests(cache: Cache) -> set[str]:
+    """Objects of kept reviews (`overrides/`): gc never removes them."""
+    pinned: set[str] = set()
+    for folder, _, files in os.walk(cache.root / "overrides"):
+        for name in files:
+            if name.endswith(".json"):
+                entry = cache.read_entry(Path(folder) / name)
+                if entry is not None:
+                    pinned.update(str(f["digest"]) for f in entry["files"])
+    return pinned
+
+
+@dataclass
+class GcResult:
+    removed: list[EntryInfo]
+    kept: list[EntryInfo]
+    objects_removed: int
+    bytes_freed: int
+    size_after: int
+
+
+def collect(cache: Cache, max_size: int | None, keep_last: int | None,
+            dry_run: bool = False, waiting: Callable[[], None] | None = None) -> GcResult:
+    """Remove damaged entries, then per stage all but the `keep_last` most recently used,
+    then the least recently used until the objects left take at most `max_size` bytes; then
+    every object no entry (or kept review) names, and temp files of stores that were killed.
+    Entries go before objects: a kill leaves no entry whose objects are gone. Under the
+    cache's exclusive lock: no build stores or restores meanwhile."""
+    with cache.locked(exclusive=True, waiting=waiting):
+        entries = scan(cache)
+        sizes = object_sizes(cache)
+        pinned = pinned_digests(cache)
+        drop = [e for e in entries if not e.sound]
+        live = sorted((e for e in entries if e.sound), key=lambda e: e.last_used, reverse=True)
+        if keep_last is not None:
+            seen: dict[tuple[str, str], int] = {}
+            for e in live:
+                n = seen[(e.workflow, e.stage)] = seen.get((e.workflow, e.stage), 0) + 1
+                if n > keep_last:
+                    drop.append(e)
+        kept = [e for e in live if e not in drop]
+        if max_size is not None:
+            refs: dict[str, int] = {}
+            for e in kept:
+                for d in set(e.digests):
+                    refs[d] = refs.get(d, 0) + 1
+            total = sum(sizes.get(d, 0) for d in set(refs) | pinned)
+            for e in reversed(list(kept)):  # least recently used first
+                if total <= max_size:
+                    break
+                kept.remove(e)
+                drop.append(e)
+                for d in set(e.digests):
+                    refs[d] -= 1
+                    if refs[d] == 0 and d not in pinned:
+                        total -= sizes.get(d, 0)
+        wanted = pinned | {d for e in kept for d in e.digests}
+        garbage = [d for d in sizes if d not in wanted]
+        freed = sum(sizes[d] for d in garbage)
+        if not dry_run:
+            for e in drop:
+                cache.drop(str(e.path))
+                with contextlib.suppress(OSError):
+                    os.rmdir(e.path.parent)  # the key's folder, once empty
+            for d in garbage:
+                with contextlib.suppress(OSError):
+                    os.unlink(cache.object_path(d))
+                with contextlib.suppress(OSError):
+                    os.rmdir(cache.object_path(d).parent)  # once empty
+            for folder in (cache.root / "tmp",):
+                with contextlib.suppress(OSError):
+                    for name in os.listdir(folder):
+                        with contextlib.suppress(OSError):
+                            os.unlink(folder / name)
+        size_after = sum(sizes[d] for d in sizes if d in wanted)
+        return GcResult(drop, kept, len(garbage), freed, size_after)

@@ -285,3 +285,66 @@ def cache_hit_now(workflow: Workflow, facts: StageFacts, decision: Decision,
     if hit is None:
         return decision
     return decide(facts, upstreams, replace(options, cached={**options.cached, facts.name: hit}))
+
+
+# ------------------------------------------------------------------ reviews (overrides)
+
+def keep_override(workflow: Workflow, record: StageRecord, source: str) -> None:
+    """Keep the review just set on a stage (`dd-build override`) in the cache, so that
+    `override --restore` can bring it back once it is released or lost."""
+    cache = cache_of(workflow)
+    if cache is None or record.output is None or record.output.kind != "override":
+        return
+    files = []
+    sources = []
+    for f in record.output.files:
+        files.append({"where": "override", "path": os.path.basename(f.path),
+                      "digest": f.digest, "size": f.size})
+        sources.append((str(workflow.project_dir / f.path), f.digest, False))
+    entry = {"format": 1, "key": f"override:{workflow.name}:{record.stage}",
+             "stage": record.stage, "workflow": workflow.name, "source": source,
+             "rows": record.output.rows, "built_at": time.time(), "stored_at": time.time(),
+             "record": {}, "files": files}
+    folder = cache.root / "overrides" / workflow.name / record.stage
+    cache.store_in(folder, entry, sources)
+
+
+def last_override(workflow: Workflow, stage: str) -> tuple[Cache, dict[str, Any]] | None:
+    cache = cache_of(workflow)
+    if cache is None:
+        return None
+    folder = cache.root / "overrides" / workflow.name / stage
+    try:
+        names = sorted((n for n in os.listdir(folder) if n.endswith(".json")), reverse=True)
+    except OSError:
+        return None
+    for name in names:
+        entry = cache.read_entry(folder / name)
+        if entry is not None and len(entry["files"]) == 1:
+            return cache, entry
+    return None
+
+
+def restore_override(workflow: Workflow, stage: str) -> tuple[StageRecord, dict[str, Any]]:
+    """Set the last review kept for `stage` again, as `dd-build override` set it."""
+    import tempfile
+
+    from .artifacts import override_output
+    from .errors import UsageError
+
+    found = last_override(workflow, stage)
+    if found is None:
+        raise UsageError("has no review kept in the build cache to restore", stage=stage,
+                         hint=f"`dd-build override {stage} FILE` sets one (and keeps it)")
+    cache, entry = found
+    f = entry["files"][0]
+    with tempfile.TemporaryDirectory(prefix="dd-build-review-") as tmp:
+        path = os.path.join(tmp, os.path.basename(str(f["path"])) or "data.parquet")
+        with cache.locked(exclusive=False):
+            try:
+                cache.materialize(str(f["digest"]), path, linkable=False)
+            except CacheDamaged as exc:
+                raise UsageError(f"its kept review cannot be restored: {exc}", stage=stage,
+                                 hint="set the review again with `dd-build override`") from None
+        record = override_output(workflow, stage, Path(path))
+    return record, entry
