@@ -390,7 +390,7 @@ def cache_folder(project_dir: Path, artifacts: str, configured: str | None) -> P
             return None
         return (project_dir / os.path.expanduser(env.strip())).resolve()
     if configured:
-        return (project_dir / configured).resolve()
+        return (project_dir / os.path.expanduser(configured)).resolve()
     return project_dir / artifacts / DEFAULT_FOLDER
 
 

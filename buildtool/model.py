@@ -156,6 +156,7 @@ class Workflow:
     stages: dict[str, Stage] = field(hash=False)
     jobs: int | None = None  # `jobs:`: stages run at once by default (None: not given)
     rate_limits: dict[str, RateLimit] = field(default_factory=dict, hash=False)
+    cache: str | None = None  # `cache:` as written (cache.py resolves it); None: the default
 
     @cached_property
     def graph(self) -> StageGraph:
