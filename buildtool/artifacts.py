@@ -270,7 +270,8 @@ def never_built_notes(workflow: Workflow, names: list[str]) -> dict[str, tuple[s
             shown += f" and {len(orphans) - 5} more"
         what = "a stage" if len(orphans) == 1 else f"{len(orphans)} stages"
         common = (f"artifacts of {what} no longer in the Workflowfile exist: {shown}",
-                  "hint: a renamed stage builds fresh under its new name; `dd-build clean "
+                  "hint: a renamed stage is restored from the build cache under its new name "
+                  "when the cache holds its build (else it builds fresh); `dd-build clean "
                   "--orphans` removes the artifacts of stages no longer in the Workflowfile")
     others = _other_workflows(workflow)
     notes = {}

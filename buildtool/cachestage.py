@@ -67,11 +67,21 @@ def cache_hits(workflow: Workflow, order: Sequence[str], facts: Mapping[str, Sta
                upstreams: Mapping[str, Sequence[str]], options: Options,
                decisions: list[Decision]) -> tuple[Options, list[Decision]]:
     """Plan again with the cache's entries for the stages that want one, until no new one is
-    found (a stage restored makes its dependants' keys known). Unchanged when none wants."""
-    from .plan import plan, upstream_view
-
+    found (a stage restored makes its dependants' keys known). Unchanged when none wants.
+    A never-built stage whose key is that of an orphaned stage folder's record says so."""
     if not any(wants_cache(d) for d in decisions):
         return options, decisions
+    options, decisions = _hits(workflow, order, facts, upstreams, options, decisions)
+    if any(r.code == "no_record" for d in decisions for r in d.reasons):
+        decisions = _renamed(workflow, facts, upstreams, decisions)
+    return options, decisions
+
+
+def _hits(workflow: Workflow, order: Sequence[str], facts: Mapping[str, StageFacts],
+          upstreams: Mapping[str, Sequence[str]], options: Options,
+          decisions: list[Decision]) -> tuple[Options, list[Decision]]:
+    from .plan import plan, upstream_view
+
     cache = cache_of(workflow)
     if cache is None:
         return options, decisions
@@ -92,6 +102,40 @@ def cache_hits(workflow: Workflow, order: Sequence[str], facts: Mapping[str, Sta
             return options, decisions
         options = replace(options, cached=dict(hits))
         decisions = plan(list(order), facts, upstreams, options)
+
+
+def _renamed(workflow: Workflow, facts: Mapping[str, StageFacts],
+             upstreams: Mapping[str, Sequence[str]], decisions: list[Decision]
+             ) -> list[Decision]:
+    """`no_record` of a stage whose spec, code and inputs are those an orphaned stage folder
+    (a stage no longer in the Workflowfile) was built from gets a note naming it."""
+    from .artifacts import orphan_stages
+    from .plan import upstream_view
+    from .records import read_record
+
+    orphans = {}
+    for name in orphan_stages(workflow):
+        record = read_record(workflow.stage_dir(name)).record
+        if record is not None and record.status in ("completed", "completed_empty"):
+            orphans[record_key(record)] = name
+    if not orphans:
+        return decisions
+    known = {d.stage: upstream_view(facts[d.stage], d) for d in decisions}
+    changed = []
+    for d in decisions:
+        key = key_now(facts[d.stage], {u: known[u] for u in upstreams[d.stage]})
+        source = orphans.get(key) if key is not None else None
+        if source is None:
+            changed.append(d)
+            continue
+        line = (f"'{source}' (no longer in the Workflowfile) was built from this stage's "
+                f"spec, code and inputs: renamed from it?" +
+                (" It is restored from the build cache." if d.restore is not None else ""))
+        reasons = tuple(replace(r, more=(line, *r.more),
+                                detail={**r.detail, "renamed_from": source})
+                        if r.code == "no_record" else r for r in d.reasons)
+        changed.append(replace(d, reasons=reasons))
+    return changed
 
 
 def lookup(cache: Cache, workflow: Workflow, facts: StageFacts,
