@@ -390,5 +390,5 @@ def restore_override(workflow: Workflow, stage: str) -> tuple[StageRecord, dict[
             except CacheDamaged as exc:
                 raise UsageError(f"its kept review cannot be restored: {exc}", stage=stage,
                                  hint="set the review again with `dd-build override`") from None
-        record = override_output(workflow, stage, Path(path))
+        record = override_output(workflow, stage, Path(path), str(entry.get("source")))
     return record, entry
