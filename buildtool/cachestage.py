@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 # Reasons that say the stage's trace is not the recorded one: an entry of the trace it has
 # now may exist. (A deleted batch file, a killed run, --force: the trace is the recorded one,
-# or the user asked for a run.)
-_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record",
-                            "record_unreadable", "format_changed"})
+# or the user asked for a run. An unreadable record, or one of another format: something
+# is wrong with the stage's folder, so it runs, as before the cache.)
+_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record"})
 
 
 def wants_cache(decision: Decision) -> bool:
@@ -131,7 +131,7 @@ def _renamed(workflow: Workflow, facts: Mapping[str, StageFacts],
         line = (f"'{source}' (no longer in the Workflowfile) was built from this stage's "
                 f"spec, code and inputs: renamed from it?" +
                 (" It is restored from the build cache." if d.restore is not None else ""))
-        reasons = tuple(replace(r, more=(line, *r.more),
+        reasons = tuple(replace(r, more=(*r.more, line),
                                 detail={**r.detail, "renamed_from": source})
                         if r.code == "no_record" else r for r in d.reasons)
         changed.append(replace(d, reasons=reasons))
