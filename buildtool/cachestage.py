@@ -240,6 +240,7 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
     cache = cache_of(workflow)
     assert cache is not None
     name = facts.name
+    started = time.time()
     with cache.locked(exclusive=False):
         entry = cache.read_entry(Path(hit.entry))
         if entry is None or entry.get("key") != hit.key:
@@ -256,7 +257,7 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             raise
         cache.touch(hit.entry)
     old_rel, new_rel = str(entry.get("stage_rel", "")), _stage_rel(workflow, name)
-    record = _restored_record(run.record, built, placed, old_rel, new_rel, hit)
+    record = _restored_record(run.record, built, placed, old_rel, new_rel, hit, started)
     write_record(run.dir, record)
     remove_leftovers(str(run.dir))
     return record
@@ -287,7 +288,7 @@ def _place_files(cache: Cache, workflow: Workflow, name: str, entry: dict[str, A
 
 def _restored_record(running: StageRecord, built: StageRecord,
                      placed: Mapping[tuple[str, str], FileState], old_rel: str, new_rel: str,
-                     hit: CacheHit) -> StageRecord:
+                     hit: CacheHit, started: float) -> StageRecord:
     name = running.stage
     batches = []
     for b in built.batches:
@@ -314,7 +315,8 @@ def _restored_record(running: StageRecord, built: StageRecord,
                    batches_total=built.batches_total, num_records=built.num_records,
                    output=moved(built.output),
                    steps={k: moved(v) for k, v in built.steps.items()},
-                   discovered=built.discovered, journal=None, started_at=now, finished_at=now,
+                   discovered=built.discovered, journal=None, started_at=started,
+                   finished_at=now,
                    batches_run=0, error=None, extra=extra)
 
 
