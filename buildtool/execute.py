@@ -429,6 +429,8 @@ class _Builder:
             restored = self._restore(planned, decision, facts)
             if restored is not None:
                 return restored
+            with self._lock:  # its dependants were planned on the entry's output: they are
+                self.waited.add(planned.stage)  # decided again once it has run
             decision = decide(facts, {u: self.known[u] for u in self.prep.upstreams[
                 planned.stage]}, replace(self.prep.options, cached={}))
         if decision.action == "skip_empty_upstream":

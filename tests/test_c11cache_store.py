@@ -360,3 +360,38 @@ def test_gc_during_a_build_leaves_both_sound(tmp_path: Path) -> None:
     clear_calls(root)
     stages = stages_of(dd(root, "--json"))
     assert stages["a"]["result"] == "restored" and calls(root) == []
+
+
+def test_a_damaged_entry_whose_stage_then_runs_differently_reruns_its_dependants(
+        tmp_path: Path) -> None:
+    """b was planned up to date on the output a's entry promised; a's restore fails and a
+    runs, writing other rows (its code changed meanwhile, in a way no key sees: a random
+    source): b is decided again and runs on what a wrote."""
+    root = make_project(tmp_path / "p")
+    two_builds(root)
+    from buildtool.cache import Cache
+
+    cache = Cache(root / "artifacts" / ".cache")
+    code = root / "code" / "stages.py"
+    code.write_text(code.read_text().replace('"k": ctx.params.get("k", 0)}',
+                                             '"k": ctx.params.get("k", 0) + NOISE}')
+                    + "\nimport os\nNOISE = int(os.environ.get('NOISE', '0'))\n")
+    set_param(root, "params: {k: 6}", "params: {k: 5}")
+    # the key of a holds its code's digest: build both sides of the revert with this code
+    assert dd(root).returncode == 0
+    set_param(root, "params: {k: 5}", "params: {k: 6}")
+    assert dd(root).returncode == 0
+    set_param(root, "params: {k: 6}", "params: {k: 5}")
+    for path in entry_files(cache.root):  # damage a's k=5 entry of this code
+        entry = cache.read_entry(path)
+        if entry is not None and entry["stage"] == "a" and \
+                entry["record"]["spec"]["params"]["k"] == 5:
+            victim = cache.object_path(entry["files"][0]["digest"])
+            data = bytearray(victim.read_bytes())
+            data[-20] ^= 0xFF
+            victim.write_bytes(bytes(data))
+    plan = stages_of(dd(root, "--json", "-n", NOISE="1"))
+    assert plan["a"]["action"] == "restore" and plan["b"]["action"] == "restore"
+    stages = stages_of(dd(root, "--json", NOISE="1"))
+    assert stages["a"]["result"] == "completed"
+    assert stages["b"]["result"] == "completed"  # decided again: a's rows differ now
