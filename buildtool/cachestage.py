@@ -361,14 +361,15 @@ def last_override(workflow: Workflow, stage: str) -> tuple[Cache, dict[str, Any]
         return None
     folder = cache.root / "overrides" / workflow.name / stage
     try:
-        names = sorted((n for n in os.listdir(folder) if n.endswith(".json")), reverse=True)
+        names = [n for n in os.listdir(folder) if n.endswith(".json")]
     except OSError:
         return None
+    kept = []  # by when each review was set (names made in one second sort at random)
     for name in names:
         entry = cache.read_entry(folder / name)
         if entry is not None and len(entry["files"]) == 1:
-            return cache, entry
-    return None
+            kept.append((float(entry.get("built_at") or 0.0), name, entry))
+    return (cache, max(kept, key=lambda k: (k[0], k[1]))[2]) if kept else None
 
 
 def restore_override(workflow: Workflow, stage: str) -> tuple[StageRecord, dict[str, Any]]:
