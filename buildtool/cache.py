@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import UsageError
 from .fingerprint import FileState, digest_strings
-from .fsutil import atomic_write_bytes, make_dirs_durably, make_durable
+from .fsutil import atomic_write_bytes, make_dirs_durably
 
 CACHE_FORMAT = 1
 CACHE_ENV = "DD_BUILD_CACHE"
@@ -215,11 +215,11 @@ class Cache:
             if same is not None:
                 self.touch(same)
                 return str(same)
-            made: list[str] = []
+            # Not synced here: a link shares the stage's file (made durable by the stage), a
+            # copy is fsynced as it is made; an object whose name a power loss takes is
+            # missing at lookup, and its entry is not offered.
             for source, digest, linkable in sources:
-                made += self._keep_object(source, digest, linkable)
-            if made:
-                make_durable(made, sorted({os.path.dirname(p) for p in made}))
+                self._keep_object(source, digest, linkable)
             name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(6).hex()}.json"
             text = json.dumps(_checked(entry), ensure_ascii=False, sort_keys=True)
             atomic_write_bytes(folder / name, text.encode("utf-8"))
