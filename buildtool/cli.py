@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,8 @@ def _override_arguments(override: argparse.ArgumentParser) -> None:
     override.add_argument("path", nargs="?", metavar="PATH", help="the reviewed parquet file")
     override.add_argument("--release", action="store_true",
                           help="drop STAGE's override: the next build rebuilds it if it changed")
+    override.add_argument("--restore", action="store_true",
+                          help="set STAGE's last review again (kept in the build cache)")
 
 
 def _clean_arguments(clean: argparse.ArgumentParser) -> None:
@@ -516,6 +519,8 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
+    if args.restore:
+        return _override_restore(args, out)
     if args.release == (args.path is not None):
         raise UsageError("override: name the reviewed parquet file, or --release, not both"
                          if args.release else "override: name the reviewed parquet file",
@@ -527,6 +532,7 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
             release_override(workflow, args.stage)
         else:
             record = override_output(workflow, args.stage, Path(args.path))
+            _keep_review(workflow, record, args.path, out)
     if args.release:
         out.text(f"'{args.stage}': the override is released; the next build rebuilds it if "
                  "it changed, and reruns the stages after it")
@@ -540,6 +546,51 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         out.document({"ok": True, "stage": args.stage, "path": args.path, "rows": rows})
     return 0
+
+
+def _keep_review(workflow: Workflow, record: Any, source: str, out: Console) -> None:
+    """The review goes into the build cache too (`override --restore` brings it back)."""
+    from .cache import CacheDamaged
+    from .cachestage import keep_override
+
+    try:
+        keep_override(workflow, record, source)
+    except (OSError, CacheDamaged) as exc:
+        out.progress(f"note: the review is not kept in the build cache: {exc}")
+
+
+def _override_restore(args: argparse.Namespace, out: Console) -> int:
+    from .cachestage import restore_override
+    from .graph import build_graph, check_stage_names
+    from .lock import build_lock
+
+    if args.release or args.path is not None:
+        raise UsageError("override --restore takes a stage name only",
+                         hint="dd-build override --restore STAGE")
+    workflow = _load(args, out)
+    check_stage_names(build_graph(workflow), [args.stage], "override")
+    with build_lock(workflow.artifacts_root):
+        record, kept = restore_override(workflow, args.stage)
+    rows = record.output.rows if record.output else 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(kept["built_at"])))
+    out.text(f"'{args.stage}' outputs its review of {when} again ({kept['source']}, "
+             f"{counted(rows or 0, 'row')}); the stages after it rerun on the next build")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "restored": True,
+                      "source": kept["source"], "set_at": kept["built_at"], "rows": rows})
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace, out: Console) -> int:
+    from .cachecli import cmd_cache as run
+
+    return run(args, out, _load(args, out))
+
+
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cachecli import cache_arguments
+
+    cache_arguments(parser)
 
 
 def cmd_clean(args: argparse.Namespace, out: Console) -> int:
@@ -700,6 +751,10 @@ _COMMANDS = {  # the one table of commands: dispatch, parsers and `dd-build --he
                          "review go with --release."),
     "clean": _Command("remove stage artifacts (every stage's, or the named stages')", cmd_clean,
                       _clean_arguments),
+    "cache": _Command("the build cache: `cache status`, `cache gc [--max-size SIZE] "
+                      "[--keep-last N]`", cmd_cache, _cache_arguments,
+                      "What the build cache holds (status), or remove its least recently used "
+                      "entries (gc)."),
     "schema": _Command("print the JSON Schema of the Workflowfile", cmd_schema, loads=False),
     "init": _Command("write a minimal runnable project into a folder", cmd_init,
                      _init_arguments, loads=False),

@@ -398,7 +398,7 @@ def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
     return (workflow.name, str(workflow.file), str(workflow.project_dir), workflow.artifacts,
             _FIELDS, tuple(stages), tuple(position[name] for name in graph.order),
             tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages),
-            workflow.jobs, limits)
+            workflow.jobs, limits, workflow.cache)
 
 
 def _ref(ref: InputRef) -> tuple[str, str, str]:
@@ -418,7 +418,7 @@ def _decoded(payload: bytes | memoryview) -> Workflow | None:
 
 def _decode(payload: bytes | memoryview) -> Workflow | None:
     try:
-        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits = \
+        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits, cache = \
             marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
@@ -445,7 +445,7 @@ def _decode(payload: bytes | memoryview) -> Workflow | None:
     rate_limits = {entry[0]: RateLimit(*entry) for entry in limits}
     return _made(Workflow, {"name": name, "file": Path(file), "project_dir": Path(project_dir),
                             "artifacts": artifacts, "stages": stages, "jobs": jobs,
-                            "graph": graph, "rate_limits": rate_limits})
+                            "graph": graph, "rate_limits": rate_limits, "cache": cache})
 
 
 def _made(cls: type[_T], state: dict[str, Any]) -> _T:

@@ -160,6 +160,9 @@ def _workflowfile(rng: random.Random) -> tuple[str, set[str]]:
     doc: dict[str, Any] = {"workflow": "spec", "stages": stages}
     if rng.random() < 0.5:
         doc["jobs"] = rng.randint(1, 40)
+    if rng.random() < 0.5:  # not fingerprinted, but carried by a hit (Workflow.cache)
+        doc["cache"] = rng.choice(["../shared-cache", "/tmp/dd-cache-spec", ".cache-here",
+                                   "~/dd-cache", "caché folder"])
     if any("rate_limit" in body for body in stages.values()):
         doc["rate_limits"] = {LIMIT_NAMES[0]: {"requests_per_second": rng.choice([0.5, 5, 100])},
                               LIMIT_NAMES[1]: {"max_in_flight": rng.randint(1, 64),
@@ -220,6 +223,24 @@ def test_the_generator_writes_every_stage_key_of_the_key_table() -> None:
     for seed in SEEDS:
         written |= _workflowfile(random.Random(1400 + seed))[1]
     assert written == set(STAGE_KEYS)
+
+
+def test_the_generator_writes_every_top_level_key() -> None:
+    """A top-level key added to keys.py and not to the generator fails here."""
+    from buildtool.keys import TOP_KEYS
+
+    written: set[str] = set()
+    for seed in SEEDS:
+        written |= set(yaml.safe_load(_workflowfile(random.Random(1400 + seed))[0]))
+    assert written == set(TOP_KEYS) - {"artifacts"}  # _project fixes the artifacts folder
+
+
+def test_a_hit_carries_the_cache_folder(tmp_path: Path) -> None:
+    path = _project(tmp_path, "workflow: w\ncache: ../elsewhere\nstages:\n  a:\n"
+                              "    run: 'true'\n    outputs: [o.txt]\n")
+    read = compiled.load(path, "Workflowfile")
+    hit = compiled.load(path, "Workflowfile")
+    assert hit is not read and hit.cache == read.cache == "../elsewhere"
 
 
 def test_a_probe_of_a_hit_computes_no_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -430,7 +430,11 @@ CATALOGUE: dict[str, list[Mistake]] = {
 # Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
-    part = draw.choice(["workflow", "artifacts", "jobs", "defaults", "unknown", "rate_limits"])
+    part = draw.choice(["workflow", "artifacts", "jobs", "cache", "defaults", "unknown",
+                        "rate_limits"])
+    if part == "cache":  # a folder path: a string, not empty
+        return part, [f"cache: {draw.choice(['5', '[a]', chr(39) * 2, 'null', '{a: 1}', 'true'])}"], \
+            "cache"
     if part == "jobs":
         value = draw.choice(["0", "-1", "'4'", "true", "2.5", "[2]", "null"])
         return part, [f"jobs: {value}"], "jobs"
@@ -465,6 +469,8 @@ def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     stages = valid_stages(draw)
     header = {"workflow": ["workflow: demo"], "artifacts": [],
               "jobs": ["jobs: 3"] if draw.chance() else [],
+              "cache": [draw.choice(["cache: ../shared-cache", "cache: /tmp/dd-cache",
+                                     "cache: .cache-here"])] if draw.chance() else [],
               "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": [],
               "rate_limits": list(RATE_LIMITS)}
     expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
@@ -491,7 +497,7 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "jobs", "defaults", "unknown", "rate_limits"):
+    for part in ("workflow", "artifacts", "jobs", "cache", "defaults", "unknown", "rate_limits"):
         # its last line (a wrong rate limit: the line of the wrong entry's body)
         end = len(lines) + (4 if part == "rate_limits" else len(header[part]))
         places[("top", part)] = end
