@@ -119,6 +119,7 @@ class Finished:
     retries: int = 0  # failed attempts before the last one
     notes: list[str] = field(default_factory=list)  # retry notes not said yet (a process's)
     imports: ImportDelta | None = None  # what a worker process's code imported
+    num_records_read: bool = False  # its code read ctx.num_records (growth.py)
 
 
 class BatchExecutor(Protocol):

@@ -213,7 +213,7 @@ class WorkflowStatus:
                 "interrupted" if killed else record.status if record else None,
                 output.rows if output is not None else None,
                 record.finished_at if record else None, status_state(prep, d), killed,
-                len(d.keep) if d.action == "resume" else 0, d.batches_total, pid))
+                len(d.keep) if d.action in ("resume", "grow", "shrink") else 0, d.batches_total, pid))
         return cls(prep.workflow.name, tuple(stages), prep)
 
 
