@@ -67,12 +67,14 @@ def size_at(index: int, batch_size: int, num_records: int) -> int:
 
 
 def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str, Upstream],
-                total: int | None) -> tuple[str, tuple[int, ...], list[Reason]] | None:
+                total: int | None
+                ) -> tuple[str, tuple[int, ...], list[Reason], int | None] | None:
     """(action, batches kept, reasons) when only `num_records` or the seed's rows changed
     (with, at most, a last run that did not finish or damaged batch files): action `grow`,
     `shrink` or `resume` (the seed changed, its row count not known before it is read).
     Action `run` (every batch runs, a reason saying why) when the stage's code reads
-    `ctx.num_records`. None when growth does not apply."""
+    `ctx.num_records`. None when growth does not apply. The last item is the batches' total
+    (None when the seed's row count is not known before it is read)."""
     record = facts.record
     if facts.kind != "generate" or record is None or not record.batches or \
             record.status not in _DONE_OR_RESUMABLE:
@@ -88,8 +90,9 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
     n = _num_records(facts, upstreams, seed)
     reads = any(b.num_records_read for b in batches)
     if reads and (n is None or n != record.num_records):
-        return "run", (), [_reads_reason(r) if r in grows else r for r in reasons]
+        return "run", (), [_reads_reason(r) if r in grows else r for r in reasons], total
     size = int(facts.spec["batch_size"])
+    total = None if n is None else -(-n // size)
     seeded = facts.spec.get("seed") is not None
     keep = tuple(b.index for b in batches if b.file not in facts.damaged and (
         n is None or size_at(b.index, size, n) == size_at(b.index, size, record.num_records)))
@@ -100,7 +103,7 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
               "seed_checked": seeded}
     return action, keep, [replace(r, message=f"{r.message} ({note})",
                                   detail={**r.detail, **detail}) if r in grows else r
-                          for r in reasons]
+                          for r in reasons], total
 
 
 def _note(kept: int, total: int | None, seeded: bool, old: int, new: int | None) -> str:

@@ -162,14 +162,13 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
                         step=step)
     grown = plan_growth(facts, reasons, upstreams, _total(facts, upstreams))
     if grown is not None:  # only num_records or the seed's rows changed (growth.py)
-        action, keep, reasons = grown
+        action, keep, reasons, total = grown
         if action == "run":
             reasons = _discarding(facts, reasons, "the stage's code reads ctx.num_records",
                                   options)
-            return Decision(facts.name, "run", tuple(reasons), (), _total(facts, upstreams),
-                            step=main)
+            return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
         return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]
-                        _total(facts, upstreams), step=main)
+                        total, step=main)
     kept = _resumable_batches(facts, reasons)
     if kept is None:
         fresh = [r for r in reasons if r.step == main and r.code not in _KEEPS_BATCHES]

@@ -106,6 +106,8 @@ def _execute(job: Job, capture: LogCapture) -> Output:
     call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
                      input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
     keys = _Keys(job, seed, num_records)
+    # never a kept batch past the last one (a seed with fewer rows now)
+    job.run.drop_batches([b.index for b in job.run.sorted_batches() if b.index >= total])
     if job.run.check_keys:
         _drop_changed(job, keys)
     writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total, keys)
