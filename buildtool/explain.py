@@ -94,6 +94,9 @@ def status_lines(prep: Prepared) -> list[str]:
             when = f"last run {_when(record.finished_at or record.started_at)}"
             unfinished = record.status in ("running", "interrupted")  # said in the state
             extra.append(when if unfinished else f"{when}: {record.status}")
+            touched = record.extra.get("touched_at")
+            if isinstance(touched, (int, float)):  # `dd-build touch` accepted its changes
+                extra.append(f"touched {_when(touched)}")
         state = status_state(prep, d)
         lines.append(f"{d.stage.ljust(width)}  {state}" + (f"  [{'; '.join(extra)}]" if extra else ""))
         for r in d.reasons:
