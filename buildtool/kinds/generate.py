@@ -102,14 +102,15 @@ def _execute(job: Job, capture: LogCapture) -> Output:
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
     total = -(-num_records // stage.batch_size)
-    job.run.begin(total, num_records)
-    call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
-                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
     keys = _Keys(job, seed, num_records)
-    # never a kept batch past the last one (a seed with fewer rows now)
+    # never a kept batch past the last one (a seed with fewer rows now); then, for a growth,
+    # none whose key changed: before `begin`, which removes the files it does not list
     job.run.drop_batches([b.index for b in job.run.sorted_batches() if b.index >= total])
     if job.run.check_keys:
         _drop_changed(job, keys)
+    job.run.begin(total, num_records)
+    call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
+                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
     writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total, keys)
     writer.progress()
     tasks = _tasks(job, keys, total)
