@@ -7,7 +7,7 @@ named), its code, its inputs as consumed (the seed's content aside), and with th
 seed (fingerprint.batch_fingerprint) — is compared stage-wide by the planner's reasons. What
 differs per batch is its key (`BatchEntry.key`): its index, offset, size, the digest of its
 seed rows, and `num_records` when its code read `ctx.num_records` (noticed by the context and
-kept per batch, `num_records_read`). So when only `num_records` or the seed's rows changed,
+kept per batch in `reads`; so is a read of the whole seed through `ctx.inputs`). So when only `num_records` or the seed's rows changed,
 the batches whose key is unchanged are kept: 600 → 700 rows runs the new batches only, 700 →
 600 runs none (or again the last, partial one, whose size changed), and the output is what a
 build from scratch writes, batch file by batch file.
@@ -39,11 +39,14 @@ _DONE_OR_RESUMABLE = ("completed", "completed_empty", "running", "interrupted", 
 
 
 def batch_key(index: int, offset: int, size: int, seed_digest: str | None,
-              num_records: int | None) -> str:
-    """A batch's key; `num_records` only when its code read `ctx.num_records`."""
+              num_records: int | None, whole_seed: str | None = None) -> str:
+    """A batch's key; `num_records` only when its code read `ctx.num_records`, `whole_seed`
+    (the seed's digest) only when it read the seed through `ctx.inputs`."""
     parts = ["batch", str(index), str(offset), str(size), seed_digest or "-"]
     if num_records is not None:
         parts.append(f"num_records={num_records}")
+    if whole_seed is not None:
+        parts.append(f"seed={whole_seed}")
     return digest_strings(parts)
 
 
@@ -88,11 +91,15 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
     if any(not b.key for b in batches) or record.num_records is None:
         return None  # written before batch keys: no batch can be told unchanged
     n = _num_records(facts, upstreams, seed)
-    reads = any(b.num_records_read for b in batches)
-    if reads and (n is None or n != record.num_records):
-        return "run", (), [_reads_reason(r) if r in grows else r for r in reasons], total
     size = int(facts.spec["batch_size"])
     total = None if n is None else -(-n // size)
+    reads = {r for b in batches for r in b.reads}
+    seed_changed = any(r.code != "spec_changed" for r in grows)
+    if ("num_records" in reads and (n is None or n != record.num_records)) or \
+            ("seed" in reads and seed_changed):
+        what = "ctx.num_records" if "num_records" in reads and \
+            (n is None or n != record.num_records) else "its whole seed (through ctx.inputs)"
+        return "run", (), [_reads_reason(r, what) if r in grows else r for r in reasons], total
     seeded = facts.spec.get("seed") is not None
     keep = tuple(b.index for b in batches if b.file not in facts.damaged and (
         n is None or size_at(b.index, size, n) == size_at(b.index, size, record.num_records)))
@@ -117,9 +124,9 @@ def _note(kept: int, total: int | None, seeded: bool, old: int, new: int | None)
         f"{kept}{of} batches kept"
 
 
-def _reads_reason(r: Reason) -> Reason:
-    return replace(r, message=f"{r.message}; the stage's code reads ctx.num_records, so every "
-                   "batch runs again", detail={**r.detail, "reads_num_records": True})
+def _reads_reason(r: Reason, what: str) -> Reason:
+    return replace(r, message=f"{r.message}; the stage's code reads {what}, so every batch "
+                   "runs again", detail={**r.detail, "reads": what})
 
 
 def _is_growth(r: Reason, seed: tuple[str, Any] | None, facts: StageFacts) -> bool:

@@ -164,7 +164,7 @@ def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Option
     if grown is not None:  # only num_records or the seed's rows changed (growth.py)
         action, keep, reasons, total = grown
         if action == "run":
-            reasons = _discarding(facts, reasons, "the stage's code reads ctx.num_records",
+            reasons = _discarding(facts, reasons, "the stage's code reads what changed",
                                   options)
             return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
         return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]

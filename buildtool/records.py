@@ -51,7 +51,9 @@ class BatchEntry(NamedTuple):
     # index, offset, size, seed rows, and num_records when its code read it. "" in a record
     # written before dd-build kept it: such a batch is never kept by a growth.
     key: str = ""
-    num_records_read: bool = False  # its code read ctx.num_records
+    # What its code read that the key holds: "num_records" (ctx.num_records), "seed" (the
+    # whole seed, through ctx.inputs).
+    reads: tuple[str, ...] = ()
 
     def state(self) -> FileState:
         return FileState(self.file, self.size, self.mtime_ns, self.digest)
@@ -63,7 +65,7 @@ class BatchEntry(NamedTuple):
     def from_json(cls, d: dict[str, Any]) -> BatchEntry:
         return cls(int(d["index"]), str(d["file"]), int(d["rows"]), int(d["bytes"]),
                    int(d["mtime_ns"]), str(d["digest"]), str(d.get("key") or ""),
-                   d.get("num_records_read") is True)
+                   tuple(str(r) for r in d.get("reads") or ()))
 
 
 class Discovered(NamedTuple):
@@ -375,7 +377,7 @@ class JournalWriter:
 def batch_line(entry: BatchEntry) -> str:
     """`json.dumps(entry.to_json())`, built directly (a line per batch: the saving counts)."""
     key = f', "key": {json.dumps(entry.key)}' if entry.key else ""
-    read = ', "num_records_read": true' if entry.num_records_read else ""
+    read = f', "reads": {json.dumps(list(entry.reads))}' if entry.reads else ""
     return (f'{{"index": {entry.index}, "file": {json.dumps(entry.file)}, "rows": {entry.rows}, '
             f'"bytes": {entry.size}, "mtime_ns": {entry.mtime_ns}, '
             f'"digest": {json.dumps(entry.digest)}{key}{read}}}')
@@ -451,7 +453,7 @@ class PlainBatches(Sequence[BatchEntry]):
                                   tuple(b.rows for b in batches),
                                   tuple(b.digest for b in batches),
                                   tuple(b.key for b in batches),
-                                  tuple(b.num_records_read for b in batches))),
+                                  tuple(b.reads for b in batches))),
                    digest_strings([b.digest for b in batches]))
 
     def plain(self) -> tuple[Any, ...]:

@@ -183,7 +183,7 @@ class StageRun:
                     os.unlink(entry.path)
 
     def write_batch(self, index: int, table: pa.Table, data: Any = None, key: str = "",
-                    num_records_read: bool = False) -> BatchEntry:
+                    reads: tuple[str, ...] = ()) -> BatchEntry:
         """`data`: the table as parquet, when it was encoded already (in a batch's thread or
         worker process, in parallel). `key`: the batch's identity (growth.py)."""
         from .tables import parquet_buffer
@@ -195,7 +195,7 @@ class StageRun:
         st = write_file_unsynced(folder, name, data)
         digest = digest_bytes(data)
         entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest, key,
-                           num_records_read)
+                           reads)
         self._journal_discovered()  # before the batch that may have used them is listed
         self._journal.batch(entry._replace(mtime_ns=UNSYNCED_MTIME_NS))
         self._unsynced.append(entry)

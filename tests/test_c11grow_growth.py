@@ -93,12 +93,12 @@ def test_code_that_reads_num_records_reruns_everything_saying_why(proj: Project,
                                                                   tmp_path: Path) -> None:
     proj.write("Workflowfile", PLAIN.format(n=60, extra="").replace("plain", "counts"))
     _build(proj)
-    assert all(b.get("num_records_read") for b in proj.record("gen")["batches"])
+    assert all(b.get("reads") == ["num_records"] for b in proj.record("gen")["batches"])
     proj.write("Workflowfile", PLAIN.format(n=80, extra="").replace("plain", "counts"))
     plan = proj.run("-n", "--json")
     stage = plan.stage("gen")
     assert stage["action"] == "run"
-    assert stage["reasons"][0]["reads_num_records"] is True
+    assert stage["reasons"][0]["reads"] == "ctx.num_records"
     assert "reads ctx.num_records" in stage["reasons"][0]["message"]
     _build(proj)
     assert ran(proj, "gen") == [0, 1, 2, 3]
@@ -113,7 +113,7 @@ def test_process_executor_keys_and_reads_come_back_from_workers(proj: Project, t
     _build(proj)
     batches = proj.record("gen")["batches"]
     assert all(b["key"] for b in batches)
-    assert all(bool(b.get("num_records_read")) == (fn == "counts") for b in batches)
+    assert all(bool(b.get("reads")) == (fn == "counts") for b in batches)
     proj.write("Workflowfile", PLAIN.format(n=140, extra=extra).replace("plain", fn))
     _build(proj)
     assert ran(proj, "gen") == (list(range(5, 7)) if fn == "plain" else list(range(7)))
@@ -188,3 +188,33 @@ def test_status_shows_the_growth(proj: Project) -> None:
     assert stage["action"] == "grow" and stage["batches_kept"] == 5
     text = proj.run("status").stdout + proj.run("status").stderr
     assert "grow (5 of 7 batches kept)" in text
+
+
+WHOLE = '''
+import os
+
+
+def whole(ctx):
+    with open(os.path.join(os.path.dirname(__file__), "calls.log"), "a") as fh:
+        fh.write(f"{ctx.stage_name}:{ctx.batch_index}\\n")
+    import pyarrow.parquet as pq
+    total = pq.read_table(ctx.inputs["data/seed.parquet"]).num_rows
+    return [{"x": row["x"], "of": total} for row in ctx.seed_rows.to_pylist()]
+'''
+
+
+def test_code_that_reads_the_whole_seed_through_inputs_reruns_everything(
+        proj: Project, tmp_path: Path) -> None:
+    proj.write("code/whole.py", WHOLE)
+    proj.write("Workflowfile", SEEDED.format(seed="data/seed.parquet")
+               .replace("code/stages.py:seeded", "code/whole.py:whole", 1))
+    write_seed(proj, "data/seed.parquet", 30)
+    _build(proj)
+    assert all(b.get("reads") == ["seed"] for b in proj.record("gen")["batches"])
+    write_seed(proj, "data/seed.parquet", 40)
+    plan = proj.run("-n", "--json")
+    assert plan.stage("gen")["action"] == "run"
+    assert "whole seed" in plan.stage("gen")["reasons"][0]["message"]
+    _build(proj)
+    assert ran(proj, "gen") == [0, 1, 2, 3]
+    same_as_scratch(proj, tmp_path / "fresh", "gen", "more")

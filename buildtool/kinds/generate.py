@@ -80,6 +80,55 @@ class GenerateContext:
         return contextlib.nullcontext() if self.limiter is None else self.limiter.request()
 
 
+class _Inputs(dict[str, Any]):
+    """`ctx.inputs`, noting a read of the seed through it (a batch that reads the whole seed
+    depends on all of it: its key holds the seed's digest, growth.py). Iterating over names
+    reads nothing; a value read by name, `get`, `values()`, `items()` or a copy does."""
+
+    def __init__(self, data: dict[str, Any], reads: set[str], seed: tuple[str, ...]) -> None:
+        super().__init__(dict.items(data))  # the dict's own items: no read noted
+        self._reads, self._seed = reads, seed
+
+    def _note(self, key: Any = None) -> None:
+        if self._seed and (key is None or key in self._seed):
+            self._reads.add("seed")
+
+    def __getitem__(self, key: str) -> Any:
+        self._note(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._note(key)
+        return super().get(key, default)
+
+    def values(self) -> Any:
+        self._note()
+        return super().values()
+
+    def items(self) -> Any:
+        self._note()
+        return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        self._note()
+        return dict(super().items())
+
+    def __iter__(self) -> Iterator[str]:  # not the dict's own: a copy goes through []
+        return super().__iter__()
+
+
+def _seed_keys_of(inputs: dict[str, Any]) -> tuple[str, ...]:
+    return inputs._seed if isinstance(inputs, _Inputs) else ()
+
+
+def _seed_names(job: Job) -> tuple[str, ...]:
+    """The names the seed has in `ctx.inputs` (input_map)."""
+    ref = job.stage.seed
+    if ref is None:
+        return ()
+    return (ref.value,) if ref.kind == "stage" else tuple({ref.written, ref.value})
+
+
 def batch_seed(fingerprint: str, index: int) -> int:
     """From the stage fingerprint and the batch index: a resumed batch repeats itself."""
     digest = hashlib.sha256(f"{fingerprint}:{index}".encode()).digest()
@@ -110,7 +159,8 @@ def _execute(job: Job, capture: LogCapture) -> Output:
         _drop_changed(job, keys)
     job.run.begin(total, num_records)
     call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
-                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
+                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter,
+                     _seed_names(job))
     writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total, keys)
     writer.progress()
     tasks = _tasks(job, keys, total)
@@ -143,6 +193,7 @@ class _Keys:
         self.order = _shuffled(job.fingerprint, seed.num_rows) if seed is not None and \
             job.stage.sampling == "shuffle" else None
         self._seed_digests: dict[int, str | None] = {}
+        self._whole: str | None = None  # the whole seed's digest, once a batch read it
 
     def task(self, index: int) -> BatchTask:
         from ..datasets import seed_indices
@@ -156,14 +207,20 @@ class _Keys:
         self._seed_digests[index] = rows_digest(rows)
         return BatchTask(index, offset, size, rows, batch_seed(self.job.fingerprint, index))
 
-    def key(self, index: int, read: bool) -> str:
-        from ..growth import batch_key
+    def key(self, index: int, reads: tuple[str, ...]) -> str:
+        from ..growth import batch_key, rows_digest
 
         if index not in self._seed_digests:
             self.task(index)
         size = self.job.stage.batch_size
+        whole = None
+        if "seed" in reads:
+            if self._whole is None:
+                self._whole = rows_digest(self.seed) or ""
+            whole = self._whole
         return batch_key(index, index * size, min(size, self.num_records - index * size),
-                         self._seed_digests.pop(index), self.num_records if read else None)
+                         self._seed_digests.pop(index),
+                         self.num_records if "num_records" in reads else None, whole)
 
 
 def _drop_changed(job: Job, keys: _Keys) -> None:
@@ -172,7 +229,7 @@ def _drop_changed(job: Job, keys: _Keys) -> None:
     from ..growth import verify
 
     kept = job.run.sorted_batches()
-    now = {b.index: keys.key(b.index, b.num_records_read) for b in kept}
+    now = {b.index: keys.key(b.index, b.reads) for b in kept}
     job.run.drop_batches(verify(now, kept))
 
 
@@ -197,8 +254,8 @@ class _Writer:
         self.retries = 0
         self._lock = threading.Lock()
 
-    def write(self, index: int, table: pa.Table, data: Any = None, read: bool = False
-              ) -> None:
+    def write(self, index: int, table: pa.Table, data: Any = None,
+              read: tuple[str, ...] = ()) -> None:
         self.schema.check(table, index)
         self.job.run.write_batch(index, table, data, self.keys.key(index, read), read)
         self.rows += table.num_rows
@@ -275,7 +332,7 @@ def _take(finished: Finished, writer: _Writer) -> BaseException | None:
         return finished.error
     assert finished.table is not None
     try:
-        writer.write(finished.index, finished.table, finished.data, finished.num_records_read)
+        writer.write(finished.index, finished.table, finished.data, finished.reads)
     except StageFailed as exc:
         return exc
     return None
@@ -316,7 +373,7 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
         try:
             table, read = _compute(fn, call, task, contextlib.nullcontext, note)
             return Finished(task.index, table, parquet_buffer(table), retries=len(tries),
-                            num_records_read=read)
+                            reads=read)
         except StageFailed as exc:
             return Finished(task.index, error=exc, retries=len(tries))
 
@@ -340,7 +397,7 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
             state["fn"] = load_callable(shim, call.target, call.stage)
         table, read = _compute(state["fn"], call, task, contextlib.nullcontext, notes.append)
         finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes),
-                            num_records_read=read)
+                            reads=read)
     except StageFailed as exc:
         finished = Finished(task.index, error=BatchError.of(exc), retries=len(notes))
     finished.notes = notes
@@ -351,17 +408,18 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
 def _compute(fn: Any, call: StageCall, task: BatchTask,
              capture: Callable[[], contextlib.AbstractContextManager[Any]],
              note: Callable[[str], None], pause: Callable[[float], None] = time.sleep
-             ) -> tuple[pa.Table, bool]:
+             ) -> tuple[pa.Table, tuple[str, ...]]:
     """One batch, in whichever thread or process computes it: the call (with its retries) and
     its value as a table, and whether its code read ctx.num_records. StageFailed when it
     fails."""
     from ..tables import to_table
 
+    reads: set[str] = set()
     ctx = GenerateContext(call.stage, task.index, task.offset, task.size, call.num_records,
                           call.params, task.seed_rows, random.Random(task.rng_seed),
-                          call.inputs, call.limiter)
+                          _Inputs(call.inputs, reads, call.seed_keys), call.limiter, reads)
     value = _call(fn, ctx, call, task.rng_seed, capture, note, pause)
-    return to_table(value, f"{call.target} (batch {task.index})"), "num_records" in ctx._reads
+    return to_table(value, f"{call.target} (batch {task.index})"), tuple(sorted(ctx._reads))
 
 
 def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
@@ -370,7 +428,9 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     its seeded state (a retry gives the rows an untroubled run gives)."""
     return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
                            ctx._num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
-                           random.Random(rng_seed), dict(ctx.inputs), ctx.limiter, ctx._reads)
+                           random.Random(rng_seed), _Inputs(ctx.inputs, ctx._reads,
+                                                            _seed_keys_of(ctx.inputs)),
+                           ctx.limiter, ctx._reads)
 
 
 def _call(fn: Any, ctx: GenerateContext, call: StageCall, rng_seed: int,
