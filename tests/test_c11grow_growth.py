@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from c11grow_support import CODE, ran, same_as_scratch, write_seed
 from conftest import Project
 
