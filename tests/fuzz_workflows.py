@@ -160,7 +160,7 @@ class Mix:
         ("processors", 1), ("exports", 0.5), ("cross_add", 0.3), ("clean", 0.3),
         ("callback_version", 0.3), ("allow_empty", 0.4), ("step_output", 0.4),
         ("override", 0.4), ("release", 0.3), ("override_lost", 0.05), ("held_own", 0.4),
-        ("held_upstream", 0.3))
+        ("held_upstream", 0.3), ("grow", 1))
 
 
 _ALL_EDITS = dict(Mix().edits)
@@ -206,6 +206,10 @@ FOCUS: dict[str, Mix] = {
                      "callback_version": 1, "allow_empty": 2, "exports": 2, "step_output": 2,
                      "callback_output": 1}, steps=True, callback=0.6, processors=0.5,
                     exports=0.6, allow_empty=0.3, empty=0.3, run=0.15, dry_plans=True),
+    # Issue 11's growth: num_records grown and shrunk (a partial last batch regenerated or
+    # trimmed), so upstreams that seed other stages grow too; only the new batches may run.
+    "growth": _focus({"grow": 8, "batch_delete": 1, "param": 1}, plain=0.3, run=0.15,
+                     retries=0.2, dry_plans=True),
     # Review overrides held through own and upstream edits, released, forced, lost.
     "overrides": _focus({"override": 5, "release": 3, "override_lost": 0.3, "held_own": 6,
                          "held_upstream": 2.5, "exports": 1, "step_output": 1},
