@@ -94,7 +94,9 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
     size = int(facts.spec["batch_size"])
     total = None if n is None else -(-n // size)
     reads = {r for b in batches for r in b.reads}
-    seed_changed = any(r.code != "spec_changed" for r in grows)
+    seed_changed = any(r.code == "input_changed" for r in grows)
+    if "seed" in reads and not seed_changed and any(r.code == "upstream_will_run" for r in grows):
+        return None  # it reads its whole seed, which is not known yet: decided again then
     if ("num_records" in reads and (n is None or n != record.num_records)) or \
             ("seed" in reads and seed_changed):
         what = "ctx.num_records" if "num_records" in reads and \

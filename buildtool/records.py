@@ -59,7 +59,13 @@ class BatchEntry(NamedTuple):
         return FileState(self.file, self.size, self.mtime_ns, self.digest)
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(batch_line(self))
+        d = {"index": self.index, "file": self.file, "rows": self.rows, "bytes": self.size,
+             "mtime_ns": self.mtime_ns, "digest": self.digest}
+        if self.key:
+            d["key"] = self.key
+        if self.reads:
+            d["reads"] = list(self.reads)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BatchEntry:
