@@ -87,6 +87,9 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
     grows = [r for r in main if _is_growth(r, seed, facts)]
     if not grows or any(r not in grows and r.code not in _KEEPS for r in main):
         return None
+    if all(r.code == "upstream_will_run" for r in grows) and \
+            not any(r.code in _KEEPS for r in main):
+        return None  # nothing of its own: it waits to see the seed stage's output
     batches = tuple(record.batches)
     if any(not b.key for b in batches) or record.num_records is None:
         return None  # written before batch keys: no batch can be told unchanged
