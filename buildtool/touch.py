@@ -71,11 +71,15 @@ def touch(workflow: Workflow, names: list[str], dry_run: bool) -> list[Touched]:
         if d.action == "up_to_date":
             done.append(Touched(name, (), None))
             continue
+        if dry_run:  # checked as a touch checks it, unless an upstream is touched first
+            if not any(u in names for u in prep.upstreams[name]):
+                _touched_record(prep, name, d)
+            done.append(Touched(name, d.reasons, None))
+            continue
         record = _touched_record(prep, name, d)
-        if not dry_run:
-            write_record(workflow.stage_dir(name), record)
-            prep = prepare(workflow, BuildConfig(targets=tuple(names), dry_run=True))
-        done.append(Touched(name, d.reasons, None if dry_run else record.extra["touched_at"]))
+        write_record(workflow.stage_dir(name), record)
+        prep = prepare(workflow, BuildConfig(targets=tuple(names), dry_run=True))
+        done.append(Touched(name, d.reasons, record.extra["touched_at"]))
     return done
 
 

@@ -146,3 +146,43 @@ def test_touch_takes_the_workflow_lock(proj: Project) -> None:
     finally:
         os.close(fd)
     assert proj.run("touch", "gen").code == 0
+
+
+STEPS = """
+workflow: demo
+stages:
+  gen:
+    generate: code/stages.py:plain
+    num_records: 20
+    batch_size: 10
+    processors:
+    - {{filter: "{expr}"}}
+{more}
+  report:
+    run: python3 -c "import sys; open(sys.argv[2], 'w').write(open(sys.argv[1]).read())" {{inputs[0]}} {{outputs[0]}}
+    inputs: [data/in.txt]
+    outputs: [out.txt]
+    params: {{v: {v}}}
+"""
+
+
+def test_touch_accepts_a_later_step_and_a_run_stage_and_refuses_a_new_step(tmp_path: Path
+                                                                           ) -> None:
+    proj = Project(tmp_path / "proj")
+    proj.write("code/stages.py", CODE)
+    proj.write("data/in.txt", "x\n")
+    proj.write("Workflowfile", STEPS.format(expr="i >= 0", more="", v=1))
+    assert proj.run("-q").code == 0
+    processed = proj.record("gen")["output"]["digest"]
+    proj.write("Workflowfile", STEPS.format(expr="i >= 0 and i < 1000", more="", v=2))
+    dry = proj.run("touch", "gen", "report", "-n", "--json")
+    assert dry.code == 0, dry.stderr
+    assert [s["stage"] for s in dry.json()["stages"]] == ["gen", "report"]
+    assert proj.run("touch", "gen", "report").code == 0
+    plan = proj.run("-n", "--json").json()
+    assert [s["action"] for s in plan["stages"]] == ["up_to_date", "up_to_date"]
+    assert proj.record("gen")["output"]["digest"] == processed
+    proj.write("Workflowfile", STEPS.format(expr="i >= 0 and i < 1000",
+                                            more="    on_success: code/stages.py:plain", v=2))
+    added = proj.run("touch", "gen")
+    assert added.code == 2 and "on_success added" in added.stderr
