@@ -45,7 +45,7 @@ _TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no
 
 def wants_cache(decision: Decision) -> bool:
     """Whether a stage the plan runs may be restored instead (pure)."""
-    if decision.action not in ("run", "resume"):
+    if decision.action not in ("run", "resume", "grow", "shrink"):
         return False
     codes = {r.code for r in decision.reasons}
     return "forced" not in codes and bool(codes & _TRACE_CHANGED)

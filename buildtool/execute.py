@@ -35,7 +35,16 @@ from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .lock import running_now, set_sweep_pending, sweep_pending
 from .model import Workflow
-from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
+from .plan import (
+    KEEPING,
+    Decision,
+    Options,
+    ResumeMode,
+    decide,
+    plan,
+    strict_refusals,
+    upstream_view,
+)
 from .planindex import PlanIndex
 from .probe import probe
 from .records import (
@@ -543,9 +552,11 @@ class _Builder:
         stage = self.wf.stages[decision.stage]
         self._sweep_stage(stage.name)
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
-        keep = decision.keep if decision.action == "resume" else ()
+        keep = decision.keep if decision.action in KEEPING else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
         run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
+        run.check_keys = decision.action in ("grow", "shrink") or any(
+            "growth" in r.detail for r in decision.reasons)  # growth.py: keys compared
         try:
             return self._run_stage(planned, decision, facts, run)
         finally:  # an attempt that wrote no record (its code failed to load) closes it here

@@ -19,7 +19,7 @@ EXECUTORS = ("thread", "process")  # where a generate stage's batches run (`exec
 DEFAULT_BATCH_SIZE = 100
 # Words the CLI reserves: a stage may not be called one of these.
 TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "cache", "schema",
-              "init", "help")
+              "init", "help", "touch")
 # Files dd-build keeps in `<artifacts>/<workflow>/` beside the stage folders (the build
 # summary written by execute.py, the lock of lock.py, the planning index of planindex.py): a
 # stage may not be called one of these, in any letter case (a case-insensitive file system

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
+from .growth import plan_growth
 from .reasons import (
     Reason,
     ReasonCode,
@@ -43,7 +44,10 @@ __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFact
            "strict_refusals", "upstream_view"]
 
 # What the plan says a stage does (`action` in `build --json`).
-Action = Literal["up_to_date", "run", "resume", "skip_empty_upstream", "held", "restore"]
+Action = Literal["up_to_date", "run", "resume", "grow", "shrink", "skip_empty_upstream", "held",
+                 "restore"]
+# Actions that keep some of the main step's batches (`Decision.keep`) and run the rest.
+KEEPING: frozenset[Action] = frozenset({"resume", "grow", "shrink"})
 ResumeMode = Literal["if-possible", "never", "always"]  # `--resume`
 RESUME_MODES: tuple[ResumeMode, ...] = get_args(ResumeMode)
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
@@ -184,6 +188,15 @@ def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Optio
         keep = tuple(b.index for b in record.batches)
         return Decision(facts.name, "resume", tuple(reasons), keep, record.batches_total,
                         step=step)
+    grown = plan_growth(facts, reasons, upstreams, _total(facts, upstreams))
+    if grown is not None:  # only num_records or the seed's rows changed (growth.py)
+        action, keep, reasons, total = grown
+        if action == "run":
+            reasons = _discarding(facts, reasons, "the stage's code reads what changed",
+                                  options)
+            return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
+        return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]
+                        total, step=main)
     kept = _resumable_batches(facts, reasons)
     if kept is None:
         fresh = [r for r in reasons if r.step == main and r.code not in _KEEPS_BATCHES]
