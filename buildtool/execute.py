@@ -34,7 +34,7 @@ from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .lock import running_now, set_sweep_pending, sweep_pending
-from .model import Workflow
+from .model import BATCHED_KINDS, Workflow
 from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
 from .planindex import PlanIndex
 from .probe import probe
@@ -546,7 +546,7 @@ class _Builder:
         except (KeyboardInterrupt, Interrupted):
             self._interrupted(Interruption(  # batches are worth counting in generate stages
                 stage.name, len(run.batches),
-                run.record.batches_total if stage.kind == "generate" else None))
+                run.record.batches_total if stage.kind in BATCHED_KINDS else None))
             if not run.untouched:
                 with signals_held():  # a second Ctrl-C must not leave the record `running`
                     run.finish("interrupted", error="interrupted")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
+from .model import BATCHED_KINDS
 from .reasons import (
     Reason,
     ReasonCode,
@@ -261,7 +262,7 @@ def _held(facts: StageFacts, reasons: list[Reason], forced: str | None) -> Decis
 
 
 def _total(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> int | None:
-    if facts.kind != "generate":
+    if facts.kind not in BATCHED_KINDS:
         return None
     n = facts.spec.get("num_records")
     if n is None:
