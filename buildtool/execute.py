@@ -140,7 +140,7 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                                              if f.record is None and f.read.problem is None])
         options = Options(resume=config.resume, forced=scope.forced,
                           released=frozenset(config.force + config.rerun_from), live=live,
-                          notes=notes)
+                          notes=notes, project_dir=workflow.project_dir)
         decisions = plan(order, facts, upstreams, options)
     return Prepared(workflow, order, upstreams, facts, options, decisions, index)
 

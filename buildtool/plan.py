@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
@@ -73,6 +74,8 @@ class Options:
     live: Mapping[str, int] = field(default_factory=dict)
     # Stage → lines shown under its `no_record` reason (`artifacts.never_built_notes`).
     notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The project folder: a datadesigner stage's reason names what changed in its config.
+    project_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
 
 def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
+    if facts.kind == "datadesigner" and options.project_dir is not None and reasons:
+        from .ddconfig import config_reasons
+
+        reasons = config_reasons(facts, reasons, options.project_dir)
     notes = options.notes.get(facts.name)
     if notes:
         reasons = [replace(r, more=notes, detail={**r.detail, "notes": list(notes)})

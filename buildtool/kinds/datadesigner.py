@@ -26,13 +26,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..ddconfig import load_config
 from ..errors import StageFailed
 from ..records import Output
 from . import Job, check_cancel
 from .ddchild import DATASET, RUN
 
 FOLDER = "datadesigner"
-_PARAM = re.compile(r"\{\{\s*params\.([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _BATCH = re.compile(r"batch_(\d+)\.parquet$")
 
 
@@ -64,39 +64,6 @@ def execute(job: Job) -> Output:
     _mirror_rest(job, folder)
     job.progress(len(job.run.batches), total)
     return job.run.batches_output()
-
-
-def load_config(project_dir: Path, path: str, params: dict[str, Any], stage: str
-                ) -> dict[str, Any]:
-    """The config file as a mapping, with `{{ params.KEY }}` replaced."""
-    import yaml
-
-    try:
-        text = (project_dir / path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StageFailed(f"cannot read the Data Designer config {path}: {exc}", stage=stage,
-                          key="datadesigner") from exc
-    text = _PARAM.sub(lambda m: _param_text(m.group(1), params, path, stage), text)
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StageFailed(f"the Data Designer config {path} is not valid YAML or JSON: {exc}",
-                          stage=stage, key="datadesigner") from exc
-    if not isinstance(config, dict):
-        raise StageFailed(f"the Data Designer config {path} must be a mapping (columns, "
-                          "model_configs, …)", stage=stage, key="datadesigner")
-    return config
-
-
-def _param_text(dotted: str, params: dict[str, Any], path: str, stage: str) -> str:
-    value: Any = params
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise StageFailed(f"{path}: {{{{ params.{dotted} }}}} names no parameter of the "
-                              "stage", stage=stage, key="params",
-                              hint=f"add `{dotted}` under the stage's params")
-        value = value[part]
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _providers(job: Job) -> list[dict[str, Any]]:
