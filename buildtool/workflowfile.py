@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from .ddkeys import parse_config_file, parse_models_file
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
 from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, RATE_LIMIT_KEYS, STAGE_KEYS, TOP_KEYS
 from .loadfacts import LoadFacts
@@ -31,7 +32,6 @@ from .model import (
 )
 from .placeholders import input_index_errors, run_command_errors
 from .plainjson import check_plain_json
-from .ddkeys import parse_config_file, parse_models_file
 from .workflowrefs import (
     LoadContext,
     check_seed_tables,
