@@ -83,7 +83,9 @@ def _providers(job: Job) -> list[dict[str, Any]]:
     if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
         raise StageFailed(f"{stage.models} must hold `providers: [{{name, endpoint, "
                           "provider_type, api_key}}]`", stage=stage.name, key="models")
-    return providers
+    # `${VAR}` in an endpoint comes from the environment (a port chosen at start-up)
+    return [{**p, "endpoint": os.path.expandvars(p["endpoint"])}
+            if isinstance(p.get("endpoint"), str) else p for p in providers]
 
 
 def _write_seed(folder: Path, seed: Any) -> None:
