@@ -148,9 +148,10 @@ STAGE_KEYS: dict[str, KeySpec] = {
         step=None,
     ),
     "concurrency": KeySpec(
-        _GEN, "positive_int",
-        "Batches in flight at once (default 1: one at a time); batch files and the output are "
-        "the same whatever the value (not part of the fingerprint).",
+        _BATCHED, "positive_int",
+        "Batches in flight at once (default 1: one at a time; a datadesigner stage's "
+        "`max_concurrent_row_groups`); batch files and the output are the same whatever the "
+        "value (not part of the fingerprint).",
         default=1,
         step=None,
     ),

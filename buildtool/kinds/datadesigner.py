@@ -56,13 +56,19 @@ def execute(job: Job) -> Output:
     if seed is not None:
         _write_seed(folder, seed)
     request = {"config": config, "providers": providers, "num_records": num_records,
-               "buffer_size": stage.batch_size, "resume": resume,
+               "buffer_size": stage.batch_size, "row_groups": stage.concurrency,
+               "resume": resume,
                "seed": "seed.parquet" if seed is not None else None}
     (folder / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
     job.progress(len(job.run.batches), total)
     _run_child(job, folder, total)
     _mirror_rest(job, folder)
     job.progress(len(job.run.batches), total)
+    if len(job.run.batches) < total:
+        raise StageFailed(
+            f"Data Designer finished {len(job.run.batches)} of {total} batches: it stopped "
+            "early (its warnings in the stage's log.txt say why); the finished batches are "
+            "kept and the next build resumes", stage=stage.name)
     return job.run.batches_output()
 
 

@@ -72,7 +72,9 @@ def run(request: dict[str, Any], out: IO[str]) -> None:
     _send(out, "config", fingerprint=builder.build().fingerprint())
     providers = [ModelProvider(**p) for p in request.get("providers") or [_NO_MODELS]]
     designer = DataDesigner(artifact_path=RUN, model_providers=providers)
-    designer.set_run_config(RunConfig(buffer_size=request["buffer_size"], otel_metrics_port=None))
+    designer.set_run_config(RunConfig(buffer_size=request["buffer_size"],
+                                      max_concurrent_row_groups=request["row_groups"],
+                                      otel_metrics_port=None))
     designer.create(builder, num_records=request["num_records"], dataset_name=DATASET,
                     resume=ResumeMode.ALWAYS if request["resume"] else ResumeMode.NEVER,
                     on_batch_complete=lambda path: _send(out, "batch", path=str(path)))

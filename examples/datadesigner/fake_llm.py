@@ -5,7 +5,9 @@ deterministic, the same prompt always gets the same answer.
 
 POST /v1/chat/completions answers from the last user message: a JSON object built from the
 request's `response_format` schema when it has one (a judge's scores), else a short text.
-POST /control with {"fail": true} makes every chat request answer 500 until {"fail": false}.
+POST /control with {"fail": true} makes every chat request answer 500 until {"fail": false};
+{"hold_after": N} holds every chat request after the N-th until {"hold_after": null} (a test's
+point to kill a build at). Its answer is the state, with `requests`: chat requests so far.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-STATE = {"fail": False, "requests": 0}
+STATE: dict[str, Any] = {"fail": False, "hold_after": None, "requests": 0}
 LOCK = threading.Lock()
+RELEASED = threading.Condition(LOCK)
 
 
 def _digest(text: str) -> str:
@@ -104,11 +107,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.endswith("/control"):
             with LOCK:
                 STATE.update(body)
+                RELEASED.notify_all()
                 state = dict(STATE)
             self._reply(200, state)
             return
         with LOCK:
             STATE["requests"] += 1
+            number = STATE["requests"]
+            while STATE["hold_after"] is not None and number > STATE["hold_after"]:
+                RELEASED.wait()
             failing = STATE["fail"]
             if os.environ.get("FAKE_LLM_LOG"):  # every request, for debugging
                 with open(os.environ["FAKE_LLM_LOG"], "a") as fh:
