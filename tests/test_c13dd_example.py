@@ -150,7 +150,8 @@ def test_a_server_failing_with_500s_fails_the_stage_and_the_next_build_resumes(
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, (out, err)
     assert "✗ answers: failed" in err
-    assert "Data Designer" in err and "1 finished batch kept: the next build resumes" in err
+    assert "Data Designer finished 1 of 3 batches (4 of 12 rows)" in err
+    assert "the next build resumes" in err
 
     dd_project.server.control(fail=False)
     assert dd_project.plan("answers")["answers"]["action"] == "resume"

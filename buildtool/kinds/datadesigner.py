@@ -65,10 +65,11 @@ def execute(job: Job) -> Output:
     _mirror_rest(job, folder)
     job.progress(len(job.run.batches), total)
     if len(job.run.batches) < total:
+        rows = sum(b.rows for b in job.run.batches.values())
         raise StageFailed(
-            f"Data Designer finished {len(job.run.batches)} of {total} batches: it stopped "
-            "early (its warnings in the stage's log.txt say why); the finished batches are "
-            "kept and the next build resumes", stage=stage.name)
+            f"Data Designer finished {len(job.run.batches)} of {total} batches ({rows} of "
+            f"{num_records} rows): it stopped early (its warnings in the stage's log.txt say "
+            "why); the finished batches are kept and the next build resumes", stage=stage.name)
     return job.run.batches_output()
 
 
