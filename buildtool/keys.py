@@ -122,7 +122,7 @@ STAGE_KEYS: dict[str, KeySpec] = {
         step="allow_empty",
     ),
     "rate_limit": KeySpec(
-        _GEN_TRANSFORM, "limit_name",
+        ("generate", "transform"), "limit_name",
         "The name of a limit in the top-level `rate_limits:` that the stage's `ctx.request()` "
         "calls share with every other stage naming it (not part of the fingerprint).",
         step=None,
