@@ -428,7 +428,8 @@ def _stage_kind(ctx: LoadContext, name_node: Node, own: dict[str, tuple[Node, No
 
 
 def _kinds_phrase(kinds: tuple[str, ...]) -> str:
-    return " and ".join(kinds) + (" stages only" if len(kinds) < len(KINDS) else " stages")
+    words = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return words + (" stages only" if len(kinds) < len(KINDS) else " stages")
 
 
 def _check_applies(ctx: LoadContext, key: str, key_node: Node) -> None:
