@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from c13dd_support import SECRET, DDProject, dd_project, kill_build, needs_data_designer
 
 pytestmark = needs_data_designer

@@ -40,6 +40,7 @@ def execute(job: Job) -> Output:
     from .generate import _seed_table
 
     stage = job.stage
+    _check_installed(stage.name)
     folder = job.run.dir / FOLDER
     config = load_config(job.workflow.project_dir, stage.target, stage.params, stage.name)
     providers = _providers(job)
@@ -71,6 +72,21 @@ def execute(job: Job) -> Output:
             f"{num_records} rows): it stopped early (its warnings in the stage's log.txt say "
             "why); the finished batches are kept and the next build resumes", stage=stage.name)
     return job.run.batches_output()
+
+
+def _check_installed(stage: str) -> None:
+    """The extra is there: else the stage fails before it touches anything (its last record
+    stays), saying how to install it."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("data_designer.interface") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise StageFailed("Data Designer is not installed in this Python "
+                          f"({sys.executable})", stage=stage, key="datadesigner",
+                          hint="pip install 'dd-build[datadesigner]'")
 
 
 def _providers(job: Job) -> list[dict[str, Any]]:
