@@ -177,3 +177,17 @@ def test_an_override_of_the_judged_stage_is_held_and_its_dependants_rerun(
     plan = dd_project.plan()
     assert plan["judged"]["action"] == "held"
     assert plan["summary"]["action"] == "up_to_date"
+
+
+def test_a_deleted_batch_of_a_completed_stage_comes_back_without_regenerating(
+        dd_project: DDProject) -> None:
+    """Its config has no model_configs: the library's defaults, seeded into the stage's own
+    home before the config is read, give every run the same config fingerprint, so Data
+    Designer's resume accepts its own dataset."""
+    dd_project.build("personas")
+    before = dd_project.table("personas").to_pylist()
+    (dd_project.artifacts / "personas" / "batches" / "batch-000001.parquet").unlink()
+    built = dd_project.build("personas")
+    assert (built["personas"]["action"], built["personas"]["result"]) == ("resume", "completed")
+    assert dd_project.table("personas").to_pylist() == before  # samplers are random: the same
+    # rows mean no batch was generated again

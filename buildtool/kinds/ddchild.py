@@ -61,6 +61,10 @@ def run(request: dict[str, Any], out: IO[str]) -> None:
     key, state = fingerprint_loaded("data_designer.interface.data_designer")
     _send(out, "library", key=key, state=state.to_json(),
           module="data_designer.interface.data_designer")
+    # First: it seeds the (empty, hermetic) home with the library's default model configs,
+    # which a config without `model_configs` then gets: every run the same fingerprint.
+    providers = [ModelProvider(**p) for p in request.get("providers") or [_NO_MODELS]]
+    designer = DataDesigner(artifact_path=RUN, model_providers=providers)
     builder = DataDesignerConfigBuilder.from_config(request["config"])
     if request.get("seed"):
         current = builder.build().seed_config
@@ -70,8 +74,6 @@ def run(request: dict[str, Any], out: IO[str]) -> None:
                        "selection_strategy": current.selection_strategy}
         builder.with_seed_dataset(LocalFileSeedSource(path=request["seed"]), **options)
     _send(out, "config", fingerprint=builder.build().fingerprint())
-    providers = [ModelProvider(**p) for p in request.get("providers") or [_NO_MODELS]]
-    designer = DataDesigner(artifact_path=RUN, model_providers=providers)
     designer.set_run_config(RunConfig(buffer_size=request["buffer_size"],
                                       max_concurrent_row_groups=request["row_groups"],
                                       otel_metrics_port=None))
