@@ -191,3 +191,18 @@ def test_a_deleted_batch_of_a_completed_stage_comes_back_without_regenerating(
     assert (built["personas"]["action"], built["personas"]["result"]) == ("resume", "completed")
     assert dd_project.table("personas").to_pylist() == before  # samplers are random: the same
     # rows mean no batch was generated again
+
+
+def test_ctrl_c_ends_data_designer_records_the_stage_interrupted_and_it_resumes(
+        dd_project: DDProject) -> None:
+    import signal
+
+    dd_project.build("personas")
+    proc = _hold_after_first_batch(dd_project)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert dd_project.record("answers")["status"] == "interrupted"
+    dd_project.server.control(hold_after=None)
+    built = dd_project.build("answers")
+    assert (built["answers"]["action"], built["answers"]["batches_run"]) == ("resume", 2)
