@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from c13dd_support import have_data_designer
 
 from buildtool.ddconfig import diff_configs, load_config
 from buildtool.errors import StageFailed
-from c13dd_support import have_data_designer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """columns:
