@@ -34,7 +34,7 @@ from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .lock import running_now, set_sweep_pending, sweep_pending
-from .model import Workflow
+from .model import BATCHED_KINDS, Workflow
 from .plan import (
     KEEPING,
     Decision,
@@ -152,7 +152,7 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                                              if f.record is None and f.read.problem is None])
         options = Options(resume=config.resume, forced=scope.forced,
                           released=frozenset(config.force + config.rerun_from), live=live,
-                          notes=notes)
+                          notes=notes, project_dir=workflow.project_dir)
         decisions = plan(order, facts, upstreams, options)
         if any(d.action in ("run", "resume") for d in decisions):  # never in a null build
             from .cachestage import cache_hits
@@ -613,7 +613,7 @@ class _Builder:
         except (KeyboardInterrupt, Interrupted):
             self._interrupted(Interruption(  # batches are worth counting in generate stages
                 stage.name, len(run.batches),
-                run.record.batches_total if stage.kind == "generate" else None))
+                run.record.batches_total if stage.kind in BATCHED_KINDS else None))
             if not run.untouched:
                 with signals_held():  # a second Ctrl-C must not leave the record `running`
                     run.finish("interrupted", error="interrupted")

@@ -238,6 +238,8 @@ def code_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = Non
     """Project-relative files whose content is the stage's code."""
     resolve = resolver or _Direct(workflow)
     files = [f for f in map(resolve.callable_file, stage.callables) if f]
+    if stage.kind == "datadesigner":  # its config file is its code
+        files.append(stage.target)
     for pattern in stage.code:
         matched = resolve.expand(pattern)
         if not matched:

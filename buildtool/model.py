@@ -13,7 +13,9 @@ from .errors import WorkflowError
 if TYPE_CHECKING:
     from .graph import StageGraph
 
-KINDS = ("generate", "transform", "run")
+KINDS = ("generate", "transform", "run", "datadesigner")
+# Kinds whose main step writes numbered batches, counted in progress and resume messages.
+BATCHED_KINDS = ("generate", "datadesigner")
 SAMPLINGS = ("ordered", "shuffle")
 EXECUTORS = ("thread", "process")  # where a generate stage's batches run (`executor:`)
 DEFAULT_BATCH_SIZE = 100
@@ -97,6 +99,7 @@ class Stage:
     on_success_version: str | None = None
     allow_empty: bool = False
     rate_limit: str | None = None  # a name in Workflow.rate_limits
+    models: str | None = None  # datadesigner: a model_providers.yaml file
     code: tuple[str, ...] = ()
     retries: int = 0
     concurrency: int = 1

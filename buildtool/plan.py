@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
 from .growth import plan_growth
+from .model import BATCHED_KINDS
 from .reasons import (
     Reason,
     ReasonCode,
@@ -82,6 +84,8 @@ class Options:
     # Stage → an entry of the build cache for the key it may have now (cachestage.py, the
     # probe's part): the stage is restored from it when that key is its key.
     cached: Mapping[str, CacheHit] = field(default_factory=dict)
+    # The project folder: a datadesigner stage's reason names what changed in its config.
+    project_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,10 @@ def _restored(decision: Decision, hit: CacheHit, facts: StageFacts,
 
 def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
+    if facts.kind == "datadesigner" and options.project_dir is not None and reasons:
+        from .ddconfig import config_reasons
+
+        reasons = config_reasons(facts, reasons, options.project_dir)
     notes = options.notes.get(facts.name)
     if notes:
         reasons = [replace(r, more=notes, detail={**r.detail, "notes": list(notes)})
@@ -301,7 +309,7 @@ def _held(facts: StageFacts, reasons: list[Reason], forced: str | None) -> Decis
 
 
 def _total(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> int | None:
-    if facts.kind != "generate":
+    if facts.kind not in BATCHED_KINDS:
         return None
     n = facts.spec.get("num_records")
     if n is None:
