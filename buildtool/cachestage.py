@@ -150,9 +150,13 @@ def lookup(cache: Cache, workflow: Workflow, facts: StageFacts,
         looked.add((facts.name, key))
     record = facts.record
     if record is not None and record.status in ("completed", "completed_empty") \
-            and record_key(record) == key:
-        return None
+            and record_key(record) == key and _imports_as_built(workflow, _imports(record)):
+        return None  # (when only an imported module changed, an entry of the key may fit)
     return cache.lookup(key, lambda found: _imports_as_built(workflow, found))
+
+
+def _imports(record: StageRecord) -> dict[str, Any]:
+    return {k: d.to_json() for k, d in (record.discovered or {}).items()}
 
 
 def _imports_as_built(workflow: Workflow, found: dict[str, Any]) -> bool:
