@@ -254,6 +254,10 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
         stage = workflow.stages[name]
         run = StageRun(workflow, stage, facts, consumed, ())
         run.begin(built.batches_total, built.num_records)  # clears its old batches and steps
+        if stage.kind == "run":  # as before its command runs: no file of another build stays
+            from .kinds.command import clear_outputs
+
+            clear_outputs(workflow.project_dir, stage.outputs)
         try:
             placed = _place_files(cache, workflow, name, entry)
         except CacheDamaged:

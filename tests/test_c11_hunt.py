@@ -194,8 +194,6 @@ def folder_project(root: Path, n: int) -> Path:
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="a restore places a run stage's files in its output "
-                   "folder without clearing it first: files of another build stay")
 def test_a_restored_run_stage_folder_holds_only_its_own_files(tmp_path: Path) -> None:
     root = folder_project(tmp_path / "p", 2)
     ok(root, "-q")
