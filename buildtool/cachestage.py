@@ -262,6 +262,7 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             placed = _place_files(cache, workflow, name, entry)
         except CacheDamaged:
             cache.drop(hit.entry)
+            cache.drop_damaged_objects(entry)
             raise
         cache.touch(hit.entry)
     old_rel, new_rel = str(entry.get("stage_rel", "")), _stage_rel(workflow, name)

@@ -217,8 +217,6 @@ def test_a_restored_run_stage_folder_holds_only_its_own_files(tmp_path: Path) ->
 
 # ---------------------------------------------------------------- a damaged object
 
-@pytest.mark.xfail(strict=True, reason="a damaged object is never replaced: each later store "
-                   "of the same bytes names it again, so every revert to that state runs")
 def test_a_damaged_object_is_replaced_so_the_next_revert_is_free(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
     ok(root)
