@@ -302,8 +302,6 @@ def test_a_restore_killed_midway_is_restored_again_not_run(tmp_path: Path) -> No
 
 # ---------------------------------------------------------------- touch, then a revert to it
 
-@pytest.mark.xfail(strict=True, reason="touch does not keep the touched state in the cache: "
-                   "a revert to it reruns the stages")
 def test_a_revert_to_a_touched_state_runs_nothing(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
     ok(root)
