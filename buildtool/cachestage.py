@@ -37,10 +37,12 @@ if TYPE_CHECKING:
     from .plan import Decision, Options
 
 # Reasons that say the stage's trace is not the recorded one: an entry of the trace it has
-# now may exist. (A deleted batch file, a killed run, --force: the trace is the recorded one,
-# or the user asked for a run. An unreadable record, or one of another format: something
-# is wrong with the stage's folder, so it runs, as before the cache.)
-_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record"})
+# now may exist (`overridden`: an input stage outputs a review, perhaps one built on before).
+# (A deleted batch file, a killed run, --force: the trace is the recorded one, or the user
+# asked for a run. An unreadable record, or one of another format: something is wrong with
+# the stage's folder, so it runs, as before the cache.)
+_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record",
+                            "overridden"})
 
 
 def wants_cache(decision: Decision) -> bool:

@@ -321,8 +321,6 @@ def test_a_revert_to_a_touched_state_runs_nothing(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- override --restore
 
-@pytest.mark.xfail(strict=True, reason="reason `overridden` is not a trace change for the "
-                   "cache: dependants of a review set again rerun instead of restoring")
 def test_dependants_of_a_restored_review_are_restored_not_run(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
