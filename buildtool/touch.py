@@ -78,9 +78,22 @@ def touch(workflow: Workflow, names: list[str], dry_run: bool) -> list[Touched]:
             continue
         record = _touched_record(prep, name, d)
         write_record(workflow.stage_dir(name), record)
+        _keep(workflow, record)
         prep = prepare(workflow, BuildConfig(targets=tuple(names), dry_run=True))
         done.append(Touched(name, d.reasons, record.extra["touched_at"]))
     return done
+
+
+def _keep(workflow: Workflow, record: StageRecord) -> None:
+    """The touched state in the build cache, as a build keeps what it built: a revert to it
+    is then restored. A cache that cannot be written does not undo the touch."""
+    from .cache import CacheDamaged
+    from .cachestage import store
+
+    try:
+        store(workflow, record)
+    except (OSError, CacheDamaged):
+        pass
 
 
 def _decision(prep: Prepared, name: str) -> Decision:
