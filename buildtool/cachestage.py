@@ -159,12 +159,12 @@ def _name_read_note(folder: Path, source: str) -> tuple[str, str] | None:
     reads = entry_name_reads({"record": record.to_json()})
     if reads is None:
         return (" It was built by a dd-build that did not note whether its code read its name "
-                "(ctx.stage_name), so it runs again.", "name_reads_unknown")
+                "(ctx.stage_name), so it is built again, not restored.", "name_reads_unknown")
     if not reads:
         return None
     shown = ", ".join(f"ctx.{r}" for r in reads)
-    return (f" Its code read {shown}, which a stage of another name sees otherwise, so it "
-            "runs again.", "name_read")
+    return (f" Its code read {shown} (the stage's name or folder), so it is built again, not "
+            "restored.", "name_read")
 
 
 def _fits_name(entry: dict[str, Any], name: str, stage_rel: str) -> bool:
