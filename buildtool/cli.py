@@ -455,17 +455,17 @@ def cmd_dag(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _selected_table(workflow: Workflow, name: str) -> Any:
+def _selected_table(workflow: Workflow, name: str, command: str) -> Any:
     from .api import selected_table
 
-    return selected_table(workflow, name, "the command")
+    return selected_table(workflow, name, command)
 
 
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
     from .preview import format_rows, preview_rows
 
     workflow = _load(args, out)
-    table = _selected_table(workflow, args.stage)
+    table = _selected_table(workflow, args.stage, "show")
     fresh = _freshness(workflow, args.stage, out)
     if args.json:
         out.document({"ok": True, "stage": args.stage, **fresh, "rows": table.num_rows,
@@ -489,7 +489,7 @@ def cmd_export(args: argparse.Namespace, out: Console) -> int:
     if not path.parent.is_dir():  # like cp: a misspelt folder is an error, not a new folder
         raise UsageError(f"cannot export to {args.path}: no folder {path.parent}",
                          hint=f"create it first (mkdir -p {path.parent}) or fix the path")
-    table = _selected_table(workflow, args.stage)
+    table = _selected_table(workflow, args.stage, "export")
     fresh = _freshness(workflow, args.stage, out)
     write_export(table, path)
     out.text(f"wrote {counted(table.num_rows, 'row')} of '{args.stage}' to {args.path}")
