@@ -140,6 +140,7 @@ def test_a_server_failing_with_500s_fails_the_stage_and_the_next_build_resumes(
     assert proc.returncode == 1, (out, err)
     assert "✗ answers: failed" in err
     assert "Data Designer finished 1 of 3 batches (4 of 12 rows)" in err
+    assert "batch 1 lost all its 4 rows, batch 2 all 4, as generation failed" in err
     assert "the next build resumes" in err
 
     dd_project.server.control(fail=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -129,8 +130,7 @@ def test_ctrl_c_with_two_data_designer_stages_in_flight_interrupts_both_and_both
     dd_project.server.control(hold_after_rows=4)  # each stage's first batch, then they wait
     proc = dd_project.start("-j", "2", "answers", "answers2")
     for stage in ("answers", "answers2"):
-        folder = dd_project.artifacts / stage
-        wait_for(lambda: journal_lists_batch(folder, 0), proc,
+        wait_for(partial(journal_lists_batch, dd_project.artifacts / stage, 0), proc,
                  f"{stage}'s first batch was listed")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
