@@ -172,3 +172,24 @@ def test_a_fuzz_sequence_that_skips_a_stage_checks_and_passes() -> None:
     assert not result.violations, result.report()
     assert result.seen["standing skips checked"] >= 1, (
         "seed 4 no longer skips a stage: pick a seed that does (the generator changed)")
+
+
+def test_a_standing_skip_is_up_to_date_in_status(tmp_path: Path) -> None:
+    """A build would run none of a stage kept skipped: `status --json` and the API say it is
+    up to date (README: "up to date … or `skipped_empty_upstream` while that upstream is
+    still empty"), while a stage that would newly be skipped is not."""
+    import buildtool
+
+    project = _emptied_by_force(tmp_path)
+    doc = project.run("status", "--json").json()
+    assert {s["stage"]: s["up_to_date"] for s in doc["stages"]} == {
+        "s1": True, "s3": True, "s5": True}
+    assert buildtool.status(project.root).up_to_date
+    project.write("Workflowfile", WORKFLOW)  # s3 has rows again: s5 is no longer skipped
+    assert project.run().code == 0
+    project.write("Workflowfile", EMPTIED)
+    assert project.run("s3").code == 0  # s3 empty again; s5's record says completed
+    doc = project.run("status", "--json").json()
+    s5 = next(s for s in doc["stages"] if s["stage"] == "s5")
+    assert (s5["action"], s5["status"], s5["up_to_date"]) == (
+        "skip_empty_upstream", "completed", False)
