@@ -129,6 +129,7 @@ class BuildReport:
     stages: list[StageResult] = field(default_factory=list)
     internal: InternalFailure | None = None
     interrupted: Interruption | None = None
+    interrupted_too: list[Interruption] = field(default_factory=list)  # the others running
 
     @property
     def ok(self) -> bool:

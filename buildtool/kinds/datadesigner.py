@@ -117,7 +117,8 @@ def _check_installed(stage: str) -> None:
     if not found:
         raise StageFailed("Data Designer is not installed in this Python "
                           f"({sys.executable})", stage=stage, key="datadesigner",
-                          hint="pip install 'dd-build[datadesigner]'")
+                          hint="install the extra: pip install -e '.[datadesigner]' in dd-build's "
+                               "folder")
 
 
 def _providers(job: Job) -> list[dict[str, Any]]:
