@@ -1,7 +1,8 @@
 """Workflowfile values of `datadesigner:` stages: the config file and the `models:` file.
 
-Checked when the Workflowfile is read (the file must be in the project and be a file); never
-parsed here as a Data Designer config: that library is imported only when such a stage runs.
+Checked when the Workflowfile is read (the file must be in the project and be a file), and
+then read as YAML (stage_errors: params, providers, api_key names); never checked here against
+Data Designer itself: that library is imported only when such a stage runs.
 """
 
 from __future__ import annotations
