@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +131,20 @@ def kill_build(proc: subprocess.Popen[str]) -> None:
     """SIGKILL a build (its Data Designer child dies with it: PR_SET_PDEATHSIG)."""
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
+
+
+def journal_lists_batch(folder: Path, index: int) -> bool:
+    """A stage's journal lists its batch `index` (kept by the next build)."""
+    name = f"batch-{index:06d}.parquet"
+    return any(name in j.read_text() for j in folder.glob("journal-*.jsonl"))
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str) -> None:
+    """Block until `condition()` holds (a synchronisation point, not a timing assertion)."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the build ended before {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened")
+        time.sleep(0.05)

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
-from c13dd_support import SECRET, DDProject, dd_project, kill_build, needs_data_designer
+from c13dd_support import (
+    SECRET,
+    DDProject,
+    dd_project,
+    journal_lists_batch,
+    kill_build,
+    needs_data_designer,
+    wait_for,
+)
 
 pytestmark = needs_data_designer
 __all__ = ["dd_project"]  # the fixture, used by name
@@ -93,30 +99,14 @@ def test_edits_rerun_what_they_should_and_the_explanation_names_the_column(
     assert dd_project.table("answers").column("answer").to_pylist() != before
 
 
-def _journal_lists_batch(folder: Path, index: int) -> bool:
-    name = f"batch-{index:06d}.parquet"
-    return any(name in j.read_text() for j in folder.glob("journal-*.jsonl"))
-
-
-def _wait(condition: object, proc: subprocess.Popen[str], what: str) -> None:
-    """Block until `condition()` holds (a synchronisation point, not a timing assertion)."""
-    deadline = time.monotonic() + 300
-    while not condition():  # type: ignore[operator]
-        if proc.poll() is not None:
-            raise AssertionError(f"the build ended before {what}: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never happened")
-        time.sleep(0.05)
-
-
 def _hold_after_first_batch(dd_project: DDProject) -> subprocess.Popen[str]:
-    """Build `answers` with the server holding every request after the first batch's (one
-    row group at a time: a health check or two, four rows, then at most two of the next
-    batch's), until its first batch is listed in the stage's journal."""
-    dd_project.server.control(hold_after=7)
+    """Build `answers` with the server answering the first batch's four row requests (one
+    row group at a time; health checks are not counted) and holding every later one, until
+    its first batch is listed in the stage's journal."""
+    dd_project.server.control(hold_after_rows=4)
     proc = dd_project.start("answers")
     folder = dd_project.artifacts / "answers"
-    _wait(lambda: _journal_lists_batch(folder, 0), proc, "the first batch was listed")
+    wait_for(lambda: journal_lists_batch(folder, 0), proc, "the first batch was listed")
     return proc
 
 
@@ -125,7 +115,7 @@ def test_a_killed_stage_resumes_through_data_designer_and_equals_an_uninterrupte
     dd_project.build("personas")
     proc = _hold_after_first_batch(dd_project)
     kill_build(proc)
-    dd_project.server.control(hold_after=None)
+    dd_project.server.control(hold_after_rows=None)
     first = dd_project.artifacts / "answers" / "batches" / "batch-000000.parquet"
     kept = first.read_bytes(), first.stat().st_mtime_ns
 
@@ -145,11 +135,12 @@ def test_a_server_failing_with_500s_fails_the_stage_and_the_next_build_resumes(
         dd_project: DDProject) -> None:
     dd_project.build("personas")
     proc = _hold_after_first_batch(dd_project)
-    dd_project.server.control(fail=True, hold_after=None)
+    dd_project.server.control(fail=True, hold_after_rows=None)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, (out, err)
     assert "✗ answers: failed" in err
     assert "Data Designer finished 1 of 3 batches (4 of 12 rows)" in err
+    assert "batch 1 lost all its 4 rows, batch 2 all 4, as generation failed" in err
     assert "the next build resumes" in err
 
     dd_project.server.control(fail=False)
@@ -203,6 +194,6 @@ def test_ctrl_c_ends_data_designer_records_the_stage_interrupted_and_it_resumes(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert dd_project.record("answers")["status"] == "interrupted"
-    dd_project.server.control(hold_after=None)
+    dd_project.server.control(hold_after_rows=None)
     built = dd_project.build("answers")
     assert (built["answers"]["action"], built["answers"]["batches_run"]) == ("resume", 2)

@@ -9,6 +9,12 @@ next one finishes. A killed or failed stage resumes through Data Designer's own 
 (`ResumeMode.ALWAYS` on that folder): it regenerates no finished batch. A fresh run removes
 the folder first.
 
+A batch that lost rows because their generation failed is never kept (ddchild.py tells them
+from rows the config drops by design): the stage fails naming it, and its file is removed from
+Data Designer's folder so that its resume makes it again. Before a resume, any short batch not
+known to be short by design (a kill before it was judged; a record of an older dd-build) is
+dropped the same way.
+
 The config file is the stage's code: its content is fingerprinted. `{{ params.KEY }}` in it is
 replaced by the stage's parameter before Data Designer reads it (a string as it is, anything
 else as JSON), so a prompt or a sampler's values can come from `params:`.
@@ -18,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,14 +31,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..ddconfig import load_config
+from ..ddconfig import (
+    check_model_providers,
+    load_config,
+    parse_providers,
+    resolve_providers,
+)
 from ..errors import StageFailed
 from ..records import Output
 from . import Job, check_cancel
-from .ddchild import DATASET, RUN
+from .ddchild import DATASET, RUN, batch_index, batch_rows, read_by_design
 
 FOLDER = "datadesigner"
-_BATCH = re.compile(r"batch_(\d+)\.parquet$")
 
 
 def execute(job: Job) -> Output:
@@ -43,7 +52,7 @@ def execute(job: Job) -> Output:
     _check_installed(stage.name)
     folder = job.run.dir / FOLDER
     config = load_config(job.workflow.project_dir, stage.target, stage.params, stage.name)
-    providers = _providers(job)
+    providers = _providers(job, config)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else seed.num_rows \
         if seed is not None else 0
@@ -51,27 +60,61 @@ def execute(job: Job) -> Output:
     resume = job.run.resuming and (folder / RUN / DATASET).is_dir()
     if not resume:
         shutil.rmtree(folder, ignore_errors=True)
+    _untrust_short_batches(job, folder, num_records)
     job.run.begin(total, num_records)
     job.run.record.extra["datadesigner"] = {"config": config}
     folder.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         _write_seed(folder, seed)
-    request = {"config": config, "providers": providers, "num_records": num_records,
+    request = {"config": config, "config_file": stage.target, "providers": providers, "num_records": num_records,
                "buffer_size": stage.batch_size, "row_groups": stage.concurrency,
                "resume": resume,
                "seed": "seed.parquet" if seed is not None else None}
     (folder / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
     job.progress(len(job.run.batches), total)
-    _run_child(job, folder, total)
-    _mirror_rest(job, folder)
+    lost = _run_child(job, folder, total)
+    _remove_untrusted(job, folder, num_records)
+    _mirror_rest(job, folder, error=bool(lost))
     job.progress(len(job.run.batches), total)
-    if len(job.run.batches) < total:
+    if lost or len(job.run.batches) < total:
         rows = sum(b.rows for b in job.run.batches.values())
+        finished = (f"Data Designer finished {len(job.run.batches)} of {total} batches ({rows} "
+                    f"of {num_records} rows)")
+        if lost:
+            raise StageFailed(f"{finished}: {_lost_message(lost)}", stage=stage.name,
+                              hint="the warnings in the stage's log.txt say more")
         raise StageFailed(
-            f"Data Designer finished {len(job.run.batches)} of {total} batches ({rows} of "
-            f"{num_records} rows): it stopped early (its warnings in the stage's log.txt say "
-            "why); the finished batches are kept and the next build resumes", stage=stage.name)
+            f"{finished}: it stopped early (its warnings in the stage's log.txt say why); the "
+            "finished batches are kept and the next build resumes", stage=stage.name)
     return job.run.batches_output()
+
+
+def clear_working_folder(stage_dir: Path) -> None:
+    """A stage restored from the build cache is complete: its `datadesigner/` folder (the
+    request, home and batch files of whichever run was last here) serves only to resume a
+    killed run, and would not match the restored record: it goes (cachestage.py calls this)."""
+    shutil.rmtree(stage_dir / FOLDER, ignore_errors=True)
+
+
+def _lost_message(lost: list[dict[str, Any]]) -> str:
+    """`batch 1 lost 2 of its 4 rows, batch 2 all 4, as generation failed (…)`."""
+    parts: list[str] = []
+    for e in sorted(lost, key=lambda e: int(e["index"])):
+        gone, size = e["size"] - e["rows"], e["size"]
+        if not parts:
+            parts.append(f"batch {e['index']} lost " + (
+                f"all its {size} rows" if gone == size else f"{gone} of its {size} rows"))
+        else:
+            parts.append(f"batch {e['index']} " + (f"all {size}" if gone == size else
+                                                   f"{gone} of {size}"))
+    if all(e.get("known") for e in lost):
+        cause = ", as generation failed"  # rows a config drops by design go with them
+    else:
+        cause = (", and this data-designer does not tell dd-build whether they were dropped by "
+                 "design or because their generation failed")
+    why = next((f" (Data Designer logged: {e['why']})" for e in lost if e.get("why")), "")
+    return (f"{', '.join(parts)}{cause}{why}; a batch that lost rows is not kept: the next "
+            "build resumes, generating them again")
 
 
 def _check_installed(stage: str) -> None:
@@ -86,29 +129,26 @@ def _check_installed(stage: str) -> None:
     if not found:
         raise StageFailed("Data Designer is not installed in this Python "
                           f"({sys.executable})", stage=stage, key="datadesigner",
-                          hint="pip install 'dd-build[datadesigner]'")
+                          hint="install the extra: pip install -e '.[datadesigner]' in dd-build's "
+                               "folder")
 
 
-def _providers(job: Job) -> list[dict[str, Any]]:
-    """The providers of `models:` (Data Designer's model_providers.yaml format), or none."""
-    import yaml
-
+def _providers(job: Job, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The providers of `models:` (Data Designer's model_providers.yaml format), or none;
+    checked before anything of the stage is touched. Each `api_key` stays a variable's name:
+    the key reaches Data Designer through the child's environment only."""
     stage = job.stage
-    if stage.models is None:
-        return []
-    path = job.workflow.project_dir / stage.models
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise StageFailed(f"cannot read the model providers {stage.models}: {exc}",
-                          stage=stage.name, key="models") from exc
-    providers = data.get("providers") if isinstance(data, dict) else None
-    if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
-        raise StageFailed(f"{stage.models} must hold `providers: [{{name, endpoint, "
-                          "provider_type, api_key}}]`", stage=stage.name, key="models")
-    # `${VAR}` in an endpoint comes from the environment (a port chosen at start-up)
-    return [{**p, "endpoint": os.path.expandvars(p["endpoint"])}
-            if isinstance(p.get("endpoint"), str) else p for p in providers]
+    providers: list[dict[str, Any]] = []
+    if stage.models is not None:
+        path = job.workflow.project_dir / stage.models
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StageFailed(f"cannot read the model providers {stage.models}: {exc}",
+                              stage=stage.name, key="models") from exc
+        providers = parse_providers(text, stage.models, stage.name)
+    check_model_providers(config, stage.target, providers, stage.models, stage.name)
+    return resolve_providers(providers, stage.models or "", stage.name, os.environ)
 
 
 def _write_seed(folder: Path, seed: Any) -> None:
@@ -135,7 +175,8 @@ def child_env(folder: Path) -> dict[str, str]:
     return env
 
 
-def _run_child(job: Job, folder: Path, total: int) -> None:
+def _run_child(job: Job, folder: Path, total: int) -> list[dict[str, Any]]:
+    """Run Data Designer; the `lost` events of the batches that lost rows."""
     from ..capture import stage_log
     from ..lock import held_lock_fds
     from ..procgroup import end_process_group
@@ -154,6 +195,7 @@ def _run_child(job: Job, folder: Path, total: int) -> None:
     watcher = threading.Thread(target=_end_on_cancel, args=(job, proc), daemon=True)
     watcher.start()
     error = None
+    lost: list[dict[str, Any]] = []
     try:
         with os.fdopen(read_fd, encoding="utf-8") as reports:
             for line in reports:
@@ -165,6 +207,8 @@ def _run_child(job: Job, folder: Path, total: int) -> None:
                     _note_library(job, event)
                 elif event["event"] == "config":
                     job.run.record.extra["datadesigner"]["fingerprint"] = event["fingerprint"]
+                elif event["event"] == "lost":
+                    lost.append(event)
                 elif event["event"] == "error":
                     error = event
         code = proc.wait()
@@ -174,8 +218,9 @@ def _run_child(job: Job, folder: Path, total: int) -> None:
     finally:
         proc.poll()
     check_cancel(job)
-    if code != 0:
+    if code != 0 and not lost:  # else the batches that lost rows say more
         raise _failure(job, code, error)
+    return lost
 
 
 def _end_on_cancel(job: Job, proc: subprocess.Popen[bytes]) -> None:
@@ -196,6 +241,11 @@ def _failure(job: Job, code: int, error: dict[str, Any] | None) -> StageFailed:
     if error is None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return StageFailed(f"Data Designer {how}{kept}", stage=job.stage.name)
+    if error["type"] == "config":  # ddchild.py says which column and field
+        return StageFailed(f"Data Designer cannot read the config: {error['message']}{kept}",
+                           stage=job.stage.name, key="datadesigner",
+                           hint="fix the config; `dd-build -n` does not check it against "
+                                "Data Designer (only a run does)")
     return StageFailed(f"Data Designer raised {error['type']}: {error['message']}{kept}",
                        stage=job.stage.name,
                        hint="the traceback is in the stage's log.txt")
@@ -220,26 +270,62 @@ def _mirror(job: Job, path: Path) -> None:
     """One finished Data Designer batch file becomes the stage's batch of the same index."""
     import pyarrow.parquet as pq
 
-    match = _BATCH.search(path.name)
-    if match is None:
-        return
-    index = int(match.group(1))
-    if index in job.run.batches:
+    index = batch_index(path.name)
+    if index is None or index in job.run.batches:
         return
     data = path.read_bytes()
     table = pq.read_table(path)
     job.run.write_batch(index, table, data)
 
 
-def _mirror_rest(job: Job, folder: Path) -> None:
-    """Batches Data Designer finished that were not reported (a kill between its write and
-    our copy; a resume does not report batches it had)."""
+def _batch_files(folder: Path) -> dict[int, Path]:
     files = folder / RUN / DATASET / "parquet-files"
     if not files.is_dir():
-        return
-    for path in sorted(files.glob("batch_*.parquet")):
+        return {}
+    found = {}
+    for path in files.glob("batch_*.parquet"):
+        index = batch_index(path.name)
+        if index is not None:
+            found[index] = path
+    return found
+
+
+def _trusted(index: int, rows: int, num_records: int, batch_size: int,
+             by_design: dict[int, int]) -> bool:
+    """A batch with all its rows, or one Data Designer made short by design (ddchild.py)."""
+    return rows >= batch_rows(index, num_records, batch_size) or by_design.get(index) == rows
+
+
+def _untrust_short_batches(job: Job, folder: Path, num_records: int) -> None:
+    """Before the run: a kept batch, or a file in Data Designer's folder, that is short and
+    not known to be short by design is dropped (a kill before it was judged; a record of an
+    older dd-build), so that Data Designer's resume makes that batch again."""
+    by_design = read_by_design(str(folder))
+    job.run.drop_batches([b.index for b in job.run.batches.values() if not _trusted(
+        b.index, b.rows, num_records, job.stage.batch_size, by_design)])
+    _remove_untrusted(job, folder, num_records)
+
+
+def _remove_untrusted(job: Job, folder: Path, num_records: int) -> None:
+    """Remove Data Designer's short batch files not known to be short by design (but those of
+    kept batches): its resume makes them again (its progress is the files there, whatever its
+    metadata.json says)."""
+    import pyarrow.parquet as pq
+
+    by_design = read_by_design(str(folder))
+    for index, path in _batch_files(folder).items():
+        if index in job.run.batches:
+            continue
+        rows = pq.read_metadata(path).num_rows
+        if not _trusted(index, rows, num_records, job.stage.batch_size, by_design):
+            path.unlink()
+
+
+def _mirror_rest(job: Job, folder: Path, error: bool = False) -> None:
+    """Batches Data Designer finished that were not reported (a kill between its write and
+    our copy; a resume does not report batches it had). Only trusted ones are left."""
+    for _, path in sorted(_batch_files(folder).items()):
         _mirror(job, path)
-    if not job.run.batches:
+    if not job.run.batches and not error:
         raise StageFailed("Data Designer finished without writing a batch",
                           stage=job.stage.name)
-

@@ -5,9 +5,16 @@ deterministic, the same prompt always gets the same answer.
 
 POST /v1/chat/completions answers from the last user message: a JSON object built from the
 request's `response_format` schema when it has one (a judge's scores), else a short text.
-POST /control with {"fail": true} makes every chat request answer 500 until {"fail": false};
-{"hold_after": N} holds every chat request after the N-th until {"hold_after": null} (a test's
-point to kill a build at). Its answer is the state, with `requests`: chat requests so far.
+POST /control changes how it answers (a test's way to fail or stop a build at a point that
+does not depend on timing). It tells a row's request from Data Designer's health check (the
+prompt "Hello!" it sends before a run), and counts the rows' per model (each stage of the
+example asks a model of its own), from the /control request on:
+  {"fail": true}           every chat request, health checks too, answers 500 ({"fail": false})
+  {"fail_after_rows": N}   each model's next N row requests are answered, every later one 500
+  {"hold_after_rows": N}   each model's next N row requests are answered, every later one waits
+  ... null                 (for either) back to answering
+Its answer is the state, with `requests` (chat requests so far) and `rows` (row requests so
+far, per model).
 """
 
 from __future__ import annotations
@@ -22,7 +29,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-STATE: dict[str, Any] = {"fail": False, "hold_after": None, "requests": 0}
+STATE: dict[str, Any] = {"fail": False, "fail_after_rows": None, "hold_after_rows": None,
+                         "requests": 0, "rows": {}}
+# Each model's row requests when a limit was set: a limit of N holds (or fails) the requests
+# past base + N.
+BASE: dict[str, dict[str, int]] = {"fail_after_rows": {}, "hold_after_rows": {}}
+HEALTH_CHECK = "Hello!"  # the prompt of Data Designer's health check (ModelRegistry)
 LOCK = threading.Lock()
 RELEASED = threading.Condition(LOCK)
 
@@ -86,6 +98,39 @@ def answer(body: dict[str, Any]) -> str:
     return f"[{_digest(prompt)[:6]}] {lines[-1].strip()[:80]}"
 
 
+def is_health_check(body: dict[str, Any]) -> bool:
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    return len(users) == 1 and _text(users[0].get("content")).strip() == HEALTH_CHECK
+
+
+def control(body: dict[str, Any]) -> dict[str, Any]:
+    """Apply a /control request: a limit counts from each model's row requests so far."""
+    with LOCK:
+        for key in BASE:
+            if key in body:
+                BASE[key] = dict(STATE["rows"])
+        STATE.update(body)
+        RELEASED.notify_all()
+        return json.loads(json.dumps(STATE))
+
+
+def _past(key: str, model: str, number: int) -> bool:
+    limit = STATE[key]
+    return limit is not None and number > BASE[key].get(model, 0) + int(limit)
+
+
+def _admit(body: dict[str, Any]) -> bool:
+    """Count a chat request (LOCK held), wait while it is held; whether it must fail."""
+    STATE["requests"] += 1
+    if is_health_check(body):
+        return bool(STATE["fail"])
+    model = str(body.get("model"))
+    number = STATE["rows"][model] = STATE["rows"].get(model, 0) + 1
+    while _past("hold_after_rows", model, number):
+        RELEASED.wait()
+    return bool(STATE["fail"]) or _past("fail_after_rows", model, number)
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
@@ -105,18 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path.endswith("/control"):
-            with LOCK:
-                STATE.update(body)
-                RELEASED.notify_all()
-                state = dict(STATE)
-            self._reply(200, state)
+            self._reply(200, control(body))
             return
         with LOCK:
-            STATE["requests"] += 1
-            number = STATE["requests"]
-            while STATE["hold_after"] is not None and number > STATE["hold_after"]:
-                RELEASED.wait()
-            failing = STATE["fail"]
+            failing = _admit(body)
             if os.environ.get("FAKE_LLM_LOG"):  # every request, for debugging
                 with open(os.environ["FAKE_LLM_LOG"], "a") as fh:
                     fh.write(json.dumps(body) + "\n")
