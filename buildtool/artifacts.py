@@ -273,7 +273,8 @@ def never_built_notes(workflow: Workflow, names: list[str]) -> dict[str, tuple[s
         what = "a stage" if len(orphans) == 1 else f"{len(orphans)} stages"
         common = (f"artifacts of {what} no longer in the Workflowfile exist: {shown}",
                   "hint: a renamed stage is restored from the build cache under its new name "
-                  "when the cache holds its build (else it builds fresh); `dd-build clean "
+                  "when the cache holds its build and its code did not read its name or folder "
+                  "(else it builds fresh); `dd-build clean "
                   "--orphans` removes the artifacts of stages no longer in the Workflowfile")
     others = _other_workflows(workflow)
     notes = {}

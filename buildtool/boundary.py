@@ -11,7 +11,7 @@ import copy
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,33 @@ if TYPE_CHECKING:
 
 @dataclass
 class CallbackContext:
-    """What an on_success callback is given."""
+    """What an on_success callback is given. Its name and the paths into its folder are
+    noted when read (records.NAME_READS): a renamed stage whose callback read them runs
+    again rather than being restored from a cache entry built under its old name."""
 
-    stage_name: str
-    stage_output: str  # the stage's dataset so far: its batches folder or processed file
-    out_dir: str  # an empty folder inside the stage's artifacts to write into
+    _stage_name: str = field(repr=False)
+    # the stage's dataset so far: its batches folder or processed file
+    _stage_output: str = field(repr=False)
+    _out_dir: str = field(repr=False)  # an empty folder inside the stage's artifacts
     params: dict[str, Any]
+    _reads: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def stage_name(self) -> str:
+        self._reads.add("stage_name")
+        return self._stage_name
+
+    @property
+    def stage_output(self) -> str:
+        """The stage's dataset so far: its batches folder or processed file."""
+        self._reads.add("stage_output")
+        return self._stage_output
+
+    @property
+    def out_dir(self) -> str:
+        """An empty folder inside the stage's artifacts to write into."""
+        self._reads.add("out_dir")
+        return self._out_dir
 
 
 def run_boundary(job: Job, batches: Output, previous: dict[str, Output], start: StepName
@@ -142,14 +163,15 @@ def _callback(job: Job, current: Output, key: str) -> Output:
         except (Exception, SystemExit) as exc:  # the callback raised (or exited): batches stay
             raise UserCodeFailed(f"on_success {ref} raised {type(exc).__name__}: {exc_text(exc)}",
                                  stage=stage.name, key="on_success") from exc
+    reads = tuple(sorted(ctx._reads))
     if result is None:  # the output stays what it was; the trace is the callback's own
-        return replace(current, key=key)
+        return replace(current, key=key, reads=reads)
     if not isinstance(result, (str, os.PathLike)):
         from .tables import kind_of
 
         raise StageFailed(f"on_success {ref} returned {kind_of(result)}, not a path",
                           stage=stage.name, key="on_success", hint=_CALLBACK_RETURNS)
-    return _callback_output(job, Path(result), ref, key)
+    return replace(_callback_output(job, Path(result), ref, key), reads=reads)
 
 
 _CALLBACK_RETURNS = "return the path (a str or Path) of a parquet file or folder it wrote, or None"

@@ -151,11 +151,11 @@ class Cache:
             os.close(fd)  # releases the lock
 
     # ---- lookup (the probe's part)
-    def lookup(self, key: str, discovered_now: Callable[[dict[str, Any]], bool]
-               ) -> CacheHit | None:
-        """The newest sound entry for `key` whose imported modules are as they are now
-        (`discovered_now` says, given the entry's recorded `discovered`), or None. Cheap: one
-        listdir when the key has no entry; else the entries' files and their objects' stats."""
+    def lookup(self, key: str, usable: Callable[[dict[str, Any]], bool]) -> CacheHit | None:
+        """The newest sound entry for `key` that `usable` accepts (given the entry: its
+        imported modules are as they are now, its code read nothing of another stage name),
+        or None. Cheap: one listdir when the key has no entry; else the entries' files and
+        their objects' stats."""
         folder = self.entries / _hex(key)
         try:
             names = os.listdir(folder)
@@ -172,7 +172,7 @@ class Cache:
                 found.append((float(entry.get("built_at", 0.0)), name, entry))
         for built_at, name, entry in sorted(found, key=lambda t: (t[0], t[1]), reverse=True):
             record = entry["record"]
-            if not discovered_now(record.get("discovered") or {}):
+            if not usable(entry):
                 continue
             if not self._objects_present(entry):
                 continue
@@ -291,16 +291,30 @@ class Cache:
                 continue
 
     # ---- restore (the executor's part)
-    def materialize(self, digest: str, target: str, linkable: bool) -> None:
+    def check_objects(self, entry: dict[str, Any]) -> None:
+        """CacheDamaged unless every object of `entry` is there with the bytes its digest
+        names (read in full: a restore checks them all before it changes anything)."""
+        for f in entry["files"]:
+            digest = str(f["digest"])
+            try:
+                found = file_digest(str(self.object_path(digest)))
+            except FileNotFoundError as exc:
+                raise CacheDamaged(f"object {_hex(digest)[:12]}… is missing") from exc
+            if found != digest:
+                raise CacheDamaged(f"object {_hex(digest)[:12]}… does not match its digest")
+
+    def materialize(self, digest: str, target: str, linkable: bool,
+                    checked: bool = False) -> None:
         """Put the object `digest` at `target` (a temp file beside it renamed into place),
-        after checking its bytes: a hard link when `linkable`, else a reflink or a copy."""
+        after checking its bytes (`checked`: check_objects did, just before): a hard link
+        when `linkable`, else a reflink or a copy (whose bytes are checked as it is made)."""
         obj = str(self.object_path(digest))
         folder, name = os.path.split(target)
         make_dirs_durably(Path(folder))
         tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
         try:
             if linkable:
-                if file_digest(obj) != digest:
+                if not checked and file_digest(obj) != digest:
                     raise CacheDamaged(f"object {_hex(digest)[:12]}… does not match its digest")
                 if not _link(obj, tmp):
                     _copy_checked(obj, tmp, digest)
@@ -317,13 +331,33 @@ class Cache:
 
 
 def _identity(entry: dict[str, Any]) -> Any:
+    """What makes two entries of a key the same: their files, imports, and whether each may
+    be restored under another stage name or folder (the name it was built under, and what of
+    it its code read, records.NAME_READS)."""
     record = entry.get("record") or {}
-    return (entry.get("key"), json.dumps(record.get("output"), sort_keys=True),
+    return (entry.get("key"), entry.get("stage"), entry.get("stage_rel"),
+            json.dumps(entry_name_reads(entry)), json.dumps(record.get("output"), sort_keys=True),
             json.dumps(record.get("steps"), sort_keys=True),
             json.dumps([(b.get("index"), b.get("digest")) for b in record.get("batches", [])]),
             json.dumps(_discovered_digests(record), sort_keys=True),
             json.dumps(sorted((str(f.get("where")), str(f.get("path")), str(f.get("digest")))
                               for f in entry.get("files", []))))
+
+
+def entry_name_reads(entry: dict[str, Any]) -> list[str] | None:
+    """What the code of the build an entry keeps read that depends on the stage's name or
+    folder (records.NAME_READS: of its batches and steps), sorted; None when not known (an
+    entry of a record that did not note them: it may have read any)."""
+    from .records import NAME_READS, READS_NOTED
+
+    record = entry.get("record") or {}
+    if not (record.get("extra") or {}).get(READS_NOTED):
+        return None
+    found: set[str] = set()
+    for unit in [*(record.get("batches") or ()), record.get("output") or {},
+                 *(record.get("steps") or {}).values()]:
+        found.update(str(r) for r in (unit.get("reads") or ()) if r in NAME_READS)
+    return sorted(found)
 
 
 def _discovered_digests(record: dict[str, Any]) -> dict[str, str]:

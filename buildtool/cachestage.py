@@ -24,11 +24,12 @@ from .cache import (
     CacheDamaged,
     CacheHit,
     cache_of,
+    entry_name_reads,
     record_key,
     stage_key,
 )
 from .fingerprint import FileState, digest_file
-from .fsutil import make_durable
+from .fsutil import make_dirs_durably, make_durable
 from .records import BatchEntry, Output, StageRecord, remove_leftovers, write_record
 
 if TYPE_CHECKING:
@@ -131,13 +132,54 @@ def _renamed(workflow: Workflow, facts: Mapping[str, StageFacts],
             changed.append(d)
             continue
         line = (f"'{source}' (no longer in the Workflowfile) was built from this stage's "
-                f"spec, code and inputs: renamed from it?" +
-                (" It is restored from the build cache." if d.restore is not None else ""))
-        reasons = tuple(replace(r, more=(*r.more, line),
-                                detail={**r.detail, "renamed_from": source})
+                f"spec, code and inputs: renamed from it?")
+        detail: dict[str, Any] = {"renamed_from": source}
+        if d.restore is not None:
+            line += " It is restored from the build cache."
+        else:
+            read = _name_read_note(workflow.stage_dir(source), source)
+            if read is not None:
+                line += read[0]
+                detail["not_restored"] = read[1]
+        reasons = tuple(replace(r, more=(*r.more, line), detail={**r.detail, **detail})
                         if r.code == "no_record" else r for r in d.reasons)
         changed.append(replace(d, reasons=reasons))
     return changed
+
+
+def _name_read_note(folder: Path, source: str) -> tuple[str, str] | None:
+    """Why the build of `source` (an orphaned stage folder) is not restored under another
+    name, when its code read what depends on its name or folder (or may have): the words
+    `status` adds, and the JSON detail's."""
+    from .records import read_record
+
+    record = read_record(folder).record
+    if record is None:
+        return None
+    reads = entry_name_reads({"record": record.to_json()})
+    if reads is None:
+        return (" It was built by a dd-build that did not note whether its code read its name "
+                "(ctx.stage_name), so it is built again, not restored.", "name_reads_unknown")
+    if not reads:
+        return None
+    shown = ", ".join(f"ctx.{r}" for r in reads)
+    return (f" Its code read {shown} (the stage's name or folder), so it is built again, not "
+            "restored.", "name_read")
+
+
+def _fits_name(entry: dict[str, Any], name: str, stage_rel: str) -> bool:
+    """An entry built under another stage name, or in another stage folder, is used only when
+    its code read neither (records.NAME_READS): its rows would say the old one. An entry that
+    did not note what it read may have read both."""
+    same_name, same_folder = entry.get("stage") == name, entry.get("stage_rel") == stage_rel
+    if same_name and same_folder:
+        return True
+    reads = entry_name_reads(entry)
+    if reads is None:
+        return False
+    if "stage_name" in reads and not same_name:
+        return False
+    return same_folder or not {"stage_output", "out_dir"} & set(reads)
 
 
 def lookup(cache: Cache, workflow: Workflow, facts: StageFacts,
@@ -154,7 +196,9 @@ def lookup(cache: Cache, workflow: Workflow, facts: StageFacts,
     if record is not None and record.status in ("completed", "completed_empty") \
             and record_key(record) == key and _imports_as_built(workflow, _imports(record)):
         return None  # (when only an imported module changed, an entry of the key may fit)
-    return cache.lookup(key, lambda found: _imports_as_built(workflow, found))
+    stage_rel = _stage_rel(workflow, facts.name)
+    return cache.lookup(key, lambda entry: _fits_name(entry, facts.name, stage_rel) and
+                        _imports_as_built(workflow, entry["record"].get("discovered") or {}))
 
 
 def _imports(record: StageRecord) -> dict[str, Any]:
@@ -239,8 +283,13 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             consumed: Mapping[str, str]) -> StageRecord:
     """Put the entry's files in place and write the stage's record as the build that made
     them wrote it (under the stage's name now). CacheDamaged when an object is missing or
-    not what its digest says: the entry is dropped and nothing of it is recorded (the stage's
-    folder may hold files of it, which no record lists; the caller runs the stage)."""
+    not what its digest says: the entry is dropped, and nothing of the stage has changed
+    (every object is checked first; the caller runs the stage).
+
+    No record stands while the files are placed: the old one is removed first, and the
+    restored one written last. A kill in between leaves a stage that was never built, as
+    far as the next build can tell (never one that looks complete, nor a `running` record of
+    the trace now, which a resume would run in full): the next build restores it again."""
     from .stagerun import StageRun
 
     cache = cache_of(workflow)
@@ -252,10 +301,16 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
         if entry is None or entry.get("key") != hit.key:
             cache.drop(hit.entry)
             raise CacheDamaged("its entry file is damaged or gone")
+        try:
+            cache.check_objects(entry)
+        except CacheDamaged:
+            cache.drop(hit.entry)
+            cache.drop_damaged_objects(entry)
+            raise
         built = StageRecord.from_json(entry["record"])
         stage = workflow.stages[name]
         run = StageRun(workflow, stage, facts, consumed, ())
-        run.begin(built.batches_total, built.num_records)  # clears its old batches and steps
+        _clear_stage(run.dir)
         if stage.kind == "run":  # as before its command runs: no file of another build stays
             from .kinds.command import clear_outputs
 
@@ -264,18 +319,32 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             from .kinds.datadesigner import clear_working_folder
 
             clear_working_folder(run.dir)
-        try:
-            placed = _place_files(cache, workflow, name, entry)
-        except CacheDamaged:
-            cache.drop(hit.entry)
-            cache.drop_damaged_objects(entry)
-            raise
+        placed = _place_files(cache, workflow, name, entry)
         cache.touch(hit.entry)
     old_rel, new_rel = str(entry.get("stage_rel", "")), _stage_rel(workflow, name)
     record = _restored_record(run.record, built, placed, old_rel, new_rel, hit, started)
     write_record(run.dir, record)
     remove_leftovers(str(run.dir))
     return record
+
+
+def _clear_stage(folder: Path) -> None:
+    """The stage's record first (durably: a power loss must not bring it back beside the
+    files placed after it), then every file of its earlier builds: batches, later steps'
+    files, an override, old journals and temp files."""
+    import contextlib
+    import shutil
+
+    from .records import record_path
+    from .stagerun import BATCHES
+
+    make_dirs_durably(folder)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path(folder))
+        make_durable([], [str(folder)])
+    for sub in (BATCHES, "processed", "callback", "override"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    remove_leftovers(str(folder))
 
 
 def _place_files(cache: Cache, workflow: Workflow, name: str, entry: dict[str, Any]
@@ -292,7 +361,7 @@ def _place_files(cache: Cache, workflow: Workflow, name: str, entry: dict[str, A
             target = rel
         else:
             target = str(workflow.project_dir / rel)
-        cache.materialize(digest, target, linkable=where == _STAGE)
+        cache.materialize(digest, target, linkable=where == _STAGE, checked=True)
         st = os.stat(target)
         placed[(where, rel)] = FileState(rel, st.st_size, st.st_mtime_ns, digest)
         made.append(target)

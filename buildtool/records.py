@@ -31,6 +31,13 @@ DONE_STATUSES: tuple[DoneStatus, ...] = get_args(DoneStatus)
 RESUMABLE_STATUSES: tuple[ResumableStatus, ...] = get_args(ResumableStatus)
 RECORD_STATUSES: tuple[RecordStatus, ...] = DONE_STATUSES + RESUMABLE_STATUSES
 DISCOVERED_LINE = "discovered"  # a journal line of modules found, not a batch
+# What stage code can read that depends on the stage's name or folder, which the build
+# cache's key does not hold (a renamed stage finds its entries): `ctx.stage_name` (generate,
+# transform, on_success) and the callback's `ctx.stage_output` and `ctx.out_dir`. Noted per
+# batch (BatchEntry.reads) and per step (Output.reads); a record whose units all noted them
+# says so in `extra[READS_NOTED]` (one written before, or keeping batches of one, does not).
+NAME_READS = frozenset({"stage_name", "stage_output", "out_dir"})
+READS_NOTED = "name_reads_noted"
 # The mtime a journal line gives a batch not yet known to be durable: no file has it, so every
 # reader checks the file's content digest before it keeps the batch (see stagerun.py).
 UNSYNCED_MTIME_NS = 0
@@ -52,7 +59,8 @@ class BatchEntry(NamedTuple):
     # written before dd-build kept it: such a batch is never kept by a growth.
     key: str = ""
     # What its code read that the key holds: "num_records" (ctx.num_records), "seed" (the
-    # whole seed, through ctx.inputs).
+    # whole seed, through ctx.inputs); and what depends on the stage's name (NAME_READS:
+    # "stage_name"), which the build cache's key does not hold (cachestage.py).
     reads: tuple[str, ...] = ()
 
     def state(self) -> FileState:
@@ -106,17 +114,23 @@ class Output:
     digest: str
     files: tuple[FileState, ...] = ()
     key: str | None = None  # a boundary step's identity: its spec and its input's digest
+    # What the step's code (an on_success callback) read that depends on the stage's name
+    # or folder (NAME_READS).
+    reads: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "rows": self.rows, "digest": self.digest,
-                "files": [f.to_json() for f in self.files], "key": self.key}
+        d: dict[str, Any] = {"kind": self.kind, "rows": self.rows, "digest": self.digest,
+                             "files": [f.to_json() for f in self.files], "key": self.key}
+        if self.reads:
+            d["reads"] = list(self.reads)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Output:
         files = tuple(FileState.from_json(f) for f in d.get("files", []))
         rows = d.get("rows")
         return cls(str(d["kind"]), None if rows is None else int(rows), str(d["digest"]), files,
-                   d.get("key"))
+                   d.get("key"), tuple(str(r) for r in d.get("reads") or ()))
 
 
 @dataclass(frozen=True)
@@ -578,10 +592,10 @@ def _states_from(plain: dict[str, tuple[str, int, int, str]]) -> dict[str, FileS
 
 
 def _output_plain(o: Output) -> tuple[Any, ...]:
-    return (o.kind, o.rows, o.digest, tuple(_state_plain(f) for f in o.files), o.key)
+    return (o.kind, o.rows, o.digest, tuple(_state_plain(f) for f in o.files), o.key, o.reads)
 
 
 def _output_from(t: tuple[Any, ...]) -> Output:
-    kind, rows, digest, files, key = t
+    kind, rows, digest, files, key, reads = t
     return _made(Output, {"kind": kind, "rows": rows, "digest": digest,
-                          "files": tuple(map(_state, files)), "key": key})
+                          "files": tuple(map(_state, files)), "key": key, "reads": reads})

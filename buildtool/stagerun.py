@@ -32,6 +32,7 @@ from .fingerprint import digest_bytes, digest_strings
 from .fsutil import make_dirs_durably, make_durable, write_file_unsynced
 from .model import Stage, Workflow
 from .records import (
+    READS_NOTED,
     UNSYNCED_MTIME_NS,
     BatchEntry,
     Discovered,
@@ -98,6 +99,10 @@ class StageRun:
             file_inputs=dict(facts.file_inputs), stage_inputs=dict(stage_inputs),
             run_id=self.run_id, journal=self.journal, started_at=time.time(),
         )
+        # Reads of the stage's name are noted in every batch and step this run makes; a run
+        # that keeps batches of a record that did not note them does not know them all.
+        if facts.record is None or not keep or facts.record.extra.get(READS_NOTED):
+            self.record.extra[READS_NOTED] = True
 
     @staticmethod
     def _kept(facts: StageFacts, keep: tuple[int, ...]) -> dict[int, BatchEntry]:

@@ -489,6 +489,9 @@ class Sequence:
         # per stage every trace an own build of it completed from (the cache holds each).
         self.snapshots: list[Any] = []
         self.history: dict[str, set[Any]] = {}
+        # Every trace an own build completed from → the stage names it was built under (a
+        # stage renamed is the same StageGen: its trace does not hold its name).
+        self.built_as: dict[Any, set[str]] = {}
         self.wf = random_workflow(rng, self.mix)
 
     # -- running
@@ -578,7 +581,7 @@ class Sequence:
         planned = self._dry_plan(args, pred, held & set(closure))
         (self.root / "calls.log").unlink(missing_ok=True)
         proc = run_cli(self.root, "build", "--json", *args)
-        calls = _called(self.root)
+        calls = self._named(_called(self.root))
         ref = pending.result(self.wf.names)
         summary = self._summary(proc.stdout)
         self._count(proc.stdout, closure, forced, calls)
@@ -640,6 +643,7 @@ class Sequence:
                 self.root, s, rec) if isinstance(rec, dict) else None)
             if isinstance(rec, dict) and rec.get("status") in ("completed", "completed_empty"):
                 self.history.setdefault(name, set()).add(_trace(model.built[name]))
+                self.built_as.setdefault(_trace(model.built[name]), set()).add(name)
             for names in (model.released, model.lost, model.failed_empty):
                 names.discard(name)
             model.damaged.pop(name, None)
@@ -685,6 +689,13 @@ class Sequence:
         report = planned_steps(stdout)
         if report is None:
             return []
+        # A stage restored from the cache has a known output at plan time: the stages after
+        # it may be up to date (early cutoff), where the model, which cannot tell a restore
+        # from a run, expects them to run after it.
+        restored = {name for plan in (report, planned or {}) for name, e in plan.items()
+                    if e.get("action") == "restore"}
+        after = {d for r in restored for d in self.wf.descendants(r)} - restored
+        pred = {name: step for name, step in pred.items() if name not in after}
         kinds = {s.name: s.kind for s in self.wf.stages}
         found = [Violation(kind, n, name, message) for kind, name, message in
                  step_problems(pred, report, kinds, "the build's plan")]
@@ -885,13 +896,21 @@ class Sequence:
                                        f"called for {sorted(extra, key=str)}: {why}"))
         return found
 
+    def _named(self, calls: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Calls by stage name: stage code logs the name its files go by (a renamed stage's
+        first name, `StageGen.stem`), callbacks the stage's name now."""
+        names = {s.stem: s.name for s in self.wf.stages}
+        names.update({s.name: s.name for s in self.wf.stages})
+        return [(names.get(stage, stage), what) for stage, what in calls]
+
     def _not_restored(self, n: int, closure: list[str], forced: set[str], held: set[str],
                       calls: list[tuple[str, str]], selected: dict[str, Selected]
                       ) -> list[Violation]:
         """Nothing runs after a revert: a stage called although an own build of it completed
         from the trace it has now (its spec, code, inputs and later steps), and that trace is
         not the one its record holds (a revert, or a `clean`), should have been restored
-        from the build cache."""
+        from the build cache. So should a renamed stage whose code reads nothing of its name
+        or folder, once its trace was built under another name."""
         found = []
         for stage, whats in self._by_stage(calls).items():
             s = self.wf.stage(stage)
@@ -901,17 +920,85 @@ class Sequence:
             now = _trace(stage_key(self.root, s, {u: selected[u].identity
                                                   for u in s.upstreams}))
             old = self.model.built.get(stage)
-            if now in self.history.get(stage, set()) and (old is None or _trace(old) != now):
+            if old is not None and _trace(old) == now:
+                continue
+            if now in self.history.get(stage, set()):
                 self.seen["reverts run"] += 1
                 found.append(Violation("wasteful", n, stage, f"called for "
                                        f"{sorted(whats, key=str)} after a revert: an own build "
                                        "of it completed from this very spec, code and inputs "
                                        "before, so it must be restored from the build cache"))
+                continue
+            elsewhere = sorted(self.built_as.get(now, set()) - {stage})
+            if elsewhere and not s.reads_name:
+                self.seen["renames run"] += 1
+                found.append(Violation("wasteful", n, stage, f"called for "
+                                       f"{sorted(whats, key=str)} after a rename: a build of "
+                                       f"it as {elsewhere} completed from this very spec, code "
+                                       "and inputs, and its code reads nothing of its name or "
+                                       "folder, so it must be restored from the build cache"))
+            elif elsewhere:
+                self.seen["renames built again (code reads the name)"] += 1
         for name in closure:
             if name not in {st for st, _ in calls} and name in self.history and \
                     name in selected and name not in forced:
                 self.seen["stages not run"] += 1
+            s = self.wf.stage(name)
+            if name in {st for st, _ in calls} or name in forced or s.cross or \
+                    not all(u in selected for u in s.upstreams + [name]):
+                continue
+            now = _trace(stage_key(self.root, s, {u: selected[u].identity
+                                                  for u in s.upstreams}))
+            if now not in self.history.get(name, set()) and \
+                    self.built_as.get(now, set()) - {name}:
+                self.seen["renames restored"] += 1
         return found
+
+    def _edit_rename(self) -> str | None:
+        """A stage renamed in the Workflowfile (issue 11), back and forth between two names
+        (so a rename may go back to a folder built before): its code file, outputs, export
+        copies and log lines keep their names (`StageGen.files_as`); the stages reading it
+        name it anew. The model is kept per stage folder, so nothing of it moves."""
+        s = self._pick()
+        if s is None:
+            return None
+        old, stem = s.name, s.stem
+        s.files_as, s.name = stem, stem + "r" if old == stem else stem
+        for other in self.wf.stages:
+            other.stage_inputs = [s.name if u == old else u for u in other.stage_inputs]
+            if other.seed == old:
+                other.seed = s.name
+        self.wf.order = [s.name if x == old else x for x in self.wf.order]
+        self._rewrite()
+        # Its outputs outside the artifacts (a run stage's, export copies) are one set of
+        # files for both names: the folder of its new name may list them as another build
+        # of the other name left them.
+        changed = self._rewritten_since(s.name)
+        if changed:
+            self._damage(s, changed)
+        reads = " (its code reads its name or folder)" if s.reads_name else ""
+        return f"rename {old} -> {s.name}{reads}"
+
+    def _rewritten_since(self, name: str) -> str | None:
+        """"all" when a run stage's output, "exports" when an export copy is not what the
+        record in `name`'s folder lists (None: as listed, or no record)."""
+        rec = _record(self.root, name)
+        if not isinstance(rec, dict):
+            return None
+        listed = [("all", f) for f in (rec.get("output") or {}).get("files") or []
+                  if rec.get("kind") == "run"]
+        listed += [("exports", f) for f in ((rec.get("steps") or {}).get("exports") or {})
+                   .get("files") or []]
+        found = set()
+        for what, f in listed:
+            path = self.root / f["path"]
+            try:
+                digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                digest = "missing"
+            if digest != f["digest"]:
+                found.add(what)
+        return "all" if "all" in found else "exports" if found else None
 
     def _edit_revert(self) -> str | None:
         """The Workflowfile, the stages' code, helpers and callbacks as an earlier good build
@@ -923,6 +1010,7 @@ class Sequence:
         back = self.rng.randint(2, len(self.snapshots))
         wf = copy.deepcopy(self.snapshots[-back])
         wf.data = self.wf.data
+        names = {s.stem: s.name for s in self.wf.stages}
         self.wf = wf
         self.wf.write_workflowfile(self.root)
         for s in self.wf.stages:
@@ -931,7 +1019,14 @@ class Sequence:
             self.wf.write_helper(self.root, rel)
         for rel in CALLBACK_CONSTS:
             self.wf.write_callbacks(self.root, rel)
-        return f"revert to the workflow and code of {back} good builds ago"
+        renamed = [s for s in self.wf.stages if names.get(s.stem, s.name) != s.name]
+        for s in renamed:  # as _edit_rename: their outputs outside the artifacts are shared
+            changed = self._rewritten_since(s.name)
+            if changed:
+                self._damage(s, changed)
+        also = f" (renames {', '.join(f'{names[s.stem]} -> {s.name}' for s in renamed)})" \
+            if renamed else ""
+        return f"revert to the workflow and code of {back} good builds ago{also}"
 
     def _needless(self, name: str, whats: set[int | str], selected: dict[str, Selected]
                   ) -> set[int | str]:
@@ -1252,6 +1347,7 @@ class Sequence:
             if data == path.read_bytes():  # two empty parts are the same bytes
                 data = b"not parquet"
             path.write_bytes(data)
+            self._entries_lost(s)
             what = "overwrite"
         self.model.damaged.setdefault(s.name, set()).add("cb")
         return f"{s.name}: {what} its callback output {path.relative_to(self.root)}"
@@ -1289,7 +1385,7 @@ class Sequence:
             s.exports = []
         else:
             ext = self.rng.choice(("jsonl", "csv", "parquet"))
-            s.exports = [f"exports/{s.name}.{ext}"]
+            s.exports = [f"exports/{s.stem}.{ext}"]
         if s.exports == old or producers != {c.name: self.wf.producers(c)
                                              for c in self.wf.stages}:
             # A touch would read another stage's outputs, or an old export copy that is no
@@ -1310,10 +1406,10 @@ class Sequence:
         free = [f for f in EXPORT_FORMATS if f not in have]
         x = self.rng.random()
         if not old or (x < 0.35 and len(old) < 2):
-            return old + [f"exports/{s.name}.{self.rng.choice(free)}"]
+            return old + [f"exports/{s.stem}.{self.rng.choice(free)}"]
         i = self.rng.randint(0, len(old) - 1)
         if x < 0.65:
-            return old[:i] + [f"exports/{s.name}.{self.rng.choice(free)}"] + old[i + 1:]
+            return old[:i] + [f"exports/{s.stem}.{self.rng.choice(free)}"] + old[i + 1:]
         if x < 0.85 and len(old) > 1:
             return old[:i] + old[i + 1:]
         return []
@@ -1344,6 +1440,8 @@ class Sequence:
             what = "delete"
         else:
             path.write_bytes(path.read_bytes()[:-1] + b"#")
+            if label == "processed":
+                self._entries_lost(s)
             what = "overwrite (last byte)"
         self._damage(s, label)
         return f"{s.name}: {what} its {label} file {path.relative_to(self.root)}"
@@ -1554,6 +1652,14 @@ class Sequence:
                     options.append((s, path, int(b["index"])))
         return self.rng.choice(options) if options else None
 
+    def _entries_lost(self, stage: StageGen) -> None:
+        """A file of the stage's folder edited in place: the build cache holds it as a hard
+        link (the same inode), so each entry holding it is damaged and never restored (by
+        design). Which builds of the stage held it is not modelled: none counts as kept."""
+        for name in (stage.stem, stage.stem + "r"):
+            for trace in self.history.pop(name, set()):
+                self.built_as.pop(trace, None)
+
     def _damage(self, stage: StageGen, index: int | str) -> None:
         self.model.damaged.setdefault(stage.name, set()).add(index)
 
@@ -1574,6 +1680,7 @@ class Sequence:
         sub = _sub_rng(self.rng)
         size = path.stat().st_size if self.rng.random() < 0.5 else sub.randint(1, 64)
         path.write_bytes(sub.randbytes(size))
+        self._entries_lost(s)
         self._damage(s, index)
         return f"{s.name}: overwrite {path.relative_to(self.root)} with {size} garbage bytes"
 
@@ -1607,6 +1714,7 @@ class Sequence:
             what = f"a parquet whose v values are +{bump}"
         same = " (same size)" if len(data) == path.stat().st_size else ""
         path.write_bytes(data)
+        self._entries_lost(s)
         self._damage(s, index)
         return f"{s.name}: replace {path.relative_to(self.root)} with {what}{same}"
 

@@ -151,6 +151,7 @@ class Mix:
     dry_plans: bool = False  # before a build, also check `dd-build -n --json`'s first steps
     allow_empty: float = 0.1  # a tabular stage sets allow_empty
     empty: float = 0.1  # a tabular stage gets the EMPTYING processor
+    named: float = 0.0  # a tabular stage's rows say its name (drawn only when above 0)
     edits: tuple[tuple[str, float], ...] = (
         ("param", 2), ("param_type", 2), ("spec", 1), ("code_const", 2), ("code_comment", 1),
         ("unfingerprinted", 1), ("file_edit", 1), ("file_add", 1), ("file_delete", 1),
@@ -165,7 +166,7 @@ class Mix:
 
 # `revert` and `grow` (issue 11) are drawn by their focuses only: the other focuses (and their
 # seeds in the tests) draw what they drew.
-_ALL_EDITS = {**dict(Mix().edits), "revert": 0.0, "grow": 1.0}
+_ALL_EDITS = {**dict(Mix().edits), "revert": 0.0, "grow": 1.0, "rename": 0.0}
 # The generator before issue 7: none of its hard edges, only the edits it already had.
 PLAIN = Mix(folder=0.0, nested=0.0, mutate=0.0, helpers=0.0, callback=0.0, processors=0.0,
             exports=0.0, retries=0.0, cross=0.0, steps=False, allow_empty=0.0, empty=0.0,
@@ -221,10 +222,13 @@ FOCUS: dict[str, Mix] = {
     # Issue 11: the Workflowfile and code go back to how an earlier build had them (params,
     # spec keys, code constants, callbacks, processors, export copies), also after `clean`:
     # each stage whose trace was built before is restored from the cache, running nothing.
+    # Stages renamed (back and forth): one whose code reads nothing of its name or folder is
+    # restored under its new name, one whose rows say its name (or with a callback, which
+    # reads its folder) is built again.
     "reverts": _focus({"revert": 5, "param": 3, "code_const": 2, "spec": 1, "clean": 1,
-                       "callback": 1, "processors": 1, "exports": 1},
+                       "callback": 1, "processors": 1, "exports": 1, "rename": 2},
                       plain=0.3, steps=True, callback=0.4, processors=0.4, exports=0.5,
-                      run=0.3),
+                      run=0.3, named=0.4),
 }
 
 
@@ -276,9 +280,9 @@ def _flaky(ctx):
     attempt of each batch in a build process draws from ctx.rng, then raises."""
     import os
 
-    if not (ROOT / "flaky" / ctx.stage_name).exists():
+    if not (ROOT / "flaky" / STAGE).exists():
         return
-    marker = ROOT / "flaky" / f".{ctx.stage_name}-{ctx.batch_index}-{os.getpid()}"
+    marker = ROOT / "flaky" / f".{STAGE}-{ctx.batch_index}-{os.getpid()}"
     if marker.exists():
         return
     marker.write_text("")
@@ -292,7 +296,10 @@ def _mark(ctx, index):
     if MUTATE:
         params["nest"]["seen"].append(index)
     bonus = _helped()
-    return f"{params.get('t')!r}|{params.get('nest')!r}|{bonus}", bonus
+    mark = f"{params.get('t')!r}|{params.get('nest')!r}|{bonus}"
+    if NAMED:  # the rows say the stage's name: a rename changes them
+        mark += f"|{ctx.stage_name}"
+    return mark, bonus
 '''
 
 _GENERATE = '''
@@ -303,7 +310,7 @@ def make(ctx):
         extra = (extra * 31 + _total(ctx.inputs[key])) % M
     mark, bonus = _mark(ctx, ctx.batch_index)
     _flaky(ctx)  # a failed attempt is no call of its own: its retry is
-    _log(ctx.stage_name, ctx.batch_index)
+    _log(STAGE, ctx.batch_index)
     rows = []
     for i in range(ctx.size):
         v = ((ctx.offset + i) * K + ctx.params["p"] + extra + bonus) % M
@@ -318,7 +325,7 @@ def make(ctx):
 _TRANSFORM = '''
 
 def make(ctx):
-    _log(ctx.stage_name, "all")
+    _log(STAGE, "all")
     extra = 0
     tables = []
     for key in sorted(ctx.inputs):
@@ -394,6 +401,7 @@ def cb_a(ctx):
     rows = table.to_pylist()
     for r in rows:
         r["v"] = (r["v"] * CA + 1) % M
+        r["t"] = f"{r['t']}|{ctx.stage_name}"  # its rows say the stage's name
     _write(table, rows, Path(ctx.out_dir) / "part-0.parquet")
     return ctx.out_dir
 
@@ -473,6 +481,15 @@ class StageGen:
     exports: list[str] = field(default_factory=list)
     folder: bool = False  # run: the output is a folder
     module_ref: bool = False  # `stages.sN:make` (imported) instead of `stages/sN.py:make`
+    # Issue 11's renames: the name its files (code, outputs, notes, export copies, flaky
+    # marker) and its log lines go by, once it was renamed ("": its name); and whether its
+    # code writes ctx.stage_name into its rows (a rename then must build it again).
+    files_as: str = ""
+    named: bool = False
+
+    @property
+    def stem(self) -> str:
+        return self.files_as or self.name
 
     @property
     def tabular(self) -> bool:
@@ -480,11 +497,17 @@ class StageGen:
 
     @property
     def code_path(self) -> str:
-        return f"stages/{self.name}.py"
+        return f"stages/{self.stem}.py"
 
     @property
     def output_path(self) -> str:
-        return f"reports/{self.name}" if self.folder else f"reports/{self.name}.txt"
+        return f"reports/{self.stem}" if self.folder else f"reports/{self.stem}.txt"
+
+    @property
+    def reads_name(self) -> bool:
+        """Its code reads what depends on its name or folder (ctx.stage_name, a callback's
+        ctx.stage_output or ctx.out_dir): a rename of it is built again, never restored."""
+        return self.named or self.on_success is not None
 
     @property
     def upstreams(self) -> list[str]:
@@ -539,7 +562,7 @@ class StageGen:
             d["code"] = [self.code_path, *self.cross_code]
             d["outputs"] = [self.output_path]
         else:
-            d[self.kind] = f"stages.{self.name}:make" if self.module_ref else \
+            d[self.kind] = f"stages.{self.stem}:make" if self.module_ref else \
                 f"{self.code_path}:make"
             if self.cross_code:
                 d["code"] = list(self.cross_code)
@@ -588,10 +611,10 @@ class StageGen:
         return self.tabular and EMPTYING in self.processors
 
     def code_text(self) -> str:
-        header = (f"# {self.comment}\n\"\"\"Stage {self.name} ({self.kind}), generated by "
-                  f"tests/fuzz_workflows.py.\"\"\"\nSTAGE = {self.name!r}\nK = {self.const}\n"
+        header = (f"# {self.comment}\n\"\"\"Stage {self.stem} ({self.kind}), generated by "
+                  f"tests/fuzz_workflows.py.\"\"\"\nSTAGE = {self.stem!r}\nK = {self.const}\n"
                   f"USE_RNG = {self.use_rng}\nMODE = {self.mode!r}\nMUTATE = {self.mutate}\n"
-                  f"FOLDER = {self.folder}\n")
+                  f"FOLDER = {self.folder}\nNAMED = {self.named}\n")
         if self.kind == "run":
             return header + _COMMON + _RUN
         helped = ["", "", "def _helped():", "    total = 0"]
@@ -618,6 +641,8 @@ class StageGen:
             bits.append(f"code={self.cross_code}")
         bits.append(f"params={json.dumps(self.params)} K={self.const}")
         flags = [("rng", self.use_rng), ("module-ref", self.module_ref),
+                 ("rows-name-it", self.named),
+                 (f"files-as={self.files_as}", self.files_as and self.files_as != self.name),
                  ("mutates-params", self.mutate), (f"retries={self.retries}", self.retries),
                  ("flaky", self.flaky), (f"helpers={','.join(self.helpers)}", self.helpers),
                  (f"on_success={self.on_success}", self.on_success),
@@ -732,7 +757,7 @@ class WorkflowGen:
     def write_flaky(self, root: Path, stage: StageGen) -> None:
         """`flaky/NAME` exists while the stage is flaky and retries: never in a from-scratch
         build's folder (it copies sources only), so that build is untroubled."""
-        path = root / "flaky" / stage.name
+        path = root / "flaky" / stage.stem
         if stage.flaky and stage.retries:
             _write(path, "")
         else:
@@ -774,21 +799,21 @@ class WorkflowGen:
             if x.kind == "run":
                 if x.folder:
                     options += [("glob", "reports/*/part-*.txt"),
-                                ("glob", f"reports/{x.name}*/part-*.txt"),
+                                ("glob", f"reports/{x.stem}*/part-*.txt"),
                                 ("path", f"{x.output_path}/part-0.txt")]
                 else:
-                    options += [("glob", "reports/*.txt"), ("glob", f"reports/{x.name}*.txt"),
+                    options += [("glob", "reports/*.txt"), ("glob", f"reports/{x.stem}*.txt"),
                                 ("path", x.output_path)]
             for out in x.exports:
                 ext = out.rsplit(".", 1)[1]
                 if ext == "parquet":
                     continue
-                options += [("glob", f"exports/*.{ext}"), ("glob", f"exports/{x.name}*.{ext}"),
+                options += [("glob", f"exports/*.{ext}"), ("glob", f"exports/{x.stem}*.{ext}"),
                             ("path", out)]
                 if ext == "jsonl" and stage.kind == "generate" and not stage.seed and \
                         not stage.seed_file:
                     options += [("seed", f"exports/*.{ext}"),
-                                ("seed", f"exports/{x.name}*.{ext}"), ("seed", out)]
+                                ("seed", f"exports/{x.stem}*.{ext}"), ("seed", out)]
         # A pattern may only match the outputs of stages before this one (no cycles).
         later = self.stages[index:]
         options = [(w, p) for w, p in options if not any(touches(p, s) for s in later)]
@@ -828,15 +853,15 @@ def notes_of(stage: StageGen) -> dict[str, str]:
     """Source files beside a stage's outputs, matched by the same globs."""
     if stage.kind == "run":
         if stage.folder:
-            return {f"reports/{stage.name}-notes/part-0.txt": f"notes of {stage.name}\n"}
-        return {f"reports/{stage.name}-note.txt": f"note of {stage.name}\n"}
+            return {f"reports/{stage.stem}-notes/part-0.txt": f"notes of {stage.stem}\n"}
+        return {f"reports/{stage.stem}-note.txt": f"note of {stage.stem}\n"}
     notes = {}
     for out in stage.exports:
         ext = out.rsplit(".", 1)[1]
         if ext == "jsonl":
-            notes[f"exports/{stage.name}-note.jsonl"] = '{"id": 0, "v": 7, "t": "note"}\n'
+            notes[f"exports/{stage.stem}-note.jsonl"] = '{"id": 0, "v": 7, "t": "note"}\n'
         elif ext == "csv":
-            notes[f"exports/{stage.name}-note.csv"] = "id,v,t\n0,7,note\n"
+            notes[f"exports/{stage.stem}-note.csv"] = "id,v,t\n0,7,note\n"
     return notes
 
 
@@ -899,6 +924,8 @@ def random_workflow(rng: Rng, mix: Mix | None = None) -> WorkflowGen:
                 stage.exports = [f"exports/{name}.{rng.choice(('jsonl', 'csv', 'parquet'))}"]
             if mix.steps:
                 _step_edges(rng, mix, stage)
+            if mix.named and rng.random() < mix.named:
+                stage.named = True
         stages.append(stage)
     data = {"data/a.txt": random_text(rng), "data/b.txt": random_text(rng)}
     for s in stages:
@@ -923,7 +950,7 @@ def _step_edges(rng: Rng, mix: Mix, stage: StageGen) -> None:
     if stage.exports and rng.random() < 0.3:
         have = stage.exports[0].rsplit(".", 1)[1]
         other = rng.choice([f for f in EXPORT_FORMATS if f != have])
-        stage.exports.append(f"exports/{stage.name}.{other}")
+        stage.exports.append(f"exports/{stage.stem}.{other}")
     if rng.random() < mix.empty:
         stage.processors = [*stage.processors, EMPTYING]
     if rng.random() < mix.allow_empty:

@@ -73,8 +73,6 @@ def rows(ctx):
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="a renamed stage is restored from the entry built under "
-                   "its old name although its code read ctx.stage_name: rows say the old name")
 def test_rename_of_a_stage_whose_code_reads_its_name_equals_a_scratch_build(
         tmp_path: Path) -> None:
     wf = "workflow: demo\nstages:\n  a:\n    generate: src/s.py:rows\n" \
@@ -267,9 +265,6 @@ sys.exit(main(sys.argv[3:]))
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="a restore killed midway leaves a `running` record of "
-                   "the trace now with no batches: the next build reruns every batch (resume) "
-                   "instead of restoring the entry again")
 def test_a_restore_killed_midway_is_restored_again_not_run(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
     ok(root)

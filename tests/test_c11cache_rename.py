@@ -1,5 +1,6 @@
 """Renames keep their work: a stage renamed in the Workflowfile (same spec, code and inputs)
-is restored from the build cache under its new name, and `status` says where the orphaned
+is restored from the build cache under its new name when its code did not read its name or
+folder (tests/test_c11name_reads.py: when it did), and `status` says where the orphaned
 artifacts came from."""
 
 from __future__ import annotations
@@ -28,6 +29,56 @@ stages:
 
 RENAMED = SIMPLE.replace("  a:\n", "  alpha:\n").replace("[a]", "[alpha]")
 
+# Stage code that reads nothing of its stage's name or folder (the shared project's code logs
+# ctx.stage_name, and its callback writes into ctx.out_dir): a rename of it is restored.
+NAME_FREE = '''
+from pathlib import Path
+
+def _log(what):
+    with open(Path(__file__).parent / "calls.log", "a") as fh:
+        fh.write(what + "\\n")
+
+def rows(ctx):
+    _log(f"rows {ctx.batch_index}")
+    return [{"id": ctx.offset + i, "value": ctx.rng.randint(0, 10**6),
+             "k": ctx.params.get("k", 0)} for i in range(ctx.size)]
+
+def join(ctx):
+    _log("join")
+    import pyarrow as pa
+    (t,) = ctx.inputs.values()
+    return pa.table({"n": [t.num_rows], "total": [sum(t.column("value").to_pylist())]})
+
+def check(ctx):
+    _log("check")
+    assert ctx.params["k"] > 0
+    return None
+'''
+
+FREE = """
+workflow: demo
+stages:
+  a:
+    generate: code/stages.py:rows
+    num_records: 30
+    batch_size: 10
+    params: {k: 5}
+    processors:
+      - filter: "id % 2 == 0"
+    on_success: code/stages.py:check
+  b:
+    transform: code/stages.py:join
+    inputs: [a]
+"""
+
+FREE_RENAMED = FREE.replace("  a:\n", "  alpha:\n").replace("[a]", "[alpha]")
+
+
+def free_project(root: Path, workflow: str = FREE) -> Path:
+    make_project(root, workflow)
+    (root / "code" / "stages.py").write_text(NAME_FREE)
+    return root
+
 
 def dd(root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildtool", *args], cwd=root,
@@ -35,10 +86,10 @@ def dd(root: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]
 
 
 def test_a_renamed_stage_is_restored_under_its_new_name(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "p", SIMPLE)
+    root = free_project(tmp_path / "p")
     assert dd(root).returncode == 0
     built = outputs(root)
-    (root / "Workflowfile").write_text(RENAMED)
+    (root / "Workflowfile").write_text(FREE_RENAMED)
     clear_calls(root)
     status = dd(root, "status")
     assert "'a' (no longer in the Workflowfile) was built from this stage's spec, code and " \
@@ -60,25 +111,26 @@ def test_a_renamed_stage_is_restored_under_its_new_name(tmp_path: Path) -> None:
         [data for _, data in built["a"]["batches"]]
     assert [f for f, _ in now["alpha"]["batches"]][0].startswith("alpha/batches/")
     assert now["alpha"]["digest"] == built["a"]["digest"]
-    assert [d for _, d in now["alpha"]["steps"]["callback"]] == \
-        [d for _, d in built["a"]["steps"]["callback"]]
-    assert all(p.startswith("artifacts/demo/alpha/callback/")
-               for p, _ in now["alpha"]["steps"]["callback"])
+    assert [d for _, d in now["alpha"]["steps"]["processed"]] == \
+        [d for _, d in built["a"]["steps"]["processed"]]
+    assert all(p.startswith("artifacts/demo/alpha/processed/")
+               for p, _ in now["alpha"]["steps"]["processed"])
     # the restored stage's files are where its record says: a null build is up to date
     again = json.loads(dd(root, "alpha", "--json").stdout)["stages"][0]
     assert again["result"] == "up_to_date"
 
 
 def test_a_renamed_stage_equals_a_scratch_build_under_the_new_name(tmp_path: Path) -> None:
-    renamed = RENAMED
-    root = make_project(tmp_path / "p", SIMPLE)
-    assert dd(root).returncode == 0
-    (root / "Workflowfile").write_text(renamed)
-    assert dd(root, "alpha").returncode == 0
-    other = make_project(tmp_path / "scratch", renamed)
-    assert dd(other, "alpha", DD_BUILD_CACHE="off").returncode == 0
-    mine, theirs = outputs(root), outputs(other)
-    assert mine["alpha"] == theirs["alpha"]
+    for name, project, renamed in (("free", free_project, FREE_RENAMED),
+                                   ("reads", make_project, RENAMED)):
+        root = project(tmp_path / name / "p", FREE if name == "free" else SIMPLE)
+        assert dd(root).returncode == 0
+        (root / "Workflowfile").write_text(renamed)
+        assert dd(root, "alpha").returncode == 0
+        other = project(tmp_path / name / "scratch", renamed)
+        assert dd(other, "alpha", DD_BUILD_CACHE="off").returncode == 0
+        mine, theirs = outputs(root), outputs(other)
+        assert mine["alpha"] == theirs["alpha"]
 
 
 def test_without_the_cache_the_status_still_names_the_orphan(tmp_path: Path) -> None:

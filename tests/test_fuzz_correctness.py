@@ -194,7 +194,7 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
                 ("input touch", bool(s.cross_inputs)),
                 ("callback version", bool(s.on_success_version)),
                 ("allow_empty", s.allow_empty), ("may be empty", s.may_be_empty()),
-                ("two exports", len(s.exports) > 1)] if on)
+                ("two exports", len(s.exports) > 1), ("rows say the name", s.named)] if on)
             grown.update(name for name, on in [  # what growth edits act on (issue 11)
                 ("seeded by a stage", bool(s.seed)),
                 ("num_records", s.kind == "generate" and s.num_records is not None)] if on)
@@ -205,7 +205,8 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
              "retries": {"flaky"}, "folders": {"folder"},
              "globs": {"seed touch", "code touch", "input touch", "folder", "exports"},
              "steps": steps, "overrides": steps,
-             "reverts": {"callback", "processors", "exports", "callback version"},
+             "reverts": {"callback", "processors", "exports", "callback version",
+                         "rows say the name"},
              "growth": set(),
              "mixed": {"nested", "mutate", "helpers", "callback", "processors", "exports",
                        "flaky", "folder", "input touch", "allow_empty", "may be empty"}}[focus]

@@ -53,7 +53,7 @@ RETRY_CAP_S = 60.0
 
 @dataclass
 class GenerateContext:
-    stage_name: str
+    _stage_name: str = field(repr=False)
     batch_index: int
     offset: int
     size: int
@@ -66,6 +66,13 @@ class GenerateContext:
     # What the code read that a batch's key must hold (growth.py): shared by every attempt's
     # copy of the context, so the read is seen where the batch is written.
     _reads: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def stage_name(self) -> str:
+        """The stage's name. A batch whose code reads it depends on it: a stage renamed in the
+        Workflowfile is not restored from a cache entry built under its old name then."""
+        self._reads.add("stage_name")
+        return self._stage_name
 
     @property
     def num_records(self) -> int:
@@ -410,8 +417,8 @@ def _compute(fn: Any, call: StageCall, task: BatchTask,
              note: Callable[[str], None], pause: Callable[[float], None] = time.sleep
              ) -> tuple[pa.Table, tuple[str, ...]]:
     """One batch, in whichever thread or process computes it: the call (with its retries) and
-    its value as a table, and whether its code read ctx.num_records. StageFailed when it
-    fails."""
+    its value as a table, and what its code read that the batch's key or the stage's name
+    decides (ctx.num_records, the whole seed, ctx.stage_name). StageFailed when it fails."""
     from ..tables import to_table
 
     reads: set[str] = set()
@@ -426,7 +433,7 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     """One attempt's own copy of the batch's context, which code never sees itself: a deep copy
     of the params (a call that mutates them changes no other batch or attempt) and the rng in
     its seeded state (a retry gives the rows an untroubled run gives)."""
-    return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
+    return GenerateContext(ctx._stage_name, ctx.batch_index, ctx.offset, ctx.size,
                            ctx._num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
                            random.Random(rng_seed), _Inputs(ctx.inputs, ctx._reads,
                                                             _seed_keys_of(ctx.inputs)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..capture import captured, stage_log
@@ -16,10 +16,18 @@ from .loader import load_callable
 
 @dataclass
 class TransformContext:
-    stage_name: str
+    _stage_name: str = field(repr=False)
     inputs: dict[str, Any]
     params: dict[str, Any]
     limiter: Any = None  # the stage's `rate_limit:` (ratelimit.py), or None
+    _reads: set[str] = field(default_factory=set, repr=False)  # noted in its batch's entry
+
+    @property
+    def stage_name(self) -> str:
+        """The stage's name. Code that reads it depends on it: a stage renamed in the
+        Workflowfile is not restored from a cache entry built under its old name then."""
+        self._reads.add("stage_name")
+        return self._stage_name
 
     def request(self) -> AbstractContextManager[Any]:
         """`with ctx.request():` around each model call: waits for the stage's `rate_limit:`
@@ -46,13 +54,13 @@ def execute(job: Job) -> Output:
             inputs[name] = table
     job.progress(0, 1)
     check_cancel(job)  # -j: SIGINT/SIGTERM came while it loaded or read its inputs
+    ctx = TransformContext(stage.name, inputs, copy.deepcopy(stage.params), job.limiter)
     with captured(log):
         try:
-            value = fn(TransformContext(stage.name, inputs, copy.deepcopy(stage.params),
-                                      job.limiter))
+            value = fn(ctx)
         except (Exception, SystemExit) as exc:  # the user's code raised (or called sys.exit)
             raise UserCodeFailed(f"{stage.target} raised {type(exc).__name__}: {exc_text(exc)}",
                                  stage=stage.name) from exc
-    job.run.write_batch(0, to_table(value, stage.target))
+    job.run.write_batch(0, to_table(value, stage.target), reads=tuple(sorted(ctx._reads)))
     job.progress(1, 1)
     return job.run.batches_output()
