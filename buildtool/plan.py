@@ -200,8 +200,9 @@ def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Optio
     if grown is not None:  # only num_records or the seed's rows changed (growth.py)
         action, keep, reasons, total = grown
         if action == "run":
-            reasons = _discarding(facts, reasons, "the stage's code reads what changed",
-                                  options)
+            because = "the stage's code reads what changed" if any(
+                "reads" in r.detail for r in reasons) else "its batches have no keys"
+            reasons = _discarding(facts, reasons, because, options)
             return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
         return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]
                         total, step=main)

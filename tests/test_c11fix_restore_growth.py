@@ -149,3 +149,23 @@ def test_a_restored_stage_that_reads_num_records_still_reruns_every_batch(proj: 
     built = _build(proj)
     assert built["c"]["action"] == "run" and ran(proj, "c") == [0, 1, 2, 3]
     assert built["c"]["reasons"][0]["reads"] == "ctx.num_records"
+
+
+def test_a_record_without_batch_keys_says_why_every_batch_runs(proj: Project) -> None:
+    """A record an older dd-build wrote has no batch keys: growth cannot keep a batch, and
+    the reason says so instead of a bare `num_records changed`."""
+    _rows(proj, 20)
+    _build(proj)
+    path = proj.artifacts / "a" / "stage.json"
+    record = json.loads(path.read_text())
+    for batch in record["batches"]:
+        del batch["key"]
+    path.write_text(json.dumps(record))
+    _rows(proj, 30)
+    plan = proj.run("-n", "--explain", "--json")
+    a = plan.stage("a")
+    assert a["action"] == "run"
+    assert "before dd-build kept batch keys" in a["reasons"][0]["message"]
+    assert "every batch runs again" in plan.stderr
+    _build(proj)
+    assert ran(proj, "a") == list(range(6))
