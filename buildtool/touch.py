@@ -9,7 +9,8 @@ it was touched and what was accepted (`extra.touched_at`, `extra.touched`).
 
 Refused (exit 2, before any record is written) for a stage that has nothing to accept as
 built: never built, an unreadable record, a last run that did not finish (running,
-interrupted, failed), skipped for an empty upstream, an output missing or modified, an
+interrupted, failed), skipped for an empty upstream, restored from the build cache by the
+next build (the cache holds what it makes now), an output missing or modified, an
 upstream whose output will not be the one the stage was built from (it runs, resumes, grows,
 shrinks or is restored first, or already has another output: rebuilt, or a review set on it;
 an upstream touched in the same command keeps its output), or a change that would make its
@@ -121,6 +122,9 @@ def _refusal(prep: Prepared, name: str, names: list[str]) -> str | None:
         return f"its last run {how}: build it to finish it"
     if d.action == "skip_empty_upstream" or record.status == "skipped_empty_upstream":
         return "it was skipped (an upstream stage is empty): there is no output to accept"
+    if d.restore is not None:  # what it makes now is known, and may not be what is on disk
+        return (f"the build cache holds its output for its spec, code and inputs now (built "
+                f"{d.restore.when}): build it to restore that (nothing runs)")
     for up in prep.upstreams[name]:
         why = _upstream_refusal(prep, up, record.stage_inputs.get(up), names)
         if why:

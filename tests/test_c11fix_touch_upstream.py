@@ -139,3 +139,19 @@ def test_touch_still_accepts_a_stage_whose_upstreams_are_as_consumed(proj: Proje
     _ok(proj, "touch", "a", "b")
     plan = proj.run("-n", "--json")
     assert [s["action"] for s in plan.json()["stages"]] == ["up_to_date", "up_to_date"]
+
+
+def test_touch_is_refused_for_a_stage_the_cache_restores(proj: Project) -> None:
+    """a's code changed and changed back (the cache holds a's output for it): a touch would
+    record the other code's output as this code's; building restores it, running nothing."""
+    _rows(proj, 20)
+    _ok(proj)
+    original = (proj.root / "code" / "a.py").read_text()
+    (proj.root / "code" / "a.py").write_text(original.replace("ctx.rng.random()",
+                                                              "ctx.rng.random() + 1"))
+    _ok(proj)
+    (proj.root / "code" / "a.py").write_text(original)
+    assert proj.run("-n", "--json").stage("a")["action"] == "restore"
+    _refused(proj, "a", "build cache holds its output", "nothing runs")
+    _ok(proj)
+    assert proj.run("-n", "--json").stage("a")["action"] == "up_to_date"
