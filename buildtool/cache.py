@@ -291,16 +291,30 @@ class Cache:
                 continue
 
     # ---- restore (the executor's part)
-    def materialize(self, digest: str, target: str, linkable: bool) -> None:
+    def check_objects(self, entry: dict[str, Any]) -> None:
+        """CacheDamaged unless each object of `entry` is there with the bytes its digest
+        says: checked before a restore touches the stage, so a damaged entry leaves it as it
+        was (its batches kept for the run that takes the restore's place)."""
+        for digest in sorted({str(f["digest"]) for f in entry["files"]}):
+            try:
+                same = file_digest(str(self.object_path(digest))) == digest
+            except FileNotFoundError:
+                raise CacheDamaged(f"object {_hex(digest)[:12]}… is missing") from None
+            if not same:
+                raise CacheDamaged(f"object {_hex(digest)[:12]}… does not match its digest")
+
+    def materialize(self, digest: str, target: str, linkable: bool, checked: bool = False
+                    ) -> None:
         """Put the object `digest` at `target` (a temp file beside it renamed into place),
-        after checking its bytes: a hard link when `linkable`, else a reflink or a copy."""
+        after checking its bytes (`checked`: check_objects just did, for a link): a hard
+        link when `linkable`, else a reflink or a copy (always checked as it is copied)."""
         obj = str(self.object_path(digest))
         folder, name = os.path.split(target)
         make_dirs_durably(Path(folder))
         tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
         try:
             if linkable:
-                if file_digest(obj) != digest:
+                if not checked and file_digest(obj) != digest:
                     raise CacheDamaged(f"object {_hex(digest)[:12]}… does not match its digest")
                 if not _link(obj, tmp):
                     _copy_checked(obj, tmp, digest)

@@ -254,6 +254,12 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             raise CacheDamaged("its entry file is damaged or gone")
         built = StageRecord.from_json(entry["record"])
         stage = workflow.stages[name]
+        try:  # before the stage is touched: a damaged entry leaves it as it was
+            cache.check_objects(entry)
+        except CacheDamaged:
+            cache.drop(hit.entry)
+            cache.drop_damaged_objects(entry)
+            raise
         run = StageRun(workflow, stage, facts, consumed, ())
         run.begin(built.batches_total, built.num_records)  # clears its old batches and steps
         if stage.kind == "run":  # as before its command runs: no file of another build stays
@@ -288,7 +294,7 @@ def _place_files(cache: Cache, workflow: Workflow, name: str, entry: dict[str, A
             target = rel
         else:
             target = str(workflow.project_dir / rel)
-        cache.materialize(digest, target, linkable=where == _STAGE)
+        cache.materialize(digest, target, linkable=where == _STAGE, checked=True)
         st = os.stat(target)
         placed[(where, rel)] = FileState(rel, st.st_size, st.st_mtime_ns, digest)
         made.append(target)

@@ -1,7 +1,8 @@
 """A grow or shrink whose resulting trace the build cache holds is restored even when no
 other stage of the build runs (the cache was looked at only when one did), and a restore
-that finds a damaged object runs the stage afresh (the restore had cleared its folder: the
-batches a shrink would have kept were gone, and the stage failed). Real CLI."""
+that finds a damaged object leaves the stage as it was, so it does what it would have done
+without the cache (the restore had cleared its folder first: the batches a shrink would
+have kept were gone, and the stage failed). Real CLI."""
 
 from __future__ import annotations
 
@@ -79,11 +80,15 @@ def _rot(proj: Project, n: int, name: str) -> None:
     raise AssertionError(f"no entry of {n} rows")
 
 
-def test_a_shrink_whose_restore_finds_a_damaged_object_runs_afresh(proj: Project,
-                                                                    tmp_path: Path) -> None:
+def test_a_shrink_whose_restore_finds_a_damaged_object_keeps_its_batches(proj: Project,
+                                                                         tmp_path: Path) -> None:
+    """The entry's objects are checked before the restore touches the stage: a damaged one
+    leaves the stage's batches in place, and the stage shrinks as without the cache."""
     _build(proj, 8)
     _build(proj, 12)
-    _rot(proj, 8, "batch-000003.parquet")
+    (proj.artifacts / "a" / "batches" / "batch-000001.parquet").unlink()
+    _build(proj, 12)  # batch 1 made again: its file is no longer the cache's object
+    _rot(proj, 8, "batch-000001.parquet")
     proj.write("Workflowfile", FLOW.format(n=8))
     plan = proj.run("-n", "--json")
     assert plan.stage("a")["action"] == "restore"
@@ -92,6 +97,6 @@ def test_a_shrink_whose_restore_finds_a_damaged_object_runs_afresh(proj: Project
     assert result.code == 0, result.stderr
     assert "cannot be restored" in result.stderr
     a = result.stage("a")
-    assert a["result"] == "completed" and ran(proj, "a") == [0, 1, 2, 3]
+    assert a["result"] == "completed" and ran(proj, "a") == [], (a, proj.calls())
     same_as_scratch(proj, tmp_path / "fresh", "a")
     assert proj.run("-n", "--json").stage("a")["action"] == "up_to_date"
