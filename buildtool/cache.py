@@ -447,21 +447,25 @@ def cache_of(workflow: Any) -> Cache | None:
 
 
 def parse_size(text: str) -> int:
-    """`10GB`, `500M`, `1.5GiB`, `0` → bytes (decimal units; `i` units are powers of 1024)."""
+    """`10GB`, `500M`, `1.5GiB`, `0` → bytes (decimal units; `i` units are powers of 1024).
+    A unit is required but for `0`: a bare `10` (10 bytes) is almost always a mistake."""
     raw = text.strip().upper().replace(" ", "")
-    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9,
+    units = {"B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9,
              "GB": 10**9, "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
              "GIB": 2**30, "TIB": 2**40}
     number = raw.rstrip("KMGTIB")
     unit = raw[len(number):]
+    hint = "e.g. --max-size 10GB, 500MB, 2GiB, 4096B or 0"
     try:
         value = float(number)
     except ValueError:
         value = -1.0
-    if unit not in units or value < 0 or value != value:
-        raise UsageError(f"--max-size {text}: not a size",
-                         hint="e.g. --max-size 10GB, 500MB, 2GiB or 0")
-    return int(value * units[unit])
+    if not 0 <= value < float("inf") or (unit and unit not in units):
+        raise UsageError(f"--max-size {text}: not a size", hint=hint)
+    if not unit and value != 0:
+        raise UsageError(f"--max-size {text}: say its unit (B, KB, MB, GB, TB, KiB, MiB, GiB "
+                         "or TiB)", hint=hint)
+    return int(value * units.get(unit, 1))
 
 
 def human_size(n: int) -> str:

@@ -21,7 +21,7 @@ def cache_arguments(parser: argparse.ArgumentParser) -> None:
                         help="status: size and entries per stage; gc: remove the least "
                              "recently used entries")
     parser.add_argument("--max-size", metavar="SIZE",
-                        help="gc: keep at most SIZE (e.g. 10GB, 500MB, 0)")
+                        help="gc: keep at most SIZE, with its unit (e.g. 10GB, 500MB, 2GiB; or 0)")
     parser.add_argument("--keep-last", type=int, metavar="N",
                         help="gc: keep only the N most recently used entries of each stage")
     parser.add_argument("-n", "--dry-run", action="store_true",

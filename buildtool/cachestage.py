@@ -30,7 +30,7 @@ from .cache import (
 )
 from .fingerprint import FileState, digest_file
 from .fsutil import make_dirs_durably, make_durable
-from .records import BatchEntry, Output, StageRecord, remove_leftovers, write_record
+from .records import Output, StageRecord, remove_leftovers, write_record
 
 if TYPE_CHECKING:
     from .facts import StageFacts, Upstream
@@ -378,8 +378,9 @@ def _restored_record(running: StageRecord, built: StageRecord,
     for b in built.batches:
         rel = b.file[len(built.stage) + 1:]
         state = placed[(_STAGE, rel)]
-        batches.append(BatchEntry(b.index, f"{name}/{rel}", b.rows, state.size, state.mtime_ns,
-                                  b.digest))
+        # every field as built (its key and reads: a growth after the restore keeps batches)
+        batches.append(b._replace(file=f"{name}/{rel}", size=state.size,
+                                  mtime_ns=state.mtime_ns))
 
     def moved(out: Output) -> Output:
         files = []

@@ -154,7 +154,8 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                           released=frozenset(config.force + config.rerun_from), live=live,
                           notes=notes, project_dir=workflow.project_dir)
         decisions = plan(order, facts, upstreams, options)
-        if any(d.action in ("run", "resume") for d in decisions):  # never in a null build
+        # (a grow or shrink too: the cache may hold the trace it makes; never in a null build)
+        if any(d.action == "run" or d.action in KEEPING for d in decisions):
             from .cachestage import cache_hits
 
             options, decisions = cache_hits(workflow, order, facts, upstreams, options,
@@ -449,13 +450,26 @@ class _Builder:
                 return restored
             with self._lock:  # its dependants were planned on the entry's output: they are
                 self.waited.add(planned.stage)  # decided again once it has run
-            decision = decide(facts, {u: self.known[u] for u in self.prep.upstreams[
-                planned.stage]}, replace(self.prep.options, cached={}))
+            decision = self._unrestored(decision, facts)
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
         if decision.action == "held" or (_overridden(facts) and decision.step == "outputs"):
             return self._held(planned, decision, facts)  # the review stays
         return self._execute(planned, decision, facts)
+
+    def _unrestored(self, decision: Decision, facts: StageFacts) -> Decision:
+        """What a stage whose restore failed does instead. A restore that began replaced the
+        stage's record and cleared its folder (batches, steps, a run stage's outputs): then
+        nothing the plan would have kept is there, and it runs afresh."""
+        from .records import read_record
+
+        was, now = facts.record, read_record(self.wf.stage_dir(facts.name)).record
+        if was is not None and now is not None and (now.run_id, now.status) == \
+                (was.run_id, was.status):  # nothing of it was touched
+            return decide(facts, {u: self.known[u] for u in self.prep.upstreams[facts.name]},
+                          replace(self.prep.options, cached={}))
+        return replace(decision, action="run", keep=(), rows=None, step=MAIN[facts.kind],
+                       restore=None)
 
     def _restore(self, planned: Decision, decision: Decision, facts: StageFacts
                  ) -> StageResult | None:

@@ -91,11 +91,12 @@ def plan_growth(facts: StageFacts, reasons: list[Reason], upstreams: Mapping[str
             not any(r.code in _KEEPS for r in main):
         return None  # nothing of its own: it waits to see the seed stage's output
     batches = tuple(record.batches)
-    if any(not b.key for b in batches) or record.num_records is None:
-        return None  # written before batch keys: no batch can be told unchanged
     n = _num_records(facts, upstreams, seed)
     size = int(facts.spec["batch_size"])
     total = None if n is None else -(-n // size)
+    if any(not b.key for b in batches) or record.num_records is None:
+        # written before dd-build kept batch keys: no batch can be told unchanged
+        return "run", (), [_unkeyed_reason(r) if r in grows else r for r in reasons], total
     reads = {r for b in batches for r in b.reads}
     seed_changed = any(r.code == "input_changed" for r in grows)
     if "seed" in reads and not seed_changed and any(r.code == "upstream_will_run" for r in grows):
@@ -132,6 +133,11 @@ def _note(kept: int, total: int | None, seeded: bool, old: int, new: int | None)
 def _reads_reason(r: Reason, what: str) -> Reason:
     return replace(r, message=f"{r.message}; the stage's code reads {what}, so every batch "
                    "runs again", detail={**r.detail, "reads": what})
+
+
+def _unkeyed_reason(r: Reason) -> Reason:
+    return replace(r, message=f"{r.message}; the stage's record was written before dd-build "
+                   "kept batch keys, so every batch runs again")
 
 
 def _is_growth(r: Reason, seed: tuple[str, Any] | None, facts: StageFacts) -> bool:

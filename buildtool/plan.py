@@ -143,22 +143,34 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
 def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     decision = _decide(facts, upstreams, options)
     hit = options.cached.get(facts.name) if options.cached else None
-    return decision if hit is None else _restored(decision, hit, facts, upstreams)
+    return decision if hit is None else _restored(decision, hit, facts, upstreams, options)
 
 
 def _restored(decision: Decision, hit: CacheHit, facts: StageFacts,
-              upstreams: Mapping[str, Upstream]) -> Decision:
+              upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     """A stage that must run because its trace changed is restored from the cache when an
-    entry of the trace it has now exists: nothing of it runs."""
+    entry of the trace it has now exists: nothing of it runs. Its reasons say what changed,
+    as found: none of what the run would have done (growth's batches kept, batches of an
+    unfinished run kept or run again)."""
     from .cachestage import key_now, wants_cache
 
     if not wants_cache(decision) or key_now(facts, upstreams) != hit.key:
         return decision
-    return Decision(facts.name, "restore", decision.reasons, (), decision.batches_total,
-                    hit.rows, None, hit)
+    reasons = tuple(_as_restored(r, facts) for r in _reasons(facts, upstreams, options))
+    return Decision(facts.name, "restore", reasons, (), decision.batches_total, hit.rows, None,
+                    hit)
 
 
-def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
+def _as_restored(reason: Reason, facts: StageFacts) -> Reason:
+    if reason.code not in ("incomplete", "failed_before") or reason.detail.get("how") == "running":
+        return reason
+    found = last_run_reason(facts, restored=True)
+    return reason if found is None else replace(found, step=reason.step)
+
+
+def _reasons(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options
+             ) -> list[Reason]:
+    """Why the stage's record does not match, each tagged with the step it reruns."""
     reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
     if facts.kind == "datadesigner" and options.project_dir is not None and reasons:
         from .ddconfig import config_reasons
@@ -168,6 +180,11 @@ def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Optio
     if notes:
         reasons = [replace(r, more=notes, detail={**r.detail, "notes": list(notes)})
                    if r.code == "no_record" else r for r in reasons]
+    return reasons
+
+
+def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
+    reasons = _reasons(facts, upstreams, options)
     forced = options.forced.get(facts.name)
     if options.resume == "never" and forced is None:
         forced = "--resume never runs every stage fresh"
@@ -200,8 +217,9 @@ def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Optio
     if grown is not None:  # only num_records or the seed's rows changed (growth.py)
         action, keep, reasons, total = grown
         if action == "run":
-            reasons = _discarding(facts, reasons, "the stage's code reads what changed",
-                                  options)
+            because = "the stage's code reads what changed" if any(
+                "reads" in r.detail for r in reasons) else "its batches have no keys"
+            reasons = _discarding(facts, reasons, because, options)
             return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
         return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]
                         total, step=main)

@@ -357,15 +357,18 @@ def _status_reasons(facts: StageFacts, record: StageRecord, live: int | None
     yield from _stale_traces(facts, record)
 
 
-def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str | None = None
-                    ) -> Reason | None:
+def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str | None = None,
+                    restored: bool = False) -> Reason | None:
     """Why a stage whose last run did not finish runs again (None when it finished): killed
     (its record still `running`, and no live build is running it), interrupted (SIGINT,
     SIGTERM), failed, or being run now by the live build `live`. With `discarded`, the
-    plan runs it fresh: the batches it finished are discarded, because of `discarded`."""
+    plan runs it fresh: the batches it finished are discarded, because of `discarded`.
+    `restored`: it is restored from the build cache instead (nothing of it runs)."""
     record = facts.record
     if record is None or record.status not in RESUMABLE_STATUSES:
         return None
+    if restored:
+        discarded = "the stage is restored from the build cache"
     kept = sum(1 for b in record.batches if b.file not in facts.damaged)
     step = stopped_in(record)
     drop = f": {counted(kept, 'finished batch')} discarded because {discarded}" \
@@ -383,6 +386,8 @@ def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str |
         if drop:
             return Reason("failed_before", f"failed last time{where} ({first}){drop}",
                           {**detail, "batches_discarded": kept})
+        if restored:
+            return Reason("failed_before", f"failed last time{where} ({first})", detail)
         return Reason("failed_before", f"failed last time{where} ({first}); {after}", detail)
     how = "running" if live is not None and record.status == "running" else \
         "killed" if record.status == "running" else "interrupted"

@@ -9,8 +9,12 @@ it was touched and what was accepted (`extra.touched_at`, `extra.touched`).
 
 Refused (exit 2, before any record is written) for a stage that has nothing to accept as
 built: never built, an unreadable record, a last run that did not finish (running,
-interrupted, failed), skipped for an empty upstream, an output missing or modified, an
-upstream that runs first, or a change that would make its output other than what is on disk
+interrupted, failed), skipped for an empty upstream, restored from the build cache by the
+next build (the cache holds what it makes now), an output missing or modified, an
+upstream whose output will not be the one the stage was built from (it runs, resumes, grows,
+shrinks or is restored first, or already has another output: rebuilt, or a review set on it;
+an upstream touched in the same command keeps its output), or a change that would make its
+output other than what is on disk
 (num_records, batch_size, sampling, seed, export copies or a run stage's outputs, a step
 added or removed). The new record is checked by the planner before it is written: a touched
 stage must be up to date."""
@@ -34,7 +38,9 @@ if TYPE_CHECKING:
     from .records import StageRecord
 
 # What a touch accepts as built: a change of the stage's own spec, code or inputs.
-_ACCEPTED = frozenset({"spec_changed", "code_changed", "input_changed", "overridden"})
+# An upstream stage's output that changed is not (`_upstream_refusal`): the output on disk
+# was made from the one it had.
+_ACCEPTED = frozenset({"spec_changed", "code_changed", "input_changed"})
 # Spec keys whose change makes the output other than the one on disk: never accepted.
 _OUTPUT_KEYS = frozenset({"num_records", "batch_size", "sampling", "seed", "outputs"})
 
@@ -64,7 +70,8 @@ def touch(workflow: Workflow, names: list[str], dry_run: bool) -> list[Touched]:
     if refusals:
         raise StateError("touch: refused, nothing was touched:\n" + "\n".join(refusals),
                          hint="build these stages instead (`dd-build STAGE`); a touch accepts "
-                              "only changes of a built stage's spec, code or inputs")
+                              "only changes of a built stage's own spec, code or input files, "
+                              "never a change of an upstream stage's output")
     done = []
     for name in [n for n in prep.order if n in names]:
         d = _decision(prep, name)
@@ -115,6 +122,13 @@ def _refusal(prep: Prepared, name: str, names: list[str]) -> str | None:
         return f"its last run {how}: build it to finish it"
     if d.action == "skip_empty_upstream" or record.status == "skipped_empty_upstream":
         return "it was skipped (an upstream stage is empty): there is no output to accept"
+    if d.restore is not None:  # what it makes now is known, and may not be what is on disk
+        return (f"the build cache holds its output for its spec, code and inputs now (built "
+                f"{d.restore.when}): build it to restore that (nothing runs)")
+    for up in prep.upstreams[name]:
+        why = _upstream_refusal(prep, up, record.stage_inputs.get(up), names)
+        if why:
+            return why
     for r in d.reasons:
         why = _refused_reason(r, prep, names)
         if why:
@@ -122,12 +136,39 @@ def _refusal(prep: Prepared, name: str, names: list[str]) -> str | None:
     return _steps_changed(facts.spec, record)
 
 
+def _upstream_refusal(prep: Prepared, up: str, consumed: str | None, names: list[str]
+                      ) -> str | None:
+    """Why the output upstream `up` will have after this build (or after its own touch, when
+    it is touched first) may not be `consumed`, the one the stage was built from, or None.
+    A touch accepts the stage's own changes only: its output was made from `consumed`."""
+    from .facts import output_view
+
+    record = prep.facts[up].record
+    if up in names:
+        if _refusal(prep, up, names) is not None:
+            return f"upstream stage '{up}' cannot be touched (see above): build it"
+        assert record is not None
+        now = output_view(record)  # a touch leaves its output as it is
+    else:
+        d = _decision(prep, up)
+        if d.action == "restore":
+            return (f"upstream stage '{up}' will be restored from the build cache first, "
+                    "so its output changes: build it")
+        if d.action not in ("up_to_date", "held") or record is None:
+            return f"upstream stage '{up}' will run first: build it (or touch it too)"
+        now = output_view(record)
+    if consumed is None:
+        return f"stage '{up}' is a new input: its output was not built from it; build it"
+    if now.digest != consumed:
+        what = "a reviewed override as its output, not the one" if now.overridden else \
+            "a different output than the one"
+        return f"upstream stage '{up}' has {what} this stage was built from: build it"
+    return None
+
+
 def _refused_reason(r: Reason, prep: Prepared, names: list[str]) -> str | None:
     if r.code == "upstream_will_run":
-        up = str(r.detail.get("input"))
-        if up in names and _refusal(prep, up, names) is None:
-            return None  # touched first, in graph order
-        return f"upstream stage '{up}' will run first: build it (or touch it too)"
+        return None  # an upstream touched first, in graph order (_upstream_refusal)
     if r.code in ("output_missing", "output_modified", "callback_output_missing"):
         return f"{r.message}: build it"
     if r.code == "spec_changed" and str(r.detail.get("key", "")).split(".")[0] in _OUTPUT_KEYS:

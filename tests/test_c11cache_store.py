@@ -173,7 +173,7 @@ def test_gc_max_size_removes_the_least_recently_used_first(tmp_path: Path) -> No
     sizes = object_sizes(cache)
     newest = max(entries, key=lambda e: e.last_used)
     limit = sum(sizes[d] for d in set(newest.digests))
-    done = json.loads(dd(root, "cache", "gc", "--max-size", str(limit), "--json").stdout)
+    done = json.loads(dd(root, "cache", "gc", "--max-size", f"{limit}B", "--json").stdout)
     assert done["size"] <= limit
     kept = scan(cache)
     assert newest.path in {e.path for e in kept}
