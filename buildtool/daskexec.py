@@ -115,8 +115,13 @@ class Cluster:
             return self._client
 
     def _connect(self, job: Job) -> None:
+        import logging
+
         import dask
         from distributed import Client
+
+        # dask logs a lost connection with its traceback on stderr: the stage's failure says it
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
         dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
                          "distributed.scheduler.worker-ttl": None})
