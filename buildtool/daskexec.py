@@ -29,22 +29,17 @@ until a stage runs on the cluster.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import sys
 import threading
-import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batchexec import BatchError, BatchTask, Finished, StageCall, _Arrivals
-from .errors import StageFailed, UsageError, UserCodeFailed
+from .errors import StageFailed, UsageError
 
 if TYPE_CHECKING:
+    from .batchexec import StageCall
+    from .daskwork import ClusterLimiter, DaskBatches
     from .execute import BuildConfig
     from .kinds import Job
     from .model import Workflow
@@ -53,8 +48,6 @@ ENV = "DD_BUILD_SCHEDULER"
 EXTRA = "pip install 'dd-build[dask]'"
 # How long the client waits to reach a scheduler before the stage fails.
 CONNECT_TIMEOUT_S = float(os.environ.get("DD_BUILD_DASK_CONNECT_TIMEOUT_S", "10"))
-# A scheduler the client has lost for this long fails the batches in flight.
-LOST_AFTER_S = float(os.environ.get("DD_BUILD_DASK_LOST_AFTER_S", "10"))
 
 
 def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
@@ -91,7 +84,7 @@ class Cluster:
     def __init__(self, address: str | None, workflow: Workflow) -> None:
         self.address = address
         self.workflow = workflow
-        self.build_id = uuid.uuid4().hex[:12]
+        self.build_id = os.urandom(6).hex()
         self._lock = threading.Lock()
         self._client: Any = None
         self._local: Any = None
@@ -141,8 +134,10 @@ class Cluster:
             self._client = Client(self.address, timeout=CONNECT_TIMEOUT_S,
                                   set_as_default=False)
         except (OSError, TimeoutError) as exc:
+            from .daskwork import said
+
             raise StageFailed(
-                f"cannot reach the Dask scheduler at {self.address}: {_said(exc)}",
+                f"cannot reach the Dask scheduler at {self.address}: {said(exc)}",
                 stage=job.stage.name,
                 hint="start it (`dask scheduler`) or fix --scheduler / $DD_BUILD_SCHEDULER / "
                      "the Workflowfile's executor: dask: scheduler; or build with --executor "
@@ -152,10 +147,14 @@ class Cluster:
 
     def payload(self, job: Job, fn: Any, call: StageCall) -> Any:
         """A future holding the pickled (fn, call), computed by a task (recomputable)."""
+        import hashlib
+
+        from .daskwork import keep_blob
+
         client = self.client(job)
         blob = _pickled(job, (fn, call))
         digest = hashlib.sha256(blob).hexdigest()[:16]
-        return client.submit(_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
+        return client.submit(keep_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
                              pure=False)
 
     def limiter(self, job: Job) -> ClusterLimiter | None:
@@ -166,6 +165,8 @@ class Cluster:
         with self._lock:
             if name not in self._limiters:
                 from distributed import Semaphore
+
+                from .daskwork import ClusterLimiter
 
                 limit = self.workflow.rate_limits[name]
                 prefix = f"dd-build-{self.build_id}-{name}"
@@ -183,6 +184,10 @@ class Cluster:
             return self._limiters[name]
 
     def batches(self, job: Job, fn: Any, call: StageCall, log: Path) -> DaskBatches:
+        from dataclasses import replace
+
+        from .daskwork import DaskBatches
+
         self.client(job)
         call = replace(call, limiter=self.limiter(job))
         return DaskBatches(self._client, self.payload(job, fn, call), job.stage.name, log,
@@ -192,6 +197,11 @@ class Cluster:
                   log: Path) -> Any:
         """The stage's one call on a worker: its table; StageFailed when it fails. Waits in
         steps so that Ctrl-C (and -j's cancel) end the wait at once, the task cancelled."""
+        import time
+        import uuid
+
+        from .batchexec import BatchError, StageCall
+        from .daskwork import Watch, append_output, failure, run_transform
         from .errors import Interrupted
         from .kinds import check_cancel
 
@@ -199,9 +209,9 @@ class Cluster:
         call = StageCall(job.stage.name, job.stage.target, str(self.workflow.project_dir),
                          params, {}, 0, 0, 0.0, self.limiter(job))
         payload = self.payload(job, fn, call)
-        future = client.submit(_run_transform, payload, inputs, pure=False,
+        future = client.submit(run_transform, payload, inputs, pure=False,
                                key=f"dd-build-{job.stage.name}-transform-{uuid.uuid4().hex[:8]}")
-        watch = _Watch(client)
+        watch = Watch(client)
         try:
             while not future.done():
                 check_cancel(job)
@@ -210,11 +220,11 @@ class Cluster:
         except (KeyboardInterrupt, Interrupted):
             client.cancel([future, payload])
             raise
-        error = _failure(future, job.stage.name, "the transform")
+        error = failure(future, job.stage.name, "the transform")
         if error is not None:
             raise error
         result, output = future.result()
-        _append(log, output)
+        append_output(log, output)
         if isinstance(result, BatchError):
             raise result.exception(job.stage.name)
         return result
@@ -241,14 +251,11 @@ def _most_in_flight(workflow: Workflow) -> int:
     return max([s.concurrency for s in workflow.stages.values() if s.kind == "generate"] or [1])
 
 
-def _said(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _pickled(job: Job, value: Any) -> bytes:
     """cloudpickle, the project's modules by value (workers have no copy of the project)."""
     import cloudpickle
+
+    from .daskwork import said
 
     for module in _project_modules(job.workflow.project_dir):
         with contextlib.suppress(ValueError):  # registered already
@@ -257,7 +264,7 @@ def _pickled(job: Job, value: Any) -> bytes:
         return cloudpickle.dumps(value)
     except Exception as exc:  # noqa: BLE001 - whatever pickling raised, said with its cause
         raise StageFailed(
-            f"cannot send {job.stage.target} to the Dask workers: {_said(exc)}",
+            f"cannot send {job.stage.target} to the Dask workers: {said(exc)}",
             stage=job.stage.name,
             hint="the function and the module-level values it uses are pickled (cloudpickle): "
                  "make clients, connections and locks inside the function (or in a cached "
@@ -277,298 +284,3 @@ def _project_modules(project: Path) -> list[Any]:
             found.append(module)
     # a package before its submodules: registering it covers them
     return sorted(found, key=lambda m: m.__name__.count("."))
-
-
-class _Watch:
-    """Whether the client has lost its scheduler for longer than LOST_AFTER_S."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.since: float | None = None
-
-    def lost(self) -> bool:
-        if self.client.status in ("running", "newly-created"):
-            self.since = None
-            return False
-        now = time.monotonic()
-        self.since = self.since or now
-        return now - self.since > LOST_AFTER_S
-
-    def check(self, stage: str) -> None:
-        if self.lost():
-            raise StageFailed(_LOST, stage=stage, hint=_LOST_HINT)
-
-
-_LOST = "lost the Dask scheduler: it stopped or cannot be reached"
-_LOST_HINT = ("the finished batches are kept: build again once the scheduler is back, on "
-              "another cluster (--scheduler), or here (--executor local)")
-
-
-def _failure(future: Any, stage: str, what: str) -> StageFailed | None:
-    """A future that did not finish: why, as a StageFailed (None when it finished)."""
-    status = future.status
-    if status == "finished":
-        return None
-    if status == "cancelled":
-        return StageFailed(f"{what} did not come back: Dask cancelled it (the scheduler was "
-                           "lost or restarted)", stage=stage, hint=_LOST_HINT)
-    try:
-        exc = future.exception(timeout=5)
-    except Exception as lost:  # noqa: BLE001 - the connection itself failed: said
-        exc = lost
-    name = type(exc).__name__
-    if name == "KilledWorker":
-        return StageFailed(
-            f"{what} did not come back: the Dask workers that ran it died ({_said(exc)})",
-            stage=stage,
-            hint="a worker was killed, ran out of memory or crashed in native code (Dask "
-                 "tried it again elsewhere); build again: the finished batches are kept")
-    return StageFailed(f"{what} did not come back from Dask: {_said(exc)}", stage=stage,
-                       hint=_LOST_HINT)
-
-
-def _append(log: Path, text: str) -> None:
-    if text:
-        with open(log, "a", encoding="utf-8", errors="replace") as f:
-            f.write(text)
-
-
-class DaskBatches(_Arrivals):
-    """A generate stage's batches as Dask futures (see the module's docstring)."""
-
-    def __init__(self, client: Any, payload: Any, stage: str, log: Path,
-                 inputs: dict[str, Any]) -> None:
-        super().__init__()
-        self._client = client
-        self._payload = payload
-        self._stage = stage
-        self._log = log
-        self._log_lock = threading.Lock()
-        self._futures: dict[int, Any] = {}
-        self._watch = _Watch(client)
-        self._tag = uuid.uuid4().hex[:8]
-
-    def submit(self, task: BatchTask) -> None:
-        self._pending += 1
-        future = self._client.submit(_run_batch, self._payload, task, pure=False,
-                                     key=f"dd-build-{self._stage}-{task.index}-{self._tag}")
-        self._futures[task.index] = future
-        future.add_done_callback(lambda f: self._landed(task.index, f))
-
-    def _landed(self, index: int, future: Any) -> None:
-        """In a thread of the client's: the batch, its error, or why it did not come back."""
-        error = _failure(future, self._stage, f"batch {index}")
-        if error is None:
-            try:
-                finished, output = future.result(timeout=60)
-            except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
-                error = StageFailed(f"batch {index} did not come back from Dask: {_said(exc)}",
-                                    stage=self._stage, hint=_LOST_HINT)
-            else:
-                with self._log_lock:
-                    _append(self._log, output)
-                self._done.put(finished)
-                return
-        self._done.put(Finished(index, error=error))
-
-    def next_finished(self, timeout: float) -> Finished | None:
-        finished = super().next_finished(timeout)
-        if finished is None:
-            if self._pending and self._watch.lost():
-                self._fail_all()
-            return None
-        self._futures.pop(finished.index, None)
-        if isinstance(finished.error, BatchError):
-            finished.error = finished.error.exception(self._stage)
-        return finished
-
-    def _fail_all(self) -> None:
-        """The scheduler is gone: every batch in flight fails (none will come back)."""
-        for index in list(self._futures):
-            future = self._futures.pop(index)
-            future.release()
-            self._done.put(Finished(index, error=StageFailed(_LOST, stage=self._stage,
-                                                             hint=_LOST_HINT)))
-
-    def shutdown(self, *, interrupt: bool = False) -> None:
-        """On an interrupt the futures in flight are cancelled (a batch running on a worker
-        ends when its call returns; its result is dropped)."""
-        futures = list(self._futures.values()) + [self._payload]
-        self._futures.clear()
-        if interrupt:
-            with contextlib.suppress(Exception):  # a scheduler gone: nothing to cancel
-                self._client.cancel(futures, reason="dd-build interrupted")
-        for future in futures:
-            future.release()
-
-
-# ---------------------------------------------------------------- rate limits
-
-
-class ClusterLimiter:
-    """A `rate_limit:` shared by every worker of the cluster (picklable: the semaphores bind
-    to the worker they are unpickled on)."""
-
-    def __init__(self, name: str, rate: float | None, cap: Any, token: Any) -> None:
-        self.name = name
-        self.rate = rate
-        self.cap = cap
-        self.token = token
-
-    @contextlib.contextmanager
-    def request(self) -> Iterator[None]:
-        if self.cap is not None:
-            self.cap.acquire()
-        try:
-            if self.token is not None:
-                assert self.rate is not None
-                self.token.acquire()
-                timer = threading.Timer(1.0 / self.rate, self.token.release)
-                timer.daemon = True
-                timer.start()
-            yield
-        finally:
-            if self.cap is not None:
-                self.cap.release()
-
-    def shareable(self) -> ClusterLimiter:
-        return self
-
-
-# ---------------------------------------------------------------- on a worker
-
-_LOADED: dict[bytes, tuple[Any, StageCall]] = {}  # the worker's unpickled payloads (by blob)
-_LOADED_LOCK = threading.Lock()
-
-
-def _blob(blob: bytes) -> bytes:
-    return blob
-
-
-def _loaded(blob: bytes) -> tuple[Any, StageCall]:
-    with _LOADED_LOCK:
-        if blob not in _LOADED:
-            import cloudpickle
-
-            if len(_LOADED) > 16:  # stages of builds long gone
-                _LOADED.clear()
-            _LOADED[blob] = cloudpickle.loads(blob)
-        return _LOADED[blob]
-
-
-def _run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
-    """A Dask task: one batch, with its retries; what its code printed comes back with it."""
-    from .kinds.generate import compute_batch
-    from .tables import parquet_buffer
-
-    fn, call = _loaded(blob)
-    notes: list[str] = []
-    with _captured() as output:
-        try:
-            table = compute_batch(fn, call, task, notes.append)
-            finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes))
-        except StageFailed as exc:
-            finished = Finished(task.index, error=_remote_error(exc, call), retries=len(notes))
-    finished.notes = notes
-    return finished, output.getvalue()
-
-
-def _run_transform(blob: bytes, inputs: dict[str, Any]) -> tuple[Any, str]:
-    """A Dask task: a transform stage's one call; its table, or its failure as text."""
-    import copy
-
-    from .errors import exc_text
-    from .kinds.transform import TransformContext
-    from .tables import to_table
-
-    fn, call = _loaded(blob)
-    with _captured() as output:
-        try:
-            try:
-                value = fn(TransformContext(call.stage, inputs, copy.deepcopy(call.params),
-                                            call.limiter))
-            except (Exception, SystemExit) as exc:  # the user's code raised
-                raise UserCodeFailed(f"{call.target} raised {type(exc).__name__}: "
-                                     f"{exc_text(exc)}", stage=call.stage) from exc
-            result: Any = to_table(value, call.target)
-        except StageFailed as exc:
-            result = _remote_error(exc, replace(call, inputs=inputs))
-    return result, output.getvalue()
-
-
-def _remote_error(exc: StageFailed, call: StageCall) -> BatchError:
-    """The failure as text; an input path this worker cannot see is said as such."""
-    error = BatchError.of(exc, Path(call.project_dir))
-    missing = _unseen_input(exc, call.inputs)
-    if missing is None:
-        return error
-    host = _worker_name()
-    return replace(error, message=(
-        f"{error.message}\n  the Dask worker {host} cannot see the input {missing}: a stage "
-        "that opens ctx.inputs paths needs them at the same path on every worker"),
-        hint="put the project (or its artifacts folder) on storage every worker mounts at the "
-             "same path, or read the data on the client: pass it as `seed:` rows, or build "
-             "this stage with --executor local")
-
-
-def _unseen_input(exc: StageFailed, inputs: dict[str, Any]) -> str | None:
-    """An input path the user's code failed to open here because it is not here."""
-    cause = exc.__cause__
-    if not isinstance(cause, OSError):
-        return None
-    said = f"{getattr(cause, 'filename', '') or ''} {cause}"
-    for value in inputs.values():
-        for path in value if isinstance(value, list) else [value]:
-            if isinstance(path, str) and path in said and not os.path.exists(path):
-                return path
-    return None
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except ValueError:
-        return f"pid {os.getpid()}"
-
-
-class _Router(io.TextIOBase):
-    """sys.stdout/sys.stderr on a worker: a thread running a dd-build task writes to its
-    task's buffer, any other thread where the stream wrote before."""
-
-    def __init__(self, before: Any) -> None:
-        self.before = before
-        self.local = threading.local()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        buffer = getattr(self.local, "buffer", None)
-        if buffer is not None:
-            return buffer.write(text)
-        return self.before.write(text) if self.before is not None else len(text)
-
-    def flush(self) -> None:
-        if getattr(self.local, "buffer", None) is None and self.before is not None:
-            self.before.flush()
-
-
-_ROUTERS: list[_Router] = []
-
-
-@contextlib.contextmanager
-def _captured() -> Iterator[io.StringIO]:
-    with _LOADED_LOCK:
-        if not _ROUTERS:
-            _ROUTERS.extend([_Router(sys.stdout), _Router(sys.stderr)])
-            sys.stdout, sys.stderr = _ROUTERS
-    buffer = io.StringIO()
-    for router in _ROUTERS:
-        router.local.buffer = buffer
-    try:
-        yield buffer
-    finally:
-        for router in _ROUTERS:
-            router.local.buffer = None
