@@ -114,7 +114,9 @@ class Cluster:
         from distributed import Client
 
         # dask logs a lost connection with its traceback on stderr: the stage's failure says it
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        for name in ["distributed", *logging.root.manager.loggerDict]:
+            if name.startswith("distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
 
         dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
                          "distributed.scheduler.worker-ttl": None})
@@ -201,7 +203,7 @@ class Cluster:
         import uuid
 
         from .batchexec import BatchError, StageCall
-        from .daskwork import Watch, append_output, failure, run_transform
+        from .daskwork import Watch, append_output, failure, not_back, run_transform
         from .errors import Interrupted
         from .kinds import check_cancel
 
@@ -223,7 +225,10 @@ class Cluster:
         error = failure(future, job.stage.name, "the transform")
         if error is not None:
             raise error
-        result, output = future.result()
+        try:
+            result, output = future.result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
+            raise not_back("the transform", exc, job.stage.name) from exc
         append_output(log, output)
         if isinstance(result, BatchError):
             raise result.exception(job.stage.name)

@@ -61,8 +61,8 @@ def failure(future: Any, stage: str, what: str) -> StageFailed | None:
     if status == "finished":
         return None
     if status == "cancelled":
-        return StageFailed(f"{what} did not come back: Dask cancelled it (the scheduler was "
-                           "lost or restarted)", stage=stage, hint=LOST_HINT)
+        return StageFailed(f"{what} did not come back: Dask cancelled it ({LOST}, or it "
+                           "restarted)", stage=stage, hint=LOST_HINT)
     try:
         exc = future.exception(timeout=5)
     except Exception as lost:  # noqa: BLE001 - the connection itself failed: said
@@ -74,6 +74,14 @@ def failure(future: Any, stage: str, what: str) -> StageFailed | None:
             stage=stage,
             hint="a worker was killed, ran out of memory or crashed in native code (Dask "
                  "tried it again elsewhere); build again: the finished batches are kept")
+    return not_back(what, exc, stage)
+
+
+def not_back(what: str, exc: BaseException, stage: str) -> StageFailed:
+    """Dask raised `exc` instead of the result: a connection's error is a lost scheduler."""
+    if isinstance(exc, (OSError, TimeoutError)):  # distributed's CommClosedError is an OSError
+        return StageFailed(f"{what} did not come back: {LOST} ({said(exc)})", stage=stage,
+                           hint=LOST_HINT)
     return StageFailed(f"{what} did not come back from Dask: {said(exc)}", stage=stage,
                        hint=LOST_HINT)
 
@@ -113,8 +121,7 @@ class DaskBatches(_Arrivals):
             try:
                 finished, output = future.result(timeout=60)
             except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
-                error = StageFailed(f"batch {index} did not come back from Dask: {said(exc)}",
-                                    stage=self._stage, hint=LOST_HINT)
+                error = not_back(f"batch {index}", exc, self._stage)
             else:
                 with self._log_lock:
                     append_output(self._log, output)
