@@ -40,12 +40,26 @@ from pathlib import Path
 
 MARKS = Path(__file__).resolve().parent.parent / "marks"
 
+
+def _on_a_worker():
+    try:
+        from distributed import get_worker
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def make(ctx):
     if os.getpid() == ctx.params["victim"]:
         MARKS.mkdir(exist_ok=True)
         (MARKS / f"victim-{ctx.batch_index}").write_text("x")
         while True:  # until the test kills this worker
             time.sleep(0.05)
+    # the other workers hold their batches until the victim has one (at most 60 s)
+    deadline = time.monotonic() + 60
+    while _on_a_worker() and not list(MARKS.glob("victim-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return [{"i": ctx.offset + k, "r": ctx.rng.random()} for k in range(ctx.size)]
 """
 VICTIM = """
@@ -55,7 +69,7 @@ stages:
     generate: code/victim.py:make
     num_records: 40
     batch_size: 2
-    concurrency: 8
+    concurrency: 16
     params: {{victim: {pid}}}
 """
 
