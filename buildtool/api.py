@@ -81,7 +81,7 @@ def build(project: Project = ".", targets: Names = (), *,
 
     config = BuildConfig(_names(targets, "targets"), _resume(resume), _names(force, "force"),
                          _names(rerun_from, "rerun_from"), bool(dry_run), _jobs(jobs),
-                         executor, scheduler)
+                         _executor(executor), _scheduler(scheduler))
     workflow = load(project, store=not dry_run)
     with project_call(workflow.project_dir, runs_code=not dry_run):
         report = build_workflow(workflow, config, keep_going=bool(keep_going))
@@ -240,6 +240,26 @@ def _jobs(value: int | None) -> int | None:
     if value < 1:
         raise UsageError(f"jobs={value}: must be 1 or more",
                          hint="jobs=1 runs one stage at a time; jobs=4 up to 4 at once")
+    return value
+
+
+def _executor(value: str | None) -> str | None:
+    if value not in (None, "local", "dask"):
+        raise UsageError(f"executor={value!r}: must be \"local\" or \"dask\"",
+                         hint="executor=\"dask\" runs generate and transform stages on a Dask "
+                              "cluster; None: as the Workflowfile says")
+    return value
+
+
+def _scheduler(value: str | None) -> str | None:
+    from .model import scheduler_problem
+
+    if value is None:
+        return None
+    problem = scheduler_problem(value) if isinstance(value, str) else "it is not a string"
+    if problem is not None:
+        raise UsageError(f"scheduler={value!r}: {problem}",
+                         hint="give tcp://HOST:PORT or HOST:PORT")
     return value
 
 

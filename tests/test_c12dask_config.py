@@ -178,3 +178,17 @@ def test_the_repository_ci_installs_the_extra_and_starts_a_cluster() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert ".[test,dask]" in ci and "trap" in ci and "DD_BUILD_TEST_SCHEDULER" in ci
     assert ci.count("dask worker") + ci.count("dask_worker") >= 1
+
+
+def test_the_api_takes_executor_and_scheduler_and_refuses_wrong_ones(tmp_path: Path) -> None:
+    import buildtool
+
+    proj = Project(tmp_path)
+    proj.write("code/g.py", CODE)
+    proj.write("Workflowfile", f"workflow: demo\n{STAGES}")
+    with pytest.raises(UsageError, match="executor="):
+        buildtool.build(tmp_path, executor="threads")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="scheduler="):
+        buildtool.build(tmp_path, scheduler="no address")
+    assert not (tmp_path / "artifacts").exists()
+    assert buildtool.build(tmp_path, executor="local").ok
