@@ -6,9 +6,11 @@ cluster."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
+import queue
 import sys
 import threading
 import time
@@ -102,8 +104,10 @@ class DaskBatches(_Arrivals):
         self._payload = payload
         self._stage = stage
         self._log = log
-        self._log_lock = threading.Lock()
         self._futures: dict[int, Any] = {}
+        self._landed: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self._ready: collections.deque[Finished] = collections.deque()
+        self._open: set[int] = set()  # submitted, not yet come back (nor failed)
         self._watch = Watch(client)
         self._tag = uuid.uuid4().hex[:8]
 
@@ -112,41 +116,64 @@ class DaskBatches(_Arrivals):
         future = self._client.submit(run_batch, self._payload, task, pure=False,
                                      key=f"dd-build-{self._stage}-{task.index}-{self._tag}")
         self._futures[task.index] = future
-        future.add_done_callback(lambda f: self._landed(task.index, f))
-
-    def _landed(self, index: int, future: Any) -> None:
-        """In a thread of the client's: the batch, its error, or why it did not come back."""
-        error = failure(future, self._stage, f"batch {index}")
-        if error is None:
-            try:
-                finished, output = future.result(timeout=60)
-            except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
-                error = not_back(f"batch {index}", exc, self._stage)
-            else:
-                with self._log_lock:
-                    append_output(self._log, output)
-                self._done.put(finished)
-                return
-        self._done.put(Finished(index, error=error))
+        self._open.add(task.index)
+        future.add_done_callback(lambda f: self._landed.put((task.index, f)))
 
     def next_finished(self, timeout: float) -> Finished | None:
-        finished = super().next_finished(timeout)
-        if finished is None:
-            if self._pending and self._watch.lost():
-                self._fail_all()
-            return None
+        """The futures that are done are fetched together (one round trip for all: fetching
+        each as it lands would cost a round trip per batch)."""
+        if not self._ready:
+            try:
+                first = self._landed.get(timeout=timeout)
+            except queue.Empty:
+                if self._pending and self._watch.lost():
+                    self._fail_all()
+                return None
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._landed.get_nowait())
+                except queue.Empty:
+                    break
+            self._fetch([(i, f) for i, f in batch if i in self._open])  # not failed already
+            if not self._ready:
+                return None
+        finished = self._ready.popleft()
+        self._pending -= 1
         self._futures.pop(finished.index, None)
         if isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
 
+    def _fetch(self, batch: list[tuple[int, Any]]) -> None:
+        done = [(index, future) for index, future in batch if future.status == "finished"]
+        for index, future in batch:
+            if future.status != "finished":
+                self._resolved(Finished(index, error=failure(future, self._stage,
+                                                             f"batch {index}")))
+        if not done:
+            return
+        try:
+            values = self._client.gather([future for _, future in done])
+        except Exception as exc:  # noqa: BLE001 - their data could not be fetched: said
+            for index, _ in done:
+                self._resolved(Finished(index, error=not_back(f"batch {index}", exc,
+                                                              self._stage)))
+            return
+        for finished, output in values:
+            append_output(self._log, output)
+            self._resolved(finished)
+
     def _fail_all(self) -> None:
         """The scheduler is gone: every batch in flight fails (none will come back)."""
-        for index in list(self._futures):
-            future = self._futures.pop(index)
-            future.release()
-            self._done.put(Finished(index, error=StageFailed(LOST, stage=self._stage,
+        for index in list(self._open):
+            self._futures[index].release()
+            self._resolved(Finished(index, error=StageFailed(LOST, stage=self._stage,
                                                              hint=LOST_HINT)))
+
+    def _resolved(self, finished: Finished) -> None:
+        self._open.discard(finished.index)
+        self._ready.append(finished)
 
     def shutdown(self, *, interrupt: bool = False) -> None:
         """On an interrupt the futures in flight are cancelled (a batch running on a worker
