@@ -114,8 +114,8 @@ class Cluster:
         from distributed import Client
 
         # dask logs a lost connection with its traceback on stderr: the stage's failure says it
-        for name in ["distributed", *logging.root.manager.loggerDict]:
-            if name.startswith("distributed"):
+        for name in ["distributed", "tornado", *logging.root.manager.loggerDict]:
+            if name.startswith(("distributed", "tornado")):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
 
         dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes

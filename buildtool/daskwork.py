@@ -6,7 +6,6 @@ cluster."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import io
 import os
@@ -57,18 +56,21 @@ LOST_HINT = ("the finished batches are kept: build again once the scheduler is b
               "another cluster (--scheduler), or here (--executor local)")
 
 
-def failure(future: Any, stage: str, what: str) -> StageFailed | None:
-    """A future that did not finish: why, as a StageFailed (None when it finished)."""
+def failure(future: Any, stage: str, what: str, exc: BaseException | None = None
+            ) -> StageFailed | None:
+    """A future that did not finish: why, as a StageFailed (None when it finished). `exc`:
+    what it raised, when known already."""
     status = future.status
     if status == "finished":
         return None
     if status == "cancelled":
         return StageFailed(f"{what} did not come back: Dask cancelled it ({LOST}, or it "
                            "restarted)", stage=stage, hint=LOST_HINT)
-    try:
-        exc = future.exception(timeout=5)
-    except Exception as lost:  # noqa: BLE001 - the connection itself failed: said
-        exc = lost
+    if exc is None:
+        try:
+            exc = future.exception(timeout=5)
+        except Exception as lost:  # noqa: BLE001 - the connection itself failed: said
+            exc = lost
     name = type(exc).__name__
     if name == "KilledWorker":
         return StageFailed(
@@ -95,89 +97,106 @@ def append_output(log: Path, text: str) -> None:
 
 
 class DaskBatches(_Arrivals):
-    """A generate stage's batches as Dask futures (see the module's docstring)."""
+    """A generate stage's batches as Dask futures (see daskexec.py). Their results are fetched
+    by Dask's `as_completed` as each future finishes, on the client's event loop, several at
+    once (fetching each in turn in a callback thread cost a round trip per batch); a thread
+    of ours hands them over to `next_finished`."""
 
     def __init__(self, client: Any, payload: Any, stage: str, log: Path,
                  inputs: dict[str, Any]) -> None:
+        from distributed import as_completed
+
         super().__init__()
         self._client = client
         self._payload = payload
         self._stage = stage
         self._log = log
         self._futures: dict[int, Any] = {}
-        self._landed: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self._ready: collections.deque[Finished] = collections.deque()
-        self._open: set[int] = set()  # submitted, not yet come back (nor failed)
+        self._index: dict[Any, int] = {}  # future key -> batch index
+        self._landed: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._arrived = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
+        self._more = threading.Event()
+        self._closed = False
         self._watch = Watch(client)
+        self._swept = time.monotonic()
+        self._stale: set[Any] = set()  # keys of futures done at the last sweep, not landed
         self._tag = uuid.uuid4().hex[:8]
+        threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
+                         daemon=True).start()
+
+    def _collect(self) -> None:
+        """as_completed's iteration ends whenever nothing is in flight: it starts again once
+        a batch is submitted."""
+        while not self._closed:
+            for future, result in self._arrived:
+                self._landed.put((future, result))
+            self._more.wait(0.2)
+            self._more.clear()
 
     def submit(self, task: BatchTask) -> None:
         self._pending += 1
         future = self._client.submit(run_batch, self._payload, task, pure=False,
                                      key=f"dd-build-{self._stage}-{task.index}-{self._tag}")
         self._futures[task.index] = future
-        self._open.add(task.index)
-        future.add_done_callback(lambda f: self._landed.put((task.index, f)))
+        self._index[future.key] = task.index
+        self._arrived.add(future)
+        self._more.set()
 
     def next_finished(self, timeout: float) -> Finished | None:
-        """The futures that are done are fetched together (one round trip for all: fetching
-        each as it lands would cost a round trip per batch)."""
-        if not self._ready:
+        while True:
             try:
-                first = self._landed.get(timeout=timeout)
+                future, result = self._landed.get(timeout=timeout)
             except queue.Empty:
                 if self._pending and self._watch.lost():
                     self._fail_all()
+                elif self._pending:
+                    self._track_again()
                 return None
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._landed.get_nowait())
-                except queue.Empty:
-                    break
-            self._fetch([(i, f) for i, f in batch if i in self._open])  # not failed already
-            if not self._ready:
-                return None
-        finished = self._ready.popleft()
+            if future is None:  # failed by _fail_all
+                self._pending -= 1
+                index, error = result
+                return Finished(index, error=error)
+            index = self._index.pop(future.key, None)
+            if index is not None:  # else failed already (_fail_all)
+                break
         self._pending -= 1
-        self._futures.pop(finished.index, None)
+        self._futures.pop(index, None)
+        if future.status != "finished":
+            exc = result[1] if isinstance(result, tuple) else result
+            return Finished(index, error=failure(future, self._stage, f"batch {index}", exc))
+        finished, output = result
+        append_output(self._log, output)
         if isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
 
-    def _fetch(self, batch: list[tuple[int, Any]]) -> None:
-        done = [(index, future) for index, future in batch if future.status == "finished"]
-        for index, future in batch:
-            if future.status != "finished":
-                self._resolved(Finished(index, error=failure(future, self._stage,
-                                                             f"batch {index}")))
-        if not done:
+    def _track_again(self) -> None:
+        """A future done for a while that never landed (fetching its result failed: a worker
+        holding it died meanwhile) is tracked again; a second landing is dropped."""
+        now = time.monotonic()
+        if now - self._swept < 2.0:
             return
-        try:
-            values = self._client.gather([future for _, future in done])
-        except Exception as exc:  # noqa: BLE001 - their data could not be fetched: said
-            for index, _ in done:
-                self._resolved(Finished(index, error=not_back(f"batch {index}", exc,
-                                                              self._stage)))
-            return
-        for finished, output in values:
-            append_output(self._log, output)
-            self._resolved(finished)
+        self._swept = now
+        done = {f.key for f in self._futures.values() if f.done()}
+        for future in self._futures.values():
+            if future.key in done and future.key in self._stale:
+                self._arrived.add(future)
+                self._more.set()
+        self._stale = done
 
     def _fail_all(self) -> None:
         """The scheduler is gone: every batch in flight fails (none will come back)."""
-        for index in list(self._open):
-            self._futures[index].release()
-            self._resolved(Finished(index, error=StageFailed(LOST, stage=self._stage,
-                                                             hint=LOST_HINT)))
-
-    def _resolved(self, finished: Finished) -> None:
-        self._open.discard(finished.index)
-        self._ready.append(finished)
+        for index, future in list(self._futures.items()):
+            if self._index.pop(future.key, None) is not None:  # not landed meanwhile
+                self._landed.put((None, (index, StageFailed(LOST, stage=self._stage,
+                                                            hint=LOST_HINT))))
+        self._futures.clear()
 
     def shutdown(self, *, interrupt: bool = False) -> None:
         """On an interrupt the futures in flight are cancelled (a batch running on a worker
         ends when its call returns; its result is dropped)."""
+        self._closed = True
+        self._more.set()
         futures = list(self._futures.values()) + [self._payload]
         self._futures.clear()
         if interrupt:
