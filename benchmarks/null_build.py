@@ -14,7 +14,8 @@ each figure next to its target:
     python benchmarks/null_build.py --workdir /dev/shm/nb-bench
 
 Each figure is the median of --repeat runs of the real CLI (`python -m buildtool`, from the
-checkout this script is in, or --repo), wall time of the child process, bytecode caching on as
+checkout this script is in, or --repo), wall time of the child process (and its CPU time,
+user + system: on a machine shared with other work, the steadier of the two), bytecode caching on as
 for an installed tool. The runs go round-robin over the rows, so a burst of load elsewhere on the
 machine spreads over every row instead of spoiling one. Peak RSS is exact for each run: every run
 is a fresh child, spawned by a tiny launcher and reaped with os.wait4, whose ru_maxrss covers
@@ -32,6 +33,10 @@ Shapes:
   layered  layers of ~sqrt(N) stages; each stage lists 1 or 2 stages of the previous layer
            in `inputs:` (fan-in). No `seed:`, so every stage keeps num_records = B.
 benchmarks/peers/run.py builds the same layered DAG with make, doit, Snakemake and DVC.
+
+A null build after a null build with the same command line is answered from the null-build
+stamp (buildtool/nullstamp.py); the rows "first null build after a change" time the full path
+instead (the stamp removed before each run, untimed), which also writes the stamp.
 
 The first build of 1,000 x 100 writes 100k batch files (synced in groups): ~40 s on tmpfs,
 longer on a disk (`--workdir /dev/shm/...`). With
@@ -129,6 +134,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + system CPU seconds of the child (and any child of its own)
 
 
 # A child's ru_maxrss starts from the RSS of the process that spawned it (Linux keeps the
@@ -148,7 +154,8 @@ started = time.perf_counter()
 pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - started
-print(seconds, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+print(seconds, os.waitstatus_to_exitcode(status), usage.ru_maxrss,
+      usage.ru_utime + usage.ru_stime)
 """
 
 
@@ -166,9 +173,10 @@ def measure(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -
             env=env, capture_output=True, text=True)
         if launched.returncode != 0:
             sys.exit(f"could not run {list(argv)} in {cwd}:\n{launched.stderr}")
-        seconds, returncode, maxrss = launched.stdout.split()
+        seconds, returncode, maxrss, cpu = launched.stdout.split()
         return Measured(float(seconds), _maxrss_mib(int(maxrss)), int(returncode),
-                        out.read_text(errors="replace"), err.read_text(errors="replace"))
+                        out.read_text(errors="replace"), err.read_text(errors="replace"),
+                        float(cpu))
 
 
 @functools.cache
@@ -302,6 +310,15 @@ def table_rows(root: Path, repo: Path, quick: bool) -> list[Row]:
     def null(n: int, b: int) -> Callable[[], Measured]:
         return lambda: measure([py, "-m", "buildtool", "-q"], projects[n, b], env)
 
+    def first(n: int, b: int) -> Callable[[], Measured]:
+        """The first null build after a change: no null-build stamp (the full path, which
+        writes one); removing it is not timed."""
+        def run() -> Measured:
+            for stamp in (projects[n, b] / "artifacts" / ".compiled").glob("*.stamp"):
+                stamp.unlink()
+            return null(n, b)()
+        return run
+
     rows = [Row("null build, 1,000-stage layered DAG, 1 batch each", null(1000, 1), 0.10)]
     if quick:
         rows.append(Row("null build, 1,000 stages × 100 batch files", null(1000, 1), 0.45,
@@ -317,6 +334,8 @@ def table_rows(root: Path, repo: Path, quick: bool) -> list[Row]:
                  runs=five.runs),
              Row("`python -c pass` (the floor: interpreter start-up)",
                  lambda: measure([py, "-c", "pass"], root, env), None)]
+    rows += [Row(f"first null build after a change (no stamp), {n:,} × {b}", first(n, b), None)
+             for n, b in sizes]
     return rows
 
 
@@ -334,26 +353,27 @@ def time_rows(rows: list[Row], repeat: int) -> None:
 
 
 def format_table(rows: list[Row], repeat: int) -> list[str]:
-    header = ["workload", "dd-build (median)", f"min – max of {repeat}", "peak RSS (median)",
-              "target", "meets target"]
+    header = ["workload", "dd-build (median)", f"min – max of {repeat}", "CPU (median)",
+              "peak RSS (median)", "target", "meets target"]
     body = []
     for row in rows:
         if row.note:
-            body.append([row.workload, row.note, "", "", _target(row), ""])
+            body.append([row.workload, row.note, "", "", "", _target(row), ""])
             continue
         if row.memory:
             values = [r.maxrss_mib for r in row.runs]
             fig = format_rss(statistics.median(values))
             spread = f"{min(values):.0f} – {max(values):.0f} MiB"
-            rss = ""
+            rss = cpu = ""
         else:
             values = [r.seconds for r in row.runs]
             fig = f"{statistics.median(values):.3f} s"
             spread = f"{min(values):.3f} – {max(values):.3f} s"
+            cpu = f"{statistics.median(r.cpu for r in row.runs):.3f} s"
             rss = format_rss(statistics.median(r.maxrss_mib for r in row.runs))
         meets = "" if row.target is None else (
             "yes" if statistics.median(values) <= row.target else "no")
-        body.append([row.workload, fig, spread, rss, _target(row), meets])
+        body.append([row.workload, fig, spread, cpu, rss, _target(row), meets])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(cells: list[str]) -> str:
@@ -404,14 +424,18 @@ def against(root: Path, args: argparse.Namespace) -> None:
     print(f"\nbefore: {args.against}\nnow:    {args.repo}\npython {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores, workdir {root}; {args.repeat} runs each, interleaved; "
           f"load average {load_before} before, {load_average()} after\n")
-    print("| null build, layered DAG | before: median (min) | now: median (min) | now/before |")
-    print("|---|---|---|---|")
+    print("| null build, layered DAG | before: wall median (min) | now: wall median (min) | "
+          "now/before | before: CPU median | now: CPU median | now/before |")
+    print("|---|---|---|---|---|---|---|")
     for name, before, now in rows:
         b = [r.seconds for r in before.runs]
         a = [r.seconds for r in now.runs]
+        bc = statistics.median(r.cpu for r in before.runs)
+        ac = statistics.median(r.cpu for r in now.runs)
         print(f"| {name} | {statistics.median(b):.3f} s ({min(b):.3f}) | "
               f"{statistics.median(a):.3f} s ({min(a):.3f}) | "
-              f"{statistics.median(a) / statistics.median(b):.2f} |")
+              f"{statistics.median(a) / statistics.median(b):.2f} | {bc:.3f} s | {ac:.3f} s | "
+              f"{ac / bc:.2f} |")
 
 
 def table(root: Path, args: argparse.Namespace) -> None:

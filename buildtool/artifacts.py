@@ -59,8 +59,10 @@ def _skipped_error(workflow: Workflow, record: StageRecord) -> UsageError:
                       hint="it runs once its upstream has rows again; see `dd-build status`")
 
 
-def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord:
-    """Copy a reviewed parquet file in as the stage's selected output, after checking it."""
+def override_output(workflow: Workflow, stage: str, source: Path, shown: str | None = None
+                    ) -> StageRecord:
+    """Copy a reviewed parquet file in as the stage's selected output, after checking it.
+    `shown`: what the record names as its source (default: `source`)."""
     import pyarrow.parquet as pq
 
     from .exportformats import CannotExport
@@ -99,7 +101,7 @@ def override_output(workflow: Workflow, stage: str, source: Path) -> StageRecord
         steps["exports"] = write_exports(workflow.project_dir, copies,
                                          exports_key(exports, output.digest))
     replaced = _replaced_output(workflow, record).to_json()
-    extra = {**record.extra, "override": {"source": str(source), "at": time.time(),
+    extra = {**record.extra, "override": {"source": shown or str(source), "at": time.time(),
                                           "replaced": replaced}}
     status: RecordStatus = "completed" if table.num_rows else "completed_empty"
     record = replace(record, status=status, output=output, steps=steps, extra=extra)
@@ -270,7 +272,8 @@ def never_built_notes(workflow: Workflow, names: list[str]) -> dict[str, tuple[s
             shown += f" and {len(orphans) - 5} more"
         what = "a stage" if len(orphans) == 1 else f"{len(orphans)} stages"
         common = (f"artifacts of {what} no longer in the Workflowfile exist: {shown}",
-                  "hint: a renamed stage builds fresh under its new name; `dd-build clean "
+                  "hint: a renamed stage is restored from the build cache under its new name "
+                  "when the cache holds its build (else it builds fresh); `dd-build clean "
                   "--orphans` removes the artifacts of stages no longer in the Workflowfile")
     others = _other_workflows(workflow)
     notes = {}

@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,8 @@ def _override_arguments(override: argparse.ArgumentParser) -> None:
     override.add_argument("path", nargs="?", metavar="PATH", help="the reviewed parquet file")
     override.add_argument("--release", action="store_true",
                           help="drop STAGE's override: the next build rebuilds it if it changed")
+    override.add_argument("--restore", action="store_true",
+                          help="set STAGE's last review again (kept in the build cache)")
 
 
 def _clean_arguments(clean: argparse.ArgumentParser) -> None:
@@ -330,21 +333,58 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _load(args: argparse.Namespace, out: Console) -> Workflow:
-    from . import compiled
+def _load(args: argparse.Namespace, out: Console, store: bool = True) -> Workflow:
+    return _load_at(args, out, *_locate(args, out), store=store)
+
+
+def _locate(args: argparse.Namespace, out: Console) -> tuple[Path, str]:
+    """The Workflowfile's path and the name messages give it (in its folder, when found
+    above)."""
     from .locate import find_workflowfile, workflowfile_at
 
     if args.file is not None:  # named: from the working folder, no search
-        path, display = workflowfile_at(Path(args.file)), args.file
-    else:
-        path = find_workflowfile(Path.cwd())
-        if path.parent != Path.cwd():
-            _enter_project(args, path.parent, out)
-        display = path.name
+        return workflowfile_at(Path(args.file)), args.file
+    path = find_workflowfile(Path.cwd())
+    if path.parent != Path.cwd():
+        _enter_project(args, path.parent, out)
+    return path, path.name
+
+
+def _load_at(args: argparse.Namespace, out: Console, path: Path, display: str,
+             store: bool = True) -> Workflow:
+    from . import compiled
+
     # a dry run writes nothing, not even the compiled workflow
-    workflow = compiled.load(path, display, store=not getattr(args, "dry_run", False))
+    workflow = compiled.load(path, display, store=store and not getattr(args, "dry_run", False))
     out.workflow = workflow.name
     return workflow
+
+
+def _stamped(command: str, args: argparse.Namespace, out: Console,
+             run: Callable[[Workflow, Any], int]) -> int:
+    """Run a command that plans every stage (a build, `status`): from the null-build stamp
+    when it holds (nullstamp.py), else in full, storing the stamp when it qualifies. A dry run
+    neither reads nor writes one."""
+    from . import nullstamp
+
+    path, display = _locate(args, out)
+    if getattr(args, "dry_run", False):
+        return run(_load_at(args, out, path, display), None)
+    key = nullstamp.invocation(command, args, out)
+    code = nullstamp.replay(path, display, key, out, lock=command == "build")
+    if code is not None:
+        return code
+    from . import execute
+
+    recorder = nullstamp.Recorder(path, display, key, out)
+    execute.after_build = recorder.seen
+    code = None
+    try:
+        code = run(_load_at(args, out, path, display), recorder)
+    finally:
+        execute.after_build = None
+        recorder.finish(code)
+    return code
 
 
 def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None:
@@ -359,11 +399,14 @@ def _enter_project(args: argparse.Namespace, folder: Path, out: Console) -> None
 
 
 def cmd_build(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("build", args, out, lambda workflow, _: _build(args, out, workflow))
+
+
+def _build(args: argparse.Namespace, out: Console, workflow: Workflow) -> int:
     from .api import build_workflow
     from .execute import BuildConfig
     from .reporter import TextReporter
 
-    workflow = _load(args, out)
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
                          tuple(args.rerun_from), args.dry_run, args.jobs, args.executor,
                          args.scheduler)
@@ -396,11 +439,18 @@ def _internal_in_stage(failure: InternalFailure, out: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    return _stamped("status", args, out, lambda workflow, recorder: _status(out, workflow,
+                                                                            recorder))
+
+
+def _status(out: Console, workflow: Workflow, recorder: Any) -> int:
     from .api import workflow_status
     from .explain import status_lines
 
-    status = workflow_status(_load(args, out))
-    if args.json:
+    status = workflow_status(workflow)
+    if recorder is not None:
+        recorder.seen(status.prepared, None)
+    if out.json:
         out.document(status.to_json())
     for line in status_lines(status.prepared):
         out.text(line)
@@ -488,6 +538,8 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
     from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
+    if args.restore:
+        return _override_restore(args, out)
     if args.release == (args.path is not None):
         raise UsageError("override: name the reviewed parquet file, or --release, not both"
                          if args.release else "override: name the reviewed parquet file",
@@ -499,6 +551,7 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
             release_override(workflow, args.stage)
         else:
             record = override_output(workflow, args.stage, Path(args.path))
+            _keep_review(workflow, record, args.path, out)
     if args.release:
         out.text(f"'{args.stage}': the override is released; the next build rebuilds it if "
                  "it changed, and reruns the stages after it")
@@ -514,17 +567,61 @@ def cmd_override(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def cmd_clean(args: argparse.Namespace, out: Console) -> int:
-    from . import compiled
+def _keep_review(workflow: Workflow, record: Any, source: str, out: Console) -> None:
+    """The review goes into the build cache too (`override --restore` brings it back)."""
+    from .cache import CacheDamaged
+    from .cachestage import keep_override
+
+    try:
+        keep_override(workflow, record, source)
+    except (OSError, CacheDamaged) as exc:
+        out.progress(f"note: the review is not kept in the build cache: {exc}")
+
+
+def _override_restore(args: argparse.Namespace, out: Console) -> int:
+    from .cachestage import restore_override
+    from .graph import build_graph, check_stage_names
     from .lock import build_lock
 
+    if args.release or args.path is not None:
+        raise UsageError("override --restore takes a stage name only",
+                         hint="dd-build override --restore STAGE")
     workflow = _load(args, out)
+    check_stage_names(build_graph(workflow), [args.stage], "override")
+    with build_lock(workflow.artifacts_root):
+        record, kept = restore_override(workflow, args.stage)
+    rows = record.output.rows if record.output else 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(kept["built_at"])))
+    out.text(f"'{args.stage}' outputs its review of {when} again ({kept['source']}, "
+             f"{counted(rows or 0, 'row')}); the stages after it rerun on the next build")
+    if args.json:
+        out.document({"ok": True, "stage": args.stage, "restored": True,
+                      "source": kept["source"], "set_at": kept["built_at"], "rows": rows})
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace, out: Console) -> int:
+    from .cachecli import cmd_cache as run
+
+    return run(args, out, _load(args, out))
+
+
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cachecli import cache_arguments
+
+    cache_arguments(parser)
+
+
+def cmd_clean(args: argparse.Namespace, out: Console) -> int:
+    from .lock import build_lock
+
+    workflow = _load(args, out, store=False)  # (no compiled workflow to list, or remove)
     names = _clean_names(args, workflow)
-    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()]
+    every = not (args.stages or args.orphans)  # --all, or every stage's once confirmed
+    extras = _clean_extras(workflow) if every else []
+    folders = [workflow.stage_dir(n) for n in names if workflow.stage_dir(n).is_dir()] + extras
     shown = [os.path.relpath(f) for f in folders]
     if args.dry_run or not folders:
-        if args.all and not args.dry_run:
-            compiled.remove(workflow)
         out.text("\n".join(f"would remove {f}" for f in shown) if folders and args.dry_run
                  else "nothing to clean")
         if args.json:
@@ -541,18 +638,35 @@ def cmd_clean(args: argparse.Namespace, out: Console) -> int:
             out.text("nothing removed")
             return 0
     from .artifacts import remove_stage_artifacts
+    from .fsutil import remove_path
 
     removed: list[str] = []
     with build_lock(workflow.artifacts_root):
-        for folder in remove_stage_artifacts(workflow, names):
+        gone = remove_stage_artifacts(workflow, names)
+        for extra in extras:
+            remove_path(extra)
+            gone.append(extra)
+        for folder in gone:
             removed.append(os.path.relpath(folder))
             out.text(f"removed {removed[-1]}")
-    if not (args.stages or args.orphans):  # every stage's (--all, or confirmed): and the
-        compiled.remove(workflow)  # compiled workflow (compiled.py)
     if args.json:
         out.document({"ok": True, "workflow": workflow.name, "dry_run": False,
                       "removed": removed, "would_remove": []})
     return 0
+
+
+def _clean_extras(workflow: Workflow) -> list[Path]:
+    """What `clean --all` removes besides stage folders: the last build's summary, the
+    planning index, the shared output log and the compiled workflows (with their null-build
+    stamps). The lock file stays: clean holds it."""
+    from . import compiled
+    from .execute import SHARED_OUTPUT, SUMMARY_NAME
+    from .planindex import INDEX_NAME
+
+    root = workflow.artifacts_root
+    found = [root / name for name in (SUMMARY_NAME, INDEX_NAME, SHARED_OUTPUT)]
+    found.append(compiled.cache_folder(workflow.project_dir, workflow.artifacts))
+    return [path for path in found if os.path.lexists(path)]
 
 
 def _clean_names(args: argparse.Namespace, workflow: Workflow) -> list[str]:
@@ -656,6 +770,10 @@ _COMMANDS = {  # the one table of commands: dispatch, parsers and `dd-build --he
                          "review go with --release."),
     "clean": _Command("remove stage artifacts (every stage's, or the named stages')", cmd_clean,
                       _clean_arguments),
+    "cache": _Command("the build cache: `cache status`, `cache gc [--max-size SIZE] "
+                      "[--keep-last N]`", cmd_cache, _cache_arguments,
+                      "What the build cache holds (status), or remove its least recently used "
+                      "entries (gc)."),
     "schema": _Command("print the JSON Schema of the Workflowfile", cmd_schema, loads=False),
     "init": _Command("write a minimal runnable project into a folder", cmd_init,
                      _init_arguments, loads=False),

@@ -48,19 +48,24 @@ from .loadfacts import (
 from .model import DaskSettings, InputRef, Locations, RateLimit, Stage, Workflow
 
 FOLDER = ".compiled"
-FORMAT = 3  # 2: each stage carries its canonical spec and fingerprint; 3: `executor:`
+FORMAT = 4  # 2: each stage carries its canonical spec and fingerprint; 4: `executor:`, `cache:`
 _MAGIC = b"dd-build compiled workflow\n"
 _DEFAULT_ARTIFACTS = "artifacts"
 _FIELDS = tuple(f.name for f in fields(Stage))
 _T = TypeVar("_T")
 _REF_FIELDS = tuple(f.name for f in fields(InputRef))
 assert _REF_FIELDS == ("kind", "value", "written"), "_decode builds InputRefs by these names"
+# The entry behind the last load of this process: (its file, its header), when that load was
+# a hit or was stored; None when it had no entry. nullstamp.py keys a stamp by it.
+_last: tuple[Path, tuple[Any, ...]] | None = None
 
 
 def load(path: Path, display: str, *, store: bool = True) -> Workflow:
     """The validated workflow of the Workflowfile at `path`, with its graph computed: the
     compiled one when every input of it is unchanged, else a full reading (WorkflowError when
     it is invalid), which is stored unless `store` is False (a dry run writes nothing)."""
+    global _last
+    _last = None
     resolved = Path(path).resolve()
     try:
         data = resolved.read_bytes()
@@ -76,13 +81,27 @@ def load(path: Path, display: str, *, store: bool = True) -> Workflow:
         workflow, settled = found
         if settled is not None and store and entry is not None:
             _write(file, _encode_entry(settled, entry[1]))
+        _last = (file, entry[0] if settled is None else settled) if entry is not None else None
         return workflow
     workflow, header, payload = _compile(resolved, display, data, keep=store)
     # stored only where the next lookup looks (the artifacts line read right)
     if header is not None and payload is not None and \
             Path(resolved.parent, artifacts) == workflow.project_dir / workflow.artifacts:
-        _write(file, _encode_entry(header, payload))
+        if _write(file, _encode_entry(header, payload)):
+            _last = (file, header)
     return workflow
+
+
+def last_entry() -> tuple[Path, tuple[Any, ...]] | None:
+    """(file, header) of the entry the last `load` used or stored, None when it had none."""
+    return _last
+
+
+def header_holds(header: tuple[Any, ...], resolved: Path, display: str, data: bytes) -> bool:
+    """Whether every fact of an entry's header holds now (a racy read file's content is
+    compared, as a hit compares it). A racy file that has settled since is a no: a full
+    reading stores the entry settled (and the caller's stamp with it)."""
+    return _facts_hold(header, resolved, display, data) == header[6]
 
 
 def cache_folder(project_dir: Path, artifacts: str) -> Path:
@@ -170,6 +189,20 @@ def _check(entry: tuple[tuple[Any, ...], memoryview], resolved: Path, display: s
     """The stored workflow when every fact in the header holds now (and, when a racy file is
     now settled, the header to store instead); None when any differs."""
     header, payload = entry
+    checked = _facts_hold(header, resolved, display, data)
+    if checked is None:
+        return None
+    workflow = _decoded(payload)
+    if workflow is None:
+        return None
+    settled = header[:6] + (checked,) + header[7:] if checked != header[6] else None
+    return workflow, settled
+
+
+def _facts_hold(header: tuple[Any, ...], resolved: Path, display: str, data: bytes
+                ) -> tuple[Any, ...] | None:
+    """The header's read files' facts (racy ones settled) when every fact holds now; None
+    when any differs."""
     key, file, shown, text, code, kinds, reads, modules = header
     if key != _key() or file != str(resolved) or shown != display or text != data:
         return None
@@ -182,14 +215,7 @@ def _check(entry: tuple[tuple[Any, ...], memoryview], resolved: Path, display: s
         return None
     if any(found_elsewhere(name) != found for name, found in modules):
         return None
-    checked = _check_reads(project, reads)
-    if checked is None:
-        return None
-    workflow = _decoded(payload)
-    if workflow is None:
-        return None
-    settled = header[:6] + (checked,) + header[7:] if checked != reads else None
-    return workflow, settled
+    return _check_reads(project, reads)
 
 
 def _check_reads(project: Path, reads: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -288,11 +314,13 @@ def _read(file: Path) -> tuple[tuple[Any, ...], memoryview] | None:
     return header, raw[start + 8 + size:]
 
 
-def _write(file: Path, content: bytes) -> None:
+def _write(file: Path, content: bytes) -> bool:
     """Atomically (a temp file, then os.replace); nothing when the artifacts folder is not
-    there or cannot be written: a cache is never an error."""
+    there or cannot be written: a cache is never an error. Whether it was written. Temp
+    files a killed dd-build left in the folder are removed first (a write is rare: a miss)."""
     if not file.parent.parent.is_dir():
-        return
+        return False
+    sweep_temp_files(file.parent)
     tmp = file.with_name(f".{file.name}.tmp.{os.getpid()}.{os.urandom(6).hex()}")
     try:
         file.parent.mkdir(exist_ok=True)
@@ -303,6 +331,41 @@ def _write(file: Path, content: bytes) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        return False
+    return True
+
+
+write_entry = _write  # nullstamp.py's stamps are written beside the entries, as they are
+
+
+def sweep_temp_files(folder: Path) -> None:
+    """Remove the temp files (`.NAME.tmp.PID.RANDOM`) in `folder` of processes that are gone:
+    what a dd-build killed while it stored an entry left. A live process's (another command
+    storing at the same moment) is kept; so is one of a reused pid, until that one ends."""
+    try:
+        with os.scandir(folder) as it:
+            found = [(e.path, e.name) for e in it if e.name.startswith(".") and ".tmp." in e.name]
+    except OSError:
+        return
+    for path, name in found:
+        pid = name.rpartition(".tmp.")[2].partition(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
 
 
 def remove(workflow: Workflow) -> None:
@@ -336,7 +399,7 @@ def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
             _FIELDS, tuple(stages), tuple(position[name] for name in graph.order),
             tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages),
             workflow.jobs, limits,
-            None if workflow.dask is None else (workflow.dask.scheduler,))
+            None if workflow.dask is None else (workflow.dask.scheduler,), workflow.cache)
 
 
 def _ref(ref: InputRef) -> tuple[str, str, str]:
@@ -356,8 +419,8 @@ def _decoded(payload: bytes | memoryview) -> Workflow | None:
 
 def _decode(payload: bytes | memoryview) -> Workflow | None:
     try:
-        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits, dask = \
-            marshal.loads(payload)
+        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits, dask, \
+            cache = marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
     if names != _FIELDS:
@@ -384,7 +447,7 @@ def _decode(payload: bytes | memoryview) -> Workflow | None:
     return _made(Workflow, {"name": name, "file": Path(file), "project_dir": Path(project_dir),
                             "artifacts": artifacts, "stages": stages, "jobs": jobs,
                             "graph": graph, "rate_limits": rate_limits,
-                            "dask": None if dask is None else DaskSettings(*dask)})
+                            "dask": None if dask is None else DaskSettings(*dask), "cache": cache})
 
 
 def _made(cls: type[_T], state: dict[str, Any]) -> _T:

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from .usertrace import Where
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
+# Told of each build's planning and report as it ends, under the lock (the CLI's null-build
+# stamp, nullstamp.py; None: nobody listens).
+after_build: Callable[[Prepared, BuildReport], None] | None = None
 
 
 # At most this many stages run at once (`-j`, `jobs:`): more is clamped, with a note.
@@ -144,6 +147,11 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                           released=frozenset(config.force + config.rerun_from), live=live,
                           notes=notes)
         decisions = plan(order, facts, upstreams, options)
+        if any(d.action in ("run", "resume") for d in decisions):  # never in a null build
+            from .cachestage import cache_hits
+
+            options, decisions = cache_hits(workflow, order, facts, upstreams, options,
+                                            decisions)
     return Prepared(workflow, order, upstreams, facts, options, decisions, index)
 
 
@@ -256,6 +264,8 @@ class _Builder:
                 self.limiters.close()
             if self.cluster is not None:
                 self.cluster.close()
+            if after_build is not None:
+                after_build(self.prep, report)
         return report
 
     def _run_at_once(self) -> None:
@@ -407,17 +417,63 @@ class _Builder:
         decision = planned  # the plan's decision, unless an upstream it waited for ran
         if any(u in self.waited for u in ups):
             decision = decide(facts, {u: self.known[u] for u in ups}, self.prep.options)
+            decision = self._from_cache(facts, decision, ups)
         if decision.action == "up_to_date":
             return self._reuse(planned, facts), decision
         return None, decision
 
+    def _from_cache(self, facts: StageFacts, decision: Decision, ups: tuple[str, ...]
+                    ) -> Decision:
+        """A stage decided again once an upstream ran: restored when the cache holds the
+        trace it has now (its key was not known when the plan was made)."""
+        from .cachestage import wants_cache
+
+        if not wants_cache(decision):
+            return decision
+        from .cachestage import cache_hit_now
+
+        return cache_hit_now(self.wf, facts, decision, {u: self.known[u] for u in ups},
+                             self.prep.options)
+
     def _act(self, planned: Decision, decision: Decision) -> StageResult:
         facts = self.prep.facts[planned.stage]
+        if decision.restore is not None:
+            restored = self._restore(planned, decision, facts)
+            if restored is not None:
+                return restored
+            with self._lock:  # its dependants were planned on the entry's output: they are
+                self.waited.add(planned.stage)  # decided again once it has run
+            decision = decide(facts, {u: self.known[u] for u in self.prep.upstreams[
+                planned.stage]}, replace(self.prep.options, cached={}))
         if decision.action == "skip_empty_upstream":
             return self._skip(planned, facts)
         if decision.action == "held" or (_overridden(facts) and decision.step == "outputs"):
             return self._held(planned, decision, facts)  # the review stays
         return self._execute(planned, decision, facts)
+
+    def _restore(self, planned: Decision, decision: Decision, facts: StageFacts
+                 ) -> StageResult | None:
+        """Restore the stage from the cache entry the decision names; None (with a note)
+        when the entry turns out damaged: the stage then runs."""
+        from .cache import CacheDamaged
+        from .cachestage import restore
+
+        hit = decision.restore
+        assert hit is not None
+        started = time.monotonic()
+        self.reporter.started(decision)
+        self._sweep_stage(planned.stage)
+        consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[planned.stage]}
+        try:
+            record = restore(self.wf, hit, facts, consumed)
+        except (CacheDamaged, OSError) as exc:
+            self.reporter.note(planned.stage, f"the cache entry built {hit.when} cannot be "
+                               f"restored ({exc}): it is ignored, and the stage runs")
+            return None
+        self._done(record)
+        rows = record.output.rows if record.output else None
+        return StageResult(record.stage, planned, "restored", rows, record.batches_total, 0,
+                           None, time.monotonic() - started)
 
     def _held(self, planned: Decision, decision: Decision, facts: StageFacts) -> StageResult:
         """An overridden stage keeps its review; its export copies are written from the
@@ -565,9 +621,21 @@ class _Builder:
             return self._internal(run, planned, exc, started)
         record = run.finish(status, output, steps=steps)
         self._done(record)
+        self._keep(record)
         return StageResult(stage.name, planned, status, output.rows, record.batches_total,
                            run.batches_run, None, time.monotonic() - started,
                            warnings=run.warnings)
+
+    def _keep(self, record: StageRecord) -> None:
+        """Keep what the stage built in the cache; a cache that cannot be written is said,
+        never a failure of the build."""
+        from .cache import CacheDamaged
+        from .cachestage import store
+
+        try:
+            store(self.wf, record)
+        except (OSError, CacheDamaged) as exc:
+            self.reporter.note(record.stage, f"not kept in the build cache: {exc}")
 
     def _interrupted(self, at: Interruption) -> None:
         """The build says where it was interrupted: of several stages running, the first

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 _ACTION_WORDS: dict[Action, str] = {
     "up_to_date": "up to date", "run": "run", "resume": "resume",
     "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)",
+    "restore": "restore",
 }
 
 
@@ -31,6 +32,9 @@ def decision_head(d: Decision) -> str:
     later = d.step if d.step in BOUNDARY else None
     if d.action == "held":
         return word + ("; export copies written from the override" if later else "")
+    if d.restore is not None:
+        renamed = f" as '{d.restore.built_as}'" if d.restore.built_as != d.stage else ""
+        return f"restore (from cache: built {d.restore.when}{renamed})"
     if later:
         return f"run from {later} ({len(d.keep)} {plural(len(d.keep))} kept)"
     if d.action == "resume" and d.batches_total is not None:
@@ -64,6 +68,10 @@ def result_line(result: StageResult) -> str:
                       f"{plural(result.batches_total)} run"
         took = f" in {result.duration_s:.1f}s" if result.duration_s is not None else ""
         return f"✓ {name}: completed" + (f" ({rows}{batches})" if rows else "") + took
+    if res == "restored":
+        hit = result.planned.restore
+        when = f", built {hit.when}" if hit is not None else ""
+        return f"↺ {name}: restored from the cache" + (f" ({rows}{when})" if rows else "")
     if res == "completed_empty":
         return f"✓ {name}: completed with no rows (allow_empty)"
     if res == "held":

@@ -167,6 +167,9 @@ TOP_KEYS: dict[str, str] = {
     "defaults": "Stage keys applied to every stage that omits them, where valid for its kind.",
     "jobs": "How many stages may run at once (default 1; -j/--jobs overrides it; above 32: "
             "32).",
+    "cache": "Folder of the build cache (default: `.cache` in the artifacts folder), relative "
+             "to this file's folder or absolute, e.g. one shared with teammates; "
+             "DD_BUILD_CACHE overrides it (not part of the fingerprint).",
     "stages": "Required: the stages, by name, in declaration order.",
     "rate_limits": "Named limits shared by the stages that name one with `rate_limit:`: "
                    "NAME: {requests_per_second: N, max_in_flight: N} (not part of the "

@@ -13,10 +13,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BuildLocked
 from .fsutil import make_dirs_durably
-from .records import StageRecord
+
+if TYPE_CHECKING:
+    from .records import StageRecord
 
 LOCK_NAME = ".lock"
 _held: list[int] = []  # descriptors of the locks this process holds

@@ -18,8 +18,8 @@ SAMPLINGS = ("ordered", "shuffle")
 EXECUTORS = ("thread", "process")  # where a generate stage's batches run (`executor:`)
 DEFAULT_BATCH_SIZE = 100
 # Words the CLI reserves: a stage may not be called one of these.
-TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "schema", "init",
-              "help")
+TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "cache", "schema",
+              "init", "help")
 # Files dd-build keeps in `<artifacts>/<workflow>/` beside the stage folders (the build
 # summary written by execute.py, the lock of lock.py, the planning index of planindex.py): a
 # stage may not be called one of these, in any letter case (a case-insensitive file system
@@ -184,6 +184,7 @@ class Workflow:
     jobs: int | None = None  # `jobs:`: stages run at once by default (None: not given)
     rate_limits: dict[str, RateLimit] = field(default_factory=dict, hash=False)
     dask: DaskSettings | None = None  # `executor: {dask: …}` (None: not given)
+    cache: str | None = None  # `cache:` as written (cache.py resolves it); None: the default
 
     @cached_property
     def graph(self) -> StageGraph:

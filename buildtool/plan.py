@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
 from .reasons import (
@@ -35,12 +35,15 @@ from .steps import (
 )
 from .wording import counted
 
+if TYPE_CHECKING:
+    from .cache import CacheHit
+
 __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
            "batches", "collect_reasons", "decide", "diff_values", "output_view", "plan",
            "strict_refusals", "upstream_view"]
 
 # What the plan says a stage does (`action` in `build --json`).
-Action = Literal["up_to_date", "run", "resume", "skip_empty_upstream", "held"]
+Action = Literal["up_to_date", "run", "resume", "skip_empty_upstream", "held", "restore"]
 ResumeMode = Literal["if-possible", "never", "always"]  # `--resume`
 RESUME_MODES: tuple[ResumeMode, ...] = get_args(ResumeMode)
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
@@ -72,6 +75,9 @@ class Options:
     live: Mapping[str, int] = field(default_factory=dict)
     # Stage → lines shown under its `no_record` reason (`artifacts.never_built_notes`).
     notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Stage → an entry of the build cache for the key it may have now (cachestage.py, the
+    # probe's part): the stage is restored from it when that key is its key.
+    cached: Mapping[str, CacheHit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class Decision:
     batches_total: int | None = None
     rows: int | None = None
     step: StepName | None = None  # the first step that runs; None when none does
+    restore: CacheHit | None = None  # action `restore`: the cache entry it comes from
 
     @property
     def codes(self) -> list[ReasonCode]:
@@ -114,6 +121,8 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
     if decision.action == "skip_empty_upstream":
         return Upstream(EMPTY_DIGEST, 0)
     record = facts.record
+    if decision.restore is not None:
+        return Upstream(decision.restore.digest, decision.restore.rows)
     if record is None or record.output is None:
         return Upstream(None)
     if decision.action in ("up_to_date", "held"):
@@ -124,6 +133,24 @@ def upstream_view(facts: StageFacts, decision: Decision) -> Upstream:
 
 
 def decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
+    decision = _decide(facts, upstreams, options)
+    hit = options.cached.get(facts.name) if options.cached else None
+    return decision if hit is None else _restored(decision, hit, facts, upstreams)
+
+
+def _restored(decision: Decision, hit: CacheHit, facts: StageFacts,
+              upstreams: Mapping[str, Upstream]) -> Decision:
+    """A stage that must run because its trace changed is restored from the cache when an
+    entry of the trace it has now exists: nothing of it runs."""
+    from .cachestage import key_now, wants_cache
+
+    if not wants_cache(decision) or key_now(facts, upstreams) != hit.key:
+        return decision
+    return Decision(facts.name, "restore", decision.reasons, (), decision.batches_total,
+                    hit.rows, None, hit)
+
+
+def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
     notes = options.notes.get(facts.name)
     if notes:
@@ -172,7 +199,7 @@ def _up_to_date(stage: str, batches_total: int | None, rows: int | None) -> Deci
     __init__ (every stage of a null build gets one; every field is set here)."""
     made = object.__new__(Decision)
     made.__dict__.update(stage=stage, action="up_to_date", reasons=(), keep=(),
-                         batches_total=batches_total, rows=rows, step=None)
+                         batches_total=batches_total, rows=rows, step=None, restore=None)
     return made
 
 

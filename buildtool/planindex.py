@@ -129,6 +129,10 @@ class PlanIndex:
             self.changed = True
         return read
 
+    def identity(self, name: str) -> FileIdentity | None:
+        """The identity of the record file the stage's record was read (or taken) from."""
+        return self._identity(name)
+
     def _identity(self, name: str) -> FileIdentity | None:
         """The identity of the record file the stage's entry (or pending entry) is of."""
         if name in self.pending:

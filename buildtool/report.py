@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # What happened to a stage in a build (`result` in `build --json`).
 Result = Literal["up_to_date", "completed", "completed_empty", "skipped_empty_upstream", "held",
-                 "failed", "not_run"]
+                 "restored", "failed", "not_run"]
 RESULTS: tuple[Result, ...] = get_args(Result)
 
 

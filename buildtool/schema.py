@@ -83,6 +83,7 @@ def _top_properties() -> dict[str, Any]:
         "artifacts": {"type": "string", "minLength": 1, "default": "artifacts"},
         "defaults": {"type": "object", "additionalProperties": False, "properties": defaults},
         "jobs": {"type": "integer", "minimum": 1, "default": 1},
+        "cache": {"type": "string", "minLength": 1},
         "stages": {
             "type": "object",
             "minProperties": 1,

@@ -82,6 +82,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
     artifacts = _reported(ctx, _artifacts, ctx, top) or ctx.artifacts
     jobs = _reported(ctx, _jobs, ctx, top)
     dask = _reported(ctx, _executor, ctx, top)
+    cache = _reported(ctx, _cache, ctx, top)
     bodies = _reported(ctx, _stage_bodies, ctx, root, top) or {}
     ctx.stage_names = dict.fromkeys(bodies)
     limits = _rate_limits(ctx, top)
@@ -93,7 +94,8 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
             stages[stage_name] = stage
     _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
     _raise_errors(ctx.errors)
-    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs, limits, dask)
+    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs, limits, dask=dask,
+                    cache=cache)
 
 
 def _raise_errors(errors: list[WorkflowError]) -> None:
@@ -176,6 +178,19 @@ def _artifacts(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> str:
     if ctx.fs.is_file(ctx.artifacts):
         raise ctx.error(f"`{text}` is a file, not a folder", node, key="artifacts",
                         hint="name a folder for dd-build's records and data")
+    return text
+
+
+def _cache(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> str | None:
+    """`cache: PATH`: a folder, relative to the Workflowfile's folder or absolute (a cache
+    shared by several projects lives outside each of them)."""
+    if "cache" not in top:
+        return None
+    node = top["cache"][1]
+    text = expect(ctx, "cache", node, str, "a folder path (a string)")
+    if not text.strip():
+        raise ctx.error("`cache` has an empty path", node, key="cache",
+                        hint="name a folder for the build cache, e.g. `cache: ../dd-cache`")
     return text
 
 

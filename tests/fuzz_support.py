@@ -483,6 +483,10 @@ class Sequence:
         self.seen: Counter[str] = Counter()
         self.last_reference: Reference | None = None
         self.only: set[str] | None = None  # while set, edits pick only these stages
+        # Issue 11: the workflow as each good build had it (what `revert` goes back to), and
+        # per stage every trace an own build of it completed from (the cache holds each).
+        self.snapshots: list[Any] = []
+        self.history: dict[str, set[Any]] = {}
         self.wf = random_workflow(rng, self.mix)
 
     # -- running
@@ -594,6 +598,7 @@ class Sequence:
         found += self._check_held(n, held & set(closure) - blocked, selected)
         found += self._check_steps(n, pred, proc.stdout, planned)
         found += self._wasteful(n, closure, forced, held, calls, selected)
+        found += self._not_restored(n, closure, forced, held, calls, selected)
         if not found and proc.returncode == 0 and (cross or any(s.helpers for s in
                                                                   self.wf.stages)):
             found += self._dry_run_check(n, targets, closure, held)
@@ -608,6 +613,9 @@ class Sequence:
                 self._remember(name, ref, selected, held)
         self.last_closure = [name for name in closure if name not in blocked]  # compared
         self.last_reference = ref
+        import copy
+
+        self.snapshots.append(copy.deepcopy(self.wf))
         return True
 
     def _remember(self, name: str, ref: Reference, selected: dict[str, Selected],
@@ -626,6 +634,8 @@ class Sequence:
             ups = {u: selected[u].identity for u in s.upstreams if u in selected}
             model.built[name] = stage_key(self.root, s, ups, callback_input(
                 self.root, s, rec) if isinstance(rec, dict) else None)
+            if isinstance(rec, dict) and rec.get("status") in ("completed", "completed_empty"):
+                self.history.setdefault(name, set()).add(_trace(model.built[name]))
             for names in (model.released, model.lost, model.failed_empty):
                 names.discard(name)
             model.damaged.pop(name, None)
@@ -844,6 +854,54 @@ class Sequence:
                 found.append(Violation("wasteful", n, stage,
                                        f"called for {sorted(extra, key=str)}: {why}"))
         return found
+
+    def _not_restored(self, n: int, closure: list[str], forced: set[str], held: set[str],
+                      calls: list[tuple[str, str]], selected: dict[str, Selected]
+                      ) -> list[Violation]:
+        """Nothing runs after a revert: a stage called although an own build of it completed
+        from the trace it has now (its spec, code, inputs and later steps), and that trace is
+        not the one its record holds (a revert, or a `clean`), should have been restored
+        from the build cache."""
+        found = []
+        for stage, whats in self._by_stage(calls).items():
+            s = self.wf.stage(stage)
+            if stage not in closure or stage in forced or stage in held or s.cross or \
+                    not all(u in selected for u in s.upstreams):
+                continue
+            now = _trace(stage_key(self.root, s, {u: selected[u].identity
+                                                  for u in s.upstreams}))
+            old = self.model.built.get(stage)
+            if now in self.history.get(stage, set()) and (old is None or _trace(old) != now):
+                self.seen["reverts run"] += 1
+                found.append(Violation("wasteful", n, stage, f"called for "
+                                       f"{sorted(whats, key=str)} after a revert: an own build "
+                                       "of it completed from this very spec, code and inputs "
+                                       "before, so it must be restored from the build cache"))
+        for name in closure:
+            if name not in {st for st, _ in calls} and name in self.history and \
+                    name in selected and name not in forced:
+                self.seen["stages not run"] += 1
+        return found
+
+    def _edit_revert(self) -> str | None:
+        """The Workflowfile, the stages' code, helpers and callbacks as an earlier good build
+        had them (the data files stay as they are)."""
+        import copy
+
+        if len(self.snapshots) < 2:
+            return None
+        back = self.rng.randint(2, len(self.snapshots))
+        wf = copy.deepcopy(self.snapshots[-back])
+        wf.data = self.wf.data
+        self.wf = wf
+        self.wf.write_workflowfile(self.root)
+        for s in self.wf.stages:
+            self.wf.write_code(self.root, s)
+        for rel in HELPER_CONSTS:
+            self.wf.write_helper(self.root, rel)
+        for rel in CALLBACK_CONSTS:
+            self.wf.write_callbacks(self.root, rel)
+        return f"revert to the workflow and code of {back} good builds ago"
 
     def _needless(self, name: str, whats: set[int | str], selected: dict[str, Selected]
                   ) -> set[int | str]:
@@ -1560,6 +1618,13 @@ def _weighted(rng: Rng, items: list[str], weights: list[float]) -> str:
         if x < 0:
             return item
     return items[-1]
+
+
+def _trace(built: Any) -> Any:
+    """A stage's trace without what its callback read (known only after a build)."""
+    from dataclasses import replace as _replace
+
+    return _replace(built, cb_input=None)
 
 
 def _bump_mtime(path: Path) -> None:

@@ -163,7 +163,8 @@ class Mix:
         ("held_upstream", 0.3))
 
 
-_ALL_EDITS = dict(Mix().edits)
+# `revert` (issue 11) is drawn by its focus only: the other focuses draw what they drew.
+_ALL_EDITS = {**dict(Mix().edits), "revert": 0.0}
 # The generator before issue 7: none of its hard edges, only the edits it already had.
 PLAIN = Mix(folder=0.0, nested=0.0, mutate=0.0, helpers=0.0, callback=0.0, processors=0.0,
             exports=0.0, retries=0.0, cross=0.0, steps=False, allow_empty=0.0, empty=0.0,
@@ -212,6 +213,13 @@ FOCUS: dict[str, Mix] = {
                         plain=0.2,
                         steps=True, callback=0.4, processors=0.4, exports=0.6,
                         allow_empty=0.2, empty=0.1, run=0.15, dry_plans=True),
+    # Issue 11: the Workflowfile and code go back to how an earlier build had them (params,
+    # spec keys, code constants, callbacks, processors, export copies), also after `clean`:
+    # each stage whose trace was built before is restored from the cache, running nothing.
+    "reverts": _focus({"revert": 5, "param": 3, "code_const": 2, "spec": 1, "clean": 1,
+                       "callback": 1, "processors": 1, "exports": 1},
+                      plain=0.3, steps=True, callback=0.4, processors=0.4, exports=0.5,
+                      run=0.3),
 }
 
 

@@ -71,7 +71,8 @@ def test_an_up_to_date_decision_is_the_decision_init_makes() -> None:
     from buildtool.plan import Decision, _up_to_date
 
     assert [f.name for f in fields(Decision)] == ["stage", "action", "reasons", "keep",
-                                                  "batches_total", "rows", "step"]
+                                                  "batches_total", "rows", "step",
+                                                  "restore"]
     for total, rows in ((None, None), (3, 0), (1, 20)):
         made = _up_to_date("s", total, rows)
         init = Decision("s", "up_to_date", (), batches_total=total, rows=rows)

@@ -164,6 +164,9 @@ def _workflowfile(rng: random.Random) -> tuple[str, set[str]]:
         doc["executor"] = {"dask": rng.choice([None, {}, {"scheduler": None},
                                                {"scheduler": "tcp://10.0.0.5:8786"},
                                                {"scheduler": "sched.local:8786"}])}
+    if rng.random() < 0.5:  # not fingerprinted, but carried by a hit (Workflow.cache)
+        doc["cache"] = rng.choice(["../shared-cache", "/tmp/dd-cache-spec", ".cache-here",
+                                   "~/dd-cache", "caché folder"])
     if any("rate_limit" in body for body in stages.values()):
         doc["rate_limits"] = {LIMIT_NAMES[0]: {"requests_per_second": rng.choice([0.5, 5, 100])},
                               LIMIT_NAMES[1]: {"max_in_flight": rng.randint(1, 64),
@@ -227,12 +230,19 @@ def test_the_generator_writes_every_stage_key_of_the_key_table() -> None:
 
 
 def test_the_generator_writes_every_top_level_key() -> None:
-    """A top-level key added to keys.py and not to the generator fails here (`artifacts`
-    aside: the projects are laid out for the default)."""
+    """A top-level key added to keys.py and not to the generator fails here."""
     written: set[str] = set()
     for seed in SEEDS:
         written |= set(yaml.safe_load(_workflowfile(random.Random(1400 + seed))[0]))
-    assert written == set(TOP_KEYS) - {"artifacts"}
+    assert written == set(TOP_KEYS) - {"artifacts"}  # _project fixes the artifacts folder
+
+
+def test_a_hit_carries_the_cache_folder(tmp_path: Path) -> None:
+    path = _project(tmp_path, "workflow: w\ncache: ../elsewhere\nstages:\n  a:\n"
+                              "    run: 'true'\n    outputs: [o.txt]\n")
+    read = compiled.load(path, "Workflowfile")
+    hit = compiled.load(path, "Workflowfile")
+    assert hit is not read and hit.cache == read.cache == "../elsewhere"
 
 
 def test_a_probe_of_a_hit_computes_no_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

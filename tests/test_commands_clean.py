@@ -62,11 +62,16 @@ def test_clean_without_stage_names_off_a_terminal_refuses(built: Project,
 
 
 def test_clean_all_removes_everything_without_asking(built: Project) -> None:
+    assert _run(built, "status").code == 0  # stores the compiled workflow (the build did not)
+    extras = [e for e in _EXTRAS if (built.root / e).exists()]
+    assert len(extras) == 3
     res = _run(built, "clean", "--all", "--json")
     assert res.code == 0, res.stderr
     assert _folders(built) == []
-    assert sorted(res.json()["removed"]) == [f"artifacts/demo/{s}" for s in
-                                             ("a", "b", "c", "extra")]
+    assert sorted(res.json()["removed"]) == sorted(
+        [f"artifacts/demo/{s}" for s in ("a", "b", "c", "extra")] + extras)
+    assert sorted(p.name for p in built.artifacts.iterdir()) == [".lock"]
+    assert not (built.root / "artifacts" / ".compiled").exists()
     again = _run(built, "clean", "--all")
     assert again.code == 0 and "nothing to clean" in again.stdout
 
@@ -82,9 +87,14 @@ def test_clean_names_or_all_or_orphans_not_two_of_them(built: Project) -> None:
 # ---------------------------------------------------------------- dry run
 
 
+# What --all (or no stage names) removes besides stage folders: the lock file stays.
+_EXTRAS = ["artifacts/demo/workflow.json", "artifacts/demo/.plan-index", "artifacts/.compiled"]
+_EVERY = sorted(["a", "b", "c", "extra", "workflow.json", ".plan-index"])
+
+
 @pytest.mark.parametrize("args, listed", [
-    ((), ["a", "b", "c", "extra"]),
-    (("--all",), ["a", "b", "c", "extra"]),
+    ((), _EVERY),
+    (("--all",), _EVERY),
     (("b", "c"), ["b", "c"]),
     (("--orphans",), ["extra"]),
 ])
@@ -101,7 +111,10 @@ def test_clean_dry_run_lists_and_removes_nothing(built: Project, args: tuple[str
     doc = _run(built, "clean", flag, "--json", *args)
     assert doc.code == 0, doc.stderr
     assert doc.json()["dry_run"] is True and doc.json()["removed"] == []
-    assert sorted(doc.json()["would_remove"]) == [f"artifacts/demo/{s}" for s in listed]
+    every = ["artifacts/.compiled"] if listed == _EVERY and \
+        (built.root / "artifacts" / ".compiled").exists() else []
+    assert sorted(doc.json()["would_remove"]) == sorted(
+        [f"artifacts/demo/{s}" for s in listed] + every)
     assert _folders(built) == ["a", "b", "c", "extra"]
 
 

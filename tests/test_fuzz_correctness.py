@@ -186,12 +186,13 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
              "retries": {"flaky"}, "folders": {"folder"},
              "globs": {"seed touch", "code touch", "input touch", "folder", "exports"},
              "steps": steps, "overrides": steps,
+             "reverts": {"callback", "processors", "exports", "callback version"},
              "mixed": {"nested", "mutate", "helpers", "callback", "processors", "exports",
                        "flaky", "folder", "input touch", "allow_empty", "may be empty"}}[focus]
     assert edges <= set(seen), f"never generated: {edges - set(seen)}"
     if focus == "plain":
         assert set(seen) == {"typed"}, seen
-    if focus not in ("steps", "overrides", "mixed"):  # issue 7's classes draw as before
+    if focus not in ("steps", "overrides", "mixed", "reverts"):  # issue 7's draw as before
         assert not set(seen) & (steps - {"callback", "processors", "exports"}), seen
 
 

@@ -13,6 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Project, reason_codes
 
+
+@pytest.fixture(autouse=True)
+def _no_build_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pin what the step model keeps and reruns on its own; with the build cache
+    (issue 11) a revert among them is restored instead (tests/test_c11cache_*.py)."""
+    monkeypatch.setenv("DD_BUILD_CACHE", "off")
+
 CALLBACKS = '''
 import pyarrow as pa
 import pyarrow.parquet as pq

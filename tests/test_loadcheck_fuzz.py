@@ -436,8 +436,11 @@ CATALOGUE: dict[str, list[Mistake]] = {
 # Top-level mistakes: (lines of the header they replace, key of the error, stage of the error).
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
-    part = draw.choice(["workflow", "artifacts", "jobs", "defaults", "unknown", "rate_limits",
-                        "executor"])
+    part = draw.choice(["workflow", "artifacts", "jobs", "cache", "defaults", "unknown",
+                        "rate_limits", "executor"])
+    if part == "cache":  # a folder path: a string, not empty
+        return part, [f"cache: {draw.choice(['5', '[a]', chr(39) * 2, 'null', '{a: 1}', 'true'])}"], \
+            "cache"
     if part == "executor":
         value = draw.choice(["5", "{}", "[dask]", "{daks: {}}", "{dask: 3}", "{dask: [a]}",
                              "{dask: {schedular: 'tcp://h:1'}}", "{dask: {scheduler: 5}}",
@@ -479,6 +482,8 @@ def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     header = {"workflow": ["workflow: demo"], "artifacts": [],
               "jobs": ["jobs: 3"] if draw.chance() else [],
               "executor": list(draw.choice(VALID_EXECUTORS)) if draw.chance() else [],
+              "cache": [draw.choice(["cache: ../shared-cache", "cache: /tmp/dd-cache",
+                                     "cache: .cache-here"])] if draw.chance() else [],
               "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": [],
               "rate_limits": list(RATE_LIMITS)}
     expected: list[tuple[Any, ...]] = []  # (stage, Expect) or (header part, key)
@@ -505,7 +510,7 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "jobs", "executor", "defaults", "unknown",
+    for part in ("workflow", "artifacts", "jobs", "cache", "executor", "defaults", "unknown",
                  "rate_limits"):
         # its last line (a wrong rate limit: the line of the wrong entry's body)
         end = len(lines) + (4 if part == "rate_limits" else len(header[part]))

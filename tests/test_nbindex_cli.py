@@ -186,7 +186,8 @@ def test_a_damaged_index_is_ignored_and_rebuilt(built: Project, damage: str) -> 
     assert reason_codes(stage_of(doc, "b")) == ["no_record"]
     result = built.run("--json")
     assert result.code == 0, result.stderr
-    assert result.stage("b")["result"] == "completed"
+    # b's build is in the build cache (issue 11): restored, its record written anew
+    assert result.stage("b")["result"] == "restored"
     assert _index_key(built)[1] == _current_version()  # written anew
     doc, _ = plan_both(built)
     assert {s["action"] for s in doc["stages"]} == {"up_to_date"}
@@ -252,9 +253,9 @@ def test_clean_of_one_stage_with_the_index_in_place(built: Project) -> None:
     assert stage_of(doc, "a")["action"] == "up_to_date"
     result = built.run("--json")
     assert result.code == 0, result.stderr
-    # b's rows are the same as before: c is cut off
+    # b's rows are the same as before (restored from the build cache): c is cut off
     assert [s["result"] for s in result.json()["stages"]] == \
-        ["up_to_date", "completed", "up_to_date"]
+        ["up_to_date", "restored", "up_to_date"]
     assert {s["action"] for s in plan_both(built)[0]["stages"]} == {"up_to_date"}
 
 

@@ -1,0 +1,219 @@
+"""Generated: a build or `status` answered from the null-build stamp is the full path's.
+
+The correctness fuzzer's sequences (tests/fuzz_support.py: random workflows, then rounds of
+random edits — params, code, helpers, callbacks, file inputs, deleted or rewritten batch and
+step files, `clean`, overrides — each followed by a build, whose outputs are checked against a
+from-scratch build) run with three more edits that keep every file's content but not its
+stats (a file replaced by a copy with the same size and mtime; a file rewritten in place with
+its mtime put back; a torn or garbled stamp), and so that stamps are met:
+
+- after each good build, `status --json` and the next build's own command line (when its
+  plan says every stage is up to date: a null build) run once, each writing its stamp;
+- before each build (after the round's edits), `status --json` is run with the stamps and
+  with them moved away: output, JSON and exit code must be equal;
+- the sequence's builds themselves meet the stamp written for their command line: the
+  sequence's checks (never stale, never wasteful) hold for them as for any build.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import fuzz_support
+import pytest
+from fuzz_support import ReferenceBuilds, Sequence, cli_env
+from fuzz_workflows import FOCUS
+
+EXAMPLES = int(os.environ.get("DD_NBFAST_EXAMPLES", "4"))
+# The edits this file adds: content kept, stats not (and the stamps themselves).
+EXTRA_EDITS = (("same_stats_copy", 1.5), ("rewritten_in_place", 1.0), ("stamp_torn", 0.5))
+
+_REFERENCES: ReferenceBuilds | None = None
+
+
+def _references() -> ReferenceBuilds:
+    global _REFERENCES
+    if _REFERENCES is None:
+        folder = tempfile.mkdtemp(prefix="dd-nbfast-scratch-")
+        atexit.register(shutil.rmtree, folder, True)
+        _REFERENCES = ReferenceBuilds(Path(folder))
+    return _REFERENCES
+
+
+def run_timed(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """The CLI (as fuzz_support runs it), and whether it answered from a stamp: it imported
+    no planning module. Python's import lines are taken out of stderr."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "buildtool", *args],
+                          cwd=root, env=cli_env(), capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.splitlines(keepends=True)
+    imports = [line for line in lines if line.startswith("import time:")]
+    proc.stderr = "".join(line for line in lines if not line.startswith("import time:"))
+    fast = not any(line.rstrip().endswith((" buildtool.plan", " buildtool.execute"))
+                   for line in imports)
+    return proc, fast
+
+
+class StampedSequence(Sequence):
+    """A fuzz sequence that makes stamps, meets them, and compares them with the full path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mismatches: list[str] = []
+        self.compared = 0
+        self.fast_status = 0
+        self._next: tuple[list[str], list[str]] | None = None
+
+    def random_build_args(self) -> tuple[list[str], list[str]]:
+        if self._next is not None:
+            args, self._next = self._next, None
+            return args
+        return super().random_build_args()
+
+    def build(self, flags: list[str], targets: list[str]) -> bool:
+        self.compare_status()
+        ok = super().build(flags, targets)
+        if ok:
+            self.make_stamps()
+        return ok
+
+    def stamps(self) -> list[Path]:
+        folder = self.root / "artifacts" / ".compiled"
+        return sorted(folder.glob("*.stamp")) if folder.is_dir() else []
+
+    def compare_status(self) -> None:
+        got, fast = run_timed(self.root, "status", "--json")
+        kept = {p: p.read_bytes() for p in self.stamps()}
+        for p in kept:
+            p.unlink()
+        try:
+            want, full = run_timed(self.root, "status", "--json")
+        finally:
+            for p, data in kept.items():
+                p.write_bytes(data)
+        self.compared += 1
+        self.fast_status += fast
+        assert not full
+        if (got.returncode, got.stdout, got.stderr) != (want.returncode, want.stdout,
+                                                        want.stderr):
+            self.mismatches.append(
+                f"before build {self.builds + 1} (answered from the stamp: {fast}):\n"
+                f"  stamped:   {got.returncode} {got.stdout}{got.stderr}\n"
+                f"  full path: {want.returncode} {want.stdout}{want.stderr}")
+
+    def make_stamps(self) -> None:
+        """`status --json`, and the next build's command line when it is a null build."""
+        run_timed(self.root, "status", "--json")
+        flags, targets = self._next = super().random_build_args()
+        if {"--force", "--rerun-from", "--resume"} & set(flags):
+            return
+        plan = fuzz_support.run_cli(self.root, "-n", "--json", *flags, *targets)
+        import json
+
+        try:
+            actions = {s["action"] for s in json.loads(plan.stdout)["stages"]}
+        except (ValueError, KeyError):
+            return
+        if plan.returncode == 0 and actions == {"up_to_date"}:
+            fuzz_support.run_cli(self.root, "build", "--json", *flags, *targets)
+
+    # -- the edits this file adds: content kept, stats moved
+
+    def _files(self) -> list[Path]:
+        found = [p for p in self.root.rglob("*") if p.is_file() and not p.is_symlink()
+                 and "__pycache__" not in p.parts and ".compiled" not in p.parts
+                 and p.name not in (".lock", "calls.log") and ".tmp." not in p.name]
+        return sorted(found)
+
+    def _edit_same_stats_copy(self) -> str | None:
+        """A file replaced by a copy of itself: same bytes, size and mtime, a new inode."""
+        files = self._files()
+        if not files:
+            return None
+        path = self.rng.choice(files)
+        st = path.stat()
+        copy = path.with_name(path.name + ".copy")
+        shutil.copyfile(path, copy)
+        os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(copy, path)
+        return f"replace {path.relative_to(self.root)} by a copy (same size and mtime)"
+
+    def _edit_rewritten_in_place(self) -> str | None:
+        """A file written again with the same bytes, its mtime put back: only ctime moves."""
+        files = self._files()
+        if not files:
+            return None
+        path = self.rng.choice(files)
+        st = path.stat()
+        path.write_bytes(path.read_bytes())
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return f"rewrite {path.relative_to(self.root)} in place (same bytes and mtime)"
+
+    def _edit_stamp_torn(self) -> str | None:
+        found = self.stamps()
+        if not found:
+            return None
+        path = self.rng.choice(found)
+        data = path.read_bytes()
+        path.write_bytes(data[:self.rng.randint(0, len(data) - 1)] if data else b"x")
+        return f"tear {path.relative_to(self.root)}"
+
+
+@pytest.fixture
+def fast_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """The sequence's own builds run through run_timed: whether each met its stamp."""
+    seen: list[bool] = []
+    plain = fuzz_support.run_cli
+
+    def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        if args[:2] != ("build", "--json"):
+            return plain(root, *args)
+        proc, fast = run_timed(root, *args)
+        seen.append(fast)
+        return proc
+
+    monkeypatch.setattr(fuzz_support, "run_cli", run_cli)
+    yield seen
+
+
+def _run(seed: int, focus: str) -> StampedSequence:
+    import random
+
+    mix = FOCUS[focus]
+    mix = replace(mix, edits=mix.edits + EXTRA_EDITS)
+    with tempfile.TemporaryDirectory(prefix="dd-nbfast-") as tmp:
+        seq = StampedSequence(random.Random(seed), Path(tmp) / "proj", _references(), 6,
+                              False, mix)
+        result = seq.run()
+    assert not result.violations, result.report()
+    assert not seq.mismatches, "\n".join(seq.mismatches)
+    return seq
+
+
+def test_stamped_answers_are_the_full_paths(fast_builds: list[bool]) -> None:
+    fast_status = compared = 0
+    edits: set[str] = set()
+    for seed in range(EXAMPLES):
+        seq = _run(1400 + seed, "mixed")
+        fast_status += seq.fast_status
+        compared += seq.compared
+        edits |= {k.removeprefix("edit ") for k in seq.seen if k.startswith("edit ")}
+    assert compared >= EXAMPLES
+    # the stamps were met: by `status` and by the sequences' own builds
+    assert fast_status >= 1, "no status was answered from a stamp"
+    assert any(fast_builds), "no build was answered from a stamp"
+    assert {k for k, _ in EXTRA_EDITS} & edits, "none of the added edits was drawn"
+
+
+def test_stamped_answers_through_overrides(fast_builds: list[bool]) -> None:
+    # Overrides and releases rewrite records outside a build: the stamp must see each.
+    seq = _run(105, "overrides")
+    assert seq.compared >= 1
