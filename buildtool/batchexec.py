@@ -60,6 +60,7 @@ class StageCall:
     retries: int
     retry_base_s: float
     limiter: Any = None  # the stage's rate limiter (process-shareable for a worker), or None
+    seed_keys: tuple[str, ...] = ()  # the names of the seed in `inputs` (growth.py)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Finished:
     retries: int = 0  # failed attempts before the last one
     notes: list[str] = field(default_factory=list)  # retry notes not said yet (a process's)
     imports: ImportDelta | None = None  # what a worker process's code imported
+    reads: tuple[str, ...] = ()  # what its code read that its key holds (growth.py)
 
 
 class BatchExecutor(Protocol):

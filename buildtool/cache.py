@@ -278,6 +278,18 @@ class Cache:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
+    def drop_damaged_objects(self, entry: dict[str, Any]) -> None:
+        """Remove the objects of `entry` whose bytes are not what their name says: the next
+        store of those bytes then makes them anew (a damaged object left in place would be
+        named by every later entry of them, and each would fail its restore)."""
+        for f in entry.get("files", []):
+            try:
+                obj = str(self.object_path(str(f["digest"])))
+                if file_digest(obj) != str(f["digest"]):
+                    os.unlink(obj)
+            except (OSError, KeyError, TypeError):
+                continue
+
     # ---- restore (the executor's part)
     def materialize(self, digest: str, target: str, linkable: bool) -> None:
         """Put the object `digest` at `target` (a temp file beside it renamed into place),

@@ -37,15 +37,17 @@ if TYPE_CHECKING:
     from .plan import Decision, Options
 
 # Reasons that say the stage's trace is not the recorded one: an entry of the trace it has
-# now may exist. (A deleted batch file, a killed run, --force: the trace is the recorded one,
-# or the user asked for a run. An unreadable record, or one of another format: something
-# is wrong with the stage's folder, so it runs, as before the cache.)
-_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record"})
+# now may exist (`overridden`: an input stage outputs a review, perhaps one built on before).
+# (A deleted batch file, a killed run, --force: the trace is the recorded one, or the user
+# asked for a run. An unreadable record, or one of another format: something is wrong with
+# the stage's folder, so it runs, as before the cache.)
+_TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no_record",
+                            "overridden"})
 
 
 def wants_cache(decision: Decision) -> bool:
     """Whether a stage the plan runs may be restored instead (pure)."""
-    if decision.action not in ("run", "resume"):
+    if decision.action not in ("run", "resume", "grow", "shrink"):
         return False
     codes = {r.code for r in decision.reasons}
     return "forced" not in codes and bool(codes & _TRACE_CHANGED)
@@ -150,9 +152,13 @@ def lookup(cache: Cache, workflow: Workflow, facts: StageFacts,
         looked.add((facts.name, key))
     record = facts.record
     if record is not None and record.status in ("completed", "completed_empty") \
-            and record_key(record) == key:
-        return None
+            and record_key(record) == key and _imports_as_built(workflow, _imports(record)):
+        return None  # (when only an imported module changed, an entry of the key may fit)
     return cache.lookup(key, lambda found: _imports_as_built(workflow, found))
+
+
+def _imports(record: StageRecord) -> dict[str, Any]:
+    return {k: d.to_json() for k, d in (record.discovered or {}).items()}
 
 
 def _imports_as_built(workflow: Workflow, found: dict[str, Any]) -> bool:
@@ -250,10 +256,15 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
         stage = workflow.stages[name]
         run = StageRun(workflow, stage, facts, consumed, ())
         run.begin(built.batches_total, built.num_records)  # clears its old batches and steps
+        if stage.kind == "run":  # as before its command runs: no file of another build stays
+            from .kinds.command import clear_outputs
+
+            clear_outputs(workflow.project_dir, stage.outputs)
         try:
             placed = _place_files(cache, workflow, name, entry)
         except CacheDamaged:
             cache.drop(hit.entry)
+            cache.drop_damaged_objects(entry)
             raise
         cache.touch(hit.entry)
     old_rel, new_rel = str(entry.get("stage_rel", "")), _stage_rel(workflow, name)

@@ -26,7 +26,7 @@ from .errors import WorkflowError
 from .globreach import Glob, Reach, is_glob
 from .yamlsource import Source
 
-_EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies: files
+_EXPORT_KINDS = ("generate", "transform", "datadesigner")  # their outputs are export copies: files
 
 
 @dataclass(frozen=True)

@@ -474,17 +474,17 @@ def cmd_dag(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _selected_table(workflow: Workflow, name: str) -> Any:
+def _selected_table(workflow: Workflow, name: str, command: str) -> Any:
     from .api import selected_table
 
-    return selected_table(workflow, name, "the command")
+    return selected_table(workflow, name, command)
 
 
 def cmd_show(args: argparse.Namespace, out: Console) -> int:
     from .preview import format_rows, preview_rows
 
     workflow = _load(args, out)
-    table = _selected_table(workflow, args.stage)
+    table = _selected_table(workflow, args.stage, "show")
     fresh = _freshness(workflow, args.stage, out)
     if args.json:
         out.document({"ok": True, "stage": args.stage, **fresh, "rows": table.num_rows,
@@ -508,7 +508,7 @@ def cmd_export(args: argparse.Namespace, out: Console) -> int:
     if not path.parent.is_dir():  # like cp: a misspelt folder is an error, not a new folder
         raise UsageError(f"cannot export to {args.path}: no folder {path.parent}",
                          hint=f"create it first (mkdir -p {path.parent}) or fix the path")
-    table = _selected_table(workflow, args.stage)
+    table = _selected_table(workflow, args.stage, "export")
     fresh = _freshness(workflow, args.stage, out)
     write_export(table, path)
     out.text(f"wrote {counted(table.num_rows, 'row')} of '{args.stage}' to {args.path}")
@@ -711,6 +711,39 @@ def _confirmed(shown: list[str], out: Console) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def _touch_arguments(touch: argparse.ArgumentParser) -> None:
+    touch.add_argument("stages", nargs="+", metavar="STAGE")
+    touch.add_argument("-n", "--dry-run", action="store_true",
+                       help="show what would be accepted; change nothing")
+
+
+def cmd_touch(args: argparse.Namespace, out: Console) -> int:
+    from .graph import build_graph, check_stage_names
+    from .lock import build_lock
+    from .touch import touch
+
+    workflow = _load(args, out)
+    check_stage_names(build_graph(workflow), args.stages, "touch")
+    if args.dry_run:
+        done = touch(workflow, args.stages, dry_run=True)
+    else:
+        with build_lock(workflow.artifacts_root):
+            done = touch(workflow, args.stages, dry_run=False)
+    for t in done:
+        if not t.accepted:
+            out.text(f"{t.stage}: up to date already; nothing to accept")
+            continue
+        verb = "would accept" if args.dry_run else "accepted"
+        out.text(f"{t.stage}: {verb} as built (nothing runs; the stages after it stay up "
+                 "to date):")
+        for r in t.accepted:
+            out.text(f"    - {r.message}")
+    if args.json:
+        out.document({"ok": True, "workflow": workflow.name, "dry_run": args.dry_run,
+                      "stages": [t.to_json() for t in done]})
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, out: Console) -> int:
     import json
 
@@ -774,6 +807,13 @@ _COMMANDS = {  # the one table of commands: dispatch, parsers and `dd-build --he
                       "[--keep-last N]`", cmd_cache, _cache_arguments,
                       "What the build cache holds (status), or remove its least recently used "
                       "entries (gc)."),
+    "touch": _Command("accept a stage's changes as built, without running it", cmd_touch,
+                      _touch_arguments,
+                      "Record the current spec, code and inputs of built stages as what they "
+                      "were built from, without running them (their outputs stay; the stages "
+                      "after them stay up to date). Refused for a stage that never built, "
+                      "whose output is missing or modified, or whose last run did not "
+                      "finish."),
     "schema": _Command("print the JSON Schema of the Workflowfile", cmd_schema, loads=False),
     "init": _Command("write a minimal runnable project into a folder", cmd_init,
                      _init_arguments, loads=False),

@@ -269,8 +269,9 @@ def run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
     notes: list[str] = []
     with _captured() as output:
         try:
-            table = compute_batch(fn, call, task, notes.append)
-            finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes))
+            table, reads = compute_batch(fn, call, task, notes.append)
+            finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes),
+                                reads=reads)
         except StageFailed as exc:
             finished = Finished(task.index, error=_remote_error(exc, call), retries=len(notes))
     finished.notes = notes

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 EXIT_INTERNAL = 70
 
 
-def closest(word: str, options: Iterable[str]) -> str | None:
+def closest(word: str, options: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The option most like `word` (a misspelling of it), or None when none is close."""
     import difflib  # needed only on an error path: kept out of start-up
 
-    close = difflib.get_close_matches(word, list(options), n=1)
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 

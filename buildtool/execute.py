@@ -34,8 +34,17 @@ from .fingerprint import FileState, batch_fingerprint
 from .fsutil import atomic_write_json, remove_path
 from .graph import build_graph, closure, descendants_in
 from .lock import running_now, set_sweep_pending, sweep_pending
-from .model import Workflow
-from .plan import Decision, Options, ResumeMode, decide, plan, strict_refusals, upstream_view
+from .model import BATCHED_KINDS, Workflow
+from .plan import (
+    KEEPING,
+    Decision,
+    Options,
+    ResumeMode,
+    decide,
+    plan,
+    strict_refusals,
+    upstream_view,
+)
 from .planindex import PlanIndex
 from .probe import probe
 from .records import (
@@ -145,7 +154,7 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
                                              if f.record is None and f.read.problem is None])
         options = Options(resume=config.resume, forced=scope.forced,
                           released=frozenset(config.force + config.rerun_from), live=live,
-                          notes=notes)
+                          notes=notes, project_dir=workflow.project_dir)
         decisions = plan(order, facts, upstreams, options)
         if any(d.action in ("run", "resume") for d in decisions):  # never in a null build
             from .cachestage import cache_hits
@@ -550,9 +559,11 @@ class _Builder:
         stage = self.wf.stages[decision.stage]
         self._sweep_stage(stage.name)
         consumed = {u: self.known[u].digest or "" for u in self.prep.upstreams[stage.name]}
-        keep = decision.keep if decision.action == "resume" else ()
+        keep = decision.keep if decision.action in KEEPING else ()
         code_deps = track_code(self.wf, facts, bool(keep)) if stage.kind != "run" else None
         run = StageRun(self.wf, stage, facts, consumed, keep, code_deps)
+        run.check_keys = decision.action in ("grow", "shrink") or any(
+            "growth" in r.detail for r in decision.reasons)  # growth.py: keys compared
         try:
             return self._run_stage(planned, decision, facts, run)
         finally:  # an attempt that wrote no record (its code failed to load) closes it here
@@ -610,7 +621,7 @@ class _Builder:
         except (KeyboardInterrupt, Interrupted):
             self._interrupted(Interruption(  # batches are worth counting in generate stages
                 stage.name, len(run.batches),
-                run.record.batches_total if stage.kind == "generate" else None))
+                run.record.batches_total if stage.kind in BATCHED_KINDS else None))
             if not run.untouched:
                 with signals_held():  # a second Ctrl-C must not leave the record `running`
                     run.finish("interrupted", error="interrupted")

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .report import StageResult
 
 _ACTION_WORDS: dict[Action, str] = {
-    "up_to_date": "up to date", "run": "run", "resume": "resume",
+    "up_to_date": "up to date", "run": "run", "resume": "resume", "grow": "grow",
+    "shrink": "shrink",
     "skip_empty_upstream": "skip (empty upstream)", "held": "overridden (held)",
     "restore": "restore",
 }
@@ -37,8 +38,10 @@ def decision_head(d: Decision) -> str:
         return f"restore (from cache: built {d.restore.when}{renamed})"
     if later:
         return f"run from {later} ({len(d.keep)} {plural(len(d.keep))} kept)"
-    if d.action == "resume" and d.batches_total is not None:
-        return f"{word} ({len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept)"
+    if d.action in ("resume", "grow", "shrink") and d.batches_total is not None:
+        up_to = "up to " if any(r.detail.get("seed_checked") for r in d.reasons) else ""
+        return f"{word} ({up_to}{len(d.keep)} of {d.batches_total} {plural(d.batches_total)}" \
+               " kept)"
     return word
 
 
@@ -99,6 +102,9 @@ def status_lines(prep: Prepared) -> list[str]:
             when = f"last run {_when(record.finished_at or record.started_at)}"
             unfinished = record.status in ("running", "interrupted")  # said in the state
             extra.append(when if unfinished else f"{when}: {record.status}")
+            touched = record.extra.get("touched_at")
+            if isinstance(touched, (int, float)):  # `dd-build touch` accepted its changes
+                extra.append(f"touched {_when(touched)}")
         state = status_state(prep, d)
         lines.append(f"{d.stage.ljust(width)}  {state}" + (f"  [{'; '.join(extra)}]" if extra else ""))
         for r in d.reasons:
@@ -132,7 +138,7 @@ def status_state(prep: Prepared, d: Decision) -> str:
         return f"{last}: {counted(len(d.keep), 'batch')} kept; the next build runs from {later}"
     if facts.kind == "transform":
         return f"{last} while its function ran; the next build calls it again"
-    if d.action == "resume" and d.batches_total is not None:
+    if d.action in ("resume", "grow", "shrink") and d.batches_total is not None:
         return f"{last}: {len(d.keep)} of {d.batches_total} {plural(d.batches_total)} kept; " \
                "the next build resumes"
     return f"{last}: the next build runs it fresh"

@@ -123,11 +123,15 @@ def spec_fingerprint(spec: dict[str, Any]) -> str:
 
 def batch_fingerprint(spec: dict[str, Any]) -> str:
     """The fingerprint of what the main step depends on: seeds `ctx.rng`, so a change to a
-    later step (processors, callback) never changes the rows a resumed batch produces."""
+    later step (processors, callback) never changes the rows a resumed batch produces. Not of
+    `num_records`: a batch's rows do not depend on how many batches follow it, so a stage that
+    grows keeps its batches and adds the rows a build from scratch gives (growth.py); code
+    that reads `ctx.num_records` is noticed per batch."""
     from .steps import MAIN, step_of_key
 
     main = MAIN[spec["kind"]]
-    return spec_fingerprint({k: v for k, v in spec.items() if step_of_key(spec["kind"], k) == main})
+    return spec_fingerprint({k: v for k, v in spec.items()
+                             if step_of_key(spec["kind"], k) == main and k != "num_records"})
 
 
 def expand_glob(project_dir: Path, pattern: str) -> list[str]:
@@ -234,6 +238,8 @@ def code_files(workflow: Workflow, stage: Stage, resolver: Resolver | None = Non
     """Project-relative files whose content is the stage's code."""
     resolve = resolver or _Direct(workflow)
     files = [f for f in map(resolve.callable_file, stage.callables) if f]
+    if stage.kind == "datadesigner":  # its config file is its code
+        files.append(stage.target)
     for pattern in stage.code:
         matched = resolve.expand(pattern)
         if not matched:

@@ -108,10 +108,15 @@ def topological_order(graph: StageGraph) -> list[str]:
     return list(graph.order)
 
 
+_COMMAND_CUTOFF = 0.75  # "stauts" and "biuld" match a command; "nosuch" does not match "touch"
+
+
 def check_stage_names(graph: StageGraph, names: Iterable[str], what: str) -> None:
     for name in names:
         if name not in graph:
-            command = closest(name, TOOL_WORDS)
+            # Only a build target can be a misspelt command (`dd-build stauts`); a stage
+            # named after `show` or `touch` is a stage, and a loose match misleads there.
+            command = closest(name, TOOL_WORDS, _COMMAND_CUTOFF) if what == "target" else None
             hint = suggest(name, graph.nodes) or \
                 (f"did you mean the command `dd-build {command}`?" if command else
                  "run `dd-build dag` to list stages")

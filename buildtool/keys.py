@@ -18,7 +18,8 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
 _ALL = KINDS
 _GEN = ("generate",)
-_GEN_TRANSFORM = ("generate", "transform")
+_BATCHED = ("generate", "datadesigner")
+_GEN_TRANSFORM = ("generate", "transform", "datadesigner")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,14 @@ STAGE_KEYS: dict[str, KeySpec] = {
         "stage name or path), {inputs.stages}, {inputs.files}, {outputs}, {outputs[0]}, "
         "{params.key} expand.",
     ),
+    "datadesigner": KeySpec(
+        ("datadesigner",), "config_file",
+        "Data Designer stage: a config file (YAML or JSON) that "
+        "`DataDesignerConfigBuilder.from_config` reads; needs `pip install "
+        "'dd-build[datadesigner]'`.",
+    ),
     "seed": KeySpec(
-        _GEN, "ref",
+        _BATCHED, "ref",
         "A stage name or a data file/glob (.parquet .csv .jsonl) whose rows seed the batches. "
         "`stage:NAME` / `file:PATH` force either reading.",
     ),
@@ -83,10 +90,10 @@ STAGE_KEYS: dict[str, KeySpec] = {
         default={},
     ),
     "num_records": KeySpec(
-        _GEN, "positive_int", "Rows requested (default: the seed's row count).",
+        _BATCHED, "positive_int", "Rows requested (default: the seed's row count).",
     ),
     "batch_size": KeySpec(
-        _GEN, "positive_int", "Rows per batch.", default=DEFAULT_BATCH_SIZE,
+        _BATCHED, "positive_int", "Rows per batch (a datadesigner stage's `buffer_size`).", default=DEFAULT_BATCH_SIZE,
     ),
     "sampling": KeySpec(
         _GEN, "choice", "How seed rows are taken.", choices=SAMPLINGS, default=SAMPLINGS[0],
@@ -115,9 +122,17 @@ STAGE_KEYS: dict[str, KeySpec] = {
         step="allow_empty",
     ),
     "rate_limit": KeySpec(
-        _GEN_TRANSFORM, "limit_name",
+        ("generate", "transform"), "limit_name",
         "The name of a limit in the top-level `rate_limits:` that the stage's `ctx.request()` "
         "calls share with every other stage naming it (not part of the fingerprint).",
+        step=None,
+    ),
+    "models": KeySpec(
+        ("datadesigner",), "models_file",
+        "Model providers of a datadesigner stage, in Data Designer's model_providers.yaml "
+        "format (`providers: [{name, endpoint, provider_type, api_key}]`; `api_key` names an "
+        "environment variable). Where the models are served, not what they are: not part of "
+        "the fingerprint.",
         step=None,
     ),
     "code": KeySpec(
@@ -133,9 +148,10 @@ STAGE_KEYS: dict[str, KeySpec] = {
         step=None,
     ),
     "concurrency": KeySpec(
-        _GEN, "positive_int",
-        "Batches in flight at once (default 1: one at a time); batch files and the output are "
-        "the same whatever the value (not part of the fingerprint).",
+        _BATCHED, "positive_int",
+        "Batches in flight at once (default 1: one at a time; a datadesigner stage's "
+        "`max_concurrent_row_groups`); batch files and the output are the same whatever the "
+        "value (not part of the fingerprint).",
         default=1,
         step=None,
     ),

@@ -13,13 +13,15 @@ from .errors import WorkflowError
 if TYPE_CHECKING:
     from .graph import StageGraph
 
-KINDS = ("generate", "transform", "run")
+KINDS = ("generate", "transform", "run", "datadesigner")
+# Kinds whose main step writes numbered batches, counted in progress and resume messages.
+BATCHED_KINDS = ("generate", "datadesigner")
 SAMPLINGS = ("ordered", "shuffle")
 EXECUTORS = ("thread", "process")  # where a generate stage's batches run (`executor:`)
 DEFAULT_BATCH_SIZE = 100
 # Words the CLI reserves: a stage may not be called one of these.
 TOOL_WORDS = ("build", "status", "dag", "show", "export", "override", "clean", "cache", "schema",
-              "init", "help")
+              "init", "help", "touch")
 # Files dd-build keeps in `<artifacts>/<workflow>/` beside the stage folders (the build
 # summary written by execute.py, the lock of lock.py, the planning index of planindex.py): a
 # stage may not be called one of these, in any letter case (a case-insensitive file system
@@ -97,6 +99,7 @@ class Stage:
     on_success_version: str | None = None
     allow_empty: bool = False
     rate_limit: str | None = None  # a name in Workflow.rate_limits
+    models: str | None = None  # datadesigner: a model_providers.yaml file
     code: tuple[str, ...] = ()
     retries: int = 0
     concurrency: int = 1

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from .facts import EMPTY_DIGEST, StageFacts, Upstream, output_view
+from .growth import plan_growth
+from .model import BATCHED_KINDS
 from .reasons import (
     Reason,
     ReasonCode,
@@ -43,7 +46,10 @@ __all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFact
            "strict_refusals", "upstream_view"]
 
 # What the plan says a stage does (`action` in `build --json`).
-Action = Literal["up_to_date", "run", "resume", "skip_empty_upstream", "held", "restore"]
+Action = Literal["up_to_date", "run", "resume", "grow", "shrink", "skip_empty_upstream", "held",
+                 "restore"]
+# Actions that keep some of the main step's batches (`Decision.keep`) and run the rest.
+KEEPING: frozenset[Action] = frozenset({"resume", "grow", "shrink"})
 ResumeMode = Literal["if-possible", "never", "always"]  # `--resume`
 RESUME_MODES: tuple[ResumeMode, ...] = get_args(ResumeMode)
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
@@ -78,6 +84,8 @@ class Options:
     # Stage → an entry of the build cache for the key it may have now (cachestage.py, the
     # probe's part): the stage is restored from it when that key is its key.
     cached: Mapping[str, CacheHit] = field(default_factory=dict)
+    # The project folder: a datadesigner stage's reason names what changed in its config.
+    project_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,10 @@ def _restored(decision: Decision, hit: CacheHit, facts: StageFacts,
 
 def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Options) -> Decision:
     reasons = _tagged(facts, collect_reasons(facts, upstreams, options.live.get(facts.name)))
+    if facts.kind == "datadesigner" and options.project_dir is not None and reasons:
+        from .ddconfig import config_reasons
+
+        reasons = config_reasons(facts, reasons, options.project_dir)
     notes = options.notes.get(facts.name)
     if notes:
         reasons = [replace(r, more=notes, detail={**r.detail, "notes": list(notes)})
@@ -184,6 +196,15 @@ def _decide(facts: StageFacts, upstreams: Mapping[str, Upstream], options: Optio
         keep = tuple(b.index for b in record.batches)
         return Decision(facts.name, "resume", tuple(reasons), keep, record.batches_total,
                         step=step)
+    grown = plan_growth(facts, reasons, upstreams, _total(facts, upstreams))
+    if grown is not None:  # only num_records or the seed's rows changed (growth.py)
+        action, keep, reasons, total = grown
+        if action == "run":
+            reasons = _discarding(facts, reasons, "the stage's code reads what changed",
+                                  options)
+            return Decision(facts.name, "run", tuple(reasons), (), total, step=main)
+        return Decision(facts.name, action, tuple(reasons), keep,  # type: ignore[arg-type]
+                        total, step=main)
     kept = _resumable_batches(facts, reasons)
     if kept is None:
         fresh = [r for r in reasons if r.step == main and r.code not in _KEEPS_BATCHES]
@@ -288,7 +309,7 @@ def _held(facts: StageFacts, reasons: list[Reason], forced: str | None) -> Decis
 
 
 def _total(facts: StageFacts, upstreams: Mapping[str, Upstream]) -> int | None:
-    if facts.kind != "generate":
+    if facts.kind not in BATCHED_KINDS:
         return None
     n = facts.spec.get("num_records")
     if n is None:

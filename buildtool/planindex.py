@@ -42,7 +42,7 @@ from .records import (
 )
 
 INDEX_NAME = ".plan-index"  # one of model.ARTIFACT_FILES: no stage folder is called this
-INDEX_FORMAT = 3  # 3: the summary's text, not its digest
+INDEX_FORMAT = 4  # 3: the summary's text, not its digest; 4: batch keys
 _MAGIC = "dd-build plan index"
 # (the record file's identity, the record's plain form, whether its spec hashes to its
 # spec_fingerprint)

@@ -16,6 +16,7 @@ from .external import MISSING, is_external_key
 from .facts import StageFacts, Upstream
 from .fingerprint import FileState, spec_fingerprint
 from .jsonvalues import same_value, type_change, yaml_text
+from .model import BATCHED_KINDS
 from .records import RESUMABLE_STATUSES, Discovered, Output, StageRecord, batches_digest
 from .steps import BOUNDARY, RECORDED, StepName, step_key, step_name, uses
 from .wording import counted, noun
@@ -399,7 +400,7 @@ def last_run_reason(facts: StageFacts, live: int | None = None, discarded: str |
 
 
 def _so_far(kind: str, kept: int, total: int | None) -> str:
-    if kind != "generate" or total is None:
+    if kind not in BATCHED_KINDS or total is None:
         return ""
     return f" ({kept} of {total} {noun(total, 'batch')} done so far)"
 

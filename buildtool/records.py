@@ -47,18 +47,31 @@ class BatchEntry(NamedTuple):
     size: int
     mtime_ns: int
     digest: str
+    # What the batch's call could see that differs from batch to batch (growth.py): its
+    # index, offset, size, seed rows, and num_records when its code read it. "" in a record
+    # written before dd-build kept it: such a batch is never kept by a growth.
+    key: str = ""
+    # What its code read that the key holds: "num_records" (ctx.num_records), "seed" (the
+    # whole seed, through ctx.inputs).
+    reads: tuple[str, ...] = ()
 
     def state(self) -> FileState:
         return FileState(self.file, self.size, self.mtime_ns, self.digest)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "file": self.file, "rows": self.rows, "bytes": self.size,
-                "mtime_ns": self.mtime_ns, "digest": self.digest}
+        d = {"index": self.index, "file": self.file, "rows": self.rows, "bytes": self.size,
+             "mtime_ns": self.mtime_ns, "digest": self.digest}
+        if self.key:
+            d["key"] = self.key
+        if self.reads:
+            d["reads"] = list(self.reads)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BatchEntry:
         return cls(int(d["index"]), str(d["file"]), int(d["rows"]), int(d["bytes"]),
-                   int(d["mtime_ns"]), str(d["digest"]))
+                   int(d["mtime_ns"]), str(d["digest"]), str(d.get("key") or ""),
+                   tuple(str(r) for r in d.get("reads") or ()))
 
 
 class Discovered(NamedTuple):
@@ -369,9 +382,11 @@ class JournalWriter:
 
 def batch_line(entry: BatchEntry) -> str:
     """`json.dumps(entry.to_json())`, built directly (a line per batch: the saving counts)."""
+    key = f', "key": {json.dumps(entry.key)}' if entry.key else ""
+    read = f', "reads": {json.dumps(list(entry.reads))}' if entry.reads else ""
     return (f'{{"index": {entry.index}, "file": {json.dumps(entry.file)}, "rows": {entry.rows}, '
             f'"bytes": {entry.size}, "mtime_ns": {entry.mtime_ns}, '
-            f'"digest": {json.dumps(entry.digest)}}}')
+            f'"digest": {json.dumps(entry.digest)}{key}{read}}}')
 
 
 def journal_append(stage_dir: Path, journal: str, entry: BatchEntry) -> None:
@@ -442,7 +457,9 @@ class PlainBatches(Sequence[BatchEntry]):
                    array("q", [b.mtime_ns for b in batches]).tobytes(),
                    marshal.dumps((tuple(b.index for b in batches),
                                   tuple(b.rows for b in batches),
-                                  tuple(b.digest for b in batches))),
+                                  tuple(b.digest for b in batches),
+                                  tuple(b.key for b in batches),
+                                  tuple(b.reads for b in batches))),
                    digest_strings([b.digest for b in batches]))
 
     def plain(self) -> tuple[Any, ...]:
@@ -450,11 +467,12 @@ class PlainBatches(Sequence[BatchEntry]):
 
     def entries(self) -> tuple[BatchEntry, ...]:
         if self._entries is None:
-            indices, rows, digests = marshal.loads(self.rest)
-            if not len(indices) == len(rows) == len(digests) == len(self.files):
+            indices, rows, digests, keys, reads = marshal.loads(self.rest)
+            if not len(indices) == len(rows) == len(digests) == len(keys) == len(reads) \
+                    == len(self.files):
                 raise ValueError("batch columns of different lengths")
             self._entries = tuple(map(BatchEntry, indices, self.files, rows, self.sizes,
-                                      self.mtimes, digests))
+                                      self.mtimes, digests, keys, reads))
         return self._entries
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .execute import Prepared
     from .plan import Action, Decision
     from .reasons import Reason
-    from .records import RecordStatus
+    from .records import RecordStatus, StageRecord
     from .steps import StepName
     from .usertrace import Where
 
@@ -162,6 +162,7 @@ class StageStatus:
     batches_kept: int = 0  # what the next build keeps of its batches
     batches_total: int | None = None
     pid: int | None = None  # the live dd-build running it now, when status is `running`
+    touched_at: float | None = None  # when `dd-build touch` accepted its changes, if it did
 
     @property
     def up_to_date(self) -> bool:
@@ -172,7 +173,8 @@ class StageStatus:
                "step": self.step, "state": self.state,
                "reasons": [r.to_json() for r in self.reasons], "status": self.status,
                "killed": self.killed, "rows": self.rows, "batches_kept": self.batches_kept,
-               "batches_total": self.batches_total, "finished_at": self.finished_at}
+               "batches_total": self.batches_total, "finished_at": self.finished_at,
+               "touched_at": self.touched_at}
         return doc if self.pid is None else {**doc, "pid": self.pid}
 
 
@@ -213,8 +215,14 @@ class WorkflowStatus:
                 "interrupted" if killed else record.status if record else None,
                 output.rows if output is not None else None,
                 record.finished_at if record else None, status_state(prep, d), killed,
-                len(d.keep) if d.action == "resume" else 0, d.batches_total, pid))
+                len(d.keep) if d.action in ("resume", "grow", "shrink") else 0, d.batches_total, pid,
+                _touched_at(record)))
         return cls(prep.workflow.name, tuple(stages), prep)
+
+
+def _touched_at(record: StageRecord | None) -> float | None:
+    at = record.extra.get("touched_at") if record is not None else None
+    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
 
 
 _Named = TypeVar("_Named", StageResult, StageStatus)

@@ -42,6 +42,8 @@ _TYPE_SCHEMAS: dict[str, dict[str, Any]] = {
     "bool": {"type": "boolean"},
     "string": {"type": "string"},
     "limit_name": {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
+    "config_file": {"type": "string", "pattern": r"\.([Yy][Aa]?[Mm][Ll]|[Jj][Ss][Oo][Nn])$"},
+    "models_file": {"type": "string", "pattern": r"\.([Yy][Aa]?[Mm][Ll]|[Jj][Ss][Oo][Nn])$"},
 }
 
 # One fragment per value type named in RATE_LIMIT_KEYS.
@@ -143,7 +145,7 @@ def _stage_schema() -> dict[str, Any]:
     """A stage: known keys only, and exactly one kind key with the keys valid for that kind."""
     return {
         "type": "object",
-        "description": "A stage: exactly one of generate, transform or run, plus its keys.",
+        "description": "A stage: exactly one of generate, transform, run or datadesigner, plus its keys.",
         "properties": {key: _key_schema(key, spec) for key, spec in STAGE_KEYS.items()},
         "additionalProperties": False,
         "oneOf": [_kind_branch(kind) for kind in KINDS],

@@ -87,6 +87,9 @@ class StageRun:
         self.begun = False
         self._had_record = facts.record is not None
         self.batches_run = 0
+        # The plan keeps batches because only num_records or the seed's rows changed: each
+        # kept batch's key is compared with the key it has now before it is kept (growth.py).
+        self.check_keys = False
         self.warnings: list[StageWarning] = []  # said after the stage's result
         self.listed: dict[str, Discovered] = {}  # discovered modules the record or journal lists
         self.record = StageRecord(
@@ -139,6 +142,15 @@ class StageRun:
                               discovered=self.code_deps.discovered() if self.code_deps else {})
         self._write_record()
 
+    def drop_batches(self, indices: list[int]) -> None:
+        """Kept batches that run again after all (before `begin`: their files are removed
+        with the other unlisted ones)."""
+        for index in indices:
+            entry = self.batches.pop(index, None)
+            if entry is not None:
+                full = str(self.workflow.artifacts_root / entry.file)
+                self._unsynced_files = [f for f in self._unsynced_files if f != full]
+
     @property
     def batch_indices(self) -> set[int]:
         return set(self.batches)
@@ -170,9 +182,10 @@ class StageRun:
                 else:
                     os.unlink(entry.path)
 
-    def write_batch(self, index: int, table: pa.Table, data: Any = None) -> BatchEntry:
+    def write_batch(self, index: int, table: pa.Table, data: Any = None, key: str = "",
+                    reads: tuple[str, ...] = ()) -> BatchEntry:
         """`data`: the table as parquet, when it was encoded already (in a batch's thread or
-        worker process, in parallel)."""
+        worker process, in parallel). `key`: the batch's identity (growth.py)."""
         from .tables import parquet_buffer
 
         if data is None:
@@ -181,7 +194,8 @@ class StageRun:
         folder, name = self._batches_folder(), os.path.basename(rel)
         st = write_file_unsynced(folder, name, data)
         digest = digest_bytes(data)
-        entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest)
+        entry = BatchEntry(index, rel, table.num_rows, st.st_size, st.st_mtime_ns, digest, key,
+                           reads)
         self._journal_discovered()  # before the batch that may have used them is listed
         self._journal.batch(entry._replace(mtime_ns=UNSYNCED_MTIME_NS))
         self._unsynced.append(entry)

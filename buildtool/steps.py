@@ -24,7 +24,8 @@ from .keys import STAGE_KEYS
 MainStep = Literal["batches", "call", "command"]  # a stage's own work, by kind
 BoundaryStep = Literal["processors", "on_success", "allow_empty", "outputs"]  # in this order
 StepName = MainStep | BoundaryStep
-MAIN: dict[str, MainStep] = {"generate": "batches", "transform": "call", "run": "command"}
+MAIN: dict[str, MainStep] = {"generate": "batches", "transform": "call", "run": "command",
+                             "datadesigner": "batches"}
 BOUNDARY: tuple[BoundaryStep, ...] = get_args(BoundaryStep)
 STEP_NAMES: tuple[StepName, ...] = get_args(MainStep) + BOUNDARY
 # Where a boundary step's trace is kept in stage.json's `steps` (names of record format 1).

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from .ddkeys import parse_config_file, parse_models_file
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
 from .keys import (
     DASK_KEYS,
@@ -29,6 +30,7 @@ from .keys import (
 from .loadfacts import LoadFacts
 from .model import (
     ARTIFACT_FILES,
+    BATCHED_KINDS,
     KINDS,
     TOOL_WORDS,
     DaskSettings,
@@ -471,7 +473,7 @@ def _stage_pairs(ctx: LoadContext, name_node: Node, body: Node) -> dict[str, tup
     if not isinstance(body, MappingNode):
         raise ctx.error(
             f"a stage must be a mapping of keys, got {describe(ctx.construct(body))}", body,
-            hint="give it a kind: generate, transform or run",
+            hint="give it a kind: generate, transform, run or datadesigner",
         )
     pairs = mapping_pairs(ctx, body, "stage keys")
     return {key: pair for key, pair in pairs.items()
@@ -493,18 +495,19 @@ def _stage_kind(ctx: LoadContext, name_node: Node, own: dict[str, tuple[Node, No
     if not kinds:
         raise ctx.error(
             "the stage has no kind", name_node,
-            hint="add exactly one of `generate`, `transform` or `run`",
+            hint="add exactly one of `generate`, `transform`, `run` or `datadesigner`",
         )
     if len(kinds) > 1:
         raise ctx.error(
             f"the stage has two kinds, `{kinds[0]}` and `{kinds[1]}`", own[kinds[1]][0],
-            key=kinds[1], hint="a stage has exactly one of `generate`, `transform` or `run`",
+            key=kinds[1], hint="a stage has exactly one of `generate`, `transform`, `run` or `datadesigner`",
         )
     return kinds[0]
 
 
 def _kinds_phrase(kinds: tuple[str, ...]) -> str:
-    return " and ".join(kinds) + (" stages only" if len(kinds) < len(KINDS) else " stages")
+    words = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return words + (" stages only" if len(kinds) < len(KINDS) else " stages")
 
 
 def _check_applies(ctx: LoadContext, key: str, key_node: Node) -> None:
@@ -553,10 +556,10 @@ def _check_requirements(
                 f"a {ctx.kind} stage needs a non-empty `{key}`", nodes.get(key, name_node), key=key,
                 hint=f"list what the stage writes under `{key}`",
             ))
-    if ctx.kind == "generate" and values.get("num_records") is None and "seed" not in nodes \
+    if ctx.kind in BATCHED_KINDS and values.get("num_records") is None and "seed" not in nodes \
             and not broken & {"num_records", "seed"}:
         ctx.report(ctx.error(
-            "a generate stage needs `num_records` or a `seed`", name_node,
+            f"a {ctx.kind} stage needs `num_records` or a `seed`", name_node,
             hint="set num_records, or a seed whose row count is the default",
         ))
 
@@ -697,4 +700,6 @@ _PARSERS: dict[str, Callable[[LoadContext, str, Node], Any]] = {
     "bool": _parse_bool,
     "string": _parse_string,
     "limit_name": _parse_limit_name,
+    "config_file": parse_config_file,
+    "models_file": parse_models_file,
 }

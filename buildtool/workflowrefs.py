@@ -24,7 +24,7 @@ from .loadfacts import LoadFacts
 from .model import DATA_SUFFIXES, CallableRef, InputRef, Stage
 from .yamlsource import Source, describe, expect
 
-_EXPORT_KINDS = ("generate", "transform")  # their outputs are export copies
+_EXPORT_KINDS = ("generate", "transform", "datadesigner")  # their outputs are export copies
 _T = TypeVar("_T")
 
 

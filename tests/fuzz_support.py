@@ -102,6 +102,7 @@ from typing import Any
 import yaml
 from fuzz_steps import (
     LATER,
+    Built,
     Model,
     Review,
     callback_input,
@@ -479,6 +480,7 @@ class Sequence:
         self.violations: list[Violation] = []
         self.builds = 0
         self.edits = 0
+        self._grew = False  # _needless saw a main step changed (growth's waste check)
         self.last_closure: list[str] = []
         self.seen: Counter[str] = Counter()
         self.last_reference: Reference | None = None
@@ -844,10 +846,14 @@ class Sequence:
                 continue
             if stage in forced or stage not in self.model.built:
                 continue
+            self._grew = False
             extra = self._needless(stage, whats, selected)
             if extra:
                 damaged = self.model.damaged.get(stage, set())
-                why = (f"only damaged {sorted(damaged, key=str)} may rerun" if damaged else
+                why = ("only num_records changed since its last build: only new batches, "
+                       "a last batch whose size changed and damaged ones may run"
+                       if self._grew else
+                       f"only damaged {sorted(damaged, key=str)} may rerun" if damaged else
                        "its spec, code and inputs are unchanged since its last build (for a "
                        "callback: its keys, its file and what it read too), its outputs are "
                        "intact and it was not forced")
@@ -919,10 +925,14 @@ class Sequence:
         rec = _record(self.root, name)
         now = stage_key(self.root, s, {u: selected[u].identity for u in s.upstreams},
                         callback_input(self.root, s, rec) if isinstance(rec, dict) else None)
-        if "all" in damaged or old.main_changed(now):
-            return set()
-        extra: set[int | str] = set()
         batch_calls = {w for w in whats if w != "cb"}
+        if "all" in damaged:
+            return set()
+        if old.main_changed(now):
+            extra = _grown_needlessly(s, old, now, batch_calls, damaged)
+            self._grew = extra is not None
+            return extra or set()
+        extra: set[int | str] = set()
         batches_damaged = {d for d in damaged if isinstance(d, int)}
         # (A stage whose output had no rows resumes at its allow_empty check: nothing again.)
         again = False
@@ -960,6 +970,7 @@ class Sequence:
         except ValueError:
             return
         self.seen["resumes"] += sum(1 for s in stages if s.get("action") == "resume")
+        self.seen["growths"] += sum(1 for s in stages if s.get("action") in ("grow", "shrink"))
 
     @staticmethod
     def _summary(stdout: str) -> list[str]:
@@ -1043,6 +1054,20 @@ class Sequence:
         where = "params.nest (seen[0] and deep.x)" if slot == "x" else "params.t"
         same = " (type-only: equal in Python)" if old.value == new.value else ""
         return f"{s.name}: {where} {old.describe()} -> {new.describe()}{same}"
+
+    def _edit_grow(self) -> str | None:
+        """num_records grown or shrunk by a few rows, batch_size kept (issue 11): only the
+        new batches, and a last partial batch whose size changed, may run."""
+        s = self._pick(("generate",), where=lambda s: s.num_records is not None)
+        if s is None:
+            return None
+        old = s.num_records
+        assert old is not None
+        options = [n for n in range(max(1, old - 4), old + 6) if n != old]
+        s.num_records = self.rng.choice(options)
+        self._rewrite()
+        how = "grows" if s.num_records > old else "shrinks"
+        return f"{s.name}: num_records {old} -> {s.num_records} ({how})"
 
     def _edit_spec(self) -> str | None:
         s = self._pick(("generate",))
@@ -1644,6 +1669,31 @@ def run_sequence(rng: Rng, root: Path, refs: ReferenceBuilds, rounds: int = 5,
     result = Sequence(rng, root, refs, rounds, check_export, FOCUS[focus]).run()
     result.focus = focus
     return result
+
+
+def _grown_needlessly(s: StageGen, old: Built, now: Built, batch_calls: set[int | str],
+                      damaged: set[int | str]) -> set[int | str] | None:
+    """A generate stage whose main step changed only in num_records (issue 11's growth): the
+    batches that ran although their index, offset and size are as built and they were not
+    damaged. Seeded stages are left out: their code reads the whole seed (ctx.inputs), so a
+    seed that grows reruns them all. None when the change is not such a growth."""
+    if s.kind != "generate" or s.seed or s.seed_file or old.main[1:] != now.main[1:] or \
+            old.callback_main != now.callback_main:
+        return None
+    before, after = json.loads(old.main[0]), json.loads(now.main[0])
+    # compared as JSON text: 1, 1.0 and true are equal in Python, not in a spec
+    rest = [json.dumps({k: v for k, v in d.items() if k != "num_records"}, sort_keys=True)
+            for d in (before, after)]
+    n0, n1 = before.get("num_records"), after.get("num_records")
+    if rest[0] != rest[1] or not isinstance(n0, int) or not isinstance(n1, int):
+        return None
+    size = int(after.get("batch_size", 100))
+
+    def rows(i: int, n: int) -> int:
+        return max(0, min(size, n - i * size))
+
+    needed = {i for i in range(-(-n1 // size)) if rows(i, n0) != rows(i, n1)}
+    return {w for w in batch_calls if isinstance(w, int) and w not in needed | damaged}
 
 
 def run_seed(seed: int, root: Path, refs: ReferenceBuilds, rounds: int = 5,

@@ -163,8 +163,9 @@ class Mix:
         ("held_upstream", 0.3))
 
 
-# `revert` (issue 11) is drawn by its focus only: the other focuses draw what they drew.
-_ALL_EDITS = {**dict(Mix().edits), "revert": 0.0}
+# `revert` and `grow` (issue 11) are drawn by their focuses only: the other focuses (and their
+# seeds in the tests) draw what they drew.
+_ALL_EDITS = {**dict(Mix().edits), "revert": 0.0, "grow": 1.0}
 # The generator before issue 7: none of its hard edges, only the edits it already had.
 PLAIN = Mix(folder=0.0, nested=0.0, mutate=0.0, helpers=0.0, callback=0.0, processors=0.0,
             exports=0.0, retries=0.0, cross=0.0, steps=False, allow_empty=0.0, empty=0.0,
@@ -207,6 +208,10 @@ FOCUS: dict[str, Mix] = {
                      "callback_version": 1, "allow_empty": 2, "exports": 2, "step_output": 2,
                      "callback_output": 1}, steps=True, callback=0.6, processors=0.5,
                     exports=0.6, allow_empty=0.3, empty=0.3, run=0.15, dry_plans=True),
+    # Issue 11's growth: num_records grown and shrunk (a partial last batch regenerated or
+    # trimmed), so upstreams that seed other stages grow too; only the new batches may run.
+    "growth": _focus({"grow": 8, "batch_delete": 1, "param": 1}, plain=0.3, run=0.15,
+                     retries=0.2, dry_plans=True),
     # Review overrides held through own and upstream edits, released, forced, lost.
     "overrides": _focus({"override": 5, "release": 3, "override_lost": 0.3, "held_own": 6,
                          "held_upstream": 2.5, "exports": 1, "step_output": 1},

@@ -182,7 +182,8 @@ def test_dry_run_changes_nothing(project: Project) -> None:
     project.write("Workflowfile", (project.root / "Workflowfile").read_text()
                   .replace("num_records: 60", "num_records: 70"))
     plan = buildtool.build(project.root, ["b"], dry_run=True)
-    assert [(s.stage, s.action) for s in plan.stages] == [("a", "up_to_date"), ("b", "run")]
+    # only num_records changed: b grows (issue 11), keeping its batches
+    assert [(s.stage, s.action) for s in plan.stages] == [("a", "up_to_date"), ("b", "grow")]
     assert plan.stage("b").reasons[0].code == "spec_changed"
     assert {s: _stage_json(project, s) for s in "abc"} == before
     assert plan.to_json() == project.run("--json", "-n", "b").json()

@@ -49,7 +49,8 @@ def test_both_keys_apply_to_generate_stages_only(tmp_path, key):
     done = proj.run("--dry-run")
     assert done.returncode == 2
     name = key.split(":")[0]
-    assert f"Workflowfile:10:5, stage 't', key '{name}': `{name}` applies to generate " \
+    kinds = "generate and datadesigner" if name == "concurrency" else "generate"
+    assert f"Workflowfile:10:5, stage 't', key '{name}': `{name}` applies to {kinds} " \
            "stages only" in done.stderr
     assert "hint: this is a transform stage; remove" in done.stderr
     assert "Workflowfile:14:5, stage 'r'" in done.stderr

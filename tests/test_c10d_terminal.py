@@ -140,12 +140,15 @@ class Screen:
         if self.row == len(self.rows):
             self.rows.append([])
 
-    def lines(self) -> list[str]:
+    def lines(self, keep_wrapped_spaces: bool = False) -> list[str]:
         """The logical lines shown (rows joined where one wrapped into the next), trailing
-        blank rows left out."""
+        blank rows left out; with `keep_wrapped_spaces`, a row that wrapped keeps its trailing
+        spaces (they are text)."""
         out: list[str] = []
         for i, row in enumerate(self.rows):
-            text = "".join(row).rstrip()
+            text = "".join(row)
+            if not (keep_wrapped_spaces and i + 1 in self.continued):
+                text = text.rstrip()
             if i in self.continued and out:
                 out[-1] += text
             else:

@@ -79,8 +79,8 @@ def _processors(rng: random.Random) -> list[dict[str, Any]]:
 def _stage(rng: random.Random, index: int, earlier: list[tuple[str, str]]) -> dict[str, Any]:
     """Stage `index`, given the (name, kind) of the stages before it."""
     tables = [n for n, k in earlier if k != "run"]
-    kind = rng.choice(["generate", "generate", "transform", "run"] if tables else
-                      ["generate", "run"])
+    kind = rng.choice(["generate", "generate", "transform", "run", "datadesigner"] if tables
+                      else ["generate", "run", "datadesigner"])
     body: dict[str, Any] = {}
     if kind == "generate":
         body["generate"] = rng.choice(["code/stages.py:make", "pkg.mod:make"])
@@ -97,6 +97,19 @@ def _stage(rng: random.Random, index: int, earlier: list[tuple[str, str]]) -> di
         if rng.random() < 0.5:
             body["concurrency"] = rng.randint(1, 300)  # beyond the cap too
             body["executor"] = rng.choice(STAGE_KEYS["executor"].choices)
+    elif kind == "datadesigner":
+        body["datadesigner"] = rng.choice(["configs/dd.yaml", "./configs/dd.json"])
+        if tables and rng.random() < 0.4:
+            body["seed"] = rng.choice(tables)
+        elif rng.random() < 0.3:
+            body["seed"] = "data/seed.csv"
+        else:
+            body["num_records"] = rng.randint(1, 50)
+        body["batch_size"] = rng.randint(1, 20)
+        if rng.random() < 0.5:
+            body["models"] = "configs/models.yaml"
+        if rng.random() < 0.5:
+            body["concurrency"] = rng.randint(1, 8)
     elif kind == "transform":
         body["transform"] = rng.choice(["code/stages.py:join", "pkg.mod:join"])
     else:
@@ -137,7 +150,7 @@ def _stage(rng: random.Random, index: int, earlier: list[tuple[str, str]]) -> di
             body["allow_empty"] = rng.choice([True, False])
     if rng.random() < 0.5:
         body["code"] = rng.sample(["code/helper.py", "code/*.py", "pkg"], rng.randint(1, 2))
-    if kind != "run" and rng.random() < 0.5:
+    if kind in ("generate", "transform") and rng.random() < 0.5:
         body["rate_limit"] = rng.choice(LIMIT_NAMES)
     if rng.random() < 0.5:
         body["description"] = _text(rng)
@@ -155,7 +168,8 @@ def _workflowfile(rng: random.Random) -> tuple[str, set[str]]:
     for i in range(rng.randint(3, 9)):
         name = f"s{i}"
         stages[name] = _stage(rng, i, earlier)
-        kind = next(k for k in ("generate", "transform", "run") if k in stages[name])
+        kind = next(k for k in ("generate", "transform", "run", "datadesigner")
+                    if k in stages[name])
         earlier.append((name, kind))
     doc: dict[str, Any] = {"workflow": "spec", "stages": stages}
     if rng.random() < 0.5:
@@ -182,7 +196,9 @@ def _project(root: Path, text: str) -> Path:
                          "pkg/__init__.py": "", "pkg/mod.py": CODE,
                          "data/seed.csv": "a,b\n1,x\n", "data/notes.txt": "notes\n",
                          "data/rows/part.csv": "a,b\n2,y\n",
-                         "data/rows/part.parquet": ""}.items():
+                         "data/rows/part.parquet": "",
+                         "configs/dd.yaml": "columns: []\n", "configs/dd.json": "{}\n",
+                         "configs/models.yaml": "providers: []\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(content)
     (root / "artifacts").mkdir()

@@ -128,6 +128,21 @@ def test_steps_and_held_overrides_are_never_stale_and_never_wasteful(focus: str,
     assert result.seen, result.report()
 
 
+# Issue 11's growth: num_records grown and shrunk (`--focus growth`), checked against a
+# from-scratch build (never stale) and by the waste check of growth (only new batches, a last
+# batch whose size changed and damaged ones may run).
+GROWTH_EDGES = [("growth", 1), ("growth", 2)]
+
+
+@pytest.mark.parametrize(("focus", "seed"), GROWTH_EDGES,
+                         ids=[f"{f}-{s}" for f, s in GROWTH_EDGES])
+def test_growth_is_never_stale_and_never_wasteful(focus: str, seed: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus)
+    assert not result.violations, result.report()
+    assert result.seen["edit grow"] and result.seen["growths"], result.report()
+
+
 # ----------------------------------------------------------------------------- the generator
 
 
@@ -161,6 +176,7 @@ def test_type_edits_are_mostly_type_only_between_values_python_finds_equal():
 @pytest.mark.parametrize("focus", sorted(FOCUS))
 def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> None:
     seen: Counter[str] = Counter()
+    grown: Counter[str] = Counter()
     for seed in range(60):
         wf = random_workflow(random.Random(seed), FOCUS[focus])
         assert wf.cross_consistent(), f"seed {seed}: a touch reads a later stage's outputs"
@@ -179,6 +195,9 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
                 ("callback version", bool(s.on_success_version)),
                 ("allow_empty", s.allow_empty), ("may be empty", s.may_be_empty()),
                 ("two exports", len(s.exports) > 1)] if on)
+            grown.update(name for name, on in [  # what growth edits act on (issue 11)
+                ("seeded by a stage", bool(s.seed)),
+                ("num_records", s.kind == "generate" and s.num_records is not None)] if on)
     steps = {"callback", "processors", "exports", "callback version", "allow_empty",
              "may be empty", "two exports"}
     edges = {"plain": set(), "types": {"nested"}, "mutation": {"nested", "mutate"},
@@ -187,9 +206,11 @@ def test_generated_workflows_have_their_hard_edges_and_no_cycle(focus: str) -> N
              "globs": {"seed touch", "code touch", "input touch", "folder", "exports"},
              "steps": steps, "overrides": steps,
              "reverts": {"callback", "processors", "exports", "callback version"},
+             "growth": set(),
              "mixed": {"nested", "mutate", "helpers", "callback", "processors", "exports",
                        "flaky", "folder", "input touch", "allow_empty", "may be empty"}}[focus]
     assert edges <= set(seen), f"never generated: {edges - set(seen)}"
+    assert {"seeded by a stage", "num_records"} <= set(grown), grown
     if focus == "plain":
         assert set(seen) == {"typed"}, seen
     if focus not in ("steps", "overrides", "mixed", "reverts"):  # issue 7's draw as before

@@ -75,20 +75,8 @@ class SizedScreen(Screen):
                 f"{self.height}-row terminal (row {self.top})")
         super()._csi(private, arg, code)
 
-    def lines(self) -> list[str]:
-        """As Screen.lines, but a row that wrapped keeps its trailing spaces (they are text)."""
-        out: list[str] = []
-        for i, row in enumerate(self.rows):
-            text = "".join(row)
-            if i + 1 not in self.continued:
-                text = text.rstrip()
-            if i in self.continued and out:
-                out[-1] += text
-            else:
-                out.append(text)
-        while out and not out[-1]:
-            out.pop()
-        return out
+    def lines(self, keep_wrapped_spaces: bool = True) -> list[str]:
+        return super().lines(keep_wrapped_spaces)
 
 
 @pytest.mark.parametrize(("rows", "cols"), SIZES, ids=[f"{r}x{c}" for r, c in SIZES])

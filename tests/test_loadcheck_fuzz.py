@@ -39,6 +39,8 @@ CODE = {
     "pkg/__init__.py": "",
     "pkg/mod.py": "def make(ctx):\n    return []\n",
     "data/a.txt": "a\n", "data/b.txt": "b\n", "data/x.txt": "x\n", "data/seed.csv": "id\n1\n",
+    "configs/dd.yaml": "columns: []\n", "configs/dd.json": "{}\n",
+    "configs/models.yaml": "providers: []\n",
 }
 
 
@@ -128,6 +130,8 @@ def valid_stages(draw: Draw) -> list[Stage]:
     gens = [s.name for s in stages if s.kind == "generate"]
     for i in range(draw.int(0, 2)):
         stages.append(transform_stage(draw, f"t{i}", gens))
+    for i in range(draw.int(0, 2)):
+        stages.append(datadesigner_stage(draw, f"d{i}", gens))
     for i in range(draw.int(1, 2)):
         stages.append(run_stage(draw, f"r{i}", gens))
     for stage in stages[1:]:
@@ -164,6 +168,31 @@ def transform_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
     limit_key(draw, stage)
     boundary_keys(draw, stage, "jsonl")
     return stage
+
+
+def datadesigner_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
+    stage = Stage(name, "datadesigner")
+    stage.put("datadesigner", draw.choice(["configs/dd.yaml", "./configs/dd.json",
+                                            Raw("configs/dd.yaml")]))
+    if draw.chance():
+        stage.put("seed", draw.choice(["data/seed.csv", *gens]))
+    if "seed" not in stage.keys or draw.chance():
+        stage.put("num_records", draw.choice([1, 20, Raw("0x10")]))
+    if draw.chance():
+        stage.put("batch_size", draw.int(1, 100))
+    if draw.chance():
+        stage.put("models", draw.choice(["configs/models.yaml", Raw("configs/models.yaml")]))
+    if draw.chance():
+        stage.put("concurrency", draw.int(1, 8))
+    boundary_keys(draw, stage, "csv")
+    return stage
+
+
+def m_dd_file(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    key = draw.choice(["datadesigner", "models"])
+    stage.put(key, draw.choice([5, None, ["configs/dd.yaml"], "configs/nope.yaml",
+                                "data/a.txt", "/abs/dd.yaml", "../dd.yaml", "configs"]))
+    return Expect(key, None, key)
 
 
 def run_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
@@ -379,8 +408,9 @@ def m_seed(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
 
 
 def m_kinds(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
-    other = draw.choice([k for k in ("generate", "transform", "run") if k != stage.kind])
-    stage.put(other, "code/gen.py:make" if other != "run" else "echo")
+    other = draw.choice([k for k in KINDS if k != stage.kind])
+    stage.put(other, {"run": "echo", "datadesigner": "configs/dd.yaml"}.get(other,
+                                                                            "code/gen.py:make"))
     return Expect(other, None, other)
 
 
@@ -392,7 +422,8 @@ def m_not_for_kind(draw: Draw, stage: Stage, stages: list[Stage]) -> Expect:
     stage.put(key, {"sampling": "ordered", "num_records": 5, "batch_size": 3, "retries": 1,
                     "seed": "data/seed.csv", "processors": [], "allow_empty": True,
                     "on_success": "code/cb.py:keep", "on_success_version": "v",
-                    "rate_limit": "openai", "concurrency": 4, "executor": "process"}[key])
+                    "rate_limit": "openai", "concurrency": 4, "executor": "process",
+                    "models": "configs/models.yaml"}[key])
     return Expect(key, None, key)
 
 
@@ -430,6 +461,8 @@ CATALOGUE: dict[str, list[Mistake]] = {
     "generate": COMMON + BOUNDARY + [m_positive, m_sampling, m_retries, m_seed, m_concurrency],
     "transform": COMMON + BOUNDARY,
     "run": [*COMMON, m_run, m_run_outputs],
+    "datadesigner": [*COMMON, m_processors, m_on_success, m_allow_empty, m_export_outputs,
+                     m_positive, m_seed, m_dd_file],
 }
 
 

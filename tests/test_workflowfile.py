@@ -148,8 +148,9 @@ def test_default_file_name_in_locations(tmp_path: Path) -> None:
 
 def test_table_keys_are_stage_fields() -> None:
     fields = {f.name for f in dataclasses.fields(Stage)}
-    assert {"generate", "transform", "run"} <= set(STAGE_KEYS)
-    assert set(STAGE_KEYS) - {"generate", "transform", "run"} <= fields
+    kinds = {"generate", "transform", "run", "datadesigner"}
+    assert kinds <= set(STAGE_KEYS)
+    assert set(STAGE_KEYS) - kinds <= fields
 
 
 # ---------------------------------------------------------------- defaults and references
@@ -295,8 +296,8 @@ INVALID = [
     ("stage-not-mapping", "workflow: demo\nstages:\n  a: stages/gen.py:make\n", 3, "a", None, "kind", "must be a mapping"),
     ("no-kind", "workflow: demo\nstages:\n  a:\n    num_records: 3\n", 3, "a", None, "exactly one", "no kind"),
     ("two-kinds", HEAD + "    transform: stages/t.py:make\n", 6, "a", "transform", None, "two kinds"),
-    ("seed-on-transform", "workflow: demo\nstages:\n  t:\n    transform: stages/t.py:make\n    seed: data/seed.parquet\n", 5, "t", "seed", None, "applies to generate stages only"),
-    ("processors-on-run", "workflow: demo\nstages:\n  r:\n    run: x\n    outputs: [o]\n    processors: []\n", 6, "r", "processors", None, "generate and transform stages only"),
+    ("seed-on-transform", "workflow: demo\nstages:\n  t:\n    transform: stages/t.py:make\n    seed: data/seed.parquet\n", 5, "t", "seed", None, "applies to generate and datadesigner stages only"),
+    ("processors-on-run", "workflow: demo\nstages:\n  r:\n    run: x\n    outputs: [o]\n    processors: []\n", 6, "r", "processors", None, "generate, transform and datadesigner stages only"),
     ("num-records-string", HEAD.replace("10", '"10"'), 5, "a", "num_records", None, "must be a positive integer, got string '10'"),
     ("num-records-bool", HEAD.replace("10", "true"), 5, "a", "num_records", None, "got boolean true"),
     ("num-records-float", HEAD.replace("10", "2.5"), 5, "a", "num_records", None, "got number 2.5"),

@@ -55,7 +55,8 @@ class Kind(Protocol):
     def execute(self, job: Job) -> Output: ...
 
 
-_MODULES = {"generate": "generate", "transform": "transform", "run": "command"}
+_MODULES = {"generate": "generate", "transform": "transform", "run": "command",
+            "datadesigner": "datadesigner"}
 
 
 def kind_for(name: str) -> Kind:

@@ -57,17 +57,76 @@ class GenerateContext:
     batch_index: int
     offset: int
     size: int
-    num_records: int
+    _num_records: int
     params: dict[str, Any]
     seed_rows: pa.Table | None
     rng: random.Random
     inputs: dict[str, Any] = field(default_factory=dict)
     limiter: Any = None  # the stage's `rate_limit:` (ratelimit.py), or None
+    # What the code read that a batch's key must hold (growth.py): shared by every attempt's
+    # copy of the context, so the read is seen where the batch is written.
+    _reads: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def num_records(self) -> int:
+        """The stage's rows requested. A batch whose code reads it depends on it: when it
+        changes, such a batch runs again (a growth keeps only batches that did not read it)."""
+        self._reads.add("num_records")
+        return self._num_records
 
     def request(self) -> contextlib.AbstractContextManager[Any]:
         """`with ctx.request():` around each model call: waits for the stage's `rate_limit:`
         (a token and a slot shared with every stage naming it); a no-op without one."""
         return contextlib.nullcontext() if self.limiter is None else self.limiter.request()
+
+
+class _Inputs(dict[str, Any]):
+    """`ctx.inputs`, noting a read of the seed through it (a batch that reads the whole seed
+    depends on all of it: its key holds the seed's digest, growth.py). Iterating over names
+    reads nothing; a value read by name, `get`, `values()`, `items()` or a copy does."""
+
+    def __init__(self, data: dict[str, Any], reads: set[str], seed: tuple[str, ...]) -> None:
+        super().__init__(dict.items(data))  # the dict's own items: no read noted
+        self._reads, self._seed = reads, seed
+
+    def _note(self, key: Any = None) -> None:
+        if self._seed and (key is None or key in self._seed):
+            self._reads.add("seed")
+
+    def __getitem__(self, key: str) -> Any:
+        self._note(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._note(key)
+        return super().get(key, default)
+
+    def values(self) -> Any:
+        self._note()
+        return super().values()
+
+    def items(self) -> Any:
+        self._note()
+        return super().items()
+
+    def copy(self) -> dict[str, Any]:
+        self._note()
+        return dict(super().items())
+
+    def __iter__(self) -> Iterator[str]:  # not the dict's own: a copy goes through []
+        return super().__iter__()
+
+
+def _seed_keys_of(inputs: dict[str, Any]) -> tuple[str, ...]:
+    return inputs._seed if isinstance(inputs, _Inputs) else ()
+
+
+def _seed_names(job: Job) -> tuple[str, ...]:
+    """The names the seed has in `ctx.inputs` (input_map)."""
+    ref = job.stage.seed
+    if ref is None:
+        return ()
+    return (ref.value,) if ref.kind == "stage" else tuple({ref.written, ref.value})
 
 
 def batch_seed(fingerprint: str, index: int) -> int:
@@ -92,21 +151,28 @@ def _execute(job: Job, capture: LogCapture) -> Output:
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else _rows(seed)
     total = -(-num_records // stage.batch_size)
+    keys = _Keys(job, seed, num_records)
+    # never a kept batch past the last one (a seed with fewer rows now); then, for a growth,
+    # none whose key changed: before `begin`, which removes the files it does not list
+    job.run.drop_batches([b.index for b in job.run.sorted_batches() if b.index >= total])
+    if job.run.check_keys:
+        _drop_changed(job, keys)
     job.run.begin(total, num_records)
     call = StageCall(stage.name, stage.target, str(job.workflow.project_dir), stage.params,
-                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter)
-    writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total)
+                     input_map(job), num_records, stage.retries, RETRY_BASE_S, job.limiter,
+                     _seed_names(job))
+    writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total, keys)
     writer.progress()
-    tasks = _tasks(job, seed, num_records, total)
+    tasks = _tasks(job, keys, total)
     if stage.concurrency > 1 or job.cluster is not None:  # a cluster: even one at a time
         _run_concurrently(job, fn, call, capture, tasks, writer)
     else:
         for task in tasks:
             if job.cancel.is_set():
                 raise Interrupted(signal.SIGINT)
-            table = _compute(fn, call, task, capture.call, writer.note_retry,
-                             _cancellable_pause(job))
-            writer.write(task.index, table)
+            table, read = _compute(fn, call, task, capture.call, writer.note_retry,
+                                   _cancellable_pause(job))
+            writer.write(task.index, table, read=read)
             writer.progress()
     return job.run.batches_output()
 
@@ -119,41 +185,79 @@ def _cancellable_pause(job: Job) -> Callable[[float], None]:
     return pause
 
 
-def _tasks(job: Job, seed: pa.Table | None, num_records: int, total: int
-           ) -> Iterator[BatchTask]:
-    """The batches not kept, in index order, each with its seed rows (taken when asked for)."""
-    from ..datasets import seed_indices
+class _Keys:
+    """Each batch's offset, size, seed rows and key (growth.py), made when asked for."""
 
-    stage = job.stage
-    order = _shuffled(job.fingerprint, seed.num_rows) if seed is not None and \
-        stage.sampling == "shuffle" else None
+    def __init__(self, job: Job, seed: pa.Table | None, num_records: int) -> None:
+        self.job, self.seed, self.num_records = job, seed, num_records
+        self.order = _shuffled(job.fingerprint, seed.num_rows) if seed is not None and \
+            job.stage.sampling == "shuffle" else None
+        self._seed_digests: dict[int, str | None] = {}
+        self._whole: str | None = None  # the whole seed's digest, once a batch read it
+
+    def task(self, index: int) -> BatchTask:
+        from ..datasets import seed_indices
+        from ..growth import rows_digest
+
+        offset = index * self.job.stage.batch_size
+        size = min(self.job.stage.batch_size, self.num_records - offset)
+        rows = None
+        if self.seed is not None:
+            rows = self.seed.take(seed_indices(self.seed.num_rows, offset, size, self.order))
+        self._seed_digests[index] = rows_digest(rows)
+        return BatchTask(index, offset, size, rows, batch_seed(self.job.fingerprint, index))
+
+    def key(self, index: int, reads: tuple[str, ...]) -> str:
+        from ..growth import batch_key, rows_digest
+
+        if index not in self._seed_digests:
+            self.task(index)
+        size = self.job.stage.batch_size
+        whole = None
+        if "seed" in reads:
+            if self._whole is None:
+                self._whole = rows_digest(self.seed) or ""
+            whole = self._whole
+        return batch_key(index, index * size, min(size, self.num_records - index * size),
+                         self._seed_digests.pop(index),
+                         self.num_records if "num_records" in reads else None, whole)
+
+
+def _drop_changed(job: Job, keys: _Keys) -> None:
+    """A growth: the kept batches whose key is not the one they would have now run again
+    (their seed rows changed, or their code read num_records)."""
+    from ..growth import verify
+
+    kept = job.run.sorted_batches()
+    now = {b.index: keys.key(b.index, b.reads) for b in kept}
+    job.run.drop_batches(verify(now, kept))
+
+
+def _tasks(job: Job, keys: _Keys, total: int) -> Iterator[BatchTask]:
+    """The batches not kept, in index order, each with its seed rows (taken when asked for)."""
     done = job.run.batch_indices
     for index in range(total):
-        if index in done:
-            continue
-        offset = index * stage.batch_size
-        size = min(stage.batch_size, num_records - offset)
-        rows = None
-        if seed is not None:
-            rows = seed.take(seed_indices(seed.num_rows, offset, size, order))
-        yield BatchTask(index, offset, size, rows, batch_seed(job.fingerprint, index))
+        if index not in done:
+            yield keys.task(index)
 
 
 class _Writer:
     """The stage thread's side of every batch: the schema check, the batch file and its journal
     line (stagerun.py), and the progress figures."""
 
-    def __init__(self, job: Job, schema: _Schemas, total: int) -> None:
+    def __init__(self, job: Job, schema: _Schemas, total: int, keys: _Keys) -> None:
         self.job = job
+        self.keys = keys
         self.schema = schema
         self.total = total
         self.rows = 0
         self.retries = 0
         self._lock = threading.Lock()
 
-    def write(self, index: int, table: pa.Table, data: Any = None) -> None:
+    def write(self, index: int, table: pa.Table, data: Any = None,
+              read: tuple[str, ...] = ()) -> None:
         self.schema.check(table, index)
-        self.job.run.write_batch(index, table, data)
+        self.job.run.write_batch(index, table, data, self.keys.key(index, read), read)
         self.rows += table.num_rows
 
     def note_retry(self, text: str) -> None:
@@ -229,7 +333,7 @@ def _take(finished: Finished, writer: _Writer) -> BaseException | None:
         return finished.error
     assert finished.table is not None
     try:
-        writer.write(finished.index, finished.table, finished.data)
+        writer.write(finished.index, finished.table, finished.data, finished.reads)
     except StageFailed as exc:
         return exc
     return None
@@ -271,8 +375,9 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
             writer.note_retry(text)
 
         try:
-            table = _compute(fn, call, task, contextlib.nullcontext, note)
-            return Finished(task.index, table, parquet_buffer(table), retries=len(tries))
+            table, read = _compute(fn, call, task, contextlib.nullcontext, note)
+            return Finished(task.index, table, parquet_buffer(table), retries=len(tries),
+                            reads=read)
         except StageFailed as exc:
             return Finished(task.index, error=exc, retries=len(tries))
 
@@ -294,8 +399,9 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
             root = Path(call.project_dir)
             shim = Workflow("worker", root / "Workflowfile", root, "", {})
             state["fn"] = load_callable(shim, call.target, call.stage)
-        table = _compute(state["fn"], call, task, contextlib.nullcontext, notes.append)
-        finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes))
+        table, read = _compute(state["fn"], call, task, contextlib.nullcontext, notes.append)
+        finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes),
+                            reads=read)
     except StageFailed as exc:
         finished = Finished(task.index, error=BatchError.of(exc), retries=len(notes))
     finished.notes = notes
@@ -304,24 +410,27 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
 
 
 def compute_batch(fn: Any, call: StageCall, task: BatchTask, note: Callable[[str], None]
-                  ) -> pa.Table:
-    """One batch where nothing can cancel its retries' backoff (a Dask worker)."""
+                  ) -> tuple[pa.Table, tuple[str, ...]]:
+    """One batch where nothing can cancel its retries' backoff (a Dask worker): its table and
+    what its code read that the batch's key holds."""
     return _compute(fn, call, task, contextlib.nullcontext, note)
 
 
 def _compute(fn: Any, call: StageCall, task: BatchTask,
              capture: Callable[[], contextlib.AbstractContextManager[Any]],
              note: Callable[[str], None], pause: Callable[[float], None] = time.sleep
-             ) -> pa.Table:
+             ) -> tuple[pa.Table, tuple[str, ...]]:
     """One batch, in whichever thread or process computes it: the call (with its retries) and
-    its value as a table. StageFailed when it fails."""
+    its value as a table, and whether its code read ctx.num_records. StageFailed when it
+    fails."""
     from ..tables import to_table
 
+    reads: set[str] = set()
     ctx = GenerateContext(call.stage, task.index, task.offset, task.size, call.num_records,
                           call.params, task.seed_rows, random.Random(task.rng_seed),
-                          call.inputs, call.limiter)
+                          _Inputs(call.inputs, reads, call.seed_keys), call.limiter, reads)
     value = _call(fn, ctx, call, task.rng_seed, capture, note, pause)
-    return to_table(value, f"{call.target} (batch {task.index})")
+    return to_table(value, f"{call.target} (batch {task.index})"), tuple(sorted(ctx._reads))
 
 
 def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
@@ -329,8 +438,10 @@ def _fresh(ctx: GenerateContext, rng_seed: int) -> GenerateContext:
     of the params (a call that mutates them changes no other batch or attempt) and the rng in
     its seeded state (a retry gives the rows an untroubled run gives)."""
     return GenerateContext(ctx.stage_name, ctx.batch_index, ctx.offset, ctx.size,
-                           ctx.num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
-                           random.Random(rng_seed), dict(ctx.inputs), ctx.limiter)
+                           ctx._num_records, copy.deepcopy(ctx.params), ctx.seed_rows,
+                           random.Random(rng_seed), _Inputs(ctx.inputs, ctx._reads,
+                                                            _seed_keys_of(ctx.inputs)),
+                           ctx.limiter, ctx._reads)
 
 
 def _call(fn: Any, ctx: GenerateContext, call: StageCall, rng_seed: int,
