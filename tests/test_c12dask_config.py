@@ -176,8 +176,10 @@ def test_a_null_build_and_other_commands_never_import_dask(tmp_path: Path) -> No
 
 def test_the_repository_ci_installs_the_extra_and_starts_a_cluster() -> None:
     ci = (REPO / ".ci" / "run").read_text()
-    assert ".[test,dask]" in ci and "trap" in ci and "DD_BUILD_TEST_SCHEDULER" in ci
-    assert ci.count("dask worker") + ci.count("dask_worker") >= 1
+    assert ".[test,dask]" in ci and ".ci/with-dask-cluster python3 -m pytest" in ci
+    cluster = (REPO / ".ci" / "with-dask-cluster").read_text()  # test_c12dask_ci_cluster.py
+    assert "trap cleanup EXIT" in cluster and "export DD_BUILD_TEST_SCHEDULER" in cluster
+    assert cluster.count("dask_worker") + cluster.count("dask_scheduler") >= 2
 
 
 def test_the_api_takes_executor_and_scheduler_and_refuses_wrong_ones(tmp_path: Path) -> None:
