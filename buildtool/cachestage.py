@@ -260,6 +260,10 @@ def restore(workflow: Workflow, hit: CacheHit, facts: StageFacts,
             from .kinds.command import clear_outputs
 
             clear_outputs(workflow.project_dir, stage.outputs)
+        if stage.kind == "datadesigner":  # its working files are another run's
+            from .kinds.datadesigner import clear_working_folder
+
+            clear_working_folder(run.dir)
         try:
             placed = _place_files(cache, workflow, name, entry)
         except CacheDamaged:

@@ -24,7 +24,7 @@ from .wording import counted, noun
 
 if TYPE_CHECKING:
     from .model import Workflow
-    from .report import BuildReport, InternalFailure
+    from .report import BuildReport, InternalFailure, Interruption
 
 _INTERRUPTED = "interrupted; run dd-build again to resume"
 _USAGE = "dd-build [OPTIONS] [TARGET ...]\n       dd-build COMMAND [OPTIONS] ..."
@@ -250,14 +250,23 @@ def _interrupted(out: Console, exit_code: int) -> int:
     if at is None:  # between stages, or before the build began
         return out.fail(_INTERRUPTED, exit_code)
     fields: dict[str, Any] = {"stage": at.stage}
-    kept = ""
     if at.batches_total is not None:
         fields.update(batches_kept=at.batches_kept, batches_total=at.batches_total)
-        kept = f" ({at.batches_kept} of {at.batches_total} " \
-               f"{noun(at.batches_total, 'batch')} kept)"
-    again = "to resume" if kept else "to rerun it"  # a run or transform stage starts over
-    return out.fail(f"interrupted in '{at.stage}'{kept}; run dd-build again {again}",
+    kept = _kept(at)
+    too = out.report.interrupted_too if out.report is not None else []
+    if too:
+        fields["also"] = [i.stage for i in too]
+    where = "".join(f" and '{i.stage}'{_kept(i)}" for i in too)
+    again = "to resume" if kept or any(_kept(i) for i in too) else "to rerun it"
+    return out.fail(f"interrupted in '{at.stage}'{kept}{where}; run dd-build again {again}",
                     exit_code, fields)
+
+
+def _kept(at: Interruption) -> str:
+    """` (12 of 30 batches kept)` for a batched stage, else nothing."""
+    if at.batches_total is None:
+        return ""
+    return f" ({at.batches_kept} of {at.batches_total} {noun(at.batches_total, 'batch')} kept)"
 
 
 def _chdir(folder: str) -> None:

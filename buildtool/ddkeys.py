@@ -1,7 +1,8 @@
 """Workflowfile values of `datadesigner:` stages: the config file and the `models:` file.
 
-Checked when the Workflowfile is read (the file must be in the project and be a file); never
-parsed here as a Data Designer config: that library is imported only when such a stage runs.
+Checked when the Workflowfile is read (the file must be in the project and be a file), and
+then read as YAML (stage_errors: params, providers, api_key names); never checked here against
+Data Designer itself: that library is imported only when such a stage runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from yaml.nodes import Node
 
 from .claims import Claim
+from .errors import StageFailed, WorkflowError
+from .model import Stage
 from .workflowrefs import LoadContext, rel_path
 from .yamlsource import expect
 
@@ -40,3 +43,35 @@ def _project_file(ctx: LoadContext, key: str, node: Node, what: str) -> str:
                         hint="check the path: it is relative to the Workflowfile's folder "
                              f"({ctx.project_dir})")
     return path
+
+
+def stage_errors(ctx: LoadContext, stage: Stage, broken: set[str]) -> list[WorkflowError]:
+    """What the Workflowfile's reading can tell of a datadesigner stage without Data Designer
+    nor the environment: its config parses with its params (`{{ params.X }}` names one), the
+    `models:` file's providers are well formed (an `api_key` names a variable), and each model
+    config names one of them. Whether the variables are set is checked when the stage starts."""
+    from .ddconfig import check_model_providers, parse_config, parse_providers
+
+    if broken & {"datadesigner", "models", "params"}:
+        return []  # their own errors are reported
+    try:
+        config = parse_config(_text(ctx, stage.target), stage.target, stage.params, stage.name)
+        providers = [] if stage.models is None else parse_providers(
+            _text(ctx, stage.models), stage.models, stage.name)
+        check_model_providers(config, stage.target, providers, stage.models, stage.name)
+    except StageFailed as exc:
+        key = exc.key if exc.key is not None and exc.key in stage.locations else "datadesigner"
+        at = stage.locations[key]
+        return [WorkflowError(exc.message, file=ctx.display, line=at.line, column=at.column,
+                              stage=stage.name, key=key, hint=exc.hint)]
+    return []
+
+
+def _text(ctx: LoadContext, path: str) -> str:
+    data = ctx.fs.read_bytes(path)
+    if data is None:
+        raise StageFailed(f"cannot read {path}", key="datadesigner")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StageFailed(f"{path} is not UTF-8 text: {exc}", key="datadesigner") from exc

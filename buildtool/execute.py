@@ -241,6 +241,7 @@ class _Builder:
         self.stopped = False
         self.internal: InternalFailure | None = None
         self.interrupted: Interruption | None = None
+        self.interrupted_too: list[Interruption] = []  # the other stages running then (-j)
         # Stages whose output the plan could not know (they run): their dependants are
         # decided again once they are built.
         self.waited = {d.stage for d in prep.decisions
@@ -264,6 +265,9 @@ class _Builder:
                              for d in self.prep.decisions]
             report.internal = self.internal
             report.interrupted = self.interrupted
+            report.interrupted_too = sorted(
+                (i for i in self.interrupted_too if i is not self.interrupted),
+                key=lambda i: self._position[i.stage])
             if report.internal or report.interrupted or \
                     any(s.result == "failed" for s in report.stages):
                 set_sweep_pending(self.wf.artifacts_root, True)  # what a failure may leave
@@ -652,6 +656,7 @@ class _Builder:
         """The build says where it was interrupted: of several stages running, the first
         in plan order."""
         with self._lock:
+            self.interrupted_too.append(at)
             if self.interrupted is None or \
                     self._position[at.stage] < self._position[self.interrupted.stage]:
                 self.interrupted = at

@@ -63,8 +63,8 @@ STAGE_KEYS: dict[str, KeySpec] = {
     "datadesigner": KeySpec(
         ("datadesigner",), "config_file",
         "Data Designer stage: a config file (YAML or JSON) that "
-        "`DataDesignerConfigBuilder.from_config` reads; needs `pip install "
-        "'dd-build[datadesigner]'`.",
+        "`DataDesignerConfigBuilder.from_config` reads; needs `pip install -e "
+        "'.[datadesigner]'` in dd-build's folder.",
     ),
     "seed": KeySpec(
         _BATCHED, "ref",

@@ -129,6 +129,7 @@ class BuildReport:
     stages: list[StageResult] = field(default_factory=list)
     internal: InternalFailure | None = None
     interrupted: Interruption | None = None
+    interrupted_too: list[Interruption] = field(default_factory=list)  # the others running
 
     @property
     def ok(self) -> bool:
@@ -166,7 +167,10 @@ class StageStatus:
 
     @property
     def up_to_date(self) -> bool:
-        return self.action == "up_to_date"
+        """A build would run none of it: its record holds, or it stays skipped as recorded
+        (its upstream still empty)."""
+        return self.action == "up_to_date" or (
+            self.action == "skip_empty_upstream" and self.status == "skipped_empty_upstream")
 
     def to_json(self) -> dict[str, Any]:
         doc = {"stage": self.stage, "up_to_date": self.up_to_date, "action": self.action,

@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .ddkeys import parse_config_file, parse_models_file
+from .ddkeys import stage_errors as dd_stage_errors
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
 from .keys import (
     DASK_KEYS,
@@ -458,6 +459,9 @@ def _load_stage(
     if kind == "run" and not broken & _COMMAND_KEYS:  # with the defaults applied: the
         for placeholder in run_command_errors(stage):  # params and outputs it will run with
             ctx.report(placeholder)
+    if kind == "datadesigner":  # its config, params and models: file, read together
+        for error in dd_stage_errors(ctx, stage, broken):
+            ctx.report(error)
     return stage
 
 

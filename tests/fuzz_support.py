@@ -601,8 +601,10 @@ class Sequence:
         found += self._check_steps(n, pred, proc.stdout, planned)
         found += self._wasteful(n, closure, forced, held, calls, selected)
         found += self._not_restored(n, closure, forced, held, calls, selected)
-        if not found and proc.returncode == 0 and (cross or any(s.helpers for s in
-                                                                  self.wf.stages)):
+        # A skipped stage too: its plan right after must be the skip it recorded, kept.
+        skipped = any(ref.statuses.get(name) == "skipped_empty_upstream" for name in closure)
+        if not found and proc.returncode == 0 and (cross or skipped or any(
+                s.helpers for s in self.wf.stages)):
             found += self._dry_run_check(n, targets, closure, held)
         self.violations += found
         if found:
@@ -819,14 +821,36 @@ class Sequence:
             return [Violation("error", n, None, f"dry run: exit {proc.returncode}, no JSON: "
                               f"{proc.stderr.strip()[-1000:]}")]
         found = []
+        actions = {s.get("stage"): s.get("action") for s in stages}
         for s in stages:
             ok = ("up_to_date", "held") if s.get("stage") in held else ("up_to_date",)
-            if s.get("stage") in closure and s.get("action") not in ok:
+            if s.get("stage") in closure and s.get("action") not in ok and \
+                    not self._standing_skip(s, actions):
                 reasons = "; ".join(r.get("message", r.get("code", ""))
                                     for r in s.get("reasons", []))
                 found.append(Violation("stale", n, s["stage"], "a dry run right after this "
                                        f"build would {s.get('action')} it: {reasons}"))
         return found
+
+    def _standing_skip(self, entry: dict[str, Any], actions: dict[Any, Any]) -> bool:
+        """A stage the build recorded `skipped_empty_upstream` is planned `skip_empty_upstream`
+        again while its upstream is still empty (README, "Empty outputs": the skip is kept, and
+        a build with that plan writes and runs nothing). Only when every reason names an
+        upstream that is itself settled (up to date, held or skipped again) and has no rows."""
+        name = entry.get("stage")
+        reasons = entry.get("reasons") or []
+        if entry.get("action") != "skip_empty_upstream" or not reasons or \
+                record_status(self.root, str(name)) != "skipped_empty_upstream":
+            return False
+        for r in reasons:
+            up = r.get("input")
+            if r.get("code") != "upstream_empty" or up not in self.wf.upstreams(str(name)) or \
+                    actions.get(up) not in ("up_to_date", "held", "skip_empty_upstream") or \
+                    record_status(self.root, str(up)) not in ("completed_empty",
+                                                              "skipped_empty_upstream"):
+                return False
+        self.seen["standing skips checked"] += 1
+        return True
 
     def _wasteful(self, n: int, closure: list[str], forced: set[str], held: set[str],
                   calls: list[tuple[str, str]], selected: dict[str, Selected]) -> list[Violation]:

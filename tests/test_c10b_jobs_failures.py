@@ -97,6 +97,10 @@ def test_a_signal_with_three_stages_running_records_them_interrupted(
     doc = json.loads(out)
     assert doc["ok"] is False
     assert doc["error"]["stage"] == "g1"  # the first running stage in plan order
+    assert doc["error"]["also"] == ["g2", "sh"]  # and the others, named too
+    message = doc["error"]["message"]
+    assert message.startswith("interrupted in 'g1' (") and " and 'g2' (" in message
+    assert message.endswith(" and 'sh'; run dd-build again to resume"), message
     for name in ("g1", "g2", "sh"):
         assert proj.record(name)["status"] == "interrupted", name
     # each Python stage kept the batches that finished: the one that held, the one before, and

@@ -96,7 +96,7 @@ def test_without_the_extra_the_stage_fails_saying_how_to_install_it(tmp_path: Pa
     done = _run(root)
     assert done.returncode == 1
     assert "Data Designer is not installed" in done.stderr
-    assert "pip install 'dd-build[datadesigner]'" in done.stderr
+    assert "pip install -e '.[datadesigner]'" in done.stderr
     assert not (root / "artifacts" / "demo" / "d" / "datadesigner").exists()
 
 

@@ -97,7 +97,7 @@ def test_a_workflowfile_replaced_by_one_of_the_same_size_in_the_same_second(
     result, hit = run(project, "-n", "--json")
     assert not hit
     a = next(s for s in result.json()["stages"] if s["stage"] == "a")
-    assert a["action"] == "run" and a["reasons"][0]["key"] == "num_records"
+    assert a["action"] == "grow" and a["reasons"][0]["key"] == "num_records"  # 20 -> 30 rows
 
 
 def test_a_replaced_workflowfile_naming_a_vanished_function_is_refused(

@@ -31,7 +31,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..ddconfig import load_config
+from ..ddconfig import (
+    check_model_providers,
+    load_config,
+    parse_providers,
+    resolve_providers,
+)
 from ..errors import StageFailed
 from ..records import Output
 from . import Job, check_cancel
@@ -47,7 +52,7 @@ def execute(job: Job) -> Output:
     _check_installed(stage.name)
     folder = job.run.dir / FOLDER
     config = load_config(job.workflow.project_dir, stage.target, stage.params, stage.name)
-    providers = _providers(job)
+    providers = _providers(job, config)
     seed = _seed_table(job)
     num_records = stage.num_records if stage.num_records is not None else seed.num_rows \
         if seed is not None else 0
@@ -61,7 +66,7 @@ def execute(job: Job) -> Output:
     folder.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         _write_seed(folder, seed)
-    request = {"config": config, "providers": providers, "num_records": num_records,
+    request = {"config": config, "config_file": stage.target, "providers": providers, "num_records": num_records,
                "buffer_size": stage.batch_size, "row_groups": stage.concurrency,
                "resume": resume,
                "seed": "seed.parquet" if seed is not None else None}
@@ -82,6 +87,13 @@ def execute(job: Job) -> Output:
             f"{finished}: it stopped early (its warnings in the stage's log.txt say why); the "
             "finished batches are kept and the next build resumes", stage=stage.name)
     return job.run.batches_output()
+
+
+def clear_working_folder(stage_dir: Path) -> None:
+    """A stage restored from the build cache is complete: its `datadesigner/` folder (the
+    request, home and batch files of whichever run was last here) serves only to resume a
+    killed run, and would not match the restored record: it goes (cachestage.py calls this)."""
+    shutil.rmtree(stage_dir / FOLDER, ignore_errors=True)
 
 
 def _lost_message(lost: list[dict[str, Any]]) -> str:
@@ -117,29 +129,26 @@ def _check_installed(stage: str) -> None:
     if not found:
         raise StageFailed("Data Designer is not installed in this Python "
                           f"({sys.executable})", stage=stage, key="datadesigner",
-                          hint="pip install 'dd-build[datadesigner]'")
+                          hint="install the extra: pip install -e '.[datadesigner]' in dd-build's "
+                               "folder")
 
 
-def _providers(job: Job) -> list[dict[str, Any]]:
-    """The providers of `models:` (Data Designer's model_providers.yaml format), or none."""
-    import yaml
-
+def _providers(job: Job, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The providers of `models:` (Data Designer's model_providers.yaml format), or none;
+    checked before anything of the stage is touched. Each `api_key` stays a variable's name:
+    the key reaches Data Designer through the child's environment only."""
     stage = job.stage
-    if stage.models is None:
-        return []
-    path = job.workflow.project_dir / stage.models
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise StageFailed(f"cannot read the model providers {stage.models}: {exc}",
-                          stage=stage.name, key="models") from exc
-    providers = data.get("providers") if isinstance(data, dict) else None
-    if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
-        raise StageFailed(f"{stage.models} must hold `providers: [{{name, endpoint, "
-                          "provider_type, api_key}}]`", stage=stage.name, key="models")
-    # `${VAR}` in an endpoint comes from the environment (a port chosen at start-up)
-    return [{**p, "endpoint": os.path.expandvars(p["endpoint"])}
-            if isinstance(p.get("endpoint"), str) else p for p in providers]
+    providers: list[dict[str, Any]] = []
+    if stage.models is not None:
+        path = job.workflow.project_dir / stage.models
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StageFailed(f"cannot read the model providers {stage.models}: {exc}",
+                              stage=stage.name, key="models") from exc
+        providers = parse_providers(text, stage.models, stage.name)
+    check_model_providers(config, stage.target, providers, stage.models, stage.name)
+    return resolve_providers(providers, stage.models or "", stage.name, os.environ)
 
 
 def _write_seed(folder: Path, seed: Any) -> None:
@@ -232,6 +241,11 @@ def _failure(job: Job, code: int, error: dict[str, Any] | None) -> StageFailed:
     if error is None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return StageFailed(f"Data Designer {how}{kept}", stage=job.stage.name)
+    if error["type"] == "config":  # ddchild.py says which column and field
+        return StageFailed(f"Data Designer cannot read the config: {error['message']}{kept}",
+                           stage=job.stage.name, key="datadesigner",
+                           hint="fix the config; `dd-build -n` does not check it against "
+                                "Data Designer (only a run does)")
     return StageFailed(f"Data Designer raised {error['type']}: {error['message']}{kept}",
                        stage=job.stage.name,
                        hint="the traceback is in the stage's log.txt")

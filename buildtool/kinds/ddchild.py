@@ -199,6 +199,43 @@ class _WarningsOf(logging.Handler):
             self.watch.note_warning(correlation.row_group, record.getMessage())
 
 
+class ConfigInvalid(Exception):
+    """The config is not one Data Designer reads: a user's mistake, told without a traceback."""
+
+
+def _builder(builder_class: Any, request: dict[str, Any]) -> Any:
+    """The config builder; a config Data Designer refuses is told per column and field:
+    `configs/answers.yaml: column 'answer': <what pydantic says>`."""
+    from pydantic import ValidationError
+
+    try:
+        return builder_class.from_config(request["config"])
+    except ValidationError as exc:
+        config = request["config"]
+        lines = [f"{request.get('config_file', 'the config')}: {_where(config, e['loc'])}"
+                 f"{e['msg']}" for e in exc.errors()]
+        raise ConfigInvalid("; ".join(dict.fromkeys(lines))) from exc
+
+
+def _where(config: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """`column 'answer': field prompt: ` for a pydantic error's location in the config."""
+    parts = [p for p in loc if p != "data_designer"]  # the builder's wrapper of the config
+    columns = config.get("columns")
+    if len(parts) >= 2 and parts[0] == "columns" and isinstance(parts[1], int) and \
+            isinstance(columns, list) and parts[1] < len(columns):
+        column = columns[parts[1]]
+        name = column.get("name") if isinstance(column, dict) else None
+        rest = [str(p) for p in parts[2:] if not _is_union_tag(p, column)]
+        where = f"column '{name}'" if name is not None else f"column {parts[1] + 1}"
+        return f"{where}: " + (f"field {'.'.join(rest)}: " if rest else "")
+    return f"{'.'.join(map(str, parts))}: " if parts else ""
+
+
+def _is_union_tag(part: Any, column: Any) -> bool:
+    """pydantic names the union member it tried (`llm-text`) in the location: not a field."""
+    return isinstance(column, dict) and part == column.get("column_type")
+
+
 def run(request: dict[str, Any], out: IO[str]) -> None:
     from data_designer.config import (
         DataDesignerConfigBuilder,
@@ -220,7 +257,7 @@ def run(request: dict[str, Any], out: IO[str]) -> None:
     # which a config without `model_configs` then gets: every run the same fingerprint.
     providers = [ModelProvider(**p) for p in request.get("providers") or [_NO_MODELS]]
     designer = _attach(DataDesigner, watch)(artifact_path=RUN, model_providers=providers)
-    builder = DataDesignerConfigBuilder.from_config(request["config"])
+    builder = _builder(DataDesignerConfigBuilder, request)
     if request.get("seed"):
         current = builder.build().seed_config
         options: dict[str, Any] = {}
@@ -245,6 +282,10 @@ def main(argv: list[str]) -> int:
         request = json.load(fh)
     try:
         run(request, out)
+    except ConfigInvalid as exc:
+        # not in the stage's log too: the failure shows it, and the log's tail with it
+        _send(out, "error", type="config", message=str(exc))
+        return 1
     except Exception as exc:  # reported to dd-build, which fails the stage with it
         import traceback
 
