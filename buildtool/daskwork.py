@@ -100,7 +100,12 @@ class DaskBatches(_Arrivals):
     """A generate stage's batches as Dask futures (see daskexec.py). Their results are fetched
     by Dask's `as_completed` as each future finishes, on the client's event loop, several at
     once (fetching each in turn in a callback thread cost a round trip per batch); a thread
-    of ours hands them over to `next_finished`."""
+    of ours hands them over to `next_finished`.
+
+    Batches submitted are sent when `next_finished` would wait, all of them as one graph: while
+    batches that came back are being written, the ones that take their places gather, and the
+    scheduler gets one message for them (its cost per message, not per task, dominated the
+    per-batch overhead of one submit per batch)."""
 
     def __init__(self, client: Any, payload: Any, stage: str, log: Path,
                  inputs: dict[str, Any]) -> None:
@@ -112,6 +117,7 @@ class DaskBatches(_Arrivals):
         self._stage = stage
         self._log = log
         self._futures: dict[int, Any] = {}
+        self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
         self._index: dict[Any, int] = {}  # future key -> batch index
         self._landed: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._arrived = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
@@ -135,23 +141,45 @@ class DaskBatches(_Arrivals):
 
     def submit(self, task: BatchTask) -> None:
         self._pending += 1
-        future = self._client.submit(run_batch, self._payload, task, pure=False,
-                                     key=f"dd-build-{self._stage}-{task.index}-{self._tag}")
-        self._futures[task.index] = future
-        self._index[future.key] = task.index
-        self._arrived.add(future)
+        self._unsent.append(task)
+
+    def _send(self) -> None:
+        """The batches submitted and not sent yet, as one graph."""
+        tasks, self._unsent = self._unsent, []
+        keys = [f"dd-build-{self._stage}-{task.index}-{self._tag}" for task in tasks]
+        futures = self._client.map(run_batch, [self._payload] * len(tasks), tasks, key=keys,
+                                   pure=False)
+        for task, future in zip(tasks, futures, strict=True):
+            self._futures[task.index] = future
+            self._index[future.key] = task.index
+        self._arrived.update(futures)
         self._more.set()
+
+    def _next_landed(self, timeout: float) -> tuple[Any, Any] | None:
+        """What landed next: at once while batches wait to be sent, else once they are sent
+        (a call that does not wait, as on an interrupt, sends none)."""
+        if self._unsent:
+            try:
+                return self._landed.get_nowait()
+            except queue.Empty:
+                if timeout <= 0:
+                    return None
+                self._send()
+        try:
+            return self._landed.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def next_finished(self, timeout: float) -> Finished | None:
         while True:
-            try:
-                future, result = self._landed.get(timeout=timeout)
-            except queue.Empty:
+            landed = self._next_landed(timeout)
+            if landed is None:
                 if self._pending and self._watch.lost():
                     self._fail_all()
                 elif self._pending:
                     self._track_again()
                 return None
+            future, result = landed
             if future is None:  # failed by _fail_all
                 self._pending -= 1
                 index, error = result
@@ -185,7 +213,12 @@ class DaskBatches(_Arrivals):
         self._stale = done
 
     def _fail_all(self) -> None:
-        """The scheduler is gone: every batch in flight fails (none will come back)."""
+        """The scheduler is gone: every batch in flight fails (none will come back), and the
+        ones not sent yet."""
+        for task in self._unsent:
+            self._landed.put((None, (task.index, StageFailed(LOST, stage=self._stage,
+                                                             hint=LOST_HINT))))
+        self._unsent = []
         for index, future in list(self._futures.items()):
             if self._index.pop(future.key, None) is not None:  # not landed meanwhile
                 self._landed.put((None, (index, StageFailed(LOST, stage=self._stage,
