@@ -21,6 +21,7 @@ builds fresh projects in a temp folder with `python -m buildtool -q --scheduler 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--tiny", type=int, default=200)
     args = parser.parse_args()
+    print(f"load average before: {_load()} (figures on a loaded machine are not a quiet one's)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "p"
         print(f"I/O-bound stage: {args.rows} rows x 20 ms, batches of 20")
@@ -79,6 +81,11 @@ def main() -> None:
             print(f"  {where:>7}: {times[0]:.2f}s and {times[1]:.2f}s: "
                   f"{per[where]:.2f} ms per batch")
         print(f"  the cluster's overhead: {per['dask'] - per['threads']:.2f} ms per batch")
+    print(f"load average after: {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":
