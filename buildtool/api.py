@@ -60,15 +60,17 @@ Names = str | Iterable[str]
 
 def build(project: Project = ".", targets: Names = (), *,
           resume: ResumeMode = "if-possible", force: Names = (), rerun_from: Names = (),
-          dry_run: bool = False, keep_going: bool = False, jobs: int | None = None
-          ) -> BuildReport:
+          dry_run: bool = False, keep_going: bool = False, jobs: int | None = None,
+          executor: str | None = None, scheduler: str | None = None) -> BuildReport:
     """Build the targets (default: every stage) and what they need, as `dd-build` does.
 
     `targets`, `force` and `rerun_from` take stage names (one name, or several); `resume` is
     "if-possible", "never" or "always"; `dry_run` plans and changes nothing (the report has
     no results); `keep_going` still builds what does not need a failed stage; `jobs` runs up
     to that many stages at once (`-j`; default: the Workflowfile's `jobs:`, else 1; above 32,
-    32).
+    32); `executor="dask"` runs generate and transform stages on a Dask cluster, the one at
+    `scheduler` (else $DD_BUILD_SCHEDULER, else the Workflowfile's, else a LocalCluster);
+    `executor="local"` runs them here whatever the Workflowfile says.
 
     Returns the BuildReport (`build --json`'s data); a failed stage makes `report.ok` False,
     it raises nothing. Raises WorkflowError, ResumeRefused (before any stage runs) or
@@ -78,7 +80,8 @@ def build(project: Project = ".", targets: Names = (), *,
     from .inprocess import project_call
 
     config = BuildConfig(_names(targets, "targets"), _resume(resume), _names(force, "force"),
-                         _names(rerun_from, "rerun_from"), bool(dry_run), _jobs(jobs))
+                         _names(rerun_from, "rerun_from"), bool(dry_run), _jobs(jobs),
+                         _executor(executor), _scheduler(scheduler))
     workflow = load(project, store=not dry_run)
     with project_call(workflow.project_dir, runs_code=not dry_run):
         report = build_workflow(workflow, config, keep_going=bool(keep_going))
@@ -156,12 +159,24 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
         return _planned(prepare(workflow, config), True, reporter, on_plan)
     scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)
     jobs, clamped = jobs_for(config, workflow)
+    cluster = _cluster(config, workflow)
     with build_lock(workflow.artifacts_root):
         prep = prepare(workflow, config, scope)
         report = _planned(prep, False, reporter, on_plan)
         if clamped is not None:
             reporter.note(workflow.name, clamped)
-        return run_build(prep, reporter, keep_going, report, jobs)
+        return run_build(prep, reporter, keep_going, report, jobs, cluster)
+
+
+def _cluster(config: BuildConfig, workflow: Workflow) -> object | None:
+    """The Dask cluster the build's stages run on (connected when a stage first needs it),
+    or None; dask is not imported here."""
+    if config.executor == "local" or (config.executor is None and config.scheduler is None
+                                      and workflow.dask is None):
+        return None
+    from .daskexec import cluster_for
+
+    return cluster_for(config, workflow)
 
 
 def _planned(prep: Prepared, dry_run: bool, reporter: Reporter,
@@ -225,6 +240,26 @@ def _jobs(value: int | None) -> int | None:
     if value < 1:
         raise UsageError(f"jobs={value}: must be 1 or more",
                          hint="jobs=1 runs one stage at a time; jobs=4 up to 4 at once")
+    return value
+
+
+def _executor(value: str | None) -> str | None:
+    if value not in (None, "local", "dask"):
+        raise UsageError(f"executor={value!r}: must be \"local\" or \"dask\"",
+                         hint="executor=\"dask\" runs generate and transform stages on a Dask "
+                              "cluster; None: as the Workflowfile says")
+    return value
+
+
+def _scheduler(value: str | None) -> str | None:
+    from .model import scheduler_problem
+
+    if value is None:
+        return None
+    problem = scheduler_problem(value) if isinstance(value, str) else "it is not a string"
+    if problem is not None:
+        raise UsageError(f"scheduler={value!r}: {problem}",
+                         hint="give tcp://HOST:PORT or HOST:PORT")
     return value
 
 

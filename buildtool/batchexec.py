@@ -86,12 +86,13 @@ class BatchError:
     trace: str | None = None
 
     @classmethod
-    def of(cls, exc: StageFailed) -> BatchError:
+    def of(cls, exc: StageFailed, project: Any = None) -> BatchError:
+        """`project`: the project folder (default: the worker process's StageCall's)."""
         from .usertrace import user_traceback, where
 
         cause = exc.__cause__ if isinstance(exc, UserCodeFailed) else None
         return cls(exc.message, exc.hint, cause is not None,
-                   where(cause, _project_dir()) if cause is not None else None,
+                   where(cause, project or _project_dir()) if cause is not None else None,
                    user_traceback(cause) if cause is not None else None)
 
     def exception(self, stage: str) -> StageFailed:

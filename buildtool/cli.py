@@ -35,7 +35,7 @@ _FIND = """The Workflowfile is ./Workflowfile, or the nearest one in a folder ab
 .git): dd-build then runs in that folder, as with -C, and a path you give (export, override)
 still means a path from where you are."""
 _VALUE_OPTIONS = {"-f", "--file", "-C", "--directory", "--resume", "--rerun-from", "--force",
-                  "-n", "--rows", "--format"}
+                  "-n", "--rows", "--format", "--executor", "--scheduler"}
 _PATH_ARGS = ("path",)  # the arguments that name a file from the user's working folder
 _JOBS_CAP = 32  # execute.MAX_JOBS (not imported: start-up)
 
@@ -134,6 +134,15 @@ def _build_arguments(build: argparse.ArgumentParser) -> None:
                        help=f"run up to N stages at once, each once its input stages are done "
                             f"(default: the Workflowfile's `jobs:`, else 1; -j alone or above "
                             f"{_JOBS_CAP}: {_JOBS_CAP})")
+    build.add_argument("--executor", choices=("local", "dask"), default=None,
+                       help="dask: run generate and transform stages on a Dask cluster "
+                            "(needs dd-build[dask]); local: on this machine, whatever the "
+                            "Workflowfile's `executor:` says (default: the Workflowfile's, "
+                            "else local)")
+    build.add_argument("--scheduler", metavar="ADDRESS", type=_scheduler,
+                       help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies --executor "
+                            "dask; default: $DD_BUILD_SCHEDULER, else the Workflowfile's, else "
+                            "a LocalCluster for the build)")
 
 
 def _dag_arguments(dag: argparse.ArgumentParser) -> None:
@@ -320,6 +329,15 @@ def _jobs(text: str) -> int:
     return value
 
 
+def _scheduler(text: str) -> str:
+    from .model import scheduler_problem
+
+    problem = scheduler_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{problem}: give tcp://HOST:PORT or HOST:PORT")
+    return text
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
@@ -399,7 +417,8 @@ def _build(args: argparse.Namespace, out: Console, workflow: Workflow) -> int:
     from .reporter import TextReporter
 
     config = BuildConfig(tuple(args.targets), args.resume, tuple(args.force),
-                         tuple(args.rerun_from), args.dry_run, args.jobs)
+                         tuple(args.rerun_from), args.dry_run, args.jobs, args.executor,
+                         args.scheduler)
     reporter = TextReporter(out, args.explain or args.dry_run)
 
     def planned(report: BuildReport) -> None:  # the stages, should the build end early

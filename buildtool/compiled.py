@@ -45,10 +45,10 @@ from .loadfacts import (
     kind_of,
     signature,
 )
-from .model import InputRef, Locations, RateLimit, Stage, Workflow
+from .model import DaskSettings, InputRef, Locations, RateLimit, Stage, Workflow
 
 FOLDER = ".compiled"
-FORMAT = 2  # 2: each stage carries its canonical spec and fingerprint
+FORMAT = 4  # 2: each stage carries its canonical spec and fingerprint; 4: `executor:`, `cache:`
 _MAGIC = b"dd-build compiled workflow\n"
 _DEFAULT_ARTIFACTS = "artifacts"
 _FIELDS = tuple(f.name for f in fields(Stage))
@@ -398,7 +398,8 @@ def _encoded(workflow: Workflow, graph: StageGraph) -> tuple[Any, ...]:
     return (workflow.name, str(workflow.file), str(workflow.project_dir), workflow.artifacts,
             _FIELDS, tuple(stages), tuple(position[name] for name in graph.order),
             tuple(tuple(position[up] for up in graph.upstreams[name]) for name in workflow.stages),
-            workflow.jobs, limits, workflow.cache)
+            workflow.jobs, limits,
+            None if workflow.dask is None else (workflow.dask.scheduler,), workflow.cache)
 
 
 def _ref(ref: InputRef) -> tuple[str, str, str]:
@@ -418,8 +419,8 @@ def _decoded(payload: bytes | memoryview) -> Workflow | None:
 
 def _decode(payload: bytes | memoryview) -> Workflow | None:
     try:
-        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits, cache = \
-            marshal.loads(payload)
+        name, file, project_dir, artifacts, names, states, order, ups, jobs, limits, dask, \
+            cache = marshal.loads(payload)
     except (EOFError, ValueError, TypeError):
         return None
     if names != _FIELDS:
@@ -445,7 +446,8 @@ def _decode(payload: bytes | memoryview) -> Workflow | None:
     rate_limits = {entry[0]: RateLimit(*entry) for entry in limits}
     return _made(Workflow, {"name": name, "file": Path(file), "project_dir": Path(project_dir),
                             "artifacts": artifacts, "stages": stages, "jobs": jobs,
-                            "graph": graph, "rate_limits": rate_limits, "cache": cache})
+                            "graph": graph, "rate_limits": rate_limits,
+                            "dask": None if dask is None else DaskSettings(*dask), "cache": cache})
 
 
 def _made(cls: type[_T], state: dict[str, Any]) -> _T:

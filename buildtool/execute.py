@@ -87,6 +87,8 @@ class BuildConfig:
     rerun_from: tuple[str, ...] = ()
     dry_run: bool = False
     jobs: int | None = None  # stages at once; None: the Workflowfile's `jobs:`, else 1
+    executor: str | None = None  # "local" or "dask" (--executor); None: the Workflowfile's
+    scheduler: str | None = None  # --scheduler: a Dask scheduler's address (daskexec.py)
 
 
 def jobs_for(config: BuildConfig, workflow: Workflow) -> tuple[int, str | None]:
@@ -205,19 +207,22 @@ def check_strict(prep: Prepared) -> None:
 
 
 def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False,
-              report: BuildReport | None = None, jobs: int = 1) -> BuildReport:
+              report: BuildReport | None = None, jobs: int = 1, cluster: Any = None
+              ) -> BuildReport:
     """Run the plan, up to `jobs` stages at once. Caller holds the lock. A `report` passed in
     is filled in place, so the caller still has every stage's result when an interrupt ends
-    the build."""
-    return _Builder(prep, reporter, keep_going, jobs).run(report)
+    the build. `cluster`: a daskexec.Cluster the generate and transform stages run on (closed
+    at the end), or None."""
+    return _Builder(prep, reporter, keep_going, jobs, cluster).run(report)
 
 
 class _Builder:
     def __init__(self, prep: Prepared, reporter: Reporter, keep_going: bool,
-                 jobs: int = 1) -> None:
+                 jobs: int = 1, cluster: Any = None) -> None:
         import threading
 
         self.jobs = jobs
+        self.cluster = cluster
         self.cancel = threading.Event()  # every running stage's Job.cancel (-j)
         self._lock = threading.Lock()  # the dicts below, written by stage threads under -j
         self._position = {d.stage: i for i, d in enumerate(prep.decisions)}
@@ -271,6 +276,8 @@ class _Builder:
             self._write_index(report)
             if self.limiters is not None:  # waits still open (abandoned threads) end
                 self.limiters.close()
+            if self.cluster is not None:
+                self.cluster.close()
             if after_build is not None:
                 after_build(self.prep, report)
         return report
@@ -599,6 +606,7 @@ class _Builder:
                   cancel=self.cancel)
         if self.limiters is not None:
             job.limiter = self.limiters.for_stage(stage, job.cancel)
+        job.cluster = self.cluster
         started = time.monotonic()
         steps: dict[str, Output] = {}
         try:

@@ -190,6 +190,15 @@ TOP_KEYS: dict[str, str] = {
     "rate_limits": "Named limits shared by the stages that name one with `rate_limit:`: "
                    "NAME: {requests_per_second: N, max_in_flight: N} (not part of the "
                    "fingerprint).",
+    "executor": "Where generate and transform stages run by default: {dask: {scheduler: "
+                "ADDRESS}} runs them on that Dask cluster (no address: a LocalCluster; "
+                "--executor local overrides it; not part of the fingerprint).",
+}
+
+# The keys of `executor: {dask: …}`: key → meaning.
+DASK_KEYS: dict[str, str] = {
+    "scheduler": "The Dask scheduler's address, e.g. tcp://10.0.0.5:8786 (--scheduler and "
+                 "DD_BUILD_SCHEDULER override it; none: a LocalCluster on this machine).",
 }
 
 # The keys of one entry of `rate_limits:` (at least one of them): key → (value type, meaning).

@@ -151,6 +151,33 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class DaskSettings:
+    """The top-level `executor: {dask: {scheduler: ADDRESS}}`: builds run their generate and
+    transform stages on that Dask cluster (daskexec.py); no address: a LocalCluster."""
+
+    scheduler: str | None = None
+
+
+def scheduler_problem(address: str) -> str | None:
+    """What is wrong with a Dask scheduler address (`tcp://HOST:PORT`, `HOST:PORT`, another
+    protocol's `PROTO://…`), or None."""
+    import re
+
+    if not address.strip():
+        return "it is empty"
+    if re.search(r"\s", address):
+        return "it holds a space"
+    if "://" in address:
+        scheme, _, rest = address.partition("://")
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) or not rest:
+            return "it is not PROTOCOL://HOST:PORT"
+        return None
+    if not re.fullmatch(r"[^:/]+:\d+", address):
+        return "it is not HOST:PORT or PROTOCOL://HOST:PORT"
+    return None
+
+
+@dataclass(frozen=True)
 class Workflow:
     name: str
     file: Path  # absolute path of the Workflowfile
@@ -159,6 +186,7 @@ class Workflow:
     stages: dict[str, Stage] = field(hash=False)
     jobs: int | None = None  # `jobs:`: stages run at once by default (None: not given)
     rate_limits: dict[str, RateLimit] = field(default_factory=dict, hash=False)
+    dask: DaskSettings | None = None  # `executor: {dask: …}` (None: not given)
     cache: str | None = None  # `cache:` as written (cache.py resolves it); None: the default
 
     @cached_property

@@ -59,6 +59,11 @@ _BY_NAME_FROM = 4
 _THREADED_FROM = 16384
 _THREADS = 2
 
+# Environment variables a command's outcome depends on: the time zone (`status` prints local
+# times); the Dask scheduler (daskexec.ENV: an address that is not one fails the build before
+# it plans, whatever is up to date).
+_ENVIRONMENT = ("TZ", "DD_BUILD_SCHEDULER")
+
 Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
 
 
@@ -67,11 +72,11 @@ Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
 
 def invocation(command: str, args: argparse.Namespace, out: Console) -> tuple[Any, ...]:
     """What, besides the files, a command's output depends on: every option (a new one too),
-    the working folder, the output streams and their encodings, the time zone (`status`
-    prints local times)."""
+    the working folder, the output streams and their encodings, and the environment variables
+    of _ENVIRONMENT."""
     streams = tuple(None if s is None else (s.encoding, s.errors) for s in (out.stdout, out.stderr))
     return (FORMAT, command, os.getcwd(), tuple(sorted((k, repr(v)) for k, v in vars(args).items())),
-            out.live_ok, streams, os.environ.get("TZ"))
+            out.live_ok, streams, tuple(os.environ.get(name) for name in _ENVIRONMENT))
 
 
 def stamp_file(resolved: Path, display: str, artifacts: str) -> Path:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .keys import NAME_PATTERN, PROCESSORS, RATE_LIMIT_KEYS, STAGE_KEYS, TOP_KEYS, KeySpec
+from .keys import (
+    DASK_KEYS,
+    NAME_PATTERN,
+    PROCESSORS,
+    RATE_LIMIT_KEYS,
+    STAGE_KEYS,
+    TOP_KEYS,
+    KeySpec,
+)
 from .model import ARTIFACT_FILES, KINDS, TOOL_WORDS
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -83,6 +91,18 @@ def _top_properties() -> dict[str, Any]:
             "minProperties": 1,
             "propertyNames": stage_names,
             "additionalProperties": {"$ref": "#/$defs/stage"},
+        },
+        "executor": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {"dask": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {key: {"description": meaning, "type": ["string", "null"],
+                                     "minLength": 1}
+                               for key, meaning in DASK_KEYS.items()},
+            }},
         },
         "rate_limits": {
             "type": "object",

@@ -19,17 +19,27 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from .ddkeys import parse_config_file, parse_models_file
 from .ddkeys import stage_errors as dd_stage_errors
 from .errors import WorkflowError, WorkflowErrors, closest, suggest
-from .keys import NAME_PATTERN, NAME_RULE, PROCESSORS, RATE_LIMIT_KEYS, STAGE_KEYS, TOP_KEYS
+from .keys import (
+    DASK_KEYS,
+    NAME_PATTERN,
+    NAME_RULE,
+    PROCESSORS,
+    RATE_LIMIT_KEYS,
+    STAGE_KEYS,
+    TOP_KEYS,
+)
 from .loadfacts import LoadFacts
 from .model import (
     ARTIFACT_FILES,
     BATCHED_KINDS,
     KINDS,
     TOOL_WORDS,
+    DaskSettings,
     Locations,
     RateLimit,
     Stage,
     Workflow,
+    scheduler_problem,
 )
 from .placeholders import input_index_errors, run_command_errors
 from .plainjson import check_plain_json
@@ -74,6 +84,7 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
     name = _reported(ctx, _workflow_name, ctx, root, top) or "workflow"
     artifacts = _reported(ctx, _artifacts, ctx, top) or ctx.artifacts
     jobs = _reported(ctx, _jobs, ctx, top)
+    dask = _reported(ctx, _executor, ctx, top)
     cache = _reported(ctx, _cache, ctx, top)
     bodies = _reported(ctx, _stage_bodies, ctx, root, top) or {}
     ctx.stage_names = dict.fromkeys(bodies)
@@ -86,7 +97,8 @@ def load_workflow(path: Path, display: str | None = None, *, data: bytes | None 
             stages[stage_name] = stage
     _check_across(ctx, stages, resolved.name, f"{ctx.artifacts}/{name}")
     _raise_errors(ctx.errors)
-    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs, limits, cache)
+    return Workflow(name, resolved, resolved.parent, artifacts, stages, jobs, limits, dask=dask,
+                    cache=cache)
 
 
 def _raise_errors(errors: list[WorkflowError]) -> None:
@@ -196,6 +208,58 @@ def _jobs(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> int | None:
                         node, key="jobs",
                         hint="e.g. `jobs: 4` to run up to 4 stages at once (-j overrides it)")
     return value
+
+
+_EXECUTOR_EXAMPLE = "e.g. executor: {dask: {scheduler: tcp://10.0.0.5:8786}}"
+
+
+def _executor(ctx: LoadContext, top: dict[str, tuple[Node, Node]]) -> DaskSettings | None:
+    """`executor: {dask: {scheduler: ADDRESS}}` (`dask:` empty or without a scheduler: a
+    LocalCluster). Each mistake reported at its place."""
+    if "executor" not in top:
+        return None
+    node = top["executor"][1]
+    if not isinstance(node, MappingNode):
+        raise ctx.error(f"`executor` must be a mapping, got "
+                        f"{describe(ctx.construct(node, 'executor'))}", node, key="executor",
+                        hint=_EXECUTOR_EXAMPLE)
+    pairs = mapping_pairs(ctx, node, "executors")
+    for name, (name_node, _) in pairs.items():
+        if name != "dask":
+            raise ctx.error(f"unknown executor `{name}`", name_node, key="executor",
+                            hint=suggest(name, ["dask"]) or "the one executor here is `dask` "
+                                 "(`executor: thread` or `process` is a stage key); "
+                                 + _EXECUTOR_EXAMPLE)
+    if "dask" not in pairs:
+        raise ctx.error("`executor` names no executor", node, key="executor",
+                        hint=_EXECUTOR_EXAMPLE)
+    body = pairs["dask"][1]
+    if ctx.construct(body, "executor") is None:  # `dask:` alone: a LocalCluster
+        return DaskSettings()
+    if not isinstance(body, MappingNode):
+        raise ctx.error(f"`executor: dask` must be a mapping, got "
+                        f"{describe(ctx.construct(body, 'executor'))}", body, key="executor",
+                        hint=_EXECUTOR_EXAMPLE)
+    settings = mapping_pairs(ctx, body, "dask keys")
+    for key, (key_node, _) in settings.items():
+        if key not in DASK_KEYS:
+            raise ctx.error(f"unknown key `{key}` in `executor: dask`", key_node,
+                            key="executor",
+                            hint=suggest(key, DASK_KEYS) or "valid keys: " + ", ".join(DASK_KEYS))
+    if "scheduler" not in settings:
+        return DaskSettings()
+    value_node = settings["scheduler"][1]
+    address = ctx.construct(value_node, "executor")
+    if address is None:
+        return DaskSettings()
+    if not isinstance(address, str):
+        raise ctx.error(f"`scheduler` must be an address (a string), got {describe(address)}",
+                        value_node, key="executor", hint=_EXECUTOR_EXAMPLE)
+    problem = scheduler_problem(address)
+    if problem is not None:
+        raise ctx.error(f"invalid scheduler address {address!r}: {problem}", value_node,
+                        key="executor", hint="e.g. tcp://10.0.0.5:8786 or 10.0.0.5:8786")
+    return DaskSettings(address)
 
 
 def _stage_bodies(

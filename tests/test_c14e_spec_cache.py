@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from buildtool import compiled, fingerprint
-from buildtool.keys import PROCESSORS, STAGE_KEYS
+from buildtool.keys import PROCESSORS, STAGE_KEYS, TOP_KEYS
 from buildtool.model import Workflow
 
 CODE = '''\
@@ -174,6 +174,10 @@ def _workflowfile(rng: random.Random) -> tuple[str, set[str]]:
     doc: dict[str, Any] = {"workflow": "spec", "stages": stages}
     if rng.random() < 0.5:
         doc["jobs"] = rng.randint(1, 40)
+    if rng.random() < 0.5:
+        doc["executor"] = {"dask": rng.choice([None, {}, {"scheduler": None},
+                                               {"scheduler": "tcp://10.0.0.5:8786"},
+                                               {"scheduler": "sched.local:8786"}])}
     if rng.random() < 0.5:  # not fingerprinted, but carried by a hit (Workflow.cache)
         doc["cache"] = rng.choice(["../shared-cache", "/tmp/dd-cache-spec", ".cache-here",
                                    "~/dd-cache", "caché folder"])
@@ -243,8 +247,6 @@ def test_the_generator_writes_every_stage_key_of_the_key_table() -> None:
 
 def test_the_generator_writes_every_top_level_key() -> None:
     """A top-level key added to keys.py and not to the generator fails here."""
-    from buildtool.keys import TOP_KEYS
-
     written: set[str] = set()
     for seed in SEEDS:
         written |= set(yaml.safe_load(_workflowfile(random.Random(1400 + seed))[0]))

@@ -235,6 +235,12 @@ RATE_LIMITS = ["rate_limits:", "  openai: {requests_per_second: 5, max_in_flight
                "  local.v2:", "    max_in_flight: 2", "  slow: {requests_per_second: 0.5}"]
 
 
+# Valid `executor:` headers (a top-level mistake may replace it).
+VALID_EXECUTORS = [["executor: {dask: }"], ["executor: {dask: {}}"],
+                   ["executor:", "  dask:", "    scheduler: tcp://h:8786"],
+                   ["executor: {dask: {scheduler: '10.0.0.5:8786'}}"]]
+
+
 def limit_key(draw: Draw, stage: Stage) -> None:
     if draw.chance(0.3):
         stage.put("rate_limit", draw.choice(["openai", "local.v2", Raw("slow")]))
@@ -464,10 +470,16 @@ CATALOGUE: dict[str, list[Mistake]] = {
 def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
     """(the header part it replaces, its lines, the key of its error)."""
     part = draw.choice(["workflow", "artifacts", "jobs", "cache", "defaults", "unknown",
-                        "rate_limits"])
+                        "rate_limits", "executor"])
     if part == "cache":  # a folder path: a string, not empty
         return part, [f"cache: {draw.choice(['5', '[a]', chr(39) * 2, 'null', '{a: 1}', 'true'])}"], \
             "cache"
+    if part == "executor":
+        value = draw.choice(["5", "{}", "[dask]", "{daks: {}}", "{dask: 3}", "{dask: [a]}",
+                             "{dask: {schedular: 'tcp://h:1'}}", "{dask: {scheduler: 5}}",
+                             "{dask: {scheduler: 'a b:1'}}", "{dask: {scheduler: host}}",
+                             "{dask: {scheduler: 'tcp://'}}", "{dask: {scheduler: true}}"])
+        return part, [f"executor: {value}"], "executor"
     if part == "jobs":
         value = draw.choice(["0", "-1", "'4'", "true", "2.5", "[2]", "null"])
         return part, [f"jobs: {value}"], "jobs"
@@ -502,6 +514,7 @@ def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
     stages = valid_stages(draw)
     header = {"workflow": ["workflow: demo"], "artifacts": [],
               "jobs": ["jobs: 3"] if draw.chance() else [],
+              "executor": list(draw.choice(VALID_EXECUTORS)) if draw.chance() else [],
               "cache": [draw.choice(["cache: ../shared-cache", "cache: /tmp/dd-cache",
                                      "cache: .cache-here"])] if draw.chance() else [],
               "defaults": ["defaults:", "  retries: 1"] if draw.chance() else [], "unknown": [],
@@ -530,7 +543,8 @@ def render(stages: list[Stage], header: dict[str, list[str]],
            expected: list[tuple[Any, ...]]) -> Drawn:
     lines: list[str] = []
     places: dict[Any, int] = {}  # ("top", part) / (stage id, key or None) → line number
-    for part in ("workflow", "artifacts", "jobs", "cache", "defaults", "unknown", "rate_limits"):
+    for part in ("workflow", "artifacts", "jobs", "cache", "executor", "defaults", "unknown",
+                 "rate_limits"):
         # its last line (a wrong rate limit: the line of the wrong entry's body)
         end = len(lines) + (4 if part == "rate_limits" else len(header[part]))
         places[("top", part)] = end

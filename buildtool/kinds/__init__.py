@@ -36,6 +36,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     # The stage's `rate_limit:` (ratelimit.Limiter), or None.
     limiter: Any = None
+    # The Dask cluster generate and transform stages run on (daskexec.Cluster), or None.
+    cluster: Any = None
 
 
 def check_cancel(job: Job) -> None:

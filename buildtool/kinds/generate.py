@@ -171,7 +171,7 @@ def _execute(job: Job, capture: LogCapture) -> Output:
     writer = _Writer(job, _Schemas(_kept_schema(job), stage.target), total, keys)
     writer.progress()
     tasks = _tasks(job, keys, total)
-    if stage.concurrency > 1:
+    if stage.concurrency > 1 or job.cluster is not None:  # a cluster: even one at a time
         _run_concurrently(job, fn, call, capture, tasks, writer)
     else:
         for task in tasks:
@@ -294,7 +294,8 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
     failure: BaseException | None = None
     # Threads: the log takes fds 1 and 2 for the whole run (one capture, not one per call:
     # the calls overlap).
-    with capture.call() if job.stage.executor == "thread" else contextlib.nullcontext():
+    threads = job.stage.executor == "thread" and job.cluster is None
+    with capture.call() if threads else contextlib.nullcontext():
         try:
             while True:
                 if failure is None:
@@ -357,6 +358,9 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
     from ..tables import parquet_buffer
 
     stage = job.stage
+    if job.cluster is not None:  # batches in flight on the whole cluster
+        log = stage_log(job.run.dir)
+        return job.cluster.batches(job, fn, call, log), stage.concurrency
     if stage.executor == "process":
         workers = min(stage.concurrency, os.cpu_count() or 1)
         if workers < stage.concurrency:
@@ -410,6 +414,13 @@ def worker_compute(state: dict[str, Any], task: BatchTask) -> Finished:
     finished.notes = notes
     finished.imports = import_delta(state)
     return finished
+
+
+def compute_batch(fn: Any, call: StageCall, task: BatchTask, note: Callable[[str], None]
+                  ) -> tuple[pa.Table, tuple[str, ...]]:
+    """One batch where nothing can cancel its retries' backoff (a Dask worker): its table and
+    what its code read that the batch's key holds."""
+    return _compute(fn, call, task, contextlib.nullcontext, note)
 
 
 def _compute(fn: Any, call: StageCall, task: BatchTask,

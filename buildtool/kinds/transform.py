@@ -54,6 +54,11 @@ def execute(job: Job) -> Output:
             inputs[name] = table
     job.progress(0, 1)
     check_cancel(job)  # -j: SIGINT/SIGTERM came while it loaded or read its inputs
+    if job.cluster is not None:  # the call on a Dask worker; its output appended to the log
+        table, reads = job.cluster.transform(job, fn, inputs, copy.deepcopy(stage.params), log)
+        job.run.write_batch(0, table, reads=reads)
+        job.progress(1, 1)
+        return job.run.batches_output()
     ctx = TransformContext(stage.name, inputs, copy.deepcopy(stage.params), job.limiter)
     with captured(log):
         try:

@@ -1,0 +1,292 @@
+"""Generate and transform stages on a Dask cluster (`--executor dask`, issue 12).
+
+The client (this build) keeps all the state: it plans, holds the lock, and writes every batch
+file and record; Dask workers only compute and send back tables (or an error as text). So the
+cluster is one more `BatchExecutor` (batchexec.py), `DaskBatches`, and a transform stage is
+one task. What crosses to a worker:
+
+- the stage's callable and its `StageCall`, pickled once per stage attempt with cloudpickle,
+  the project's own modules *by value* (`register_pickle_by_value`): workers need dd-build
+  and the libraries the code imports, not a copy of the project. The blob is the result of a
+  tiny task (not scattered data), so a worker that dies takes no unrecomputable data with it;
+  each worker unpickles it once.
+- each batch's `BatchTask` (its seed rows travel with it); back comes the `Finished` batch
+  (table and parquet bytes, encoded on the worker) and what the code printed, which the
+  client appends to the stage's log.
+
+Rate limits hold across the cluster: `ClusterLimiter` takes a lease of a `distributed.Semaphore`
+of `max_in_flight` leases around each request, and a lease of a one-lease semaphore that is
+given back 1/rate after the request started, so starts are at least 1/rate apart on the whole
+cluster whatever the workers' clocks say (a burst of one, as ratelimit.Limiter).
+
+Faults: a worker that dies mid-batch makes Dask run the batch elsewhere (up to its
+`allowed-failures`; then the batch fails the stage, the finished ones are kept); the scheduler
+going away fails the batches in flight with a clear error; a client killed leaves futures the
+scheduler forgets when it notices, and whose results nobody writes. Nothing here imports dask
+until a stage runs on the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import StageFailed, UsageError
+
+if TYPE_CHECKING:
+    from .batchexec import StageCall
+    from .daskwork import ClusterLimiter, DaskBatches
+    from .execute import BuildConfig
+    from .kinds import Job
+    from .model import Workflow
+
+ENV = "DD_BUILD_SCHEDULER"
+EXTRA = "pip install 'dd-build[dask]'"
+# How long the client waits to reach a scheduler before the stage fails.
+CONNECT_TIMEOUT_S = float(os.environ.get("DD_BUILD_DASK_CONNECT_TIMEOUT_S", "10"))
+
+
+def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
+    """The build's cluster (not connected yet): the address of --scheduler, else of
+    $DD_BUILD_SCHEDULER, else of the Workflowfile's `executor: {dask: …}`; none: a
+    LocalCluster. A UsageError when the dask extra is not installed."""
+    import importlib.util
+
+    from .model import scheduler_problem
+
+    missing = [name for name in ("distributed", "cloudpickle")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--executor dask needs {' and '.join(missing)}, which are not "
+                         "installed", hint=f"{EXTRA} (on this machine and on the workers), "
+                                           "or build with --executor local")
+    address = config.scheduler or os.environ.get(ENV) or \
+        (workflow.dask.scheduler if workflow.dask is not None else None)
+    if address is not None and config.scheduler is None and os.environ.get(ENV):
+        problem = scheduler_problem(address)
+        if problem is not None:
+            raise UsageError(f"${ENV} is not a scheduler address ({address!r}): {problem}",
+                             hint="set it to tcp://HOST:PORT, or unset it")
+    return Cluster(address, workflow)
+
+
+# ---------------------------------------------------------------- the client's side
+
+
+class Cluster:
+    """The build's connection to Dask: made when the first stage needs it (a LocalCluster
+    started when there is no address), closed at the end of the build."""
+
+    def __init__(self, address: str | None, workflow: Workflow) -> None:
+        self.address = address
+        self.workflow = workflow
+        self.build_id = os.urandom(6).hex()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._local: Any = None
+        self._failed: StageFailed | None = None
+        self._semaphores: list[Any] = []
+        self._limiters: dict[str, ClusterLimiter] = {}
+
+    def client(self, job: Job) -> Any:
+        """The connected client; StageFailed when the scheduler cannot be reached (said once:
+        the next stage fails at once with the same error)."""
+        with self._lock:
+            if self._failed is not None:
+                raise StageFailed(self._failed.message, stage=job.stage.name,
+                                  hint=self._failed.hint)
+            if self._client is None:
+                try:
+                    self._connect(job)
+                except StageFailed as exc:
+                    self._failed = exc
+                    raise
+            return self._client
+
+    def _connect(self, job: Job) -> None:
+        import logging
+
+        import dask
+        from distributed import Client
+
+        # dask logs a lost connection with its traceback on stderr: the stage's failure says it
+        for name in ["distributed", "tornado", *logging.root.manager.loggerDict]:
+            if name.startswith(("distributed", "tornado")):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+
+        dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
+                         "distributed.scheduler.worker-ttl": None})
+        if self.address is None:
+            from distributed import LocalCluster
+
+            workers = min(os.cpu_count() or 1, 4)
+            threads = max(1, -(-_most_in_flight(self.workflow) // workers))
+            job.progress_note(f"dask: starting a LocalCluster of {workers} worker processes "
+                              f"({threads} threads each) for this build")
+            self._local = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                       processes=True, dashboard_address=None,
+                                       silence_logs=40)
+            self._client = Client(self._local, set_as_default=False)
+            return
+        try:
+            self._client = Client(self.address, timeout=CONNECT_TIMEOUT_S,
+                                  set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            from .daskwork import said
+
+            raise StageFailed(
+                f"cannot reach the Dask scheduler at {self.address}: {said(exc)}",
+                stage=job.stage.name,
+                hint="start it (`dask scheduler`) or fix --scheduler / $DD_BUILD_SCHEDULER / "
+                     "the Workflowfile's executor: dask: scheduler; or build with --executor "
+                     "local") from exc
+        workers = len(self._client.scheduler_info().get("workers", {}))
+        job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
+
+    def payload(self, job: Job, fn: Any, call: StageCall) -> Any:
+        """A future holding the pickled (fn, call), computed by a task (recomputable)."""
+        import hashlib
+
+        from .daskwork import keep_blob
+
+        client = self.client(job)
+        blob = _pickled(job, (fn, call))
+        digest = hashlib.sha256(blob).hexdigest()[:16]
+        return client.submit(keep_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
+                             pure=False)
+
+    def limiter(self, job: Job) -> ClusterLimiter | None:
+        """The stage's `rate_limit:` as one limit of the whole cluster (made once per name)."""
+        name = job.stage.rate_limit
+        if name is None:
+            return None
+        with self._lock:
+            if name not in self._limiters:
+                from distributed import Semaphore
+
+                from .daskwork import ClusterLimiter
+
+                limit = self.workflow.rate_limits[name]
+                prefix = f"dd-build-{self.build_id}-{name}"
+                cap = rate = None
+                if limit.max_in_flight is not None:
+                    cap = Semaphore(limit.max_in_flight, f"{prefix}-in-flight",
+                                    scheduler_rpc=self._client.scheduler, loop=self._client.loop)
+                    cap.register()
+                if limit.requests_per_second is not None:
+                    rate = Semaphore(1, f"{prefix}-rate", scheduler_rpc=self._client.scheduler,
+                                     loop=self._client.loop)
+                    rate.register()
+                self._semaphores += [s for s in (cap, rate) if s is not None]
+                self._limiters[name] = ClusterLimiter(name, limit.requests_per_second, cap, rate)
+            return self._limiters[name]
+
+    def batches(self, job: Job, fn: Any, call: StageCall, log: Path) -> DaskBatches:
+        from dataclasses import replace
+
+        from .daskwork import DaskBatches
+
+        self.client(job)
+        call = replace(call, limiter=self.limiter(job))
+        return DaskBatches(self._client, self.payload(job, fn, call), job.stage.name, log,
+                           call.inputs)
+
+    def transform(self, job: Job, fn: Any, inputs: dict[str, Any], params: dict[str, Any],
+                  log: Path) -> tuple[Any, tuple[str, ...]]:
+        """The stage's one call on a worker: its table and what its code read of the stage's
+        name; StageFailed when it fails. Waits in
+        steps so that Ctrl-C (and -j's cancel) end the wait at once, the task cancelled."""
+        import time
+        import uuid
+
+        from .batchexec import BatchError, StageCall
+        from .daskwork import Watch, append_output, failure, not_back, run_transform
+        from .errors import Interrupted
+        from .kinds import check_cancel
+
+        client = self.client(job)
+        call = StageCall(job.stage.name, job.stage.target, str(self.workflow.project_dir),
+                         params, {}, 0, 0, 0.0, self.limiter(job))
+        payload = self.payload(job, fn, call)
+        future = client.submit(run_transform, payload, inputs, pure=False,
+                               key=f"dd-build-{job.stage.name}-transform-{uuid.uuid4().hex[:8]}")
+        watch = Watch(client)
+        try:
+            while not future.done():
+                check_cancel(job)
+                watch.check(job.stage.name)
+                time.sleep(0.02)
+        except (KeyboardInterrupt, Interrupted):
+            client.cancel([future, payload])
+            raise
+        error = failure(future, job.stage.name, "the transform")
+        if error is not None:
+            raise error
+        try:
+            result, output, reads = future.result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
+            raise not_back("the transform", exc, job.stage.name) from exc
+        append_output(log, output)
+        if isinstance(result, BatchError):
+            raise result.exception(job.stage.name)
+        return result, reads
+
+    def close(self) -> None:
+        """At build end: the semaphores, the client, and a LocalCluster it started."""
+        with self._lock:
+            client, local, self._client, self._local = self._client, self._local, None, None
+            semaphores, self._semaphores = self._semaphores, []
+        if client is None:
+            return
+        for semaphore in semaphores:
+            with contextlib.suppress(Exception):  # a scheduler gone: nothing left to close
+                semaphore.close()
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close(timeout=10)
+
+
+def _most_in_flight(workflow: Workflow) -> int:
+    """The most batches one stage keeps in flight: a LocalCluster has threads for them."""
+    return max([s.concurrency for s in workflow.stages.values() if s.kind == "generate"] or [1])
+
+
+def _pickled(job: Job, value: Any) -> bytes:
+    """cloudpickle, the project's modules by value (workers have no copy of the project)."""
+    import cloudpickle
+
+    from .daskwork import said
+
+    for module in _project_modules(job.workflow.project_dir):
+        with contextlib.suppress(ValueError):  # registered already
+            cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raised, said with its cause
+        raise StageFailed(
+            f"cannot send {job.stage.target} to the Dask workers: {said(exc)}",
+            stage=job.stage.name,
+            hint="the function and the module-level values it uses are pickled (cloudpickle): "
+                 "make clients, connections and locks inside the function (or in a cached "
+                 "helper it calls), not at import") from exc
+
+
+def _project_modules(project: Path) -> list[Any]:
+    """Loaded modules whose file is in the project (not a venv or site-packages in it)."""
+    from .kinds.sourceload import not_project_folders
+
+    inside = str(project).rstrip(os.sep) + os.sep
+    installed = tuple(p for p in not_project_folders(str(project)) if p != inside)
+    found = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.startswith(inside) and not path.startswith(installed):
+            found.append(module)
+    # a package before its submodules: registering it covers them
+    return sorted(found, key=lambda m: m.__name__.count("."))

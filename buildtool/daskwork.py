@@ -1,0 +1,413 @@
+"""What runs where a stage meets Dask (daskexec.py says how it fits): the client's side of a
+stage's futures (`DaskBatches`, the watch on a lost scheduler), the cluster-wide rate limit
+(`ClusterLimiter`), and the tasks workers run (`run_batch`, `run_transform`), which need
+dd-build installed on the workers, not the project. Imported only when a stage runs on a
+cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .batchexec import BatchError, BatchTask, Finished, StageCall, _Arrivals
+from .errors import StageFailed, UserCodeFailed
+
+# A scheduler the client has lost for this long fails the batches in flight.
+LOST_AFTER_S = float(os.environ.get("DD_BUILD_DASK_LOST_AFTER_S", "10"))
+
+
+def said(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Watch:
+    """Whether the client has lost its scheduler for longer than LOST_AFTER_S."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.since: float | None = None
+
+    def lost(self) -> bool:
+        if self.client.status in ("running", "newly-created"):
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        return now - self.since > LOST_AFTER_S
+
+    def check(self, stage: str) -> None:
+        if self.lost():
+            raise StageFailed(LOST, stage=stage, hint=LOST_HINT)
+
+
+LOST = "lost the Dask scheduler: it stopped or cannot be reached"
+LOST_HINT = ("the finished batches are kept: build again once the scheduler is back, on "
+              "another cluster (--scheduler), or here (--executor local)")
+
+
+def failure(future: Any, stage: str, what: str, exc: BaseException | None = None
+            ) -> StageFailed | None:
+    """A future that did not finish: why, as a StageFailed (None when it finished). `exc`:
+    what it raised, when known already."""
+    status = future.status
+    if status == "finished":
+        return None
+    if status == "cancelled":
+        return StageFailed(f"{what} did not come back: Dask cancelled it ({LOST}, or it "
+                           "restarted)", stage=stage, hint=LOST_HINT)
+    if exc is None:
+        try:
+            exc = future.exception(timeout=5)
+        except Exception as lost:  # noqa: BLE001 - the connection itself failed: said
+            exc = lost
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return StageFailed(
+            f"{what} did not come back: the Dask workers that ran it died ({said(exc)})",
+            stage=stage,
+            hint="a worker was killed, ran out of memory or crashed in native code (Dask "
+                 "tried it again elsewhere); build again: the finished batches are kept")
+    return not_back(what, exc, stage)
+
+
+def not_back(what: str, exc: BaseException, stage: str) -> StageFailed:
+    """Dask raised `exc` instead of the result: a connection's error is a lost scheduler."""
+    if isinstance(exc, (OSError, TimeoutError)):  # distributed's CommClosedError is an OSError
+        return StageFailed(f"{what} did not come back: {LOST} ({said(exc)})", stage=stage,
+                           hint=LOST_HINT)
+    return StageFailed(f"{what} did not come back from Dask: {said(exc)}", stage=stage,
+                       hint=LOST_HINT)
+
+
+def append_output(log: Path, text: str) -> None:
+    if text:
+        with open(log, "a", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+
+
+class DaskBatches(_Arrivals):
+    """A generate stage's batches as Dask futures (see daskexec.py). Their results are fetched
+    by Dask's `as_completed` as each future finishes, on the client's event loop, several at
+    once (fetching each in turn in a callback thread cost a round trip per batch); a thread
+    of ours hands them over to `next_finished`.
+
+    Batches submitted are sent when `next_finished` would wait, all of them as one graph: while
+    batches that came back are being written, the ones that take their places gather, and the
+    scheduler gets one message for them (its cost per message, not per task, dominated the
+    per-batch overhead of one submit per batch)."""
+
+    def __init__(self, client: Any, payload: Any, stage: str, log: Path,
+                 inputs: dict[str, Any]) -> None:
+        from distributed import as_completed
+
+        super().__init__()
+        self._client = client
+        self._payload = payload
+        self._stage = stage
+        self._log = log
+        self._futures: dict[int, Any] = {}
+        self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
+        self._index: dict[Any, int] = {}  # future key -> batch index
+        self._landed: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._arrived = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
+        self._more = threading.Event()
+        self._closed = False
+        self._watch = Watch(client)
+        self._swept = time.monotonic()
+        self._stale: set[Any] = set()  # keys of futures done at the last sweep, not landed
+        self._tag = uuid.uuid4().hex[:8]
+        threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
+                         daemon=True).start()
+
+    def _collect(self) -> None:
+        """as_completed's iteration ends whenever nothing is in flight: it starts again once
+        a batch is submitted."""
+        while not self._closed:
+            for future, result in self._arrived:
+                self._landed.put((future, result))
+            self._more.wait(0.2)
+            self._more.clear()
+
+    def submit(self, task: BatchTask) -> None:
+        self._pending += 1
+        self._unsent.append(task)
+
+    def _send(self) -> None:
+        """The batches submitted and not sent yet, as one graph."""
+        tasks, self._unsent = self._unsent, []
+        keys = [f"dd-build-{self._stage}-{task.index}-{self._tag}" for task in tasks]
+        futures = self._client.map(run_batch, [self._payload] * len(tasks), tasks, key=keys,
+                                   pure=False)
+        for task, future in zip(tasks, futures, strict=True):
+            self._futures[task.index] = future
+            self._index[future.key] = task.index
+        self._arrived.update(futures)
+        self._more.set()
+
+    def _next_landed(self, timeout: float) -> tuple[Any, Any] | None:
+        """What landed next: at once while batches wait to be sent, else once they are sent
+        (a call that does not wait, as on an interrupt, sends none)."""
+        if self._unsent:
+            try:
+                return self._landed.get_nowait()
+            except queue.Empty:
+                if timeout <= 0:
+                    return None
+                self._send()
+        try:
+            return self._landed.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def next_finished(self, timeout: float) -> Finished | None:
+        while True:
+            landed = self._next_landed(timeout)
+            if landed is None:
+                if self._pending and self._watch.lost():
+                    self._fail_all()
+                elif self._pending:
+                    self._track_again()
+                return None
+            future, result = landed
+            if future is None:  # failed by _fail_all
+                self._pending -= 1
+                index, error = result
+                return Finished(index, error=error)
+            index = self._index.pop(future.key, None)
+            if index is not None:  # else failed already (_fail_all)
+                break
+        self._pending -= 1
+        self._futures.pop(index, None)
+        if future.status != "finished":
+            exc = result[1] if isinstance(result, tuple) else result
+            return Finished(index, error=failure(future, self._stage, f"batch {index}", exc))
+        finished, output = result
+        append_output(self._log, output)
+        if isinstance(finished.error, BatchError):
+            finished.error = finished.error.exception(self._stage)
+        return finished
+
+    def _track_again(self) -> None:
+        """A future done for a while that never landed (fetching its result failed: a worker
+        holding it died meanwhile) is tracked again; a second landing is dropped."""
+        now = time.monotonic()
+        if now - self._swept < 2.0:
+            return
+        self._swept = now
+        done = {f.key for f in self._futures.values() if f.done()}
+        for future in self._futures.values():
+            if future.key in done and future.key in self._stale:
+                self._arrived.add(future)
+                self._more.set()
+        self._stale = done
+
+    def _fail_all(self) -> None:
+        """The scheduler is gone: every batch in flight fails (none will come back), and the
+        ones not sent yet."""
+        for task in self._unsent:
+            self._landed.put((None, (task.index, StageFailed(LOST, stage=self._stage,
+                                                             hint=LOST_HINT))))
+        self._unsent = []
+        for index, future in list(self._futures.items()):
+            if self._index.pop(future.key, None) is not None:  # not landed meanwhile
+                self._landed.put((None, (index, StageFailed(LOST, stage=self._stage,
+                                                            hint=LOST_HINT))))
+        self._futures.clear()
+
+    def shutdown(self, *, interrupt: bool = False) -> None:
+        """On an interrupt the futures in flight are cancelled (a batch running on a worker
+        ends when its call returns; its result is dropped)."""
+        self._closed = True
+        self._more.set()
+        futures = list(self._futures.values()) + [self._payload]
+        self._futures.clear()
+        if interrupt:
+            with contextlib.suppress(Exception):  # a scheduler gone: nothing to cancel
+                self._client.cancel(futures, reason="dd-build interrupted")
+        for future in futures:
+            future.release()
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+class ClusterLimiter:
+    """A `rate_limit:` shared by every worker of the cluster (picklable: the semaphores bind
+    to the worker they are unpickled on)."""
+
+    def __init__(self, name: str, rate: float | None, cap: Any, token: Any) -> None:
+        self.name = name
+        self.rate = rate
+        self.cap = cap
+        self.token = token
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        if self.cap is not None:
+            self.cap.acquire()
+        try:
+            if self.token is not None:
+                assert self.rate is not None
+                self.token.acquire()
+                timer = threading.Timer(1.0 / self.rate, self.token.release)
+                timer.daemon = True
+                timer.start()
+            yield
+        finally:
+            if self.cap is not None:
+                self.cap.release()
+
+    def shareable(self) -> ClusterLimiter:
+        return self
+
+
+# ---------------------------------------------------------------- on a worker
+
+_LOADED: dict[bytes, tuple[Any, StageCall]] = {}  # the worker's unpickled payloads (by blob)
+_LOADED_LOCK = threading.Lock()
+
+
+def keep_blob(blob: bytes) -> bytes:
+    return blob
+
+
+def _loaded(blob: bytes) -> tuple[Any, StageCall]:
+    with _LOADED_LOCK:
+        if blob not in _LOADED:
+            import cloudpickle
+
+            if len(_LOADED) > 16:  # stages of builds long gone
+                _LOADED.clear()
+            _LOADED[blob] = cloudpickle.loads(blob)
+        return _LOADED[blob]
+
+
+def run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
+    """A Dask task: one batch, with its retries; what its code printed comes back with it."""
+    from .kinds.generate import compute_batch
+    from .tables import parquet_buffer
+
+    fn, call = _loaded(blob)
+    notes: list[str] = []
+    with _captured() as output:
+        try:
+            table, reads = compute_batch(fn, call, task, notes.append)
+            finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes),
+                                reads=reads)
+        except StageFailed as exc:
+            finished = Finished(task.index, error=_remote_error(exc, call), retries=len(notes))
+    finished.notes = notes
+    return finished, output.getvalue()
+
+
+def run_transform(blob: bytes, inputs: dict[str, Any]) -> tuple[Any, str, tuple[str, ...]]:
+    """A Dask task: a transform stage's one call; its table, or its failure as text, and what
+    its code read of the stage's name (for the build cache's renames)."""
+    import copy
+
+    from .errors import exc_text
+    from .kinds.transform import TransformContext
+    from .tables import to_table
+
+    fn, call = _loaded(blob)
+    ctx = TransformContext(call.stage, inputs, copy.deepcopy(call.params), call.limiter)
+    with _captured() as output:
+        try:
+            try:
+                value = fn(ctx)
+            except (Exception, SystemExit) as exc:  # the user's code raised
+                raise UserCodeFailed(f"{call.target} raised {type(exc).__name__}: "
+                                     f"{exc_text(exc)}", stage=call.stage) from exc
+            result: Any = to_table(value, call.target)
+        except StageFailed as exc:
+            result = _remote_error(exc, replace(call, inputs=inputs))
+    return result, output.getvalue(), tuple(sorted(ctx._reads))
+
+
+def _remote_error(exc: StageFailed, call: StageCall) -> BatchError:
+    """The failure as text; an input path this worker cannot see is said as such."""
+    error = BatchError.of(exc, Path(call.project_dir))
+    missing = _unseen_input(exc, call.inputs)
+    if missing is None:
+        return error
+    host = _worker_name()
+    return replace(error, message=(
+        f"{error.message}\n  the Dask worker {host} cannot see the input {missing}: a stage "
+        "that opens ctx.inputs paths needs them at the same path on every worker"),
+        hint="put the project (or its artifacts folder) on storage every worker mounts at the "
+             "same path, or read the data on the client: pass it as `seed:` rows, or build "
+             "this stage with --executor local")
+
+
+def _unseen_input(exc: StageFailed, inputs: dict[str, Any]) -> str | None:
+    """An input path the user's code failed to open here because it is not here."""
+    cause = exc.__cause__
+    if not isinstance(cause, OSError):
+        return None
+    said = f"{getattr(cause, 'filename', '') or ''} {cause}"
+    for value in inputs.values():
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and path in said and not os.path.exists(path):
+                return path
+    return None
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:
+        return f"pid {os.getpid()}"
+
+
+class _Router(io.TextIOBase):
+    """sys.stdout/sys.stderr on a worker: a thread running a dd-build task writes to its
+    task's buffer, any other thread where the stream wrote before."""
+
+    def __init__(self, before: Any) -> None:
+        self.before = before
+        self.local = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is not None:
+            return buffer.write(text)
+        return self.before.write(text) if self.before is not None else len(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "buffer", None) is None and self.before is not None:
+            self.before.flush()
+
+
+_ROUTERS: list[_Router] = []
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[io.StringIO]:
+    with _LOADED_LOCK:
+        if not _ROUTERS:
+            _ROUTERS.extend([_Router(sys.stdout), _Router(sys.stderr)])
+            sys.stdout, sys.stderr = _ROUTERS
+    buffer = io.StringIO()
+    for router in _ROUTERS:
+        router.local.buffer = buffer
+    try:
+        yield buffer
+    finally:
+        for router in _ROUTERS:
+            router.local.buffer = None
