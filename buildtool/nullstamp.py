@@ -380,25 +380,29 @@ def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]]
             ) -> tuple[tuple[str, tuple[str, ...], bytes], ...]:
     """Every file a decision read the stats of, with those stats packed: batch files of a
     record of many by their folder (as the probe kept them), files of folders holding many
-    by folder, the rest by full paths in one group (struct.error: a value beyond 64 bits)."""
+    by folder, the rest by full paths in one group, stage by stage (a stage's record, then
+    its batch files: stat'ed again in that order, its folders are fresh in the kernel's
+    cache). struct.error: a value beyond 64 bits."""
     from .probe import _PACK, _STATS
 
     assert kept.where is not None  # (collect checked it)
     groups: list[tuple[str, tuple[str, ...], bytes]] = []
-    few_paths, few_stats = list(records[0]), [b"".join(starmap(_PACK, records[1]))]
+    few_paths: list[str] = []
+    few_stats: list[bytes] = []
     shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # names many folders hold, once
-    for packed in kept.batches:
-        assert packed is not None  # (kept.whole)
-        folder, names, stats = packed
-        if folder:
-            groups.append((folder, shared.setdefault(names, names), stats))
-        else:
-            few_paths.extend(names)
-            few_stats.append(stats)
-    project = kept.where.project
+    for path, stats, batches in zip(*records, kept.batches, strict=True):
+        assert batches is not None  # (kept.whole)
+        few_paths.append(path)
+        few_stats.append(_PACK(*stats))
+        for folder, names, packed in batches:
+            if folder:
+                groups.append((folder, shared.setdefault(names, names), packed))
+            else:
+                few_paths.extend(names)
+                few_stats.append(packed)
     by_folder: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-    files = [(os.path.join(project, rel), seen) for rel, seen in kept.where.seen().items()
-             if len(seen) == 5]
+    files = [(os.path.join(kept.where.project, rel), seen)
+             for rel, seen in kept.where.seen().items() if len(seen) == 5]
     files += [(path, _STATS(st)) for path, st in kept.outputs]
     for path, seen in files:
         folder, _, name = path.rpartition(os.sep)

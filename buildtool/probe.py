@@ -70,9 +70,9 @@ class Kept:
     the probe's shared look (`where`), and so are the questions it asked of paths."""
 
     def __init__(self) -> None:
-        # Each record's batch files, in record order; None: one was stat'ed in a way not
-        # kept (the stamp is then not written).
-        self.batches: list[Packed | None] = []
+        # Each record's batch files (by folder or full paths), in record order; None: a
+        # stat that cannot be packed (the stamp is then not written).
+        self.batches: list[list[Packed] | None] = []
         self.outputs: list[tuple[str, os.stat_result]] = []  # output and step files
         # The questions asked of the import system about code outside the project, with
         # the answers used: (callables, the record's entries, found) and (key, module,
@@ -263,7 +263,7 @@ _THREADS = 4
 
 
 def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | None = None,
-                  kept: list[Packed | None] | None = None) -> list[_BatchStats]:
+                  kept: list[list[Packed] | None] | None = None) -> list[_BatchStats]:
     """Stat every batch file of every record: each one, on every build (an in-place edit of
     any of them is always seen). Only the stats: digests are the caller's, where they moved.
     `kept`: each record's stats are added to it, in record order (_stat_kept), by one thread
@@ -372,12 +372,13 @@ def _stat_by_name(root: str, record: StageRecord) -> _BatchStats:
 
 
 def _stat_kept(root: str, record: StageRecord | None, root_fd: int | None,
-               kept: list[Packed | None]) -> _BatchStats:
-    """_stat_record, each stat kept whole in `kept` for the null-build stamp: the batch files
+               kept: list[list[Packed] | None]) -> _BatchStats:
+    """_stat_record, each stat kept whole, added to `kept` for the null-build stamp: the batch files
     of a record of many (_BY_NAME_FROM) by folder, names in it, as _stat_by_name stats them;
     those of a record of few by their full paths, as _stat_record stats them. (Loops of
     their own: the plain ones pay nothing for keeping.)"""
     if record is None:
+        kept.append([])
         return []
     moved: _BatchStats = []
     stat = os.stat
@@ -402,8 +403,8 @@ def _stat_kept(root: str, record: StageRecord | None, root_fd: int | None,
     else:
         _stat_by_name_kept(root, record, moved, runs)
     try:
-        kept.extend(("" if folder is None else root + folder, tuple(names), _packed(found))
-                    for folder, names, found in runs if names)
+        kept.append([("" if folder is None else root + folder, tuple(names), _packed(found))
+                     for folder, names, found in runs if names])
     except struct.error:  # a stat beyond 64 bits
         kept.append(None)
     return moved
