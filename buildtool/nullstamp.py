@@ -326,13 +326,11 @@ def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | Non
     records = _records(prep)
     if records is None:
         return None
-    where = kept.where
-    gone = tuple((os.path.join(where.project, rel), None)
-                 for rel, stats in where.seen().items() if len(stats) != 5)
+    found, missing = kept.project_files()
     extras = ((summary, summary_now), (str(index.path), _stat_identity(str(index.path))),
-              *gone)
+              *((path, None) for path in missing))
     try:
-        groups = _groups(kept, records)
+        groups = _groups(kept, records, found)
     except struct.error:  # a stat beyond 64 bits: no stamp
         return None
     return wf.name, root, extras, _questions(kept), groups
@@ -376,7 +374,8 @@ def _records(prep: Prepared) -> tuple[list[str], list[tuple[int, ...]]] | None:
 _DONE = frozenset(("completed", "completed_empty"))
 
 
-def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]]
+def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]],
+            project_files: list[tuple[str, tuple[int, ...]]]
             ) -> tuple[tuple[str, tuple[str, ...], bytes], ...]:
     """Every file a decision read the stats of, with those stats packed: batch files of a
     record of many by their folder (as the probe kept them), files of folders holding many
@@ -385,7 +384,6 @@ def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]]
     cache). struct.error: a value beyond 64 bits."""
     from .probe import _PACK, _STATS
 
-    assert kept.where is not None  # (collect checked it)
     groups: list[tuple[str, tuple[str, ...], bytes]] = []
     few_paths: list[str] = []
     few_stats: list[bytes] = []
@@ -401,9 +399,7 @@ def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]]
                 few_paths.extend(names)
                 few_stats.append(packed)
     by_folder: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-    files = [(os.path.join(kept.where.project, rel), seen)
-             for rel, seen in kept.where.seen().items() if len(seen) == 5]
-    files += [(path, _STATS(st)) for path, st in kept.outputs]
+    files = project_files + [(path, _STATS(st)) for path, st in kept.outputs]
     for path, seen in files:
         folder, _, name = path.rpartition(os.sep)
         by_folder.setdefault(folder, []).append((name, seen))
@@ -424,16 +420,14 @@ def _questions(kept: Kept) -> tuple[Any, ...]:
     paths and of the import system, with the answer its decisions used."""
     from .model import CallableRef
 
-    assert kept.where is not None  # (collect checked it)
-    asked, globs = kept.where.questions()
+    project, asked, globs = kept.questions()
     callables = []
     for text, answer in asked.items():
         ref = CallableRef.parse(text) if text else None
         if ref is not None and not ref.is_file:  # a file reference's answer is its text
             callables.append((text, answer))
     patterns = tuple((p, tuple(found)) for p, found in globs.items())
-    return (kept.where.project, tuple(callables), patterns, tuple(kept.called),
-            tuple(kept.imported))
+    return project, tuple(callables), patterns, tuple(kept.called), tuple(kept.imported)
 
 
 # ---------------------------------------------------------------- the file

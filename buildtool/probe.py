@@ -79,8 +79,28 @@ class Kept:
         # recorded state, found); states as (path, size, mtime_ns, digest).
         self.called: dict[tuple[object, ...], None] = {}
         self.imported: dict[tuple[object, ...], None] = {}
-        self.where: _Where | None = None
-        self.whole = True  # False: a file was stat'ed in a way not kept (no stamp)
+        self.where: _Where | None = None  # the probe's shared look, once it is done
+        self.whole = True  # False: a stat could not be kept (beyond 64 bits): no stamp
+
+    def project_files(self) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+        """Each project file stat'ed (code, inputs, imported modules) by full path: those
+        found, with their stats, and those that were not there."""
+        found: list[tuple[str, tuple[int, ...]]] = []
+        missing: list[str] = []
+        if self.where is not None:
+            project = self.where.project
+            for rel, seen in self.where.seen().items():
+                if seen is _GONE:
+                    missing.append(os.path.join(project, rel))
+                else:
+                    found.append((os.path.join(project, rel), seen))
+        return found, missing
+
+    def questions(self) -> tuple[str, dict[str | None, str | None], dict[str, list[str]]]:
+        """(the project folder, each callable's file, each glob's files) as the probe found
+        them."""
+        assert self.where is not None  # (asked once the probe is done)
+        return (self.where.project, *self.where.questions())
 
     def called_outside(self, callables: tuple[str, ...], known: dict[str, FileState],
                        found: dict[str, FileState]) -> None:
