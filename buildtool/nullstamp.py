@@ -323,14 +323,11 @@ def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | Non
     if report is not None:  # the full path of the next build would write nothing
         if index.changed or index.summary is None or summary_now != index.summary[0]:
             return None
-    records = _records(prep)
-    if records is None:
-        return None
     found, missing = kept.project_files()
     extras = ((summary, summary_now), (str(index.path), _stat_identity(str(index.path))),
               *((path, None) for path in missing))
     try:
-        groups = _groups(kept, records, found)
+        groups = _groups(kept, found)
     except struct.error:  # a stat beyond 64 bits: no stamp
         return None
     return wf.name, root, extras, _questions(kept), groups
@@ -344,38 +341,7 @@ def _all_up_to_date(prep: Prepared, report: BuildReport | None) -> bool:
         d.action == "up_to_date" and not d.reasons and d.step is None for d in prep.decisions)
 
 
-def _records(prep: Prepared) -> tuple[list[str], list[tuple[int, ...]]] | None:
-    """Each stage's record file with the stats its record was read by (the index's identity
-    of it, taken as the probe read it); None when a stage does not qualify: no record, a
-    running or failed one, stats moved (the build touches the record up), a damaged or
-    moved output."""
-    from .records import RECORD_NAME
-
-    index = prep.index
-    assert index is not None  # (collect checked it)
-    identity_of, all_facts = index.identity, prep.facts
-    folder = str(prep.workflow.artifacts_root) + os.sep
-    paths: list[str] = []
-    stats: list[tuple[int, ...]] = []
-    for name in prep.order:
-        facts = all_facts[name]
-        record = facts.record
-        identity = identity_of(name)
-        if record is None or identity is None or facts.read.problem is not None or \
-                facts.stats_moved or facts.damaged or facts.outputs_now or \
-                record.status not in _DONE:
-            return None
-        paths.append(f"{folder}{name}{os.sep}{RECORD_NAME}")  # os.path.join's, for a name
-        dev, ino, size, mtime_ns, ctime_ns = identity
-        stats.append((size, mtime_ns, ctime_ns, ino, dev))
-    return paths, stats
-
-
-_DONE = frozenset(("completed", "completed_empty"))
-
-
-def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]],
-            project_files: list[tuple[str, tuple[int, ...]]]
+def _groups(kept: Kept, project_files: list[tuple[str, tuple[int, ...]]]
             ) -> tuple[tuple[str, tuple[str, ...], bytes], ...]:
     """Every file a decision read the stats of, with those stats packed: batch files of a
     record of many by their folder (as the probe kept them), files of folders holding many
@@ -388,10 +354,10 @@ def _groups(kept: Kept, records: tuple[list[str], list[tuple[int, ...]]],
     few_paths: list[str] = []
     few_stats: list[bytes] = []
     shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # names many folders hold, once
-    for path, stats, batches in zip(*records, kept.batches, strict=True):
+    for path, stats, batches in zip(*kept.records, kept.batches, strict=True):
         assert batches is not None  # (kept.whole)
         few_paths.append(path)
-        few_stats.append(_PACK(*stats))
+        few_stats.append(stats)
         for folder, names, packed in batches:
             if folder:
                 groups.append((folder, shared.setdefault(names, names), packed))

@@ -23,7 +23,7 @@ from .fingerprint import (
     stage_spec,
 )
 from .model import Stage, Workflow
-from .records import RecordRead, StageRecord, batch_stats, read_record
+from .records import RECORD_NAME, RecordRead, StageRecord, batch_stats, read_record
 
 if TYPE_CHECKING:
     from .planindex import PlanIndex
@@ -39,6 +39,8 @@ def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None,
     root_fd = _open_folder(where.artifacts)
     try:
         reads = [where.read(name, root_fd) for name in names]
+        if kept is not None:
+            kept.add_records(where.artifacts, names, index)
         batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads], root_fd,
                                 None if kept is None else kept.batches)
     finally:
@@ -79,8 +81,37 @@ class Kept:
         # recorded state, found); states as (path, size, mtime_ns, digest).
         self.called: dict[tuple[object, ...], None] = {}
         self.imported: dict[tuple[object, ...], None] = {}
+        # Each stage's record file and its stats, packed: the identity of the file the
+        # planning index read the record from (or took its entry for), in stage order.
+        self.records: tuple[list[str], list[bytes]] = ([], [])
         self.where: _Where | None = None  # the probe's shared look, once it is done
-        self.whole = True  # False: a stat could not be kept (beyond 64 bits): no stamp
+        # False when a stage was not found exactly as its completed record says (a record
+        # missing, unreadable, not completed; a file's stats moved, a file missing or
+        # changed), or a stat could not be kept (beyond 64 bits): then there is no stamp.
+        self.whole = True
+
+    def add_records(self, artifacts: str, names: list[str], index: PlanIndex | None) -> None:
+        paths, stats = self.records
+        folder = artifacts + os.sep
+        try:
+            for name in names:
+                identity = index.identity(name) if index is not None else None
+                if identity is None:
+                    self.whole = False
+                    return
+                dev, ino, size, mtime_ns, ctime_ns = identity
+                paths.append(f"{folder}{name}{os.sep}{RECORD_NAME}")  # os.path.join's
+                stats.append(_PACK(size, mtime_ns, ctime_ns, ino, dev))
+        except struct.error:
+            self.whole = False
+
+    def stage_found(self, read: RecordRead, stats_moved: bool, outputs: _OutputCheck
+                    ) -> None:
+        """A stage's probe is done: whether it was found exactly as its record says."""
+        record = read.record
+        if record is None or read.problem is not None or stats_moved or outputs.damaged or \
+                outputs.moved or record.status not in _COMPLETED:
+            self.whole = False
 
     def project_files(self) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
         """Each project file stat'ed (code, inputs, imported modules) by full path: those
@@ -110,6 +141,9 @@ class Kept:
     def imported_outside(self, key: str, module: str | None, known: FileState,
                          found: FileState) -> None:
         self.imported[(key, module, plain_state(known), plain_state(found))] = None
+
+
+_COMPLETED = frozenset(("completed", "completed_empty"))
 
 
 def plain_state(state: FileState) -> tuple[str, int, int, str]:
@@ -258,6 +292,9 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         if batches is None:
             batches = _stat_batches(where.artifacts + os.sep, [record])[0]
         outputs.check_record(record, batches)
+    stats_moved = code_moved or inputs_moved or imports_moved or bool(outputs.moved)
+    if where.kept is not None:
+        where.kept.stage_found(read, stats_moved, outputs)
     return made_facts({
         "name": stage.name, "kind": stage.kind, "spec": spec, "fingerprint": fingerprint,
         "code": code, "file_inputs": files, "discovered": discovered, "read": read,
@@ -265,7 +302,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         "callback_code": callback_only_files(workflow, stage, where) | _old_callback_file(
             where, record, code_paths),
         "callback_file": where.callable_file(stage.on_success),
-        "stats_moved": code_moved or inputs_moved or imports_moved or bool(outputs.moved),
+        "stats_moved": stats_moved,
     })
 
 
@@ -393,41 +430,47 @@ def _stat_by_name(root: str, record: StageRecord) -> _BatchStats:
 
 def _stat_kept(root: str, record: StageRecord | None, root_fd: int | None,
                kept: list[list[Packed] | None]) -> _BatchStats:
-    """_stat_record, each stat kept whole, added to `kept` for the null-build stamp: the batch files
-    of a record of many (_BY_NAME_FROM) by folder, names in it, as _stat_by_name stats them;
-    those of a record of few by their full paths, as _stat_record stats them. (Loops of
-    their own: the plain ones pay nothing for keeping.)"""
+    """_stat_record, each stat kept whole for the null-build stamp, added to `kept`: the
+    batch files of a record of many (_BY_NAME_FROM) by folder, names in it, as _stat_by_name
+    stats them; those of a record of few by their full paths, as _stat_record stats them.
+    (Loops of their own: the plain ones pay nothing for keeping.)"""
     if record is None:
         kept.append([])
         return []
     moved: _BatchStats = []
-    stat = os.stat
-    # (folder, names in it, their stats) in order; folder None: the names are full paths
-    runs: list[tuple[str | None, list[str], list[os.stat_result]]] = []
-    if len(record.batches) < _BY_NAME_FROM or not _DIR_FD:
-        paths: list[str] = []
-        found: list[os.stat_result] = []
-        for file, size, mtime_ns in batch_stats(record.batches):
-            path = root + file
-            try:
-                st = stat(path) if root_fd is None or file[:1] == "/" else \
-                    stat(file, dir_fd=root_fd)
-            except (FileNotFoundError, NotADirectoryError):
-                moved.append((file, None))
-                continue
-            if st.st_mtime_ns != mtime_ns or st.st_size != size:
-                moved.append((file, st))
-            paths.append(path)
-            found.append(st)
-        runs.append((None, paths, found))
-    else:
-        _stat_by_name_kept(root, record, moved, runs)
     try:
+        if len(record.batches) < _BY_NAME_FROM or not _DIR_FD:
+            paths, found = _stat_paths_kept(root, record, root_fd, moved)
+            kept.append([("", tuple(paths), b"".join([_PACK(*_STATS(st)) for st in found]))])
+            return moved
+        # (folder, names in it, their stats) in order; folder None: the names are full paths
+        runs: list[tuple[str | None, list[str], list[os.stat_result]]] = []
+        _stat_by_name_kept(root, record, moved, runs)
         kept.append([("" if folder is None else root + folder, tuple(names), _packed(found))
                      for folder, names, found in runs if names])
     except struct.error:  # a stat beyond 64 bits
         kept.append(None)
     return moved
+
+
+def _stat_paths_kept(root: str, record: StageRecord, root_fd: int | None, moved: _BatchStats
+                     ) -> tuple[list[str], list[os.stat_result]]:
+    """_stat_record's loop, with the full path and stats of each file found."""
+    stat = os.stat
+    paths: list[str] = []
+    found: list[os.stat_result] = []
+    for file, size, mtime_ns in batch_stats(record.batches):
+        try:
+            st = stat(root + file) if root_fd is None or file[:1] == "/" else \
+                stat(file, dir_fd=root_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            moved.append((file, None))
+            continue
+        if st.st_mtime_ns != mtime_ns or st.st_size != size:
+            moved.append((file, st))
+        paths.append(root + file)
+        found.append(st)
+    return paths, found
 
 
 def _stat_by_name_kept(root: str, record: StageRecord, moved: _BatchStats,
