@@ -348,7 +348,7 @@ def _groups(kept: Kept, project_files: list[tuple[str, tuple[int, ...]]]
     by folder, the rest by full paths in one group, stage by stage (a stage's record, then
     its batch files: stat'ed again in that order, its folders are fresh in the kernel's
     cache). struct.error: a value beyond 64 bits."""
-    from .probe import _PACK, _STATS
+    from .probe import pack_fields, stat_fields
 
     groups: list[tuple[str, tuple[str, ...], bytes]] = []
     few_paths: list[str] = []
@@ -365,17 +365,17 @@ def _groups(kept: Kept, project_files: list[tuple[str, tuple[int, ...]]]
                 few_paths.extend(names)
                 few_stats.append(packed)
     by_folder: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-    files = project_files + [(path, _STATS(st)) for path, st in kept.outputs]
+    files = project_files + [(path, stat_fields(st)) for path, st in kept.outputs]
     for path, seen in files:
         folder, _, name = path.rpartition(os.sep)
         by_folder.setdefault(folder, []).append((name, seen))
     for folder, named in by_folder.items():
         if len(named) >= _BY_NAME_FROM:
             groups.append((folder, tuple(n for n, _ in named),
-                           b"".join(starmap(_PACK, (s for _, s in named)))))
+                           b"".join(starmap(pack_fields, (s for _, s in named)))))
         else:
             few_paths.extend(folder + os.sep + n for n, _ in named)
-            few_stats.append(b"".join(starmap(_PACK, (s for _, s in named))))
+            few_stats.append(b"".join(starmap(pack_fields, (s for _, s in named))))
     if few_paths:
         groups.append(("", tuple(few_paths), b"".join(few_stats)))
     return tuple(groups)

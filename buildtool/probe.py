@@ -57,9 +57,10 @@ def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None,
 
 
 # A file's stats as a probe keeps them for the null-build stamp: (size, mtime_ns, ctime_ns,
-# inode, device), packed as int64s (`_packed`).
-_STATS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
-_PACK = struct.Struct("5q").pack
+# inode, device), packed as native int64s (`_packed`; struct.error beyond 64 bits), as the
+# stamp packs them when it checks them again.
+stat_fields = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
+pack_fields = struct.Struct("5q").pack
 # (folder, names in it, their packed stats); folder "": the names are full paths.
 Packed = tuple[str, tuple[str, ...], bytes]
 
@@ -101,7 +102,7 @@ class Kept:
                     return
                 dev, ino, size, mtime_ns, ctime_ns = identity
                 paths.append(f"{folder}{name}{os.sep}{RECORD_NAME}")  # os.path.join's
-                stats.append(_PACK(size, mtime_ns, ctime_ns, ino, dev))
+                stats.append(pack_fields(size, mtime_ns, ctime_ns, ino, dev))
         except struct.error:
             self.whole = False
 
@@ -156,7 +157,7 @@ def _plain_states(states: dict[str, FileState]) -> tuple[tuple[str, tuple[object
 
 def _packed(found: list[os.stat_result]) -> bytes:
     """The stats of `found`, packed (struct.error: a value beyond 64 bits)."""
-    return b"".join(starmap(_PACK, map(_STATS, found)))
+    return b"".join(starmap(pack_fields, map(stat_fields, found)))
 
 
 _GONE = (-1, -1)  # the stats of a file that is not there
@@ -233,7 +234,7 @@ class _Where:
             seen = self._seen.get(rel)
             if seen is None:
                 try:
-                    seen = _STATS(os.stat(os.path.join(self.project, rel)))
+                    seen = stat_fields(os.stat(os.path.join(self.project, rel)))
                 except FileNotFoundError:
                     seen = _GONE
                 self._seen[rel] = seen
@@ -441,7 +442,8 @@ def _stat_kept(root: str, record: StageRecord | None, root_fd: int | None,
     try:
         if len(record.batches) < _BY_NAME_FROM or not _DIR_FD:
             paths, found = _stat_paths_kept(root, record, root_fd, moved)
-            kept.append([("", tuple(paths), b"".join([_PACK(*_STATS(st)) for st in found]))])
+            packed = b"".join([pack_fields(*stat_fields(st)) for st in found])
+            kept.append([("", tuple(paths), packed)])
             return moved
         # (folder, names in it, their stats) in order; folder None: the names are full paths
         runs: list[tuple[str | None, list[str], list[os.stat_result]]] = []
