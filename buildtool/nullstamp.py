@@ -68,6 +68,8 @@ _THREADED_FROM = 16384
 _THREADS = 2
 
 Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
+# (file, content) of the stamp `replay` read last, for `_store` of the same command.
+_replayed: tuple[Path, tuple[Any, ...]] | None = None
 
 
 # ---------------------------------------------------------------- the command line
@@ -105,6 +107,8 @@ def replay(path: Path, display: str, key: tuple[Any, ...], out: Console, *, lock
     stamp = _read(stamp_file(resolved, display, artifacts))
     if stamp is None:
         return None
+    global _replayed
+    _replayed = (stamp_file(resolved, display, artifacts), stamp)
     header, code, name, root, extras, questions, groups, outcomes = stamp
     outcome = outcomes.get(key)
     if outcome is None or not compiled.header_holds(header, resolved, display, data) or \
@@ -432,7 +436,9 @@ def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tup
     replaced); written atomically, best effort."""
     code = _code_now()
     name, root, extras, questions, groups = state
-    old = _read(file)
+    # the stamp this command's replay read (it held for no command: this one took the full
+    # path), not read again; its outcomes are kept only when its state is this one
+    old = _replayed[1] if _replayed is not None and _replayed[0] == file else _read(file)
     outcomes: dict[tuple[Any, ...], Any] = {}
     if old is not None and old[:7] == (header, code, name, root, extras, questions, groups):
         outcomes = dict(old[7])
