@@ -36,7 +36,10 @@ benchmarks/peers/run.py builds the same layered DAG with make, doit, Snakemake a
 
 A null build after a null build with the same command line is answered from the null-build
 stamp (buildtool/nullstamp.py); the rows "first null build after a change" time the full path
-instead (the stamp removed before each run, untimed), which also writes the stamp.
+instead (the stamp removed before each run, untimed), which also writes the stamp. The rows
+"full path without the stamp" time the same full path with the stamp switched off (NO_STAMP:
+neither read nor written, nor its stats kept), as dd-build was before the stamp: what the
+stamp costs the first null build after a change is the difference, printed under the table.
 
 The first build of 1,000 x 100 writes 100k batch files (synced in groups): ~40 s on tmpfs,
 longer on a disk (`--workdir /dev/shm/...`). With
@@ -191,6 +194,23 @@ def format_rss(mib: float) -> str:
     return f"≤ {floor:.0f} MiB" if mib <= floor + 0.5 else f"{mib:.0f} MiB"
 
 
+# `python -c NO_STAMP ARGS`: `python -m buildtool ARGS` with the null-build stamp switched off
+# (cli._stamped runs the command in full and listens to nothing), for the rows "full path
+# without the stamp". A checkout without the stamp runs as it is.
+NO_STAMP = """\
+import gc, runpy, sys
+gc.disable()
+from buildtool import cli
+gc.freeze(); gc.unfreeze(); gc.enable()
+if hasattr(cli, "_stamped"):
+    def _full(command, args, out, run):
+        return run(cli._load_at(args, out, *cli._locate(args, out)), None)
+    cli._stamped = _full
+sys.argv[0] = "buildtool"
+runpy.run_module("buildtool", run_name="__main__", alter_sys=True)
+"""
+
+
 def cli_env(repo: Path = REPO) -> dict[str, str]:
     # Bytecode caching on, as for an installed tool: without it every run recompiles buildtool.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -319,6 +339,10 @@ def table_rows(root: Path, repo: Path, quick: bool) -> list[Row]:
             return null(n, b)()
         return run
 
+    def unstamped(n: int, b: int) -> Callable[[], Measured]:
+        """The same full path with the stamp switched off (NO_STAMP)."""
+        return lambda: measure([py, "-c", NO_STAMP, "-q"], projects[n, b], env)
+
     rows = [Row("null build, 1,000-stage layered DAG, 1 batch each", null(1000, 1), 0.10)]
     if quick:
         rows.append(Row("null build, 1,000 stages × 100 batch files", null(1000, 1), 0.45,
@@ -334,9 +358,32 @@ def table_rows(root: Path, repo: Path, quick: bool) -> list[Row]:
                  runs=five.runs),
              Row("`python -c pass` (the floor: interpreter start-up)",
                  lambda: measure([py, "-c", "pass"], root, env), None)]
-    rows += [Row(f"first null build after a change (no stamp), {n:,} × {b}", first(n, b), None)
-             for n, b in sizes]
+    for n, b in sizes:
+        rows += [Row(f"first null build after a change (no stamp), {n:,} × {b}", first(n, b),
+                     None),
+                 Row(f"full path without the stamp, {n:,} × {b}", unstamped(n, b), None)]
     return rows
+
+
+def stamp_costs(rows: list[Row]) -> list[str]:
+    """What the stamp costs the first null build after a change: its median over that of the
+    full path without the stamp, per workload."""
+    by_name = {r.workload: r for r in rows}
+    lines = []
+    for row in rows:
+        if not row.workload.startswith("first null build after a change"):
+            continue
+        size = row.workload.rsplit(", ", 1)[1]
+        plain = by_name.get(f"full path without the stamp, {size}")
+        if plain is None or not row.runs or not plain.runs:
+            continue
+        wall = statistics.median(r.seconds for r in row.runs) / \
+            statistics.median(r.seconds for r in plain.runs)
+        cpu = statistics.median(r.cpu for r in row.runs) / \
+            statistics.median(r.cpu for r in plain.runs)
+        lines.append(f"first null build after a change / full path without the stamp, {size}: "
+                     f"CPU {cpu:.2f}, wall {wall:.2f}")
+    return lines
 
 
 def time_rows(rows: list[Row], repeat: int) -> None:
@@ -428,14 +475,14 @@ def against(root: Path, args: argparse.Namespace) -> None:
           "now/before | before: CPU median | now: CPU median | now/before |")
     print("|---|---|---|---|---|---|---|")
     for name, before, now in rows:
-        b = [r.seconds for r in before.runs]
-        a = [r.seconds for r in now.runs]
+        was = [r.seconds for r in before.runs]
+        is_ = [r.seconds for r in now.runs]
         bc = statistics.median(r.cpu for r in before.runs)
         ac = statistics.median(r.cpu for r in now.runs)
-        print(f"| {name} | {statistics.median(b):.3f} s ({min(b):.3f}) | "
-              f"{statistics.median(a):.3f} s ({min(a):.3f}) | "
-              f"{statistics.median(a) / statistics.median(b):.2f} | {bc:.3f} s | {ac:.3f} s | "
-              f"{ac / bc:.2f} |")
+        print(f"| {name} | {statistics.median(was):.3f} s ({min(was):.3f}) | "
+              f"{statistics.median(is_):.3f} s ({min(is_):.3f}) | "
+              f"{statistics.median(is_) / statistics.median(was):.2f} | {bc:.3f} s | "
+              f"{ac:.3f} s | {ac / bc:.2f} |")
 
 
 def table(root: Path, args: argparse.Namespace) -> None:
@@ -449,6 +496,9 @@ def table(root: Path, args: argparse.Namespace) -> None:
     print(f"medians of {args.repeat} runs each; load average (1, 5, 15 min) "
           f"{load_before} before, {load_average()} after\n")
     print("\n".join(format_table(rows, args.repeat)))
+    costs = stamp_costs(rows)
+    if costs:
+        print("\n" + "\n".join(costs))
 
 
 def main() -> int:

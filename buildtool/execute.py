@@ -46,7 +46,7 @@ from .plan import (
     upstream_view,
 )
 from .planindex import PlanIndex
-from .probe import probe
+from .probe import Kept, probe
 from .records import (
     DoneStatus,
     FileIdentity,
@@ -68,7 +68,8 @@ if TYPE_CHECKING:
 
 SUMMARY_NAME = "workflow.json"  # what the last build did, for people and tools
 # Told of each build's planning and report as it ends, under the lock (the CLI's null-build
-# stamp, nullstamp.py; None: nobody listens).
+# stamp, nullstamp.py; None: nobody listens). While set, every planning keeps the stats its
+# decisions read (Prepared.kept).
 after_build: Callable[[Prepared, BuildReport], None] | None = None
 
 
@@ -116,6 +117,9 @@ class Prepared:
     # The planning index the records were read through (planindex.py); the build refreshes
     # and writes it.
     index: PlanIndex | None = field(default=None, compare=False, repr=False)
+    # The stats the decisions read, kept for the null-build stamp (probe.Kept); None unless
+    # someone listens (after_build).
+    kept: Kept | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
     upstreams = {n: workflow.graph.upstreams[n] for n in order}
     with _no_cycle_collection():
         index = PlanIndex.load(workflow.artifacts_root)
-        facts = probe(workflow, order, index)
+        kept = Kept() if after_build is not None else None
+        facts = probe(workflow, order, index, kept)
         live = running_now(workflow.artifacts_root, {n: f.record for n, f in facts.items()})
         notes = never_built_notes(workflow, [n for n, f in facts.items()
                                              if f.record is None and f.read.problem is None])
@@ -162,7 +167,7 @@ def prepare(workflow: Workflow, config: BuildConfig, scope: Scope | None = None)
 
             options, decisions = cache_hits(workflow, order, facts, upstreams, options,
                                             decisions)
-    return Prepared(workflow, order, upstreams, facts, options, decisions, index)
+    return Prepared(workflow, order, upstreams, facts, options, decisions, index, kept)
 
 
 @contextmanager

@@ -9,12 +9,16 @@ moved, nothing rewritten), and holds:
   reading depended on, each checked again as a compiled hit checks it;
 - the stats of dd-build's own loaded modules (an edit of dd-build in place is a miss);
 - every file a decision read the stats of (each stage's record, code, inputs, imported project
-  modules, batch files, outputs): size, mtime, ctime, inode and device, taken under the lock
-  after the build and checked equal to what the decisions used (else no stamp);
-- the identity of workflow.json and the planning index (a full path that would rewrite one of
-  them is not a null build);
+  modules, batch files, outputs): size, mtime, ctime, inode and device, from the very stat
+  whose size and mtime the decision compared with the record (handed over by the probe,
+  probe.Kept; a record's, by the planning index that read it). Nothing is stat'ed again: a
+  file changed after the probe, while the command ran, has other stats than the stamp holds,
+  so the next command takes the full path;
+- the identity of workflow.json and the planning index, stat'ed after the build (which writes
+  them after planning; a full path that would rewrite one of them is not a null build), and
+  each project file the probe found missing (it must still be missing);
 - each path question the planner asked the file system (a `package.module` callable's file, a
-  glob's or a folder's files) with its answer, asked again;
+  glob's or a folder's files) with the answer it used (the probe's), asked again;
 - per command line (every option, the working folder, the output streams), what it printed,
   in order, and its exit code.
 
@@ -25,15 +29,18 @@ path, which writes the stamp again. A stamp is never trusted over the files: it 
 the full path would look at only where what it holds implies the rest (an unchanged record file
 is an unchanged record). Code outside the project (an installed package a stage imports) is
 asked of the import system again, as the planner asks (external.py). Never used by a dry run
-(which writes nothing, so it never stores its own output). `dd-build clean --all` removes it with the compiled workflow.
+(which writes nothing, so it never stores its own output). `dd-build clean --all` removes it
+with the compiled workflow.
 """
 
 from __future__ import annotations
 
 import marshal
 import os
+import struct
 import zlib
 from array import array
+from itertools import starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from .console import Console
     from .execute import Prepared
     from .model import Workflow
+    from .probe import Kept
     from .report import BuildReport
 
 FORMAT = 1
@@ -65,6 +73,8 @@ _THREADS = 2
 _ENVIRONMENT = ("TZ", "DD_BUILD_SCHEDULER")
 
 Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
+# (file, content) of the stamp `replay` read last, for `_store` of the same command.
+_replayed: tuple[Path, tuple[Any, ...]] | None = None
 
 
 # ---------------------------------------------------------------- the command line
@@ -102,6 +112,8 @@ def replay(path: Path, display: str, key: tuple[Any, ...], out: Console, *, lock
     stamp = _read(stamp_file(resolved, display, artifacts))
     if stamp is None:
         return None
+    global _replayed
+    _replayed = (stamp_file(resolved, display, artifacts), stamp)
     header, code, name, root, extras, questions, groups, outcomes = stamp
     outcome = outcomes.get(key)
     if outcome is None or not compiled.header_holds(header, resolved, display, data) or \
@@ -222,6 +234,10 @@ def _outside_holds(project: str, called: tuple[Any, ...], imported: tuple[Any, .
         return False
 
 
+def _plain(state: Any) -> tuple[str, int, int, str]:
+    return (state.path, state.size, state.mtime_ns, state.digest)  # as probe.plain_state
+
+
 def _played(outcome: tuple[tuple[Chunk, ...], int], out: Console) -> int:
     from .console import _write
 
@@ -297,27 +313,33 @@ def _joined(chunks: list[Chunk]) -> list[Chunk]:
 
 def collect(prep: Prepared, report: BuildReport | None) -> tuple[Any, ...] | None:
     """(workflow name, root, extras, questions, groups) of a planning in which every stage was
-    up to date with its files as recorded, stat'ed now and found as the decisions saw them;
-    None when it does not qualify or a file moved meanwhile."""
-    index = prep.index
-    if index is None or not _all_up_to_date(prep, report):
+    up to date with its files as recorded: the stats its decisions read, as the probe took
+    them (Prepared.kept: no file is stat'ed again), and the questions the planner asked, with
+    the answers it used. None when it does not qualify.
+
+    A file changed after the probe, while the command ran (by whatever changes files: no
+    stage ran), has other stats than the ones kept: the stamp holds the stats the decisions
+    used, so it does not hold for the next command. Only workflow.json and the planning
+    index, which a build writes after planning, are stat'ed here."""
+    index, kept = prep.index, prep.kept
+    if index is None or kept is None or kept.where is None or not kept.whole or \
+            not _all_up_to_date(prep, report):
         return None
     wf = prep.workflow
     root = str(wf.artifacts_root)
     summary = os.path.join(root, "workflow.json")
+    summary_now = _stat_identity(summary)
     if report is not None:  # the full path of the next build would write nothing
-        if index.changed or index.summary is None or _stat_identity(summary) != index.summary[0]:
+        if index.changed or index.summary is None or summary_now != index.summary[0]:
             return None
-    expected = _expected(prep)
-    questions = _questions(prep)
-    if expected is None or questions is None:
+    found, missing = kept.project_files()
+    extras = ((summary, summary_now), (str(index.path), _stat_identity(str(index.path))),
+              *((path, None) for path in missing))
+    try:
+        groups = _groups(kept, found)
+    except struct.error:  # a stat beyond 64 bits: no stamp
         return None
-    questions = (*questions, *_outside(prep))
-    groups = _groups(expected)
-    if groups is None:
-        return None
-    extras = tuple((p, _stat_identity(p)) for p in (summary, str(index.path)))
-    return wf.name, root, extras, questions, groups
+    return wf.name, root, extras, _questions(kept), groups
 
 
 def _all_up_to_date(prep: Prepared, report: BuildReport | None) -> bool:
@@ -328,202 +350,59 @@ def _all_up_to_date(prep: Prepared, report: BuildReport | None) -> bool:
         d.action == "up_to_date" and not d.reasons and d.step is None for d in prep.decisions)
 
 
-# folder -> [(name, what the decision saw: (size, mtime), or a record file's identity)]
-_Seen = dict[str, list[tuple[str, tuple[int, ...]]]]
+def _groups(kept: Kept, project_files: list[tuple[str, tuple[int, ...]]]
+            ) -> tuple[tuple[str, tuple[str, ...], bytes], ...]:
+    """Every file a decision read the stats of, with those stats packed: batch files of a
+    record of many by their folder (as the probe kept them), files of folders holding many
+    by folder, the rest by full paths in one group, stage by stage (a stage's record, then
+    its batch files: stat'ed again in that order, its folders are fresh in the kernel's
+    cache). struct.error: a value beyond 64 bits."""
+    from .probe import pack_fields, stat_fields
 
-
-def _expected(prep: Prepared) -> _Seen | None:
-    """Every file the decisions read the stats of, by folder, with the (size, mtime) they
-    saw; each record file with the identity its record was read by. None: a stage does not
-    qualify."""
-    from .external import is_external_key
-    from .records import RECORD_NAME, batch_stats
-
-    wf = prep.workflow
-    project, artifacts = str(wf.project_dir), str(wf.artifacts_root)
-    seen: _Seen = {}
-    done: set[str] = set()  # a file many stages name (their code), once
-
-    def add(path: str, expected: tuple[int, ...]) -> None:
-        if path not in done:
-            done.add(path)
-            folder, _, name = path.rpartition(os.sep)
-            seen.setdefault(folder, []).append((name, expected))
-
-    for name in prep.order:
-        facts = prep.facts[name]
-        record = facts.record
-        identity = prep.index.identity(name) if prep.index is not None else None
-        if record is None or identity is None or facts.read.problem is not None or \
-                facts.stats_moved or facts.damaged or facts.outputs_now or \
-                record.status not in ("completed", "completed_empty"):
-            return None
-        add(os.path.join(artifacts, name, RECORD_NAME), identity)
-        for states in (facts.code, facts.file_inputs, facts.discovered):
-            for rel, state in states.items():
-                if not is_external_key(rel):  # (code outside the project: _outside)
-                    add(os.path.join(project, rel), (state.size, state.mtime_ns))
-        _add_batches(seen, artifacts, batch_stats(record.batches))
-        outputs = [record.output] if record.output and record.output.kind != "batches" else []
-        for output in outputs + list(record.steps.values()):
-            for state in output.files:
-                add(os.path.join(project, state.path), (state.size, state.mtime_ns))
-    return seen
-
-
-def _add_batches(seen: _Seen, artifacts: str, stats: Any) -> None:
-    """A record's batch files (each stage's own: none twice), by folder, as probe.py joins
-    their paths (`artifacts/` + the file as recorded)."""
-    folder: list[tuple[str, tuple[int, ...]]] = []
-    last = None
-    for file, size, mtime_ns in stats:
-        where, _, name = file.rpartition("/")
-        if where != last:
-            last = where
-            folder = seen.setdefault(artifacts + os.sep + where if where else artifacts, [])
-        folder.append((name, (size, mtime_ns)))
-
-
-def _outside(prep: Prepared) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The questions the planner asked the import system of code outside the project, with
-    the answers the decisions used: (callables, the record's entries, the states found) of
-    each stage whose callable names such a module, and (key, module, recorded state, state
-    found) of each such module its code imported (external.py asks them again)."""
-    from .external import is_external_key
-
-    called: dict[tuple[Any, ...], None] = {}
-    imported: dict[tuple[Any, ...], None] = {}
-    for name in prep.order:
-        facts = prep.facts[name]
-        record = facts.record
-        assert record is not None  # (_expected checked it)
-        found = {k: _plain(v) for k, v in facts.code.items() if is_external_key(k)}
-        if found:
-            known = {k: _plain(v) for k, v in record.code.items() if is_external_key(k)}
-            stage = prep.workflow.stages[name]
-            called[(stage.callables, tuple(sorted(known.items())),
-                    tuple(sorted(found.items())))] = None
-        for key, dep in (record.discovered or {}).items():
-            if is_external_key(key) and key in facts.discovered:
-                imported[(key, dep.module, _plain(dep.state),
-                          _plain(facts.discovered[key]))] = None
-    return tuple(called), tuple(imported)
-
-
-def _plain(state: Any) -> tuple[str, int, int, str]:
-    return (state.path, state.size, state.mtime_ns, state.digest)
-
-
-def _groups(seen: _Seen) -> tuple[tuple[str, tuple[str, ...], bytes], ...] | None:
-    """Every file stat'ed now, by folder (folders of few files: by full paths, in one group),
-    when each is as the decisions saw it."""
-    few: tuple[list[str], list[int]] = ([], [])
-    groups = []
-    interned: dict[str, str] = {}  # a name many folders hold (batch-000000.parquet), once
-    try:
-        for folder, files in seen.items():
-            by_name = len(files) >= _BY_NAME_FROM
-            names = [interned.setdefault(n, n) if by_name else folder + os.sep + n
-                     for n, _ in files]
-            stats = _stats_seen(folder if by_name else "", names, [e for _, e in files])
-            if stats is None:
-                return None
-            if by_name:
-                groups.append((folder, tuple(names), array("q", stats).tobytes()))
+    groups: list[tuple[str, tuple[str, ...], bytes]] = []
+    few_paths: list[str] = []
+    few_stats: list[bytes] = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # names many folders hold, once
+    for path, stats, batches in zip(*kept.records, kept.batches, strict=True):
+        assert batches is not None  # (kept.whole)
+        few_paths.append(path)
+        few_stats.append(stats)
+        for folder, names, packed in batches:
+            if folder:
+                groups.append((folder, shared.setdefault(names, names), packed))
             else:
-                few[0].extend(names)
-                few[1].extend(stats)
-        if few[0]:
-            groups.append(("", tuple(few[0]), array("q", few[1]).tobytes()))
-    except OverflowError:  # a stat beyond 64 bits: no stamp
-        return None
+                few_paths.extend(names)
+                few_stats.append(packed)
+    by_folder: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    files = project_files + [(path, stat_fields(st)) for path, st in kept.outputs]
+    for path, seen in files:
+        folder, _, name = path.rpartition(os.sep)
+        by_folder.setdefault(folder, []).append((name, seen))
+    for folder, named in by_folder.items():
+        if len(named) >= _BY_NAME_FROM:
+            groups.append((folder, tuple(n for n, _ in named),
+                           b"".join(starmap(pack_fields, (s for _, s in named)))))
+        else:
+            few_paths.extend(folder + os.sep + n for n, _ in named)
+            few_stats.append(b"".join(starmap(pack_fields, (s for _, s in named))))
+    if few_paths:
+        groups.append(("", tuple(few_paths), b"".join(few_stats)))
     return tuple(groups)
 
 
-def _stats_seen(folder: str, names: list[str], expected: list[tuple[int, ...]]
-                ) -> list[int] | None:
-    """The stats of `names` (in `folder`, open, or full paths), when each file is as
-    `expected` says: its (size, mtime), or its identity; None when one is not."""
-    now: list[int] = []
-    add = now.extend
-    stat = os.stat
-    fd = None
-    try:
-        if folder:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        for name, want in zip(names, expected, strict=True):
-            st = stat(name, dir_fd=fd)
-            if len(want) == 2:
-                if st.st_size != want[0] or st.st_mtime_ns != want[1]:
-                    return None
-            elif _identity(st) != want:
-                return None
-            add((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-    except OSError:
-        return None
-    finally:
-        if fd is not None:
-            os.close(fd)
-    return now
-
-
-def _questions(prep: Prepared) -> tuple[Any, ...] | None:
-    """(project, callables, patterns): each question about paths the planner asks, answered
-    now, when the answers are the ones the decisions used."""
-    from .errors import BuildError
-    from .fingerprint import callback_only_files, code_files
+def _questions(kept: Kept) -> tuple[Any, ...]:
+    """(project, callables, patterns, called, imported): each question the planner asked of
+    paths and of the import system, with the answer its decisions used."""
     from .model import CallableRef
-    from .probe import file_inputs
 
-    wf = prep.workflow
-    asked = _Asked(wf)
-    for name in prep.order:
-        stage, facts = wf.stages[name], prep.facts[name]
-        record = facts.record
-        try:
-            code = code_files(wf, stage, asked)
-            inputs = file_inputs(wf, stage, asked.expand)
-            callback = callback_only_files(wf, stage, asked)
-        except BuildError:
-            return None
-        old = record.spec.get("on_success") if record is not None else None
-        old_file = asked.callable_file(old) if isinstance(old, str) else None
-        if old_file is not None and old_file not in code:
-            callback |= {old_file}
-        if set(code) != set(facts.code) or set(inputs) != set(facts.file_inputs) or \
-                callback != facts.callback_code or \
-                asked.callable_file(stage.on_success) != facts.callback_file:
-            return None
+    project, asked, globs = kept.questions()
     callables = []
-    for text, answer in asked.callables.items():
+    for text, answer in asked.items():
         ref = CallableRef.parse(text) if text else None
         if ref is not None and not ref.is_file:  # a file reference's answer is its text
             callables.append((text, answer))
-    patterns = tuple((p, tuple(found)) for p, found in asked.patterns.items())
-    return str(wf.project_dir), tuple(callables), patterns
-
-
-class _Asked:
-    """fingerprint.Resolver that keeps each question and its answer."""
-
-    def __init__(self, workflow: Workflow) -> None:
-        self.workflow = workflow
-        self.callables: dict[str | None, str | None] = {}
-        self.patterns: dict[str, list[str]] = {}
-
-    def callable_file(self, text: str | None) -> str | None:
-        from .fingerprint import callable_file
-
-        if text not in self.callables:
-            self.callables[text] = callable_file(self.workflow, text)
-        return self.callables[text]
-
-    def expand(self, pattern: str) -> list[str]:
-        from .fingerprint import expand_glob
-
-        if pattern not in self.patterns:
-            self.patterns[pattern] = expand_glob(self.workflow.project_dir, pattern)
-        return self.patterns[pattern]
+    patterns = tuple((p, tuple(found)) for p, found in globs.items())
+    return project, tuple(callables), patterns, tuple(kept.called), tuple(kept.imported)
 
 
 # ---------------------------------------------------------------- the file
@@ -562,7 +441,9 @@ def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tup
     replaced); written atomically, best effort."""
     code = _code_now()
     name, root, extras, questions, groups = state
-    old = _read(file)
+    # the stamp this command's replay read (it held for no command: this one took the full
+    # path), not read again; its outcomes are kept only when its state is this one
+    old = _replayed[1] if _replayed is not None and _replayed[0] == file else _read(file)
     outcomes: dict[tuple[Any, ...], Any] = {}
     if old is not None and old[:7] == (header, code, name, root, extras, questions, groups):
         outcomes = dict(old[7])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
+from itertools import starmap
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,29 +23,144 @@ from .fingerprint import (
     stage_spec,
 )
 from .model import Stage, Workflow
-from .records import RecordRead, StageRecord, batch_stats, read_record
+from .records import RECORD_NAME, RecordRead, StageRecord, batch_stats, read_record
 
 if TYPE_CHECKING:
     from .planindex import PlanIndex
 
 
-def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None
-          ) -> dict[str, StageFacts]:
+def probe(workflow: Workflow, names: list[str], index: PlanIndex | None = None,
+          kept: Kept | None = None) -> dict[str, StageFacts]:
     """The facts of each stage in `names`. Records come through `index` when one is given
-    (the same records, read faster: planindex.py), else straight from their files."""
+    (the same records, read faster: planindex.py), else straight from their files. `kept`:
+    filled with the stats the decisions read (for the null-build stamp)."""
     where = _Where(workflow, index)
+    where.kept = kept
     root_fd = _open_folder(where.artifacts)
     try:
         reads = [where.read(name, root_fd) for name in names]
-        batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads], root_fd)
+        if kept is not None:
+            kept.add_records(where.artifacts, names, index)
+        batches = _stat_batches(where.artifacts + os.sep, [r.record for r in reads], root_fd,
+                                None if kept is None else kept.batches)
     finally:
         if root_fd is not None:
             os.close(root_fd)
-    return {name: probe_stage(workflow, workflow.stages[name], where.external, where, read, seen)
-            for name, read, seen in zip(names, reads, batches, strict=True)}
+    facts = {name: probe_stage(workflow, workflow.stages[name], where.external, where, read,
+                               seen)
+             for name, read, seen in zip(names, reads, batches, strict=True)}
+    if kept is not None:
+        where.kept = None  # no cycle: what the probe saw is freed with `kept`, not by the gc
+        kept.where = where
+        kept.whole = kept.whole and None not in kept.batches
+    return facts
 
 
-_GONE = (-1, -1)  # the (size, mtime_ns) of a file that is not there
+# A file's stats as a probe keeps them for the null-build stamp: (size, mtime_ns, ctime_ns,
+# inode, device), packed as native int64s (`_packed`; struct.error beyond 64 bits), as the
+# stamp packs them when it checks them again.
+stat_fields = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
+pack_fields = struct.Struct("5q").pack
+# (folder, names in it, their packed stats); folder "": the names are full paths.
+Packed = tuple[str, tuple[str, ...], bytes]
+
+
+class Kept:
+    """What a probe saw that its decisions read, kept for the null-build stamp (nullstamp.py)
+    so that it stats no file again: each file's stats from the very stat a decision compared
+    with the record (a file changed after it has other stats: the stamp then does not hold).
+    The record files' identities are the index's (planindex.py), the project files' are in
+    the probe's shared look (`where`), and so are the questions it asked of paths."""
+
+    def __init__(self) -> None:
+        # Each record's batch files (by folder or full paths), in record order; None: a
+        # stat that cannot be packed (the stamp is then not written).
+        self.batches: list[list[Packed] | None] = []
+        self.outputs: list[tuple[str, os.stat_result]] = []  # output and step files
+        # The questions asked of the import system about code outside the project, with
+        # the answers used: (callables, the record's entries, found) and (key, module,
+        # recorded state, found); states as (path, size, mtime_ns, digest).
+        self.called: dict[tuple[object, ...], None] = {}
+        self.imported: dict[tuple[object, ...], None] = {}
+        # Each stage's record file and its stats, packed: the identity of the file the
+        # planning index read the record from (or took its entry for), in stage order.
+        self.records: tuple[list[str], list[bytes]] = ([], [])
+        self.where: _Where | None = None  # the probe's shared look, once it is done
+        # False when a stage was not found exactly as its completed record says (a record
+        # missing, unreadable, not completed; a file's stats moved, a file missing or
+        # changed), or a stat could not be kept (beyond 64 bits): then there is no stamp.
+        self.whole = True
+
+    def add_records(self, artifacts: str, names: list[str], index: PlanIndex | None) -> None:
+        paths, stats = self.records
+        folder = artifacts + os.sep
+        try:
+            for name in names:
+                identity = index.identity(name) if index is not None else None
+                if identity is None:
+                    self.whole = False
+                    return
+                dev, ino, size, mtime_ns, ctime_ns = identity
+                paths.append(f"{folder}{name}{os.sep}{RECORD_NAME}")  # os.path.join's
+                stats.append(pack_fields(size, mtime_ns, ctime_ns, ino, dev))
+        except struct.error:
+            self.whole = False
+
+    def stage_found(self, read: RecordRead, stats_moved: bool, outputs: _OutputCheck
+                    ) -> None:
+        """A stage's probe is done: whether it was found exactly as its record says."""
+        record = read.record
+        if record is None or read.problem is not None or stats_moved or outputs.damaged or \
+                outputs.moved or record.status not in _COMPLETED:
+            self.whole = False
+
+    def project_files(self) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+        """Each project file stat'ed (code, inputs, imported modules) by full path: those
+        found, with their stats, and those that were not there."""
+        found: list[tuple[str, tuple[int, ...]]] = []
+        missing: list[str] = []
+        if self.where is not None:
+            project = self.where.project
+            for rel, seen in self.where.seen().items():
+                if seen is _GONE:
+                    missing.append(os.path.join(project, rel))
+                else:
+                    found.append((os.path.join(project, rel), seen))
+        return found, missing
+
+    def questions(self) -> tuple[str, dict[str | None, str | None], dict[str, list[str]]]:
+        """(the project folder, each callable's file, each glob's files) as the probe found
+        them."""
+        assert self.where is not None  # (asked once the probe is done)
+        return (self.where.project, *self.where.questions())
+
+    def called_outside(self, callables: tuple[str, ...], known: dict[str, FileState],
+                       found: dict[str, FileState]) -> None:
+        known_outside = {k: v for k, v in known.items() if is_external_key(k)}
+        self.called[(callables, _plain_states(known_outside), _plain_states(found))] = None
+
+    def imported_outside(self, key: str, module: str | None, known: FileState,
+                         found: FileState) -> None:
+        self.imported[(key, module, plain_state(known), plain_state(found))] = None
+
+
+_COMPLETED = frozenset(("completed", "completed_empty"))
+
+
+def plain_state(state: FileState) -> tuple[str, int, int, str]:
+    return (state.path, state.size, state.mtime_ns, state.digest)
+
+
+def _plain_states(states: dict[str, FileState]) -> tuple[tuple[str, tuple[object, ...]], ...]:
+    return tuple(sorted((k, plain_state(v)) for k, v in states.items()))
+
+
+def _packed(found: list[os.stat_result]) -> bytes:
+    """The stats of `found`, packed (struct.error: a value beyond 64 bits)."""
+    return b"".join(starmap(pack_fields, map(stat_fields, found)))
+
+
+_GONE = (-1, -1)  # the stats of a file that is not there
 
 
 class _Where:
@@ -58,12 +176,14 @@ class _Where:
         self.artifacts = str(workflow.artifacts_root)
         self.index = index
         self.external = external if external is not None else ExternalCode(workflow.project_dir)
-        self._seen: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns), or _GONE
+        # rel -> (size, mtime_ns, ctime_ns, inode, device), or _GONE
+        self._seen: dict[str, tuple[int, ...]] = {}
         self._read: dict[str, FileState] = {}  # rel -> its state with the digest read now
         self._callables: dict[str | None, str | None] = {}
         self._globs: dict[str, list[str]] = {}
         self._code: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
         self._inside: set[tuple[str, ...]] = set()  # callables that name no code outside
+        self.kept: Kept | None = None
 
     def read(self, name: str, root_fd: int | None = None) -> RecordRead:
         """The stage's record; `root_fd`: the artifacts folder, open (see _open_folder)."""
@@ -114,8 +234,7 @@ class _Where:
             seen = self._seen.get(rel)
             if seen is None:
                 try:
-                    st = os.stat(os.path.join(self.project, rel))
-                    seen = (st.st_size, st.st_mtime_ns)
+                    seen = stat_fields(os.stat(os.path.join(self.project, rel)))
                 except FileNotFoundError:
                     seen = _GONE
                 self._seen[rel] = seen
@@ -129,7 +248,16 @@ class _Where:
             moved = moved or was is not None
         return states, moved
 
-    def _digested(self, rel: str, seen: tuple[int, int]) -> FileState:
+    def questions(self) -> tuple[dict[str | None, str | None], dict[str, list[str]]]:
+        """The answers it gave: each callable's file, each glob's files."""
+        return self._callables, self._globs
+
+    def seen(self) -> dict[str, tuple[int, ...]]:
+        """Each project file stat'ed (by project-relative path): its stats, _GONE when it
+        was not there."""
+        return self._seen
+
+    def _digested(self, rel: str, seen: tuple[int, ...]) -> FileState:
         state = self._read.get(rel)
         if state is None:
             full = Path(self.project, rel)
@@ -152,6 +280,8 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         raise _missing_code(stage, sorted(set(code_paths) - set(code))[0])
     outside = where.outside(stage.callables, record.code if record else {})
     if outside:
+        if where.kept is not None:
+            where.kept.called_outside(stage.callables, record.code if record else {}, outside)
         code_moved = code_moved or any(record is not None and k in record.code and
                                        v != record.code[k] for k, v in outside.items())
         code.update(outside)
@@ -163,6 +293,9 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         if batches is None:
             batches = _stat_batches(where.artifacts + os.sep, [record])[0]
         outputs.check_record(record, batches)
+    stats_moved = code_moved or inputs_moved or imports_moved or bool(outputs.moved)
+    if where.kept is not None:
+        where.kept.stage_found(read, stats_moved, outputs)
     return made_facts({
         "name": stage.name, "kind": stage.kind, "spec": spec, "fingerprint": fingerprint,
         "code": code, "file_inputs": files, "discovered": discovered, "read": read,
@@ -170,7 +303,7 @@ def probe_stage(workflow: Workflow, stage: Stage, external: ExternalCode,
         "callback_code": callback_only_files(workflow, stage, where) | _old_callback_file(
             where, record, code_paths),
         "callback_file": where.callable_file(stage.on_success),
-        "stats_moved": code_moved or inputs_moved or imports_moved or bool(outputs.moved),
+        "stats_moved": stats_moved,
     })
 
 
@@ -187,10 +320,16 @@ _THREADED_FROM = 16384
 _THREADS = 4
 
 
-def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | None = None
-                  ) -> list[_BatchStats]:
+def _stat_batches(root: str, records: list[StageRecord | None], root_fd: int | None = None,
+                  kept: list[list[Packed] | None] | None = None) -> list[_BatchStats]:
     """Stat every batch file of every record: each one, on every build (an in-place edit of
-    any of them is always seen). Only the stats: digests are the caller's, where they moved."""
+    any of them is always seen). Only the stats: digests are the caller's, where they moved.
+    `kept`: each record's stats are added to it, in record order (_stat_kept), by one thread
+    (measured on 2 cores, 100k batch files: keeping them costs the threads twice what it
+    costs one thread by names in open folders, which then takes as much CPU as the threads
+    without keeping)."""
+    if kept is not None:
+        return [_stat_kept(root, r, root_fd, kept) for r in records]
     total = sum(len(r.batches) for r in records if r is not None)
     threads = min(_THREADS, os.cpu_count() or 1)
     if total < _THREADED_FROM or threads < 2:
@@ -290,6 +429,87 @@ def _stat_by_name(root: str, record: StageRecord) -> _BatchStats:
     return moved
 
 
+def _stat_kept(root: str, record: StageRecord | None, root_fd: int | None,
+               kept: list[list[Packed] | None]) -> _BatchStats:
+    """_stat_record, each stat kept whole for the null-build stamp, added to `kept`: the
+    batch files of a record of many (_BY_NAME_FROM) by folder, names in it, as _stat_by_name
+    stats them; those of a record of few by their full paths, as _stat_record stats them.
+    (Loops of their own: the plain ones pay nothing for keeping.)"""
+    if record is None:
+        kept.append([])
+        return []
+    moved: _BatchStats = []
+    try:
+        if len(record.batches) < _BY_NAME_FROM or not _DIR_FD:
+            paths, found = _stat_paths_kept(root, record, root_fd, moved)
+            packed = b"".join([pack_fields(*stat_fields(st)) for st in found])
+            kept.append([("", tuple(paths), packed)])
+            return moved
+        # (folder, names in it, their stats) in order; folder None: the names are full paths
+        runs: list[tuple[str | None, list[str], list[os.stat_result]]] = []
+        _stat_by_name_kept(root, record, moved, runs)
+        kept.append([("" if folder is None else root + folder, tuple(names), _packed(found))
+                     for folder, names, found in runs if names])
+    except struct.error:  # a stat beyond 64 bits
+        kept.append(None)
+    return moved
+
+
+def _stat_paths_kept(root: str, record: StageRecord, root_fd: int | None, moved: _BatchStats
+                     ) -> tuple[list[str], list[os.stat_result]]:
+    """_stat_record's loop, with the full path and stats of each file found."""
+    stat = os.stat
+    paths: list[str] = []
+    found: list[os.stat_result] = []
+    for file, size, mtime_ns in batch_stats(record.batches):
+        try:
+            st = stat(root + file) if root_fd is None or file[:1] == "/" else \
+                stat(file, dir_fd=root_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            moved.append((file, None))
+            continue
+        if st.st_mtime_ns != mtime_ns or st.st_size != size:
+            moved.append((file, st))
+        paths.append(root + file)
+        found.append(st)
+    return paths, found
+
+
+def _stat_by_name_kept(root: str, record: StageRecord, moved: _BatchStats,
+                       runs: list[tuple[str | None, list[str], list[os.stat_result]]]
+                       ) -> None:
+    """_stat_by_name, each stat added to `runs` by folder (a file it stats by its full path,
+    in a run of its own)."""
+    stat = os.stat
+    current: str | None = None
+    fd: int | None = None
+    names: list[str] = []
+    found: list[os.stat_result] = []
+    try:
+        for file, size, mtime_ns in batch_stats(record.batches):
+            folder, _, name = file.rpartition("/")
+            if folder != current:
+                if fd is not None:
+                    os.close(fd)
+                current, fd, names, found = folder, _open_folder(root + folder), [], []
+                runs.append((folder, names, found))
+            try:
+                st = stat(name, dir_fd=fd) if fd is not None and name else stat(root + file)
+            except (FileNotFoundError, NotADirectoryError):
+                moved.append((file, None))
+                continue
+            if st.st_mtime_ns != mtime_ns or st.st_size != size:
+                moved.append((file, st))
+            if fd is None or not name:
+                runs.append((None, [root + file], [st]))
+                continue
+            names.append(name)
+            found.append(st)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 _DIR_FD = os.stat in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
@@ -355,6 +575,8 @@ def _discovered(where: _Where, record: StageRecord | None, external: ExternalCod
         if is_external_key(key):
             now = external.imported(key, dep.module, dep.state)
             states[key] = now
+            if where.kept is not None:
+                where.kept.imported_outside(key, dep.module, dep.state, now)
             moved = moved or (now.path == key and now.digest == dep.state.digest
                               and now != dep.state)
     return states, moved
@@ -368,6 +590,7 @@ class _OutputCheck:
     def __init__(self, where: _Where) -> None:
         self.artifacts = where.artifacts + os.sep
         self.project = where.project
+        self.kept = where.kept
         self.damaged: dict[str, str] = {}  # path -> missing | modified
         self.moved: dict[str, FileState] = {}  # same content, new stats
         self.groups: dict[str, str] = {}  # non-batch path -> the output or step kind
@@ -393,6 +616,8 @@ class _OutputCheck:
         except (FileNotFoundError, NotADirectoryError):
             self.damaged[rel] = "missing"
             return
+        if self.kept is not None:
+            self.kept.outputs.append((full, st))
         if st.st_mtime_ns == mtime_ns and st.st_size == size:
             return
         self._moved(full, rel, st, size, digest)
