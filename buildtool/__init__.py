@@ -16,6 +16,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# When dd-build's code began loading (its first module, this one): a cache that names the
+# code's files by their stats (the compiled workflow, the null-build stamp) is not stored
+# when one changed since, as then the stats are not those of the code that ran.
+from time import time_ns as _time_ns  # noqa: E402 - a builtin module: nothing to load
+
+LOADED_NS = _time_ns()
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     from typing import Any

@@ -39,6 +39,7 @@ from .graph import StageGraph
 from .loadfacts import (
     LoadFacts,
     Signature,
+    changed_since_loaded,
     digest,
     found_elsewhere,
     is_racy,
@@ -267,7 +268,10 @@ def _compile(resolved: Path, display: str, data: bytes | None, *, keep: bool
     if copy is None or repr(copy) != repr(workflow) or copy.graph.order != graph.order or \
             copy.graph.upstreams != graph.upstreams or not _same_specs(copy, workflow):
         return workflow, None, None  # never store what would not read back the same
-    return workflow, _header(resolved, display, data, facts), payload
+    header = _header(resolved, display, data, facts)
+    if changed_since_loaded(sig for _, sig in header[4]):  # dd-build edited while it read
+        return workflow, None, None
+    return workflow, header, payload
 
 
 def _same_specs(copy: Workflow, workflow: Workflow) -> bool:

@@ -16,6 +16,10 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # What `kind` says of a path: the answers `is_file`, `is_dir` and `exists` are made of.
 MISSING, FILE, FOLDER, OTHER = 0, 1, 2, 3
@@ -50,6 +54,20 @@ def signature(st: os.stat_result) -> Signature:
     """What identifies a file's content without reading it: a change of content changes it,
     but for a rewrite in place within one timestamp tick (see RACY_NS)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# A file's ctime comes from the kernel's coarse clock, which may lag the real time by a tick:
+# a change this long (a few ticks) before dd-build began loading may have come after it.
+_CHANGED_MARGIN_NS = 20_000_000
+
+
+def changed_since_loaded(sigs: Iterable[tuple[int, ...]]) -> bool:
+    """One of these (dd-build's own files) changed after dd-build began loading, or just
+    before: the code that ran may not be the code these stats describe."""
+    from . import LOADED_NS
+
+    since = LOADED_NS - _CHANGED_MARGIN_NS
+    return any(sig[4] >= since for sig in sigs)
 
 
 def is_racy(sig: Signature, now_ns: int) -> bool:

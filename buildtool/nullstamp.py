@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import compiled
+from .loadfacts import changed_since_loaded
 
 if TYPE_CHECKING:
     import argparse
@@ -440,6 +441,8 @@ def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tup
     """Add `outcome` under `key` to the stamp of `state` (a stamp of another state is
     replaced); written atomically, best effort."""
     code = _code_now()
+    if changed_since_loaded(identity for _, identity in code):  # not the code that ran
+        return
     name, root, extras, questions, groups = state
     # the stamp this command's replay read (it held for no command: this one took the full
     # path), not read again; its outcomes are kept only when its state is this one

@@ -1,6 +1,6 @@
 """Bugs found by hunting the null-build stamp (nullstamp.py): cases where a command answered
 from the stamp says something other than the full path would (the same command with the
-stamp removed). Each test is xfail(strict) until the bug is fixed: it must then pass.
+stamp removed). Each test was xfail(strict) until its bug was fixed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import REPO, Project, Result
 
 
@@ -64,10 +63,6 @@ def _full_pipe() -> tuple[int, int]:
     return r, w
 
 
-@pytest.mark.xfail(strict=True, reason="dd-build's own files are stat'ed for the stamp when it "
-                   "is stored, at the end of the command (nullstamp._code_now), not when the code "
-                   "was loaded: dd-build upgraded in place during a null build is stamped as the "
-                   "code that printed, and the next commands replay the old code's output")
 def test_dd_build_upgraded_during_a_null_build_is_not_stamped_as_the_new_code(
         project: Project, tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
