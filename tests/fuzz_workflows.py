@@ -26,6 +26,10 @@ each shown in the output data so that a stale output differs from a from-scratch
 * cross touches: an `inputs:` / `seed:` / `code:` glob or path that matches another stage's
   outputs (run outputs, export copies, files inside a run stage's output folder). A source
   "note" file beside each output makes every glob match something at load.
+* renames (issue 11, the reverts focus): a stage renamed back and forth keeps its code file,
+  outputs and export copies (`StageGen.files_as`); some stages' rows say `ctx.stage_name`
+  (`named`), and cb_a's rows do too, so a rename restored from a build under the old name
+  shows. Stage code logs by the name its files go by (STAGE), never reading its name.
 
 The `Mix` says how often each appears: `FOCUS` holds one per class (the plain generator of
 before issue 7 with that class raised), "plain" (none) and "mixed" (a little of each).
