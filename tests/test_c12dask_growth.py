@@ -31,7 +31,8 @@ def test_keys_and_reads_come_back_from_the_cluster(tmp_path: Path, fn: str) -> N
     _build(proj)
     batches = proj.record("gen")["batches"]
     assert all(b["key"] for b in batches)
-    assert all(bool(b.get("reads")) == (fn == "counts") for b in batches)
+    # (the code logs its stage's name: that read comes back too, for renames)
+    assert all(("num_records" in b.get("reads", [])) == (fn == "counts") for b in batches)
     proj.write("Workflowfile", PLAIN.format(n=140, extra=extra).replace("plain", fn))
     _build(proj)
     assert ran(proj, "gen") == (list(range(5, 7)) if fn == "plain" else list(range(7)))
@@ -46,7 +47,7 @@ def test_a_read_of_the_whole_seed_on_a_worker_is_seen(tmp_path: Path) -> None:
                .replace("code/stages.py:seeded", "code/whole.py:whole", 1))
     write_seed(proj, "data/seed.parquet", 30)
     _build(proj)
-    assert all(b.get("reads") == ["seed"] for b in proj.record("gen")["batches"])
+    assert all("seed" in b.get("reads", []) for b in proj.record("gen")["batches"])
     write_seed(proj, "data/seed.parquet", 40)
     _build(proj)
     assert ran(proj, "gen") == [0, 1, 2, 3]
