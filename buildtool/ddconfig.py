@@ -146,11 +146,24 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
     if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
         raise StageFailed(f"{models} must hold `providers: [{{name, endpoint, "
                           "provider_type, api_key}}]`", stage=stage, key="models")
+    if isinstance(data, dict) and set(data) - {"providers"}:
+        raise StageFailed(f"{models} holds {_listed(set(data) - {'providers'})}: a models "
+                          "file holds only `providers`", stage=stage, key="models",
+                          hint="model configs and their settings belong in the config's "
+                               "`model_configs` (fingerprinted there)")
     for i, provider in enumerate(providers):
         name = provider.get("name")
         if not isinstance(name, str) or not name:
             raise StageFailed(f"{models}: provider {i + 1} has no `name`", stage=stage,
                               key="models")
+        extra = set(provider) - _PROVIDER_KEYS
+        if extra:  # they reach the model, but the models file is not fingerprinted
+            raise StageFailed(
+                f"{models}: provider '{name}' sets {_listed(extra)}, which would change what "
+                "the model returns without a rerun (the models file says only where models "
+                "are served, and is not fingerprinted)", stage=stage, key="models",
+                hint="keep name, endpoint, provider_type and api_key here; put generation "
+                     "settings in the config's `model_configs` (`inference_parameters`)")
         if not isinstance(provider.get("endpoint"), str):
             raise StageFailed(f"{models}: provider '{name}' has no `endpoint` (a URL)",
                               stage=stage, key="models")
@@ -164,6 +177,13 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
                      f"and write `api_key: {_env_name(name)}`; dd-build never writes a key "
                      "to a file")
     return providers
+
+
+_PROVIDER_KEYS = frozenset({"name", "endpoint", "provider_type", "api_key"})
+
+
+def _listed(keys: set[Any]) -> str:
+    return ", ".join(f"`{k}`" for k in sorted(map(str, keys)))
 
 
 def _env_name(provider: str) -> str:

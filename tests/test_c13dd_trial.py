@@ -121,6 +121,21 @@ def test_mistakes_in_the_config_and_models_are_named_before_anything_runs(
            "params: tone)" in done.stderr
     dd_project.edit("configs/answers.yaml", "params.tones", "params.tone")
 
+    # a provider setting that would reach the model unfingerprinted (found by a hunt: the
+    # rows changed with no rerun), and a section the models file does not use
+    dd_project.edit("models.yaml", "    provider_type: openai",
+                    "    provider_type: openai\n    extra_body: {max_tokens: 3}")
+    done = dd_project.run("-n", check=False)
+    assert done.returncode == 2, done.stderr
+    assert "models.yaml: provider 'local' sets `extra_body`" in done.stderr
+    dd_project.edit("models.yaml", "\n    extra_body: {max_tokens: 3}", "")
+    (dd_project.root / "models.yaml").write_text(
+        (dd_project.root / "models.yaml").read_text() + "model_configs: []\n")
+    done = dd_project.run("-n", check=False)
+    assert done.returncode == 2, done.stderr
+    assert "models.yaml holds `model_configs`" in done.stderr
+    dd_project.edit("models.yaml", "model_configs: []\n", "")
+
     # a column type Data Designer does not know: told once, with the file and the column
     dd_project.edit("configs/answers.yaml", "column_type: llm-text", "column_type: llm-txt")
     done = dd_project.run("answers", check=False)
