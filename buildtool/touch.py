@@ -209,12 +209,14 @@ def _touched_record(prep: Prepared, name: str, d: Decision) -> StageRecord:
         k: dep._replace(state=facts.discovered[k]) for k, dep in record.discovered.items()
         if k in facts.discovered}
     now = time.time()
+    extra = {**record.extra, "touched_at": now, "touched": [r.message for r in d.reasons]}
+    if facts.kind == "datadesigner" and "datadesigner" in extra:
+        extra["datadesigner"] = _config_now(prep, name, extra["datadesigner"])
     touched = replace(record, spec=facts.spec, spec_fingerprint=facts.fingerprint,
                       code=dict(facts.code), file_inputs=dict(facts.file_inputs),
                       stage_inputs=stage_inputs, discovered=discovered,
                       steps=_rekeyed(facts, record),
-                      extra={**record.extra, "touched_at": now,
-                             "touched": [r.message for r in d.reasons]})
+                      extra=extra)
     values = {f.name: getattr(facts, f.name) for f in fields(facts)}
     check = made_facts({**values, "read": read_of(touched, False), "damaged": {},
                         "outputs_now": {}, "stats_moved": False})
@@ -245,3 +247,13 @@ def _rekeyed(facts: Any, record: StageRecord) -> dict[str, Any]:
                                                             code.digest if code else "", digest))
         digest = trace.digest
     return steps
+
+
+def _config_now(prep: Prepared, name: str, kept: dict[str, Any]) -> dict[str, Any]:
+    """A datadesigner stage's stored config, as it is now: the next change is explained
+    from what was accepted (not from the config before the touch)."""
+    from .ddconfig import load_config
+
+    stage = prep.workflow.stages[name]
+    config = load_config(prep.workflow.project_dir, stage.target, stage.params, name)
+    return {**kept, "config": config}

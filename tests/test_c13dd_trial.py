@@ -157,3 +157,17 @@ def test_a_param_with_quotes_fills_the_config_without_breaking_its_yaml(
     assert built["answers"]["result"] == "completed"
     questions = dd_project.table("answers").column("question").to_pylist()
     assert all(q.startswith(f"In a {value} way: what should") for q in questions), questions
+
+
+def test_a_touched_prompt_edit_is_what_the_next_change_is_explained_from(
+        dd_project: DDProject) -> None:
+    """Found by a hunt: after `touch`, the record kept the config from before the touch, so
+    the next edit's diff ran from the old prompt."""
+    dd_project.build("answers")
+    dd_project.edit("configs/answers.yaml", "answer:", "answer gently:")
+    dd_project.run("touch", "answers")
+    dd_project.edit("configs/answers.yaml", "answer gently:", "answer kindly:")
+    done = dd_project.run("--explain", "-n", "answers")
+    text = done.stdout + done.stderr
+    assert "column 'answer': prompt changed" in text, text
+    assert "-You are {{ persona }}. In a friendly tone, answer gently:" in text, text
