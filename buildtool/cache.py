@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .fingerprint import FileState, digest_strings
+from .fingerprint import FileState, digest_file, digest_strings
 from .fsutil import atomic_write_bytes, make_dirs_durably
 
 CACHE_FORMAT = 1
@@ -285,7 +285,7 @@ class Cache:
         for f in entry.get("files", []):
             try:
                 obj = str(self.object_path(str(f["digest"])))
-                if file_digest(obj) != str(f["digest"]):
+                if digest_file(Path(obj)) != str(f["digest"]):
                     os.unlink(obj)
             except (OSError, KeyError, TypeError):
                 continue
@@ -297,7 +297,7 @@ class Cache:
         for f in entry["files"]:
             digest = str(f["digest"])
             try:
-                found = file_digest(str(self.object_path(digest)))
+                found = digest_file(self.object_path(digest))
             except FileNotFoundError as exc:
                 raise CacheDamaged(f"object {_hex(digest)[:12]}… is missing") from exc
             if found != digest:
@@ -314,7 +314,7 @@ class Cache:
         tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
         try:
             if linkable:
-                if not checked and file_digest(obj) != digest:
+                if not checked and digest_file(Path(obj)) != digest:
                     raise CacheDamaged(f"object {_hex(digest)[:12]}… does not match its digest")
                 if not _link(obj, tmp):
                     _copy_checked(obj, tmp, digest)
@@ -412,16 +412,6 @@ def _reflink(src: int, dst: int) -> bool:
         return True
     except (OSError, ImportError, AttributeError):
         return False
-
-
-def file_digest(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 # ------------------------------------------------------------------ where the cache is

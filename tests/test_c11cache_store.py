@@ -68,7 +68,8 @@ def entry_files(cache: Path) -> list[Path]:
 
 def assert_sound(cache: Path) -> None:
     """Every entry that reads as valid names only objects that are there, whole."""
-    from buildtool.cache import Cache, file_digest
+    from buildtool.cache import Cache
+    from buildtool.fingerprint import digest_file
 
     c = Cache(cache)
     for path in entry_files(cache):
@@ -76,7 +77,7 @@ def assert_sound(cache: Path) -> None:
         if entry is None:
             continue
         for f in entry["files"]:
-            assert file_digest(str(c.object_path(f["digest"]))) == f["digest"], path
+            assert digest_file(c.object_path(f["digest"])) == f["digest"], path
 
 
 # ---------------------------------------------------------------- where it lives
