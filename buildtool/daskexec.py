@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import StageFailed, UsageError
 
 if TYPE_CHECKING:
-    from .batchexec import StageCall
+    from .batchexec import ImportDelta, StageCall
     from .daskwork import ClusterLimiter, DaskBatches
     from .execute import BuildConfig
+    from .fingerprint import FileState
     from .kinds import Job
     from .model import Workflow
 
@@ -91,6 +91,7 @@ class Cluster:
         self._failed: StageFailed | None = None
         self._semaphores: list[Any] = []
         self._limiters: dict[str, ClusterLimiter] = {}
+        self._external: dict[str, tuple[str, FileState]] = {}  # module -> as found here
 
     def client(self, job: Job) -> Any:
         """The connected client; StageFailed when the scheduler cannot be reached (said once:
@@ -147,17 +148,46 @@ class Cluster:
         workers = len(self._client.scheduler_info().get("workers", {}))
         job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
 
-    def payload(self, job: Job, fn: Any, call: StageCall) -> Any:
-        """A future holding the pickled (fn, call), computed by a task (recomputable)."""
+    def payload(self, job: Job, call: StageCall) -> Any:
+        """A future holding the pickled Payload (the project's code as it is now, and the
+        call), computed by a task (recomputable)."""
         import hashlib
 
-        from .daskwork import keep_blob
+        from .codebundle import collect
+        from .daskwork import Payload, keep_blob
 
         client = self.client(job)
-        blob = _pickled(job, (fn, call))
+        workflow = self.workflow
+        bundle = collect(workflow.project_dir, skip=(workflow.project_dir / workflow.artifacts,))
+        blob = _pickled(job, Payload(bundle, self.build_id, call))
         digest = hashlib.sha256(blob).hexdigest()[:16]
         return client.submit(keep_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
                              pure=False)
+
+    def imports(self, delta: ImportDelta | None) -> None:
+        """What a worker's code imported, into this process's import graph (the stage's
+        tracker reads it); modules outside the project fingerprinted here, as the planner
+        will (the workers' installed versions are theirs to keep equal to these)."""
+        from .batchexec import merge_imports
+
+        if delta is not None:
+            merge_imports(self.here(delta))
+
+    def here(self, delta: ImportDelta) -> ImportDelta:
+        """`delta` with the states of modules outside the project as found here."""
+        from .codedeps import EXT
+        from .external import fingerprint_found
+
+        edges, nodes = delta
+        here = []
+        for node, key, state, module in nodes:
+            if node.startswith(EXT):
+                name = module or node.removeprefix(EXT)
+                if name not in self._external:
+                    self._external[name] = fingerprint_found(name)
+                key, state = self._external[name]
+            here.append((node, key, state, module))
+        return edges, here
 
     def limiter(self, job: Job) -> ClusterLimiter | None:
         """The stage's `rate_limit:` as one limit of the whole cluster (made once per name)."""
@@ -185,18 +215,16 @@ class Cluster:
                 self._limiters[name] = ClusterLimiter(name, limit.requests_per_second, cap, rate)
             return self._limiters[name]
 
-    def batches(self, job: Job, fn: Any, call: StageCall, log: Path) -> DaskBatches:
+    def batches(self, job: Job, call: StageCall, log: Path) -> DaskBatches:
         from dataclasses import replace
 
         from .daskwork import DaskBatches
 
         self.client(job)
         call = replace(call, limiter=self.limiter(job))
-        return DaskBatches(self._client, self.payload(job, fn, call), job.stage.name, log,
-                           call.inputs)
+        return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self)
 
-    def transform(self, job: Job, fn: Any, inputs: dict[str, Any], params: dict[str, Any],
-                  log: Path) -> tuple[Any, tuple[str, ...]]:
+    def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path) -> tuple[Any, tuple[str, ...]]:
         """The stage's one call on a worker: its table and what its code read of the stage's
         name; StageFailed when it fails. Waits in
         steps so that Ctrl-C (and -j's cancel) end the wait at once, the task cancelled."""
@@ -211,7 +239,7 @@ class Cluster:
         client = self.client(job)
         call = StageCall(job.stage.name, job.stage.target, str(self.workflow.project_dir),
                          params, {}, 0, 0, 0.0, self.limiter(job))
-        payload = self.payload(job, fn, call)
+        payload = self.payload(job, call)
         future = client.submit(run_transform, payload, inputs, pure=False,
                                key=f"dd-build-{job.stage.name}-transform-{uuid.uuid4().hex[:8]}")
         watch = Watch(client)
@@ -227,10 +255,11 @@ class Cluster:
         if error is not None:
             raise error
         try:
-            result, output, reads = future.result(timeout=60)
+            result, output, reads, imports = future.result(timeout=60)
         except Exception as exc:  # noqa: BLE001 - its data could not be fetched: said
             raise not_back("the transform", exc, job.stage.name) from exc
         append_output(log, output)
+        self.imports(imports)
         if isinstance(result, BatchError):
             raise result.exception(job.stage.name)
         return result, reads
@@ -258,35 +287,14 @@ def _most_in_flight(workflow: Workflow) -> int:
 
 
 def _pickled(job: Job, value: Any) -> bytes:
-    """cloudpickle, the project's modules by value (workers have no copy of the project)."""
+    """cloudpickle (the call's limiter holds Dask semaphores)."""
     import cloudpickle
 
     from .daskwork import said
 
-    for module in _project_modules(job.workflow.project_dir):
-        with contextlib.suppress(ValueError):  # registered already
-            cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(value)
     except Exception as exc:  # noqa: BLE001 - whatever pickling raised, said with its cause
-        raise StageFailed(
-            f"cannot send {job.stage.target} to the Dask workers: {said(exc)}",
-            stage=job.stage.name,
-            hint="the function and the module-level values it uses are pickled (cloudpickle): "
-                 "make clients, connections and locks inside the function (or in a cached "
-                 "helper it calls), not at import") from exc
-
-
-def _project_modules(project: Path) -> list[Any]:
-    """Loaded modules whose file is in the project (not a venv or site-packages in it)."""
-    from .kinds.sourceload import not_project_folders
-
-    inside = str(project).rstrip(os.sep) + os.sep
-    installed = tuple(p for p in not_project_folders(str(project)) if p != inside)
-    found = []
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str) and path.startswith(inside) and not path.startswith(installed):
-            found.append(module)
-    # a package before its submodules: registering it covers them
-    return sorted(found, key=lambda m: m.__name__.count("."))
+        raise StageFailed(f"cannot send {job.stage.name}'s call to the Dask workers: "
+                          f"{said(exc)}", stage=job.stage.name,
+                          hint="its params must be plain values (the Workflowfile's)") from exc

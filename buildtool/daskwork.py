@@ -15,12 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batchexec import BatchError, BatchTask, Finished, StageCall, _Arrivals
 from .errors import StageFailed, UserCodeFailed
+
+if TYPE_CHECKING:
+    from .batchexec import ImportDelta
+    from .codebundle import CodeBundle
+    from .daskexec import Cluster
 
 # A scheduler the client has lost for this long fails the batches in flight.
 LOST_AFTER_S = float(os.environ.get("DD_BUILD_DASK_LOST_AFTER_S", "10"))
@@ -107,8 +112,8 @@ class DaskBatches(_Arrivals):
     scheduler gets one message for them (its cost per message, not per task, dominated the
     per-batch overhead of one submit per batch)."""
 
-    def __init__(self, client: Any, payload: Any, stage: str, log: Path,
-                 inputs: dict[str, Any]) -> None:
+    def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster
+                 ) -> None:
         from distributed import as_completed
 
         super().__init__()
@@ -116,6 +121,7 @@ class DaskBatches(_Arrivals):
         self._payload = payload
         self._stage = stage
         self._log = log
+        self._cluster = cluster
         self._futures: dict[int, Any] = {}
         self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
         self._index: dict[Any, int] = {}  # future key -> batch index
@@ -194,6 +200,8 @@ class DaskBatches(_Arrivals):
             return Finished(index, error=failure(future, self._stage, f"batch {index}", exc))
         finished, output = result
         append_output(self._log, output)
+        if finished.imports is not None:
+            finished.imports = self._cluster.here(finished.imports)
         if isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
@@ -274,7 +282,17 @@ class ClusterLimiter:
 
 # ---------------------------------------------------------------- on a worker
 
-_LOADED: dict[bytes, tuple[Any, StageCall]] = {}  # the worker's unpickled payloads (by blob)
+@dataclass(frozen=True)
+class Payload:
+    """What every task of a stage attempt shares: the project's code, the build it is for
+    (which import edges it has been told), and the call."""
+
+    bundle: CodeBundle
+    build: str
+    call: StageCall
+
+
+_LOADED: dict[bytes, Payload] = {}  # the worker's unpickled payloads (by blob)
 _LOADED_LOCK = threading.Lock()
 
 
@@ -282,7 +300,7 @@ def keep_blob(blob: bytes) -> bytes:
     return blob
 
 
-def _loaded(blob: bytes) -> tuple[Any, StageCall]:
+def _loaded(blob: bytes) -> Payload:
     with _LOADED_LOCK:
         if blob not in _LOADED:
             import cloudpickle
@@ -294,36 +312,45 @@ def _loaded(blob: bytes) -> tuple[Any, StageCall]:
 
 
 def run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
-    """A Dask task: one batch, with its retries; what its code printed comes back with it."""
+    """A Dask task: one batch, with its retries; what its code printed comes back with it, and
+    what it imported (kinds/bundleload.py)."""
+    from .kinds.bundleload import imports_for, running
     from .kinds.generate import compute_batch
     from .tables import parquet_buffer
 
-    fn, call = _loaded(blob)
+    payload = _loaded(blob)
+    call = payload.call
     notes: list[str] = []
-    with _captured() as output:
+    with running(payload.bundle) as code, _captured() as output:
         try:
+            fn = code.callable(call.target, call.stage)
             table, reads = compute_batch(fn, call, task, notes.append)
             finished = Finished(task.index, table, parquet_buffer(table), retries=len(notes),
                                 reads=reads)
         except StageFailed as exc:
             finished = Finished(task.index, error=_remote_error(exc, call), retries=len(notes))
+        finished.imports = imports_for(payload.build)
     finished.notes = notes
     return finished, output.getvalue()
 
 
-def run_transform(blob: bytes, inputs: dict[str, Any]) -> tuple[Any, str, tuple[str, ...]]:
-    """A Dask task: a transform stage's one call; its table, or its failure as text, and what
-    its code read of the stage's name (for the build cache's renames)."""
+def run_transform(blob: bytes, inputs: dict[str, Any]
+                  ) -> tuple[Any, str, tuple[str, ...], ImportDelta | None]:
+    """A Dask task: a transform stage's one call; its table, or its failure as text, what its
+    code read of the stage's name (for the build cache's renames), and what it imported."""
     import copy
 
     from .errors import exc_text
+    from .kinds.bundleload import imports_for, running
     from .kinds.transform import TransformContext
     from .tables import to_table
 
-    fn, call = _loaded(blob)
+    payload = _loaded(blob)
+    call = payload.call
     ctx = TransformContext(call.stage, inputs, copy.deepcopy(call.params), call.limiter)
-    with _captured() as output:
+    with running(payload.bundle) as code, _captured() as output:
         try:
+            fn = code.callable(call.target, call.stage)
             try:
                 value = fn(ctx)
             except (Exception, SystemExit) as exc:  # the user's code raised
@@ -332,7 +359,8 @@ def run_transform(blob: bytes, inputs: dict[str, Any]) -> tuple[Any, str, tuple[
             result: Any = to_table(value, call.target)
         except StageFailed as exc:
             result = _remote_error(exc, replace(call, inputs=inputs))
-    return result, output.getvalue(), tuple(sorted(ctx._reads))
+        imports = imports_for(payload.build)
+    return result, output.getvalue(), tuple(sorted(ctx._reads)), imports
 
 
 def _remote_error(exc: StageFailed, call: StageCall) -> BatchError:

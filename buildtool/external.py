@@ -128,6 +128,16 @@ def fingerprint_loaded(module: str) -> tuple[str, FileState]:
     return key, _metadata_stats(key, state, spec)
 
 
+def fingerprint_found(module: str) -> tuple[str, FileState]:
+    """The key and state of `module` as this process would import it (found, not imported):
+    for a module another process imported (a Dask worker), as the planner fingerprints it."""
+    top = module.split(".")[0]
+    spec = find_spec_without_import(module)
+    top_spec = spec if module == top or spec is None else find_spec_without_import(top)
+    key, state = fingerprint(module, spec, top_spec, {})
+    return key, _metadata_stats(key, state, spec)
+
+
 def _metadata_stats(key: str, state: FileState, spec: Any) -> FileState:
     """An installed distribution's state with the stats of its METADATA file, when found."""
     if not key.startswith(DIST) or spec is None or spec.origin in (None, "built-in", "frozen"):

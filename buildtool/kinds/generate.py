@@ -360,7 +360,7 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
     stage = job.stage
     if job.cluster is not None:  # batches in flight on the whole cluster
         log = stage_log(job.run.dir)
-        return job.cluster.batches(job, fn, call, log), stage.concurrency
+        return job.cluster.batches(job, call, log), stage.concurrency
     if stage.executor == "process":
         workers = min(stage.concurrency, os.cpu_count() or 1)
         if workers < stage.concurrency:

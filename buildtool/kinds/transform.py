@@ -55,7 +55,7 @@ def execute(job: Job) -> Output:
     job.progress(0, 1)
     check_cancel(job)  # -j: SIGINT/SIGTERM came while it loaded or read its inputs
     if job.cluster is not None:  # the call on a Dask worker; its output appended to the log
-        table, reads = job.cluster.transform(job, fn, inputs, copy.deepcopy(stage.params), log)
+        table, reads = job.cluster.transform(job, inputs, copy.deepcopy(stage.params), log)
         job.run.write_batch(0, table, reads=reads)
         job.progress(1, 1)
         return job.run.batches_output()
