@@ -87,9 +87,9 @@ def test_a_failure_names_the_clients_file_and_line_with_its_source() -> None:
         try:
             call(bundle(files), "stages/bad.py:make", None)
         except Exception as exc:
-            out["where"] = str(where(exc, Path(%(root)r)))
+            out["where"] = str(where(exc, Path(ROOT)))
             out["trace"] = user_traceback(exc)
-        ''' % {"root": ROOT})
+        '''.replace("ROOT", repr(ROOT)))
     assert out["where"].startswith("at stages/bad.py:4 in make"), out
     assert "return json.loads('{')" in out["trace"]  # the line's text, though no file is here
 

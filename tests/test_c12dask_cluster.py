@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from c10b_support import built_state, jobs_project
 from c12dask_support import ADDRESS, needs_cluster
 from conftest import REPO, Project
@@ -163,7 +162,7 @@ def test_verbose_progress_shows_each_batch_of_a_stage_on_the_cluster(tmp_path: P
 
 
 LAZY = """
-workflow: lazy
+workflow: demo
 stages:
   gen:
     generate: code/gen.py:rows

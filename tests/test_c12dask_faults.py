@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from c10b_support import built_state, jobs_project
 from c12dask_support import (
     ADDRESS,
@@ -242,3 +243,35 @@ def test_an_input_a_worker_cannot_see_is_said_as_such(tmp_path: Path) -> None:
             raise UserCodeFailed("raised", stage="shaped") from cause
     except UserCodeFailed as exc:
         assert "cannot see" not in _remote_error(exc, call).message
+
+
+@needs_dask
+def test_a_batch_orphaned_by_a_killed_client_does_not_hold_up_the_next_builds_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs one version of the project's code at a time (kinds/bundleload.py); a
+    batch whose client was killed runs on in its thread, but no longer counts: the next build,
+    with edited code, runs beside it on the same worker."""
+    monkeypatch.setenv("WAIT_S", "600")  # on the worker: the held batch waits that long
+    scheduler, address = start_scheduler(tmp_path / "scheduler")
+    worker = start_worker(address, tmp_path / "worker", threads=2)
+    proj = jobs_project(tmp_path / "dask", HELD)
+    try:
+        wait_for_workers(address, 1)
+        build = proj.start("--scheduler", address)
+        try:
+            proj.wait_for("marks/held-reached", build)
+        finally:
+            build.kill()
+            build.communicate()
+        code = proj.root / "code" / "jobs.py"
+        code.write_text(code.read_text() + "\n# edited: the workers get other code\n")
+        proj.write("Workflowfile", HELD.replace("{hold: true}", "{hold: false}"))
+        again = proj.start("--scheduler", address)
+        out, err = again.communicate(timeout=240)  # the orphan waits 600 s: not for it
+        assert again.returncode == 0, err
+        assert proj.record("held")["status"] == "completed"
+        assert not (proj.root / "marks" / "go").exists()  # the orphan was never let go
+    finally:
+        (proj.root / "marks").mkdir(exist_ok=True)
+        (proj.root / "marks" / "go").write_text("x")
+        stop(worker, scheduler)

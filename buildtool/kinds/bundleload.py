@@ -3,8 +3,9 @@ the worker's disk nor from modules it imported for an earlier build.
 
 A worker is a long-lived process that serves any build, so the bundle's modules live in
 sys.modules (as dataclasses, pickle and typing expect) only while tasks of that bundle run:
-a task of another bundle (the code was edited, or another project) waits until those are done,
-then the old bundle's modules are dropped and the new one's execute afresh (`running`). A
+a task of another bundle (the code was edited, or another project) waits until those are done
+(or abandoned by their client), then the old bundle's modules are dropped and the new one's
+execute afresh (`running`). A
 meta path finder serves the active bundle's modules under their names, relative to the
 project folder (and to sys.path entries inside it that the code added), with `__file__` the
 client's path: tracebacks name the user's file and line, and import statements are recorded
@@ -24,7 +25,6 @@ import linecache
 import os
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -191,41 +191,35 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 class _Gate:
-    """Tasks of one bundle at a time on this worker; tasks of the active bundle wait too while
-    a task of another waits (so a stream of one build's batches cannot starve another)."""
+    """Tasks of one bundle at a time on this worker. A task of another bundle waits until the
+    running ones are done, or abandoned: Dask cancelled them (their client is gone) and only
+    their thread runs on, its result dropped. They keep the modules they hold."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.active: _Table | None = None
-        self.running = 0
-        self.waiting: Counter[str] = Counter()
+        self.tasks: dict[int, tuple[str, Any]] = {}  # running: token -> bundle digest, task key
 
     @contextlib.contextmanager
     def running_bundle(self, bundle: CodeBundle) -> Iterator[_Table]:
+        token = object()
         with self.cond:
-            self.waiting[bundle.digest] += 1
             while not self._may_run(bundle.digest):
-                self.cond.wait()
-            self.waiting[bundle.digest] -= 1
+                self.cond.wait(0.5)  # also to look again whether the running were abandoned
             if self.active is None or self.active.bundle.digest != bundle.digest:
                 self._switch(bundle)
-            self.running += 1
+            self.tasks[id(token)] = (bundle.digest, _task_key())
             table = self.active
         assert table is not None
         try:
             yield table
         finally:
             with self.cond:
-                self.running -= 1
+                del self.tasks[id(token)]
                 self.cond.notify_all()
 
     def _may_run(self, digest: str) -> bool:
-        if self.active is None or self.running == 0 and self.active.bundle.digest != digest:
-            return True
-        if self.active.bundle.digest != digest:
-            return False
-        others = sum(n for d, n in self.waiting.items() if d != digest)
-        return others == 0
+        return all(d == digest or _abandoned(key) for d, key in self.tasks.values())
 
     def _switch(self, bundle: CodeBundle) -> None:
         """Drop the old bundle's modules (and any module loaded from the new project folder
@@ -243,6 +237,28 @@ class _Gate:
         if not any(isinstance(f, _Finder) for f in sys.meta_path):
             sys.meta_path.insert(0, _Finder())
         self.active = _Table(bundle)
+
+
+def _task_key() -> Any:
+    """The key of the Dask task this thread runs (None outside one)."""
+    try:
+        from distributed.worker import thread_state
+    except ImportError:
+        return None
+    return getattr(thread_state, "key", None)
+
+
+def _abandoned(key: Any) -> bool:
+    """Whether the worker has given up the task `key` (cancelled, released or forgotten)."""
+    if key is None:
+        return False
+    try:
+        from distributed import get_worker
+
+        task = get_worker().state.tasks.get(key)
+    except (ImportError, ValueError):  # not in a Dask task
+        return False
+    return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
 def _drop(which: Any) -> None:
