@@ -108,9 +108,16 @@ def test_packages_relative_imports_namespaces_and_dataclasses_load_as_python_doe
         out["value"] = call(b, "run.py:go", None)
         out["dotted"] = call(b, "pkg.sub:twice", 5)  # a `module:fn` target of the project
         out["file"] = sys.modules["pkg.sub"].__file__
+        # a stage's file imported by its module name too: one module, executed once
+        c = bundle({"count.py": "import itertools\\nN = itertools.count()\\nFIRST = next(N)\\n"
+                                "def f(ctx):\\n    import count\\n    return [FIRST, count.FIRST, next(N)]\\n"})
+        out["once"] = [call(c, "count.py:f", None), call(c, "count.py:f", None)]
+        out["name"] = sys.modules["count"].__spec__.name
         ''')
     assert out["value"] == 6 and out["dotted"] == 10
     assert out["file"] == f"{ROOT}/pkg/sub.py"
+    assert out["once"] == [[0, 0, 1], [0, 0, 2]]
+    assert out["name"].startswith("ddbuild_user_")  # as first executed
 
 
 def test_a_module_missing_everywhere_says_to_install_it_on_the_workers() -> None:

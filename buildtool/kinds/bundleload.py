@@ -49,6 +49,7 @@ class _Table:
         self.by_rel: dict[str, ModuleType] = {}  # a file executed once, whatever its name
         self.names: set[str] = set()  # the names its modules were put in sys.modules under
         self.reused: set[int] = set()
+        self.specs: dict[str, Any] = {}  # rel -> the spec it first executed under
         self.fns: dict[str, Any] = {}  # target -> its callable
         self.lock = threading.RLock()
 
@@ -103,6 +104,7 @@ class _Table:
         code = compile(data, path, "exec", dont_inherit=True)
         exec(code, module.__dict__)
         self.by_rel.setdefault(rel, module)
+        self.specs.setdefault(rel, module.__spec__)
 
     def callable(self, target: str, stage: str) -> Any:
         """The stage's function, its module executed the first time only."""
@@ -172,8 +174,9 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         if self.rel is None:
             return
-        if id(module) in self.table.reused:
+        if id(module) in self.table.reused:  # its attributes as first executed
             self.table.reused.discard(id(module))
+            module.__spec__ = self.table.specs[self.rel]
             return
         self.table.execute(module, self.rel)
 
