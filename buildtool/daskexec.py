@@ -5,11 +5,12 @@ file and record; Dask workers only compute and send back tables (or an error as 
 cluster is one more `BatchExecutor` (batchexec.py), `DaskBatches`, and a transform stage is
 one task. What crosses to a worker:
 
-- the stage's callable and its `StageCall`, pickled once per stage attempt with cloudpickle,
-  the project's own modules *by value* (`register_pickle_by_value`): workers need dd-build
-  and the libraries the code imports, not a copy of the project. The blob is the result of a
-  tiny task (not scattered data), so a worker that dies takes no unrecomputable data with it;
-  each worker unpickles it once.
+- the project's Python sources (codebundle.py) and the stage's `StageCall`, pickled once per
+  stage attempt: workers run the stage's code from those sources (kinds/bundleload.py), so
+  they need dd-build and the libraries the code imports, not a copy of the project, and every
+  import the code makes there comes back as an edge of the import graph. The blob is the
+  result of a tiny task (not scattered data), so a worker that dies takes no unrecomputable
+  data with it; each worker unpickles it once.
 - each batch's `BatchTask` (its seed rows travel with it); back comes the `Finished` batch
   (table and parquet bytes, encoded on the worker) and what the code printed, which the
   client appends to the stage's log.
@@ -224,7 +225,8 @@ class Cluster:
         call = replace(call, limiter=self.limiter(job))
         return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self)
 
-    def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path) -> tuple[Any, tuple[str, ...]]:
+    def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path
+                  ) -> tuple[Any, tuple[str, ...]]:
         """The stage's one call on a worker: its table and what its code read of the stage's
         name; StageFailed when it fails. Waits in
         steps so that Ctrl-C (and -j's cancel) end the wait at once, the task cancelled."""
