@@ -8,13 +8,14 @@ the function (`helpers.lazy`), callbacks' code, same-second edits, stages named 
 on a worker. After every build its outputs must be byte-identical to a from-scratch local
 serial build's, and nothing may run without a reason (tests/fuzz_support.py, (a)-(c)).
 
-Seeds (the local builds of a seed draw the same edits, so each replays with
-`python benchmarks/fuzz_correctness.py --examples 1 --seed S --focus F --scheduler
-$DD_BUILD_TEST_SCHEDULER --dask 0.7`):
-  helpers 303   s1 built on Dask, helpers/lazy.py edited (imported inside s1's function),
-                the next build: before the code bundle (c926bc6) the lazy import was not
-                recorded, s1 stayed up to date (stale); on workers without the project on
-                their path it failed with ModuleNotFoundError
+Seeds (each replays with `python benchmarks/fuzz_correctness.py --examples 1 --seed S
+--focus F --scheduler $DD_BUILD_TEST_SCHEDULER --dask 0.7`). Before the code bundle (c926bc6;
+at 9e41b8b) helpers 2, 3 and 303 failed: on workers without a copy of the project (as here)
+the lazy `from helpers.lazy import KL` raised ModuleNotFoundError in the first build on
+Dask; on workers with the project on their path, the first build on Dask recorded no lazy
+import, so after an edit of helpers/lazy.py the next build left the stage up to date
+(stale: its rows carried the old KL, and so did its dependants'). mixed 0 has concurrency
+and callbacks on the cluster besides.
 """
 
 from __future__ import annotations
