@@ -17,6 +17,12 @@ of S and of its upstreams while the review is held, `override --release`, `--for
 override file). `all` cycles through them, example by example. The default, mixed, has a
 little of each; plain has none (the generator as it was before issue 7).
 
+Every focus also draws where batches run (each generate stage's `concurrency` and `executor`,
+from a generator of its own). With `--scheduler ADDRESS` (a Dask scheduler, e.g. the one
+`.ci/with-dask-cluster` starts: `--scheduler $DD_BUILD_TEST_SCHEDULER`), a `--dask` share of
+the builds (default 0.5) runs there, on the same long-lived workers throughout; the other
+builds, and every from-scratch build, run locally. A seed draws the same edits either way.
+
 After every `dd-build` of every example it checks:
   stale     a stage in the build's closure whose selected output differs from a from-scratch
             build of the current project files;
@@ -35,6 +41,8 @@ Run by hand, e.g.:
   python benchmarks/fuzz_correctness.py --examples 1000 --seed 0 --jobs 2
   python benchmarks/fuzz_correctness.py --examples 5 --focus types
   python benchmarks/fuzz_correctness.py --examples 200 --focus steps --jobs 2
+  .ci/with-dask-cluster sh -c 'python benchmarks/fuzz_correctness.py --examples 20 \
+      --focus helpers --scheduler "$DD_BUILD_TEST_SCHEDULER" --dask 0.7'
 Exit status 1 when any violation was found; the first --show reports are printed in full.
 """
 
@@ -70,13 +78,15 @@ def _init(workdir: str) -> None:
     _REFS = ReferenceBuilds(_WORKDIR / "scratch")
 
 
-def _one(seed: int, rounds: int, focus: str) -> tuple[SequenceResult, int, int]:
+def _one(seed: int, rounds: int, focus: str, scheduler: str | None = None, dask: float = 0.0
+         ) -> tuple[SequenceResult, int, int]:
     """One example in a fresh project folder: its result and the from-scratch cache counters."""
     assert _REFS is not None and _WORKDIR is not None
     root = _WORKDIR / f"seed-{seed}"
     builds, hits = _REFS.builds, _REFS.hits
     try:
-        result = run_seed(seed, root, _REFS, rounds=rounds, focus=focus)
+        result = run_seed(seed, root, _REFS, rounds=rounds, focus=focus, scheduler=scheduler,
+                          dask=dask)
     except Exception:  # a bug of the harness itself: report it, keep going
         import traceback
 
@@ -97,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=3, help="full reports to print (default 3)")
     parser.add_argument("--focus", default="mixed", choices=[*FOCUS, "all"],
                         help="the hard-edge class to raise (default: mixed)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="a Dask scheduler: a --dask share of the builds runs there")
+    parser.add_argument("--dask", type=float, default=0.5, metavar="SHARE",
+                        help="with --scheduler, the share of builds on it (default 0.5)")
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dd-fuzz-correctness-"))
@@ -106,14 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     focuses = [cycle[i % len(cycle)] if args.focus == "all" else args.focus
                for i in range(args.examples)]
     print(f"{args.examples} examples, seeds {seeds[0]}..{seeds[-1]}, focus {args.focus}, "
-          f"{args.rounds} builds each, {args.jobs} job(s), in {workdir}", flush=True)
+          f"{args.rounds} builds each, {args.jobs} job(s), in {workdir}"
+          + (f", {args.dask:.0%} of builds on {args.scheduler}" if args.scheduler else ""),
+          flush=True)
     started = time.monotonic()
     totals = dict(builds=0, edits=0, stale=0, wasteful=0, error=0, harness=0, failing=0,
                   scratch=0, hits=0)
     seen: Counter[str] = Counter()
     failures: list[SequenceResult] = []
     with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(str(workdir),)) as pool:
-        futures = [pool.submit(_one, seed, args.rounds, focus)
+        futures = [pool.submit(_one, seed, args.rounds, focus, args.scheduler, args.dask)
                    for seed, focus in zip(seeds, focuses, strict=True)]
         for done, future in enumerate(futures, 1):
             result, scratch, hits = future.result()

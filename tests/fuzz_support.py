@@ -25,6 +25,15 @@ value changed), then edits of S itself and of its upstreams while the review is 
 `dd-build override --release S`, and a deleted override file. Code and data edits sometimes
 keep the file's size and land in the same second as its last write.
 
+Where batches run is drawn too, from a generator of its own (so the edits above stay what
+each seed drew): each generate stage's `concurrency` (1, or 2-8 in flight) and `executor`
+(left out, `thread`, or rarely `process`: worker processes), drawn anew for one stage in a
+third of the rounds; and, given a Dask scheduler (`scheduler`, e.g. $DD_BUILD_TEST_SCHEDULER),
+a `dask` share of the builds runs there (`--scheduler`), on the same long-lived workers
+through the whole sequence (a worker holds the modules of an earlier build's code). The
+oracle stays a local serial build (`local_serial`): none of these may change an output or
+run anything.
+
 The property (Build Systems à la Carte, STYLE.md), checked after every `dd-build`:
 
 (a) never stale: every stage in the build's closure has a selected output (read from its
@@ -89,6 +98,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,11 +135,13 @@ from fuzz_workflows import (
     HELPER_FILES,
     PROCESSOR_CHOICES,
     SOURCE_GLOBS,
+    WHERE_KEYS,
     WORDS,
     WORKFLOW,
     Mix,
     Rng,
     StageGen,
+    draw_where,
     notes_of,
     random_text,
     random_workflow,
@@ -275,6 +287,25 @@ def source_hash(root: Path) -> str:
     return h.hexdigest()
 
 
+# A stage key saying where batches run, as fuzz_workflows writes it (block style: every entry
+# has params), on a line of its own at the stage entry's indentation.
+_WHERE_LINE = re.compile(rf"^    (?:{'|'.join(WHERE_KEYS)}): [^\n]*\n", re.MULTILINE)
+
+
+def local_serial(workflowfile: str) -> str:
+    """The Workflowfile of a local serial build: the stages' `concurrency` and `executor`
+    lines left out (the oracle builds every batch one at a time in its build process)."""
+    return _WHERE_LINE.sub("", workflowfile)
+
+
+def reference_files(root: Path) -> dict[str, bytes]:
+    """The project's source files as a from-scratch build gets them (see local_serial)."""
+    files = {rel: (root / rel).read_bytes() for rel in source_files(root)}
+    if "Workflowfile" in files:
+        files["Workflowfile"] = local_serial(files["Workflowfile"].decode()).encode()
+    return files
+
+
 def _called(root: Path) -> list[tuple[str, str]]:
     log = root / "calls.log"
     lines = log.read_text().splitlines() if log.exists() else []
@@ -373,7 +404,11 @@ class ReferenceBuilds:
         with `fixpoint`, build twice and note what the second build ran. `held` maps each
         stage whose review override is in force to its review file: see `hold_reviews`."""
         held = held or {}
-        key = source_hash(project) + (":fixpoint" if fixpoint else "") + "".join(
+        files = reference_files(project)
+        digest = hashlib.sha256()
+        for rel, data in sorted(files.items()):
+            digest.update(rel.encode() + b"\0" + data + b"\0")
+        key = digest.hexdigest() + (":fixpoint" if fixpoint else "") + "".join(
             f":{name}={_sha(project / rel)}" for name, rel in sorted(held.items()))
         if key in self.cache:
             self.hits += 1
@@ -382,7 +417,10 @@ class ReferenceBuilds:
         self.builds += 1
         self.workdir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.workdir))
-        for rel in source_files(project) + sorted(held.values()):
+        for rel, data in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        for rel in sorted(held.values()):
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project / rel, folder / rel)
         if held:
@@ -445,6 +483,7 @@ class SequenceResult:
     seconds: float = 0.0
     seed: int | None = None
     focus: str = "mixed"
+    dask: float = 0.0  # the share of builds that ran on the Dask scheduler (when there is one)
     # What the builds exercised: stage runs, resumes (kept batches), early cutoffs (a stage
     # left alone although an upstream ran in the same build), forced stages, refusals, the
     # edits by kind.
@@ -454,8 +493,10 @@ class SequenceResult:
         lines = ["dd-build correctness property violated"]
         if self.seed is not None:
             focus = f" --focus {self.focus}" if self.focus != "mixed" else ""
+            dask = f" --scheduler $DD_BUILD_TEST_SCHEDULER --dask {self.dask}" \
+                if self.dask else ""
             lines.append(f"replay: python benchmarks/fuzz_correctness.py --examples 1 "
-                         f"--seed {self.seed}{focus}")
+                         f"--seed {self.seed}{focus}{dask}")
         lines += ["", "initial workflow:", self.workflow, "",
                   "sequence (edits and builds, in order):"]
         lines += ["  " + t for t in self.transcript]
@@ -468,7 +509,10 @@ class Sequence:
     """One example: a random workflow, then rounds of random edits each followed by a build."""
 
     def __init__(self, rng: Rng, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-                 check_export: bool = True, mix: Mix | None = None) -> None:
+                 check_export: bool = True, mix: Mix | None = None,
+                 scheduler: str | None = None, dask: float = 0.0) -> None:
+        """`scheduler`: a Dask scheduler's address; a `dask` share of the builds (drawn per
+        build) then runs on it (`--scheduler`), the others locally."""
         self.rng = rng
         self.root = root
         self.refs = refs
@@ -493,6 +537,16 @@ class Sequence:
         # stage renamed is the same StageGen: its trace does not hold its name).
         self.built_as: dict[Any, set[str]] = {}
         self.wf = random_workflow(rng, self.mix)
+        # Where batches run (stages' concurrency and executor, and which builds go to the
+        # Dask scheduler) is drawn from a generator of its own, seeded by the workflow: the
+        # sequences of the seeds named in the tests stay what they were, and a seed draws the
+        # same edits with or without a scheduler.
+        import random
+
+        self.scheduler, self.dask = scheduler, dask
+        self.where = random.Random(f"where:{self.wf.workflowfile_text()}")
+        for s in self.wf.stages:
+            draw_where(self.where, s)
 
     # -- running
 
@@ -505,6 +559,7 @@ class Sequence:
             if index > 0:
                 for _ in range(self.rng.choice((0, 1, 1, 2, 2, 3))):
                     self.edit()
+                self.edit_where()
             if not self.build(*self.random_build_args()):
                 break
         else:
@@ -512,7 +567,26 @@ class Sequence:
                 self.export_check()
         return SequenceResult(initial, self.transcript, self.violations, self.builds,
                               self.edits, self.wf.workflowfile_text(), len(self.wf.stages),
-                              time.monotonic() - started, seen=self.seen)
+                              time.monotonic() - started, seen=self.seen,
+                              dask=self.dask if self.scheduler else 0.0)
+
+    def edit_where(self) -> None:
+        """A third of the rounds: one generate stage's concurrency and executor drawn anew
+        (not part of the fingerprint: the build after must run nothing for it)."""
+        stages = [s for s in self.wf.stages if s.kind == "generate"]
+        if not stages or self.where.random() >= 1 / 3:
+            return
+        s = self.where.choice(stages)
+        text = draw_where(self.where, s)
+        if text:
+            self.wf.write_workflowfile(self.root)
+            self.seen["edit where"] += 1
+            self.transcript.append(f"edit: {s.name}: {text} (where batches run: not part "
+                                   "of the fingerprint)")
+
+    def on_dask(self) -> bool:
+        """Whether the next build runs on the Dask scheduler (drawn even without one)."""
+        return self.where.random() < self.dask and self.scheduler is not None
 
     def random_build_args(self) -> tuple[list[str], list[str]]:
         """(flags, targets) of a random build: 30% a target subset; 15% `--force S`, 10%
@@ -543,7 +617,7 @@ class Sequence:
         what they were."""
         import random
 
-        draw = random.Random(f"{self.wf.workflowfile_text()}:{self.builds}")
+        draw = random.Random(f"{self.wf.workflowfile_text(where=False)}:{self.builds}")
         return [] if draw.random() < 0.5 else ["-j", str(draw.choice((2, 3, 4, 8)))]
 
     def forced(self, flags: list[str], closure: list[str]) -> set[str]:
@@ -580,14 +654,19 @@ class Sequence:
         pred = predict(self.wf, self.model, self.root, closure, forced, held & set(closure))
         planned = self._dry_plan(args, pred, held & set(closure))
         (self.root / "calls.log").unlink(missing_ok=True)
-        proc = run_cli(self.root, "build", "--json", *args)
+        for marker in (self.root / "flaky").glob(".*"):  # a flaky first attempt per build
+            marker.unlink()
+        dask = ["--scheduler", self.scheduler] if self.on_dask() and self.scheduler else []
+        proc = run_cli(self.root, "build", "--json", *args, *dask)
         calls = self._named(_called(self.root))
         ref = pending.result(self.wf.names)
         summary = self._summary(proc.stdout)
         self._count(proc.stdout, closure, forced, calls)
         ran = {s: sorted(c, key=str) for s, c in self._by_stage(calls).items()}
-        self.transcript.append(f"build #{n}: dd-build {' '.join(args)} -> exit {proc.returncode}; "
-                               f"called {ran or 'nothing'}")
+        self._count_where(closure, bool(dask))
+        on = " (on the Dask scheduler: --scheduler $DD_BUILD_TEST_SCHEDULER)" if dask else ""
+        self.transcript.append(f"build #{n}: dd-build {' '.join(args)}{on} -> exit "
+                               f"{proc.returncode}; called {ran or 'nothing'}")
         self.transcript += ["    " + line for line in summary]
         if pred:
             self.transcript.append("    the model expects the first steps " + ", ".join(
@@ -1090,6 +1169,18 @@ class Sequence:
             return
         self.seen["resumes"] += sum(1 for s in stages if s.get("action") == "resume")
         self.seen["growths"] += sum(1 for s in stages if s.get("action") in ("grow", "shrink"))
+
+    def _count_where(self, closure: list[str], dask: bool) -> None:
+        """What the builds exercised of where batches run."""
+        self.seen["dask builds" if dask else "local builds"] += 1
+        for name in closure:
+            s = self.wf.stage(name)
+            if s.kind == "generate":
+                where = "dask" if dask else s.executor or "thread"
+                many = "concurrent" if s.concurrency > 1 else "serial"
+                self.seen[f"generate stages in builds ({where}, {many})"] += 1
+            elif s.kind == "transform" and dask:
+                self.seen["transform stages in builds (dask)"] += 1
 
     @staticmethod
     def _summary(stdout: str) -> list[str]:
@@ -1797,8 +1888,10 @@ def _sub_rng(rng: Rng) -> Any:
 
 
 def run_sequence(rng: Rng, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-                 check_export: bool = True, focus: str = "mixed") -> SequenceResult:
-    result = Sequence(rng, root, refs, rounds, check_export, FOCUS[focus]).run()
+                 check_export: bool = True, focus: str = "mixed",
+                 scheduler: str | None = None, dask: float = 0.0) -> SequenceResult:
+    result = Sequence(rng, root, refs, rounds, check_export, FOCUS[focus], scheduler,
+                      dask).run()
     result.focus = focus
     return result
 
@@ -1829,11 +1922,14 @@ def _grown_needlessly(s: StageGen, old: Built, now: Built, batch_calls: set[int 
 
 
 def run_seed(seed: int, root: Path, refs: ReferenceBuilds, rounds: int = 5,
-             check_export: bool = True, focus: str = "mixed") -> SequenceResult:
-    """The example of one seed (and focus): the same in the tests and in the benchmark."""
+             check_export: bool = True, focus: str = "mixed",
+             scheduler: str | None = None, dask: float = 0.0) -> SequenceResult:
+    """The example of one seed (and focus): the same in the tests and in the benchmark. With
+    a Dask `scheduler`, a `dask` share of its builds runs there (the same edits either way)."""
     import random
 
-    result = run_sequence(random.Random(seed), root, refs, rounds, check_export, focus)
+    result = run_sequence(random.Random(seed), root, refs, rounds, check_export, focus,
+                          scheduler, dask)
     result.seed = seed
     return result
 

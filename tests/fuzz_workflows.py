@@ -21,8 +21,11 @@ each shown in the output data so that a stale output differs from a from-scratch
   `allow_empty`, one or two export copies, and a processor that can empty a stage
   (`EMPTYING`: a stage of at most three rows, e.g. a count transform, has none left), so a
   stage is `completed_empty` or fails, and its dependants are skipped;
-* `retries` with a flaky first attempt (marker files under `flaky/`, absent from from-scratch
-  builds, so those are untroubled) that draws from `ctx.rng` before it raises;
+* `retries` with a flaky first attempt in each build (marker files under `flaky/`, absent
+  from from-scratch builds, so those are untroubled) that draws from `ctx.rng` before it raises;
+* where batches run (not part of the fingerprint, so outputs must not change): a generate
+  stage's `concurrency:` (batches in flight) and `executor: thread|process` (`draw_where`,
+  drawn by the sequence from a generator of its own, see fuzz_support.Sequence);
 * cross touches: an `inputs:` / `seed:` / `code:` glob or path that matches another stage's
   outputs (run outputs, export copies, files inside a run stage's output folder). A source
   "note" file beside each output makes every glob match something at load.
@@ -87,6 +90,9 @@ TYPE_CLASSES: tuple[tuple[Any, ...], ...] = (
     (10, 10.0, "0x0a", "1_0", "10"),
 )
 SHAPES = ("bare", "bare", "list", "map", "deep")
+# Spec keys outside the fingerprint: an edit of one of them alone must run nothing.
+WHERE_KEYS = ("concurrency", "executor")
+UNFINGERPRINTED = ("description", "retries", *WHERE_KEYS)
 
 
 class Rng(Protocol):
@@ -281,12 +287,12 @@ _TABULAR = '''
 
 def _flaky(ctx):
     """In the project under test only (from-scratch builds have no `flaky/`): the first
-    attempt of each batch in a build process draws from ctx.rng, then raises."""
-    import os
-
+    attempt of each batch in a build draws from ctx.rng, then raises. The sequence clears
+    the markers before each build (a retry may run in another worker process or on another
+    Dask worker, and a Dask worker outlives the build)."""
     if not (ROOT / "flaky" / STAGE).exists():
         return
-    marker = ROOT / "flaky" / f".{STAGE}-{ctx.batch_index}-{os.getpid()}"
+    marker = ROOT / "flaky" / f".{STAGE}-{ctx.batch_index}"
     if marker.exists():
         return
     marker.write_text("")
@@ -475,6 +481,8 @@ class StageGen:
     mode: str = "map"  # transform: map | count
     description: str = ""
     retries: int = 0
+    concurrency: int = 1  # generate: batches in flight (1: the key is left out)
+    executor: str | None = None  # generate: thread | process (None: the key is left out)
     flaky: bool = False  # with retries: each batch's first attempt raises (under test only)
     mutate: bool = False
     helpers: tuple[str, ...] = ()  # "text" (imported at the top), "lazy" (inside the function)
@@ -555,8 +563,8 @@ class StageGen:
             files += HELPER_FILES[h]
         return sorted(set(files))
 
-    def entry(self) -> dict[str, Any]:
-        """The stage's Workflowfile entry."""
+    def entry(self, where: bool = True) -> dict[str, Any]:
+        """The stage's Workflowfile entry (without `where`: no concurrency nor executor)."""
         d: dict[str, Any] = {}
         if self.description:
             d["description"] = self.description
@@ -580,6 +588,10 @@ class StageGen:
                     d["sampling"] = self.sampling
             if self.retries:
                 d["retries"] = self.retries
+            if where and self.concurrency != 1:
+                d["concurrency"] = self.concurrency
+            if where and self.executor:
+                d["executor"] = self.executor
         inputs = self.stage_inputs + self.file_inputs + self.cross_inputs
         if inputs:
             d["inputs"] = inputs
@@ -600,7 +612,7 @@ class StageGen:
         """What the model counts as the stage's spec, step by step (STEP_KEYS): "main" (what
         its batches depend on) and, for a generate or transform stage, each later step's
         keys; without the unfingerprinted keys."""
-        d = {k: v for k, v in self.entry().items() if k not in ("description", "retries")}
+        d = {k: v for k, v in self.entry().items() if k not in UNFINGERPRINTED}
         if not self.tabular:
             return {"main": json.dumps(d, sort_keys=True)}
         later = {k for keys in STEP_KEYS.values() for k in keys}
@@ -648,6 +660,8 @@ class StageGen:
                  ("rows-name-it", self.named),
                  (f"files-as={self.files_as}", self.files_as and self.files_as != self.name),
                  ("mutates-params", self.mutate), (f"retries={self.retries}", self.retries),
+                 (f"concurrency={self.concurrency}", self.concurrency != 1),
+                 (f"executor={self.executor}", self.executor),
                  ("flaky", self.flaky), (f"helpers={','.join(self.helpers)}", self.helpers),
                  (f"on_success={self.on_success}", self.on_success),
                  (f"on_success_version={self.on_success_version}", self.on_success_version),
@@ -724,9 +738,10 @@ class WorkflowGen:
         return {s.name for s in self.stages if (s.kind == "run" and s.w == 0) or
                 (s.may_be_empty() and not s.allow_empty)}
 
-    def workflowfile_text(self) -> str:
+    def workflowfile_text(self, where: bool = True) -> str:
+        """The Workflowfile; without `where`, as if no stage said where its batches run."""
         doc = {"workflow": WORKFLOW,
-               "stages": {name: self.stage(name).entry() for name in self.order}}
+               "stages": {name: self.stage(name).entry(where) for name in self.order}}
         return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
 
     def write_all(self, root: Path) -> None:
@@ -959,6 +974,23 @@ def _step_edges(rng: Rng, mix: Mix, stage: StageGen) -> None:
         stage.processors = [*stage.processors, EMPTYING]
     if rng.random() < mix.allow_empty:
         stage.allow_empty = True
+
+
+def draw_where(rng: Rng, stage: StageGen) -> str | None:
+    """Where a generate stage's batches run: `concurrency` (mostly 1, else 2-8 in flight) and
+    `executor` (mostly left out; `thread` said outright; `process`, worker processes when
+    concurrency > 1, each build of the stage paying ~1 s to start them: rarely). What changed,
+    or None (a run or transform stage, or the same draw)."""
+    if stage.kind != "generate":
+        return None
+    old = (stage.concurrency, stage.executor)
+    stage.concurrency = 1 if rng.random() < 0.5 else rng.choice((2, 3, 4, 8))
+    x = rng.random()
+    stage.executor = "process" if x < 0.08 else "thread" if x < 0.25 else None
+    changes = [f"{key} {a or '(left out)'} -> {b or '(left out)'}" for key, a, b in (
+        ("concurrency", old[0], stage.concurrency), ("executor", old[1], stage.executor))
+        if a != b]
+    return ", ".join(changes) or None
 
 
 def random_text(rng: Rng) -> str:

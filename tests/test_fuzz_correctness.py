@@ -4,7 +4,9 @@ Random DAG-shaped workflows of deterministic stages go through random sequences 
 (params, also type-only ones; spec keys; code constants and comments; helper modules the code
 imports; callbacks, their versions, processors, allow_empty and export copies added, switched
 and removed; run stages' folder outputs and commands that write nothing; retries of flaky
-batches; file inputs; globs touching other stages' outputs; deleted or rewritten batch,
+batches; where batches run: each generate stage's `concurrency` and `executor: thread|process`,
+and, beside a Dask scheduler ($DD_BUILD_TEST_SCHEDULER, as CI has), a small share of the
+builds on it (tests/test_c12dask_fuzz.py runs code edits with most builds there); file inputs; globs touching other stages' outputs; deleted or rewritten batch,
 processed, callback and export files; `clean`; review overrides held through own and upstream
 edits, released or lost) and builds (targets, `--force`, `--rerun-from`, `--resume never`).
 After every `dd-build` we check that no stage in the build's closure is stale (its output
@@ -17,6 +19,7 @@ reason, and that the plan names the first step the step model expects.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import py_compile
 import random
@@ -26,11 +29,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from c12dask_support import ADDRESS, HAVE_DASK
 from conftest import Project
-from fuzz_support import ReferenceBuilds, Sequence, run_seed
+from fuzz_support import ReferenceBuilds, Sequence, local_serial, run_seed
 from fuzz_workflows import (
     FOCUS,
     TYPE_CLASSES,
+    WHERE_KEYS,
     StageGen,
     Typed,
     glob_match,
@@ -43,6 +48,10 @@ from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("DD_FUZZ_EXAMPLES", "8"))
 ROUNDS = 5  # builds per example
+# Beside a Dask scheduler, this share of the builds runs on it (each costs ~0.5-1 s more); a
+# seed draws the same edits with or without one. Without one, every build is local.
+SCHEDULER = ADDRESS if HAVE_DASK else None
+DASK = float(os.environ.get("DD_FUZZ_DASK", "0.1"))
 
 _REFERENCES: ReferenceBuilds | None = None
 
@@ -66,7 +75,8 @@ def _references() -> ReferenceBuilds:
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_builds_are_never_stale_and_never_wasteful(seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
-        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS)
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS,
+                          scheduler=SCHEDULER, dask=DASK)
     assert not result.violations, result.report()
 
 
@@ -100,7 +110,8 @@ HARD_EDGES = [
 @pytest.mark.parametrize(("focus", "seed"), HARD_EDGES, ids=[f"{f}-{s}" for f, s in HARD_EDGES])
 def test_hard_edges_are_never_stale_and_never_wasteful(focus: str, seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
-        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus)
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus,
+                          scheduler=SCHEDULER, dask=DASK)
     assert not result.violations, result.report()
 
 
@@ -123,7 +134,8 @@ STEP_EDGES = [("steps", 100), ("steps", 113), ("overrides", 12), ("overrides", 1
 def test_steps_and_held_overrides_are_never_stale_and_never_wasteful(focus: str, seed: int
                                                                       ) -> None:
     with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
-        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus)
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus,
+                          scheduler=SCHEDULER, dask=DASK)
     assert not result.violations, result.report()
     assert result.seen, result.report()
 
@@ -138,7 +150,8 @@ GROWTH_EDGES = [("growth", 1), ("growth", 2)]
                          ids=[f"{f}-{s}" for f, s in GROWTH_EDGES])
 def test_growth_is_never_stale_and_never_wasteful(focus: str, seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="dd-fuzz-") as tmp:
-        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus)
+        result = run_seed(seed, Path(tmp) / "proj", _references(), rounds=ROUNDS, focus=focus,
+                          scheduler=SCHEDULER, dask=DASK)
     assert not result.violations, result.report()
     assert result.seen["edit grow"] and result.seen["growths"], result.report()
 
@@ -242,6 +255,36 @@ def test_the_step_edits_add_switch_and_remove_every_later_step(tmp_path: Path) -
         for how in ("added", "switched", "removed"):
             if (step, how) != ("allow_empty", "switched"):  # a bool: set or unset
                 assert changes[f"{step} {how}"], f"{step} never {how}: {changes}"
+
+
+def test_where_batches_run_is_drawn_apart_from_the_edits(tmp_path: Path) -> None:
+    """Each generate stage's concurrency and executor, and which builds go to the Dask
+    scheduler, come from a generator of their own: the edits and builds a seed draws are the
+    same with or without a scheduler, and as before these draws. The oracle's Workflowfile
+    is the same without them (a local serial build)."""
+    seen: Counter[str] = Counter()
+    for seed in range(40):
+        seqs = [Sequence(random.Random(seed), tmp_path / f"p{seed}", _references(),
+                         scheduler=scheduler, dask=0.3)
+                for scheduler in (None, "tcp://127.0.0.1:1")]
+        plain = random.Random(seed)
+        wf = random_workflow(plain, FOCUS["mixed"])
+        for seq in seqs:
+            assert seq.rng.getstate() == plain.getstate()  # the main generator untouched
+            assert seq.wf.workflowfile_text(where=False) == wf.workflowfile_text()
+            assert local_serial(seq.wf.workflowfile_text()) == wf.workflowfile_text()
+        # Only the one with a scheduler goes there, but both draw the same where-edits.
+        on = [[seq.on_dask() for _ in range(20)] for seq in seqs]
+        assert not any(on[0]) and seqs[0].where.getstate() == seqs[1].where.getstate()
+        seen["dask builds"] += sum(on[1])
+        for s in seqs[0].wf.stages:
+            if s.kind == "generate":
+                seen[f"executor {s.executor}"] += 1
+                seen["concurrent" if s.concurrency > 1 else "serial"] += 1
+                assert not set(WHERE_KEYS) & set(json.loads(s.step_parts()["main"]))
+    assert 0.2 < seen["dask builds"] / 800 < 0.4, seen
+    assert {"executor None", "executor thread", "executor process", "concurrent",
+            "serial"} <= set(seen), seen
 
 
 # ----------------------------------------------------------------------------- regressions
