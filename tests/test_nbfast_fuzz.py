@@ -38,7 +38,7 @@ from fuzz_workflows import FOCUS
 EXAMPLES = int(os.environ.get("DD_NBFAST_EXAMPLES", "4"))
 # The edits this file adds: content kept, stats not (and the stamps themselves).
 EXTRA_EDITS = (("same_stats_copy", 1.5), ("rewritten_in_place", 1.0), ("stamp_torn", 0.5),
-               ("own_code", 1.0), ("own_code_mid", 0.5), ("time_zone", 0.5))
+               ("own_code", 1.5), ("own_code_mid", 0.5), ("time_zone", 0.5))
 # Mid-command edits of dd-build's own files: the kinds that always find something to act on.
 MID_KINDS = ("edited", "touched_back", "replaced_same_stats", "added")
 # POSIX TZ strings (no time zone database needed), each its own local time.
@@ -90,7 +90,9 @@ class StampedSequence(Sequence):
         self.status_args: tuple[str, ...] = ("status", "--json")
         self.own_changed = ""  # what changed dd-build's own files since the last comparison
         self.own_checked = 0  # comparisons made after such a change
+        self.own_held = 0  # of them, made when the stamp held just before the change
         self.mid_pending: str | None = None  # a mid-command edit to make at the next stamp
+        self.own_pending: str | None = None  # an edit between commands, to make then
 
     def random_build_args(self) -> tuple[list[str], list[str]]:
         if self._next is not None:
@@ -109,8 +111,9 @@ class StampedSequence(Sequence):
         folder = self.root / "artifacts" / ".compiled"
         return sorted(folder.glob("*.stamp")) if folder.is_dir() else []
 
-    def compare_status(self) -> None:
+    def compare_status(self, when: str = "") -> None:
         args = self.status_args
+        when = when or f"before build {self.builds + 1}"
         got, fast = run_timed(self.root, *args)
         kept = {p: p.read_bytes() for p in self.stamps()}
         for p in kept:
@@ -126,14 +129,14 @@ class StampedSequence(Sequence):
         if (got.returncode, got.stdout, got.stderr) != (want.returncode, want.stdout,
                                                         want.stderr):
             self.mismatches.append(
-                f"before build {self.builds + 1}, {' '.join(args)} (answered from the stamp: "
+                f"{when}, {' '.join(args)} (answered from the stamp: "
                 f"{fast}):\n  stamped:   {got.returncode} {got.stdout}{got.stderr}\n"
                 f"  full path: {want.returncode} {want.stdout}{want.stderr}")
         if self.own_changed:
             self.own_checked += 1
             if fast:
-                self.mismatches.append(f"before build {self.builds + 1}, {' '.join(args)} was "
-                                       f"answered from a stamp after: {self.own_changed}")
+                self.mismatches.append(f"{when}, {' '.join(args)} was answered from a stamp "
+                                       f"after: {self.own_changed}")
             self.own_changed = ""
 
     def make_stamps(self) -> None:
@@ -143,6 +146,9 @@ class StampedSequence(Sequence):
         self.status_args = self.rng.choice((("status", "--json"), ("status",)))
         run_timed(self.root, *self.status_args)
         self._null_build()
+        if self.own_pending is not None:
+            kind, self.own_pending = self.own_pending, None
+            self.own_edit_between(kind)
         if self.mid_pending is not None:
             kind, self.mid_pending = self.mid_pending, None
             for p in self.stamps():
@@ -153,6 +159,7 @@ class StampedSequence(Sequence):
             assert not fast and proc.returncode in (0, 1), proc.stderr
             self.own_changed = f"dd-build's own files changed during `status` ({kind})"
             self.transcript.append(f"edit: {self.own_changed}")
+            self.compare_status(f"after build {self.builds}")  # (the stamp it stored, if any)
 
     def _null_build(self) -> None:
         flags, targets = self._next = super().random_build_args()
@@ -201,12 +208,39 @@ class StampedSequence(Sequence):
         return f"rewrite {path.relative_to(self.root)} in place (same bytes and mtime)"
 
     def _edit_own_code(self) -> str | None:
-        """dd-build's own files changed between commands (an upgrade, an editable install)."""
-        kind = self.rng.choice(own_edits.KINDS)
+        """dd-build's own files changed between commands (an upgrade, an editable install):
+        made after the next good build, once its stamps are made (make_stamps)."""
+        if self.own_pending is not None:
+            return None
+        self.own_pending = self.rng.choice(own_edits.KINDS)
+        return f"dd-build's own files to change after the next build ({self.own_pending})"
+
+    def own_edit_between(self, kind: str) -> None:
+        """The edit, checked at once: the next comparison's command, answered from its stamp
+        just before the edit (when it is: no project file racy, every stage up to date), is
+        not answered from it after."""
+        self._settle()
+        run_timed(self.root, *self.status_args)  # its stamp, of the files as they are
+        held = run_timed(self.root, *self.status_args)[1]
         text = own_edits.edit(_package(), kind, self.rng)
         if text:
             self.own_changed = f"dd-build's own files changed: {text}"
-        return text and f"dd-build ({kind}): {text}"
+            self.own_held += held
+            self.transcript.append(f"edit: {self.own_changed}")
+            self.compare_status(f"after build {self.builds}, {text}")
+
+    def _settle(self) -> None:
+        """Wait until no project file is racy (loadfacts.RACY_NS: one that young is compared
+        by content, so a stamp would not hold yet), as tests/test_nbfast_stamp.settled."""
+        import time
+
+        from buildtool.loadfacts import RACY_NS
+
+        stats = [p.stat() for p in self._files()]
+        newest = max((max(st.st_mtime_ns, st.st_ctime_ns) for st in stats), default=0)
+        wait = newest + RACY_NS - time.time_ns()
+        if wait > 0:
+            time.sleep(wait / 1e9 + 0.05)
 
     def _edit_own_code_mid(self) -> str | None:
         if self.mid_pending is not None:
@@ -284,7 +318,7 @@ def _run(seed: int, focus: str) -> StampedSequence:
 
 
 def test_stamped_answers_are_the_full_paths(fast_builds: list[bool]) -> None:
-    fast_status = compared = own_checked = 0
+    fast_status = compared = own_checked = own_held = 0
     edits: set[str] = set()
     for seed in range(EXAMPLES):
         seq = _run(1400 + seed, "mixed")
@@ -292,12 +326,14 @@ def test_stamped_answers_are_the_full_paths(fast_builds: list[bool]) -> None:
         compared += seq.compared
         edits |= {k.removeprefix("edit ") for k in seq.seen if k.startswith("edit ")}
         own_checked += seq.own_checked
+        own_held += seq.own_held
     assert compared >= EXAMPLES
     # the stamps were met: by `status` and by the sequences' own builds
     assert fast_status >= 1, "no status was answered from a stamp"
     assert any(fast_builds), "no build was answered from a stamp"
     assert {k for k, _ in EXTRA_EDITS} & edits, "none of the added edits was drawn"
     assert own_checked >= 1, "no comparison followed an edit of dd-build's own files"
+    assert own_held >= 1, "no edit of dd-build's own files was made while a stamp held"
 
 
 def test_stamped_answers_through_overrides(fast_builds: list[bool]) -> None:
