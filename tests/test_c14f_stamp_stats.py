@@ -314,6 +314,38 @@ def test_dd_builds_own_file_changed_during_a_command_is_not_stamped(
     assert not failed, "\n".join(failed)
 
 
+def test_dd_builds_own_file_changed_between_commands_is_not_stamped(
+        built: Project, compiled_package: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kind of edit of dd-build's own package the stamp fuzzer draws (own_edits.KINDS),
+    made between two commands on a fresh copy of the package, after the first was answered
+    from the stamp: the next is not, and says what the new code's full path says."""
+    import random
+
+    import own_edits
+
+    failed = []
+    for i, kind in enumerate(own_edits.KINDS):
+        folder = tmp_path / f"between{i}"
+        env = own_copy(built, compiled_package, folder)
+        monkeypatch.setenv("DD_OWN_COPY", str(folder))  # own_edits.edit's guard
+        for args in ((), ("status",)):
+            run(built, *args, env=env)
+        assert run(built, "status", env=env)[1], kind  # the stamp holds
+        package = folder / "buildtool"
+        if kind == "removed":
+            own_edits.edit(package, "added", random.Random(i))
+            for args in (("status",), ("status",)):
+                run(built, *args, env=env)
+            assert run(built, "status", env=env)[1], kind
+        assert own_edits.edit(package, kind, random.Random(i)), kind
+        got, fast = run(built, "status", env=env)
+        want = full_with(built, env, "status")
+        if fast or (got.code, got.stdout, got.stderr) != (want.code, want.stdout, want.stderr):
+            failed.append(f"{kind}: answered from the stamp: {fast}")
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("edit", ["code edited", "input replaced, same size and mtime",
                                   "batch file replaced, same size and mtime",
                                   "record touched back", "output edited, same size and mtime",

@@ -818,3 +818,53 @@ def test_the_catalogue_covers_every_key_and_top_level_key() -> None:
         assert f'"{key}"' in source, key
     for key in TOP_KEYS:  # a wrong `stages` leaves nothing else to check: test_workflowfile.py
         assert f'"{key}"' in source or f"'{key}'" in source or key == "stages", key
+
+
+# ---------------------------------------------------------------- models files: found cases
+
+DD_STAGE = """workflow: demo
+stages:
+  d:
+    datadesigner: configs/dd.yaml
+    num_records: 2
+    models: configs/m.yaml
+"""
+
+
+@pytest.mark.parametrize("text", [
+    # each was accepted, or reported so, before it was fixed (the generator above found them)
+    b"providers:\n  - name: local\n    endpoint: http://h\n    provider_type: 7\n",
+    b"providers:\n  - name: local\n    endpoint: http://h\n    api_key: sk-SECRETxyz: x\n",
+    b"providers:\n  - {name: local, endpoint: 'http://h', api_key: 'sk-SECRETxyz'\n",
+    b"providers:\n  - name: caf\xe9\n    endpoint: http://h\n"])
+def test_a_models_file_found_wrong_is_refused_at_models(root: Path, text: bytes) -> None:
+    errors = errors_of(root, DD_STAGE, {"configs/m.yaml": text})
+    assert [(e.line, e.stage, e.key) for e in errors] == [(6, "d", "models")], \
+        [e.render() for e in errors]
+    assert "configs/m.yaml" in errors[0].message
+    assert "SECRETxyz" not in errors[0].render()
+
+
+def test_dry_run_refuses_a_key_in_the_models_file_and_needs_no_variable(tmp_path: Path
+                                                                        ) -> None:
+    """`dd-build -n`: a models file naming unset variables loads (they are checked when the
+    stage starts); one holding a key is refused, exit 2, the key not shown."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "dd.yaml").write_text("columns: []\n")
+    (tmp_path / "Workflowfile").write_text(DD_STAGE)
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    models = tmp_path / "configs" / "m.yaml"
+    for api_key, code in (("DD_LOADCHECK_UNSET_KEY", 0), ("sk-proj-SECRETxyz", 2)):
+        models.write_text("providers:\n  - name: local\n    endpoint: "
+                          f"https://${{DD_LOADCHECK_UNSET_HOST}}/v1\n    api_key: {api_key}\n")
+        proc = subprocess.run([sys.executable, "-m", "buildtool", "-n"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        assert "SECRETxyz" not in proc.stdout + proc.stderr
+        if code:
+            assert "Workflowfile" in proc.stderr and "configs/m.yaml" in proc.stderr
