@@ -146,7 +146,7 @@ class StampedSequence(Sequence):
         self.status_args = self.rng.choice((("status", "--json"), ("status",)))
         run_timed(self.root, *self.status_args)
         self._null_build()
-        if self.own_pending is None and self.rng.random() < 0.4:  # (as often as that)
+        if self.own_pending is None and self.rng.random() < 0.15:  # (as often as that)
             self.own_pending = self.rng.choice(own_edits.KINDS)
         if self.own_pending is not None:
             kind, self.own_pending = self.own_pending, None
