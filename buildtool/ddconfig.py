@@ -139,9 +139,9 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
 
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StageFailed(f"cannot read the model providers {models}: {exc}", stage=stage,
-                          key="models") from exc
+    except yaml.YAMLError as exc:  # not its text: the line it shows may hold a key
+        raise StageFailed(f"cannot read the model providers {models}: {_yaml_problem(exc)}",
+                          stage=stage, key="models") from None
     providers = data.get("providers") if isinstance(data, dict) else None
     if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
         raise StageFailed(f"{models} must hold `providers: [{{name, endpoint, "
@@ -167,6 +167,9 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
         if not isinstance(provider.get("endpoint"), str):
             raise StageFailed(f"{models}: provider '{name}' has no `endpoint` (a URL)",
                               stage=stage, key="models")
+        if not isinstance(provider.get("provider_type", ""), str):
+            raise StageFailed(f"{models}: provider '{name}': `provider_type` must be a string "
+                              "(openai, …)", stage=stage, key="models")
         key = provider.get("api_key")
         if key is not None and (not isinstance(key, str) or not _ENV_NAME.fullmatch(key)):
             # never shown: it may be the key itself
@@ -180,6 +183,15 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
 
 
 _PROVIDER_KEYS = frozenset({"name", "endpoint", "provider_type", "api_key"})
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What a YAML error says is wrong and where (line, column), without the lines of the
+    file it would quote (a key written in the file would be shown)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem or 'not valid YAML'}{where}"
 
 
 def _listed(keys: set[Any]) -> str:

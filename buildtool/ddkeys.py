@@ -57,7 +57,7 @@ def stage_errors(ctx: LoadContext, stage: Stage, broken: set[str]) -> list[Workf
     try:
         config = parse_config(_text(ctx, stage.target), stage.target, stage.params, stage.name)
         providers = [] if stage.models is None else parse_providers(
-            _text(ctx, stage.models), stage.models, stage.name)
+            _text(ctx, stage.models, "models"), stage.models, stage.name)
         check_model_providers(config, stage.target, providers, stage.models, stage.name)
     except StageFailed as exc:
         key = exc.key if exc.key is not None and exc.key in stage.locations else "datadesigner"
@@ -67,11 +67,12 @@ def stage_errors(ctx: LoadContext, stage: Stage, broken: set[str]) -> list[Workf
     return []
 
 
-def _text(ctx: LoadContext, path: str) -> str:
+def _text(ctx: LoadContext, path: str, key: str = "datadesigner") -> str:
+    """The text of the file of `key` (the error of an unreadable one is at that key)."""
     data = ctx.fs.read_bytes(path)
     if data is None:
-        raise StageFailed(f"cannot read {path}", key="datadesigner")
+        raise StageFailed(f"cannot read {path}", key=key)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StageFailed(f"{path} is not UTF-8 text: {exc}", key="datadesigner") from exc
+        raise StageFailed(f"{path} is not UTF-8 text: {exc}", key=key) from exc

@@ -7,7 +7,8 @@ command in which every stage was up to date with its files exactly as recorded (
 moved, nothing rewritten), and holds:
 - the compiled workflow's header (compiled.py): the Workflowfile's bytes and every fact its
   reading depended on, each checked again as a compiled hit checks it;
-- the stats of dd-build's own loaded modules (an edit of dd-build in place is a miss);
+- the stats of dd-build's own source files and folders (an edit of dd-build in place is a
+  miss, and so is a module added or removed);
 - every file a decision read the stats of (each stage's record, code, inputs, imported project
   modules, batch files, outputs): size, mtime, ctime, inode and device, from the very stat
   whose size and mtime the decision compared with the record (handed over by the probe,
@@ -422,11 +423,16 @@ def _stat_identity(path: str) -> tuple[int, ...] | None:
 
 def _code_now() -> tuple[tuple[str, tuple[int, ...]], ...]:
     """dd-build's own source files with their stats: the code that planned and printed (all
-    of them, whatever this command loaded, so that every command line shares one stamp)."""
+    of them, whatever this command loaded, so that every command line shares one stamp), and
+    its folders' (a module added, removed or renamed changes its folder's mtime and ctime: a
+    new `explain/` package shadows `explain.py`, whose stats stay as they were)."""
     package = os.path.dirname(os.path.abspath(__file__))
     found = []
     for folder, dirs, files in os.walk(package):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
+        identity = _stat_identity(folder)
+        if identity is not None:
+            found.append((folder, identity))
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(folder, name)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import CHAIN, Project, Result
+from conftest import CHAIN, REPO, Project, Result
 from test_nbfast_stamp import full, run, same, settled, stamps
 
 FILES = CHAIN + """
@@ -102,8 +103,33 @@ def flipped(path):
     return data[:-1] + bytes([data[-1] ^ 1])
 
 
+def own(rel):
+    """A file of the running dd-build: a copy of the package (DD_OWN_COPY), never the real one."""
+    import buildtool
+
+    folder = Path(buildtool.__file__).resolve().parent
+    assert folder.parent == Path(os.environ["DD_OWN_COPY"]).resolve(), "not the copy"
+    return folder / rel
+
+
+def shadowed():
+    """A new package `explain/` beside explain.py (a package is found first): new wording."""
+    text = own("explain.py").read_text().replace("from .", "from ..")
+    own("explain").mkdir()
+    (own("explain") / "__init__.py").write_text(text.replace(': up to date"', ': current"'))
+
+
 EDITS = {
     "nothing": lambda: None,
+    "dd-build's module edited": lambda: own("explain.py").write_text(
+        own("explain.py").read_text().replace(': up to date"', ': current"')),
+    "dd-build's module edited, same size and mtime": lambda: touch_back(
+        own("explain.py"), swapped(own("explain.py"), b': up to date"', b': UP TO DATE"')),
+    "dd-build's module replaced, same size and mtime": lambda: replace_same(
+        own("explain.py"), swapped(own("explain.py"), b': up to date"', b': UP TO DATE"')),
+    "dd-build's module shadowed by a new package": shadowed,
+    "dd-build's module added": lambda: own("added.py").write_text("X = 1\\n"),
+    "dd-build's unused module deleted": lambda: own("kinds/ddchild.py").unlink(),
     "code edited": lambda: Path("code/stages.py").write_text(
         Path("code/stages.py").read_text() + "\\nK = 1\\n"),
     "code edited, same size and mtime": lambda: touch_back(
@@ -161,6 +187,14 @@ EDITS = ["code edited", "code edited, same size and mtime",
          "output deleted", "Workflowfile replaced, same size and second"]
 
 
+# dd-build's own files, changed during a command (the hooked CLI runs a copy of the package):
+# each is one a stamp must not hold through, whatever the change does to the output.
+OWN_EDITS = ["dd-build's module edited", "dd-build's module edited, same size and mtime",
+             "dd-build's module replaced, same size and mtime",
+             "dd-build's module shadowed by a new package", "dd-build's module added",
+             "dd-build's unused module deleted"]
+
+
 @pytest.fixture
 def built(project: Project, tmp_path: Path) -> Project:
     project.write("Workflowfile", FILES)
@@ -177,15 +211,50 @@ def built(project: Project, tmp_path: Path) -> Project:
     return project
 
 
-def hooked(project: Project, when: str, edit: str, *args: str) -> Result:
+def hooked(project: Project, when: str, edit: str, *args: str,
+           env: dict[str, str] | None = None) -> Result:
     """The CLI with `edit` made during the command (`when`: after_probe, before_stamp), from
     the full path: the stamps are removed first."""
     for stamp in stamps(project):
         stamp.unlink()
     proc = subprocess.run([sys.executable, str(project.root.parent / "hooked.py"), when, edit,
-                           *args], cwd=project.root, env=project.env(), capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+                           *args], cwd=project.root, env=env or project.env(),
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def compiled_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of dd-build's package with its bytecode (so that each CLI of a copy starts as
+    fast as an installed dd-build)."""
+    import compileall
+
+    folder = tmp_path_factory.mktemp("own") / "buildtool"
+    shutil.copytree(REPO / "buildtool", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    assert compileall.compile_dir(folder, quiet=1)
+    return folder
+
+
+def own_copy(project: Project, package: Path, folder: Path) -> dict[str, str]:
+    """The environment of a CLI that runs a copy of dd-build's `package`, in `folder` (its
+    files may be edited: never the real package's). Its bytecode is copied with the files'
+    mtimes, so it is used, as it would be of an installed dd-build."""
+    shutil.copytree(package, folder / "buildtool")
+    return project.env(PYTHONPATH=str(folder), DD_OWN_COPY=str(folder))
+
+
+def full_with(project: Project, env: dict[str, str], *args: str) -> Result:
+    """The full path (the stamps moved away, put back after) of the CLI of `env`."""
+    kept = {p: p.read_bytes() for p in stamps(project)}
+    for p in kept:
+        p.unlink()
+    try:
+        result, fast = run(project, *args, env=env)
+    finally:
+        for p, data in kept.items():
+            p.write_bytes(data)
+    assert not fast
+    return result
 
 
 def up_to_date(result: Result) -> dict[str, bool]:
@@ -216,6 +285,65 @@ def test_a_file_changed_during_a_null_build_is_not_stamped_as_unchanged(
     got, fast = run(built, "status", "--json")
     assert not fast
     same(got, full(built, "status", "--json"))
+
+
+@pytest.mark.parametrize("when", ["after_probe", "before_stamp"])
+def test_dd_builds_own_file_changed_during_a_command_is_not_stamped(
+        built: Project, compiled_package: Path, tmp_path: Path, when: str) -> None:
+    """dd-build's own package changed while a command runs (an upgrade, an editable install
+    checked out), each kind of OWN_EDITS on a fresh copy of the package: the stamp it stores,
+    if any, must not answer the next command (the code that printed is not the code the
+    stats describe); what the next command says is what the new code's full path says. The
+    control (nothing changed) is answered from the stamp."""
+    failed = []
+    for i, edit in enumerate(["nothing", *OWN_EDITS]):
+        env = own_copy(built, compiled_package, tmp_path / f"checkout{i}")
+        result = hooked(built, when, edit, env=env)
+        assert result.code == 0, (edit, result.stderr)
+        got, fast = run(built, env=env)
+        if edit == "nothing":
+            assert fast, "the control was not answered from the stamp"
+            same(got, result)
+            continue
+        want = full_with(built, env)
+        if fast or (got.code, got.stdout, got.stderr) != (want.code, want.stdout, want.stderr):
+            failed.append(f"{edit}: answered from the stamp: {fast}\n  got:  {got.stdout}"
+                          f"\n  want: {want.stdout}")
+        if edit in ("dd-build's module edited", "dd-build's module shadowed by a new package"):
+            assert ": up to date" not in want.stdout, want.stdout  # the new code's wording
+    assert not failed, "\n".join(failed)
+
+
+def test_dd_builds_own_file_changed_between_commands_is_not_stamped(
+        built: Project, compiled_package: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kind of edit of dd-build's own package the stamp fuzzer draws (own_edits.KINDS),
+    made between two commands on a fresh copy of the package, after the first was answered
+    from the stamp: the next is not, and says what the new code's full path says."""
+    import random
+
+    import own_edits
+
+    failed = []
+    for i, kind in enumerate(own_edits.KINDS):
+        folder = tmp_path / f"between{i}"
+        env = own_copy(built, compiled_package, folder)
+        monkeypatch.setenv("DD_OWN_COPY", str(folder))  # own_edits.edit's guard
+        for args in ((), ("status",)):
+            run(built, *args, env=env)
+        assert run(built, "status", env=env)[1], kind  # the stamp holds
+        package = folder / "buildtool"
+        if kind == "removed":
+            own_edits.edit(package, "added", random.Random(i))
+            for args in (("status",), ("status",)):
+                run(built, *args, env=env)
+            assert run(built, "status", env=env)[1], kind
+        assert own_edits.edit(package, kind, random.Random(i)), kind
+        got, fast = run(built, "status", env=env)
+        want = full_with(built, env, "status")
+        if fast or (got.code, got.stdout, got.stderr) != (want.code, want.stdout, want.stderr):
+            failed.append(f"{kind}: answered from the stamp: {fast}")
+    assert not failed, failed
 
 
 @pytest.mark.parametrize("edit", ["code edited", "input replaced, same size and mtime",

@@ -8,12 +8,23 @@ A drawn Workflowfile gets mistakes in several stages (at most one per stage, nev
 another mistake's check relies on) and at the top level. The loader must report exactly one
 error per mistake, with the mistake's line, stage and key, and nothing else; and a Workflowfile
 with no mistake must load.
+
+`datadesigner:` stages are drawn with their files: a config whose `model_configs` name
+providers, and a `models:` file (YAML block or flow, or JSON) of providers with and without
+`api_key` and `provider_type`, endpoints with `${VAR}`/`$VAR`, and variables that are never
+set (a load check does not look at the environment: the stage checks them when it starts).
+Its mistakes: a provider key dd-build refuses (the error names it and has a hint), a key
+written in the file instead of a variable's name (refused with a hint, the key never shown,
+not even by a YAML syntax error on its line), a wrong type or a missing value for each key of
+a provider and of the file, another section, a file that is not UTF-8, a model config naming
+a provider the file does not have. Each error names the models file (and the offending key);
+its wording is never pinned. Data Designer is never imported (the extra is not needed).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +96,9 @@ class Expect:
     item: Item
     error_key: str | None
     stage: str | None = "<own>"  # the stage the error names; "<own>": the mutated stage
+    names: tuple[str, ...] = ()  # what its message must name (a file, a key)
+    hidden: tuple[str, ...] = ()  # what no error may show (a key written in the file)
+    hint: bool = False  # it must have a hint
 
 
 @dataclass
@@ -93,6 +107,7 @@ class Stage:
     kind: str
     keys: dict[str, Key] = field(default_factory=dict)
     protected: bool = False  # other mistakes' checks rely on it: never mutated
+    files: dict[str, bytes] = field(default_factory=dict)  # project files it names, drawn
 
     def put(self, name: str, value: Any, block: bool = False) -> None:
         self.keys[name] = Key(name, value, block)
@@ -180,12 +195,150 @@ def datadesigner_stage(draw: Draw, name: str, gens: list[str]) -> Stage:
         stage.put("num_records", draw.choice([1, 20, Raw("0x10")]))
     if draw.chance():
         stage.put("batch_size", draw.int(1, 100))
-    if draw.chance():
+    if draw.chance(0.25):
         stage.put("models", draw.choice(["configs/models.yaml", Raw("configs/models.yaml")]))
+    elif draw.chance(0.6):
+        providers = [valid_provider(draw, n) for n in
+                     draw.data.draw(st.lists(st.sampled_from(PROVIDER_NAMES), max_size=3,
+                                             unique=True))]
+        put_models(draw, stage, providers)
     if draw.chance():
         stage.put("concurrency", draw.int(1, 8))
     boundary_keys(draw, stage, "csv")
     return stage
+
+
+# ---------------------------------------------------------------- models: files
+
+# Variables named by the drawn files: never set (a load check does not need them).
+UNSET = ("DD_LOADCHECK_UNSET_KEY", "DD_LOADCHECK_UNSET_HOST", "dd_loadcheck_unset_lower")
+PROVIDER_NAMES = ["local", "nv-build", "open.ai", "my_server"]
+ENDPOINTS = ["http://localhost:8000/v1", "https://integrate.api.nvidia.com/v1",
+             "https://${DD_LOADCHECK_UNSET_HOST}/v1", "$DD_LOADCHECK_UNSET_HOST",
+             "http://h:1/${DD_LOADCHECK_UNSET_HOST}/${HOME}", "", "${}"]
+ABSENT = object()
+API_KEYS = [ABSENT, None, "OPENAI_API_KEY", "DD_LOADCHECK_UNSET_KEY",
+            "dd_loadcheck_unset_lower", "_X9"]
+# Keys written in the file instead of a variable's name (each not a variable's name).
+SECRETS = ["sk-proj-Abc123SecretXyz", "nvapi-Q7.secret_9", "Bearer tok3nSecret",
+           "abc def s3cret", "key=s3cretvalue", "sk:s3cret/long+key=="]
+
+
+def valid_provider(draw: Draw, name: str) -> dict[str, Any]:
+    provider: dict[str, Any] = {"name": name, "endpoint": draw.choice(ENDPOINTS)}
+    if draw.chance():
+        provider["provider_type"] = draw.choice(["openai", "custom"])
+    key = draw.choice(API_KEYS)
+    if key is not ABSENT:
+        provider["api_key"] = key
+    return provider
+
+
+def models_text(draw: Draw, data: Any, json_file: bool) -> bytes:
+    """`data` as a models file: JSON, or YAML in block or flow style."""
+    if json_file:
+        return (json.dumps(data, indent=draw.choice([None, 2])) + "\n").encode()
+    import yaml
+
+    return yaml.safe_dump(data, default_flow_style=draw.choice([False, True, None]),
+                          sort_keys=False, allow_unicode=True).encode()
+
+
+def put_models(draw: Draw, stage: Stage, providers: list[dict[str, Any]],
+               text: bytes | None = None, uses: list[str] | None = None) -> str:
+    """The stage's own models file (of `providers`, or `text`) and a config whose
+    model_configs use providers of it (`uses`: the names; else drawn from `providers`)."""
+    suffix = draw.choice([".yaml", ".yml", ".json"])
+    path = f"configs/models_{stage.name}{suffix}"
+    if text is None:
+        text = models_text(draw, {"providers": providers}, suffix == ".json")
+    stage.files[path] = text
+    stage.put("models", draw.choice([path, "./" + path, Raw(path)]))
+    names = [p["name"] for p in providers if isinstance(p.get("name"), str)]
+    if uses is None:
+        uses = draw.data.draw(st.lists(st.sampled_from(names), max_size=2)) if names else []
+    configs = [{"alias": f"m{i}", "model": "some/model", "provider": name}
+               for i, name in enumerate(uses)]
+    if draw.chance(0.3):
+        configs.append({"alias": "default-provider", "model": "some/model"})
+    config = f"configs/dd_{stage.name}.yaml"
+    stage.files[config] = json.dumps({"columns": [], "model_configs": configs}).encode()
+    stage.put("datadesigner", config)
+    return path
+
+
+def m_models(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    """One mistake in the stage's models file: refused at load, at the `models` key, naming
+    the file (and the key that is wrong)."""
+    providers = [valid_provider(draw, n) for n in
+                 draw.data.draw(st.lists(st.sampled_from(PROVIDER_NAMES), min_size=1,
+                                         max_size=3, unique=True))]
+    bad = draw.choice(providers)
+    wrong = draw.choice(["extra key", "literal key", "api_key type", "name", "endpoint",
+                         "provider_type", "providers", "section", "yaml", "not utf-8"])
+    names: tuple[str, ...] = (bad["name"],)
+    hidden: tuple[str, ...] = ()
+    hint = False
+    text = None
+    if wrong == "extra key":
+        key = draw.choice(["extra_body", "extra_headers", "temperature", "Endpoint", "api_keys",
+                           "model"])
+        bad[key] = draw.choice([{"x": 1}, 0.2, "v", ["a"]])
+        names, hint = (bad["name"], key), True
+    elif wrong == "literal key":
+        secret = draw.choice(SECRETS)
+        bad["api_key"] = secret
+        hidden, hint = (secret,), True
+    elif wrong == "api_key type":
+        secret = draw.choice(SECRETS)
+        bad["api_key"] = draw.choice([5, True, 1.5, [secret], {"key": secret}, ""])
+        names, hidden = (bad["name"], "api_key"), (secret,)
+    elif wrong in ("name", "endpoint", "provider_type"):
+        value = draw.choice([ABSENT, None, 5, ["x"], {"a": "b"}, True] +
+                            ([""] if wrong == "name" else []))
+        if value is ABSENT and wrong != "provider_type":
+            del bad[wrong]
+        else:
+            bad[wrong] = value if value is not ABSENT else 7
+        names = (wrong,) if wrong == "name" else (bad["name"], wrong)
+    elif wrong == "providers":
+        text = draw.choice([b"", b"providers:\n", b"providers: {}\n", b"providers: local\n",
+                            b"providers: [local]\n", b"- name: local\n  endpoint: http://h\n",
+                            b"providers: [[]]\n", b"{}\n", b"5\n"])
+        names = ("providers",)
+    elif wrong == "section":
+        section = draw.choice(["model_configs", "defaults", "provider", "extra_body"])
+        data = {"providers": providers, section: draw.choice([[], {"a": 1}, "x"])}
+        text = models_text(draw, data, False)
+        names, hint = (section,), True
+    elif wrong == "yaml":  # a syntax error on the line of a key written in the file
+        secret = draw.choice([s for s in SECRETS if ":" not in s and "=" not in s])
+        text = draw.choice([
+            f"providers:\n  - name: local\n    endpoint: http://h\n    api_key: {secret}: x\n",
+            f"providers:\n  - {{name: local, endpoint: 'http://h', api_key: '{secret}'\n",
+            f"providers:\n  - name: local\n\tapi_key: {secret}\n",
+            f'providers: [{{"name": "local", "api_key": "{secret}\\q"}}]\n']).encode()
+        names, hidden = (), (secret,)
+    else:
+        text = b"providers:\n  - name: caf\xe9\n    endpoint: http://h\n"
+        names = ()
+    path = put_models(draw, stage, providers, text, uses=[])
+    return Expect("models", None, "models", names=(path, *names), hidden=hidden, hint=hint)
+
+
+def m_model_provider(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
+    """A model config of the config names a provider the models file does not have (or the
+    stage names no models file)."""
+    providers = [valid_provider(draw, n) for n in
+                 draw.data.draw(st.lists(st.sampled_from(PROVIDER_NAMES[:2]), max_size=2,
+                                         unique=True))]
+    path = put_models(draw, stage, providers, uses=["not-there"])
+    if draw.chance(0.3):
+        del stage.keys["models"]
+        return Expect("datadesigner", None, "datadesigner",
+                      names=(stage.keys["datadesigner"].value, "not-there"), hint=True)
+    return Expect("datadesigner", None, "datadesigner",
+                  names=(stage.keys["datadesigner"].value, "not-there", path))
 
 
 def m_dd_file(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
@@ -462,7 +615,7 @@ CATALOGUE: dict[str, list[Mistake]] = {
     "transform": COMMON + BOUNDARY,
     "run": [*COMMON, m_run, m_run_outputs],
     "datadesigner": [*COMMON, m_processors, m_on_success, m_allow_empty, m_export_outputs,
-                     m_positive, m_seed, m_dd_file],
+                     m_positive, m_seed, m_dd_file, m_models, m_models, m_model_provider],
 }
 
 
@@ -508,6 +661,8 @@ def top_mistake(draw: Draw) -> tuple[str, list[str], str | None]:
 class Drawn:
     text: str
     expected: list[tuple[int, str | None, str | None]]  # (line, stage, key) of each mistake
+    files: dict[str, bytes] = field(default_factory=dict)  # the drawn project files
+    checks: dict[tuple[int, str | None, str | None], Expect] = field(default_factory=dict)
 
 
 def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
@@ -557,6 +712,7 @@ def render(stages: list[Stage], header: dict[str, list[str]],
             places[(id(stage), key.name)] = len(lines) + 1
             lines += key.lines()
     found = []
+    checks = {}
     for where, expect in expected:
         if isinstance(where, tuple):
             found.append((places[where], None, expect))
@@ -568,11 +724,35 @@ def render(stages: list[Stage], header: dict[str, list[str]],
             line += 1 + max(expect.item, 0)
         stage = where.name if expect.stage == "<own>" else expect.stage
         found.append((line, stage, expect.error_key))
-    return Drawn("\n".join(lines) + "\n", found)
+        checks[(line, stage, expect.error_key)] = expect
+    files = {rel: data for s in stages for rel, data in s.files.items()}
+    return Drawn("\n".join(lines) + "\n", found, files, checks)
+
+
+class _NoDataDesigner:
+    """A finder that refuses Data Designer: load checks must not need the extra."""
+
+    def find_spec(self, name: str, *args: Any) -> None:
+        if name.split(".")[0] == "data_designer":
+            raise ImportError(f"the load checks imported {name}")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import os
+    import sys
+
+    assert not [v for v in UNSET if v in os.environ]
+    blocker = _NoDataDesigner()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield _root(tmp_path_factory)
+    finally:
+        sys.meta_path.remove(blocker)
+    assert "data_designer" not in sys.modules
+
+
+def _root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("loadcheck")
     for rel, text in CODE.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -580,7 +760,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def errors_of(root: Path, text: str) -> list[WorkflowError]:
+def errors_of(root: Path, text: str, files: dict[str, bytes] | None = None
+              ) -> list[WorkflowError]:
+    for rel, data in (files or {}).items():
+        (root / rel).write_bytes(data)
     path = root / "Workflowfile"
     path.write_text(text)
     try:
@@ -598,7 +781,8 @@ _SETTINGS = settings(max_examples=300, deadline=None,
 @given(data=st.data())
 def test_a_valid_workflowfile_is_never_refused(root: Path, data: st.DataObject) -> None:
     drawn = draw_workflowfile(Draw(data), 0)
-    assert errors_of(root, drawn.text) == [], drawn.text
+    errors = errors_of(root, drawn.text, drawn.files)
+    assert errors == [], (drawn.text, drawn.files, [e.render() for e in errors])
 
 
 @_SETTINGS
@@ -606,12 +790,22 @@ def test_a_valid_workflowfile_is_never_refused(root: Path, data: st.DataObject) 
 def test_each_mistake_is_reported_once_at_its_place(root: Path, data: st.DataObject,
                                                      mistakes: int) -> None:
     drawn = draw_workflowfile(Draw(data), mistakes)
-    errors = errors_of(root, drawn.text)
+    errors = errors_of(root, drawn.text, drawn.files)
     got = sorted(((e.line, e.stage, e.key) for e in errors), key=repr)
     numbered = "\n".join(f"{i:3} {line}" for i, line in enumerate(drawn.text.splitlines(), 1))
     shown = "\n".join(e.render() for e in errors)
-    assert got == sorted(drawn.expected, key=repr), f"{numbered}\n---\n{shown}"
+    assert got == sorted(drawn.expected, key=repr), f"{numbered}\n---\n{shown}\n{drawn.files}"
     assert all(e.file == "Workflowfile" and e.message for e in errors)
+    for error in errors:
+        expect = drawn.checks.get((error.line, error.stage, error.key))
+        if expect is None:  # a top-level mistake
+            continue
+        for name in expect.names:
+            assert name.removeprefix("./") in error.message, (name, error.render())
+        assert not expect.hint or error.hint, error.render()
+    hidden = [h for e in drawn.checks.values() for h in e.hidden]
+    assert not [h for h in hidden if h in shown or any(h in (e.hint or "") for e in errors)], \
+        shown
 
 
 def test_the_catalogue_covers_every_key_and_top_level_key() -> None:
@@ -624,3 +818,53 @@ def test_the_catalogue_covers_every_key_and_top_level_key() -> None:
         assert f'"{key}"' in source, key
     for key in TOP_KEYS:  # a wrong `stages` leaves nothing else to check: test_workflowfile.py
         assert f'"{key}"' in source or f"'{key}'" in source or key == "stages", key
+
+
+# ---------------------------------------------------------------- models files: found cases
+
+DD_STAGE = """workflow: demo
+stages:
+  d:
+    datadesigner: configs/dd.yaml
+    num_records: 2
+    models: configs/m.yaml
+"""
+
+
+@pytest.mark.parametrize("text", [
+    # each was accepted, or reported so, before it was fixed (the generator above found them)
+    b"providers:\n  - name: local\n    endpoint: http://h\n    provider_type: 7\n",
+    b"providers:\n  - name: local\n    endpoint: http://h\n    api_key: sk-SECRETxyz: x\n",
+    b"providers:\n  - {name: local, endpoint: 'http://h', api_key: 'sk-SECRETxyz'\n",
+    b"providers:\n  - name: caf\xe9\n    endpoint: http://h\n"])
+def test_a_models_file_found_wrong_is_refused_at_models(root: Path, text: bytes) -> None:
+    errors = errors_of(root, DD_STAGE, {"configs/m.yaml": text})
+    assert [(e.line, e.stage, e.key) for e in errors] == [(6, "d", "models")], \
+        [e.render() for e in errors]
+    assert "configs/m.yaml" in errors[0].message
+    assert "SECRETxyz" not in errors[0].render()
+
+
+def test_dry_run_refuses_a_key_in_the_models_file_and_needs_no_variable(tmp_path: Path
+                                                                        ) -> None:
+    """`dd-build -n`: a models file naming unset variables loads (they are checked when the
+    stage starts); one holding a key is refused, exit 2, the key not shown."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "dd.yaml").write_text("columns: []\n")
+    (tmp_path / "Workflowfile").write_text(DD_STAGE)
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    models = tmp_path / "configs" / "m.yaml"
+    for api_key, code in (("DD_LOADCHECK_UNSET_KEY", 0), ("sk-proj-SECRETxyz", 2)):
+        models.write_text("providers:\n  - name: local\n    endpoint: "
+                          f"https://${{DD_LOADCHECK_UNSET_HOST}}/v1\n    api_key: {api_key}\n")
+        proc = subprocess.run([sys.executable, "-m", "buildtool", "-n"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        assert "SECRETxyz" not in proc.stdout + proc.stderr
+        if code:
+            assert "Workflowfile" in proc.stderr and "configs/m.yaml" in proc.stderr
