@@ -33,7 +33,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrency import build, workflow  # noqa: E402 - the concurrency benchmark's pieces
+from concurrency import REPO, build, workflow  # noqa: E402 - the concurrency benchmark's pieces
+
+# The LocalCluster's workers run the dd-build the builds run (this checkout's), not whichever
+# one is installed: they are spawned with this process's sys.path and environment.
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def cluster(threads: int) -> tuple[object, str]:
@@ -93,22 +99,25 @@ def main() -> None:
             for label, i in (("stage", 1), ("build", 0)):
                 print(f"{concurrency if i else '':>12} {label:>6} {threads[i]:>8.2f}s "
                       f"{dask[i]:>8.2f}s {dask[i] / threads[i]:>12.2f}x")
-        if args.no_per_batch:
-            return
-        print(f"\nper-batch time: {args.tiny} and {3 * args.tiny} instant one-row batches, "
-              "16 in flight")
-        per: dict[str, float] = {}
-        small, large = workflow(1, args.tiny, 1, 0.0, 16), workflow(1, 3 * args.tiny, 1, 0.0, 16)
-        for where in ("threads", "dask"):
-            if where == "threads":
-                times = [build(root, t, "--executor", "local")[1] for t in (small, large)]
-            else:
-                times = [on_cluster(root, t, 8)[1] for t in (small, large)]
-            per[where] = (times[1] - times[0]) / (2 * args.tiny) * 1000
-            print(f"  {where:>7}: {times[0]:.2f}s and {times[1]:.2f}s: "
-                  f"{per[where]:.2f} ms per batch")
-        print(f"  the cluster's overhead: {per['dask'] - per['threads']:.2f} ms per batch")
+        if not args.no_per_batch:
+            per_batch(root, args.tiny)
     print(f"load average after: {_load()}")
+
+
+def per_batch(root: Path, tiny: int) -> None:
+    print(f"\nper-batch time: {tiny} and {3 * tiny} instant one-row batches, "
+          "16 in flight")
+    per: dict[str, float] = {}
+    small, large = workflow(1, tiny, 1, 0.0, 16), workflow(1, 3 * tiny, 1, 0.0, 16)
+    for where in ("threads", "dask"):
+        if where == "threads":
+            times = [build(root, t, "--executor", "local")[1] for t in (small, large)]
+        else:
+            times = [on_cluster(root, t, 8)[1] for t in (small, large)]
+        per[where] = (times[1] - times[0]) / (2 * tiny) * 1000
+        print(f"  {where:>7}: {times[0]:.2f}s and {times[1]:.2f}s: "
+              f"{per[where]:.2f} ms per batch")
+    print(f"  the cluster's overhead: {per['dask'] - per['threads']:.2f} ms per batch")
 
 
 def _load() -> str:
