@@ -257,6 +257,11 @@ class _Builder:
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
             report = BuildReport(self.wf.name, dry_run=False)
+        if self.cluster is not None and any(
+                d.action in ("run", "resume", "grow", "shrink") and d.step in (None, MAIN[kind])
+                for d in self.prep.decisions
+                if (kind := self.wf.stages[d.stage].kind) in ("generate", "transform")):
+            self.cluster.warm_up()  # dask imported, connected, while the stages before run
         self._sweep()
         try:
             if self.jobs == 1:
