@@ -18,6 +18,7 @@ from conftest import Project
 # before the build (the test lists those) and is not its own: dd-build's, connected while this
 # stage runs. It writes a seed of one row saying whether it saw one.
 WAIT = '''\
+import os
 import sys
 import time
 
@@ -37,6 +38,7 @@ with Client(address, timeout=30) as me:
         seen = any(c not in before and c != me.id for c in me.run_on_scheduler(clients))
         if not seen:
             time.sleep(0.1)
+os.makedirs(os.path.dirname(out), exist_ok=True)
 with open(out, "w") as fh:
     fh.write(f"seen\\n{int(seen)}\\n")
 '''
