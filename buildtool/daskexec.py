@@ -79,11 +79,12 @@ def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
 
 
 class Cluster:
-    """The build's connection to Dask, opened in a thread of its own (`warm_up`) once the plan
-    says a stage will run on the cluster, so that importing dask (half a second of it) and
-    connecting — or starting a LocalCluster when there is no address — overlap with what the
-    build does before that stage; the stage then waits for what is left (`client`). Closed at
-    the end of the build."""
+    """The build's connection to Dask, opened in a thread of its own (`warm_up`): when the plan
+    says a stage will run on the cluster after a run stage (execute._warm_up_now), as soon as
+    the build starts, so that importing dask (half a second of CPU) and connecting — or
+    starting a LocalCluster when there is no address — overlap with the run stage's command;
+    else when the first stage on the cluster needs it (`client` waits for what is left).
+    Closed at the end of the build."""
 
     def __init__(self, address: str | None, workflow: Workflow) -> None:
         self.address = address
