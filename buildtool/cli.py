@@ -385,7 +385,8 @@ def _stamped(command: str, args: argparse.Namespace, out: Console,
         return code
     from . import execute
 
-    recorder = nullstamp.Recorder(path, display, key, out)
+    recorder = nullstamp.Recorder(path, display, key, out, getattr(args, "executor", None),
+                                  getattr(args, "scheduler", None))
     execute.after_build = recorder.seen
     code = None
     try:

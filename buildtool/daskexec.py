@@ -24,7 +24,7 @@ Faults: a worker that dies mid-batch makes Dask run the batch elsewhere (up to i
 `allowed-failures`; then the batch fails the stage, the finished ones are kept); the scheduler
 going away fails the batches in flight with a clear error; a client killed leaves futures the
 scheduler forgets when it notices, and whose results nobody writes. Nothing here imports dask
-until a stage runs on the cluster.
+until a stage runs on the cluster, or a run stage runs before one (`Cluster.warm_up`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ ENV = "DD_BUILD_SCHEDULER"
 EXTRA = "pip install 'dd-build[dask]'"
 # How long the client waits to reach a scheduler before the stage fails.
 CONNECT_TIMEOUT_S = float(os.environ.get("DD_BUILD_DASK_CONNECT_TIMEOUT_S", "10"))
+# What a build on Dask needs installed here (the null-build stamp keys where they are found).
+PACKAGES = ("distributed", "cloudpickle")
 
 
 def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
@@ -59,8 +61,7 @@ def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
 
     from .model import scheduler_problem
 
-    missing = [name for name in ("distributed", "cloudpickle")
-               if importlib.util.find_spec(name) is None]
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"--executor dask needs {' and '.join(missing)}, which are not "
                          "installed", hint=f"{EXTRA} (on this machine and on the workers), "
@@ -79,8 +80,12 @@ def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
 
 
 class Cluster:
-    """The build's connection to Dask: made when the first stage needs it (a LocalCluster
-    started when there is no address), closed at the end of the build."""
+    """The build's connection to Dask, opened in a thread of its own (`warm_up`): when the plan
+    says a stage will run on the cluster after a run stage (execute._warm_up_now), as soon as
+    the build starts, so that importing dask (half a second of CPU) and connecting — or
+    starting a LocalCluster when there is no address — overlap with the run stage's command;
+    else when the first stage on the cluster needs it (`client` waits for what is left).
+    Closed at the end of the build."""
 
     def __init__(self, address: str | None, workflow: Workflow) -> None:
         self.address = address
@@ -93,61 +98,72 @@ class Cluster:
         self._semaphores: list[Any] = []
         self._limiters: dict[str, ClusterLimiter] = {}
         self._external: dict[str, tuple[str, FileState]] = {}  # module -> as found here
+        self._opening: threading.Thread | None = None  # the warm-up (None: not started)
+        self._opened = threading.Event()  # the warm-up ended (connected or not)
+        self._error: BaseException | None = None  # why it could not connect
+        self._said = False  # the note of the LocalCluster / connection given (once)
+        self._closed = False
+
+    def warm_up(self) -> None:
+        """Import dask and connect (or start the LocalCluster) in a thread, now (once). Nothing
+        is said here: the first stage that needs the cluster says it, or its failure."""
+        with self._lock:
+            if self._opening is not None or self._closed:
+                return
+            self._opening = threading.Thread(target=self._connect, daemon=True,
+                                             name="dd-build dask connect")
+            self._opening.start()
 
     def client(self, job: Job) -> Any:
         """The connected client; StageFailed when the scheduler cannot be reached (said once:
-        the next stage fails at once with the same error)."""
+        the next stage fails at once with the same error). Waits for the warm-up (started
+        here if the build did not start it) in steps, so that Ctrl-C and -j's cancel end the
+        wait at once."""
+        from .kinds import check_cancel
+
+        self.warm_up()
         with self._lock:
-            if self._failed is not None:
-                raise StageFailed(self._failed.message, stage=job.stage.name,
-                                  hint=self._failed.hint)
-            if self._client is None:
-                try:
-                    self._connect(job)
-                except StageFailed as exc:
-                    self._failed = exc
-                    raise
-            return self._client
-
-    def _connect(self, job: Job) -> None:
-        import logging
-
-        import dask
-        from distributed import Client
-
-        # dask logs a lost connection with its traceback on stderr: the stage's failure says it
-        for name in ["distributed", "tornado", *logging.root.manager.loggerDict]:
-            if name.startswith(("distributed", "tornado")):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
-
-        dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
-                         "distributed.scheduler.worker-ttl": None})
-        if self.address is None:
-            from distributed import LocalCluster
-
-            workers = min(os.cpu_count() or 1, 4)
-            threads = max(1, -(-_most_in_flight(self.workflow) // workers))
+            first, self._said = not self._said, True
+        if first and self.address is None:
+            workers, threads = _local_size(self.workflow)
             job.progress_note(f"dask: starting a LocalCluster of {workers} worker processes "
                               f"({threads} threads each) for this build")
-            self._local = LocalCluster(n_workers=workers, threads_per_worker=threads,
-                                       processes=True, dashboard_address=None,
-                                       silence_logs=40)
-            self._client = Client(self._local, set_as_default=False)
-            return
-        try:
-            self._client = Client(self.address, timeout=CONNECT_TIMEOUT_S,
-                                  set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            from .daskwork import said
+        while not self._opened.wait(0.05):
+            check_cancel(job)
+        with self._lock:
+            error = self._error
+            if self._failed is None and error is not None:
+                if self.address is None or not isinstance(error, (OSError, TimeoutError)):
+                    raise error  # not a connection's failure: as raised (a broken install, a bug)
+                self._failed = _unreachable(self.address, error, job)
+            if self._failed is not None:
+                raise StageFailed(self._failed.message, stage=job.stage.name,
+                                  hint=self._failed.hint) from self._failed.__cause__
+            client = self._client
+        if client is None:  # closed meanwhile (the build is ending)
+            raise StageFailed("the Dask client was closed", stage=job.stage.name)
+        if first and self.address is not None:
+            workers = len(client.scheduler_info().get("workers", {}))
+            job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
+        return client
 
-            raise StageFailed(
-                f"cannot reach the Dask scheduler at {self.address}: {said(exc)}",
-                stage=job.stage.name,
-                hint="start it (`dask scheduler`) or fix --scheduler / $DD_BUILD_SCHEDULER / "
-                     "the Workflowfile's executor: dask: scheduler; or build with --executor "
-                     "local") from exc
-        workers = len(self._client.scheduler_info().get("workers", {}))
-        job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
+    def _connect(self) -> None:
+        """The warm-up's thread: import dask, then connect or start the LocalCluster; what it
+        made is kept (or closed at once when the build closed meanwhile), what it raised
+        kept for the first stage that needs the client to say."""
+        client = local = None
+        try:
+            client, local = _open(self.address, self.workflow)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the stage that needs it
+            self._error = exc
+        finally:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._client, self._local = client, local
+            if closed:
+                _close_quietly([], client, local)
+            self._opened.set()
 
     def payload(self, job: Job, call: StageCall) -> Any:
         """A future holding the pickled Payload (the project's code as it is now, and the
@@ -267,20 +283,85 @@ class Cluster:
         return result, reads
 
     def close(self) -> None:
-        """At build end: the semaphores, the client, and a LocalCluster it started."""
+        """At build end: the semaphores, the client, and a LocalCluster it started. A warm-up
+        still under way is waited for (a LocalCluster half started would leave its worker
+        processes behind), a connection no stage asked for a second at most; Ctrl-C ends
+        that wait."""
+        with self._lock:
+            self._closed = True
+            opening, asked = self._opening, self._said
+        if opening is not None and opening.is_alive():
+            # no stage needed a scheduler that does not answer: not waited for to the end of
+            # its connect timeout (the thread closes its client should it connect later)
+            opening.join(None if asked or self.address is None else 1.0)
         with self._lock:
             client, local, self._client, self._local = self._client, self._local, None, None
             semaphores, self._semaphores = self._semaphores, []
-        if client is None:
-            return
-        for semaphore in semaphores:
-            with contextlib.suppress(Exception):  # a scheduler gone: nothing left to close
-                semaphore.close()
+        _close_quietly(semaphores, client, local)
+
+
+def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
+    """(client, LocalCluster or None): dask imported and configured, then connected to
+    `address`, or to a LocalCluster started for the build. OSError or TimeoutError when the
+    scheduler cannot be reached."""
+    import logging
+
+    import dask
+    from distributed import Client
+
+    # dask logs a lost connection with its traceback on stderr: the stage's failure says it
+    for name in ["distributed", "tornado", *logging.root.manager.loggerDict]:
+        if name.startswith(("distributed", "tornado")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
+                     "distributed.scheduler.worker-ttl": None})
+    if address is not None:
+        return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False), None
+    from distributed import LocalCluster
+
+    workers, threads = _local_size(workflow)
+    # its HTTP server on a free port of loopback, without the dashboard (None meant :8787,
+    # and a warning on stderr whenever another cluster held that port)
+    local = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                         dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                         silence_logs=40)
+    try:
+        return Client(local, set_as_default=False), local
+    except BaseException:
+        local.close(timeout=10)
+        raise
+
+
+def _local_size(workflow: Workflow) -> tuple[int, int]:
+    """(worker processes, threads each) of the build's LocalCluster."""
+    workers = min(os.cpu_count() or 1, 4)
+    return workers, max(1, -(-_most_in_flight(workflow) // workers))
+
+
+def _unreachable(address: str, exc: BaseException, job: Job) -> StageFailed:
+    """The scheduler the warm-up could not reach, as the stage that needed it says it."""
+    from .daskwork import said
+
+    failed = StageFailed(
+        f"cannot reach the Dask scheduler at {address}: {said(exc)}", stage=job.stage.name,
+        hint="start it (`dask scheduler`) or fix --scheduler / $DD_BUILD_SCHEDULER / the "
+             "Workflowfile's executor: dask: scheduler; or build with --executor local")
+    failed.__cause__ = exc
+    return failed
+
+
+def _close_quietly(semaphores: list[Any], client: Any, local: Any) -> None:
+    if client is None:
+        return
+    for semaphore in semaphores:
+        with contextlib.suppress(Exception):  # a scheduler gone: nothing left to close
+            semaphore.close()
+    with contextlib.suppress(Exception):
+        client.close(timeout=5)
+    if local is not None:
         with contextlib.suppress(Exception):
-            client.close(timeout=5)
-        if local is not None:
-            with contextlib.suppress(Exception):
-                local.close(timeout=10)
+            local.close(timeout=10)
 
 
 def _most_in_flight(workflow: Workflow) -> int:

@@ -211,6 +211,22 @@ def check_strict(prep: Prepared) -> None:
     )
 
 
+def _warm_up_now(prep: Prepared, wf: Workflow) -> bool:
+    """A stage will run on the cluster and a run stage runs before it: the client connects
+    while the run stage's command works (importing dask is CPU: beside the build's own Python
+    work it would only share the GIL, and slow that work's I/O, so without a run stage to
+    wait for, the first stage on the cluster connects when it needs to)."""
+    before = False
+    for d in prep.decisions:
+        if d.action not in ("run", "resume", "grow", "shrink"):
+            continue
+        kind = wf.stages[d.stage].kind
+        if kind in ("generate", "transform") and d.step in (None, MAIN[kind]):
+            return before
+        before = before or kind == "run"
+    return False
+
+
 def run_build(prep: Prepared, reporter: Reporter, keep_going: bool = False,
               report: BuildReport | None = None, jobs: int = 1, cluster: Any = None
               ) -> BuildReport:
@@ -257,6 +273,8 @@ class _Builder:
     def run(self, report: BuildReport | None = None) -> BuildReport:
         if report is None:
             report = BuildReport(self.wf.name, dry_run=False)
+        if self.cluster is not None and _warm_up_now(self.prep, self.wf):
+            self.cluster.warm_up()  # dask imported, connected, while a run stage before runs
         self._sweep()
         try:
             if self.jobs == 1:

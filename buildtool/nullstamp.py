@@ -21,7 +21,9 @@ moved, nothing rewritten), and holds:
 - each path question the planner asked the file system (a `package.module` callable's file, a
   glob's or a folder's files) with the answer it used (the probe's), asked again;
 - per command line (every option, the working folder, the output streams), what it printed,
-  in order, and its exit code.
+  in order, and its exit code; for a build that uses the Dask executor, also where the import
+  system finds the packages it needs (daskexec.PACKAGES: the full path refuses to build when
+  one is missing, a null build too), with that file's stats.
 
 The next command with the same command line takes the lock as a build does (a build sweeping
 after a killed one is a miss), checks all of the above and, when every fact holds, prints what
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from .probe import Kept
     from .report import BuildReport
 
-FORMAT = 1
+FORMAT = 2  # 2: an outcome holds the Dask packages its command needs
 SUFFIX = ".stamp"
 _MAGIC = "dd-build null-build stamp"
 # Per file: size, mtime, ctime, inode, device.
@@ -75,6 +77,9 @@ _THREADS = 2
 _ENVIRONMENT = ("TZ", "DD_BUILD_SCHEDULER")
 
 Chunk = tuple[int, str]  # (1: stdout, 2: stderr; the text written)
+# (what it printed, its exit code, the Dask packages the command needs as _packages() found
+# them; () for a command that does not use Dask)
+Outcome = tuple[tuple[Chunk, ...], int, tuple[Any, ...]]
 # (file, content) of the stamp `replay` read last, for `_store` of the same command.
 _replayed: tuple[Path, tuple[Any, ...]] | None = None
 
@@ -119,7 +124,7 @@ def replay(path: Path, display: str, key: tuple[Any, ...], out: Console, *, lock
     header, code, name, root, extras, questions, groups, outcomes = stamp
     outcome = outcomes.get(key)
     if outcome is None or not compiled.header_holds(header, resolved, display, data) or \
-            not _code_holds(code):
+            not _code_holds(code) or (outcome[2] and outcome[2] != _packages()):
         return None
     out.workflow = name
     if not lock:
@@ -240,10 +245,35 @@ def _plain(state: Any) -> tuple[str, int, int, str]:
     return (state.path, state.size, state.mtime_ns, state.digest)  # as probe.plain_state
 
 
-def _played(outcome: tuple[tuple[Chunk, ...], int], out: Console) -> int:
+def _packages() -> tuple[tuple[str, str | None, tuple[int, ...] | None], ...]:
+    """Each package a build on Dask needs (daskexec.PACKAGES, the ones daskexec.cluster_for
+    asks for) with where the import system finds it now and that file's stats: None when it
+    does not (uninstalled, or hidden from this interpreter's path)."""
+    import importlib.util
+
+    from .daskexec import PACKAGES
+
+    found = []
+    for name in PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        origin = spec.origin if spec is not None else None
+        found.append((name, origin, None if origin is None else _stat_identity(origin)))
+    return tuple(found)
+
+
+def _uses_dask(prep: Prepared, executor: str | None, scheduler: str | None) -> bool:
+    """A build with these options runs its stages on Dask (as api._cluster decides)."""
+    return executor != "local" and (executor == "dask" or scheduler is not None or
+                                    prep.workflow.dask is not None)
+
+
+def _played(outcome: Outcome, out: Console) -> int:
     from .console import _write
 
-    chunks, code = outcome
+    chunks, code, _ = outcome
     for stream, text in chunks:
         _write(out.stdout if stream == 1 else out.stderr, text, end="")
     return code
@@ -256,10 +286,13 @@ class Recorder:
     """While a command takes the full path: its output, taped, and the state its planning saw
     (`seen`); `finish` stores them when the command qualifies."""
 
-    def __init__(self, path: Path, display: str, key: tuple[Any, ...], out: Console) -> None:
+    def __init__(self, path: Path, display: str, key: tuple[Any, ...], out: Console,
+                 executor: str | None = None, scheduler: str | None = None) -> None:
         self.path, self.display, self.key, self.out = path, display, key, out
+        self.executor, self.scheduler = executor, scheduler  # a build's --executor, --scheduler
         self.chunks: list[Chunk] = []
         self.state: tuple[Any, ...] | None = None
+        self.packages: tuple[Any, ...] = ()
         self._streams = (out.stdout, out.stderr)
         out.stdout = _Taped.of(out.stdout, 1, self.chunks)
         out.stderr = _Taped.of(out.stderr, 2, self.chunks)
@@ -270,6 +303,9 @@ class Recorder:
             self.state = collect(prep, report)
         except OSError:
             self.state = None
+        if self.state is not None and report is not None and \
+                _uses_dask(prep, self.executor, self.scheduler):
+            self.packages = _packages()
 
     def finish(self, code: int | None) -> None:
         """The command ended with exit `code` (None: by an exception): the streams untaped,
@@ -280,7 +316,7 @@ class Recorder:
                 self.out.live(make=False) is not None:
             return
         file, header = entry
-        outcome = (tuple(_joined(self.chunks)), code)
+        outcome = (tuple(_joined(self.chunks)), code, self.packages)
         _store(file.with_suffix(SUFFIX), header, self.state, self.key, outcome)
 
 
@@ -443,7 +479,7 @@ def _code_now() -> tuple[tuple[str, tuple[int, ...]], ...]:
 
 
 def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tuple[Any, ...],
-           outcome: tuple[tuple[Chunk, ...], int]) -> None:
+           outcome: Outcome) -> None:
     """Add `outcome` under `key` to the stamp of `state` (a stamp of another state is
     replaced); written atomically, best effort."""
     code = _code_now()

@@ -9,6 +9,7 @@ from scratch."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,63 @@ def test_on_the_cluster_restored_and_run_stages_give_a_local_builds_bytes(
     assert calls(root) == ["b all"]
     assert f"dask: connected to {ADDRESS}" in done.stderr
     assert outputs(root) == _scratch(tmp_path, [("params: {k: 1}", "params: {k: 2}")])
+
+
+# A sitecustomize (imported at start-up, before the command runs) that hides the packages
+# $DD_TEST_HIDDEN names from the import system, as if they were not installed: each finder of
+# sys.meta_path is wrapped so that it finds nothing for them, so importlib.util.find_spec
+# returns None and an import raises ModuleNotFoundError. (A folder shadowing the package, or a
+# finder raising ImportError, would not do: find_spec would find the shadow, or raise.)
+HIDE = '''\
+import os
+import sys
+
+_HIDDEN = set(os.environ.get("DD_TEST_HIDDEN", "").split(","))
+
+
+class _Hiding:
+    def __init__(self, finder):
+        self._finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _HIDDEN:
+            return None
+        find = getattr(self._finder, "find_spec", None)
+        return None if find is None else find(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self._finder, name)
+
+
+sys.meta_path[:] = [_Hiding(finder) for finder in sys.meta_path]
+'''
+
+
+@needs_dask
+def test_a_dask_builds_stamp_does_not_hold_once_dask_is_not_installed(
+        built: Project, tmp_path: Path) -> None:  # noqa: F811
+    hider = tmp_path / "hider"
+    hider.mkdir()
+    (hider / "sitecustomize.py").write_text(HIDE)
+
+    def hidden(name: str) -> dict[str, str]:
+        environment = built.env(DD_TEST_HIDDEN=name)
+        environment["PYTHONPATH"] = f"{hider}{os.pathsep}{environment['PYTHONPATH']}"
+        return environment
+
+    check = [sys.executable, "-c", "import importlib.util as u; "
+             "print(u.find_spec('distributed'), u.find_spec('cloudpickle') is None)"]
+    seen = subprocess.run(check, env=hidden("distributed"), capture_output=True, text=True)
+    assert seen.stdout.split() == ["None", "False"], seen.stderr  # the trick works
+
+    # every command under the sitecustomize (PYTHONPATH is a fact of the compiled workflow)
+    for args in [(), ("--executor", "dask")]:
+        assert run(built, *args, env=hidden(""))[0].code == 0
+        assert run(built, *args, env=hidden(""))[1], args  # a null build: from the stamp
+    for name in ("distributed", "cloudpickle"):
+        result, fast = run(built, "--executor", "dask", env=hidden(name))
+        assert not fast and result.code == 2, (name, result.stderr)
+        assert f"--executor dask needs {name}" in result.stderr
+    # a command that does not use Dask keeps its answer; with dask back, so does this one
+    assert run(built, env=hidden("distributed"))[1]
+    assert run(built, "--executor", "dask", env=hidden(""))[1]
