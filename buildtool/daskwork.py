@@ -101,11 +101,14 @@ def append_output(log: Path, text: str) -> None:
             f.write(text)
 
 
+_UNFETCHED = object()
+
+
 class DaskBatches(_Arrivals):
-    """A generate stage's batches as Dask futures (see daskexec.py). Their results are fetched
-    by Dask's `as_completed` as each future finishes, on the client's event loop, several at
-    once (fetching each in turn in a callback thread cost a round trip per batch); a thread
-    of ours hands them over to `next_finished`.
+    """A generate stage's batches as Dask futures (see daskexec.py). A thread of ours waits
+    for them with Dask's `as_completed`, fetches the results of all that are done at once
+    (`_fetch`: one request per worker, where fetching each on its own cost a round trip per
+    batch) and hands them over to `next_finished`.
 
     Batches submitted are sent when `next_finished` would wait, all of them as one graph: while
     batches that came back are being written, the ones that take their places gather, and the
@@ -126,7 +129,7 @@ class DaskBatches(_Arrivals):
         self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
         self._index: dict[Any, int] = {}  # future key -> batch index
         self._landed: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        self._arrived = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
+        self._arrived = as_completed([], loop=client.loop)
         self._more = threading.Event()
         self._closed = False
         self._watch = Watch(client)
@@ -140,10 +143,33 @@ class DaskBatches(_Arrivals):
         """as_completed's iteration ends whenever nothing is in flight: it starts again once
         a batch is submitted."""
         while not self._closed:
-            for future, result in self._arrived:
-                self._landed.put((future, result))
+            for done in self._arrived.batches():
+                self._fetch(done)
             self._more.wait(0.2)
             self._more.clear()
+
+    def _fetch(self, done: list[Any]) -> None:
+        """The results of the futures done since the last fetch, fetched together (one request
+        per worker holding them, not one per batch). A failed future lands with no result (its
+        error is asked for when it is taken); a result that cannot be fetched (the worker
+        holding it died) does not land: `_track_again` tracks its future again."""
+        finished = [f for f in done if f.status == "finished"]
+        for future in done:
+            if future.status != "finished":
+                self._landed.put((future, None))
+        try:
+            results = self._client.gather(finished) if finished else []
+        except Exception:  # noqa: BLE001 - one of them could not be fetched: each on its own
+            results = [self._one(future) for future in finished]
+        for future, result in zip(finished, results, strict=True):
+            if result is not _UNFETCHED:
+                self._landed.put((future, result))
+
+    def _one(self, future: Any) -> Any:
+        try:
+            return self._client.gather([future])[0]
+        except Exception:  # noqa: BLE001 - left for _track_again (a lost worker's data)
+            return _UNFETCHED
 
     def submit(self, task: BatchTask) -> None:
         self._pending += 1
@@ -195,9 +221,10 @@ class DaskBatches(_Arrivals):
                 break
         self._pending -= 1
         self._futures.pop(index, None)
-        if future.status != "finished":
-            exc = result[1] if isinstance(result, tuple) else result
-            return Finished(index, error=failure(future, self._stage, f"batch {index}", exc))
+        if result is None:  # it failed: why, from Dask
+            error = failure(future, self._stage, f"batch {index}") or StageFailed(
+                f"batch {index} did not come back from Dask", stage=self._stage, hint=LOST_HINT)
+            return Finished(index, error=error)
         finished, output = result
         append_output(self._log, output)
         if finished.imports is not None:
