@@ -151,12 +151,15 @@ class DaskBatches(_Arrivals):
     def _fetch(self, done: list[Any]) -> None:
         """The results of the futures done since the last fetch, fetched together (one request
         per worker holding them, not one per batch). A failed future lands with no result (its
-        error is asked for when it is taken); a result that cannot be fetched (the worker
-        holding it died) does not land: `_track_again` tracks its future again."""
+        error is asked for when it is taken); one whose result was lost meanwhile is waited for
+        again; a result that cannot be fetched (the worker holding it died) does not land:
+        `_track_again` tracks its future again."""
         finished = [f for f in done if f.status == "finished"]
         for future in done:
-            if future.status != "finished":
+            if future.status in ("error", "cancelled"):
                 self._landed.put((future, None))
+            elif future.status != "finished":  # its result was lost since: Dask computes it again
+                self._arrived.add(future)
         try:
             results = self._client.gather(finished) if finished else []
         except Exception:  # noqa: BLE001 - one of them could not be fetched: each on its own

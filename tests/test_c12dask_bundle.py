@@ -102,17 +102,19 @@ def test_packages_relative_imports_namespaces_and_dataclasses_load_as_python_doe
             "ns/part.py": "from __future__ import annotations\\nimport dataclasses\\n"
                           "@dataclasses.dataclass\\nclass P:\\n    x: int\\n",
             "run.py": "import pkg\\nfrom ns.part import P\\n"
-                      "def go(ctx):\\n    return pkg.twice(P(3).x)\\n",
+                      "def go(ctx):\\n    return pkg.twice(P(3).x)\\n"
+                      "def where(ctx):\\n    import pkg.sub\\n    return pkg.sub.__file__\\n",
         }
         b = bundle(files)
         out["value"] = call(b, "run.py:go", None)
         out["dotted"] = call(b, "pkg.sub:twice", 5)  # a `module:fn` target of the project
-        out["file"] = sys.modules["pkg.sub"].__file__
+        out["file"] = call(b, "run.py:where", None)
         # a stage's file imported by its module name too: one module, executed once
         c = bundle({"count.py": "import itertools\\nN = itertools.count()\\nFIRST = next(N)\\n"
-                                "def f(ctx):\\n    import count\\n    return [FIRST, count.FIRST, next(N)]\\n"})
+                                "def f(ctx):\\n    import count\\n    return [FIRST, count.FIRST, next(N)]\\n"
+                                "def name(ctx):\\n    import count\\n    return count.__spec__.name\\n"})
         out["once"] = [call(c, "count.py:f", None), call(c, "count.py:f", None)]
-        out["name"] = sys.modules["count"].__spec__.name
+        out["name"] = call(c, "count.py:name", None)
         ''')
     assert out["value"] == 6 and out["dotted"] == 10
     assert out["file"] == f"{ROOT}/pkg/sub.py"

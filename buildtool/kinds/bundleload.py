@@ -1,16 +1,18 @@
 """Stage code on a Dask worker, run from the client's CodeBundle (codebundle.py), never from
 the worker's disk nor from modules it imported for an earlier build.
 
-A worker is a long-lived process that serves any build, so the bundle's modules live in
-sys.modules (as dataclasses, pickle and typing expect) only while tasks of that bundle run:
-a task of another bundle (the code was edited, or another project) waits until those are done
-(or abandoned by their client), then the old bundle's modules are dropped and the new one's
-execute afresh (`running`). A
-meta path finder serves the active bundle's modules under their names, relative to the
-project folder (and to sys.path entries inside it that the code added), with `__file__` the
-client's path: tracebacks name the user's file and line, and import statements are recorded
-(importedges.py) as edges of this process's import graph, which each batch hands back to the
-client (`imports_for`). Non-Python files the code opens are not in the bundle.
+A worker is a long-lived process that serves any build (and other Dask work), so a bundle's
+modules are in sys.modules (as dataclasses, pickle and typing expect) only while tasks of that
+bundle run (`_Table.install`): then they are put aside, executed once, with the sys.path
+entries their code added, and whatever of the same names they shadowed comes back. A task of
+another bundle (the code was edited, or another project) waits until the running ones are done
+or abandoned by their client; then the old bundle is dropped and the new one's modules execute
+afresh (`running`). A meta path finder serves the active bundle's modules, to its tasks and to
+the project's own code only, under their names relative to the project folder (and to sys.path
+entries inside it that the code added), with `__file__` the client's path: tracebacks name the
+user's file and line, and import statements are recorded (importedges.py) as edges of this
+process's import graph, which each batch hands back to the client (`imports_for`). Non-Python
+files the code opens are not in the bundle.
 """
 
 from __future__ import annotations
@@ -52,6 +54,48 @@ class _Table:
         self.specs: dict[str, Any] = {}  # rel -> the spec it first executed under
         self.fns: dict[str, Any] = {}  # target -> its callable
         self.lock = threading.RLock()
+        self.running = 0  # its tasks running (installed while any does)
+        self.installed = False
+        self.stash: dict[str, ModuleType] = {}  # its modules while none of its tasks runs
+        self.hidden: dict[str, ModuleType] = {}  # what they shadow, while installed
+        self.paths: list[str] = []  # sys.path entries its code added
+        self.before: list[str] = []  # sys.path when it was installed
+
+    def install(self) -> None:
+        """Its modules into sys.modules (what of the same names was there aside) and the
+        sys.path entries its code added back: as in a local build, where the project folder
+        comes first on sys.path."""
+        tops = self.tops()
+        for name in [n for n in sys.modules if n.partition(".")[0] in tops]:
+            self.hidden[name] = sys.modules.pop(name)
+        sys.modules.update(self.stash)
+        self.stash.clear()
+        self.before = list(sys.path)
+        sys.path[:0] = [p for p in self.paths if p not in sys.path]
+        self.installed = True
+
+    def uninstall(self) -> None:
+        """Its modules out of sys.modules (kept: the next task of the bundle puts them back,
+        executed once), what they shadowed back, and sys.path as it was: other code on the
+        worker sees the worker's own modules."""
+        for name in self.names:
+            module = sys.modules.pop(name, None)
+            if module is not None:
+                self.stash[name] = module
+        sys.modules.update(self.hidden)
+        self.hidden.clear()
+        before = set(self.before)
+        added = [p for p in sys.path if p not in before]
+        self.paths = added + [p for p in self.paths if p not in added]
+        sys.path[:] = [p for p in sys.path if p in before]
+        self.installed = False
+
+    def tops(self) -> set[str]:
+        """The top-level names the bundle's files give (modules, packages, namespaces)."""
+        return {rel.split("/")[0].removesuffix(".py") for rel in self.bundle.files}
+
+    def owns(self, file: Any) -> bool:
+        return isinstance(file, str) and file.startswith(self.bundle.root + os.sep)
 
     def path(self, rel: str) -> str:
         return os.path.join(self.bundle.root, *rel.split("/")) if rel else self.bundle.root
@@ -187,10 +231,29 @@ class _Loader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    """The active bundle's modules, to a task of it and to the project's code (in threads
+    the code started too); never to other code on the worker."""
+
     def find_spec(self, name: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         table = _GATE.active
-        return table.spec(name, path) if table is not None else None
+        if table is None or not table.installed or not _asked_by(table):
+            return None
+        return table.spec(name, path)
+
+
+_THREAD = threading.local()  # .table: the bundle of the task this thread runs
+
+
+def _asked_by(table: _Table) -> bool:
+    if getattr(_THREAD, "table", None) is table:
+        return True
+    frame: Any = sys._getframe(2)
+    while frame is not None:
+        if table.owns(frame.f_globals.get("__file__")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Gate:
@@ -205,31 +268,44 @@ class _Gate:
 
     @contextlib.contextmanager
     def running_bundle(self, bundle: CodeBundle) -> Iterator[_Table]:
-        token = object()
+        token, key = object(), _task_key()
         with self.cond:
             while not self._may_run(bundle.digest):
+                if _abandoned(key):  # its own client went while it waited: it runs nothing
+                    raise StageFailed("abandoned by its client while it waited",
+                                      stage="(worker)")
                 self.cond.wait(0.5)  # also to look again whether the running were abandoned
             if self.active is None or self.active.bundle.digest != bundle.digest:
                 self._switch(bundle)
-            self.tasks[id(token)] = (bundle.digest, _task_key())
             table = self.active
-        assert table is not None
+            assert table is not None
+            if not table.installed:
+                table.install()
+            table.running += 1
+            self.tasks[id(token)] = (bundle.digest, key)
+        _THREAD.table = table
         try:
             yield table
         finally:
+            _THREAD.table = None
             with self.cond:
                 del self.tasks[id(token)]
+                table.running -= 1
+                if table.running == 0 and table.installed:
+                    table.uninstall()
                 self.cond.notify_all()
 
     def _may_run(self, digest: str) -> bool:
         return all(d == digest or _abandoned(key) for d, key in self.tasks.values())
 
     def _switch(self, bundle: CodeBundle) -> None:
-        """Drop the old bundle's modules (and any module loaded from the new project folder
-        some other way); the new bundle's modules execute when first imported."""
+        """Put the old bundle aside for good (its abandoned tasks keep the modules they hold)
+        and drop any module loaded from the new project folder some other way; the new
+        bundle's modules execute when first imported."""
         old = self.active
         if old is not None:
-            _drop(lambda name, file: name in old.names or SCOPE.rel(file) is not None)
+            if old.installed:
+                old.uninstall()
             for rel in old.bundle.files:
                 linecache.cache.pop(old.path(rel), None)
         SCOPE.set(bundle.root)
