@@ -47,8 +47,27 @@ if TYPE_CHECKING:
 
 ENV = "DD_BUILD_SCHEDULER"
 EXTRA = "pip install 'dd-build[dask]'"
-# How long the client waits to reach a scheduler before the stage fails.
-CONNECT_TIMEOUT_S = float(os.environ.get("DD_BUILD_DASK_CONNECT_TIMEOUT_S", "10"))
+# How long the client waits to reach a scheduler before the stage fails, and how long it
+# goes without one before the batches in flight fail (daskwork.Watch): seconds, > 0.
+CONNECT_TIMEOUT = ("DD_BUILD_DASK_CONNECT_TIMEOUT_S", 10.0)
+LOST_AFTER = ("DD_BUILD_DASK_LOST_AFTER_S", 10.0)
+
+
+def seconds(setting: tuple[str, float]) -> float:
+    """A knob's value from the environment; a UsageError naming it when it is no number of
+    seconds above 0."""
+    name, default = setting
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"${name} is not a number of seconds above 0 ({text!r})",
+                         hint=f"set it to e.g. {default:g}, or unset it")
+    return value
 # What a build on Dask needs installed here (the null-build stamp keys where they are found).
 PACKAGES = ("distributed", "cloudpickle")
 
@@ -61,6 +80,8 @@ def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
 
     from .model import scheduler_problem
 
+    for setting in (CONNECT_TIMEOUT, LOST_AFTER):
+        seconds(setting)  # said before anything runs
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"--executor dask needs {' and '.join(missing)}, which are not "
@@ -239,7 +260,8 @@ class Cluster:
 
         self.client(job)
         call = replace(call, limiter=self.limiter(job))
-        return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self)
+        return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self,
+                           job.progress_note)
 
     def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path
                   ) -> tuple[Any, tuple[str, ...]]:
@@ -305,19 +327,22 @@ def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
     `address`, or to a LocalCluster started for the build. OSError or TimeoutError when the
     scheduler cannot be reached."""
     import logging
+    import warnings
 
     import dask
     from distributed import Client
 
-    # dask logs a lost connection with its traceback on stderr: the stage's failure says it
+    # dask logs a lost connection with its traceback on stderr: the stage's failure says it;
+    # and warns of semaphore leases still held when a build is interrupted (the build says it)
     for name in ["distributed", "tornado", *logging.root.manager.loggerDict]:
         if name.startswith(("distributed", "tornado")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"distributed(\.|$)")
 
     dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
                      "distributed.scheduler.worker-ttl": None})
     if address is not None:
-        return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False), None
+        return Client(address, timeout=seconds(CONNECT_TIMEOUT), set_as_default=False), None
     from distributed import LocalCluster
 
     workers, threads = _local_size(workflow)
@@ -325,7 +350,8 @@ def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
     # and a warning on stderr whenever another cluster held that port)
     local = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                          dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
-                         silence_logs=40)
+                         silence_logs=logging.CRITICAL,
+                         preload=["buildtool.daskwork"])  # its workers ignore Ctrl-C
     try:
         return Client(local, set_as_default=False), local
     except BaseException:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from .codebundle import CodeBundle
     from .daskexec import Cluster
 
-# A scheduler the client has lost for this long fails the batches in flight.
-LOST_AFTER_S = float(os.environ.get("DD_BUILD_DASK_LOST_AFTER_S", "10"))
 
 
 def said(exc: BaseException) -> str:
@@ -37,11 +35,15 @@ def said(exc: BaseException) -> str:
 
 
 class Watch:
-    """Whether the client has lost its scheduler for longer than LOST_AFTER_S."""
+    """Whether the client has lost its scheduler for longer than $DD_BUILD_DASK_LOST_AFTER_S
+    (checked when the build started: daskexec.cluster_for)."""
 
     def __init__(self, client: Any) -> None:
+        from .daskexec import LOST_AFTER, seconds
+
         self.client = client
         self.since: float | None = None
+        self.after = seconds(LOST_AFTER)
 
     def lost(self) -> bool:
         if self.client.status in ("running", "newly-created"):
@@ -49,7 +51,7 @@ class Watch:
             return False
         now = time.monotonic()
         self.since = self.since or now
-        return now - self.since > LOST_AFTER_S
+        return now - self.since > self.after
 
     def check(self, stage: str) -> None:
         if self.lost():
@@ -115,8 +117,8 @@ class DaskBatches(_Arrivals):
     scheduler gets one message for them (its cost per message, not per task, dominated the
     per-batch overhead of one submit per batch)."""
 
-    def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster
-                 ) -> None:
+    def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster,
+                 note: Callable[[str], None]) -> None:
         from distributed import as_completed
 
         super().__init__()
@@ -125,6 +127,7 @@ class DaskBatches(_Arrivals):
         self._stage = stage
         self._log = log
         self._cluster = cluster
+        self._note = note
         self._futures: dict[int, Any] = {}
         self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
         self._index: dict[Any, int] = {}  # future key -> batch index
@@ -136,6 +139,8 @@ class DaskBatches(_Arrivals):
         self._swept = time.monotonic()
         self._stale: set[Any] = set()  # keys of futures done at the last sweep, not landed
         self._tag = uuid.uuid4().hex[:8]
+        self._asked = time.monotonic()  # when the scheduler was last asked for its workers
+        self._told = False  # that it has none
         threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
                          daemon=True).start()
 
@@ -213,6 +218,7 @@ class DaskBatches(_Arrivals):
                     self._fail_all()
                 elif self._pending:
                     self._track_again()
+                    self._workers_gone()
                 return None
             future, result = landed
             if future is None:  # failed by _fail_all
@@ -249,6 +255,23 @@ class DaskBatches(_Arrivals):
                 self._arrived.add(future)
                 self._more.set()
         self._stale = done
+
+    def _workers_gone(self) -> None:
+        """Batches in flight and no worker left: said once (the scheduler is asked as often as
+        $DD_BUILD_DASK_LOST_AFTER_S), as Dask waits for workers to come back rather than fail."""
+        now = time.monotonic()
+        if now - self._asked < self._watch.after:
+            return
+        self._asked = now
+        try:
+            workers = len(self._client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 - the scheduler itself is gone: Watch says that
+            return
+        if workers == 0 and not self._told:
+            self._note(f"dask: the scheduler has no workers: {self._pending} batches "
+                               "wait for one (Ctrl-C stops the build; finished batches are "
+                               "kept)")
+        self._told = workers == 0
 
     def _fail_all(self) -> None:
         """The scheduler is gone: every batch in flight fails (none will come back), and the
@@ -311,6 +334,15 @@ class ClusterLimiter:
 
 
 # ---------------------------------------------------------------- on a worker
+
+
+def dask_setup(worker: Any) -> None:
+    """Preloaded by the workers of a LocalCluster dd-build starts (daskexec._open): Ctrl-C at
+    the terminal reaches them too, and would print each one's traceback; dd-build, which got
+    it as well, stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 @dataclass(frozen=True)
 class Payload:
@@ -398,7 +430,7 @@ def _remote_error(exc: StageFailed, call: StageCall) -> BatchError:
     error = BatchError.of(exc, Path(call.project_dir))
     missing = _unseen_input(exc, call.inputs)
     if missing is None:
-        return error
+        return _relative(exc, error)
     host = _worker_name()
     return replace(error, message=(
         f"{error.message}\n  the Dask worker {host} cannot see the input {missing}: a stage "
@@ -406,6 +438,19 @@ def _remote_error(exc: StageFailed, call: StageCall) -> BatchError:
         hint="put the project (or its artifacts folder) on storage every worker mounts at the "
              "same path, or read the data on the client: pass it as `seed:` rows, or build "
              "this stage with --executor local")
+
+
+def _relative(exc: StageFailed, error: BatchError) -> BatchError:
+    """A relative path the user's code could not open: relative to the worker's folder."""
+    cause = exc.__cause__
+    name = getattr(cause, "filename", None) if isinstance(cause, OSError) else None
+    if not isinstance(name, str) or os.path.isabs(name):
+        return error
+    return replace(error, message=(
+        f"{error.message}\n  on the Dask worker {_worker_name()}, a relative path such as "
+        f"{name!r} is relative to the worker's own folder ({os.getcwd()}), not the project's"),
+        hint="open files by absolute path: through ctx.inputs, or from the module's __file__ "
+             "(the project's path, which the workers must see too)")
 
 
 def _unseen_input(exc: StageFailed, inputs: dict[str, Any]) -> str | None:

@@ -609,6 +609,9 @@ def _parse_choice(ctx: LoadContext, key: str, node: Node) -> str:
     value = expect(ctx, key, node, str, "one of " + ", ".join(choices))
     if value not in choices:
         hint = suggest(value, choices) or "use one of " + ", ".join(choices)
+        if key == "executor" and value == "dask":  # a cluster is the build's, not a stage's
+            hint += ("; a Dask cluster runs the whole build: `--executor dask` (or --scheduler), "
+                     "or a top-level `executor: {dask: {scheduler: …}}`")
         raise ctx.error(f"unknown {key} `{value}`", node, key=key, hint=hint)
     return value
 

@@ -192,3 +192,18 @@ def test_the_bundle_holds_the_projects_python_files_and_skips_the_rest(tmp_path:
     alone = collect(tmp_path, skip=(tmp_path / "artifacts", twin))
     assert alone.files == collect(twin).files and alone.digest != collect(twin).digest
     assert json.dumps(sorted(bundle.folders())) == '["", "code"]'
+
+
+def test_a_relative_path_stage_code_cannot_open_on_a_worker_is_said_as_such() -> None:
+    """On a worker the working folder is the worker's, not the project's (found by a trial)."""
+    from buildtool.batchexec import StageCall
+    from buildtool.daskwork import _remote_error
+    from buildtool.errors import UserCodeFailed
+
+    call = StageCall("s", "code/g.py:make", ROOT, {}, {}, 1, 0, 0.0)
+    for name, said in (("prompts/rubric.txt", True), ("/abs/rubric.txt", False)):
+        exc = UserCodeFailed("code/g.py:make raised FileNotFoundError", stage="s")
+        exc.__cause__ = FileNotFoundError(2, "No such file or directory", name)
+        error = _remote_error(exc, call)
+        assert ("relative to the worker's own folder" in error.message) is said, error.message
+        assert ("absolute path" in (error.hint or "")) is said

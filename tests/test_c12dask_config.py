@@ -194,3 +194,29 @@ def test_the_api_takes_executor_and_scheduler_and_refuses_wrong_ones(tmp_path: P
         buildtool.build(tmp_path, scheduler="no address")
     assert not (tmp_path / "artifacts").exists()
     assert buildtool.build(tmp_path, executor="local").ok
+
+
+@needs_dask
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+@pytest.mark.parametrize("name", ["DD_BUILD_DASK_CONNECT_TIMEOUT_S", "DD_BUILD_DASK_LOST_AFTER_S"])
+def test_a_knob_that_is_no_number_of_seconds_is_a_usage_error_naming_it(
+        tmp_path: Path, name: str, value: str) -> None:
+    """Said before anything runs (it was an internal error, or a stage's failure)."""
+    proj = Project(tmp_path)
+    proj.write("code/g.py", CODE)
+    proj.write("Workflowfile", f"workflow: demo\n{STAGES}")
+    result = proj.run("--scheduler", "tcp://127.0.0.1:9", **{name: value})
+    assert result.code == 2, result.stderr
+    assert f"${name} is not a number of seconds above 0" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert not (proj.artifacts / "a" / "stage.json").exists()  # nothing ran
+
+
+def test_a_stage_asking_for_the_dask_executor_is_pointed_at_the_builds(tmp_path: Path) -> None:
+    proj = Project(tmp_path)
+    proj.write("code/g.py", CODE)
+    proj.write("Workflowfile", f"workflow: demo\n{STAGES}    executor: dask\n")
+    result = proj.run("-n")
+    assert result.code == 2
+    assert "unknown executor `dask`" in result.stderr
+    assert "--executor dask" in result.stderr and "executor: {dask:" in result.stderr

@@ -275,3 +275,41 @@ def test_a_batch_orphaned_by_a_killed_client_does_not_hold_up_the_next_builds_co
         (proj.root / "marks").mkdir(exist_ok=True)
         (proj.root / "marks" / "go").write_text("x")
         stop(worker, scheduler)
+
+
+@needs_dask
+def test_every_worker_gone_is_said_and_a_new_worker_finishes_the_stage(tmp_path: Path) -> None:
+    """Dask waits for workers rather than fail: the build says why nothing moves (it printed
+    nothing, found by a trial); a worker that comes back finishes the stage."""
+    import subprocess
+    import threading
+
+    scheduler, address = start_scheduler(tmp_path / "scheduler")
+    worker = start_worker(address, tmp_path / "worker", threads=2)
+    later = None
+    proj = jobs_project(tmp_path / "dask", HELD)
+    try:
+        wait_for_workers(address, 1)
+        build = proj.start("--scheduler", address, DD_BUILD_DASK_LOST_AFTER_S="1")
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(build.stderr.readline, "")))
+        reader.start()
+        proj.wait_for("marks/held-reached", build)
+        stop(worker)
+        deadline = time.monotonic() + 120
+        while not any("has no workers" in line for line in lines):  # a synchronisation point
+            assert build.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        (proj.root / "marks" / "go").write_text("x")
+        later = start_worker(address, tmp_path / "worker-2", threads=2)
+        build.wait(timeout=240)
+        reader.join(10)
+        assert build.returncode == 0, "".join(lines)
+        assert proj.record("held")["status"] == "completed"
+    except subprocess.TimeoutExpired:
+        build.kill()
+        raise
+    finally:
+        (proj.root / "marks").mkdir(exist_ok=True)
+        (proj.root / "marks" / "go").write_text("x")
+        stop(*[p for p in (worker, later) if p is not None], scheduler)
