@@ -268,9 +268,8 @@ class DaskBatches(_Arrivals):
         except Exception:  # noqa: BLE001 - the scheduler itself is gone: Watch says that
             return
         if workers == 0 and not self._told:
-            self._note(f"dask: the scheduler has no workers: {self._pending} batches "
-                               "wait for one (Ctrl-C stops the build; finished batches are "
-                               "kept)")
+            self._note(f"dask: the scheduler has no workers: {self._pending} batches wait "
+                       "for one (Ctrl-C stops the build; finished batches are kept)")
         self._told = workers == 0
 
     def _fail_all(self) -> None:
