@@ -54,6 +54,10 @@ def test_the_workers_of_a_build_are_found_by_their_parent(tmp_path: Path) -> Non
     child = ctx.Process(target=event.wait, args=(60,))
     child.start()
     try:
+        # spawn forks, then execs spawn_main: until the exec the child looks like its parent
+        deadline = time.monotonic() + 60  # a bound against a hang, not a timing
+        while child.pid not in cs.spawned_children(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert child.pid in cs.spawned_children(os.getpid())
         assert cs.spawned_children(child.pid or 0) == []
     finally:
