@@ -171,11 +171,10 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
 def _cluster(config: BuildConfig, workflow: Workflow) -> object | None:
     """The Dask cluster the build's stages run on (connected when a stage first needs it),
     or None; dask is not imported here."""
-    if config.executor == "local" or (config.executor is None and config.scheduler is None
-                                      and workflow.dask is None):
-        return None
-    from .daskexec import cluster_for
+    from .daskexec import cluster_for, uses_cluster
 
+    if not uses_cluster(config.executor, config.scheduler, workflow):
+        return None
     return cluster_for(config, workflow)
 
 

@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fingerprint import FileState, digest_bytes
+from .fingerprint import FileState
+from .kinds.sourceload import file_state, not_project_folders
 
 _NOT_CODE = frozenset({"__pycache__", "node_modules", "site-packages"})
 
@@ -41,8 +42,6 @@ class CodeBundle:
 
 def collect(root: Path, skip: tuple[Path, ...] = ()) -> CodeBundle:
     """The bundle of the project folder `root` (absolute) as it is now."""
-    from .kinds.sourceload import not_project_folders
-
     base = os.path.normpath(str(root))
     excluded = {os.path.normpath(str(p)) for p in skip}
     excluded.update(p.rstrip(os.sep) for p in not_project_folders(base))
@@ -75,4 +74,4 @@ def _read(path: str, base: str, files: dict[str, bytes], states: dict[str, FileS
     except OSError:  # gone or unreadable since it was listed: not the project's code now
         return
     files[rel] = data
-    states[rel] = FileState(rel, st.st_size, st.st_mtime_ns, digest_bytes(data))
+    states[rel] = file_state(path, rel, st, data)  # as sourceload records an execution

@@ -72,6 +72,13 @@ def seconds(setting: tuple[str, float]) -> float:
 PACKAGES = ("distributed", "cloudpickle")
 
 
+def uses_cluster(executor: str | None, scheduler: str | None, workflow: Workflow) -> bool:
+    """Whether a build with these options runs its stages on Dask: `--executor dask`, a
+    --scheduler, or the Workflowfile's `executor: {dask: …}`, unless `--executor local`."""
+    return executor != "local" and (executor == "dask" or scheduler is not None
+                                    or workflow.dask is not None)
+
+
 def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
     """The build's cluster (not connected yet): the address of --scheduler, else of
     $DD_BUILD_SCHEDULER, else of the Workflowfile's `executor: {dask: …}`; none: a

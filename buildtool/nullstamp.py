@@ -264,12 +264,6 @@ def _packages() -> tuple[tuple[str, str | None, tuple[int, ...] | None], ...]:
     return tuple(found)
 
 
-def _uses_dask(prep: Prepared, executor: str | None, scheduler: str | None) -> bool:
-    """A build with these options runs its stages on Dask (as api._cluster decides)."""
-    return executor != "local" and (executor == "dask" or scheduler is not None or
-                                    prep.workflow.dask is not None)
-
-
 def _played(outcome: Outcome, out: Console) -> int:
     from .console import _write
 
@@ -303,9 +297,11 @@ class Recorder:
             self.state = collect(prep, report)
         except OSError:
             self.state = None
-        if self.state is not None and report is not None and \
-                _uses_dask(prep, self.executor, self.scheduler):
-            self.packages = _packages()
+        if self.state is not None and report is not None:
+            from .daskexec import uses_cluster
+
+            if uses_cluster(self.executor, self.scheduler, prep.workflow):
+                self.packages = _packages()
 
     def finish(self, code: int | None) -> None:
         """The command ended with exit `code` (None: by an exception): the streams untaped,

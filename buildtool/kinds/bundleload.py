@@ -18,7 +18,6 @@ files the code opens are not in the bundle.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -35,7 +34,7 @@ from ..codedeps import GRAPH
 from ..errors import StageFailed, UserCodeFailed, exc_text
 from ..model import CallableRef
 from . import importedges
-from .sourceload import SCOPE, STAGE_FILE_PREFIX
+from .sourceload import SCOPE, STAGE_FILE_PREFIX, stage_file_name
 
 if TYPE_CHECKING:
     from ..batchexec import ImportDelta
@@ -183,7 +182,7 @@ class _Table:
             raise ModuleNotFoundError(f"{written} is not a Python file of the project folder "
                                       "the client sent")
         path = os.path.normpath(self.path(rel))
-        name = STAGE_FILE_PREFIX + hashlib.sha1(path.encode()).hexdigest()[:12]
+        name = stage_file_name(path)
         spec = self._spec(name, rel, False, "")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

@@ -240,6 +240,11 @@ def forget_project() -> None:
     SCOPE.clear()
 
 
+def stage_file_name(path: str) -> str:
+    """The module name a stage's `file.py` (its normalized absolute path) executes under."""
+    return STAGE_FILE_PREFIX + hashlib.sha1(path.encode()).hexdigest()[:12]
+
+
 def load_file(path: Path) -> ModuleType:
     """A stage's `file.py`, executed the first time only (a module imported from that file
     already is that module)."""
@@ -247,7 +252,7 @@ def load_file(path: Path) -> ModuleType:
     loaded = _BY_PATH.get(key)
     if loaded is not None:
         return loaded.module
-    name = STAGE_FILE_PREFIX + hashlib.sha1(key.encode()).hexdigest()[:12]
+    name = stage_file_name(key)
     loader = _SourceLoader(name, key)
     spec = importlib.util.spec_from_file_location(name, key, loader=loader)
     if spec is None:
