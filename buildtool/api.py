@@ -152,9 +152,11 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
     `on_plan` gets the report as soon as the plan is made: the build fills it in place, so
     the caller has every stage's result so far should an exception end the build."""
     from .execute import jobs_for, prepare, run_build, scope_of
+    from .knobs import check
     from .lock import build_lock
 
     reporter = reporter or LogReporter()
+    check()  # a knob that is no number of seconds: said before anything runs
     if config.dry_run:
         return _planned(prepare(workflow, config), True, reporter, on_plan)
     scope = scope_of(workflow, config)  # usage errors before the lock (it makes artifacts/)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import StageFailed, UsageError
+from .knobs import seconds
 
 if TYPE_CHECKING:
     from .batchexec import ImportDelta, StageCall
@@ -48,26 +49,9 @@ if TYPE_CHECKING:
 ENV = "DD_BUILD_SCHEDULER"
 EXTRA = "pip install 'dd-build[dask]'"
 # How long the client waits to reach a scheduler before the stage fails, and how long it
-# goes without one before the batches in flight fail (daskwork.Watch): seconds, > 0.
-CONNECT_TIMEOUT = ("DD_BUILD_DASK_CONNECT_TIMEOUT_S", 10.0)
-LOST_AFTER = ("DD_BUILD_DASK_LOST_AFTER_S", 10.0)
-
-
-def seconds(setting: tuple[str, float]) -> float:
-    """A knob's value from the environment; a UsageError naming it when it is no number of
-    seconds above 0."""
-    name, default = setting
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise UsageError(f"${name} is not a number of seconds above 0 ({text!r})",
-                         hint=f"set it to e.g. {default:g}, or unset it")
-    return value
+# goes without one before the batches in flight fail (daskwork.Watch): knobs.py.
+CONNECT_TIMEOUT = "DD_BUILD_DASK_CONNECT_TIMEOUT_S"
+LOST_AFTER = "DD_BUILD_DASK_LOST_AFTER_S"
 # What a build on Dask needs installed here (the null-build stamp keys where they are found).
 PACKAGES = ("distributed", "cloudpickle")
 
@@ -87,8 +71,6 @@ def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
 
     from .model import scheduler_problem
 
-    for setting in (CONNECT_TIMEOUT, LOST_AFTER):
-        seconds(setting)  # said before anything runs
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"--executor dask needs {' and '.join(missing)}, which are not "

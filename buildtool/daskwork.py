@@ -36,10 +36,11 @@ def said(exc: BaseException) -> str:
 
 class Watch:
     """Whether the client has lost its scheduler for longer than $DD_BUILD_DASK_LOST_AFTER_S
-    (checked when the build started: daskexec.cluster_for)."""
+    (checked when the build started: knobs.check)."""
 
     def __init__(self, client: Any) -> None:
-        from .daskexec import LOST_AFTER, seconds
+        from .daskexec import LOST_AFTER
+        from .knobs import seconds
 
         self.client = client
         self.since: float | None = None

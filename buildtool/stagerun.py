@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .facts import StageFacts
 from .fingerprint import digest_bytes, digest_strings
 from .fsutil import make_dirs_durably, make_durable, write_file_unsynced
+from .knobs import seconds
 from .model import Stage, Workflow
 from .records import (
     READS_NOTED,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 BATCHES = "batches"
 # Seconds of a stage's work between two syncs of its batches (a power loss costs at most
 # that much); lowered by tests, e.g. to 0 to sync after every batch.
-SYNC_INTERVAL_S = float(os.environ.get("DD_BUILD_SYNC_INTERVAL_S", "1.0"))
+SYNC_INTERVAL_S = seconds("DD_BUILD_SYNC_INTERVAL_S")
 
 
 def batch_file(stage: str, index: int) -> str:

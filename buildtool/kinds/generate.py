@@ -36,6 +36,7 @@ from ..errors import (
     describe,
     exc_text,
 )
+from ..knobs import seconds
 from ..records import Output
 from . import Job, check_cancel, input_map
 from .loader import load_callable
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 
 # Backoff between retries of a raising batch; the base can be lowered for tests.
-RETRY_BASE_S = float(os.environ.get("DD_BUILD_RETRY_BASE_S", "1.0"))
+RETRY_BASE_S = seconds("DD_BUILD_RETRY_BASE_S")
 RETRY_CAP_S = 60.0
 
 
