@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 from buildtool.codebundle import collect
@@ -207,3 +208,37 @@ def test_a_relative_path_stage_code_cannot_open_on_a_worker_is_said_as_such() ->
         error = _remote_error(exc, call)
         assert ("relative to the worker's own folder" in error.message) is said, error.message
         assert ("absolute path" in (error.hint or "")) is said
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drawn_projects_and_versions_on_one_worker_each_run_their_own_code(seed: int) -> None:
+    """The class the hunt found by hand, drawn: two projects with the same module names (and
+    sometimes the same sources), versions that do or do not put a folder on sys.path, lazy
+    and top-level imports, in a random order on one long-lived worker process. Each call must
+    give what its own version gives (the oracle: computed from the draw), and between calls
+    other code on the worker sees none of the projects' modules."""
+    out = drive(f'''
+        import random
+        rng = random.Random({seed})
+        expected, got, leaks = [], [], []
+        for _ in range(14):
+            root = rng.choice(["/nonexistent/p1", "/nonexistent/p2"])
+            v, lazy, path = rng.randrange(3), rng.random() < 0.5, rng.random() < 0.5
+            head = "import os, sys\\n"
+            if path:
+                head += "sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))\\n"
+            body = ("def f(ctx):\\n" + ("    from code import helper\\n" if lazy else "") +
+                    "    try:\\n        import extra\\n        w = extra.W\\n"
+                    "    except ImportError:\\n        w = -1\\n    return helper.V + w\\n")
+            files = {{"code/__init__.py": "", "code/helper.py": f"V = {{v}}\\n",
+                      "lib/extra.py": f"W = {{10 * v}}\\n",
+                      "code/gen.py": head + ("" if lazy else "from code import helper\\n") + body}}
+            expected.append(v + (10 * v if path else -1))
+            got.append(call(bundle(files, root), "code/gen.py:f", None))
+            import code
+            leaks.append(str(getattr(code, "__file__", "")).startswith("/nonexistent"))
+            sys.modules.pop("code", None)
+        out["expected"], out["got"], out["leaks"] = expected, got, leaks
+        ''')
+    assert out["got"] == out["expected"]
+    assert not any(out["leaks"])
