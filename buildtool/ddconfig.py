@@ -156,6 +156,10 @@ def parse_providers(text: str, models: str, stage: str) -> list[dict[str, Any]]:
         if not isinstance(name, str) or not name:
             raise StageFailed(f"{models}: provider {i + 1} has no `name`", stage=stage,
                               key="models")
+        if any(p.get("name") == name for p in providers[:i]):
+            raise StageFailed(f"{models}: two providers are named '{name}' (which one a model "
+                              "config means would be a guess)", stage=stage, key="models",
+                              hint="give each provider a name of its own")
         extra = set(provider) - _PROVIDER_KEYS
         if extra:  # they reach the model, but the models file is not fingerprinted
             raise StageFailed(

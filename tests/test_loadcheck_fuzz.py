@@ -275,7 +275,8 @@ def m_models(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
                                          max_size=3, unique=True))]
     bad = draw.choice(providers)
     wrong = draw.choice(["extra key", "literal key", "api_key type", "name", "endpoint",
-                         "provider_type", "providers", "section", "yaml", "not utf-8"])
+                         "provider_type", "providers", "section", "yaml", "not utf-8",
+                         "same name"])
     names: tuple[str, ...] = (bad["name"],)
     hidden: tuple[str, ...] = ()
     hint = False
@@ -301,6 +302,9 @@ def m_models(draw: Draw, stage: Stage, _: list[Stage]) -> Expect:
         else:
             bad[wrong] = value if value is not ABSENT else 7
         names = (wrong,) if wrong == "name" else (bad["name"], wrong)
+    elif wrong == "same name":  # two providers of one name: which one a model uses is a guess
+        twin = {**valid_provider(draw, bad["name"]), "endpoint": "http://other:1/v1"}
+        providers.insert(draw.int(0, len(providers)), twin)
     elif wrong == "providers":
         text = draw.choice([b"", b"providers:\n", b"providers: {}\n", b"providers: local\n",
                             b"providers: [local]\n", b"- name: local\n  endpoint: http://h\n",
@@ -836,7 +840,8 @@ stages:
     b"providers:\n  - name: local\n    endpoint: http://h\n    provider_type: 7\n",
     b"providers:\n  - name: local\n    endpoint: http://h\n    api_key: sk-SECRETxyz: x\n",
     b"providers:\n  - {name: local, endpoint: 'http://h', api_key: 'sk-SECRETxyz'\n",
-    b"providers:\n  - name: caf\xe9\n    endpoint: http://h\n"])
+    b"providers:\n  - name: caf\xe9\n    endpoint: http://h\n",
+    b"providers:\n  - {name: local, endpoint: 'http://a'}\n  - {name: local, endpoint: 'http://b'}\n"])
 def test_a_models_file_found_wrong_is_refused_at_models(root: Path, text: bytes) -> None:
     errors = errors_of(root, DD_STAGE, {"configs/m.yaml": text})
     assert [(e.line, e.stage, e.key) for e in errors] == [(6, "d", "models")], \
