@@ -119,6 +119,13 @@ def test_a_killed_stage_resumes_through_data_designer_and_equals_an_uninterrupte
     first = dd_project.artifacts / "answers" / "batches" / "batch-000000.parquet"
     kept = first.read_bytes(), first.stat().st_mtime_ns
 
+    # the killed run's record holds the config it ran: an edit now is said as the config's
+    # (it was "code file changed" when the config was stored only at the run's end)
+    dd_project.edit("configs/answers.yaml", "answer:\n", "answer briefly:\n")
+    reasons = _messages(dd_project.plan("answers")["answers"])
+    assert reasons[0].startswith("configs/answers.yaml: column 'answer': prompt changed"), \
+        reasons
+    dd_project.edit("configs/answers.yaml", "answer briefly:\n", "answer:\n")
     plan = dd_project.plan("answers")
     assert plan["answers"]["action"] == "resume"
     built = dd_project.build("answers")

@@ -61,8 +61,9 @@ def execute(job: Job) -> Output:
     if not resume:
         shutil.rmtree(folder, ignore_errors=True)
     _untrust_short_batches(job, folder, num_records)
-    job.run.begin(total, num_records)
+    # in the `running` record begin() writes: a killed run's record says what config it ran
     job.run.record.extra["datadesigner"] = {"config": config}
+    job.run.begin(total, num_records)
     folder.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         _write_seed(folder, seed)
