@@ -30,6 +30,7 @@ from .cache import (
 )
 from .fingerprint import FileState, digest_file
 from .fsutil import make_dirs_durably, make_durable
+from .plan import RUNNING
 from .records import Output, StageRecord, remove_leftovers, write_record
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ _TRACE_CHANGED = frozenset({"spec_changed", "code_changed", "input_changed", "no
 
 def wants_cache(decision: Decision) -> bool:
     """Whether a stage the plan runs may be restored instead (pure)."""
-    if decision.action not in ("run", "resume", "grow", "shrink"):
+    if decision.action not in RUNNING:
         return False
     codes = {r.code for r in decision.reasons}
     return "forced" not in codes and bool(codes & _TRACE_CHANGED)

@@ -37,6 +37,7 @@ from .lock import running_now, set_sweep_pending, sweep_pending
 from .model import BATCHED_KINDS, Workflow
 from .plan import (
     KEEPING,
+    RUNNING,
     Decision,
     Options,
     ResumeMode,
@@ -218,7 +219,7 @@ def _warm_up_now(prep: Prepared, wf: Workflow) -> bool:
     wait for, the first stage on the cluster connects when it needs to)."""
     before = False
     for d in prep.decisions:
-        if d.action not in ("run", "resume", "grow", "shrink"):
+        if d.action not in RUNNING:
             continue
         kind = wf.stages[d.stage].kind
         if kind in ("generate", "transform") and d.step in (None, MAIN[kind]):

@@ -41,7 +41,7 @@ from .wording import counted
 if TYPE_CHECKING:
     from .cache import CacheHit
 
-__all__ = ["EMPTY_DIGEST", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
+__all__ = ["EMPTY_DIGEST", "RUNNING", "Action", "Decision", "Options", "Reason", "StageFacts", "Upstream",
            "batches", "collect_reasons", "decide", "diff_values", "output_view", "plan",
            "strict_refusals", "upstream_view"]
 
@@ -50,6 +50,8 @@ Action = Literal["up_to_date", "run", "resume", "grow", "shrink", "skip_empty_up
                  "restore"]
 # Actions that keep some of the main step's batches (`Decision.keep`) and run the rest.
 KEEPING: frozenset[Action] = frozenset({"resume", "grow", "shrink"})
+# Actions that run the stage's code (all of it, or the batches not kept).
+RUNNING: frozenset[Action] = KEEPING | {"run"}
 ResumeMode = Literal["if-possible", "never", "always"]  # `--resume`
 RESUME_MODES: tuple[ResumeMode, ...] = get_args(ResumeMode)
 # Reasons that mean "this stage itself changed": strict resume refuses to run such a stage fresh.
