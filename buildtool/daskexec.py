@@ -177,18 +177,22 @@ class Cluster:
 
     def payload(self, job: Job, call: StageCall) -> Any:
         """A future holding the pickled Payload (the project's code as it is now, and the
-        call), computed by a task (recomputable)."""
+        call) beside this process's dd-build (owncode.py: a worker of another one fails the
+        stage), computed by a task (recomputable)."""
         import hashlib
 
         from .codebundle import collect
-        from .daskwork import Payload, keep_blob
+        from .daskwork import Payload, Shipped, keep_blob
+        from .owncode import identity
 
         client = self.client(job)
         workflow = self.workflow
         bundle = collect(workflow.project_dir, skip=(workflow.project_dir / workflow.artifacts,))
         blob = _pickled(job, Payload(bundle, self.build_id, call))
-        digest = hashlib.sha256(blob).hexdigest()[:16]
-        return client.submit(keep_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
+        shipped: Shipped = (identity(), blob)
+        # the identity in the key too: a client of another dd-build gets a task of its own
+        digest = hashlib.sha256("\0".join(identity()).encode() + b"\0" + blob).hexdigest()[:16]
+        return client.submit(keep_blob, shipped, key=f"dd-build-code-{job.stage.name}-{digest}",
                              pure=False)
 
     def imports(self, delta: ImportDelta | None) -> None:
