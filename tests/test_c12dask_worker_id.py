@@ -1,6 +1,7 @@
 """A Dask worker runs dd-build's own code from its own install: one whose dd-build is not the
 client's (another version, an edited file) fails the stage with a clear error instead of
 computing batches a local build might not give (buildtool/owncode.py, daskwork.other_dd_build).
+And Dask's table of mismatched package versions is one line of ours (daskexec._other_versions).
 
 The worker's side is driven directly in a fresh Python (as tests/test_c12dask_bundle.py does);
 the rest against the CI cluster, with the client run from an edited copy of the package while
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from c12dask_support import ADDRESS, needs_cluster, needs_dask
 from conftest import REPO, Project
 from own_edits import copy_package
@@ -169,3 +171,30 @@ def test_a_client_of_another_dd_build_than_the_workers_fails_then_the_same_one_b
     assert "✗" not in built.stderr
     assert sorted(proj.table("gen").column("i").to_pylist()) == list(range(8))
     assert proj.table("shaped").column("line").to_pylist() == ["one", "two"]
+
+
+@needs_cluster
+def test_packages_of_other_versions_on_the_cluster_are_one_line_not_a_table(
+        tmp_path: Path) -> None:
+    """The client sees a package in a version no worker has (its metadata only, found first on
+    its path): one note names it, and the build goes on."""
+    from distributed.versions import get_versions
+
+    name = "lz4"  # a package Dask compares that dd-build never imports
+    if name not in get_versions()["packages"]:
+        pytest.skip(f"this Dask does not compare the versions of {name}")
+    meta = tmp_path / "meta"
+    (meta / f"{name}-99.0.dist-info").mkdir(parents=True)
+    (meta / f"{name}-99.0.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 99.0\n")
+    proj = Project(tmp_path / "project")
+    proj.write("code/gen.py", GEN)
+    proj.write("data/notes.txt", "one\n")
+    proj.write("Workflowfile", WORKFLOW)
+    result = proj.run("--scheduler", ADDRESS or "",
+                      PYTHONPATH=f"{REPO}:{meta}")
+    assert result.code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "dask:" in line]
+    said = [line for line in notes if f"{name} 99.0" in line]
+    assert len(said) == 1, result.stderr
+    assert result.stderr.count("99.0") == 1, result.stderr  # not Dask's table too
