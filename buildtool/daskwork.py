@@ -380,9 +380,12 @@ def _loaded(blob: bytes) -> Payload:
 
 
 # What a user is told to do when a worker runs another dd-build than the client's.
+# A worker keeps the dd-build it started with (its identity is computed once, its modules
+# imported once): after an install, only a restarted worker runs the new one.
 SAME_DD_BUILD = ("install the same dd-build on every worker as on this machine (`pip install "
-                 "'dd-build[dask]'` of the same version, or of the same checkout), then build "
-                 "again (finished batches are kept); or build with --executor local")
+                 "'dd-build[dask]'` of the same version, or of the same checkout) and restart "
+                 "the workers, then build again (finished batches are kept); or build with "
+                 "--executor local")
 
 
 def other_dd_build(shipped: Any) -> BatchError | None:
