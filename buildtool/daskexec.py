@@ -112,6 +112,7 @@ class Cluster:
         self._opened = threading.Event()  # the warm-up ended (connected or not)
         self._error: BaseException | None = None  # why it could not connect
         self._said = False  # the note of the LocalCluster / connection given (once)
+        self._versions: str | None = None  # the packages the cluster has in other versions
         self._closed = False
 
     def warm_up(self) -> None:
@@ -155,6 +156,8 @@ class Cluster:
         if first and self.address is not None:
             workers = len(client.scheduler_info().get("workers", {}))
             job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
+            if self._versions is not None:
+                job.progress_note(self._versions)
         return client
 
     def _connect(self) -> None:
@@ -164,6 +167,8 @@ class Cluster:
         client = local = None
         try:
             client, local = _open(self.address, self.workflow)
+            if local is None:  # a LocalCluster runs this machine's packages
+                self._versions = _other_versions(client)
         except BaseException as exc:  # noqa: BLE001 - raised again by the stage that needs it
             self._error = exc
         finally:
@@ -177,18 +182,22 @@ class Cluster:
 
     def payload(self, job: Job, call: StageCall) -> Any:
         """A future holding the pickled Payload (the project's code as it is now, and the
-        call), computed by a task (recomputable)."""
+        call) beside this process's dd-build (owncode.py: a worker of another one fails the
+        stage), computed by a task (recomputable)."""
         import hashlib
 
         from .codebundle import collect
-        from .daskwork import Payload, keep_blob
+        from .daskwork import Payload, Shipped, keep_blob
+        from .owncode import identity
 
         client = self.client(job)
         workflow = self.workflow
         bundle = collect(workflow.project_dir, skip=(workflow.project_dir / workflow.artifacts,))
         blob = _pickled(job, Payload(bundle, self.build_id, call))
-        digest = hashlib.sha256(blob).hexdigest()[:16]
-        return client.submit(keep_blob, blob, key=f"dd-build-code-{job.stage.name}-{digest}",
+        shipped: Shipped = (identity(), blob)
+        # the identity in the key too: a client of another dd-build gets a task of its own
+        digest = hashlib.sha256("\0".join(identity()).encode() + b"\0" + blob).hexdigest()[:16]
+        return client.submit(keep_blob, shipped, key=f"dd-build-code-{job.stage.name}-{digest}",
                              pure=False)
 
     def imports(self, delta: ImportDelta | None) -> None:
@@ -327,6 +336,14 @@ def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
         if name.startswith(("distributed", "tornado")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"distributed(\.|$)")
+    # and a table of the packages whose versions differ between here and the cluster: said in
+    # one line instead (_other_versions)
+    try:
+        from distributed.versions import VersionMismatchWarning
+    except ImportError:  # moved: its table is shown, as Dask shows it
+        pass
+    else:
+        warnings.filterwarnings("ignore", category=VersionMismatchWarning)
 
     dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
                      "distributed.scheduler.worker-ttl": None})
@@ -346,6 +363,39 @@ def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
     except BaseException:
         local.close(timeout=10)
         raise
+
+
+def _other_versions(client: Any) -> str | None:
+    """The note naming the packages (Dask's, pyarrow, Python) whose versions on the scheduler
+    or a worker differ from this machine's (None: none do), from Dask's public
+    `Client.get_versions`: one line, where Dask would print a table as a warning. A scheduler
+    without a package the workers need is no difference (it runs no task). Nothing is said
+    when the cluster cannot be asked (the stage that needs it says that)."""
+    try:
+        found = client.get_versions(check=False, packages=["pyarrow"])  # it encodes batches
+    except (OSError, TimeoutError):  # distributed's CommClosedError is an OSError
+        return None
+    here = _packages(found.get("client"))
+    scheduler = {k: v for k, v in _packages(found.get("scheduler")).items() if v is not None}
+    workers = [_packages(w) for w in (found.get("workers") or {}).values()]
+    differ = []
+    for name in sorted(set(here).union(scheduler, *workers)):
+        there = {w.get(name) for w in workers} | ({scheduler[name]} if name in scheduler else set())
+        there.discard(here.get(name))
+        if there:
+            others = ", ".join(sorted(str(v or "none") for v in there))
+            differ.append(f"{name} {here.get(name) or 'none'} here, {others} there")
+    if not differ:
+        return None
+    return ("dask: the cluster has other versions than this machine of " + "; ".join(differ) +
+            " (install the same versions everywhere: a task may fail or compute otherwise)")
+
+
+def _packages(versions: Any) -> dict[str, str | None]:
+    """{package: version} of one machine's entry in `Client.get_versions()`."""
+    packages = versions.get("packages") if isinstance(versions, dict) else None
+    return {str(k): None if v is None else str(v) for k, v in packages.items()} \
+        if isinstance(packages, dict) else {}
 
 
 def _local_size(workflow: Workflow) -> tuple[int, int]:

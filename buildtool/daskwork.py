@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .batchexec import BatchError, BatchTask, Finished, StageCall, _Arrivals
 from .errors import StageFailed, UserCodeFailed
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .batchexec import ImportDelta
     from .codebundle import CodeBundle
     from .daskexec import Cluster
+    from .owncode import Identity
 
 
 
@@ -354,12 +355,17 @@ class Payload:
     call: StageCall
 
 
+# What the payload's task holds: the client's dd-build (owncode.Identity, plain strings,
+# checked before the blob is unpickled: a worker of another dd-build may not unpickle it as
+# this one would) and the pickled Payload.
+Shipped = tuple["Identity", bytes]
+
 _LOADED: dict[bytes, Payload] = {}  # the worker's unpickled payloads (by blob)
 _LOADED_LOCK = threading.Lock()
 
 
-def keep_blob(blob: bytes) -> bytes:
-    return blob
+def keep_blob(shipped: Shipped) -> Shipped:
+    return shipped
 
 
 def _loaded(blob: bytes) -> Payload:
@@ -373,14 +379,55 @@ def _loaded(blob: bytes) -> Payload:
         return _LOADED[blob]
 
 
-def run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
+# What a user is told to do when a worker runs another dd-build than the client's.
+# A worker keeps the dd-build it started with (its identity is computed once, its modules
+# imported once): after an install, only a restarted worker runs the new one.
+SAME_DD_BUILD = ("install the same dd-build on every worker as on this machine (`pip install "
+                 "'dd-build[dask]'` of the same version, or of the same checkout) and restart "
+                 "the workers, then build again (finished batches are kept); or build with "
+                 "--executor local")
+
+
+def other_dd_build(shipped: Any) -> BatchError | None:
+    """None when this worker runs the client's dd-build (the same version and the same
+    sources, owncode.py); else why the stage is not run here, as its failure. Said by every
+    task of the stage that lands here; the stage says its first failure only."""
+    from .owncode import identity
+
+    here = identity()
+    sent = shipped[0] if isinstance(shipped, tuple) and len(shipped) == 2 else None
+    if _is_identity(sent) and sent[:2] == here[:2]:
+        return None
+    if not _is_identity(sent):  # a client of a dd-build that sends no identity
+        detail = f"{here[0]} there, an older one here"
+    elif sent[0] != here[0]:
+        detail = f"{here[0]} there, {sent[0]} here"
+    else:
+        detail = (f"version {here[0]} on both, but other files (an edited copy or another "
+                  f"checkout: {here[2]} there, {sent[2]} here)")
+    return BatchError(f"the Dask worker {_worker_name()} runs another dd-build than this build: "
+                      f"{detail}; what it computes could differ from a local build's with no "
+                      "fingerprint showing it, so the stage does not run there",
+                      SAME_DD_BUILD, user=False)
+
+
+def _is_identity(value: Any) -> TypeGuard[Identity]:
+    return isinstance(value, tuple) and len(value) == 3 and \
+        all(isinstance(part, str) for part in value)
+
+
+def run_batch(shipped: Shipped, task: BatchTask) -> tuple[Finished, str]:
     """A Dask task: one batch, with its retries; what its code printed comes back with it, and
-    what it imported (kinds/bundleload.py)."""
+    what it imported (kinds/bundleload.py). Not run on a worker of another dd-build than the
+    client's (`other_dd_build`)."""
     from .kinds.bundleload import imports_for, running
     from .kinds.generate import compute_batch
     from .tables import parquet_buffer
 
-    payload = _loaded(blob)
+    other = other_dd_build(shipped)
+    if other is not None:
+        return Finished(task.index, error=other), ""
+    payload = _loaded(shipped[1])
     call = payload.call
     notes: list[str] = []
     with running(payload.bundle) as code, _captured() as output:
@@ -396,10 +443,11 @@ def run_batch(blob: bytes, task: BatchTask) -> tuple[Finished, str]:
     return finished, output.getvalue()
 
 
-def run_transform(blob: bytes, inputs: dict[str, Any]
+def run_transform(shipped: Shipped, inputs: dict[str, Any]
                   ) -> tuple[Any, str, tuple[str, ...], ImportDelta | None]:
     """A Dask task: a transform stage's one call; its table, or its failure as text, what its
-    code read of the stage's name (for the build cache's renames), and what it imported."""
+    code read of the stage's name (for the build cache's renames), and what it imported. Not
+    run on a worker of another dd-build than the client's (`other_dd_build`)."""
     import copy
 
     from .errors import exc_text
@@ -407,7 +455,10 @@ def run_transform(blob: bytes, inputs: dict[str, Any]
     from .kinds.transform import TransformContext
     from .tables import to_table
 
-    payload = _loaded(blob)
+    other = other_dd_build(shipped)
+    if other is not None:
+        return other, "", (), None
+    payload = _loaded(shipped[1])
     call = payload.call
     ctx = TransformContext(call.stage, inputs, copy.deepcopy(call.params), call.limiter)
     with running(payload.bundle) as code, _captured() as output:
