@@ -63,6 +63,17 @@ def uses_cluster(executor: str | None, scheduler: str | None, workflow: Workflow
                                     or workflow.dask is not None)
 
 
+def ignored_scheduler(executor: str | None, scheduler: str | None) -> str | None:
+    """The note of a build given both --executor local and --scheduler: local wins (see
+    uses_cluster), and the address given on the same command line is said to be ignored. None
+    otherwise: $DD_BUILD_SCHEDULER and the Workflowfile's `executor: {dask: …}` give way to
+    --executor local without a word (it is how one builds here whatever they say; a variable
+    exported in a shell profile would be noted on every build)."""
+    if executor != "local" or scheduler is None:
+        return None
+    return f"--scheduler {scheduler} is ignored: --executor local runs every stage here"
+
+
 def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
     """The build's cluster (not connected yet): the address of --scheduler, else of
     $DD_BUILD_SCHEDULER, else of the Workflowfile's `executor: {dask: …}`; none: a
