@@ -151,6 +151,7 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
 
     `on_plan` gets the report as soon as the plan is made: the build fills it in place, so
     the caller has every stage's result so far should an exception end the build."""
+    from .daskexec import ignored_scheduler
     from .execute import jobs_for, prepare, run_build, scope_of
     from .knobs import check
     from .lock import build_lock
@@ -165,8 +166,9 @@ def build_workflow(workflow: Workflow, config: BuildConfig, *, keep_going: bool 
     with build_lock(workflow.artifacts_root):
         prep = prepare(workflow, config, scope)
         report = _planned(prep, False, reporter, on_plan)
-        if clamped is not None:
-            reporter.note(workflow.name, clamped)
+        for note in (clamped, ignored_scheduler(config.executor, config.scheduler)):
+            if note is not None:
+                reporter.note(workflow.name, note)
         return run_build(prep, reporter, keep_going, report, jobs, cluster)
 
 

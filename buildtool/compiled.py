@@ -8,8 +8,9 @@ it was; else the full reading runs (and is stored again):
 - the Workflowfile's bytes (read every time and compared whole: a replacement of the same
   size within the same second is seen);
 - its resolved path and display name (messages name the file as given);
-- the format, dd-build's version and the files of its modules that were loaded, PyYAML's
-  files, the Python version, prefix and PYTHONPATH;
+- the format, dd-build's version, the files of its modules that were loaded and its package
+  folders (a module added to dd-build, as a package `claims/` found before `claims.py`, is
+  seen), PyYAML's files, the Python version, prefix and PYTHONPATH;
 - each question the validation asked (loadfacts.py): the kind of every path it looked at, the
   stat of every code file it read (and, while that stat is recent, the file's digest), and
   whether a module name is found outside the project.
@@ -49,7 +50,9 @@ from .loadfacts import (
 from .model import DaskSettings, InputRef, Locations, RateLimit, Stage, Workflow
 
 FOLDER = ".compiled"
-FORMAT = 4  # 2: each stage carries its canonical spec and fingerprint; 4: `executor:`, `cache:`
+# 2: each stage carries its canonical spec and fingerprint; 4: `executor:`, `cache:`;
+# 5: the code key holds dd-build's package folders
+FORMAT = 5
 _MAGIC = b"dd-build compiled workflow\n"
 _DEFAULT_ARTIFACTS = "artifacts"
 _FIELDS = tuple(f.name for f in fields(Stage))
@@ -164,17 +167,19 @@ def _key() -> tuple[Any, ...]:
 
 
 def _code_files() -> tuple[tuple[str, Signature], ...]:
-    """dd-build's modules loaded by now, and PyYAML's, with their stats: a change to either
-    (an edit of dd-build without a new version, an upgraded PyYAML) is a miss."""
+    """dd-build's modules loaded by now, and PyYAML's, and dd-build's package folders
+    (owncode.py), with their stats: a change to any (an edit of dd-build without a new
+    version, a module added to it that is found before one the reading used, an upgraded
+    PyYAML) is a miss."""
+    from .owncode import package_paths, stats
+
     found = []
     for name, module in list(sys.modules.items()):
         top = name.split(".")[0]
         origin = getattr(module, "__file__", None)
         if top in ("buildtool", "yaml", "_yaml") and isinstance(origin, str):
-            try:
-                found.append((origin, signature(os.stat(origin))))
-            except OSError:
-                continue
+            found.extend(stats((origin,)))
+    found.extend(stats(package_paths()[0]))
     return tuple(sorted(found))
 
 

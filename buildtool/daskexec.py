@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 ENV = "DD_BUILD_SCHEDULER"
 EXTRA = "pip install 'dd-build[dask]'"
-# How long the client waits to reach a scheduler before the stage fails, and how long it
-# goes without one before the batches in flight fail (daskwork.Watch): knobs.py.
+# How long the client waits to reach a scheduler before the stage fails (one whose host does
+# not resolve fails it at once), and how long it goes without one before the batches in flight
+# fail (daskwork.Watch): knobs.py.
 CONNECT_TIMEOUT = "DD_BUILD_DASK_CONNECT_TIMEOUT_S"
 LOST_AFTER = "DD_BUILD_DASK_LOST_AFTER_S"
 # What a build on Dask needs installed here (the null-build stamp keys where they are found).
@@ -61,6 +62,17 @@ def uses_cluster(executor: str | None, scheduler: str | None, workflow: Workflow
     --scheduler, or the Workflowfile's `executor: {dask: …}`, unless `--executor local`."""
     return executor != "local" and (executor == "dask" or scheduler is not None
                                     or workflow.dask is not None)
+
+
+def ignored_scheduler(executor: str | None, scheduler: str | None) -> str | None:
+    """The note of a build given both --executor local and --scheduler: local wins (see
+    uses_cluster), and the address given on the same command line is said to be ignored. None
+    otherwise: $DD_BUILD_SCHEDULER and the Workflowfile's `executor: {dask: …}` give way to
+    --executor local without a word (it is how one builds here whatever they say; a variable
+    exported in a shell profile would be noted on every build)."""
+    if executor != "local" or scheduler is None:
+        return None
+    return f"--scheduler {scheduler} is ignored: --executor local runs every stage here"
 
 
 def cluster_for(config: BuildConfig, workflow: Workflow) -> Cluster:
@@ -323,7 +335,7 @@ class Cluster:
 def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
     """(client, LocalCluster or None): dask imported and configured, then connected to
     `address`, or to a LocalCluster started for the build. OSError or TimeoutError when the
-    scheduler cannot be reached."""
+    scheduler cannot be reached (UnresolvedHost when its host has no address)."""
     import logging
     import warnings
 
@@ -348,6 +360,7 @@ def _open(address: str | None, workflow: Workflow) -> tuple[Any, Any]:
     dask.config.set({"distributed.worker.daemon": False,  # stage code may start processes
                      "distributed.scheduler.worker-ttl": None})
     if address is not None:
+        _resolve(address)  # a host with no address is said at once, not after the timeout
         return Client(address, timeout=seconds(CONNECT_TIMEOUT), set_as_default=False), None
     from distributed import LocalCluster
 
@@ -398,6 +411,34 @@ def _packages(versions: Any) -> dict[str, str | None]:
         if isinstance(packages, dict) else {}
 
 
+class UnresolvedHost(OSError):
+    """The scheduler address names a host that has no address (a typo, a host that is not
+    there): Dask would retry the connection until its timeout, to the same end. Said by the
+    stage that needs the cluster (`_unreachable`), as a StageFailed."""
+
+
+def _resolve(address: str) -> None:
+    """UnresolvedHost when the host of `address` (a tcp://, tls://, ws:// or wss:// one, or
+    HOST:PORT, as Dask reads it) cannot be resolved. Nothing for an address Dask would not
+    read (Client says why) or of another protocol (inproc://, ucx://)."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host = parse_host_port(location)[0] if scheme in ("tcp", "tls", "ws", "wss") else ""
+    except ValueError:
+        return
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:  # the resolver's own retries are behind this answer
+        raise UnresolvedHost(f"its host {host} cannot be resolved "
+                             f"({exc.strerror or exc})") from exc
+
+
 def _local_size(workflow: Workflow) -> tuple[int, int]:
     """(worker processes, threads each) of the build's LocalCluster."""
     workers = min(os.cpu_count() or 1, 4)
@@ -408,8 +449,9 @@ def _unreachable(address: str, exc: BaseException, job: Job) -> StageFailed:
     """The scheduler the warm-up could not reach, as the stage that needed it says it."""
     from .daskwork import said
 
+    reason = str(exc) if isinstance(exc, UnresolvedHost) else said(exc)
     failed = StageFailed(
-        f"cannot reach the Dask scheduler at {address}: {said(exc)}", stage=job.stage.name,
+        f"cannot reach the Dask scheduler at {address}: {reason}", stage=job.stage.name,
         hint="start it (`dask scheduler`) or fix --scheduler / $DD_BUILD_SCHEDULER / the "
              "Workflowfile's executor: dask: scheduler; or build with --executor local")
     failed.__cause__ = exc

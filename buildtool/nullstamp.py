@@ -454,24 +454,13 @@ def _stat_identity(path: str) -> tuple[int, ...] | None:
 
 
 def _code_now() -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """dd-build's own source files with their stats: the code that planned and printed (all
-    of them, whatever this command loaded, so that every command line shares one stamp), and
-    its folders' (a module added, removed or renamed changes its folder's mtime and ctime: a
-    new `explain/` package shadows `explain.py`, whose stats stay as they were)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    found = []
-    for folder, dirs, files in os.walk(package):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        identity = _stat_identity(folder)
-        if identity is not None:
-            found.append((folder, identity))
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                identity = _stat_identity(path)
-                if identity is not None:
-                    found.append((path, identity))
-    return tuple(sorted(found))
+    """dd-build's own source files and folders with their stats (owncode.py): the code that
+    planned and printed (all of it, whatever this command loaded, so that every command line
+    shares one stamp), and a module added, removed or renamed beside it."""
+    from .owncode import package_paths, stats
+
+    folders, files = package_paths()
+    return tuple(sorted(stats(folders + files)))
 
 
 def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tuple[Any, ...],

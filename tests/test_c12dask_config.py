@@ -129,6 +129,40 @@ def test_which_builds_use_the_cluster(tmp_path: Path, monkeypatch: pytest.Monkey
         assert isinstance(_cluster(config, workflow), daskexec.Cluster)  # type: ignore[arg-type]
 
 
+def test_a_scheduler_given_with_executor_local_is_said_to_be_ignored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--executor local wins over a --scheduler on the same command line (nothing listens at
+    :9: nothing connects), and the build says, once, that the address is ignored, as it says
+    its other notes: not with -q; a null build from the stamp says it too. An address from
+    $DD_BUILD_SCHEDULER or the Workflowfile gives way to --executor local without a word."""
+    import logging
+
+    import buildtool
+
+    address = "tcp://127.0.0.1:9"
+    proj = Project(tmp_path / "p")
+    proj.write("code/g.py", CODE)
+    proj.write("Workflowfile", f"workflow: demo\n{STAGES}")
+    both = ("--executor", "local", "--scheduler", address)
+    for what in ("a build", "a null build", "a null build from the stamp"):
+        result = proj.run(*both)
+        assert result.code == 0, (what, result.stderr)
+        said = [line for line in result.stderr.splitlines() if "ignored" in line]
+        assert len(said) == 1 and address in said[0] and "--executor local" in said[0], \
+            (what, result.stderr)
+    quiet = proj.run("-q", *both)
+    assert (quiet.code, quiet.stdout, quiet.stderr) == (0, "", ""), quiet
+    assert "ignored" not in proj.run("--executor", "local", DD_BUILD_SCHEDULER=address).stderr
+    proj.write("Workflowfile", f"workflow: demo\nexecutor: {{dask: {{scheduler: '{address}'}}}}\n"
+                              f"{STAGES}")
+    result = proj.run("--executor", "local")
+    assert result.code == 0 and "ignored" not in result.stderr, result.stderr
+    with caplog.at_level(logging.INFO, logger="buildtool"):
+        assert buildtool.build(proj.root, executor="local", scheduler=address).ok
+    assert [r for r in caplog.records if "ignored" in r.getMessage() and
+            address in r.getMessage()], caplog.text
+
+
 def _plain(tmp_path: Path) -> Path:
     path = tmp_path / "plain" / "Workflowfile"
     (path.parent / "code").mkdir(parents=True)

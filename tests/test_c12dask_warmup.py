@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from c12dask_support import ADDRESS, needs_cluster, needs_dask
 from conftest import Project
 
@@ -98,6 +99,40 @@ def test_an_unreachable_scheduler_is_said_by_each_stage_that_needs_it(tmp_path: 
         assert f"✗ {stage}: failed" in result.stderr
     assert result.stderr.count("cannot reach the Dask scheduler at tcp://127.0.0.1:9") == 2
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+# RFC 2606: no name under .invalid resolves (the resolver says so without the network).
+NO_HOST = "no-such-host.invalid"
+
+
+@needs_dask
+@pytest.mark.parametrize(("args", "env"), [
+    (("--scheduler", f"tcp://{NO_HOST}:8786"), {}),
+    (("--executor", "dask"), {"DD_BUILD_SCHEDULER": f"{NO_HOST}:8786"}),
+], ids=["--scheduler", "DD_BUILD_SCHEDULER"])
+def test_a_scheduler_host_that_cannot_be_resolved_is_said_at_once(
+        tmp_path: Path, args: tuple[str, ...], env: dict[str, str]) -> None:
+    """A host with no address fails the stages that need the cluster as soon as the resolver
+    says so, naming the host, with the hint of an unreachable scheduler: not after the connect
+    timeout (set far above the wait allowed here, which is the failure signal)."""
+    proj = Project(tmp_path)
+    proj.write("code/g.py", "def rows(ctx):\n    return [{'i': ctx.offset}]\n")
+    proj.write("Workflowfile", "workflow: demo\nstages:\n"
+               "  a:\n    generate: code/g.py:rows\n    num_records: 1\n"
+               "  b:\n    generate: code/g.py:rows\n    num_records: 1\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "buildtool", "-k", *args], cwd=tmp_path,
+                              env=proj.env(DD_BUILD_DASK_CONNECT_TIMEOUT_S="600", **env),
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build was still running after 120 s: the unresolvable host was not "
+                    "said before the connect timeout (600 s)")
+    assert proc.returncode == 1, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "cannot reach the Dask scheduler" in line]
+    assert len(said) == 2, proc.stderr  # each stage
+    assert all(f"{NO_HOST} cannot be resolved" in line for line in said), proc.stderr
+    assert "--executor local" in proc.stderr  # the hint
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 @needs_dask

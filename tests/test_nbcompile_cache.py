@@ -309,6 +309,64 @@ def test_an_edited_dd_build_module_is_a_miss(project: Project, tmp_path: Path) -
     assert not run(project, "-q")[1]  # the tree under test is another dd-build: its own key
 
 
+def _own_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of dd-build's package with its bytecode (own_edits.copy_package), and the
+    environment of a CLI that runs it: its files may be edited, never the real package's."""
+    import own_edits
+    from conftest import REPO
+
+    package = own_edits.copy_package(REPO, tmp_path / "dd-build")
+    return package, {"PYTHONPATH": str(package.parent)}
+
+
+# A package `claims/` in dd-build, found before claims.py (which the reading uses): the same
+# code, but it refuses every Workflowfile.
+REFUSING_CLAIMS = """
+def _refuse(self, source, workflowfile, artifacts):
+    return [WorkflowError("refused by the claims/ package added to dd-build")]
+
+
+Claims.check = _refuse
+"""
+
+
+def test_a_package_added_to_dd_build_before_a_module_the_reading_used(
+        project: Project, tmp_path: Path) -> None:
+    """dd-build's own modules keep their stats when a package of the same name is added
+    beside one (the package is imported instead): only the package folder's stats say so.
+    The next command reads the Workflowfile with the new code, which refuses it, as a run
+    with no compiled workflow does (the null-build stamp, which keys the folders too, does
+    not answer either)."""
+    package, env = _own_copy(tmp_path)
+    assert project.run().code == 0
+    assert not run(project, "-q", env=env)[1]
+    assert run(project, "-q", env=env)[1]
+    claims = package / "claims.py"
+    (package / "claims").mkdir()
+    (package / "claims" / "__init__.py").write_text(
+        claims.read_text().replace("from .", "from ..") + REFUSING_CLAIMS)
+    result, hit = run(project, "-q", env=env)
+    assert result.code == 2 and "refused by the claims/ package" in result.stderr, result
+    assert not hit
+
+
+def test_a_module_added_to_or_removed_from_dd_build_is_a_miss(
+        project: Project, tmp_path: Path) -> None:
+    """An added or removed module changes only its folder's stats (here a subfolder of the
+    package): a miss, then a hit for the new code."""
+    package, env = _own_copy(tmp_path)
+    assert project.run().code == 0
+    assert not run(project, "-q", env=env)[1]
+    assert run(project, "-q", env=env)[1]
+    added = package / "kinds" / "added.py"
+    added.write_text("ADDED = 1\n")
+    assert not run(project, "-q", env=env)[1]
+    assert run(project, "-q", env=env)[1]
+    added.unlink()
+    assert not run(project, "-q", env=env)[1]
+    assert run(project, "-q", env=env)[1]
+
+
 def test_an_error_raised_after_a_hit_names_file_line_stage_and_key(project: Project) -> None:
     """What the load cannot check (a `code:` glob matches files when the stage is planned)
     fails after a hit, pointing into the Workflowfile as a cold run does."""
