@@ -40,7 +40,6 @@ from .graph import StageGraph
 from .loadfacts import (
     LoadFacts,
     Signature,
-    changed_since_loaded,
     digest,
     found_elsewhere,
     is_racy,
@@ -273,8 +272,10 @@ def _compile(resolved: Path, display: str, data: bytes | None, *, keep: bool
     if copy is None or repr(copy) != repr(workflow) or copy.graph.order != graph.order or \
             copy.graph.upstreams != graph.upstreams or not _same_specs(copy, workflow):
         return workflow, None, None  # never store what would not read back the same
+    from .owncode import edited_since_loaded
+
     header = _header(resolved, display, data, facts)
-    if changed_since_loaded(sig for _, sig in header[4]):  # dd-build edited while it read
+    if edited_since_loaded(header[4]):  # dd-build edited while it read
         return workflow, None, None
     return workflow, header, payload
 

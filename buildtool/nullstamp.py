@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import compiled
-from .loadfacts import changed_since_loaded
 
 if TYPE_CHECKING:
     import argparse
@@ -467,8 +466,10 @@ def _store(file: Path, header: tuple[Any, ...], state: tuple[Any, ...], key: tup
            outcome: Outcome) -> None:
     """Add `outcome` under `key` to the stamp of `state` (a stamp of another state is
     replaced); written atomically, best effort."""
+    from .owncode import edited_since_loaded
+
     code = _code_now()
-    if changed_since_loaded(identity for _, identity in code):  # not the code that ran
+    if edited_since_loaded(code):  # not the code that ran
         return
     name, root, extras, questions, groups = state
     # the stamp this command's replay read (it held for no command: this one took the full

@@ -28,7 +28,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
-from .loadfacts import signature
+from .loadfacts import changed_since_loaded, signature
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -89,3 +89,17 @@ def stats(paths: Iterable[str]) -> list[tuple[str, Signature]]:
         except OSError:
             continue
     return found
+
+
+def edited_since_loaded(code: Iterable[tuple[str, tuple[int, ...]]]) -> bool:
+    """Whether any file of `code` (stats taken for a cache's key: dd-build's and PyYAML's
+    files, dd-build's folders), or any source file of dd-build's package, changed after
+    dd-build began loading: what ran may not be the code those stats describe, so the cache
+    is not stored. Files only: a folder's ctime also moves when Python adds a `__pycache__` to
+    it (a fresh checkout's first commands, or another process's, while a long-lived one runs),
+    which changes no code; a module added to a folder meanwhile shows by its own file."""
+    folders, files = package_paths()
+    skip = set(folders)
+    return changed_since_loaded(sig for path, sig in code if path not in skip) or \
+        changed_since_loaded(sig for _, sig in stats(files))
+

@@ -490,3 +490,42 @@ def test_the_api_reads_it_too(project: Project) -> None:
                            capture_output=True, text=True, timeout=300).stdout
             for _ in range(2)]
     assert outs == ["True True True\n", "True False False\n"]
+
+
+# Run by a Python of the copy's package: a change to the package between loading dd-build and
+# storing the compiled workflow, then whether it was stored.
+STORE_AFTER = """
+import os, sys
+from pathlib import Path
+import buildtool
+from buildtool import compiled
+package, project, change = Path(buildtool.__file__).parent, Path(sys.argv[1]), sys.argv[2]
+if change == "bytecode folder":  # what Python does on a fresh checkout's first imports
+    (package / "kinds" / "__pycache__").mkdir(exist_ok=True)
+    (package / "__pycache__").mkdir(exist_ok=True)
+elif change == "module added":
+    (package / "kinds" / "added_meanwhile.py").write_text("X = 1\\n")
+compiled.load(project / "Workflowfile", "Workflowfile")
+print(package)
+print(len(list((project / "artifacts" / compiled.FOLDER).glob("*.bin"))))
+"""
+
+
+@pytest.mark.parametrize("change, stored", [("none", 1), ("bytecode folder", 1),
+                                            ("module added", 0)])
+def test_a_folder_changed_by_bytecode_while_dd_build_runs_still_stores(
+        project: Project, tmp_path: Path, change: str, stored: int) -> None:
+    """A long-lived process (a test run, a notebook) stores its readings though Python added a
+    `__pycache__` to dd-build's package meanwhile (the folder's ctime moved: it changed no
+    code; CI's fresh clone never stored one in its pytest process); a module added meanwhile
+    still means not storing (what read may not be the code now there)."""
+    package, env = _own_copy(tmp_path)
+    for cache in package.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    shutil.rmtree(project.root / "artifacts", ignore_errors=True)
+    (project.root / "artifacts").mkdir()
+    proc = subprocess.run([sys.executable, "-c", STORE_AFTER, str(project.root), change],
+                          env={**project.env(), **env, "PYTHONDONTWRITEBYTECODE": "1"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(package), str(stored)], proc
