@@ -695,7 +695,22 @@ def draw_workflowfile(draw: Draw, mistakes: int) -> Drawn:
         stage = draw.choice([s for s in free if s.kind == kind])
         expect = draw.choice(CATALOGUE[stage.kind])(draw, stage, stages)
         expected.append((stage, expect))
+    if any(e[0] == ("top", "artifacts") for e in expected) and \
+            any(_under_default_artifacts(e) for e in expected):
+        # which folder an output under artifacts/ overlaps once the artifacts key is wrong too
+        # is moot (the default, or the value as written): the two are not drawn together
+        header["artifacts"] = []
+        expected = [e for e in expected if e[0] != ("top", "artifacts")]
     return render(stages, header, expected)
+
+
+def _under_default_artifacts(expected: tuple[Any, ...]) -> bool:
+    stage, expect = expected
+    if not isinstance(stage, Stage) or expect.error_key != "outputs":
+        return False
+    value = stage.keys["outputs"].value
+    return any(isinstance(v, str) and v.startswith("artifacts/")
+               for v in (value if isinstance(value, list) else [value]))
 
 
 def render(stages: list[Stage], header: dict[str, list[str]],
