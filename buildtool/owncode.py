@@ -102,4 +102,3 @@ def edited_since_loaded(code: Iterable[tuple[str, tuple[int, ...]]]) -> bool:
     skip = set(folders)
     return changed_since_loaded(sig for path, sig in code if path not in skip) or \
         changed_since_loaded(sig for _, sig in stats(files))
-
