@@ -98,7 +98,8 @@ def edited_since_loaded(code: Iterable[tuple[str, tuple[int, ...]]]) -> bool:
     is not stored. Files only: a folder's ctime also moves when Python adds a `__pycache__` to
     it (a fresh checkout's first commands, or another process's, while a long-lived one runs),
     which changes no code; a module added to a folder meanwhile shows by its own file."""
+    code = list(code)
     folders, files = package_paths()
-    skip = set(folders)
+    skip, listed = set(folders), {path for path, _ in code}
     return changed_since_loaded(sig for path, sig in code if path not in skip) or \
-        changed_since_loaded(sig for _, sig in stats(files))
+        changed_since_loaded(sig for _, sig in stats(f for f in files if f not in listed))
