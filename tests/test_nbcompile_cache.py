@@ -503,6 +503,8 @@ package, project, change = Path(buildtool.__file__).parent, Path(sys.argv[1]), s
 if change == "bytecode folder":  # what Python does on a fresh checkout's first imports
     (package / "kinds" / "__pycache__").mkdir(exist_ok=True)
     (package / "__pycache__").mkdir(exist_ok=True)
+elif change == "editor file":  # no code either: an editor's swap file beside a module
+    (package / ".claims.py.swp").write_bytes(b"x")
 elif change == "module added":
     (package / "kinds" / "added_meanwhile.py").write_text("X = 1\\n")
 compiled.load(project / "Workflowfile", "Workflowfile")
@@ -512,7 +514,7 @@ print(len(list((project / "artifacts" / compiled.FOLDER).glob("*.bin"))))
 
 
 @pytest.mark.parametrize("change, stored", [("none", 1), ("bytecode folder", 1),
-                                            ("module added", 0)])
+                                            ("editor file", 1), ("module added", 0)])
 def test_a_folder_changed_by_bytecode_while_dd_build_runs_still_stores(
         project: Project, tmp_path: Path, change: str, stored: int) -> None:
     """A long-lived process (a test run, a notebook) stores its readings though Python added a
