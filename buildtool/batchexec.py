@@ -127,6 +127,10 @@ class Finished:
 class BatchExecutor(Protocol):
     def submit(self, task: BatchTask) -> None: ...
 
+    def flush(self) -> None:
+        """Start the batches submitted so far now (an executor may hold them back to send
+        several together)."""
+
     def next_finished(self, timeout: float) -> Finished | None:
         """The next batch to come back, in completion order; None after `timeout` seconds."""
 
@@ -146,6 +150,9 @@ class _Arrivals:
     def __init__(self) -> None:
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._pending = 0
+
+    def flush(self) -> None:
+        """Nothing: batches start when submitted."""
 
     def next_finished(self, timeout: float) -> Finished | None:
         try:

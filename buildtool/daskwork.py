@@ -105,19 +105,16 @@ def append_output(log: Path, text: str) -> None:
             f.write(text)
 
 
-_UNFETCHED = object()
-
-
 class DaskBatches(_Arrivals):
-    """A generate stage's batches as Dask futures (see daskexec.py). A thread of ours waits
-    for them with Dask's `as_completed`, fetches the results of all that are done at once
-    (`_fetch`: one request per worker, where fetching each on its own cost a round trip per
-    batch) and hands them over to `next_finished`.
+    """A generate stage's batches as Dask futures (see daskexec.py). Dask's `as_completed`
+    fetches each result in the client's event loop as soon as its batch is done; a thread of
+    ours hands them over to `next_finished`.
 
-    Batches submitted are sent when `next_finished` would wait, all of them as one graph: while
-    batches that came back are being written, the ones that take their places gather, and the
-    scheduler gets one message for them (its cost per message, not per task, dominated the
-    per-batch overhead of one submit per batch)."""
+    Batches submitted are sent at once when no result waits to be taken (`flush`), else when
+    `next_finished` would wait, all of them as one graph: while batches that came back are being
+    written, the ones that take their places gather, and the scheduler gets one message for
+    them (its cost per message, not per task, dominated the per-batch overhead of one submit
+    per batch)."""
 
     def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster,
                  note: Callable[[str], None]) -> None:
@@ -134,7 +131,8 @@ class DaskBatches(_Arrivals):
         self._unsent: list[BatchTask] = []  # submitted, to be sent with the next ones
         self._index: dict[Any, int] = {}  # future key -> batch index
         self._landed: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        self._arrived = as_completed([], loop=client.loop)
+        self._arrived = as_completed([], loop=client.loop, with_results=True,
+                                     raise_errors=False)
         self._more = threading.Event()
         self._closed = False
         self._watch = Watch(client)
@@ -151,39 +149,34 @@ class DaskBatches(_Arrivals):
         a batch is submitted."""
         while not self._closed:
             for done in self._arrived.batches():
-                self._fetch(done)
+                for future, result in done:
+                    self._land(future, result)
             self._more.wait(0.2)
             self._more.clear()
 
-    def _fetch(self, done: list[Any]) -> None:
-        """The results of the futures done since the last fetch, fetched together (one request
-        per worker holding them, not one per batch). A failed future lands with no result (its
-        error is asked for when it is taken); one whose result was lost meanwhile is waited for
-        again; a result that cannot be fetched (the worker holding it died) does not land:
-        `_track_again` tracks its future again."""
-        finished = [f for f in done if f.status == "finished"]
-        for future in done:
-            if future.status in ("error", "cancelled"):
-                self._landed.put((future, None))
-            elif future.status != "finished":  # its result was lost since: Dask computes it again
-                self._arrived.add(future)
-        try:
-            results = self._client.gather(finished) if finished else []
-        except Exception:  # noqa: BLE001 - one of them could not be fetched: each on its own
-            results = [self._one(future) for future in finished]
-        for future, result in zip(finished, results, strict=True):
-            if result is not _UNFETCHED:
-                self._landed.put((future, result))
-
-    def _one(self, future: Any) -> Any:
-        try:
-            return self._client.gather([future])[0]
-        except Exception:  # noqa: BLE001 - left for _track_again (a lost worker's data)
-            return _UNFETCHED
+    def _land(self, future: Any, result: Any) -> None:
+        """A future as_completed gave back with its result (fetched in the client's event loop
+        as soon as the scheduler said it was done; fetches close together go as one request).
+        A failed one lands with no result (its error is asked for when it is taken); one whose
+        result was lost meanwhile is waited for again. A result that could not be fetched at
+        all (its task raised in the event loop) never comes here: `_track_again` tracks its
+        future again."""
+        if future.status in ("error", "cancelled"):
+            self._landed.put((future, None))
+        elif future.status == "finished":
+            self._landed.put((future, result))
+        else:  # its result was lost since: Dask computes it again
+            self._arrived.add(future)
 
     def submit(self, task: BatchTask) -> None:
         self._pending += 1
         self._unsent.append(task)
+
+    def flush(self) -> None:
+        """Send the batches submitted now, unless results are waiting to be taken: their
+        replacements are sent together with these."""
+        if self._unsent and self._landed.empty():
+            self._send()
 
     def _send(self) -> None:
         """The batches submitted and not sent yet, as one graph."""

@@ -307,6 +307,7 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
                 if finished is not None:
                     if failure is None and finished.error is None:
                         _submit(executor, tasks, limit)  # the next one starts before this is written
+                        executor.flush()
                     error = _take(finished, writer)
                     failure = failure or error
                     writer.progress(executor.in_flight)
