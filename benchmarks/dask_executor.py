@@ -43,8 +43,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 def cluster(threads: int) -> tuple[object, str]:
+    """A LocalCluster of 2 worker processes configured as the one dd-build starts (no
+    statistical profiler: daskexec._open)."""
+    import dask
     from distributed import LocalCluster
 
+    dask.config.set({"distributed.worker.profile.enabled": False})
     local = LocalCluster(n_workers=2, threads_per_worker=threads, processes=True,
                          dashboard_address=None, silence_logs=40)
     return local, local.scheduler_address
