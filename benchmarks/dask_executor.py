@@ -15,13 +15,19 @@ builds fresh projects in a temp folder with `python -m buildtool -q --scheduler 
    wall time. Target: the cluster within 20 % of local threads. At 64 in flight the default
    stage lasts about a second in threads: the fixed cost alone is most of 20 % of that, so
    run --rows 20000 too for a stage long enough to show the cluster's own speed.
-2. Per-batch overhead: instant one-row batches with 16 in flight, --tiny and 3 x --tiny of
+2. Steady state (--steady ROWS, default 10,000; 0 leaves it out): the same stage at 64 in
+   flight with ROWS and 3 x ROWS rows; what the extra rows took, on the cluster against
+   threads (the fixed cost drops out: this is the speed-up target's figure), beside a plain
+   Dask loop of the same sleeps on the same kind of cluster (`as_completed`, the next task
+   submitted as each comes back: the floor on the machine at hand).
+3. Per-batch overhead: instant one-row batches with 16 in flight, --tiny and 3 x --tiny of
    them (default 200 and 600), on the cluster and in local threads; the time per batch is
    the difference of the two stage times over the difference of batches (what a stage pays
    once, importing dask and connecting, drops out). Target: <= 5 ms per batch more than
    local threads.
 
-    python benchmarks/dask_executor.py [--rows 2000] [--tiny 200] [--repeat 3] [--no-per-batch]
+    python benchmarks/dask_executor.py [--rows 2000] [--steady 10000] [--tiny 200] [--repeat 3]
+                                       [--no-per-batch]
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--steady", type=int, default=10000)
     parser.add_argument("--tiny", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3,
                         help="builds of the fixed-cost figure, each way (the median)")
@@ -103,9 +110,57 @@ def main() -> None:
             for label, i in (("stage", 1), ("build", 0)):
                 print(f"{concurrency if i else '':>12} {label:>6} {threads[i]:>8.2f}s "
                       f"{dask[i]:>8.2f}s {dask[i] / threads[i]:>12.2f}x")
+        if args.steady:
+            steady(root, args.steady)
         if not args.no_per_batch:
             per_batch(root, args.tiny)
     print(f"load average after: {_load()}")
+
+
+def steady(root: Path, rows: int) -> None:
+    print(f"\nsteady state: {rows} and {3 * rows} rows x 20 ms, batches of 20, 64 in flight")
+    sizes = (rows, 3 * rows)
+    threads = [build(root, workflow(1, n, 20, 0.02, 64), "--executor", "local")[1]
+               for n in sizes]
+    local, address = cluster(32)
+    try:
+        build(root, workflow(1, 1, 1, 0.0, 1), "--scheduler", address)  # the workers warm
+        dask = [build(root, workflow(1, n, 20, 0.02, 64), "--scheduler", address)[1]
+                for n in sizes]
+        plain = [_plain_loop(address, n // 20, 64) for n in sizes]
+    finally:
+        local.close()  # type: ignore[attr-defined]
+    extra = {"threads": threads[1] - threads[0], "dask": dask[1] - dask[0],
+             "plain Dask": plain[1] - plain[0]}
+    for label, times in (("threads", threads), ("dask", dask), ("plain Dask", plain)):
+        print(f"  {label:>10}: {times[0]:.2f}s and {times[1]:.2f}s: the extra rows "
+              f"{extra[label]:.2f}s ({extra[label] / extra['threads']:.2f}x threads)")
+
+
+def _sleeps(_: int) -> int:
+    import time
+
+    for _ in range(20):
+        time.sleep(0.02)
+    return 0
+
+
+def _plain_loop(address: str, tasks: int, in_flight: int) -> float:
+    """Seconds for `tasks` tasks of 20 x 20 ms sleeps, `in_flight` at a time, in plain Dask."""
+    import time
+
+    from distributed import Client, as_completed
+
+    with Client(address) as client:
+        started = time.monotonic()
+        todo = iter(range(tasks))
+        running = as_completed([client.submit(_sleeps, next(todo), pure=False)
+                                for _ in range(in_flight)], with_results=True)
+        for _ in running:
+            index = next(todo, None)
+            if index is not None:
+                running.add(client.submit(_sleeps, index, pure=False))
+        return time.monotonic() - started
 
 
 def per_batch(root: Path, tiny: int) -> None:
