@@ -40,7 +40,7 @@ from .knobs import seconds
 
 if TYPE_CHECKING:
     from .batchexec import ImportDelta, StageCall
-    from .daskwork import ClusterLimiter, DaskBatches, Slots
+    from .daskwork import ClusterLimiter, DaskBatches
     from .execute import BuildConfig
     from .fingerprint import FileState
     from .kinds import Job
@@ -192,9 +192,9 @@ class Cluster:
                 _close_quietly([], client, local)
             self._opened.set()
 
-    def payload(self, job: Job, call: StageCall, slots: Slots | None = None) -> Any:
-        """A future holding the pickled Payload (the project's code as it is now, the call and
-        a generate stage's slots) beside this process's dd-build (owncode.py: a worker of another one fails the
+    def payload(self, job: Job, call: StageCall) -> Any:
+        """A future holding the pickled Payload (the project's code as it is now, and the
+        call) beside this process's dd-build (owncode.py: a worker of another one fails the
         stage), computed by a task (recomputable)."""
         import hashlib
 
@@ -205,7 +205,7 @@ class Cluster:
         client = self.client(job)
         workflow = self.workflow
         bundle = collect(workflow.project_dir, skip=(workflow.project_dir / workflow.artifacts,))
-        blob = _pickled(job, Payload(bundle, self.build_id, call, slots))
+        blob = _pickled(job, Payload(bundle, self.build_id, call))
         shipped: Shipped = (identity(), blob)
         # the identity in the key too: a client of another dd-build gets a task of its own
         digest = hashlib.sha256("\0".join(identity()).encode() + b"\0" + blob).hexdigest()[:16]
@@ -264,32 +264,14 @@ class Cluster:
             return self._limiters[name]
 
     def batches(self, job: Job, call: StageCall, log: Path) -> DaskBatches:
-        """The stage attempt's batches, at most `concurrency` computing at once on the cluster
-        (daskwork.Slots: a semaphore of its own, closed when the stage ends)."""
-        import uuid
         from dataclasses import replace
 
-        from distributed import Semaphore
+        from .daskwork import DaskBatches
 
-        from .daskwork import DaskBatches, Slots
-
-        client = self.client(job)
+        self.client(job)
         call = replace(call, limiter=self.limiter(job))
-        semaphore = Semaphore(job.stage.concurrency,
-                              f"dd-build-{self.build_id}-{job.stage.name}-slots-"
-                              f"{uuid.uuid4().hex[:8]}",
-                              scheduler_rpc=client.scheduler, loop=client.loop)
-        semaphore.register()
-        slots = Slots(semaphore)
-        return DaskBatches(client, self.payload(job, call, slots), job.stage.name, log, self,
-                           job.progress_note, slots)
-
-    @staticmethod
-    def most_sent(concurrency: int) -> int:
-        """How many batches of a stage are sent to the cluster at once: twice its concurrency,
-        so that a worker's thread starts the next batch the moment one ends (the others wait
-        for a slot: daskwork.Slots)."""
-        return 2 * concurrency
+        return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self,
+                           job.progress_note)
 
     def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path
                   ) -> tuple[Any, tuple[str, ...]]:

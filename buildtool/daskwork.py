@@ -117,7 +117,7 @@ class DaskBatches(_Arrivals):
     per batch)."""
 
     def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster,
-                 note: Callable[[str], None], slots: Slots | None = None) -> None:
+                 note: Callable[[str], None]) -> None:
         from distributed import as_completed
 
         super().__init__()
@@ -139,8 +139,6 @@ class DaskBatches(_Arrivals):
         self._swept = time.monotonic()
         self._stale: set[Any] = set()  # keys of futures done at the last sweep, not landed
         self._tag = uuid.uuid4().hex[:8]
-        self._slots = slots
-        self._stopped = False  # no more batches (a failure, an interrupt)
         self._asked = time.monotonic()  # when the scheduler was last asked for its workers
         self._told = False  # that it has none
         threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
@@ -217,20 +215,14 @@ class DaskBatches(_Arrivals):
                     self._track_again()
                     self._workers_gone()
                 return None
-            finished = self._finished(*landed)
-            if finished is not None:
-                return finished
-
-    def _finished(self, future: Any, result: Any) -> Finished | None:
-        """A batch that landed, as next_finished gives it back; None for one passed over (failed
-        already by _fail_all, or not run because the stage stopped first)."""
-        if future is None:  # failed by _fail_all
-            self._pending -= 1
-            index, error = result
-            return Finished(index, error=error)
-        index = self._index.pop(future.key, None)
-        if index is None:  # failed already (_fail_all)
-            return None
+            future, result = landed
+            if future is None:  # failed by _fail_all
+                self._pending -= 1
+                index, error = result
+                return Finished(index, error=error)
+            index = self._index.pop(future.key, None)
+            if index is not None:  # else failed already (_fail_all)
+                break
         self._pending -= 1
         self._futures.pop(index, None)
         if result is None:  # it failed: why, from Dask
@@ -238,25 +230,12 @@ class DaskBatches(_Arrivals):
                 f"batch {index} did not come back from Dask", stage=self._stage, hint=LOST_HINT)
             return Finished(index, error=error)
         finished, output = result
-        if finished is None:  # it had no slot (Slots.take)
-            return None if self._stopped else Finished(index, error=StageFailed(
-                f"batch {index} was not run: the stage's slots on the cluster are gone (the "
-                "scheduler restarted?)", stage=self._stage, hint=LOST_HINT))
         append_output(self._log, output)
         if finished.imports is not None:
             finished.imports = self._cluster.here(finished.imports)
         if isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
-
-    def stop(self) -> None:
-        """No more batches: the ones submitted and not sent are dropped, and the ones sent that
-        have no slot yet are not run (they come back as such and are passed over)."""
-        self._stopped = True
-        self._pending -= len(self._unsent)
-        self._unsent = []
-        if self._slots is not None:
-            self._slots.close()
 
     def _track_again(self) -> None:
         """A future done for a while that never landed (fetching its result failed: a worker
@@ -306,8 +285,6 @@ class DaskBatches(_Arrivals):
         ends when its call returns; its result is dropped)."""
         self._closed = True
         self._more.set()
-        if self._slots is not None:
-            self._slots.close()  # its end: nothing waits for a slot; an interrupt: none may start
         futures = list(self._futures.values()) + [self._payload]
         self._futures.clear()
         if interrupt:
@@ -315,43 +292,6 @@ class DaskBatches(_Arrivals):
                 self._client.cancel(futures, reason="dd-build interrupted")
         for future in futures:
             future.release()
-
-
-# ---------------------------------------------------------------- slots
-
-
-# How long a batch waits for a slot before it asks again (and sees a stage that stopped).
-_SLOT_WAIT_S = 1.0
-
-
-class Slots:
-    """A generate stage's `concurrency:` on the whole cluster: a batch computes only while it
-    holds one of `concurrency` leases of a `distributed.Semaphore`. So the client can send more
-    batches than that (`AHEAD`): they wait on the workers and start the moment a batch ends,
-    instead of a round trip through the scheduler later, while no more than `concurrency`
-    compute at once whatever the cluster's threads. The client closes the semaphore when the
-    stage stops sending (a failure, an interrupt, its end): a batch that has no slot then is not
-    run (`take` says False) and comes back as such. A batch that fails keeps its slot (the
-    stage stops on it: no batch may start in its place before the client knows)."""
-
-    def __init__(self, semaphore: Any) -> None:
-        self.semaphore = semaphore
-
-    def take(self) -> bool:
-        """True once this task holds a slot; False when the stage stopped meanwhile."""
-        while True:
-            try:
-                if self.semaphore.acquire(timeout=_SLOT_WAIT_S):
-                    return True
-            except RuntimeError:  # closed (Dask: "not known"); anything else is not run either,
-                return False  # and the client fails the stage unless it stopped
-
-    def give_back(self) -> None:
-        self.semaphore.release()  # a scheduler gone: Dask logs it, the lease times out
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # a scheduler gone: nothing left to close
-            self.semaphore.close()
 
 
 # ---------------------------------------------------------------- rate limits
@@ -406,7 +346,6 @@ class Payload:
     bundle: CodeBundle
     build: str
     call: StageCall
-    slots: Slots | None = None  # a generate stage's: its `concurrency:` on the cluster
 
 
 # What the payload's task holds: the client's dd-build (owncode.Identity, plain strings,
@@ -470,32 +409,18 @@ def _is_identity(value: Any) -> TypeGuard[Identity]:
         all(isinstance(part, str) for part in value)
 
 
-def run_batch(shipped: Shipped, task: BatchTask) -> tuple[Finished | None, str]:
-    """A Dask task: one batch, with its retries, in one of the stage's slots; what its code
-    printed comes back with it, and what it imported (kinds/bundleload.py). Not run on a worker
-    of another dd-build than the client's (`other_dd_build`), nor once the stage stopped
-    (None)."""
-    other = other_dd_build(shipped)
-    if other is not None:
-        return Finished(task.index, error=other), ""
-    payload = _loaded(shipped[1])
-    if payload.slots is not None and not payload.slots.take():
-        return None, ""  # the stage stopped before this batch had a slot: not run
-    failed = True
-    try:
-        finished, output = _run_batch(payload, task)
-        failed = finished.error is not None
-        return finished, output
-    finally:
-        if payload.slots is not None and not failed:  # a failed one keeps it: see Slots
-            payload.slots.give_back()
-
-
-def _run_batch(payload: Payload, task: BatchTask) -> tuple[Finished, str]:
+def run_batch(shipped: Shipped, task: BatchTask) -> tuple[Finished, str]:
+    """A Dask task: one batch, with its retries; what its code printed comes back with it, and
+    what it imported (kinds/bundleload.py). Not run on a worker of another dd-build than the
+    client's (`other_dd_build`)."""
     from .kinds.bundleload import imports_for, running
     from .kinds.generate import compute_batch
     from .tables import parquet_buffer
 
+    other = other_dd_build(shipped)
+    if other is not None:
+        return Finished(task.index, error=other), ""
+    payload = _loaded(shipped[1])
     call = payload.call
     notes: list[str] = []
     with running(payload.bundle) as code, _captured() as output:

@@ -309,10 +309,8 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
                         _submit(executor, tasks, limit)  # the next one starts before this is written
                         executor.flush()
                     error = _take(finished, writer)
-                    if failure is None and error is not None:
-                        executor.stop()  # the batches in flight are awaited, no other starts
                     failure = failure or error
-                    writer.progress(min(executor.in_flight, job.stage.concurrency))
+                    writer.progress(executor.in_flight)
                 if job.cancel.is_set():
                     raise Interrupted(signal.SIGINT)
         except (KeyboardInterrupt, Interrupted):
@@ -362,9 +360,9 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
     from ..tables import parquet_buffer
 
     stage = job.stage
-    if job.cluster is not None:  # batches in flight on the whole cluster, more sent (Slots)
+    if job.cluster is not None:  # batches in flight on the whole cluster
         log = stage_log(job.run.dir)
-        return job.cluster.batches(job, call, log), job.cluster.most_sent(stage.concurrency)
+        return job.cluster.batches(job, call, log), stage.concurrency
     if stage.executor == "process":
         workers = min(stage.concurrency, os.cpu_count() or 1)
         if workers < stage.concurrency:

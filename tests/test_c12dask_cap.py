@@ -1,8 +1,8 @@
-"""A generate stage on a Dask cluster sends twice its `concurrency:` in batches (they wait on the
-workers, ready to start), and a batch computes only in one of `concurrency` slots
-(daskwork.Slots). On the CI cluster (2 workers x 4 threads): no more batches compute at once
-than `concurrency` although more threads are free; a failed batch keeps its slot and the
-batches sent but not started are not run; after Ctrl-C no batch starts."""
+"""`concurrency:` on a Dask cluster is batches computing at once, whatever the cluster's threads
+(the client sends no more): on the CI cluster (2 workers x 4 threads), no more batches compute
+at once than `concurrency` although more threads are free; after a failed batch no batch
+starts; after Ctrl-C no batch starts. (Guards for any scheme that sends batches ahead: one
+with a cluster-wide semaphore was tried and measured, see the closing note of issue 12.)"""
 
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free
     spans = [tuple(map(float, p.read_text().split()))
              for p in (proj.root / "marks").glob("span-*")]
     assert len(spans) == 12
-    # 6 batches are sent at once to 8 threads: the slots hold them to 3
+    # 8 threads are free: the client holds them to 3
     assert 2 <= _most_at_once(spans) <= 3  # type: ignore[arg-type]
 
 
-def test_a_failed_batch_keeps_its_slot_and_the_batches_sent_after_it_are_not_run(
+def test_after_a_failed_batch_no_batch_starts(
         tmp_path: Path) -> None:
     assert ADDRESS is not None
     proj = _project(tmp_path, """  s:
@@ -95,8 +95,7 @@ def test_a_failed_batch_keeps_its_slot_and_the_batches_sent_after_it_are_not_run
     assert done.code == 1, done.stderr
     assert "this batch fails" in done.stderr
     starts = _starts(proj)
-    # batch 0 and 1 are sent at once: 1 may run first (then 2 is sent and waits); after the
-    # failing batch 0 has started, no batch starts (its slot is not given back)
+    # after the failing batch 0 has started, no batch starts (whatever ran before it)
     assert 0 in starts and set(starts) <= {0, 1}, starts
     assert all(at < starts[0] for index, at in starts.items() if index != 0), starts
     record = proj.record("s")
@@ -116,7 +115,7 @@ def test_after_ctrl_c_no_batch_sent_starts(tmp_path: Path) -> None:
     build = proj.start("--scheduler", ADDRESS)
     try:
         deadline = time.monotonic() + 60
-        while len(_starts(proj)) < 2:  # both slots taken; two more batches wait for one
+        while len(_starts(proj)) < 2:  # both batches in flight started
             assert build.poll() is None, build.communicate()
             assert time.monotonic() < deadline, "the batches never started"
             time.sleep(0.02)
@@ -129,7 +128,7 @@ def test_after_ctrl_c_no_batch_sent_starts(tmp_path: Path) -> None:
     assert build.returncode == 130, err
     held = set(_starts(proj))
     (proj.root / "marks" / "go").write_text("x")  # the two held batches end now
-    # a batch waiting for a slot asks again every second: without the closed semaphore one
-    # would take a freed slot within a second or two
+    # a batch still queued anywhere would start once the held ones end (a bounded wait for
+    # something that must not happen)
     time.sleep(3)
     assert set(_starts(proj)) == held
