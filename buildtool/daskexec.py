@@ -143,6 +143,7 @@ class Cluster:
         here if the build did not start it) in steps, so that Ctrl-C and -j's cancel end the
         wait at once."""
         from .kinds import check_cancel
+        from .wording import counted
 
         self.warm_up()
         with self._lock:
@@ -167,7 +168,8 @@ class Cluster:
             raise StageFailed("the Dask client was closed", stage=job.stage.name)
         if first and self.address is not None:
             workers = len(client.scheduler_info().get("workers", {}))
-            job.progress_note(f"dask: connected to {self.address} ({workers} workers)")
+            job.progress_note(f"dask: connected to {self.address} "
+                              f"({counted(workers, 'worker')})")
             if self._versions is not None:
                 job.progress_note(self._versions)
         return client
