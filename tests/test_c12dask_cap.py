@@ -39,10 +39,20 @@ def rows(ctx):
 '''
 
 
-def _project(root: Path, stage: str) -> Project:
+def _project(root: Path, records: int, concurrency: int, params: str) -> Project:
+    """One generate stage of one-row batches, no retries."""
     proj = Project(root)
     proj.write("code/g.py", CODE)
-    proj.write("Workflowfile", "workflow: demo\nstages:\n" + stage)
+    proj.write("Workflowfile", f"""workflow: demo
+stages:
+  s:
+    generate: code/g.py:rows
+    num_records: {records}
+    batch_size: 1
+    concurrency: {concurrency}
+    retries: 0
+    params: {{{params}}}
+""")
     return proj
 
 
@@ -50,6 +60,11 @@ def _starts(proj: Project) -> dict[int, float]:
     marks = proj.root / "marks"
     return {int(p.name.removeprefix("start-")): float(p.read_text())
             for p in marks.glob("start-*")} if marks.is_dir() else {}
+
+
+def _span(text: str) -> tuple[float, float]:
+    start, end = text.split()
+    return float(start), float(end)
 
 
 def _most_at_once(spans: list[tuple[float, float]]) -> int:
@@ -64,33 +79,18 @@ def _most_at_once(spans: list[tuple[float, float]]) -> int:
 def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free(
         tmp_path: Path) -> None:
     assert ADDRESS is not None
-    proj = _project(tmp_path, """  s:
-    generate: code/g.py:rows
-    num_records: 12
-    batch_size: 1
-    concurrency: 3
-    params: {sleep_s: 0.3}
-""")
+    proj = _project(tmp_path, 12, 3, "sleep_s: 0.3")
     done = proj.run("--scheduler", ADDRESS)
     assert done.code == 0, done.stderr
-    spans = [tuple(map(float, p.read_text().split()))
-             for p in (proj.root / "marks").glob("span-*")]
+    spans = [_span(p.read_text()) for p in (proj.root / "marks").glob("span-*")]
     assert len(spans) == 12
     # 8 threads are free: the client holds them to 3
-    assert 2 <= _most_at_once(spans) <= 3  # type: ignore[arg-type]
+    assert 2 <= _most_at_once(spans) <= 3
 
 
-def test_after_a_failed_batch_no_batch_starts(
-        tmp_path: Path) -> None:
+def test_after_a_failed_batch_no_batch_starts(tmp_path: Path) -> None:
     assert ADDRESS is not None
-    proj = _project(tmp_path, """  s:
-    generate: code/g.py:rows
-    num_records: 6
-    batch_size: 1
-    concurrency: 1
-    retries: 0
-    params: {fail: 0, sleep_s: 0.5}
-""")
+    proj = _project(tmp_path, 6, 1, "fail: 0, sleep_s: 0.5")
     done = proj.run("--scheduler", ADDRESS)
     assert done.code == 1, done.stderr
     assert "this batch fails" in done.stderr
@@ -105,13 +105,7 @@ def test_after_a_failed_batch_no_batch_starts(
 
 def test_after_ctrl_c_no_batch_sent_starts(tmp_path: Path) -> None:
     assert ADDRESS is not None
-    proj = _project(tmp_path, """  s:
-    generate: code/g.py:rows
-    num_records: 12
-    batch_size: 1
-    concurrency: 2
-    params: {hold: true}
-""")
+    proj = _project(tmp_path, 12, 2, "hold: true")
     build = proj.start("--scheduler", ADDRESS)
     try:
         deadline = time.monotonic() + 60
