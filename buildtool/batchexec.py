@@ -134,6 +134,10 @@ class BatchExecutor(Protocol):
     def next_finished(self, timeout: float) -> Finished | None:
         """The next batch to come back, in completion order; None after `timeout` seconds."""
 
+    def stop(self) -> None:
+        """No more batches will be submitted (one failed): batches submitted that have not
+        started may be dropped (counted out of in_flight, never given back)."""
+
     @property
     def in_flight(self) -> int:
         """Submitted and not yet taken back by next_finished."""
@@ -153,6 +157,9 @@ class _Arrivals:
 
     def flush(self) -> None:
         """Nothing: batches start when submitted."""
+
+    def stop(self) -> None:
+        """Nothing: no more are submitted than can start at once."""
 
     def next_finished(self, timeout: float) -> Finished | None:
         try:

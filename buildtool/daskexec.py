@@ -126,6 +126,7 @@ class Cluster:
         self._said = False  # the note of the LocalCluster / connection given (once)
         self._versions: str | None = None  # the packages the cluster has in other versions
         self._closed = False
+        self._plugged = False  # daskslots.Releases registered with the cluster
 
     def warm_up(self) -> None:
         """Import dask and connect (or start the LocalCluster) in a thread, now (once). Nothing
@@ -266,14 +267,40 @@ class Cluster:
             return self._limiters[name]
 
     def batches(self, job: Job, call: StageCall, log: Path) -> DaskBatches:
+        """The stage attempt's batches: at most `concurrency` compute at once on the cluster,
+        each worker holding its share (daskslots.py)."""
         from dataclasses import replace
 
-        from .daskwork import DaskBatches
+        from .daskslots import Placement
+        from .daskwork import DaskBatches, worker_threads
 
-        self.client(job)
+        client = self.client(job)
+        self._plug_releases(client)
         call = replace(call, limiter=self.limiter(job))
-        return DaskBatches(self._client, self.payload(job, call), job.stage.name, log, self,
-                           job.progress_note)
+        placement = Placement(job.stage.concurrency, worker_threads(client) or {})
+        return DaskBatches(client, self.payload(job, call), job.stage.name, log, self,
+                           job.progress_note, placement)
+
+    def _plug_releases(self, client: Any) -> None:
+        """Once per build: the workers tell a batch waiting for a slot that Dask released it
+        (daskslots.Releases); workers that join later get it from the scheduler."""
+        with self._lock:
+            if self._plugged:
+                return
+            self._plugged = True
+        from .daskslots import Releases
+
+        try:
+            client.register_plugin(Releases(), name="dd-build-releases")
+        except Exception:  # noqa: BLE001 - a worker of another dd-build cannot load it: its
+            pass  # tasks say so (daskwork.other_dd_build); the others have it
+
+    @staticmethod
+    def most_sent(concurrency: int) -> int:
+        """How many batches of a stage are sent to the cluster at once: twice its concurrency,
+        so that a worker's thread starts the next batch the moment one ends (the others wait
+        for a slot: daskslots.py)."""
+        return 2 * concurrency
 
     def transform(self, job: Job, inputs: dict[str, Any], params: dict[str, Any], log: Path
                   ) -> tuple[Any, tuple[str, ...]]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .batchexec import ImportDelta
     from .codebundle import CodeBundle
     from .daskexec import Cluster
+    from .daskslots import Placement, Slot
     from .owncode import Identity
 
 
@@ -99,6 +100,15 @@ def not_back(what: str, exc: BaseException, stage: str) -> StageFailed:
                        hint=LOST_HINT)
 
 
+def worker_threads(client: Any) -> dict[str, int] | None:
+    """Each worker's threads, as the scheduler says now (None: it cannot be asked)."""
+    try:
+        workers = client.scheduler_info()["workers"]
+    except Exception:  # noqa: BLE001 - a scheduler gone: Watch says so where it matters
+        return None
+    return {address: int(info.get("nthreads", 1)) for address, info in workers.items()}
+
+
 def append_output(log: Path, text: str) -> None:
     if text:
         with open(log, "a", encoding="utf-8", errors="replace") as f:
@@ -108,7 +118,10 @@ def append_output(log: Path, text: str) -> None:
 class DaskBatches(_Arrivals):
     """A generate stage's batches as Dask futures (see daskexec.py). Dask's `as_completed`
     fetches each result in the client's event loop as soon as its batch is done; a thread of
-    ours hands them over to `next_finished`.
+    ours hands them over to `next_finished`. Twice the stage's concurrency is sent, each batch
+    to a worker with room in its share of the concurrency, where it computes only in one of
+    that worker's slots (daskslots.py); another thread of ours follows the workers the scheduler
+    has and moves a gone one's share to the others.
 
     Batches submitted are sent at once when no result waits to be taken (`flush`), else when
     `next_finished` would wait, all of them as one graph: while batches that came back are being
@@ -117,7 +130,7 @@ class DaskBatches(_Arrivals):
     per batch)."""
 
     def __init__(self, client: Any, payload: Any, stage: str, log: Path, cluster: Cluster,
-                 note: Callable[[str], None]) -> None:
+                 note: Callable[[str], None], placement: Placement) -> None:
         from distributed import as_completed
 
         super().__init__()
@@ -139,9 +152,17 @@ class DaskBatches(_Arrivals):
         self._swept = time.monotonic()
         self._stale: set[Any] = set()  # keys of futures done at the last sweep, not landed
         self._tag = uuid.uuid4().hex[:8]
+        self._placement = placement
+        self._placed: dict[Any, str | None] = {}  # future key -> the worker it was sent to
+        self._sent: dict[Any, BatchTask] = {}  # future key -> its batch, until taken
+        self._sends = 0  # a batch sent again (MOVED) gets a key of its own
+        self._stopped = False  # no more batches (one failed)
+        self._over = threading.Event()  # set by shutdown
         self._asked = time.monotonic()  # when the scheduler was last asked for its workers
         self._told = False  # that it has none
         threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
+                         daemon=True).start()
+        threading.Thread(target=self._follow_workers, name=f"dd-build dask {stage} workers",
                          daemon=True).start()
 
     def _collect(self) -> None:
@@ -179,16 +200,49 @@ class DaskBatches(_Arrivals):
             self._send()
 
     def _send(self) -> None:
-        """The batches submitted and not sent yet, as one graph."""
+        """The batches submitted and not sent yet, each to the worker `Placement` says (one
+        message to the scheduler: the client gathers what it sends within a few ms)."""
+        from .daskslots import Slot, key_of
+
         tasks, self._unsent = self._unsent, []
-        keys = [f"dd-build-{self._stage}-{task.index}-{self._tag}" for task in tasks]
-        futures = self._client.map(run_batch, [self._payload] * len(tasks), tasks, key=keys,
-                                   pure=False)
-        for task, future in zip(tasks, futures, strict=True):
-            self._futures[task.index] = future
-            self._index[future.key] = task.index
-        self._arrived.update(futures)
+        self._sends += 1
+        shares = self._placement.shares()
+        by_worker: dict[str | None, list[BatchTask]] = {}
+        for task in tasks:
+            by_worker.setdefault(self._placement.place(), []).append(task)
+        for worker, group in by_worker.items():
+            keys = [key_of(self._stage, f"{task.index}.{self._sends}", self._tag)
+                    for task in group]
+            slots = [Slot(self._tag, key, shares) for key in keys]
+            futures = self._client.map(
+                run_batch, [self._payload] * len(group), group, slots, key=keys, pure=False,
+                workers=None if worker is None else [worker], allow_other_workers=True)
+            for task, future in zip(group, futures, strict=True):
+                self._futures[task.index] = future
+                self._index[future.key] = task.index
+                self._placed[future.key] = worker
+                self._sent[future.key] = task
+            self._arrived.update(futures)
         self._more.set()
+
+    def _follow_workers(self) -> None:
+        """Every 2 s, the workers the scheduler has: when a share changed (a worker left or
+        came), the workers are told (daskslots.raise_shares)."""
+        from .daskslots import raise_shares
+
+        while not self._over.wait(2.0):
+            threads = worker_threads(self._client)
+            if threads is not None and self._placement.workers_now(threads):
+                self._tell_workers(raise_shares, self._tag, self._placement.shares())
+
+    def _tell_workers(self, function: Callable[..., None], *args: Any) -> None:
+        """Run `function` on every worker, from a thread of its own (a worker that does not
+        answer must not hold up the stage)."""
+        def run() -> None:
+            with contextlib.suppress(Exception):  # a scheduler gone: nothing to tell
+                self._client.run(function, *args, on_error="ignore")
+
+        threading.Thread(target=run, name="dd-build dask tell", daemon=True).start()
 
     def _next_landed(self, timeout: float) -> tuple[Any, Any] | None:
         """What landed next: at once while batches wait to be sent, else once they are sent
@@ -215,27 +269,62 @@ class DaskBatches(_Arrivals):
                     self._track_again()
                     self._workers_gone()
                 return None
-            future, result = landed
-            if future is None:  # failed by _fail_all
-                self._pending -= 1
-                index, error = result
-                return Finished(index, error=error)
-            index = self._index.pop(future.key, None)
-            if index is not None:  # else failed already (_fail_all)
-                break
+            finished = self._finished(*landed)
+            if finished is not None:
+                return finished
+
+    def _finished(self, future: Any, result: Any) -> Finished | None:
+        """A batch that landed, as next_finished gives it back; None for one passed over (failed
+        already by _fail_all, or not run because the stage stopped first)."""
+        if future is None:  # failed by _fail_all
+            self._pending -= 1
+            index, error = result
+            return Finished(index, error=error)
+        index = self._index.pop(future.key, None)
+        if index is None:  # failed already (_fail_all)
+            return None
         self._pending -= 1
         self._futures.pop(index, None)
+        self._placement.back(self._placed.pop(future.key, None))
+        task = self._sent.pop(future.key, None)
         if result is None:  # it failed: why, from Dask
             error = failure(future, self._stage, f"batch {index}") or StageFailed(
                 f"batch {index} did not come back from Dask", stage=self._stage, hint=LOST_HINT)
             return Finished(index, error=error)
         finished, output = result
+        if finished is None:
+            return self._unrun(index, task, output)
         append_output(self._log, output)
         if finished.imports is not None:
             finished.imports = self._cluster.here(finished.imports)
         if isinstance(finished.error, BatchError):
             finished.error = finished.error.exception(self._stage)
         return finished
+
+    def _unrun(self, index: int, task: BatchTask | None, output: str) -> Finished | None:
+        """A batch that came back without running (daskslots.take): passed over once the stage
+        stopped; one whose worker had no share of the stage is sent again, where one is."""
+        from .daskslots import MOVED
+
+        if self._stopped:
+            return None
+        if output == MOVED and task is not None:
+            self._pending += 1
+            self._unsent.append(task)
+            return None
+        return Finished(index, error=StageFailed(
+            f"batch {index} was not run: Dask released it on its worker (the scheduler "
+            "restarted?)", stage=self._stage, hint=LOST_HINT))
+
+    def stop(self) -> None:
+        """No more batches (one failed): the ones submitted and not sent are dropped, and the
+        ones sent that wait for a slot are not run (they come back as such, passed over)."""
+        from .daskslots import stop
+
+        self._stopped = True
+        self._pending -= len(self._unsent)
+        self._unsent = []
+        self._tell_workers(stop, self._tag)
 
     def _track_again(self) -> None:
         """A future done for a while that never landed (fetching its result failed: a worker
@@ -284,6 +373,7 @@ class DaskBatches(_Arrivals):
         """On an interrupt the futures in flight are cancelled (a batch running on a worker
         ends when its call returns; its result is dropped)."""
         self._closed = True
+        self._over.set()
         self._more.set()
         futures = list(self._futures.values()) + [self._payload]
         self._futures.clear()
@@ -409,18 +499,35 @@ def _is_identity(value: Any) -> TypeGuard[Identity]:
         all(isinstance(part, str) for part in value)
 
 
-def run_batch(shipped: Shipped, task: BatchTask) -> tuple[Finished, str]:
-    """A Dask task: one batch, with its retries; what its code printed comes back with it, and
-    what it imported (kinds/bundleload.py). Not run on a worker of another dd-build than the
-    client's (`other_dd_build`)."""
-    from .kinds.bundleload import imports_for, running
-    from .kinds.generate import compute_batch
-    from .tables import parquet_buffer
+def run_batch(shipped: Shipped, task: BatchTask, slot: Slot | None = None
+              ) -> tuple[Finished | None, str]:
+    """A Dask task: one batch, with its retries, in one of its worker's slots of the stage
+    (daskslots.py); what its code printed comes back with it, and what it imported
+    (kinds/bundleload.py). Not run on a worker of another dd-build than the client's
+    (`other_dd_build`), nor once the stage stopped or Dask released it (None)."""
+    from . import daskslots
 
     other = other_dd_build(shipped)
     if other is not None:
         return Finished(task.index, error=other), ""
     payload = _loaded(shipped[1])
+    if slot is not None and (taken := daskslots.take(slot)) != "run":
+        return None, daskslots.MOVED if taken == "moved" else ""
+    failed = True
+    try:
+        finished, output = _run_batch(payload, task)
+        failed = finished.error is not None
+        return finished, output
+    finally:
+        if slot is not None:
+            daskslots.give_back(slot, failed=failed)
+
+
+def _run_batch(payload: Payload, task: BatchTask) -> tuple[Finished, str]:
+    from .kinds.bundleload import imports_for, running
+    from .kinds.generate import compute_batch
+    from .tables import parquet_buffer
+
     call = payload.call
     notes: list[str] = []
     with running(payload.bundle) as code, _captured() as output:

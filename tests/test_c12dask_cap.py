@@ -1,8 +1,10 @@
 """`concurrency:` on a Dask cluster is batches computing at once, whatever the cluster's threads
-(the client sends no more): on the CI cluster (2 workers x 4 threads), no more batches compute
-at once than `concurrency` although more threads are free; after a failed batch no batch
-starts; after Ctrl-C no batch starts. (Guards for any scheme that sends batches ahead: one
-with a cluster-wide semaphore was tried and measured, see the closing note of issue 12.)"""
+and whatever is sent ahead (daskslots.py: twice the concurrency is sent, each worker holding its
+share): on the CI cluster (2 workers x 4 threads), no more batches compute at once than
+`concurrency` although more threads are free; after a failed batch no batch starts; after
+Ctrl-C, or the client SIGKILLed, no batch sent ahead starts. On a cluster of its own, a worker
+killed mid-stage costs no wait: its share goes to the other worker, which then computes
+`concurrency` batches at once."""
 
 from __future__ import annotations
 
@@ -10,14 +12,22 @@ import signal
 import time
 from pathlib import Path
 
-from c12dask_support import ADDRESS, needs_cluster
+import pytest
+from c12dask_support import (
+    ADDRESS,
+    needs_cluster,
+    needs_dask,
+    start_scheduler,
+    start_worker,
+    stop,
+    wait_for_workers,
+)
 from conftest import Project
-
-pytestmark = needs_cluster
 
 # Each batch marks when its code started and ended (worker and test share this machine's
 # clock); `fail` fails that batch at once; `hold` makes every other batch wait for marks/go.
 CODE = '''
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +40,10 @@ def rows(ctx):
     (MARKS / f"start-{ctx.batch_index}").write_text(str(start))
     if ctx.batch_index == ctx.params.get("fail"):
         raise ValueError("this batch fails")
+    if os.getpid() == ctx.params.get("victim"):
+        (MARKS / "victim").write_text(str(time.time()))
+        while True:  # until the test kills this worker
+            time.sleep(0.05)
     deadline = time.monotonic() + 60
     while ctx.params.get("hold") and not (MARKS / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -76,6 +90,7 @@ def _most_at_once(spans: list[tuple[float, float]]) -> int:
     return most
 
 
+@needs_cluster
 def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free(
         tmp_path: Path) -> None:
     assert ADDRESS is not None
@@ -88,6 +103,7 @@ def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free
     assert 2 <= _most_at_once(spans) <= 3
 
 
+@needs_cluster
 def test_after_a_failed_batch_no_batch_starts(tmp_path: Path) -> None:
     assert ADDRESS is not None
     proj = _project(tmp_path, 6, 1, "fail: 0, sleep_s: 0.5")
@@ -103,7 +119,10 @@ def test_after_a_failed_batch_no_batch_starts(tmp_path: Path) -> None:
     assert [b["index"] for b in record["batches"]] == sorted(set(starts) - {0})
 
 
-def test_after_ctrl_c_no_batch_sent_starts(tmp_path: Path) -> None:
+@needs_cluster
+@pytest.mark.parametrize("kill", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_after_ctrl_c_or_a_killed_client_no_batch_sent_ahead_starts(
+        tmp_path: Path, kill: signal.Signals) -> None:
     assert ADDRESS is not None
     proj = _project(tmp_path, 12, 2, "hold: true")
     build = proj.start("--scheduler", ADDRESS)
@@ -113,16 +132,45 @@ def test_after_ctrl_c_no_batch_sent_starts(tmp_path: Path) -> None:
             assert build.poll() is None, build.communicate()
             assert time.monotonic() < deadline, "the batches never started"
             time.sleep(0.02)
-        build.send_signal(signal.SIGINT)
+        build.send_signal(kill)
         out, err = build.communicate(timeout=60)
     finally:
         if build.poll() is None:
             build.kill()
             build.communicate()
-    assert build.returncode == 130, err
+    assert build.returncode == (130 if kill == signal.SIGINT else -signal.SIGKILL), err
     held = set(_starts(proj))
     (proj.root / "marks" / "go").write_text("x")  # the two held batches end now
-    # a batch still queued anywhere would start once the held ones end (a bounded wait for
-    # something that must not happen)
+    # a batch sent ahead and still waiting anywhere would start once the held ones end (a
+    # bounded wait for something that must not happen)
     time.sleep(3)
     assert set(_starts(proj)) == held
+
+
+@needs_dask
+def test_a_worker_killed_mid_stage_its_share_goes_to_the_other_worker(tmp_path: Path) -> None:
+    """2 workers, concurrency 2: one each. Once the victim is killed, the survivor computes 2
+    at once (one at a time would be the victim's slot lost with it)."""
+    scheduler, address = start_scheduler(tmp_path / "scheduler")
+    victim = start_worker(address, tmp_path / "victim", threads=2)
+    other = start_worker(address, tmp_path / "other", threads=2)
+    try:
+        wait_for_workers(address, 2)
+        proj = _project(tmp_path / "proj", 24, 2, f"victim: {victim.pid}, sleep_s: 0.3")
+        build = proj.start("--scheduler", address)
+        deadline = time.monotonic() + 60
+        while not (proj.root / "marks" / "victim").exists():  # a synchronisation point
+            assert build.poll() is None, build.communicate()
+            assert time.monotonic() < deadline, "no batch reached the victim"
+            time.sleep(0.02)
+        stop(victim)
+        killed = time.time()
+        out, err = build.communicate(timeout=240)
+        assert build.returncode == 0, err
+        assert proj.record("s")["status"] == "completed"
+    finally:
+        stop(*[p for p in (victim, other) if p.poll() is None], scheduler)
+    spans = [_span(p.read_text()) for p in (proj.root / "marks").glob("span-*")]
+    assert len(spans) == 24
+    assert _most_at_once(spans) <= 2
+    assert _most_at_once([span for span in spans if span[0] > killed]) == 2

@@ -309,8 +309,10 @@ def _run_concurrently(job: Job, fn: Any, call: StageCall, capture: LogCapture,
                         _submit(executor, tasks, limit)  # the next one starts before this is written
                         executor.flush()
                     error = _take(finished, writer)
+                    if failure is None and error is not None:
+                        executor.stop()  # the batches in flight are awaited, no other starts
                     failure = failure or error
-                    writer.progress(executor.in_flight)
+                    writer.progress(min(executor.in_flight, job.stage.concurrency))
                 if job.cancel.is_set():
                     raise Interrupted(signal.SIGINT)
         except (KeyboardInterrupt, Interrupted):
@@ -360,9 +362,9 @@ def _executor(job: Job, fn: Any, call: StageCall, writer: _Writer
     from ..tables import parquet_buffer
 
     stage = job.stage
-    if job.cluster is not None:  # batches in flight on the whole cluster
+    if job.cluster is not None:  # batches in flight on the whole cluster, more sent ahead
         log = stage_log(job.run.dir)
-        return job.cluster.batches(job, call, log), stage.concurrency
+        return job.cluster.batches(job, call, log), job.cluster.most_sent(stage.concurrency)
     if stage.executor == "process":
         workers = min(stage.concurrency, os.cpu_count() or 1)
         if workers < stage.concurrency:
