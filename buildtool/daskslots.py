@@ -44,6 +44,19 @@ class Slot:
     shares: tuple[tuple[str, int], ...]
 
 
+def worker_key(address: str, local_directory: str) -> str:
+    """A worker process as the shares name it: its address and its scratch folder (a folder of
+    its own, made anew each time a worker starts). A worker started again at the same address
+    is another worker: a batch sent while the former one lived carries that one's share, which
+    the client may have handed to the others since (`Placement.workers_now`)."""
+    return f"{address} {local_directory}"
+
+
+def address_of(worker: str) -> str:
+    """The address of a `worker_key` (an address has no space)."""
+    return worker.split(" ", 1)[0]
+
+
 def key_of(stage: str, sent: str, tag: str) -> str:
     """A batch's Dask key (`sent`: its index and which send it was): `Releases` finds the
     attempt from it (the tag comes last)."""
@@ -141,7 +154,11 @@ def _attempt(tag: str) -> _Attempt:
 def _here() -> str:
     from distributed import get_worker
 
-    return str(get_worker().address)
+    return _key(get_worker())
+
+
+def _key(worker: Any) -> str:
+    return worker_key(str(worker.address), str(worker.local_directory))
 
 
 Taken = Literal["run", "not run", "moved"]
@@ -207,7 +224,7 @@ def raise_shares(tag: str, shares: tuple[tuple[str, int], ...], dask_worker: Any
                  ) -> None:
     """Run on every worker (`Client.run`, which passes `dask_worker`) when the shares changed
     (a worker left or came)."""
-    here = dict(shares).get(str(dask_worker.address), 0)
+    here = dict(shares).get(_key(dask_worker), 0)
     with _LOCK:
         attempt = _attempt(tag)
         if here > attempt.capacity:
