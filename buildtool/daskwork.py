@@ -102,11 +102,13 @@ def not_back(what: str, exc: BaseException, stage: str) -> StageFailed:
 
 def worker_threads(client: Any) -> dict[str, int] | None:
     """Each worker's threads (by daskslots.worker_key), as the scheduler says now (None: it
-    cannot be asked)."""
+    cannot be asked). Asked of the scheduler itself: `Client.scheduler_info()` gives back the
+    client's cache, which its own periodic refresh overwrites with no workers in it (a read
+    just after that refresh would see every worker gone)."""
     from .daskslots import worker_key
 
     try:
-        workers = client.scheduler_info()["workers"]
+        workers = client.sync(client.scheduler.identity)["workers"]
     except Exception:  # noqa: BLE001 - a scheduler gone: Watch says so where it matters
         return None
     return {worker_key(address, str(info.get("local_directory", ""))):

@@ -229,3 +229,20 @@ def test_a_worker_started_again_at_the_same_address_takes_no_share_of_its_former
     daskslots.raise_shares("t7", ((former, 2),), dask_worker=HERE)
     assert daskslots.take(slot) == "moved"
 
+
+def test_the_workers_as_the_scheduler_has_them_whatever_the_clients_own_refresh_does() -> None:
+    """The client refreshes its cached scheduler info on its own, with no workers in it:
+    read at the wrong moment, every worker looks gone and every share is split anew (a share
+    raised meanwhile lowered, more at once than concurrency). Here that refresh runs every few
+    ms, so a read of the cache would miss the workers in some of the asks."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from buildtool.daskwork import worker_threads
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "5ms"}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                         dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        seen = [len(worker_threads(client) or {}) for _ in range(400)]
+    assert set(seen) == {2}, f"{seen.count(2)} of {len(seen)} asks saw both workers"
