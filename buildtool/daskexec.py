@@ -126,7 +126,6 @@ class Cluster:
         self._said = False  # the note of the LocalCluster / connection given (once)
         self._versions: str | None = None  # the packages the cluster has in other versions
         self._closed = False
-        self._plugged = False  # daskslots.Releases registered with the cluster
 
     def warm_up(self) -> None:
         """Import dask and connect (or start the LocalCluster) in a thread, now (once). Nothing
@@ -275,25 +274,10 @@ class Cluster:
         from .daskwork import DaskBatches, worker_threads
 
         client = self.client(job)
-        self._plug_releases(client)
         call = replace(call, limiter=self.limiter(job))
         placement = Placement(job.stage.concurrency, worker_threads(client) or {})
         return DaskBatches(client, self.payload(job, call), job.stage.name, log, self,
                            job.progress_note, placement)
-
-    def _plug_releases(self, client: Any) -> None:
-        """Once per build: the workers tell a batch waiting for a slot that Dask released it
-        (daskslots.Releases); workers that join later get it from the scheduler."""
-        with self._lock:
-            if self._plugged:
-                return
-            self._plugged = True
-        from .daskslots import Releases
-
-        try:
-            client.register_plugin(Releases(), name="dd-build-releases")
-        except Exception:  # noqa: BLE001 - a worker of another dd-build cannot load it: its
-            pass  # tasks say so (daskwork.other_dd_build); the others have it
 
     @staticmethod
     def most_sent(concurrency: int) -> int:

@@ -9,7 +9,7 @@ ever grows: when a worker leaves, its share goes to the others (`Placement.worke
 to them with `raise_shares`), so at no moment do more than `concurrency` batches compute at
 once, and a lost worker costs no wait (its slots die with it). A batch waiting for a slot is
 not run when the stage stopped meanwhile (`stop`: a failure) or when Dask no longer wants it
-(`Releases`: Ctrl-C cancelled it, or its client died). A batch on a worker with no share (Dask
+(`_released`: Ctrl-C cancelled it, or its client died). A batch on a worker with no share (Dask
 moved it there when its worker died, or the worker is new) waits a little for one, then comes
 back unrun to be sent where a share is (`MOVED`). Imported only where a stage meets Dask.
 """
@@ -20,8 +20,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from distributed.diagnostics.plugin import WorkerPlugin
 
 # How long a batch waits for a slot before it looks again (a missed wake-up costs no more).
 _WAIT_S = 1.0
@@ -44,9 +42,21 @@ class Slot:
     shares: tuple[tuple[str, int], ...]
 
 
+def worker_key(address: str, local_directory: str) -> str:
+    """A worker process as the shares name it: its address and its scratch folder (a folder of
+    its own, made anew each time a worker starts). A worker started again at the same address
+    is another worker: a batch sent while the former one lived carries that one's share, which
+    the client may have handed to the others since (`Placement.workers_now`)."""
+    return f"{address} {local_directory}"
+
+
+def address_of(worker: str) -> str:
+    """The address of a `worker_key` (an address has no space)."""
+    return worker.split(" ", 1)[0]
+
+
 def key_of(stage: str, sent: str, tag: str) -> str:
-    """A batch's Dask key (`sent`: its index and which send it was): `Releases` finds the
-    attempt from it (the tag comes last)."""
+    """A batch's Dask key (`sent`: its index and which send it was; the tag comes last)."""
     return f"dd-build-{stage}-{sent}-{tag}"
 
 
@@ -125,7 +135,6 @@ class _Attempt:
 
 _LOCK = threading.Lock()
 _ATTEMPTS: dict[str, _Attempt] = {}
-_RELEASED: set[str] = set()  # keys of batches Dask released while they waited or ran
 
 
 def _attempt(tag: str) -> _Attempt:
@@ -141,7 +150,11 @@ def _attempt(tag: str) -> _Attempt:
 def _here() -> str:
     from distributed import get_worker
 
-    return str(get_worker().address)
+    return _key(get_worker())
+
+
+def _key(worker: Any) -> str:
+    return worker_key(str(worker.address), str(worker.local_directory))
 
 
 Taken = Literal["run", "not run", "moved"]
@@ -163,7 +176,6 @@ def take(slot: Slot) -> Taken:
         if outcome == "run":
             attempt.running += 1
         else:
-            _RELEASED.discard(slot.key)
             attempt.ready.notify()  # a wake-up meant for a batch that runs
         return outcome
 
@@ -171,7 +183,7 @@ def take(slot: Slot) -> Taken:
 def _wait(attempt: _Attempt, key: str) -> Taken:
     """Under _LOCK: until a slot is free, the attempt stopped or the batch released."""
     give_up = time.monotonic() + MOVE_AFTER_S
-    while not (attempt.stopped or key in _RELEASED):
+    while not (attempt.stopped or _released(key)):
         if attempt.running < attempt.capacity:
             return "run"
         if attempt.capacity == 0 and time.monotonic() >= give_up:
@@ -184,7 +196,6 @@ def give_back(slot: Slot, *, failed: bool) -> None:
     """The batch ended. A failed one stops the attempt here: no batch starts in its place (the
     stage stops on it; the client tells the other workers)."""
     with _LOCK:
-        _RELEASED.discard(slot.key)
         attempt = _attempt(slot.tag)
         attempt.running -= 1
         if failed:
@@ -207,7 +218,7 @@ def raise_shares(tag: str, shares: tuple[tuple[str, int], ...], dask_worker: Any
                  ) -> None:
     """Run on every worker (`Client.run`, which passes `dask_worker`) when the shares changed
     (a worker left or came)."""
-    here = dict(shares).get(str(dask_worker.address), 0)
+    here = dict(shares).get(_key(dask_worker), 0)
     with _LOCK:
         attempt = _attempt(tag)
         if here > attempt.capacity:
@@ -215,20 +226,16 @@ def raise_shares(tag: str, shares: tuple[tuple[str, int], ...], dask_worker: Any
             attempt.ready.notify_all()
 
 
-class Releases(WorkerPlugin):
-    """Tells a batch waiting for a slot (or running) that Dask released it: the client
-    cancelled it (Ctrl-C) or went away (killed). Without it, a batch that waited would compute
-    later for nobody."""
+def _released(key: str) -> bool:
+    """Whether Dask released this batch's task on this worker while it waited: the client
+    cancelled it (Ctrl-C) or went away (killed). Read from the worker's own state at every
+    wake-up, before a batch takes a slot, so none computes for nobody. (A WorkerPlugin would
+    say it at once, but registered with the scheduler it stays there, and every worker that
+    joins later must unpickle it: one without this dd-build fails to start.)"""
+    from distributed import get_worker
 
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start != "executing" or finish not in ("released", "cancelled", "forgotten"):
-            return
-        if not (isinstance(key, str) and key.startswith("dd-build-")):
-            return
-        with _LOCK:
-            if len(_RELEASED) > 10_000:  # marks of batches that had ended already
-                _RELEASED.clear()
-            _RELEASED.add(key)
-            attempt = _ATTEMPTS.get(key.rsplit("-", 1)[-1])
-            if attempt is not None:
-                attempt.ready.notify_all()
+    try:
+        task = get_worker().state.tasks.get(key)
+    except ValueError:  # not in a worker's task (the tests of this module)
+        return False
+    return task is None or task.state != "executing"

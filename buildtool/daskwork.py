@@ -101,12 +101,18 @@ def not_back(what: str, exc: BaseException, stage: str) -> StageFailed:
 
 
 def worker_threads(client: Any) -> dict[str, int] | None:
-    """Each worker's threads, as the scheduler says now (None: it cannot be asked)."""
+    """Each worker's threads (by daskslots.worker_key), as the scheduler says now (None: it
+    cannot be asked). Asked of the scheduler itself: `Client.scheduler_info()` gives back the
+    client's cache, which its own periodic refresh overwrites with no workers in it (a read
+    just after that refresh would see every worker gone)."""
+    from .daskslots import worker_key
+
     try:
-        workers = client.scheduler_info()["workers"]
+        workers = client.sync(client.scheduler.identity)["workers"]
     except Exception:  # noqa: BLE001 - a scheduler gone: Watch says so where it matters
         return None
-    return {address: int(info.get("nthreads", 1)) for address, info in workers.items()}
+    return {worker_key(address, str(info.get("local_directory", ""))):
+            int(info.get("nthreads", 1)) for address, info in workers.items()}
 
 
 def append_output(log: Path, text: str) -> None:
@@ -202,7 +208,7 @@ class DaskBatches(_Arrivals):
     def _send(self) -> None:
         """The batches submitted and not sent yet, each to the worker `Placement` says (one
         message to the scheduler: the client gathers what it sends within a few ms)."""
-        from .daskslots import Slot, key_of
+        from .daskslots import Slot, address_of, key_of
 
         tasks, self._unsent = self._unsent, []
         self._sends += 1
@@ -216,7 +222,8 @@ class DaskBatches(_Arrivals):
             slots = [Slot(self._tag, key, shares) for key in keys]
             futures = self._client.map(
                 run_batch, [self._payload] * len(group), group, slots, key=keys, pure=False,
-                workers=None if worker is None else [worker], allow_other_workers=True)
+                workers=None if worker is None else [address_of(worker)],
+                allow_other_workers=True)
             for task, future in zip(group, futures, strict=True):
                 self._futures[task.index] = future
                 self._index[future.key] = task.index
