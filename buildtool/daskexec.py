@@ -167,7 +167,9 @@ class Cluster:
         if client is None:  # closed meanwhile (the build is ending)
             raise StageFailed("the Dask client was closed", stage=job.stage.name)
         if first and self.address is not None:
-            workers = len(client.scheduler_info().get("workers", {}))
+            from .daskwork import worker_threads
+
+            workers = len(worker_threads(client) or {})
             job.progress_note(f"dask: connected to {self.address} "
                               f"({counted(workers, 'worker')})")
             if self._versions is not None:

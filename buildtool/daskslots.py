@@ -26,10 +26,15 @@ _WAIT_S = 1.0
 # How long a batch waits on a worker with no share of its stage before it is sent elsewhere
 # (longer than the client takes to see a new worker and give it a share: DaskBatches).
 MOVE_AFTER_S = 4.0
-# What a batch that was not run gives back instead of its result: sent again elsewhere.
+# What a batch that was not run gives back instead of its result: sent again elsewhere when
+# its worker had no share; passed over when the stage stopped (sent again if the client has not
+# taken the failure that stopped it yet: that batch says why the stage fails, not this one).
 MOVED = "dd-build: no share here"
-# Stopped, idle attempts kept (a late batch of a stopped attempt must still see it stopped).
+STOPPED = "dd-build: the stage stopped here"
+# Attempts kept before idle ones are dropped, and how long one must have been idle (a late
+# batch of a stopped attempt must still see it stopped; a live one keeps its raised share).
 _KEPT = 256
+_IDLE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class _Attempt:
         self.waiting = 0
         self.stopped = False
         self.ready = threading.Condition(_LOCK)
+        self.touched = time.monotonic()
 
 
 _LOCK = threading.Lock()
@@ -141,9 +147,12 @@ def _attempt(tag: str) -> _Attempt:
     attempt = _ATTEMPTS.get(tag)
     if attempt is None:
         if len(_ATTEMPTS) >= _KEPT:  # attempts long over
-            for old in [t for t, a in _ATTEMPTS.items() if not (a.running or a.waiting)]:
+            idle = time.monotonic() - _IDLE_S
+            for old in [t for t, a in _ATTEMPTS.items()
+                        if not (a.running or a.waiting) and a.touched < idle]:
                 del _ATTEMPTS[old]
         attempt = _ATTEMPTS[tag] = _Attempt()
+    attempt.touched = time.monotonic()
     return attempt
 
 
@@ -157,13 +166,13 @@ def _key(worker: Any) -> str:
     return worker_key(str(worker.address), str(worker.local_directory))
 
 
-Taken = Literal["run", "not run", "moved"]
+Taken = Literal["run", "stopped", "released", "moved"]
 
 
 def take(slot: Slot) -> Taken:
-    """Wait for one of this worker's slots of the attempt: "run" once held; "not run" when the
-    stage stopped meanwhile or Dask released the batch; "moved" when this worker has had no
-    share of the stage for MOVE_AFTER_S (the client sends it where a share is)."""
+    """Wait for one of this worker's slots of the attempt: "run" once held; "stopped" when the
+    stage stopped here meanwhile; "released" when Dask released the batch; "moved" when this
+    worker has had no share of the stage for MOVE_AFTER_S (the client sends it where one is)."""
     here = dict(slot.shares).get(_here(), 0)
     with _LOCK:
         attempt = _attempt(slot.tag)
@@ -183,13 +192,16 @@ def take(slot: Slot) -> Taken:
 def _wait(attempt: _Attempt, key: str) -> Taken:
     """Under _LOCK: until a slot is free, the attempt stopped or the batch released."""
     give_up = time.monotonic() + MOVE_AFTER_S
-    while not (attempt.stopped or _released(key)):
+    while True:
+        if attempt.stopped:
+            return "stopped"
+        if _released(key):
+            return "released"
         if attempt.running < attempt.capacity:
             return "run"
         if attempt.capacity == 0 and time.monotonic() >= give_up:
             return "moved"
         attempt.ready.wait(timeout=_WAIT_S)
-    return "not run"
 
 
 def give_back(slot: Slot, *, failed: bool) -> None:
@@ -238,4 +250,6 @@ def _released(key: str) -> bool:
         task = get_worker().state.tasks.get(key)
     except ValueError:  # not in a worker's task (the tests of this module)
         return False
-    return task is None or task.state != "executing"
+    except AttributeError:  # a Dask whose worker keeps its tasks otherwise: it runs, as
+        return False  # a batch did before it was sent ahead (README: Dask, what holds)
+    return task is None or getattr(task, "state", "executing") != "executing"

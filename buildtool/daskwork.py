@@ -310,12 +310,13 @@ class DaskBatches(_Arrivals):
 
     def _unrun(self, index: int, task: BatchTask | None, output: str) -> Finished | None:
         """A batch that came back without running (daskslots.take): passed over once the stage
-        stopped; one whose worker had no share of the stage is sent again, where one is."""
-        from .daskslots import MOVED
+        stopped; sent again, where a share is, when its worker had none or when the batch that
+        stopped the stage there has not come back yet (its failure is what the stage says)."""
+        from .daskslots import MOVED, STOPPED
 
         if self._stopped:
             return None
-        if output == MOVED and task is not None:
+        if output in (MOVED, STOPPED) and task is not None:
             self._pending += 1
             self._unsent.append(task)
             return None
@@ -354,12 +355,12 @@ class DaskBatches(_Arrivals):
         if now - self._asked < self._watch.after:
             return
         self._asked = now
-        try:
-            workers = len(self._client.scheduler_info().get("workers", {}))
-        except Exception:  # noqa: BLE001 - the scheduler itself is gone: Watch says that
+        threads = worker_threads(self._client)
+        if threads is None:  # the scheduler itself is gone: Watch says that
             return
+        workers = len(threads)
         if workers == 0 and not self._told:
-            self._note(f"dask: the scheduler has no workers: {self._pending} batches wait "
+            self._note(f"dask: the scheduler has no workers: {self._pending} batches sent wait "
                        "for one (Ctrl-C stops the build; finished batches are kept)")
         self._told = workers == 0
 
@@ -519,7 +520,7 @@ def run_batch(shipped: Shipped, task: BatchTask, slot: Slot | None = None
         return Finished(task.index, error=other), ""
     payload = _loaded(shipped[1])
     if slot is not None and (taken := daskslots.take(slot)) != "run":
-        return None, daskslots.MOVED if taken == "moved" else ""
+        return None, {"moved": daskslots.MOVED, "stopped": daskslots.STOPPED}.get(taken, "")
     failed = True
     try:
         finished, output = _run_batch(payload, task)

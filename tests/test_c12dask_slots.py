@@ -248,3 +248,31 @@ def test_the_workers_as_the_scheduler_has_them_whatever_the_clients_own_refresh_
             Client(cluster, set_as_default=False) as client:
         seen = [len(worker_threads(client) or {}) for _ in range(400)]
     assert set(seen) == {2}, f"{seen.count(2)} of {len(seen)} asks saw both workers"
+
+
+def test_a_failed_batch_tells_its_workers_waiting_batches_the_stage_stopped(here: str) -> None:
+    from buildtool import daskslots
+
+    first, second = _slots("t7", 2, 1)
+    assert daskslots.take(first) == "run"  # type: ignore[arg-type]
+    daskslots.give_back(first, failed=True)  # type: ignore[arg-type]
+    assert daskslots.take(second) == "stopped"  # type: ignore[arg-type]
+
+
+def test_a_batch_back_unrun_before_the_failure_that_stopped_it_is_sent_again() -> None:
+    """Its worker stopped the stage because another batch failed there; when this one comes
+    back first, the stage must not fail on it ("not run") instead of on the real failure."""
+    from buildtool.batchexec import BatchTask
+    from buildtool.daskslots import MOVED, STOPPED
+    from buildtool.daskwork import DaskBatches
+
+    batches = DaskBatches.__new__(DaskBatches)
+    batches._stage, batches._stopped, batches._pending, batches._unsent = "s", False, 0, []
+    task = BatchTask(3, 30, 10, None, 7)
+    for output in (STOPPED, MOVED):
+        assert batches._unrun(3, task, output) is None
+    assert batches._unsent == [task, task] and batches._pending == 2
+    released = batches._unrun(3, task, "")  # Dask released it, the stage not stopped: said
+    assert released is not None and "not run" in str(released.error)
+    batches._stopped = True
+    assert batches._unrun(3, task, STOPPED) is None and batches._pending == 2
