@@ -267,8 +267,11 @@ class DaskBatches(_Arrivals):
             return None
 
     def next_finished(self, timeout: float) -> Finished | None:
+        """Within `timeout` even while batches come back unrun and are sent again (the caller
+        checks for Ctrl-C between calls); with 0, everything landed already is looked at."""
+        deadline = time.monotonic() + timeout
         while True:
-            landed = self._next_landed(timeout)
+            landed = self._next_landed(max(0.0, deadline - time.monotonic()))
             if landed is None:
                 if self._pending and self._watch.lost():
                     self._fail_all()
@@ -279,6 +282,8 @@ class DaskBatches(_Arrivals):
             finished = self._finished(*landed)
             if finished is not None:
                 return finished
+            if timeout > 0 and time.monotonic() >= deadline:
+                return None
 
     def _finished(self, future: Any, result: Any) -> Finished | None:
         """A batch that landed, as next_finished gives it back; None for one passed over (failed
