@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ needs_cluster = pytest.mark.skipif(
     reason=f"no Dask scheduler to test on: set {ADDRESS_ENV} (.ci/run starts one)")
 
 
-def _env() -> dict[str, str]:
+def repo_env() -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH (what the workers import)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -41,7 +43,7 @@ def start_scheduler(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(file)],
-        cwd=folder, env=_env(), stdout=subprocess.DEVNULL,
+        cwd=folder, env=repo_env(), stdout=subprocess.DEVNULL,
         stderr=open(folder / "scheduler.log", "wb"))
     deadline = time.monotonic() + 60
     while not file.exists() or not file.read_text().strip():
@@ -53,13 +55,16 @@ def start_scheduler(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, json.loads(file.read_text())["address"]
 
 
-def start_worker(address: str, folder: Path, threads: int = 2) -> subprocess.Popen[bytes]:
-    """A worker (no nanny: its pid is the process computing) in a folder of its own."""
+def start_worker(address: str, folder: Path, threads: int = 2, port: int | None = None
+                 ) -> subprocess.Popen[bytes]:
+    """A worker (no nanny: its pid is the process computing) in a folder of its own; with
+    `port`, listening at 127.0.0.1:port (started again there, it has the same address)."""
     folder.mkdir(parents=True, exist_ok=True)
+    at = [] if port is None else ["--host", "127.0.0.1", "--worker-port", str(port)]
     return subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads",
-         str(threads), "--no-nanny", "--local-directory", str(folder)],
-        cwd=folder, env=_env(), stdout=subprocess.DEVNULL,
+         str(threads), "--no-nanny", *at, "--local-directory", str(folder)],
+        cwd=folder, env=repo_env(), stdout=subprocess.DEVNULL,
         stderr=open(folder / "worker.log", "wb"))
 
 
@@ -78,3 +83,21 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             os.kill(proc.pid, signal.SIGKILL)
     for proc in procs:
         proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most (start, end) spans open at one instant (an end before a start at the same
+    instant)."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from c12dask_support import (
     ADDRESS,
+    most_at_once,
     needs_cluster,
     needs_dask,
     start_scheduler,
@@ -81,15 +82,6 @@ def _span(text: str) -> tuple[float, float]:
     return float(start), float(end)
 
 
-def _most_at_once(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    most = now = 0
-    for _, step in events:  # an end before a start at the same instant
-        now += step
-        most = max(most, now)
-    return most
-
-
 @needs_cluster
 def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free(
         tmp_path: Path) -> None:
@@ -100,7 +92,7 @@ def test_no_more_batches_compute_at_once_than_concurrency_with_more_threads_free
     spans = [_span(p.read_text()) for p in (proj.root / "marks").glob("span-*")]
     assert len(spans) == 12
     # 8 threads are free: the client holds them to 3
-    assert 2 <= _most_at_once(spans) <= 3
+    assert 2 <= most_at_once(spans) <= 3
 
 
 @needs_cluster
@@ -172,5 +164,5 @@ def test_a_worker_killed_mid_stage_its_share_goes_to_the_other_worker(tmp_path: 
         stop(*[p for p in (victim, other) if p.poll() is None], scheduler)
     spans = [_span(p.read_text()) for p in (proj.root / "marks").glob("span-*")]
     assert len(spans) == 24
-    assert _most_at_once(spans) <= 2
-    assert _most_at_once([span for span in spans if span[0] > killed]) == 2
+    assert most_at_once(spans) <= 2
+    assert most_at_once([span for span in spans if span[0] > killed]) == 2

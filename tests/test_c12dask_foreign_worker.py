@@ -5,21 +5,22 @@ daskwork.other_dd_build) still starts."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from c12dask_support import _env, needs_dask, start_scheduler, start_worker, stop, wait_for_workers
+from c12dask_support import (
+    free_port,
+    needs_dask,
+    repo_env,
+    start_scheduler,
+    start_worker,
+    stop,
+    wait_for_workers,
+)
 from conftest import Project
 
 pytestmark = needs_dask
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker_without_daskslots(address: str, port: int, folder: Path
@@ -31,7 +32,7 @@ def _worker_without_daskslots(address: str, port: int, folder: Path
             f"sys.argv = ['dask-worker', {address!r}, '--no-nanny', '--nthreads', '1', "
             f"'--host', '127.0.0.1', '--worker-port', '{port}']; "
             "from distributed.cli.dask_worker import main; main()")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=_env(),
+    return subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=repo_env(),
                             stdout=subprocess.DEVNULL, stderr=open(folder / "worker.log", "wb"))
 
 
@@ -58,7 +59,7 @@ stages:
 """)
         done = proj.run("--scheduler", address)
         assert done.code == 0, done.stderr
-        port = _free_port()
+        port = free_port()
         other = _worker_without_daskslots(address, port, tmp_path / "other")
         procs.append(other)
         # it computes a task (it has started: a worker that fails to start computes none;

@@ -6,14 +6,20 @@ taking it would compute more batches at once than `concurrency` (daskslots.py)."
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from c12dask_support import _env, needs_dask, start_scheduler, start_worker, stop, wait_for_workers
+from c12dask_support import (
+    free_port,
+    most_at_once,
+    needs_dask,
+    start_scheduler,
+    start_worker,
+    stop,
+    wait_for_workers,
+)
 from conftest import Project
 
 pytestmark = needs_dask
@@ -42,24 +48,6 @@ def rows(ctx):
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker_at(address: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
-    """A worker (4 threads, no nanny) listening on `port`: started again there, it has the
-    same address."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "4",
-         "--no-nanny", "--host", "127.0.0.1", "--worker-port", str(port),
-         "--local-directory", str(folder)],
-        cwd=folder, env=_env(), stdout=subprocess.DEVNULL,
-        stderr=open(folder / "worker.log", "wb"))
-
-
 def _until(ready: Callable[[], bool], what: str, build: subprocess.Popen[str]) -> None:
     """A synchronisation point: until `ready()`, the build still running."""
     deadline = time.monotonic() + 60
@@ -69,15 +57,6 @@ def _until(ready: Callable[[], bool], what: str, build: subprocess.Popen[str]) -
         time.sleep(0.05)
 
 
-def _most_at_once(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
-
-
 def test_a_worker_started_again_at_the_same_address_takes_no_share_of_its_former_process(
         tmp_path: Path) -> None:
     """2 workers of 4 threads, concurrency 4: 2 each. X is killed while holding 2; once Y holds
@@ -85,8 +64,8 @@ def test_a_worker_started_again_at_the_same_address_takes_no_share_of_its_former
     former X lived sit on Y waiting for a thread; the new X steals them. Without the fix it
     computes 2 of them at once (the old X's share they carry) beside Y's 4."""
     scheduler, address = start_scheduler(tmp_path / "scheduler")
-    port = _free_port()
-    x = _worker_at(address, port, tmp_path / "x")
+    port = free_port()
+    x = start_worker(address, tmp_path / "x", threads=4, port=port)
     y = start_worker(address, tmp_path / "y", threads=4)
     procs = [scheduler, x, y]
     proj = Project(tmp_path / "proj")
@@ -121,7 +100,7 @@ stages:
                    "X and Y never held 2 batches each", build)
             stop(x)
             _until(lambda: len(held(y.pid)) == 4, "Y never got X's share", build)
-            again = _worker_at(address, port, tmp_path / "x-again")
+            again = start_worker(address, tmp_path / "x-again", threads=4, port=port)
             procs.append(again)
             wait_for_workers(address, 2)
             # Y holds 4 = concurrency: a batch starting on the new X now is one too many (a
@@ -144,4 +123,4 @@ stages:
         start, end = mark.read_text().split()
         spans.append((float(start), float(end)))
     assert len(spans) == 24
-    assert _most_at_once(spans) <= 4
+    assert most_at_once(spans) <= 4
