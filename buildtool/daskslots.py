@@ -108,6 +108,11 @@ class Placement:
             if worker in self.held:
                 self.held[worker] -= 1
 
+    def workers(self) -> int:
+        """How many workers the scheduler had when last asked (`workers_now`)."""
+        with self._lock:
+            return len(self.share)
+
     def shares(self) -> tuple[tuple[str, int], ...]:
         with self._lock:
             return tuple(sorted(self.share.items()))

@@ -164,7 +164,7 @@ class DaskBatches(_Arrivals):
         self._sends = 0  # a batch sent again (MOVED) gets a key of its own
         self._stopped = False  # no more batches (one failed)
         self._over = threading.Event()  # set by shutdown
-        self._asked = time.monotonic()  # when the scheduler was last asked for its workers
+        self._asked = time.monotonic()  # when the workers were last looked at (_workers_gone)
         self._told = False  # that it has none
         threading.Thread(target=self._collect, name=f"dd-build dask {stage}",
                          daemon=True).start()
@@ -354,16 +354,14 @@ class DaskBatches(_Arrivals):
         self._stale = done
 
     def _workers_gone(self) -> None:
-        """Batches in flight and no worker left: said once (the scheduler is asked as often as
-        $DD_BUILD_DASK_LOST_AFTER_S), as Dask waits for workers to come back rather than fail."""
+        """Batches in flight and no worker left: said once (looked at as often as
+        $DD_BUILD_DASK_LOST_AFTER_S, in the workers `_follow_workers` last had from the
+        scheduler), as Dask waits for workers to come back rather than fail."""
         now = time.monotonic()
         if now - self._asked < self._watch.after:
             return
         self._asked = now
-        threads = worker_threads(self._client)
-        if threads is None:  # the scheduler itself is gone: Watch says that
-            return
-        workers = len(threads)
+        workers = self._placement.workers()
         if workers == 0 and not self._told:
             self._note(f"dask: the scheduler has no workers: {self._pending} batches sent wait "
                        "for one (Ctrl-C stops the build; finished batches are kept)")
