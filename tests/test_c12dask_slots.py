@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from c12dask_support import needs_dask
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 pytestmark = needs_dask
@@ -276,3 +276,54 @@ def test_a_batch_back_unrun_before_the_failure_that_stopped_it_is_sent_again() -
     assert released is not None and "not run" in str(released.error)
     batches._stopped = True
     assert batches._unrun(3, task, STOPPED) is None and batches._pending == 2
+
+
+@given(concurrency=st.integers(1, 8), events=st.lists(st.tuples(
+    st.sampled_from(["send", "deliver", "kill", "start", "follow"]),
+    st.integers(0, 3), st.integers(0, 3)), max_size=30))
+@example(concurrency=2, events=[("send", 0, 0), ("kill", 0, 0), ("follow", 0, 0),
+                                 ("start", 0, 0), ("deliver", 0, 0)])  # a restart (the hunt)
+@settings(max_examples=1000, deadline=None)
+def test_no_sequence_of_sends_deaths_restarts_and_steals_gives_more_slots_than_concurrency(
+        concurrency: int, events: list[tuple[str, int, int]]) -> None:
+    """A model of the cluster around the real Placement and worker naming: worker processes
+    (an address, which a restarted one may reuse, and a scratch folder of its own), batches
+    carrying the shares they were sent with and delivered to any live process (Dask reruns a
+    dead worker's batches elsewhere, and steals queued ones), and the client's view refreshed
+    now and then (each live process then raised). A process's capacity is what take() and
+    raise_shares give it: the most any share named it. Live capacities never add up to more
+    than `concurrency`."""
+    from buildtool.daskslots import Placement, worker_key
+
+    addresses = [f"tcp://127.0.0.1:{9000 + n}" for n in range(3)]
+    live: dict[str, int] = {}  # worker key -> capacity
+    started = 0
+
+    def start(address: str) -> None:
+        nonlocal started
+        started += 1
+        live[worker_key(address, f"/scratch/worker-{started}")] = 0
+
+    for address in addresses[:2]:
+        start(address)
+    placement = Placement(concurrency, dict.fromkeys(live, 4))
+    queued: list[tuple[tuple[str, int], ...]] = []
+    for kind, a, b in events:
+        keys = sorted(live)
+        if kind == "send":
+            placement.place()
+            queued.append(placement.shares())
+        elif kind == "deliver" and queued and keys:
+            shares = dict(queued.pop(a % len(queued)))
+            key = keys[b % len(keys)]
+            live[key] = max(live[key], shares.get(key, 0))
+        elif kind == "kill" and keys:
+            del live[keys[a % len(keys)]]
+        elif kind == "start":
+            start(addresses[a % len(addresses)])
+        elif kind == "follow":
+            placement.workers_now(dict.fromkeys(live, 4))
+            shares = dict(placement.shares())
+            for key in live:
+                live[key] = max(live[key], shares.get(key, 0))
+        assert sum(live.values()) <= concurrency, (live, placement.share)
